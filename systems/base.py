@@ -1,0 +1,107 @@
+"""The interface every physical system implements.
+
+Note to the reader: a phase-space state ``z`` has shape ``(B, 2, N, D)``; ``z[:, 0]`` holds the
+positions ``q`` and ``z[:, 1]`` the momenta ``p`` of ``N`` particles in ``D`` dimensions for ``B``
+independent systems. System parameters are a dict of tensors with a leading batch axis, for example
+``{"m": (B, N), "k": (B, N)}``; every system has masses ``m``.
+
+All built-in systems are separable, ``H(q, p) = T(p) + V(q)`` with ``T = sum_i |p_i|^2 / (2 m_i)``,
+so a system only has to say what its potential ``V`` is (and, for speed, its forces ``-dV/dq``).
+This module depends on torch alone, never on ``hamnet``.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import ClassVar
+
+import torch
+from torch import Tensor
+
+Params = dict[str, Tensor]
+
+
+class HamiltonianSystem(abc.ABC):
+    """A separable Hamiltonian system of ``N`` particles in ``D`` dimensions.
+
+    Subclasses set ``name``, ``feature_keys`` (the parameters a learned model sees per particle)
+    and ``symmetry`` (the largest group from ``hamnet.groups`` that leaves ``H`` invariant), and
+    implement ``sample_params``, ``sample_state`` and ``potential``.
+    """
+
+    name: ClassVar[str]
+    feature_keys: ClassVar[tuple[str, ...]] = ("m",)
+    symmetry: ClassVar[str] = "Trivial"
+    default_n_particles: ClassVar[int] = 6
+    #: every built-in system has H = T(p) + V(q) with T = sum |p|^2 / 2m
+    separable: ClassVar[bool] = True
+
+    def __init__(self, n_particles: int | None = None, dim: int = 2) -> None:
+        n_particles = self.default_n_particles if n_particles is None else n_particles
+        if int(n_particles) != n_particles or n_particles < 2:
+            raise ValueError(f"n_particles must be an integer >= 2 (interactions need a pair), got {n_particles}")
+        if dim not in (2, 3):
+            raise ValueError(f"dim must be 2 or 3, got {dim}")
+        self.n_particles = int(n_particles)
+        self.dim = int(dim)
+
+    # -- what a subclass provides -------------------------------------------------------------
+    @abc.abstractmethod
+    def sample_params(self, n_systems: int, generator: torch.Generator) -> Params:
+        """Draw parameters for ``n_systems`` systems: dict of float64 tensors ``(B, N)`` (or ``(B,)``)."""
+
+    @abc.abstractmethod
+    def sample_state(self, params: Params, generator: torch.Generator) -> Tensor:
+        """Draw initial states ``z: (B, 2, N, D)`` in float64 with zero total momentum per system."""
+
+    @abc.abstractmethod
+    def potential(self, q: Tensor, params: Params) -> Tensor:
+        """Potential energy ``V(q)``; ``q: (B, N, D)`` -> ``(B,)``. Differentiable."""
+
+    def settings(self) -> dict:
+        """The constructor settings, JSON-serialisable, so that ``type(self)(**settings())`` rebuilds it."""
+        return {"n_particles": self.n_particles, "dim": self.dim}
+
+    # -- derived ------------------------------------------------------------------------------
+    def kinetic(self, p: Tensor, params: Params) -> Tensor:
+        """Kinetic energy ``sum_i |p_i|^2 / (2 m_i)``; ``p: (B, N, D)`` -> ``(B,)``."""
+        return 0.5 * (p.square().sum(-1) / params["m"]).sum(-1)
+
+    def hamiltonian(self, z: Tensor, params: Params) -> Tensor:
+        """Total energy ``H(z)``; ``z: (B, 2, N, D)`` -> ``(B,)``. Differentiable torch."""
+        return self.kinetic(z[:, 1], params) + self.potential(z[:, 0], params)
+
+    def velocity(self, p: Tensor, params: Params) -> Tensor:
+        """``dq/dt = dH/dp = p / m``; ``p: (B, N, D)`` -> ``(B, N, D)``."""
+        return p / params["m"].unsqueeze(-1)
+
+    def forces(self, q: Tensor, params: Params) -> Tensor:
+        """``dp/dt = -dV/dq``; ``q: (B, N, D)`` -> ``(B, N, D)``. Autograd unless overridden."""
+        return gradient_force(self.potential, q, params)
+
+    def features(self, params: Params) -> Tensor:
+        """Per-particle features for learned models, ``(B, N, F)``: the ``feature_keys`` stacked."""
+        return torch.stack([params[key] for key in self.feature_keys], dim=-1)
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.settings().items())
+        return f"{type(self).__name__}({args})"
+
+
+def remove_total_momentum(p: Tensor) -> Tensor:
+    """Subtract each system's mean momentum so that ``sum_i p_i = 0``; ``p: (B, N, D)``."""
+    return p - p.mean(dim=1, keepdim=True)
+
+
+def gradient_force(potential, q: Tensor, params: Params) -> Tensor:
+    """``-dV/dq`` by autograd for any ``potential(q, params) -> (B,)``; ``q: (B, N, D)``.
+
+    Keeps the graph (so the force can itself be differentiated, as training needs) exactly when
+    gradients are enabled and ``q`` already requires grad; otherwise returns a detached force.
+    """
+    keep_graph = torch.is_grad_enabled() and q.requires_grad
+    with torch.enable_grad():
+        if not q.requires_grad:
+            q = q.detach().requires_grad_(True)
+        (grad,) = torch.autograd.grad(potential(q, params).sum(), q, create_graph=keep_graph)
+    return -grad
