@@ -1,0 +1,88 @@
+"""Conserved quantities and their drifts, as pure functions of states or trajectories.
+
+Note to the reader: every function takes a state or trajectory whose last three axes are
+``(2, N, D)`` (``[..., 0, :, :]`` positions ``q``, ``[..., 1, :, :]`` momenta ``p``), so the same call
+works on one state ``(B, 2, N, D)`` and on a trajectory ``(B, T, 2, N, D)``. Nothing here knows
+how the trajectory was made: truth and learned rollouts are measured the same way.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+Hamiltonian = Callable[[Tensor, dict], Tensor]
+
+
+def linear_momentum(z: Tensor) -> Tensor:
+    """Total linear momentum ``sum_i p_i``; ``z: (..., 2, N, D)`` -> ``(..., D)``."""
+    return z[..., 1, :, :].sum(-2)
+
+
+def angular_momentum(z: Tensor) -> Tensor:
+    """Total angular momentum about the origin ``sum_i q_i x p_i``.
+
+    ``z: (..., 2, N, D)`` -> ``(...)`` for ``D = 2`` (the out-of-plane component) and ``(..., 3)`` for ``D = 3``.
+    """
+    q, p = z[..., 0, :, :], z[..., 1, :, :]
+    if q.shape[-1] == 2:
+        return (q[..., 0] * p[..., 1] - q[..., 1] * p[..., 0]).sum(-1)
+    if q.shape[-1] == 3:
+        return torch.linalg.cross(q, p, dim=-1).sum(-2)
+    raise ValueError(f"angular momentum needs D = 2 or 3, got D = {q.shape[-1]}")
+
+
+def energy(hamiltonian: Hamiltonian, z: Tensor, params: dict[str, Tensor]) -> Tensor:
+    """``H`` along a trajectory; ``z: (B, T, 2, N, D)`` -> ``(B, T)``.
+
+    ``hamiltonian(z, params)`` maps ``(B, 2, N, D)`` to ``(B,)``, e.g. ``system.hamiltonian`` or a
+    learned model's; parameters ``(B, ...)`` are repeated along time.
+    """
+    batch, steps = z.shape[:2]
+    flat_params = {k: v.repeat_interleave(steps, dim=0) for k, v in params.items()}
+    return hamiltonian(z.reshape(batch * steps, *z.shape[2:]), flat_params).reshape(batch, steps)
+
+
+def momentum_scale(z: Tensor) -> Tensor:
+    """The natural scale of momentum in each system, ``sum_i |p_i|`` at the first time, ``(B,)``.
+
+    Total momentum is often zero, so a change in it is measured relative to this scale.
+    ``z: (B, T, 2, N, D)``.
+    """
+    return z[:, 0, 1].norm(dim=-1).sum(-1)
+
+
+def angular_momentum_scale(z: Tensor) -> Tensor:
+    """``sum_i |q_i| |p_i|`` at the first time, ``(B,)``: the scale for changes in angular momentum."""
+    return (z[:, 0, 0].norm(dim=-1) * z[:, 0, 1].norm(dim=-1)).sum(-1)
+
+
+def drift(values: Tensor, scale: Tensor | None = None) -> Tensor:
+    """Largest change from the first time, per system: ``max_t |x(t) - x(0)|``, divided by ``scale``.
+
+    ``values: (B, T)`` or ``(B, T, K)`` (vector quantities use the Euclidean norm); ``scale: (B,)``.
+    """
+    change = values - values[:, :1]
+    if change.dim() == 3:
+        change = change.norm(dim=-1)
+    largest = change.abs().amax(dim=1)
+    return largest if scale is None else largest / scale
+
+
+def conservation_report(z: Tensor, hamiltonian: Hamiltonian | None = None,
+                        params: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
+    """Per-system drifts of a trajectory ``z: (B, T, 2, N, D)``, each ``(B,)``:
+
+    ``linear_momentum`` relative to ``momentum_scale``, ``angular_momentum`` relative to
+    ``angular_momentum_scale`` and, when a Hamiltonian is given, ``energy`` relative to ``|H(0)|``.
+    """
+    report = {
+        "linear_momentum": drift(linear_momentum(z), momentum_scale(z)),
+        "angular_momentum": drift(angular_momentum(z), angular_momentum_scale(z)),
+    }
+    if hamiltonian is not None:
+        h = energy(hamiltonian, z, params)
+        report["energy"] = drift(h, h[:, 0].abs())
+    return report
