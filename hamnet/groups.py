@@ -294,6 +294,12 @@ class LieGroup(abc.ABC):
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 
+    def __eq__(self, other: object) -> bool:  # groups are values: T(2) == T(2)
+        return type(self) is type(other) and repr(self) == repr(other)
+
+    def __hash__(self) -> int:
+        return hash((type(self), repr(self)))
+
 
 class Trivial(LieGroup):
     """The one-element group on ``R^D``: no symmetry. Each point is its own orbit (its coordinates

@@ -1,0 +1,239 @@
+"""LieConv: convolution over Lie group elements, and the residual network built from it.
+
+Note to the reader: a batch holds ``B`` systems of ``N`` points in ``D`` dimensions, ``points: (B, N, D)``,
+with per-point features ``(B, N, F)`` and an optional ``mask: (B, N)`` (True = real point, False =
+padding). ``group.lift`` turns the points into ``M = N * s`` group elements ``(B, M, n, n)`` (``s`` lift
+samples per point where the action has a stabilizer), orbit identifiers ``(B, M, O)`` and a lifted mask.
+
+A convolution maps features ``f: (B, M, C)`` on the lifted elements to
+
+    f'(u) = mean over neighbours v of u of  W [ k(embed(log(u^-1 v)), o_u, o_v) (x) f(v) ]
+
+where the kernel ``k`` is a small Swish MLP with ``kernel_channels`` outputs, ``(x)`` the outer product
+with the input channels and ``W`` a linear map to the output channels (the PointConv factorisation the
+paper uses). ``embed(log(u^-1 v))`` is computed as ``group.relative(u, v)``: smooth across the wrap of
+``log``, so the network is a smooth function of the points. Left-translating every element by one group
+element leaves all kernel inputs, hence the features, unchanged: that is the equivariance.
+
+Neighbourhoods are built once per forward pass and shared by every layer: all ``M`` elements, or the
+``k`` nearest in the group distance (plus orbit distance), found in row chunks so that neither the
+distances nor the kernel inputs ever need ``M x M`` memory. Selection is not differentiated (it is
+piecewise constant). Nothing in a forward pass changes module state; stabilizer samples come from the
+``generator`` argument or, when it is None, from a fresh generator seeded with
+``hamnet.groups.DEFAULT_LIFT_SEED``, so the network is a deterministic function of its inputs.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from hamnet.groups import LieGroup
+
+# Lift samples per point for groups whose action has a stabilizer, when the caller does not say.
+DEFAULT_LIFT_SAMPLES = 4
+# Upper bound on the distances held at once during the nearest-neighbour search (B x rows x M).
+_SEARCH_CHUNK_ELEMENTS = 1 << 22
+
+
+class Neighbourhood(NamedTuple):
+    """The pairs a convolution sums over, shared by all layers of a network.
+
+    ``kernel_inputs: (B, M, K, embed_dim + 2 orbit_dim)``; ``index: (B, M, K)`` neighbour indices, or
+    None when every element is a neighbour (``K = M``, in order); ``weights: (B, M, K)``, the masked
+    mean weights (1 / number of real neighbours, 0 for padding).
+    """
+
+    kernel_inputs: Tensor
+    index: Tensor | None
+    weights: Tensor
+
+
+def nearest(group: LieGroup, elements: Tensor, orbits: Tensor, mask: Tensor, k: int) -> Tensor:
+    """Indices of the ``k`` nearest elements of each element (itself included), never holding more
+    than a chunk of the ``M x M`` distances: ``elements: (B, M, n, n)``, ``orbits: (B, M, O)``,
+    ``mask: (B, M)`` -> ``(B, M, k)`` long. Distance: ``sqrt(group distance^2 + |o_u - o_v|^2)``;
+    padded elements are chosen last."""
+    B, M = mask.shape
+    rows = max(1, _SEARCH_CHUNK_ELEMENTS // max(1, B * M))
+    out = []
+    with torch.no_grad():
+        for start in range(0, M, rows):
+            stop = min(M, start + rows)
+            d2 = group.pairwise_distance(elements[:, start:stop], elements).square()
+            if orbits.shape[-1]:
+                d2 = d2 + torch.cdist(orbits[:, start:stop], orbits).square()
+            d2 = d2.masked_fill(~mask.unsqueeze(1), float("inf"))
+            out.append(d2.topk(k, dim=-1, largest=False).indices)
+    return torch.cat(out, 1)
+
+
+def neighbourhood(group: LieGroup, elements: Tensor, orbits: Tensor, mask: Tensor,
+                  k: int | None = None) -> Neighbourhood:
+    """Kernel inputs and mean weights for all pairs (``k=None``) or the ``k`` nearest.
+
+    ``elements: (B, M, n, n)``, ``orbits: (B, M, O)``, ``mask: (B, M)`` bool. Kernel inputs are
+    ``(group.relative(u, v), o_u, o_v)``; ``relative`` is evaluated only on the selected pairs.
+    """
+    B, M = mask.shape
+    if k is None:
+        index = None
+        v, o_v, m_v = elements.unsqueeze(1), orbits.unsqueeze(1), mask.unsqueeze(1).expand(B, M, M)
+    else:
+        index = nearest(group, elements, orbits, mask, k)
+        batch = torch.arange(B, device=mask.device).view(B, 1, 1)
+        v, o_v, m_v = elements[batch, index], orbits[batch, index], mask[batch, index]
+    u, o_u = elements.unsqueeze(2), orbits.unsqueeze(2)
+    rel = group.relative(u, v)
+    K = rel.shape[2]
+    inputs = torch.cat([rel, o_u.expand(B, M, K, -1), o_v.expand(B, M, K, -1)], -1)
+    m_v = m_v.to(rel.dtype)
+    weights = m_v / m_v.sum(-1, keepdim=True).clamp(min=1)
+    return Neighbourhood(inputs, index, weights)
+
+
+class LieConv(nn.Module):
+    """One LieConv layer: features on lifted elements ``(B, M, in_channels)`` -> ``(B, M, out_channels)``.
+
+    ``kernel_inputs`` is the width of ``Neighbourhood.kernel_inputs``; the kernel MLP has two hidden
+    layers of ``kernel_width`` with Swish (SiLU, smooth) and ``kernel_channels`` outputs.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_inputs: int,
+                 kernel_width: int = 32, kernel_channels: int = 16) -> None:
+        super().__init__()
+        self.kernel = nn.Sequential(
+            nn.Linear(kernel_inputs, kernel_width), nn.SiLU(),
+            nn.Linear(kernel_width, kernel_width), nn.SiLU(),
+            nn.Linear(kernel_width, kernel_channels),
+        )
+        self.mix = nn.Linear(kernel_channels * in_channels, out_channels)
+
+    def forward(self, features: Tensor, nbhd: Neighbourhood) -> Tensor:
+        """``features: (B, M, C_in)`` -> ``(B, M, C_out)``."""
+        k = self.kernel(nbhd.kernel_inputs) * nbhd.weights.unsqueeze(-1)  # (B, M, K, c)
+        if nbhd.index is None:
+            agg = torch.einsum("bijc,bjf->bicf", k, features)
+        else:
+            batch = torch.arange(features.shape[0], device=features.device).view(-1, 1, 1)
+            agg = torch.einsum("bijc,bijf->bicf", k, features[batch, nbhd.index])
+        return self.mix(agg.flatten(-2))
+
+
+class _Bottleneck(nn.Module):
+    """Residual block ``x + Linear(act(LieConv(act(Linear(act(x))))))`` with a 4x narrower convolution."""
+
+    def __init__(self, width: int, kernel_inputs: int, kernel_width: int, kernel_channels: int) -> None:
+        super().__init__()
+        inner = max(1, width // 4)
+        self.act = nn.SiLU()
+        self.reduce = nn.Linear(width, inner)
+        self.conv = LieConv(inner, inner, kernel_inputs, kernel_width, kernel_channels)
+        self.expand = nn.Linear(inner, width)
+
+    def forward(self, x: Tensor, nbhd: Neighbourhood) -> Tensor:
+        h = self.conv(self.act(self.reduce(self.act(x))), nbhd)
+        return x + self.expand(self.act(h))
+
+
+class LieResNet(nn.Module):
+    """A residual LieConv network with a group-invariant output per system.
+
+    ``group``: the symmetry; ``in_features``: F, features per point; ``width``: channels;
+    ``depth``: residual bottleneck blocks; ``out_features``: outputs per system; ``neighbours``: k of the
+    k-nearest neighbourhood (counted in lifted elements), None for all points; ``lift_samples``: elements
+    per point (None: 1 for free actions, ``DEFAULT_LIFT_SAMPLES`` where the action has a stabilizer);
+    ``kernel_width`` / ``kernel_channels``: the kernel MLP. The output is the mean over real lifted
+    elements of a per-element linear read-out, so it is invariant (exactly for deterministic lifts, in
+    distribution for Monte Carlo lifts). Parameters are created in the default dtype; convert the module
+    (``model.to(torch.float64)``) to match the inputs.
+    """
+
+    def __init__(self, group: LieGroup, in_features: int, width: int = 128, depth: int = 4,
+                 out_features: int = 1, neighbours: int | None = None, lift_samples: int | None = None,
+                 kernel_width: int = 32, kernel_channels: int = 16) -> None:
+        super().__init__()
+        for label, value in (("in_features", in_features), ("width", width), ("out_features", out_features),
+                             ("kernel_width", kernel_width), ("kernel_channels", kernel_channels)):
+            if value < 1:
+                raise ValueError(f"{label} must be >= 1, got {value}")
+        if depth < 0:
+            raise ValueError(f"depth must be >= 0, got {depth}")
+        if neighbours is not None and neighbours < 1:
+            raise ValueError(f"neighbours must be >= 1 or None (all points), got {neighbours}")
+        if lift_samples is None:
+            lift_samples = DEFAULT_LIFT_SAMPLES if group.stabilizer_dim else 1
+        if lift_samples < 1 or (group.stabilizer_dim == 0 and lift_samples != 1):
+            raise ValueError(f"lift_samples must be 1 for {group.name} (a free action) and >= 1 otherwise, "
+                             f"got {lift_samples}")
+        self.group, self.in_features, self.out_features = group, in_features, out_features
+        self.neighbours, self.lift_samples = neighbours, lift_samples
+        kernel_inputs = group.embed_dim + 2 * group.orbit_dim
+        self.embed = nn.Linear(in_features, width)
+        self.blocks = nn.ModuleList(
+            _Bottleneck(width, kernel_inputs, kernel_width, kernel_channels) for _ in range(depth))
+        self.act = nn.SiLU()
+        self.head = nn.Linear(width, out_features)
+
+    def forward(self, points: Tensor, features: Tensor, mask: Tensor | None = None,
+                generator: torch.Generator | None = None) -> Tensor:
+        """``points: (B, N, D)``, ``features: (B, N, F)``, ``mask: (B, N)`` bool -> ``(B, out_features)``.
+
+        ``generator`` draws the stabilizer samples of the lift (None: a fixed seed per call).
+        Padded points (mask False) are ignored and may hold any finite or non-finite values.
+        """
+        mask = self._validate(points, features, mask)
+        points = torch.where(mask.unsqueeze(-1), points, torch.zeros_like(points))
+        features = torch.where(mask.unsqueeze(-1), features, torch.zeros_like(features))
+        elements, orbits, lifted_mask = self.group.lift(points, mask, self.lift_samples, generator)
+        return self.forward_lifted(elements, orbits, features.repeat_interleave(self.lift_samples, 1), lifted_mask)
+
+    def forward_lifted(self, elements: Tensor, orbits: Tensor, features: Tensor, mask: Tensor) -> Tensor:
+        """The network on already lifted inputs: ``elements: (B, M, n, n)``, ``orbits: (B, M, O)``,
+        ``features: (B, M, F)``, ``mask: (B, M)`` -> ``(B, out_features)``. Unchanged (to round-off)
+        when every element is left-multiplied by the same group element."""
+        nbhd = neighbourhood(self.group, elements, orbits, mask, self.neighbours)
+        x = self.embed(features)
+        for block in self.blocks:
+            x = block(x, nbhd)
+        y = self.head(self.act(x))
+        w = mask.to(y.dtype).unsqueeze(-1)
+        return (y * w).sum(1) / w.sum(1).clamp(min=1)
+
+    def _validate(self, points: Tensor, features: Tensor, mask: Tensor | None) -> Tensor:
+        D = self.group.space_dim
+        if points.ndim != 3 or points.shape[-1] != D:
+            raise ValueError(f"{self.group.name} acts on {D}-dimensional points: expected points of shape "
+                             f"(B, N, {D}), got {tuple(points.shape)}")
+        B, N, _ = points.shape
+        if features.shape != (B, N, self.in_features):
+            raise ValueError(f"features must have shape (B, N, in_features) = {(B, N, self.in_features)}, "
+                             f"got {tuple(features.shape)}")
+        if mask is None:
+            mask = torch.ones(B, N, dtype=torch.bool, device=points.device)
+        elif mask.shape != (B, N) or mask.dtype != torch.bool:
+            raise ValueError(f"mask must be a bool tensor of shape {(B, N)}, got {mask.dtype} {tuple(mask.shape)}")
+        for label, x in (("points", points), ("features", features)):
+            if not torch.isfinite(x[mask]).all():
+                raise ValueError(f"{label} contain NaN or infinite values (at unmasked points)")
+        dtype = self.head.weight.dtype
+        if points.dtype != dtype or features.dtype != dtype:
+            raise ValueError(f"inputs are {points.dtype}/{features.dtype} but the model is {dtype}; "
+                             f"convert one of them, e.g. model.to({points.dtype})")
+        if self.neighbours is not None and self.neighbours > N * self.lift_samples:
+            raise ValueError(f"neighbours={self.neighbours} is larger than the number of points per system "
+                             f"(N={N} points x {self.lift_samples} lift samples = {N * self.lift_samples})")
+        return mask
+
+
+def centre(points: Tensor, mask: Tensor | None = None) -> Tensor:
+    """Subtract each system's centroid over its real points: ``points: (B, N, D)``, ``mask: (B, N)``.
+
+    A network of a rotation group applied to centred points is invariant to translations too.
+    """
+    if mask is None:
+        return points - points.mean(1, keepdim=True)
+    w = mask.to(points.dtype).unsqueeze(-1)
+    return points - (points * w).sum(1, keepdim=True) / w.sum(1, keepdim=True).clamp(min=1)
