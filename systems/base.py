@@ -13,7 +13,7 @@ This module depends on torch alone, never on ``hamnet``.
 from __future__ import annotations
 
 import abc
-from typing import ClassVar
+from typing import Callable, ClassVar
 
 import torch
 from torch import Tensor
@@ -35,6 +35,9 @@ class HamiltonianSystem(abc.ABC):
     default_n_particles: ClassVar[int] = 6
     #: every built-in system has H = T(p) + V(q) with T = sum |p|^2 / 2m
     separable: ClassVar[bool] = True
+    #: True when the forces are linear in ``q`` and act on each spatial axis alike
+    #: (``V = sum_axes q^T S q / 2``); integrators may then precompute their step as a matrix
+    linear: ClassVar[bool] = False
 
     def __init__(self, n_particles: int | None = None, dim: int = 2) -> None:
         n_particles = self.default_n_particles if n_particles is None else n_particles
@@ -78,6 +81,17 @@ class HamiltonianSystem(abc.ABC):
     def forces(self, q: Tensor, params: Params) -> Tensor:
         """``dp/dt = -dV/dq``; ``q: (B, N, D)`` -> ``(B, N, D)``. Autograd unless overridden."""
         return gradient_force(self.potential, q, params)
+
+    def velocity_function(self, params: Params) -> Callable[[Tensor], Tensor]:
+        """``p -> dq/dt`` with per-system constants computed once, for integrators' inner loops."""
+        inverse_mass = params["m"].reciprocal().unsqueeze(-1)
+        if type(self).velocity is HamiltonianSystem.velocity:
+            return lambda p: p * inverse_mass
+        return lambda p: self.velocity(p, params)
+
+    def force_function(self, params: Params) -> Callable[[Tensor], Tensor]:
+        """``q -> dp/dt`` with per-system constants computed once; override to precompute more."""
+        return lambda q: self.forces(q, params)
 
     def features(self, params: Params) -> Tensor:
         """Per-particle features for learned models, ``(B, N, F)``: the ``feature_keys`` stacked."""

@@ -138,11 +138,19 @@ class NBody(HamiltonianSystem):
         return -0.5 * G * (mm * inv_r * off_diagonal).sum((-1, -2))
 
     def forces(self, q: Tensor, params: Params) -> Tensor:
+        return self.force_function(params)(q)
+
+    def force_function(self, params: Params):
         m = params["m"]
-        diff, inv_r = self._pair_terms(q)
-        # the diagonal has diff = 0, so it contributes nothing
-        weight = G * m.unsqueeze(1) * inv_r**3  # (B, N, N): G m_j / r_ij^3
-        return -m.unsqueeze(-1) * (weight.unsqueeze(-1) * diff).sum(2)
+        pull = G * m.unsqueeze(1)  # (B, 1, N): G m_j
+        own_mass = m.unsqueeze(-1)  # (B, N, 1)
+
+        def force(q: Tensor) -> Tensor:
+            diff, inv_r = self._pair_terms(q)
+            # the diagonal has diff = 0, so it contributes nothing
+            return -own_mass * ((pull * inv_r**3).unsqueeze(-1) * diff).sum(2)
+
+        return force
 
     def timescale(self, params: Params) -> Tensor:
         """Shortest dynamical time, per system ``(B,)``: ``sqrt(eps^3 / (G M))`` bounds the

@@ -32,6 +32,7 @@ class Springs(HamiltonianSystem):
     feature_keys = ("m", "k")
     symmetry = "SE3"  # invariant to rotations and translations in either dimension
     default_n_particles = 6
+    linear = True
 
     def sample_params(self, n_systems: int, generator: torch.Generator) -> Params:
         shape = (n_systems, self.n_particles)
@@ -54,21 +55,33 @@ class Springs(HamiltonianSystem):
         weighted = (k.unsqueeze(-1) * q).sum(1)
         return k.sum(-1) * (k * q.square().sum(-1)).sum(-1) - weighted.square().sum(-1)
 
+    def stiffness(self, params: Params) -> Tensor:
+        """The matrix ``S: (B, N, N)`` with ``V = q^T S q / 2`` per dimension, so forces are ``-S q``.
+
+        ``S_ii = 2 k_i (K - k_i)`` and ``S_ij = -2 k_i k_j``, with ``K = sum_j k_j``.
+        """
+        k = params["k"]
+        outer = 2.0 * k.unsqueeze(-1) * k.unsqueeze(-2)
+        return torch.diag_embed(2.0 * k * k.sum(-1, keepdim=True)) - outer
+
     def forces(self, q: Tensor, params: Params) -> Tensor:
         # -dV/dq_i = -2 k_i (K q_i - sum_j k_j q_j)
         k = params["k"].unsqueeze(-1)
         weighted = (k * q).sum(1, keepdim=True)
         return -2.0 * k * (k.sum(1, keepdim=True) * q - weighted)
 
-    def timescale(self, params: Params) -> Tensor:
-        """A lower bound on the period / 2 pi of the fastest normal mode, per system ``(B,)``.
+    def force_function(self, params: Params):
+        # The force is linear in q: one batched matrix product per evaluation.
+        minus_stiffness = -self.stiffness(params)
+        return lambda q: torch.bmm(minus_stiffness, q)
 
-        Gershgorin's theorem bounds the largest eigenvalue of ``M^-1 K`` by the largest row sum
-        ``4 k_i (K - k_i) / m_i``.
-        """
-        k, m = params["k"], params["m"]
-        omega_sq = (4.0 * k * (k.sum(-1, keepdim=True) - k) / m).amax(-1)
-        return 1.0 / omega_sq.clamp_min(1e-300).sqrt()
+    def timescale(self, params: Params) -> Tensor:
+        """``1 / omega_max`` per system ``(B,)``, where ``omega_max^2`` is the largest eigenvalue of
+        ``M^-1/2 S M^-1/2``: the period / 2 pi of the fastest normal mode."""
+        root_inverse_mass = params["m"].rsqrt()
+        scaled = root_inverse_mass.unsqueeze(-1) * self.stiffness(params) * root_inverse_mass.unsqueeze(-2)
+        omega_sq = torch.linalg.eigvalsh(scaled)[..., -1]
+        return omega_sq.clamp_min(torch.finfo(omega_sq.dtype).tiny).rsqrt()
 
 
 def two_particle_frequency(m1: float, m2: float, k1: float, k2: float) -> float:

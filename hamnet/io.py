@@ -1,0 +1,177 @@
+"""Trajectory files: ``.npz``, schema version 1, readable with numpy alone.
+
+A file holds ``t: (T,)`` float64 times, ``z: (B, T, 2, N, D)`` float64 states, one float64 array
+per system parameter with a leading batch axis (``m: (B, N)`` always, ``k: (B, N)`` for springs,
+...), and ``meta``: a JSON string with at least ``schema_version``, ``system`` (name or file spec),
+``system_settings``, ``dt`` and ``hamnet_version``; generators add the seed and integrator, rollouts
+the model that made them. Writes are atomic: a temporary file in the same folder is renamed over
+the target only when complete, so an interrupted run never leaves a broken file behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+from torch import Tensor
+
+SCHEMA_VERSION = 1
+REQUIRED_META = ("schema_version", "system", "system_settings", "dt")
+RESERVED_KEYS = ("t", "z", "meta")
+
+
+class TrajectoryFileError(ValueError):
+    """A trajectory file that cannot be read, with what is wrong and how to fix it."""
+
+
+@dataclass
+class Trajectories:
+    """States ``z: (B, T, 2, N, D)`` at times ``t: (T,)``, with parameters and metadata.
+
+    Tensors are float64 torch tensors; ``params`` maps names to ``(B, ...)`` tensors.
+    """
+
+    t: Tensor
+    z: Tensor
+    params: dict[str, Tensor]
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def n_systems(self) -> int:
+        return self.z.shape[0]
+
+    @property
+    def n_times(self) -> int:
+        return self.z.shape[1]
+
+    @property
+    def n_particles(self) -> int:
+        return self.z.shape[3]
+
+    @property
+    def dim(self) -> int:
+        return self.z.shape[4]
+
+    def system(self):
+        """Rebuild the system that made this file (from ``meta``)."""
+        from systems import make_system
+
+        return make_system(self.meta["system"], **self.meta["system_settings"])
+
+    def select(self, index) -> "Trajectories":
+        """The subset of systems ``index`` (a slice, index tensor or boolean mask)."""
+        return Trajectories(self.t, self.z[index], {k: v[index] for k, v in self.params.items()}, dict(self.meta))
+
+
+def save_trajectories(path: str | os.PathLike, data: Trajectories) -> None:
+    """Validate ``data`` and write it atomically to ``path`` (``.npz``)."""
+    meta = {"schema_version": SCHEMA_VERSION, **data.meta}
+    arrays = {"t": data.t.detach().cpu().double().numpy(), "z": data.z.detach().cpu().double().numpy()}
+    for name, value in data.params.items():
+        if name in RESERVED_KEYS:
+            raise TrajectoryFileError(f"parameter name {name!r} is reserved; rename it")
+        arrays[name] = value.detach().cpu().double().numpy()
+    _validate(arrays, meta, source="data to save")
+    arrays["meta"] = np.array(json.dumps(meta, sort_keys=True))
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as handle:
+            np.savez(handle, **arrays)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``, renamed onto ``path`` only if the block succeeds.
+
+    On any failure (an exception, a KeyboardInterrupt) the temporary file is removed, so the target
+    is either untouched or complete. Raises ``OSError`` with a readable message when the folder
+    does not exist or is not writable, before any work is done in the block.
+    """
+    path = Path(path)
+    folder = path.parent
+    if not folder.is_dir():
+        raise OSError(f"cannot write {path}: folder {folder} does not exist")
+    try:
+        handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    except OSError as error:
+        raise OSError(f"cannot write {path}: {error.strerror}") from error
+    os.close(handle)
+    tmp = Path(name)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def load_trajectories(path: str | os.PathLike) -> Trajectories:
+    """Read and validate a trajectory file; raises :class:`TrajectoryFileError` naming the problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise TrajectoryFileError(f"{path}: no such file")
+    if not zipfile.is_zipfile(path):
+        raise TrajectoryFileError(f"{path}: not a .npz trajectory file (expected a zip archive written by numpy)")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {name: archive[name] for name in archive.files}
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as error:
+        raise TrajectoryFileError(f"{path}: not a readable .npz trajectory file ({error})") from error
+    if "meta" not in arrays:
+        raise TrajectoryFileError(f"{path}: missing key 'meta'; not a hamnet trajectory file")
+    try:
+        meta = json.loads(str(arrays.pop("meta")))
+    except json.JSONDecodeError as error:
+        raise TrajectoryFileError(f"{path}: 'meta' is not valid JSON ({error})") from error
+    _validate(arrays, meta, source=str(path))
+    params = {k: torch.from_numpy(v) for k, v in arrays.items() if k not in RESERVED_KEYS}
+    return Trajectories(torch.from_numpy(arrays["t"]), torch.from_numpy(arrays["z"]), params, meta)
+
+
+def _validate(arrays: dict[str, np.ndarray], meta: dict, source: str) -> None:
+    def fail(message: str):
+        raise TrajectoryFileError(f"{source}: {message}")
+
+    if not isinstance(meta, dict):
+        fail("'meta' must be a JSON object")
+    version = meta.get("schema_version")
+    if version != SCHEMA_VERSION:
+        fail(f"unknown schema version {version!r}; this hamnet reads version {SCHEMA_VERSION}")
+    for key in REQUIRED_META:
+        if key not in meta:
+            fail(f"'meta' lacks {key!r}")
+    for key in ("t", "z", "m"):
+        if key not in arrays:
+            fail(f"missing key {key!r}")
+    for name, value in arrays.items():
+        if value.dtype != np.float64:
+            fail(f"{name!r} has dtype {value.dtype}; expected float64")
+        if not np.isfinite(value).all():
+            fail(f"{name!r} contains NaN or infinite values")
+    z, t = arrays["z"], arrays["t"]
+    if z.ndim != 5 or z.shape[2] != 2 or z.shape[4] not in (2, 3):
+        fail(f"'z' has shape {z.shape}; expected (B, T, 2, N, D) with D = 2 or 3")
+    n_systems, n_times, _, n_particles, _ = z.shape
+    if min(n_systems, n_times, n_particles) < 1:
+        fail(f"'z' has shape {z.shape}; B, T and N must be at least 1")
+    if t.shape != (n_times,):
+        fail(f"'t' has shape {t.shape}; expected ({n_times},) to match T in 'z'")
+    if n_times > 1 and not (np.diff(t) > 0).all():
+        fail("'t' must be strictly increasing")
+    for name, value in arrays.items():
+        if name in RESERVED_KEYS:
+            continue
+        if value.ndim not in (1, 2) or value.shape[0] != n_systems or (value.ndim == 2 and value.shape[1] != n_particles):
+            fail(f"parameter {name!r} has shape {value.shape}; expected ({n_systems},) or ({n_systems}, {n_particles})")
+    if (arrays["m"] <= 0).any():
+        fail("masses 'm' must be positive")
+    dt = meta["dt"]
+    if not (isinstance(dt, (int, float)) and dt > 0 and math.isfinite(dt)):
+        fail(f"'meta' dt must be a positive number, got {dt!r}")
