@@ -68,7 +68,8 @@ def drift(values: Tensor, scale: Tensor | None = None) -> Tensor:
     if change.dim() == 3:
         change = change.norm(dim=-1)
     largest = change.abs().amax(dim=1)
-    return largest if scale is None else largest / scale
+    # a zero scale (e.g. no motion at all) leaves the absolute change rather than 0 / 0
+    return largest if scale is None else largest / scale.clamp_min(torch.finfo(scale.dtype).tiny)
 
 
 def conservation_report(z: Tensor, hamiltonian: Hamiltonian | None = None,

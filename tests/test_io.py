@@ -1,0 +1,104 @@
+"""Trajectory files: round trip, validation messages, atomic writes."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from hamnet.io import TrajectoryFileError, atomic_path, load_trajectories, save_trajectories
+from hamnet.simulate import generate
+from systems import Springs
+
+
+@pytest.fixture(scope="module")
+def data():
+    return generate(Springs(n_particles=3), n_systems=4, steps=6, dt=0.01, seed=0)
+
+
+def test_round_trip(tmp_path, data):
+    path = tmp_path / "springs.npz"
+    save_trajectories(path, data)
+    loaded = load_trajectories(path)
+    assert torch.equal(loaded.z, data.z) and torch.equal(loaded.t, data.t)
+    assert loaded.params.keys() == data.params.keys()
+    assert loaded.meta == {**data.meta, "schema_version": 1}
+    assert loaded.system().settings() == Springs(n_particles=3).settings()
+
+
+def test_readable_with_numpy_alone(tmp_path, data):
+    path = tmp_path / "springs.npz"
+    save_trajectories(path, data)
+    with np.load(path, allow_pickle=False) as archive:
+        assert archive["z"].shape == (4, 7, 2, 3, 2)
+        assert json.loads(str(archive["meta"]))["schema_version"] == 1
+
+
+def _write_raw(path, data, **changes):
+    arrays = {"t": data.t.numpy(), "z": data.z.numpy(), **{k: v.numpy() for k, v in data.params.items()},
+              "meta": np.array(json.dumps({"schema_version": 1, **data.meta}))}
+    arrays.update(changes)
+    arrays = {k: v for k, v in arrays.items() if v is not None}
+    np.savez(path, **arrays)
+
+
+def _nan_z(data):
+    z = data.z.numpy().copy()
+    z[1, 2, 0, 0, 0] = np.nan
+    return z
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda d: {"z": None}, "missing key 'z'"),
+    (lambda d: {"meta": None}, "missing key 'meta'"),
+    (lambda d: {"z": d.z.numpy()[:, :, 0]}, "'z' has shape"),
+    (lambda d: {"z": d.z.numpy().astype(np.float32)}, "'z' has dtype float32; expected float64"),
+    (lambda d: {"z": _nan_z(d)}, "'z' contains NaN or infinite values"),
+    (lambda d: {"t": d.t.numpy()[:-1]}, "'t' has shape"),
+    (lambda d: {"m": d.params["m"].numpy()[:-1]}, "parameter 'm' has shape"),
+    (lambda d: {"k": d.params["k"].numpy()[:, :2]}, "parameter 'k' has shape"),
+    (lambda d: {"meta": np.array(json.dumps({"schema_version": 7}))}, "unknown schema version 7"),
+    (lambda d: {"meta": np.array("{not json")}, "'meta' is not valid JSON"),
+    (lambda d: {"m": -d.params["m"].numpy()}, "masses 'm' must be positive"),
+])
+def test_validation_names_the_problem(tmp_path, data, change, message):
+    path = tmp_path / "bad.npz"
+    _write_raw(path, data, **change(data))
+    with pytest.raises(TrajectoryFileError, match=message):
+        load_trajectories(path)
+
+
+def test_not_a_trajectory_file(tmp_path):
+    path = tmp_path / "notes.npz"
+    path.write_text("hello")
+    with pytest.raises(TrajectoryFileError, match="not a .npz trajectory file"):
+        load_trajectories(path)
+    with pytest.raises(TrajectoryFileError, match="no such file"):
+        load_trajectories(tmp_path / "missing.npz")
+
+
+def test_refuses_to_save_invalid_data(tmp_path, data):
+    bad = data.select(slice(None))
+    bad.z = bad.z.clone()
+    bad.z[0, 0, 0, 0, 0] = float("inf")
+    target = tmp_path / "out.npz"
+    with pytest.raises(TrajectoryFileError, match="NaN or infinite"):
+        save_trajectories(target, bad)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_atomic_write_keeps_old_file_on_failure(tmp_path):
+    target = tmp_path / "precious.npz"
+    target.write_bytes(b"old contents")
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(b"half")
+            raise RuntimeError("interrupted")
+    assert target.read_bytes() == b"old contents"
+    assert [p.name for p in tmp_path.iterdir()] == ["precious.npz"]
+
+
+def test_atomic_write_missing_folder(tmp_path):
+    with pytest.raises(OSError, match="does not exist"):
+        with atomic_path(tmp_path / "nope" / "x.npz"):
+            pass
