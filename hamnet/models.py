@@ -1,0 +1,315 @@
+"""Learned models of particle dynamics: the paper's HLieConv and its baselines.
+
+Note to the reader: a state is ``z: (B, 2, N, D)`` (``z[:, 0]`` positions ``q``, ``z[:, 1]`` momenta
+``p``) and ``params`` a dict of tensors with a leading batch axis (``{"m": (B, N), "k": (B, N)}``).
+A model sees the parameters named by its ``feature_keys``, stacked into per-particle features
+``(B, N, F)``. Every model follows the protocol of :mod:`hamnet.dynamics`, like the true systems:
+
+============ ============================================================= ========== ===========
+name         what it predicts                                              separable  any N
+============ ============================================================= ========== ===========
+hlieconv     ``H = sum |p|^2/2m + V(q - centroid, features)``, V a LieResNet yes        yes
+fc-hnn       ``H`` from an MLP on flattened ``q, p, features``               no         no
+hogn         ``H`` from a graph network over all particle pairs              no         yes
+fc-node      ``dz/dt`` from an MLP on flattened ``q, p, features``           no         no
+============ ============================================================= ========== ===========
+
+Only HLieConv is separable (its kinetic energy is the known one), so only it can be rolled out
+with leapfrog / yoshida4; every Hamiltonian model works with implicit_midpoint / gauss4 / rk4,
+and FC-NODE (not Hamiltonian) with the explicit torchdiffeq methods.
+
+Configuration is one frozen :class:`ModelConfig`; ``build_model(config)`` rebuilds a model, so a
+checkpoint stores ``dataclasses.asdict(model.config)`` and the ``state_dict``. Activations are
+Swish (SiLU): Hamiltonian training differentiates the network twice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import torch
+from torch import Tensor, nn
+
+from hamnet.dynamics import potential_force
+from hamnet.groups import get_group
+from hamnet.lieconv import LieResNet, centre
+
+Params = dict[str, Tensor]
+
+__all__ = ["ModelConfig", "HLieConv", "FCNODE", "FCHNN", "HOGN", "MODELS", "build_model", "init_parameters"]
+
+#: seed of the generator that initialises weights when ``build_model`` is given none
+DEFAULT_INIT_SEED = 0
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to rebuild a model (with ``build_model``), JSON- and ``torch.save``-friendly.
+
+    ``name``: one of ``MODELS``. ``n_particles`` and ``dim``: the systems the model is for (the
+    fully connected models are tied to ``n_particles``; HLieConv and HOGN accept any ``N``).
+    ``feature_keys``: the parameters stacked into per-particle features. ``width`` and ``depth``:
+    hidden width and number of hidden layers (LieConv residual blocks for HLieConv, message
+    passing MLP layers for HOGN). HLieConv only: ``group`` (a name for ``hamnet.groups.get_group``),
+    ``neighbours`` (k nearest in group distance; None for all particles), ``lift_samples``
+    (Monte Carlo lift size where the group's stabilizer is not trivial), ``kernel_width`` and
+    ``kernel_channels`` (the LieConv kernel MLP) and ``centre`` (subtract the centroid before the
+    network, which makes V translation invariant, as in the paper).
+    """
+
+    name: str = "hlieconv"
+    n_particles: int = 6
+    dim: int = 2
+    feature_keys: tuple[str, ...] = ("m", "k")
+    width: int = 128
+    depth: int = 4
+    group: str = "T2"
+    neighbours: int | None = None
+    lift_samples: int | None = None
+    kernel_width: int = 32
+    kernel_channels: int = 16
+    centre: bool = True
+
+    def __post_init__(self) -> None:
+        # a config read back from JSON carries a list
+        object.__setattr__(self, "feature_keys", tuple(self.feature_keys))
+        if self.dim not in (2, 3):
+            raise ValueError(f"dim must be 2 or 3, got {self.dim}")
+        if self.n_particles < 1 or self.width < 1 or self.depth < 1:
+            raise ValueError(
+                f"n_particles, width and depth must be positive, got {self.n_particles}, {self.width}, {self.depth}"
+            )
+        if not self.feature_keys or "m" not in self.feature_keys:
+            raise ValueError(f"feature_keys must include the masses 'm', got {self.feature_keys}")
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> "ModelConfig":
+        """Rebuild from ``dataclasses.asdict(config)`` (e.g. read from a checkpoint); unknown keys are an error."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown model config keys {unknown}; known keys: {sorted(known)}")
+        return cls(**values)
+
+
+# -- shared pieces ------------------------------------------------------------------------------
+
+def _mlp(in_features: int, width: int, depth: int, out_features: int) -> nn.Sequential:
+    """``depth`` hidden layers of ``width`` with Swish, then a linear output."""
+    layers: list[nn.Module] = []
+    size = in_features
+    for _ in range(depth):
+        layers += [nn.Linear(size, width), nn.SiLU()]
+        size = width
+    layers.append(nn.Linear(size, out_features))
+    return nn.Sequential(*layers)
+
+
+def init_parameters(module: nn.Module, generator: torch.Generator) -> None:
+    """Re-initialise every ``nn.Linear`` in ``module`` from ``generator`` (torch's default scheme:
+    weights and biases ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``), so building is reproducible."""
+    with torch.no_grad():
+        for layer in module.modules():
+            if isinstance(layer, nn.Linear):
+                bound = 1.0 / math.sqrt(layer.in_features)
+                for tensor in (layer.weight, layer.bias):
+                    if tensor is not None:
+                        noise = torch.rand(tensor.shape, generator=generator, dtype=torch.float64)
+                        tensor.copy_((2.0 * noise - 1.0) * bound)
+
+
+class _ParticleModel(nn.Module):
+    """Features, kinetic energy and input checks shared by every model."""
+
+    separable = False
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+
+    @property
+    def n_features(self) -> int:
+        return len(self.config.feature_keys)
+
+    def features(self, params: Params, like: Tensor) -> Tensor:
+        """Per-particle features ``(B, N, F)``: ``params[key]`` for each feature key, in ``like``'s dtype.
+
+        A per-system parameter ``(B,)`` is repeated over the ``N`` particles of ``like: (B, N, D)``.
+        """
+        missing = [key for key in self.config.feature_keys if key not in params]
+        if missing:
+            raise KeyError(f"params lack {missing} (the model's feature_keys are {self.config.feature_keys})")
+        n = like.shape[1]
+        columns = [params[key] if params[key].dim() == 2 else params[key].unsqueeze(-1).expand(-1, n)
+                   for key in self.config.feature_keys]
+        return torch.stack(columns, dim=-1).to(like.dtype)
+
+    def kinetic(self, p: Tensor, params: Params) -> Tensor:
+        """Known kinetic energy ``sum_i |p_i|^2 / (2 m_i)``; ``p: (B, N, D)`` -> ``(B,)``."""
+        return 0.5 * (p.square().sum(-1) / params["m"].to(p.dtype)).sum(-1)
+
+    def velocity(self, p: Tensor, params: Params) -> Tensor:
+        """``dq/dt = p / m``; ``p: (B, N, D)`` -> ``(B, N, D)``."""
+        return p / params["m"].to(p.dtype).unsqueeze(-1)
+
+    def _check_state(self, z: Tensor, *, fixed_n: bool) -> None:
+        if z.dim() != 4 or z.shape[1] != 2 or z.shape[3] != self.config.dim:
+            raise ValueError(f"expected a state z: (B, 2, N, {self.config.dim}), got shape {tuple(z.shape)}")
+        if fixed_n and z.shape[2] != self.config.n_particles:
+            raise ValueError(
+                f"{type(self).__name__} is fully connected over {self.config.n_particles} particles; "
+                f"got a state with N = {z.shape[2]}"
+            )
+
+    def _flat_inputs(self, z: Tensor, params: Params) -> Tensor:
+        """``[q, p, features]`` flattened per system: ``(B, N * (2 D + F))``."""
+        self._check_state(z, fixed_n=True)
+        q, p = z[:, 0], z[:, 1]
+        return torch.cat([q, p, self.features(params, q)], dim=-1).flatten(1)
+
+    def _flat_size(self) -> int:
+        return self.config.n_particles * (2 * self.config.dim + self.n_features)
+
+
+# -- the models ---------------------------------------------------------------------------------
+
+class HLieConv(_ParticleModel):
+    """``H = sum_i |p_i|^2 / 2 m_i + V_theta(q - centroid, features)`` with ``V`` a LieResNet.
+
+    Separable, with the true kinetic energy (as in the paper), so leapfrog and yoshida4 apply.
+    ``V`` is invariant to the configured group; with ``centre`` also to translations. By Noether's
+    theorem and a symplectic integrator, SO(2) with centring conserves linear and angular
+    momentum; T(2) conserves linear momentum only.
+    """
+
+    separable = True
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__(config)
+        self.group = get_group(config.group, config.dim)
+        self.potential_net = LieResNet(
+            self.group,
+            self.n_features,
+            width=config.width,
+            depth=config.depth,
+            out_features=1,
+            neighbours=config.neighbours,
+            lift_samples=config.lift_samples,
+            kernel_width=config.kernel_width,
+            kernel_channels=config.kernel_channels,
+        )
+
+    def potential(self, q: Tensor, params: Params) -> Tensor:
+        """``V_theta(q)``; ``q: (B, N, D)`` -> ``(B,)``. Non-finite for a non-finite ``q`` (the network
+        refuses such input; a diverging rollout must be reported by its caller, not fail inside)."""
+        if not bool(torch.isfinite(q).all()):
+            return q.sum((1, 2)) * math.nan
+        if self.config.centre:
+            q = centre(q)
+        return self.potential_net(q, self.features(params, q)).squeeze(-1)
+
+    def hamiltonian(self, z: Tensor, params: Params) -> Tensor:
+        """``H(z)``; ``z: (B, 2, N, D)`` -> ``(B,)``."""
+        self._check_state(z, fixed_n=False)
+        return self.kinetic(z[:, 1], params) + self.potential(z[:, 0], params)
+
+    def forces(self, q: Tensor, params: Params) -> Tensor:
+        """``-dV/dq`` by autograd (graph kept for training); ``q: (B, N, D)`` -> ``(B, N, D)``."""
+        return potential_force(self.potential, q, params, owner=self)
+
+    def forward(self, z: Tensor, params: Params) -> Tensor:
+        return self.hamiltonian(z, params)
+
+
+class FCHNN(_ParticleModel):
+    """Fully connected Hamiltonian network: an MLP maps flattened ``q, p, features`` to ``H``.
+
+    Not separable and not invariant to anything, so it conserves no momentum; tied to ``n_particles``.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__(config)
+        self.net = _mlp(self._flat_size(), config.width, config.depth, 1)
+
+    def hamiltonian(self, z: Tensor, params: Params) -> Tensor:
+        """``H(z)``; ``z: (B, 2, N, D)`` -> ``(B,)``."""
+        return self.net(self._flat_inputs(z, params)).squeeze(-1)
+
+    def forward(self, z: Tensor, params: Params) -> Tensor:
+        return self.hamiltonian(z, params)
+
+
+class FCNODE(_ParticleModel):
+    """Fully connected neural ODE: an MLP maps flattened ``q, p, features`` straight to ``dz/dt``.
+
+    Not Hamiltonian (no ``hamiltonian``; ``vector_field`` instead), so nothing is conserved by
+    construction; tied to ``n_particles``.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__(config)
+        self.net = _mlp(self._flat_size(), config.width, config.depth, 2 * config.n_particles * config.dim)
+
+    def vector_field(self, z: Tensor, params: Params) -> Tensor:
+        """``dz/dt``; ``z: (B, 2, N, D)`` -> ``(B, 2, N, D)``."""
+        return self.net(self._flat_inputs(z, params)).view_as(z)
+
+    def forward(self, z: Tensor, params: Params) -> Tensor:
+        return self.vector_field(z, params)
+
+
+class HOGN(_ParticleModel):
+    """Hamiltonian graph network: messages over all ordered particle pairs, summed to a scalar ``H``.
+
+    Nodes carry ``x_i = [q_i, p_i, features_i]``; an edge MLP turns ``[x_i, x_j]`` into a message,
+    a node MLP turns ``[x_i, sum_{j != i} message_ij]`` into a node embedding, and a global MLP maps
+    the sum of node embeddings to ``H``. Permutation invariant and defined for any ``N`` (cost
+    ``O(N^2)``); not separable and, on absolute positions, not translation or rotation invariant.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__(config)
+        node_size = 2 * config.dim + self.n_features
+        self.edge_net = _mlp(2 * node_size, config.width, config.depth, config.width)
+        self.node_net = _mlp(node_size + config.width, config.width, config.depth, config.width)
+        self.global_net = _mlp(config.width, config.width, 1, 1)
+
+    def hamiltonian(self, z: Tensor, params: Params) -> Tensor:
+        """``H(z)``; ``z: (B, 2, N, D)`` -> ``(B,)``."""
+        self._check_state(z, fixed_n=False)
+        q, p = z[:, 0], z[:, 1]
+        x = torch.cat([q, p, self.features(params, q)], dim=-1)  # (B, N, F')
+        n = x.shape[1]
+        pairs = torch.cat([x.unsqueeze(2).expand(-1, -1, n, -1), x.unsqueeze(1).expand(-1, n, -1, -1)], dim=-1)
+        not_self = ~torch.eye(n, dtype=torch.bool, device=x.device)
+        messages = (self.edge_net(pairs) * not_self.unsqueeze(-1).to(x.dtype)).sum(2)  # (B, N, W)
+        nodes = self.node_net(torch.cat([x, messages], dim=-1))
+        return self.global_net(nodes.sum(1)).squeeze(-1)
+
+    def forward(self, z: Tensor, params: Params) -> Tensor:
+        return self.hamiltonian(z, params)
+
+
+MODELS: dict[str, type[_ParticleModel]] = {
+    "hlieconv": HLieConv,
+    "fc-node": FCNODE,
+    "fc-hnn": FCHNN,
+    "hogn": HOGN,
+}
+
+
+def build_model(config: ModelConfig, generator: torch.Generator | None = None) -> nn.Module:
+    """The model named by ``config.name``, with ``model.config = config``, in float32.
+
+    Linear layers are initialised from ``generator`` (a fresh one seeded ``DEFAULT_INIT_SEED``
+    when None), so the same config and generator give the same weights. To restore a
+    checkpoint: ``build_model(ModelConfig.from_dict(saved_config)).load_state_dict(saved_state)``.
+    """
+    if config.name not in MODELS:
+        raise ValueError(f"unknown model {config.name!r}; choose one of {', '.join(MODELS)}")
+    model = MODELS[config.name](config)
+    init_parameters(model, generator if generator is not None else torch.Generator().manual_seed(DEFAULT_INIT_SEED))
+    return model
