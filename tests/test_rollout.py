@@ -1,0 +1,211 @@
+"""hamnet.rollout: shapes, chunking, dtype, memory, non-finite states, and conservation in practice.
+
+Noether in practice: symmetric learned Hamiltonians rolled out with a symplectic integrator keep
+the momenta of their symmetries to round-off; energy errors stay bounded with leapfrog and drift
+with rk4 at the same step. All float64.
+"""
+
+import pytest
+import torch
+from torch import nn
+from torchdiffeq import odeint
+
+from hamnet.diagnostics import conservation_report, energy
+from hamnet.dynamics import HamiltonianField
+from hamnet.models import ModelConfig, build_model
+from hamnet.rollout import RolloutError, rollout
+from systems import NBody, Springs
+
+F64 = torch.float64
+N_PARTICLES = 4
+
+
+def springs_batch(generator, n_systems=2, n_particles=N_PARTICLES):
+    system = Springs(n_particles=n_particles)
+    params = system.sample_params(n_systems, generator)
+    return system, params, system.sample_state(params, generator)
+
+
+def two_body_orbit():
+    """Masses 1 and 0.5 in their centre-of-mass frame on an eccentric orbit (separation 0.3 to 1)."""
+    system = NBody(n_particles=2, softening=0.1)
+    m = torch.tensor([[1.0, 0.5]], dtype=F64)
+    q = torch.tensor([[[1 / 3, 0.0], [-2 / 3, 0.0]]], dtype=F64)
+    v = torch.tensor([[[0.0, 0.8 / 3], [0.0, -1.6 / 3]]], dtype=F64)
+    return system, {"m": m}, torch.stack([q, m.unsqueeze(-1) * v], dim=1)
+
+
+def small_model(name, group="T2", **settings):
+    config = ModelConfig(name=name, n_particles=N_PARTICLES, dim=2, feature_keys=("m", "k"), width=16, depth=1,
+                         group=group, kernel_width=8, kernel_channels=4, **settings)
+    return build_model(config, torch.Generator().manual_seed(7))
+
+
+def strong(model, force_scale=2e4):
+    """The model with its output layer scaled, so that a random network's forces are O(1) (the
+    default initialisation gives forces of order 1e-4, hardly different from free flight)."""
+    last = [layer for layer in model.modules() if isinstance(layer, nn.Linear)][-1]
+    with torch.no_grad():
+        last.weight.mul_(force_scale)
+        last.bias.mul_(force_scale)
+    return model
+
+
+class Confined:
+    """A learned Hamiltonian plus the true springs potential, in float64.
+
+    A random network's potential does not confine: alone, particles fly apart into the region where
+    it is nearly linear, and neither conservation nor its violation means much there. The springs
+    keep the motion bound while the network adds O(1) forces; springs are invariant to rotations
+    and translations, so the sum has exactly the network's symmetries.
+    """
+
+    def __init__(self, model, system):
+        self.model, self.system = model.double(), system
+        self.separable = model.separable
+
+    def hamiltonian(self, z, params):
+        return self.system.potential(z[:, 0], params) + (
+            self.model.hamiltonian(z, params) if not self.separable
+            else self.system.kinetic(z[:, 1], params) + self.model.potential(z[:, 0], params))
+
+    def velocity(self, p, params):
+        return self.system.velocity(p, params)
+
+    def forces(self, q, params):
+        return self.system.forces(q, params) + self.model.forces(q, params)
+
+
+def momentum_changes(trajectory):
+    """Largest changes of total linear and angular momentum over the rollout, relative to
+    ``sum_i |p_i|`` and ``sum_i |q_i| |p_i|`` at the start (``hamnet.diagnostics``' measure)."""
+    report = conservation_report(trajectory)
+    return report["linear_momentum"].max().item(), report["angular_momentum"].max().item()
+
+
+# -- the call itself ------------------------------------------------------------------------------
+
+def test_rollout_matches_odeint_on_the_exact_grid(generator):
+    system, params, z0 = springs_batch(generator)
+    trajectory = rollout(system, z0, params, steps=30, dt=0.01, method="leapfrog")
+    assert trajectory.shape == (2, 31, 2, N_PARTICLES, 2)
+    assert trajectory.dtype == F64 and not trajectory.requires_grad
+    t = torch.arange(31, dtype=F64) * 0.01
+    expected = odeint(HamiltonianField(system, params), z0, t, method="leapfrog").transpose(0, 1)
+    torch.testing.assert_close(trajectory, expected, rtol=0, atol=1e-13)
+
+
+@pytest.mark.parametrize("method", ["leapfrog", "rk4", "implicit_midpoint"])
+def test_chunks_do_not_change_the_result(method, generator):
+    system, params, z0 = springs_batch(generator)
+    whole = rollout(system, z0, params, steps=25, dt=0.01, method=method)
+    chunked = rollout(system, z0, params, steps=25, dt=0.01, method=method, chunk_steps=4)
+    torch.testing.assert_close(chunked, whole, rtol=0, atol=1e-13)
+
+
+def test_zero_steps_and_bad_arguments(generator):
+    system, params, z0 = springs_batch(generator)
+    assert torch.equal(rollout(system, z0, params, steps=0, dt=0.01)[:, 0], z0)
+    for bad in ({"steps": -1}, {"steps": 2.5}, {"dt": 0.0}, {"chunk_steps": 0}):
+        arguments = {"steps": 3, "dt": 0.01, **bad}
+        with pytest.raises(ValueError):
+            rollout(system, z0, params, **arguments)
+    with pytest.raises(ValueError, match=r"\(B, 2, N, D\)"):
+        rollout(system, z0[0], params, steps=3, dt=0.01)
+
+
+def test_model_is_cast_without_touching_the_callers_copy(generator):
+    _, params, z0 = springs_batch(generator)
+    model = small_model("hlieconv")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    trajectory = rollout(model, z0.float(), {k: v.float() for k, v in params.items()}, steps=5, dt=0.01)
+    assert trajectory.dtype == F64
+    assert all(v.dtype == torch.float32 for v in model.state_dict().values())
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    assert all(p.grad is None for p in model.parameters())
+
+
+@pytest.mark.parametrize("name, method", [("hlieconv", "leapfrog"), ("fc-hnn", "implicit_midpoint"),
+                                          ("hogn", "rk4"), ("fc-node", "rk4")])
+def test_every_model_rolls_out_without_keeping_graphs(name, method, generator):
+    _, params, z0 = springs_batch(generator)
+    model = small_model(name).double()
+    trajectory = rollout(model, z0, params, steps=20, dt=0.01, method=method)
+    assert torch.isfinite(trajectory).all() and not trajectory.requires_grad
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_separable_only_method_on_a_non_separable_model_is_refused(generator):
+    _, params, z0 = springs_batch(generator)
+    with pytest.raises(ValueError, match="only for separable H.*FCHNN"):
+        rollout(small_model("fc-hnn"), z0, params, steps=5, dt=0.01, method="leapfrog")
+
+
+def test_non_finite_state_names_the_step_and_the_system(generator):
+    system, params, z0 = springs_batch(generator, n_systems=3)
+    params["k"][1] *= 40.0  # system 1 is far too stiff for dt: leapfrog goes unstable
+    with pytest.raises(RolloutError, match=r"non-finite at step \d+ in system 1 \(1 of 3") as caught:
+        rollout(system, z0, params, steps=5000, dt=0.05, chunk_steps=64)
+    error = caught.value
+    assert error.systems == [1]
+    assert error.trajectory.shape[1] == error.step + 1
+    assert torch.isfinite(error.trajectory[:, : error.step]).all()
+    assert not torch.isfinite(error.trajectory[1, error.step]).all()
+
+
+def test_a_diverging_learned_model_is_reported_as_a_rollout_error(generator):
+    # the LieConv network refuses non-finite input; HLieConv must hand back a non-finite energy
+    # instead, so that the rollout, not the network, reports where things went wrong
+    system, params, z0 = springs_batch(generator)
+    params["k"] *= 40.0
+    with pytest.raises(RolloutError, match="non-finite at step"):
+        rollout(Confined(small_model("hlieconv", group="SO2"), system), z0, params, steps=2000, dt=0.05)
+
+
+# -- conservation in practice ---------------------------------------------------------------------
+
+def test_so2_hlieconv_with_leapfrog_keeps_both_momenta_for_10000_steps(generator):
+    system, params, z0 = springs_batch(generator)
+    model = Confined(strong(small_model("hlieconv", group="SO2")), system)
+    linear, angular = momentum_changes(rollout(model, z0, params, steps=10_000, dt=0.01, method="leapfrog"))
+    assert linear < 1e-12 and angular < 1e-12
+
+
+def test_so2_hlieconv_with_rk4_loses_angular_momentum(generator):
+    system, params, z0 = springs_batch(generator)
+    model = Confined(strong(small_model("hlieconv", group="SO2")), system)
+    linear, angular = momentum_changes(rollout(model, z0, params, steps=1_000, dt=0.01, method="rk4"))
+    assert linear < 1e-12  # rk4, like every Runge-Kutta method, keeps linear invariants
+    assert angular > 1e-5
+
+
+def test_t2_hlieconv_keeps_linear_but_not_angular_momentum(generator):
+    system, params, z0 = springs_batch(generator)
+    model = Confined(strong(small_model("hlieconv", group="T2")), system)
+    linear, angular = momentum_changes(rollout(model, z0, params, steps=10_000, dt=0.01, method="leapfrog"))
+    assert linear < 1e-12
+    assert angular > 1e-2
+
+
+def test_fc_hnn_keeps_neither_momentum_even_with_a_symplectic_integrator(generator):
+    system, params, z0 = springs_batch(generator)
+    model = Confined(strong(small_model("fc-hnn"), force_scale=10.0), system)
+    linear, angular = momentum_changes(rollout(model, z0, params, steps=300, dt=0.01, method="implicit_midpoint"))
+    assert linear > 1e-3 and angular > 1e-3
+
+
+def energy_error_halves(system, params, z0, method, steps=10_000, dt=0.01):
+    trajectory = rollout(system, z0, params, steps=steps, dt=dt, method=method)
+    h = energy(system.hamiltonian, trajectory, params)
+    error = ((h - h[:, :1]) / h[:, :1].abs()).abs()
+    half = error.shape[1] // 2
+    return error[:, :half].amax(1), error[:, half:].amax(1)
+
+
+@pytest.mark.parametrize("problem", ["springs", "two-body orbit"])
+def test_energy_is_bounded_with_leapfrog_and_drifts_with_rk4(problem, generator):
+    system, params, z0 = springs_batch(generator, n_systems=3, n_particles=6) if problem == "springs" else two_body_orbit()
+    first, second = energy_error_halves(system, params, z0, "leapfrog")
+    assert (second <= 1.1 * first).all(), "leapfrog energy error must not grow"
+    first, second = energy_error_halves(system, params, z0, "rk4")
+    assert (second >= 1.8 * first).all(), "rk4 energy error drifts, about linearly in time"
