@@ -38,11 +38,9 @@ def energy(hamiltonian: Hamiltonian, z: Tensor, params: dict[str, Tensor]) -> Te
     """``H`` along a trajectory; ``z: (B, T, 2, N, D)`` -> ``(B, T)``.
 
     ``hamiltonian(z, params)`` maps ``(B, 2, N, D)`` to ``(B,)``, e.g. ``system.hamiltonian`` or a
-    learned model's; parameters ``(B, ...)`` are repeated along time.
+    learned model's. It is called once per time, so parameters are never copied along time.
     """
-    batch, steps = z.shape[:2]
-    flat_params = {k: v.repeat_interleave(steps, dim=0) for k, v in params.items()}
-    return hamiltonian(z.reshape(batch * steps, *z.shape[2:]), flat_params).reshape(batch, steps)
+    return torch.stack([hamiltonian(z[:, j], params) for j in range(z.shape[1])], dim=1)
 
 
 def momentum_scale(z: Tensor) -> Tensor:
