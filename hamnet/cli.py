@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"hamnet {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_generate, _add_info, _add_demo):
+    for add in (_add_generate, _add_info, _add_train, _add_rollout, _add_evaluate, _add_demo):
         add(commands)
     return parser
 
@@ -166,6 +166,177 @@ def describe(data, path: str) -> str:
         value = meta[key]
         lines.append(f"  {key:<11} {value:.3g}" if isinstance(value, float) else f"  {key:<11} {value}")
     return "\n".join(lines)
+
+
+# -- train / rollout / evaluate -------------------------------------------------------------------
+def _add_train(commands) -> None:
+    from .models import MODELS
+
+    parser = commands.add_parser(
+        "train", help="train a model on a trajectory file",
+        description="Train a learned Hamiltonian (or the FC-NODE baseline) on windows of a trajectory file, "
+        "integrating it over each window and minimising the squared error. Writes RUN_DIR/config.json, "
+        "metrics.jsonl, last.pt and best.pt. Under `torchrun --nproc_per_node=K` the same command trains with "
+        "DistributedDataParallel.",
+    )
+    parser.add_argument("--data", required=True, help="training trajectory file (.npz from hamnet generate)")
+    parser.add_argument("--out", required=True, help="run folder to create (or to continue, with --resume)")
+    model = parser.add_argument_group("model")
+    model.add_argument("--model", default="hlieconv", help=f"one of {', '.join(MODELS)} (default: hlieconv)")
+    model.add_argument("--group", default="T2",
+                       help="hlieconv only: symmetry group, one of Trivial, T2, T3, SO2, SE2, SO3, SE3 (default: T2)")
+    model.add_argument("--width", type=int, default=128, help="hidden width (default: 128)")
+    model.add_argument("--depth", type=int, default=4, help="hidden layers / residual blocks (default: 4)")
+    model.add_argument("--neighbours", type=int, default=None,
+                       help="hlieconv only: k nearest neighbours in group distance (default: all particles)")
+    model.add_argument("--lift-samples", type=int, default=None,
+                       help="hlieconv only: Monte Carlo lift samples for groups with a stabilizer (default: the group's)")
+    opt = parser.add_argument_group("optimisation")
+    opt.add_argument("--epochs", type=int, default=10, help="epochs over the training windows (default: 10)")
+    opt.add_argument("--batch-size", type=int, default=200, help="windows per global batch (default: 200)")
+    opt.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate, decayed by a cosine (default: 1e-3)")
+    opt.add_argument("--weight-decay", type=float, default=0.0, help="Adam weight decay (default: 0)")
+    opt.add_argument("--chunk", type=int, default=5,
+                     help="states per training window: the initial one and chunk - 1 targets (default: 5)")
+    opt.add_argument("--method", default="rk4", help="integrator over each window (default: rk4, as in the paper)")
+    opt.add_argument("--dtype", default="float32", choices=("float32", "float64"), help="training precision (default: float32)")
+    opt.add_argument("--seed", type=int, default=0, help="seed of weights, split and shuffling (default: 0)")
+    opt.add_argument("--validation", type=float, default=0.1, help="fraction of systems for validation (default: 0.1)")
+    opt.add_argument("--test", type=float, default=0.1, help="fraction of systems held out for testing (default: 0.1)")
+    opt.add_argument("--max-windows", type=int, default=None,
+                     help="train on a seeded subset of this many windows (default: every window of the training systems)")
+    run = parser.add_argument_group("run")
+    run.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
+    run.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    run.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    run.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(run=run_train)
+
+
+def train_config_from_args(args: argparse.Namespace, data) -> "TrainConfig":
+    from .models import ModelConfig
+    from .train import TrainConfig
+
+    per_particle = sorted(k for k, v in data.params.items() if v.dim() == 2)
+    feature_keys = tuple(["m"] + [k for k in per_particle if k != "m"])
+    model = ModelConfig(name=args.model, n_particles=data.n_particles, dim=data.dim, feature_keys=feature_keys,
+                        width=args.width, depth=args.depth, group=args.group, neighbours=args.neighbours,
+                        lift_samples=args.lift_samples)
+    return TrainConfig(model=model, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                       weight_decay=args.weight_decay, chunk=args.chunk, method=args.method, dtype=args.dtype,
+                       seed=args.seed, validation=args.validation, test=args.test, max_windows=args.max_windows)
+
+
+def run_train(args: argparse.Namespace) -> None:
+    from .groups import get_group
+    from .models import MODELS
+    from .train import train
+
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    if args.model not in MODELS:
+        raise InputError(f"unknown model {args.model!r}; choose one of {', '.join(MODELS)}")
+    data = load_trajectories(args.data)
+    if args.model == "hlieconv":
+        get_group(args.group, data.dim)  # an unknown group fails here, before anything is written
+    config = train_config_from_args(args, data)
+    metrics = train(config, args.data, args.out, resume=args.resume, device=args.device, progress=not args.quiet)
+    if metrics:
+        print(f"trained {config.model.name} to epoch {metrics['epoch']}: train loss {metrics['train_loss']:.4g}, "
+              f"validation MSE {metrics['validation_mse']:.4g}; run in {args.out}")
+
+
+def _add_rollout(commands) -> None:
+    parser = commands.add_parser(
+        "rollout", help="roll a trained model out from a file's initial states",
+        description="Integrate a trained model from the initial states of a trajectory file for a long horizon "
+        "and write the predicted trajectories as a trajectory file (schema 1) naming the model in meta.",
+    )
+    parser.add_argument("--checkpoint", required=True, help="a checkpoint from hamnet train (best.pt or last.pt)")
+    parser.add_argument("--data", required=True, help="trajectory file whose initial states and parameters to use")
+    parser.add_argument("--out", required=True, help="output .npz trajectory file (written atomically)")
+    parser.add_argument("--steps", type=int, default=None, help="steps to roll out (default: as many as the data holds)")
+    parser.add_argument("--dt", type=float, default=None, help="time step (default: the data's dt)")
+    parser.add_argument("--method", default=None,
+                        help="integrator: leapfrog, yoshida4, implicit_midpoint, gauss4, rk4, dopri5, ... "
+                        "(default: leapfrog for separable models, else rk4)")
+    parser.add_argument("--dtype", default="float64", choices=("float32", "float64"), help="precision (default: float64)")
+    parser.add_argument("--n-systems", type=int, default=None, help="roll out only the first n systems (default: all)")
+    parser.set_defaults(run=run_rollout)
+
+
+def model_label(config: dict) -> str:
+    """A short name for a model config, e.g. ``hlieconv SO2``."""
+    return f"{config['name']} {config['group']}" if config["name"] == "hlieconv" else config["name"]
+
+
+def run_rollout(args: argparse.Namespace) -> None:
+    from .checkpoint import model_from_checkpoint
+    from .evaluate import default_method
+    from .io import Trajectories
+    from .rollout import rollout
+    from .train import DTYPES, check_compatible
+
+    check_writable(args.out)
+    model, state = model_from_checkpoint(args.checkpoint)
+    data = load_trajectories(args.data)
+    check_compatible(model.config, data, args.data)
+    if args.n_systems is not None:
+        if args.n_systems < 1:
+            raise InputError(f"--n-systems must be at least 1, got {args.n_systems}")
+        data = data.select(slice(0, args.n_systems))
+    steps = data.n_times - 1 if args.steps is None else args.steps
+    dt = float(data.meta["dt"]) if args.dt is None else args.dt
+    if steps < 1:
+        raise InputError(f"--steps must be at least 1, got {steps}")
+    if not dt > 0:
+        raise InputError(f"--dt must be positive, got {dt}")
+    method = args.method or default_method(model)
+    z = rollout(model, data.z[:, 0], data.params, steps, dt, method=method, dtype=DTYPES[args.dtype])
+    meta = {"system": data.meta["system"], "system_settings": data.meta["system_settings"], "dt": dt,
+            "steps": steps, "model": model_label(state["model_config"]), "model_config": state["model_config"],
+            "method": method, "dtype": args.dtype, "checkpoint": str(args.checkpoint), "source": str(args.data)}
+    t = torch.arange(steps + 1, dtype=torch.float64) * dt
+    save_trajectories(args.out, Trajectories(t, z.double(), data.params, meta))
+    print(f"rolled out {model_label(state['model_config'])} with {method} for {steps} steps on "
+          f"{data.n_systems} systems -> {args.out}")
+
+
+def _add_evaluate(commands) -> None:
+    parser = commands.add_parser(
+        "evaluate", help="score a trained model against a trajectory file",
+        description="Window MSE, rollout error over time and momentum/energy drift of a trained model on a "
+        "trajectory file, written as JSON.",
+    )
+    parser.add_argument("--checkpoint", required=True, help="a checkpoint from hamnet train")
+    parser.add_argument("--data", required=True, help="trajectory file with the true trajectories")
+    parser.add_argument("--out", required=True, help="output metrics .json (written atomically)")
+    parser.add_argument("--method", default=None, help="rollout integrator (default: leapfrog if separable, else rk4)")
+    parser.set_defaults(run=run_evaluate)
+
+
+def run_evaluate(args: argparse.Namespace) -> None:
+    import json
+
+    from .checkpoint import model_from_checkpoint
+    from .evaluate import evaluate
+    from .io import atomic_path
+    from .train import check_compatible
+
+    check_writable(args.out)
+    model, state = model_from_checkpoint(args.checkpoint)
+    data = load_trajectories(args.data)
+    check_compatible(model.config, data, args.data)
+    chunk = state.get("train_config", {}).get("chunk", 5)
+    metrics = {"model": model_label(state["model_config"]), "checkpoint": str(args.checkpoint),
+               "data": str(args.data), **evaluate(model, data, chunk=chunk, method=args.method)}
+    with atomic_path(args.out) as tmp:
+        tmp.write_text(json.dumps(metrics, indent=2) + "\n")
+    error = metrics["rollout_error"]
+    print(f"{metrics['model']}: window MSE {metrics['window_mse']:.4g} "
+          f"(paper convention {metrics['window_mse_with_initial']:.4g}), rollout error geometric mean "
+          f"{error['geometric_mean_over_time']:.3g}, final {error['final']:.3g}; "
+          f"max angular momentum drift {metrics['drift']['angular_momentum']['max']:.2e} -> {args.out}")
 
 
 # -- demo ------------------------------------------------------------------------------------------

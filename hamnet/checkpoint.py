@@ -1,0 +1,78 @@
+"""Checkpoints: written atomically, read with ``weights_only=True``, refused clearly when foreign.
+
+A checkpoint is a dict of tensors and plain Python values only, so ``torch.load(weights_only=True)``
+reads it and a file whose pickle would construct arbitrary objects (and so could run code) is
+refused. Layout (``CHECKPOINT_FORMAT``, version ``CHECKPOINT_VERSION``)::
+
+    {"format": "hamnet-checkpoint", "version": 1, "hamnet_version": str,
+     "model_config": dict, "train_config": dict, "model": state_dict, "optimizer": state_dict,
+     "scheduler": state_dict, "epoch": int (epochs completed), "best_validation": float,
+     "rng": {"shuffle": ByteTensor, "torch": ByteTensor}, "data": dict (what the model was trained on)}
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import __version__
+from .io import atomic_path
+from .models import ModelConfig, build_model
+
+CHECKPOINT_FORMAT = "hamnet-checkpoint"
+CHECKPOINT_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used, with what is wrong."""
+
+
+def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
+    """Write ``state`` (see the module docstring) atomically to ``path``."""
+    payload = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "hamnet_version": __version__, **state}
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Read and check a checkpoint; raises :class:`CheckpointError` naming the problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    if not zipfile.is_zipfile(path):
+        raise CheckpointError(f"{path}: not a torch checkpoint (truncated, corrupt or another kind of file)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise CheckpointError(
+            f"{path}: refused, loading it would construct arbitrary Python objects (and could run code); "
+            "hamnet checkpoints hold only tensors and plain values"
+        ) from error
+    except (RuntimeError, EOFError, OSError, ValueError) as error:
+        raise CheckpointError(f"{path}: truncated or corrupt checkpoint ({str(error).splitlines()[0]})") from error
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path}: not a hamnet checkpoint (a foreign file; expected one written by hamnet train)")
+    if state.get("version") != CHECKPOINT_VERSION:
+        raise CheckpointError(
+            f"{path}: checkpoint version {state.get('version')!r}; this hamnet reads version {CHECKPOINT_VERSION}"
+        )
+    for key in ("model_config", "model"):
+        if key not in state:
+            raise CheckpointError(f"{path}: checkpoint lacks {key!r}")
+    return state
+
+
+def model_from_checkpoint(path: str | os.PathLike) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """The trained model (float32, eval mode) and the checkpoint it came from."""
+    state = load_checkpoint(path)
+    try:
+        model = build_model(ModelConfig.from_dict(state["model_config"]))
+        model.load_state_dict(state["model"])
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise CheckpointError(f"{path}: model does not match its config ({str(error).splitlines()[0]})") from error
+    return model.eval(), state

@@ -1,0 +1,101 @@
+"""Training windows cut from trajectory files.
+
+Note to the reader: a trajectory file holds ``z: (B, T, 2, N, D)``. A *window* of ``chunk`` states
+is ``z[b, s : s + chunk]`` for a system ``b`` and a start ``s``; the model is integrated from the
+window's first state and compared with the other ``chunk - 1``. ``chunk`` counts states, as in the
+paper's code (``chunk_len = 5``: the initial state and four predicted ones), so window errors
+compare with its published figures. Every start ``0 <= s <= T - chunk`` of every system is a
+usable window; nothing is drawn once and frozen.
+
+Splits are by system, never by window, so no trajectory contributes to two splits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from .io import Trajectories
+
+DEFAULT_CHUNK = 5
+
+
+@dataclass(frozen=True)
+class Split:
+    """System indices ``(n,)`` of each split of one trajectory file."""
+
+    train: Tensor
+    validation: Tensor
+    test: Tensor
+
+
+def split_systems(n_systems: int, validation: float, test: float, seed: int) -> Split:
+    """A seeded random partition of ``range(n_systems)`` into train / validation / test by fraction.
+
+    Each fraction in ``[0, 1)``; a non-zero fraction gets at least one system. Raises ValueError when
+    no system is left for training.
+    """
+    for name, fraction in (("validation", validation), ("test", test)):
+        if not 0 <= fraction < 1:
+            raise ValueError(f"{name} fraction must be in [0, 1), got {fraction}")
+    n_val = max(1, round(validation * n_systems)) if validation > 0 else 0
+    n_test = max(1, round(test * n_systems)) if test > 0 else 0
+    if n_systems - n_val - n_test < 1:
+        raise ValueError(
+            f"{n_systems} systems leave none for training after {n_val} validation and {n_test} test systems; "
+            "generate more systems or lower the fractions"
+        )
+    order = torch.randperm(n_systems, generator=torch.Generator().manual_seed(seed))
+    return Split(train=order[n_val + n_test:].sort().values,
+                 validation=order[:n_val].sort().values,
+                 test=order[n_val:n_val + n_test].sort().values)
+
+
+class Windows:
+    """All windows of ``chunk`` states from the given systems of a trajectory file.
+
+    ``max_windows`` keeps a seeded random subset of that many (for training-set-size studies);
+    the same seed gives the same subset. Indexing with a tensor of window numbers returns
+    ``(z, params)``: ``z: (b, chunk, 2, N, D)`` and per-system parameters ``(b, ...)``.
+    """
+
+    def __init__(self, data: Trajectories, chunk: int = DEFAULT_CHUNK, systems: Tensor | None = None,
+                 max_windows: int | None = None, seed: int = 0) -> None:
+        if chunk < 2:
+            raise ValueError(f"chunk must be at least 2 states (an initial one and a target), got {chunk}")
+        if data.n_times < chunk:
+            raise ValueError(
+                f"trajectories have {data.n_times} states, fewer than the window length chunk = {chunk}; "
+                "generate more steps or lower --chunk"
+            )
+        systems = torch.arange(data.n_systems) if systems is None else systems
+        if systems.numel() == 0:
+            raise ValueError("no systems to cut windows from")
+        starts_per_system = data.n_times - chunk + 1
+        system_index = systems.repeat_interleave(starts_per_system)
+        start_index = torch.arange(starts_per_system).repeat(systems.numel())
+        if max_windows is not None:
+            if max_windows < 1:
+                raise ValueError(f"max_windows must be positive, got {max_windows}")
+            keep = torch.randperm(system_index.numel(), generator=torch.Generator().manual_seed(seed))[:max_windows]
+            keep = keep.sort().values
+            system_index, start_index = system_index[keep], start_index[keep]
+        self.data, self.chunk = data, chunk
+        self.system_index, self.start_index = system_index, start_index
+        self._offsets = torch.arange(chunk)
+
+    def __len__(self) -> int:
+        return self.system_index.numel()
+
+    def __getitem__(self, index: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        systems = self.system_index[index]
+        times = self.start_index[index].unsqueeze(-1) + self._offsets  # (b, chunk)
+        z = self.data.z[systems.unsqueeze(-1), times]
+        return z, {k: v[systems] for k, v in self.data.params.items()}
+
+    def batches(self, batch_size: int, generator: torch.Generator | None = None):
+        """Index tensors covering every window once, shuffled by ``generator`` (in order if None)."""
+        order = torch.arange(len(self)) if generator is None else torch.randperm(len(self), generator=generator)
+        return order.split(batch_size)

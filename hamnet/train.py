@@ -1,0 +1,361 @@
+"""Training a model on windows of trajectories: resumable, reproducible, optionally distributed.
+
+Note to the reader: a batch holds windows ``z: (b, chunk, 2, N, D)`` (see :mod:`hamnet.data`).
+The model is integrated with torchdiffeq from each window's first state over the window's times,
+and the loss is the mean squared error against the other ``chunk - 1`` states; the first state,
+where the error is zero by construction, is left out (the paper's code averaged it in, which
+scales its reported figures by ``(chunk - 1) / chunk``; :func:`window_mse` gives both).
+
+Optimiser: Adam with a cosine learning-rate decay over all steps of all epochs. A run folder holds
+``config.json``, ``metrics.jsonl`` (one line per epoch), ``last.pt`` (every epoch) and ``best.pt``
+(lowest validation loss). Resuming restores model, optimiser, scheduler, epoch and random states,
+so an interrupted run ends with bitwise the same weights as an uninterrupted one (on CPU).
+
+Distributed: under ``torchrun --nproc_per_node=K`` each process takes a contiguous K-th of every
+global batch, the model is wrapped in DistributedDataParallel (gloo on CPU, nccl on GPU), and the
+loss is scaled so the averaged gradient is that of the global batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from torchdiffeq import odeint
+from tqdm.auto import tqdm
+
+import hamnet.integrate  # noqa: F401  (registers the symplectic solvers with torchdiffeq)
+
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .data import DEFAULT_CHUNK, Windows, split_systems
+from .dynamics import HamiltonianField
+from .io import Trajectories, atomic_path, load_trajectories
+from .models import ModelConfig, build_model
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+METHODS = ("rk4", "leapfrog", "yoshida4", "implicit_midpoint", "midpoint", "euler")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that decides a training run's result (and nothing that does not).
+
+    ``max_windows``: train on a seeded subset of that many windows (None: all windows of the
+    training systems). ``validation_windows``: how many windows of the validation systems are
+    scored each epoch. ``validation``/``test``: fractions of systems held out, by seed.
+    """
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    epochs: int = 10
+    batch_size: int = 200
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    chunk: int = DEFAULT_CHUNK
+    method: str = "rk4"
+    dtype: str = "float32"
+    seed: int = 0
+    validation: float = 0.1
+    test: float = 0.1
+    max_windows: int | None = None
+    validation_windows: int | None = 1000
+
+    def __post_init__(self) -> None:
+        if isinstance(self.model, dict):
+            object.__setattr__(self, "model", ModelConfig.from_dict(self.model))
+        if self.epochs < 1:
+            raise ValueError(f"epochs must be at least 1, got {self.epochs}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch size must be at least 1, got {self.batch_size}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"learning rate must be a positive number, got {self.lr}")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight decay must be non-negative, got {self.weight_decay}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"unknown dtype {self.dtype!r}; choose one of {', '.join(DTYPES)}")
+        if self.method not in METHODS:
+            raise ValueError(f"unknown training integrator {self.method!r}; choose one of {', '.join(METHODS)}")
+        if self.chunk < 2:
+            raise ValueError(f"chunk must be at least 2 states, got {self.chunk}")
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown training config keys {unknown}")
+        return cls(**values)
+
+
+# -- the loss ----------------------------------------------------------------------------------------
+class WindowLoss(nn.Module):
+    """Sum of squared errors of the integrated model over windows, as a module (so DDP can wrap it).
+
+    ``forward(z, params)`` with ``z: (b, chunk, 2, N, D)`` returns the sum over the ``chunk - 1``
+    predicted states of every window; the caller divides by the element count it wants.
+    """
+
+    def __init__(self, model: nn.Module, dt: float, method: str) -> None:
+        super().__init__()
+        self.model, self.dt, self.method = model, dt, method
+
+    def forward(self, z: Tensor, params: dict[str, Tensor]) -> Tensor:
+        t = torch.arange(z.shape[1], dtype=z.dtype, device=z.device) * self.dt
+        predicted = odeint(HamiltonianField(self.model, params), z[:, 0], t, method=self.method)
+        return (predicted[1:].transpose(0, 1) - z[:, 1:]).square().sum()
+
+
+def window_mse(model: Any, windows: Windows, dt: float, *, method: str = "rk4",
+               dtype: torch.dtype = torch.float32, batch_size: int = 500) -> dict[str, float]:
+    """Mean squared error of the model over ``windows``: ``mse`` excludes each window's initial
+    state, ``mse_with_initial`` includes it (the reference implementation's convention)."""
+    loss = WindowLoss(model, dt, method)
+    total, count = 0.0, 0
+    for index in windows.batches(batch_size):
+        z, params = _to(windows[index], dtype, _device_of(model))
+        with torch.enable_grad() if _needs_grad(model) else torch.no_grad():
+            total += float(loss(z, params).detach())
+        count += z[:, 1:].numel()
+    chunk = windows.chunk
+    return {"mse": total / count, "mse_with_initial": total / count * (chunk - 1) / chunk}
+
+
+def _needs_grad(model: nn.Module) -> bool:
+    # Hamiltonian models differentiate H to get the field; only the direct ODE model does not
+    return not callable(getattr(model, "vector_field", None))
+
+
+def _device_of(model: Any) -> torch.device:
+    weights = next(model.parameters(), None) if isinstance(model, nn.Module) else None
+    return weights.device if weights is not None else torch.device("cpu")
+
+
+def _to(batch, dtype, device):
+    z, params = batch
+    return z.to(device=device, dtype=dtype), {k: v.to(device=device, dtype=dtype) for k, v in params.items()}
+
+
+# -- distributed ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Context:
+    """Where this process sits: rank, world size and device."""
+
+    rank: int = 0
+    world_size: int = 1
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def distributed_context(device: str = "cpu") -> Context:
+    """Join the process group when started by ``torchrun`` (WORLD_SIZE > 1); else a single process."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size == 1:
+        return Context(device=torch.device(device))
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = device.startswith("cuda")
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    return Context(rank=rank, world_size=world_size,
+                   device=torch.device(f"cuda:{local_rank}") if use_cuda else torch.device("cpu"))
+
+
+def close_distributed(context: Context) -> None:
+    if context.world_size > 1 and dist.is_initialized():
+        dist.barrier()  # every rank done before the group goes, so teardown never races
+        dist.destroy_process_group()
+
+
+# -- the run ----------------------------------------------------------------------------------------
+@dataclass
+class RunFiles:
+    """The files of a run folder."""
+
+    folder: Path
+
+    @property
+    def config(self) -> Path:
+        return self.folder / "config.json"
+
+    @property
+    def metrics(self) -> Path:
+        return self.folder / "metrics.jsonl"
+
+    @property
+    def last(self) -> Path:
+        return self.folder / "last.pt"
+
+    @property
+    def best(self) -> Path:
+        return self.folder / "best.pt"
+
+
+def check_compatible(config: ModelConfig, data: Trajectories, source: str) -> None:
+    """Refuse data a model cannot take, in one line: wrong D, wrong N for fully connected models,
+    or missing feature parameters."""
+    if data.dim != config.dim:
+        raise ValueError(f"{source} holds {data.dim}D systems; the model is for {config.dim}D")
+    missing = [key for key in config.feature_keys if key not in data.params]
+    if missing:
+        raise ValueError(f"{source} lacks the parameters {missing} the model uses as features")
+    if config.name in ("fc-node", "fc-hnn") and data.n_particles != config.n_particles:
+        raise ValueError(
+            f"{config.name} is fully connected over {config.n_particles} particles and cannot run on {source} "
+            f"with N = {data.n_particles}; hlieconv and hogn run on any N"
+        )
+
+
+def train(config: TrainConfig, data_path: str | os.PathLike, run_dir: str | os.PathLike, *,
+          resume: bool = False, device: str = "cpu", progress: bool = False,
+          stop_after_epochs: int | None = None) -> dict[str, Any]:
+    """Train ``config.model`` on the trajectories in ``data_path``, writing the run to ``run_dir``.
+
+    ``resume=True`` continues the run in ``run_dir`` from ``last.pt``; its stored configuration must
+    equal ``config``. ``stop_after_epochs`` ends this call early (as an interruption would); a later
+    resume finishes the run exactly as if it had not stopped. Returns the last epoch's metrics.
+    Everything is validated before ``run_dir`` is created, so bad input leaves nothing behind.
+    """
+    context = distributed_context(device)
+    try:
+        return _train(config, Path(data_path), RunFiles(Path(run_dir)), context, resume, progress, stop_after_epochs)
+    finally:
+        close_distributed(context)
+
+
+def _train(config, data_path, files, context, resume, progress, stop_after_epochs):
+    data = load_trajectories(data_path)
+    check_compatible(config.model, data, str(data_path))
+    dtype = DTYPES[config.dtype]
+    split = split_systems(data.n_systems, config.validation, config.test, config.seed)
+    data = Trajectories(data.t, data.z.to(dtype), {k: v.to(dtype) for k, v in data.params.items()}, data.meta)
+    train_windows = Windows(data, config.chunk, split.train, config.max_windows, seed=config.seed)
+    validation_windows = (Windows(data, config.chunk, split.validation, config.validation_windows, seed=config.seed)
+                          if len(split.validation) else None)
+    if config.batch_size < context.world_size:
+        raise ValueError(f"batch size {config.batch_size} is smaller than the {context.world_size} processes")
+
+    model = build_model(config.model, torch.Generator().manual_seed(config.seed)).to(device=context.device, dtype=dtype)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    steps_per_epoch = math.ceil(len(train_windows) / config.batch_size)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs * steps_per_epoch)
+    shuffle = torch.Generator().manual_seed(config.seed)
+    start_epoch, best = 0, math.inf
+    if resume:
+        state = _resume_state(files, config)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        shuffle.set_state(state["rng"]["shuffle"])
+        torch.set_rng_state(state["rng"]["torch"])
+        start_epoch, best = state["epoch"], state["best_validation"]
+    elif files.folder.exists() and any(files.folder.iterdir()):
+        raise ValueError(f"run folder {files.folder} already holds files; resume it with --resume or choose another --out")
+
+    data_info = {"path": str(data_path), "system": data.meta.get("system"), "n_particles": data.n_particles,
+                 "dim": data.dim, "dt": data.meta["dt"], "split_seed": config.seed,
+                 "n_train_windows": len(train_windows)}
+    if context.is_main:
+        files.folder.mkdir(parents=True, exist_ok=True)
+        _write_json(files.config, {"train_config": config.as_dict(), "data": data_info})
+        _truncate_metrics(files.metrics, start_epoch)
+    loss_module = WindowLoss(model, float(data.meta["dt"]), config.method)
+    if context.world_size > 1:
+        loss_module = nn.parallel.DistributedDataParallel(loss_module)
+
+    last_epoch = start_epoch + (stop_after_epochs or config.epochs)
+    metrics: dict[str, Any] = {}
+    for epoch in range(start_epoch, min(config.epochs, last_epoch)):
+        started = time.perf_counter()
+        train_loss = _train_epoch(loss_module, optimizer, scheduler, train_windows, config, context, dtype,
+                                  shuffle, progress and context.is_main, epoch)
+        seconds = time.perf_counter() - started
+        validation = (window_mse(model, validation_windows, float(data.meta["dt"]), method=config.method, dtype=dtype)
+                      if validation_windows is not None else {"mse": math.nan})
+        metrics = {"epoch": epoch + 1, "train_loss": train_loss, "validation_mse": validation["mse"],
+                   "lr": scheduler.get_last_lr()[0], "seconds": round(seconds, 3),
+                   "windows_per_second": round(len(train_windows) / seconds, 1)}
+        improved = validation["mse"] < best
+        best = min(best, validation["mse"]) if improved else best
+        if context.is_main:
+            state = {"model_config": dataclasses.asdict(config.model), "train_config": config.as_dict(),
+                     "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                     "scheduler": scheduler.state_dict(), "epoch": epoch + 1, "best_validation": best,
+                     "rng": {"shuffle": shuffle.get_state(), "torch": torch.get_rng_state()}, "data": data_info}
+            save_checkpoint(files.last, state)
+            if improved or not files.best.exists():
+                save_checkpoint(files.best, state)
+            with open(files.metrics, "a") as handle:
+                handle.write(json.dumps(metrics) + "\n")
+            log.info("epoch %d/%d  train %.3g  validation %.3g  %.1f s", epoch + 1, config.epochs,
+                     train_loss, validation["mse"], seconds)
+    return metrics
+
+
+def _train_epoch(loss_module, optimizer, scheduler, windows, config, context, dtype, shuffle, progress, epoch):
+    elements_per_window = (windows.chunk - 1) * math.prod(windows.data.z.shape[2:])
+    total, count = 0.0, 0
+    batches = windows.batches(config.batch_size, shuffle)
+    for global_index in tqdm(batches, disable=not progress, desc=f"epoch {epoch + 1}", leave=False):
+        local_index = global_index.tensor_split(context.world_size)[context.rank]
+        z, params = _to(windows[local_index], dtype, context.device)
+        global_elements = global_index.numel() * elements_per_window
+        # DDP averages gradients over processes; scaling by world_size / global count makes that
+        # average the gradient of the global batch's mean, whatever the split sizes
+        loss = loss_module(z, params) * (context.world_size / global_elements)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        total += float(loss.detach()) / context.world_size * global_elements
+        count += global_elements
+    if context.world_size > 1:
+        summed = torch.tensor([total], dtype=torch.float64)
+        dist.all_reduce(summed)
+        total = float(summed)
+        count = count  # every rank counted the global batches
+    return total / count
+
+
+def _resume_state(files: RunFiles, config: TrainConfig) -> dict[str, Any]:
+    if not files.last.exists():
+        raise ValueError(f"nothing to resume: {files.last} does not exist")
+    state = load_checkpoint(files.last)
+    saved = state.get("train_config")
+    if saved != config.as_dict():
+        changed = sorted(k for k in config.as_dict() if saved is None or saved.get(k) != config.as_dict()[k])
+        raise CheckpointError(
+            f"{files.last} was trained with different settings ({', '.join(changed)}); "
+            "resume with the run's own settings or start a new run folder"
+        )
+    return state
+
+
+def _truncate_metrics(path: Path, epochs_done: int) -> None:
+    """Keep the metric lines of completed epochs only (a resumed run rewrites what it redoes)."""
+    if not path.exists():
+        return
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    kept = [line for line in lines if json.loads(line)["epoch"] <= epochs_done]
+    with atomic_path(path) as tmp:
+        tmp.write_text("".join(line + "\n" for line in kept))
+
+
+def _write_json(path: Path, value: dict) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(value, indent=2) + "\n")
