@@ -1,0 +1,242 @@
+"""Animations of rollouts: particles of truth and prediction, side by side or overlaid, with trails.
+
+Note to the reader: inputs are :class:`~hamnet.io.Trajectories` with ``z: (B, T, 2, N, D)``; one
+system (``system_index``) is drawn. Marker area is proportional to mass; for the springs system every
+spring is a line whose width is proportional to its constant ``k_i k_j``. 2D systems are drawn as
+they are; 3D systems are projected orthogonally onto their plane of largest spread (the two leading
+principal axes of all positions shown, see :func:`hamnet.plots.principal_plane`), one projection for
+every frame and panel.
+
+Frames are drawn on a ``matplotlib.figure.Figure`` with the Agg canvas (no pyplot, no display) and
+written as a GIF with Pillow, always available, or as an MP4 by piping raw frames to ``ffmpeg`` when
+it is on ``PATH``. Output is atomic: a failed or interrupted run leaves no file behind.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import torch
+from matplotlib.collections import LineCollection
+from matplotlib.figure import Figure
+from PIL import Image
+from torch import Tensor
+
+from .io import Trajectories, atomic_path
+from .plots import (
+    new_figure, particle_colour, align_with_truth, check_trajectories, default_label, principal_plane,
+    project_to_plane,
+)
+
+__all__ = ["ANIMATION_FORMATS", "LAYOUTS", "animate", "check_animation_path"]
+
+ANIMATION_FORMATS = (".gif", ".mp4")
+LAYOUTS = ("side-by-side", "overlay")
+ANIMATION_DPI = 80
+#: marker area (points^2) of the heaviest particle; others scale with mass, down to MIN_MARKER_AREA
+MAX_MARKER_AREA = 320.0
+MIN_MARKER_AREA = 12.0
+#: line width (points) of the stiffest spring; others scale with k_i k_j
+MAX_SPRING_WIDTH = 4.0
+#: empty margin around the particles, as a fraction of their extent
+MARGIN = 0.12
+
+
+def check_animation_path(out: str | os.PathLike) -> Path:
+    """``out`` as a path if it names a format that can be written here, else ``ValueError`` in one line."""
+    path = Path(out)
+    suffix = path.suffix.lower()
+    if suffix not in ANIMATION_FORMATS:
+        raise ValueError(f"cannot write {path}: unsupported animation format {path.suffix or '(no suffix)'!r}; "
+                         f"use one of {', '.join(ANIMATION_FORMATS)}")
+    if suffix == ".mp4" and shutil.which("ffmpeg") is None:
+        raise ValueError(f"cannot write {path}: .mp4 needs ffmpeg on PATH, which was not found; "
+                         "install ffmpeg or write a .gif")
+    return path
+
+
+def _check_settings(fps: float, stride: int, max_frames: int, trail: int, layout: str) -> None:
+    if not fps > 0:
+        raise ValueError(f"fps must be positive, got {fps}")
+    if int(stride) != stride or stride < 1:
+        raise ValueError(f"stride must be a positive integer, got {stride}")
+    if int(max_frames) != max_frames or max_frames < 1:
+        raise ValueError(f"max_frames must be a positive integer, got {max_frames}")
+    if int(trail) != trail or trail < 0:
+        raise ValueError(f"trail must be a non-negative integer, got {trail}")
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown layout {layout!r}; use one of {', '.join(LAYOUTS)}")
+
+
+def animate(
+    rollout: Trajectories,
+    truth: Trajectories | None = None,
+    *,
+    out: str | os.PathLike,
+    fps: float = 20.0,
+    stride: int = 1,
+    max_frames: int = 200,
+    trail: int = 15,
+    layout: str = "side-by-side",
+    system_index: int = 0,
+    label: str | None = None,
+) -> int:
+    """Write an animation of one system of ``rollout`` (and of ``truth``, if given) to ``out``.
+
+    ``rollout``, ``truth``: ``z: (B, T, 2, N, D)`` with ``D`` = 2 or 3; a truth must start from the
+    rollout's states, and frames stop at the shorter of the two. Every ``stride``-th time becomes a
+    frame, at most ``max_frames`` of them, shown at ``fps`` frames per second. ``trail``: how many
+    frames back each particle's path is drawn (0 for none). ``layout``: ``"side-by-side"`` (truth
+    left, prediction right) or ``"overlay"`` (one panel; truth hollow markers with solid trails,
+    prediction filled with dashed trails). ``out``: ``.gif`` or ``.mp4`` (needs ffmpeg).
+    Returns the number of frames written.
+    """
+    path = check_animation_path(out)
+    _check_settings(fps, stride, max_frames, trail, layout)
+    check_trajectories(rollout, "rollout")
+    if not -rollout.n_systems <= system_index < rollout.n_systems:
+        raise ValueError(f"system index {system_index} is out of range; the rollout has {rollout.n_systems} systems")
+    if truth is None:
+        t, pred, true = rollout.t, rollout.z[system_index], None
+    else:
+        t, pred, true = align_with_truth(rollout, truth)
+        pred, true = pred[system_index], true[system_index]
+    frames = list(range(0, len(t), int(stride)))[: int(max_frames)]
+    scene = _Scene(rollout, pred, true, frames, trail=int(trail) * int(stride), layout=layout,
+                   system_index=system_index, label=label or default_label(rollout))
+    images = [scene.render(index, float(t[index])) for index in frames]
+    with atomic_path(path) as tmp:
+        if path.suffix.lower() == ".gif":
+            _write_gif(tmp, images, fps)
+        else:
+            _write_mp4(tmp, images, fps)
+    return len(images)
+
+
+def _write_gif(path: Path, images: list[np.ndarray], fps: float) -> None:
+    frames = [Image.fromarray(image) for image in images]
+    # GIF stores delays in hundredths of a second
+    duration = max(10, int(round(100.0 / fps)) * 10)
+    frames[0].save(path, format="GIF", save_all=True, append_images=frames[1:], duration=duration, loop=0)
+
+
+def _write_mp4(path: Path, images: list[np.ndarray], fps: float) -> None:
+    height, width, _ = images[0].shape
+    command = [
+        shutil.which("ffmpeg") or "ffmpeg", "-y", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgb24",
+        "-s", f"{width}x{height}", "-r", f"{fps:g}", "-i", "-",
+        # yuv420p (what players expect) needs even sizes
+        "-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2", "-pix_fmt", "yuv420p", "-f", "mp4", str(path),
+    ]
+    result = subprocess.run(command, input=b"".join(image.tobytes() for image in images), capture_output=True)
+    if result.returncode != 0:
+        message = result.stderr.decode(errors="replace").strip().splitlines()
+        raise OSError(f"ffmpeg failed writing the .mp4: {message[-1] if message else f'exit status {result.returncode}'}")
+
+
+class _Scene:
+    """The figure and its artists, updated in place for each frame."""
+
+    def __init__(self, rollout: Trajectories, pred: Tensor, true: Tensor | None, frames: list[int], *,
+                 trail: int, layout: str, system_index: int, label: str) -> None:
+        shown = [z[: frames[-1] + 1] for z in (true, pred) if z is not None]  # each (T', 2, N, D)
+        basis = principal_plane(torch.cat([z[:, 0] for z in shown])) if rollout.dim == 3 else None
+        self.trail = trail
+        masses = rollout.params["m"][system_index]
+        areas = (MAX_MARKER_AREA * masses / masses.max()).clamp_min(MIN_MARKER_AREA).tolist()
+        widths = _spring_widths(rollout, system_index)
+        positions = [project_to_plane(z[:, 0], basis).numpy() for z in shown]  # each (T', N, 2)
+        overlay = layout == "overlay" or true is None
+        width, height = (5.0, 5.6) if overlay else (9.0, 5.0)
+        self.figure: Figure = new_figure(width, height, dpi=ANIMATION_DPI)
+        axes = [self.figure.subplots()] if overlay else list(self.figure.subplots(1, 2))
+        limits = _square_limits(np.concatenate(positions))
+        names = ["truth", label] if true is not None else [label]
+        self.layers = []
+        for index, (q, name) in enumerate(zip(positions, names)):
+            ax = axes[0] if overlay else axes[index]
+            is_overlaid_truth = overlay and true is not None and index == 0
+            # overlaid, only the prediction draws its springs: two sets of springs hide the particles
+            self.layers.append(_Layer(ax, q, areas, None if is_overlaid_truth else widths,
+                                      hollow=is_overlaid_truth, dashed=overlay and index > 0))
+            if not overlay:
+                ax.set_title(name)
+        for ax in axes:
+            ax.set(xlim=limits[0], ylim=limits[1], aspect="equal",
+                   xlabel=("principal axis 1" if basis is not None else "x") + " (simulation units)",
+                   ylabel=("principal axis 2" if basis is not None else "y") + " (simulation units)")
+        if overlay:
+            axes[0].set_title(" vs ".join(names) if true is not None else names[0])
+        note = "marker area \u221d mass" + ("; line width \u221d spring constant $k_i k_j$" if widths is not None else "")
+        if overlay and true is not None:
+            note += "\ntruth: hollow markers, solid trails; prediction: filled, dashed trails"
+        self.figure.supxlabel(note, fontsize=8, color="0.3")
+        self.title = f"{rollout.meta.get('system', 'system')} system {system_index}" + (
+            " (3D, projected)" if basis is not None else "")
+        self.clock = self.figure.suptitle("")
+        self.layout_fixed = False
+
+    def render(self, index: int, time: float) -> np.ndarray:
+        """The frame at time step ``index`` as an RGB array ``(height, width, 3)`` of uint8."""
+        for layer in self.layers:
+            layer.update(index, self.trail)
+        self.clock.set_text(f"{self.title}, t = {time:.3f}")
+        canvas = self.figure.canvas
+        canvas.draw()
+        if not self.layout_fixed:
+            # the layout is the same in every frame: solve it once, then draw frames about twice as fast
+            self.figure.set_layout_engine("none")
+            self.layout_fixed = True
+        return np.array(canvas.buffer_rgba())[..., :3]
+
+
+class _Layer:
+    """One trajectory's particles, trails and springs on one axes; ``q: (T, N, 2)`` plane positions."""
+
+    def __init__(self, ax, q: np.ndarray, areas: list[float], widths: np.ndarray | None, *,
+                 hollow: bool, dashed: bool) -> None:
+        self.q = q
+        n = q.shape[1]
+        self.pairs = np.triu_indices(n, 1)
+        self.springs = None
+        if widths is not None:
+            self.springs = LineCollection([], linewidths=widths, colors="0.55", alpha=0.6, zorder=1)
+            ax.add_collection(self.springs)
+        colours = [particle_colour(i) for i in range(n)]
+        self.trails = [ax.plot([], [], color=colours[i], linewidth=1.2, linestyle="--" if dashed else "-",
+                               alpha=0.8, zorder=2)[0] for i in range(n)]
+        faces = ["none"] * n if hollow else colours
+        edges = colours if hollow else ["black"] * n
+        self.particles = ax.scatter(q[0, :, 0], q[0, :, 1], s=areas, facecolors=faces, edgecolors=edges,
+                                    linewidths=1.8 if hollow else 0.8, zorder=3)
+
+    def update(self, index: int, trail: int) -> None:
+        now = self.q[index]
+        self.particles.set_offsets(now)
+        past = self.q[max(0, index - trail): index + 1]
+        for i, line in enumerate(self.trails):
+            line.set_data(past[:, i, 0], past[:, i, 1])
+        if self.springs is not None:
+            self.springs.set_segments(np.stack([now[self.pairs[0]], now[self.pairs[1]]], axis=1))
+
+
+def _spring_widths(rollout: Trajectories, system_index: int) -> np.ndarray | None:
+    """Line widths ``(N (N - 1) / 2,)`` proportional to ``k_i k_j`` for pairs ``i < j``, or None without springs."""
+    if rollout.meta.get("system") != "springs" or "k" not in rollout.params:
+        return None
+    k = rollout.params["k"][system_index].double()
+    constants = (k[:, None] * k[None, :]).numpy()[np.triu_indices(k.shape[0], 1)]
+    largest = constants.max() if constants.size else 0.0
+    return MAX_SPRING_WIDTH * constants / largest if largest > 0 else np.zeros_like(constants)
+
+
+def _square_limits(points: np.ndarray) -> tuple[tuple[float, float], tuple[float, float]]:
+    """Equal x and y ranges holding all ``points: (..., 2)`` with a margin."""
+    flat = points.reshape(-1, 2)
+    low, high = flat.min(0), flat.max(0)
+    centre, half = (low + high) / 2, max(float((high - low).max()) / 2, 1e-6) * (1 + MARGIN)
+    return (centre[0] - half, centre[0] + half), (centre[1] - half, centre[1] + half)
