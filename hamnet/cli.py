@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from . import __version__
+from .cli_visual import add_commands as _add_visual
 from .io import TrajectoryFileError, load_trajectories, save_trajectories
 
 EXIT_INPUT_ERROR = 1
@@ -48,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"hamnet {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_generate, _add_info, _add_train, _add_rollout, _add_evaluate, _add_demo):
+    for add in (_add_generate, _add_info, _add_train, _add_rollout, _add_evaluate, _add_visual, _add_demo):
         add(commands)
     return parser
 

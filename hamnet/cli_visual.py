@@ -1,0 +1,146 @@
+"""The ``hamnet plot`` and ``hamnet animate`` subcommands: figures and animations of trajectory files.
+
+Thin layers over :mod:`hamnet.plots` and :mod:`hamnet.animate`, which (with matplotlib) are imported
+only when one of these commands runs, so the rest of the command line starts quickly. Input errors
+raise ``ValueError`` or ``OSError``; :func:`hamnet.cli.main` turns them into one line and exit status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .io import Trajectories, load_trajectories
+
+PLOT_KINDS = ("conservation", "error", "paths")
+FIGURE_SUFFIXES = ".png, .pdf or .svg"
+
+
+def add_commands(commands) -> None:
+    """Register ``plot`` and ``animate`` on an argparse subparsers object."""
+    _add_plot(commands)
+    _add_animate(commands)
+
+
+def _add_plot(commands) -> None:
+    parser = commands.add_parser(
+        "plot", help="draw conservation, rollout error or particle paths of trajectory files",
+        description="Draw a figure from rollout files (trajectory files written by `hamnet rollout` or "
+        "`hamnet generate`). 'conservation': change of linear momentum, angular momentum and true energy "
+        "over time, on a log scale, one curve per rollout. 'error': mean square and bounded relative error "
+        "against --truth over time, one curve per rollout. 'paths': particle paths and a phase-space "
+        "portrait of one system of one rollout, against --truth when given.",
+    )
+    parser.add_argument("kind", choices=PLOT_KINDS, help="which figure: conservation, error or paths")
+    parser.add_argument("rollouts", nargs="+", metavar="ROLLOUT.npz",
+                        help="one or more rollout files (paths takes exactly one)")
+    parser.add_argument("--truth", metavar="FILE", default=None,
+                        help="ground-truth trajectory file the rollouts started from; required by 'error', "
+                        "optional for 'paths', and drawn as one more curve by 'conservation'")
+    parser.add_argument("--labels", nargs="+", metavar="LABEL", default=None,
+                        help="legend labels, one per rollout file in order (default: the model and integrator "
+                        "recorded in each file, or the file name where those repeat)")
+    parser.add_argument("--system", type=int, default=0, metavar="INDEX",
+                        help="paths only: index of the system to draw (default: 0)")
+    parser.add_argument("--learned-energy", action="store_true",
+                        help="conservation only: add a panel with the learned energy H_theta along each rollout, "
+                        "from the checkpoint its file names (rollouts without a checkpoint or without a learned "
+                        "H, like FC-NODE, are left out of that panel); costs one model evaluation per time step")
+    parser.add_argument("--out", required=True, metavar="FIG",
+                        help=f"output figure, {FIGURE_SUFFIXES} by its suffix (written atomically)")
+    parser.set_defaults(run=run_plot)
+
+
+def _add_animate(commands) -> None:
+    parser = commands.add_parser(
+        "animate", help="animate the particles of a rollout, against truth when given",
+        description="Animate one system of a rollout file: particles (marker area proportional to mass), "
+        "springs (line width proportional to k_i k_j) and trails, next to or on top of the truth. 3D "
+        "systems are projected onto their plane of largest spread. Writes a GIF (always available) or an "
+        "MP4 (needs ffmpeg on PATH).",
+    )
+    parser.add_argument("rollout", metavar="ROLLOUT.npz", help="the rollout file to animate")
+    parser.add_argument("--truth", metavar="FILE", default=None,
+                        help="ground-truth trajectory file the rollout started from, drawn beside or under it")
+    parser.add_argument("--out", required=True, metavar="FILE",
+                        help="output animation, .gif or .mp4 by its suffix (written atomically)")
+    parser.add_argument("--fps", type=float, default=20.0, help="frames per second of the animation (default: 20)")
+    parser.add_argument("--stride", type=int, default=1,
+                        help="draw every STRIDE-th time step as a frame; larger is faster and smaller (default: 1)")
+    parser.add_argument("--max-frames", type=int, default=200,
+                        help="stop after this many frames; with --stride it sets the time span shown (default: 200)")
+    parser.add_argument("--trail", type=int, default=15,
+                        help="frames of past path drawn behind each particle, 0 for none (default: 15)")
+    parser.add_argument("--layout", choices=("side-by-side", "overlay"), default="side-by-side",
+                        help="truth and prediction in two panels, or in one panel with truth as hollow markers "
+                        "(default: side-by-side)")
+    parser.add_argument("--system", type=int, default=0, metavar="INDEX",
+                        help="index of the system in the file to animate (default: 0)")
+    parser.add_argument("--label", default=None,
+                        help="title of the prediction (default: the model and integrator recorded in the file)")
+    parser.set_defaults(run=run_animate)
+
+
+def run_plot(args: argparse.Namespace) -> None:
+    from . import plots
+    from .cli import check_writable
+
+    plots.check_figure_path(args.out)
+    check_writable(args.out)
+    if args.kind == "paths" and len(args.rollouts) != 1:
+        raise ValueError(f"plot paths draws one rollout, got {len(args.rollouts)} files")
+    if args.kind == "error" and args.truth is None:
+        raise ValueError("plot error needs --truth FILE, the trajectories the rollouts are measured against")
+    files = list(args.rollouts)
+    rollouts = [load_trajectories(file) for file in files]
+    truth = load_trajectories(args.truth) if args.truth is not None else None
+    labels = args.labels if args.labels is not None else _default_labels(rollouts, files)
+    if len(labels) != len(files):
+        raise ValueError(f"--labels gives {len(labels)} labels for {len(files)} rollout files; give one per file")
+    if args.kind == "conservation":
+        if truth is not None:
+            rollouts, labels = rollouts + [truth], list(labels) + ["truth"]
+        learned = [_learned_hamiltonian(r) for r in rollouts] if args.learned_energy else None
+        plots.plot_conservation(rollouts, labels, out=args.out, learned_energy=learned)
+    elif args.kind == "error":
+        plots.plot_error(rollouts, truth, labels, out=args.out)
+    else:
+        plots.plot_paths(rollouts[0], truth, out=args.out, system_index=args.system, label=labels[0])
+    print(f"wrote {args.out}")
+
+
+def run_animate(args: argparse.Namespace) -> None:
+    from .animate import animate, check_animation_path
+    from .cli import check_writable
+
+    check_animation_path(args.out)
+    check_writable(args.out)
+    rollout = load_trajectories(args.rollout)
+    truth = load_trajectories(args.truth) if args.truth is not None else None
+    frames = animate(rollout, truth, out=args.out, fps=args.fps, stride=args.stride, max_frames=args.max_frames,
+                     trail=args.trail, layout=args.layout, system_index=args.system, label=args.label)
+    print(f"wrote {args.out} ({frames} frames at {args.fps:g} fps)")
+
+
+def _learned_hamiltonian(rollout: Trajectories):
+    """The float64 ``H_theta(z, params)`` of the model that made ``rollout``, or None if it has none."""
+    checkpoint = rollout.meta.get("checkpoint")
+    if checkpoint is None:
+        return None
+    from .checkpoint import model_from_checkpoint
+
+    if not Path(checkpoint).is_file():
+        raise ValueError(f"--learned-energy: the rollout's checkpoint {checkpoint} does not exist "
+                         "(paths are as given to hamnet rollout; run from the same folder)")
+    model, _ = model_from_checkpoint(checkpoint)
+    return model.double().hamiltonian if hasattr(model, "hamiltonian") else None
+
+
+def _default_labels(rollouts: list[Trajectories], files: list[str]) -> list[str]:
+    """Labels from each file's ``meta``; where two coincide, the file names (or paths) tell them apart."""
+    from .plots import default_label
+
+    for candidates in ([default_label(r) for r in rollouts], [Path(f).stem for f in files], files):
+        if len(set(candidates)) == len(candidates):
+            return candidates
+    return [f"{file} ({index + 1})" for index, file in enumerate(files)]

@@ -1,0 +1,136 @@
+"""Animations: the expected number of frames and size, and one clear line for every bad input."""
+
+import shutil
+
+import pytest
+import torch
+from PIL import Image, ImageSequence
+
+import systems
+from hamnet import animate as animate_module
+from hamnet.animate import ANIMATION_DPI, animate
+from hamnet.cli import main
+from hamnet.io import Trajectories, save_trajectories
+from hamnet.rollout import rollout
+from hamnet.simulate import generate
+
+
+def make_pair(dim=2):
+    truth = generate(systems.Springs(n_particles=3, dim=dim), n_systems=2, steps=20, dt=0.01, seed=0)
+    z = rollout(truth.system(), truth.z[:, 0], truth.params, steps=20, dt=0.01, method="leapfrog")
+    return truth, Trajectories(truth.t, z, truth.params, {**truth.meta, "model": "true springs", "method": "leapfrog"})
+
+
+@pytest.fixture(scope="module")
+def pair():
+    return make_pair()
+
+
+def frames_and_size(path):
+    with Image.open(path) as image:
+        assert image.format == "GIF"
+        return sum(1 for _ in ImageSequence.Iterator(image)), image.size, image.info["duration"]
+
+
+@pytest.mark.parametrize("layout, stride, max_frames, expected, inches", [
+    ("side-by-side", 3, 200, 7, (9.0, 5.0)),  # times 0, 3, ..., 18 of 21
+    ("overlay", 1, 5, 5, (5.0, 5.6)),
+])
+def test_gif_frames_and_size(tmp_path, pair, layout, stride, max_frames, expected, inches):
+    truth, prediction = pair
+    out = tmp_path / "a.gif"
+    written = animate(prediction, truth, out=out, fps=10, stride=stride, max_frames=max_frames, trail=3,
+                      layout=layout, system_index=1)
+    n_frames, size, duration = frames_and_size(out)
+    assert written == n_frames == expected
+    assert size == (round(inches[0] * ANIMATION_DPI), round(inches[1] * ANIMATION_DPI))
+    assert duration == 100
+
+
+def test_3d_without_truth_is_projected(tmp_path):
+    _, prediction = make_pair(dim=3)
+    out = tmp_path / "b.gif"
+    assert animate(prediction, out=out, stride=5) == 5
+    assert frames_and_size(out)[0] == 5
+
+
+def test_frames_differ_as_particles_move(tmp_path, pair):
+    out = tmp_path / "c.gif"
+    animate(pair[1], out=out, stride=10, trail=0)
+    with Image.open(out) as image:
+        frames = [frame.convert("RGB").tobytes() for frame in ImageSequence.Iterator(image)]
+    assert len(frames) == 3 and len(set(frames)) == 3
+
+
+def test_five_dimensional_system_is_refused(tmp_path):
+    t = torch.linspace(0, 1, 4, dtype=torch.float64)
+    fake = Trajectories(t, torch.zeros(1, 4, 2, 3, 5, dtype=torch.float64),
+                        {"m": torch.ones(1, 3, dtype=torch.float64)}, {"system": "custom"})
+    with pytest.raises(ValueError, match=r"5-dimensional \(D = 5\); hamnet draws 2D and 3D systems only"):
+        animate(fake, out=tmp_path / "d.gif")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_mp4_without_ffmpeg_is_a_clear_error(tmp_path, pair, monkeypatch):
+    monkeypatch.setattr(animate_module.shutil, "which", lambda name: None)
+    with pytest.raises(ValueError, match="needs ffmpeg on PATH"):
+        animate(pair[1], out=tmp_path / "e.mp4")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg is not installed")
+def test_mp4_with_ffmpeg(tmp_path, pair):
+    out = tmp_path / "f.mp4"
+    assert animate(pair[1], pair[0], out=out, stride=5) == 5
+    assert out.read_bytes()[4:8] == b"ftyp"
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"fps": 0}, "fps must be positive"),
+    ({"stride": 0}, "stride must be a positive integer"),
+    ({"max_frames": 0}, "max_frames must be a positive integer"),
+    ({"trail": -1}, "trail must be a non-negative integer"),
+    ({"layout": "grid"}, "unknown layout 'grid'"),
+    ({"system_index": 2}, "system index 2 is out of range"),
+])
+def test_bad_settings(tmp_path, pair, settings, message):
+    with pytest.raises(ValueError, match=message):
+        animate(pair[1], out=tmp_path / "g.gif", **settings)
+    assert list(tmp_path.iterdir()) == []
+
+
+# -- the command line --------------------------------------------------------------------------------
+def run(args, capsys):
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_cli_animate(tmp_path, pair, capsys):
+    truth_file, rollout_file, out = tmp_path / "truth.npz", tmp_path / "rollout.npz", tmp_path / "movie.gif"
+    save_trajectories(truth_file, pair[0])
+    save_trajectories(rollout_file, pair[1])
+    code, stdout, _ = run(["animate", rollout_file, "--truth", truth_file, "--out", out, "--fps", "5",
+                           "--stride", "4", "--max-frames", "4", "--layout", "overlay", "--system", "1"], capsys)
+    assert code == 0 and "4 frames" in stdout
+    assert frames_and_size(out)[:2] == (4, (round(5.0 * ANIMATION_DPI), round(5.6 * ANIMATION_DPI)))
+
+
+def test_cli_animate_bad_input(tmp_path, pair, capsys):
+    good, text, empty = tmp_path / "good.npz", tmp_path / "text.npz", tmp_path / "empty.npz"
+    save_trajectories(good, pair[1])
+    text.write_text("not a trajectory")
+    truth = pair[0]
+    save_trajectories(empty, Trajectories(truth.t[:1], truth.z[:, :1], truth.params, truth.meta))
+    cases = [
+        (["animate", text, "--out", tmp_path / "a.gif"], "not a .npz trajectory file"),
+        (["animate", good, "--out", tmp_path / "a.avi"], "unsupported animation format '.avi'; use one of .gif, .mp4"),
+        (["animate", empty, "--out", tmp_path / "a.gif"], "rollout is empty"),
+        (["animate", good, "--stride", "0", "--out", tmp_path / "a.gif"], "stride must be a positive integer"),
+    ]
+    before = set(tmp_path.iterdir())
+    for args, message in cases:
+        code, _, err = run(args, capsys)
+        assert code == 1, args
+        assert err.count("\n") == 1 and err.startswith("hamnet: error:") and message in err, err
+    assert set(tmp_path.iterdir()) == before

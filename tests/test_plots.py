@@ -1,0 +1,204 @@
+"""Figures: valid files with the expected panels and curves, and one clear line for every bad input."""
+
+import io
+
+import pytest
+import torch
+from PIL import Image
+
+import systems
+from hamnet import plots
+from hamnet.cli import main
+from hamnet.io import Trajectories, save_trajectories
+from hamnet.rollout import rollout
+from hamnet.simulate import generate
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def make_truth(dim=2):
+    return generate(systems.Springs(n_particles=3, dim=dim), n_systems=2, steps=20, dt=0.01, seed=0)
+
+
+def make_rollout(truth, method="rk4", dt=0.01, model="true springs"):
+    z = rollout(truth.system(), truth.z[:, 0], truth.params, steps=truth.n_times - 1, dt=dt, method=method)
+    return Trajectories(truth.t, z, truth.params, {**truth.meta, "model": model, "method": method})
+
+
+@pytest.fixture(scope="module")
+def data():
+    truth = make_truth()
+    # a coarse step makes the rk4 rollout visibly wrong, so error curves are not all round-off
+    return truth, make_rollout(truth, "rk4", dt=0.05), make_rollout(truth, "leapfrog")
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory, data):
+    folder = tmp_path_factory.mktemp("plots")
+    paths = {}
+    for name, trajectories in zip(("truth", "rk4", "leapfrog"), data):
+        paths[name] = folder / f"{name}.npz"
+        save_trajectories(paths[name], trajectories)
+    return paths
+
+
+def assert_png(path, figure):
+    raw = path.read_bytes()
+    assert raw.startswith(PNG_SIGNATURE)
+    with Image.open(io.BytesIO(raw)) as image:
+        image.load()
+        width, height = figure.get_size_inches() * plots.FIGURE_DPI
+        assert image.format == "PNG" and image.size == (round(width), round(height))
+
+
+def curves(ax):
+    """Lines with at least two points (reference lines such as the round-off level excluded)."""
+    return [line for line in ax.get_lines() if len(line.get_xdata()) > 1 and line.get_label() != "float64 round-off"]
+
+
+def test_conservation_figure(tmp_path, data):
+    truth, coarse, leapfrog = data
+    out = tmp_path / "conservation.png"
+    figure = plots.plot_conservation([coarse, leapfrog, truth], ["rk4", "leapfrog", "truth"], out)
+    assert_png(out, figure)
+    assert [ax.get_title() for ax in figure.axes] == ["linear momentum", "angular momentum", "true energy"]
+    for ax in figure.axes:
+        assert ax.get_yscale() == "log" and "relative" in ax.get_ylabel() and ax.get_xlabel()
+        lines = curves(ax)
+        assert len(lines) == 3 and len({line.get_linestyle() for line in lines}) == 3
+        assert len({line.get_marker() for line in lines}) == 3
+        for line in lines:
+            assert (line.get_ydata() >= plots.ZERO_FLOOR).all() and len(line.get_xdata()) == truth.n_times - 1
+    assert {text.get_text() for text in figure.legends[0].get_texts()} >= {"rk4", "leapfrog", "truth"}
+
+
+def test_learned_energy_adds_a_panel(data):
+    truth, coarse, _ = data
+    hamiltonian = truth.system().hamiltonian
+    figure = plots.plot_conservation([coarse, truth], learned_energy=[hamiltonian, None])
+    assert len(figure.axes) == 4 and len(curves(figure.axes[3])) == 1
+
+
+def test_exact_zero_change_is_drawn_at_the_floor():
+    truth = make_truth()
+    still = torch.zeros_like(truth.z)  # nothing moves: every change is exactly zero
+    figure = plots.plot_conservation([Trajectories(truth.t, still, truth.params, truth.meta)], ["still"])
+    for ax in figure.axes:
+        assert (curves(ax)[0].get_ydata() == plots.ZERO_FLOOR).all()
+
+
+def test_error_figure(tmp_path, data):
+    truth, coarse, leapfrog = data
+    out = tmp_path / "error.png"
+    figure = plots.plot_error([coarse, leapfrog], truth, out=out)
+    assert_png(out, figure)
+    assert len(figure.axes) == 2
+    for ax in figure.axes:
+        lines = curves(ax)
+        assert len(lines) == 2 and all(len(line.get_xdata()) == truth.n_times - 1 for line in lines)
+    relative = curves(figure.axes[1])[0].get_ydata()
+    assert (relative <= 1).all() and relative[-1] > 1e-6  # the coarse rollout is measurably wrong
+
+
+def test_rollout_error_is_bounded_and_zero_on_agreement():
+    a = torch.randn(2, 5, 2, 3, 2, dtype=torch.float64)
+    mse, relative = plots.rollout_error(a, a)
+    assert (mse == 0).all() and (relative == 0).all()
+    mse, relative = plots.rollout_error(a, -a)
+    assert torch.allclose(relative, torch.ones_like(relative))
+    assert torch.allclose(mse, (2 * a).square().flatten(2).mean(-1))
+
+
+@pytest.mark.parametrize("dim", [2, 3])
+def test_paths_figure(tmp_path, dim):
+    truth = make_truth(dim)
+    prediction = make_rollout(truth, "leapfrog")
+    out = tmp_path / "paths.png"
+    figure = plots.plot_paths(prediction, truth, out, system_index=1)
+    assert_png(out, figure)
+    assert len(figure.axes) == 2
+    for ax in figure.axes:
+        # truth and prediction: a path and a start marker per particle each
+        assert len(ax.get_lines()) == 2 * 2 * truth.n_particles
+        assert len(curves(ax)) == 2 * truth.n_particles
+    assert ("principal axis" in figure.axes[0].get_xlabel()) == (dim == 3)
+
+
+@pytest.mark.parametrize("suffix, magic", [(".pdf", b"%PDF"), (".svg", b"<?xml")])
+def test_vector_formats(tmp_path, data, suffix, magic):
+    out = tmp_path / f"figure{suffix}"
+    plots.plot_error(data[1:], data[0], out=out)
+    assert out.read_bytes().startswith(magic)
+
+
+def test_principal_plane_finds_the_plane_of_motion():
+    generator = torch.Generator().manual_seed(0)
+    flat = torch.randn(50, 2, generator=generator, dtype=torch.float64) * torch.tensor([3.0, 1.0], dtype=torch.float64)
+    rotation, _ = torch.linalg.qr(torch.randn(3, 3, generator=generator, dtype=torch.float64))
+    points = torch.cat([flat, torch.zeros(50, 1, dtype=torch.float64)], 1) @ rotation.T
+    basis = plots.principal_plane(points)
+    assert torch.allclose(basis.T @ basis, torch.eye(2, dtype=torch.float64))
+    assert torch.allclose(rotation[:, 2] @ basis, torch.zeros(2, dtype=torch.float64), atol=1e-12)
+
+
+def test_library_refuses_bad_input(tmp_path, data):
+    truth, coarse, _ = data
+    with pytest.raises(ValueError, match=r"unsupported figure format '\.jpg'; use one of \.png, \.pdf, \.svg"):
+        plots.plot_conservation([coarse], out=tmp_path / "x.jpg")
+    with pytest.raises(ValueError, match="is empty"):
+        plots.plot_conservation([truth.select(slice(0, 0))])
+    with pytest.raises(ValueError, match="start from different states"):
+        plots.plot_error([coarse], truth.select(torch.tensor([1, 0])))
+    with pytest.raises(ValueError, match="1 labels for 2 rollouts"):
+        plots.plot_conservation([coarse, truth], ["one"])
+    assert list(tmp_path.iterdir()) == []
+
+
+# -- the command line --------------------------------------------------------------------------------
+def run(args, capsys):
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize("kind, extra, n_axes", [
+    ("conservation", ["--truth"], 3), ("error", ["--truth"], 2), ("paths", ["--truth"], 2),
+])
+def test_cli_plot(tmp_path, files, capsys, kind, extra, n_axes):
+    out = tmp_path / f"{kind}.png"
+    rollouts = [files["rk4"]] if kind == "paths" else [files["rk4"], files["leapfrog"]]
+    code, stdout, _ = run(["plot", kind, *rollouts, *extra, files["truth"], "--out", out], capsys)
+    assert code == 0 and str(out) in stdout
+    with Image.open(out) as image:
+        assert image.format == "PNG"
+
+
+def test_cli_labels_default_to_file_names_when_meta_repeats(tmp_path, files, capsys):
+    copy = tmp_path / "again.npz"
+    copy.write_bytes(files["rk4"].read_bytes())
+    out = tmp_path / "c.png"
+    assert run(["plot", "conservation", files["rk4"], copy, "--out", out], capsys)[0] == 0
+
+
+def test_cli_plot_bad_input(tmp_path, files, data, capsys):
+    text = tmp_path / "notes.npz"
+    text.write_text("not a trajectory")
+    empty = tmp_path / "empty.npz"
+    truth = data[0]
+    save_trajectories(empty, Trajectories(truth.t[:1], truth.z[:, :1], truth.params, truth.meta))
+    cases = [
+        (["plot", "conservation", text, "--out", tmp_path / "a.png"], "not a .npz trajectory file"),
+        (["plot", "conservation", files["rk4"], "--out", tmp_path / "a.gif"], "unsupported figure format '.gif'"),
+        (["plot", "conservation", empty, "--out", tmp_path / "a.png"], "is empty"),
+        (["plot", "error", files["rk4"], "--out", tmp_path / "a.png"], "plot error needs --truth"),
+        (["plot", "paths", files["rk4"], files["leapfrog"], "--out", tmp_path / "a.png"], "draws one rollout"),
+        (["plot", "error", files["rk4"], "--truth", empty, "--out", tmp_path / "a.png"], "truth is empty"),
+        (["plot", "conservation", files["rk4"], "--labels", "a", "b", "--out", tmp_path / "a.png"], "2 labels for 1"),
+        (["plot", "conservation", files["rk4"], "--out", tmp_path / "missing" / "a.png"], "does not exist"),
+    ]
+    before = set(tmp_path.iterdir())
+    for args, message in cases:
+        code, _, err = run(args, capsys)
+        assert code == 1, args
+        assert err.count("\n") == 1 and err.startswith("hamnet: error:") and message in err, err
+    assert set(tmp_path.iterdir()) == before  # nothing written, no temporary files left behind
