@@ -131,10 +131,7 @@ class HamiltonianField(nn.Module):
 
     def force(self, q: Tensor) -> Tensor:
         """``dp/dt = -dV/dq`` of a separable model; ``q: (B, N, D)`` -> ``(B, N, D)``."""
-        force = self.model.forces(q, self.params)
-        if not torch.is_grad_enabled():
-            force = force.detach()
-        return force
+        return self.model.forces(q, self.params)
 
     def hamiltonian(self, z: Tensor) -> Tensor:
         """``H(z)``; ``z: (B, 2, N, D)`` -> ``(B,)``."""

@@ -166,7 +166,7 @@ class _Composition(_CarryingSolver):
         return self.field.force(y0[:, 0])
 
     def _step(self, t0, dt, y0, force):
-        h = (self.sign * dt).to(y0.dtype)
+        h = self.sign * torch.as_tensor(dt, dtype=y0.dtype, device=y0.device)
         q, p = y0[:, 0], y0[:, 1]
         for c in self.coefficients:
             p = p + (0.5 * c) * h * force
@@ -235,7 +235,7 @@ class _ImplicitRungeKutta(_CarryingSolver):
         self.max_iters = int(max_iters)
 
     def _step(self, t0, dt, y0, stages):
-        h = dt.to(y0.dtype)
+        h = torch.as_tensor(dt, dtype=y0.dtype, device=y0.device)
         if stages is None:
             stages = [self.func(t0, y0)] * len(self.b)
         y_size = y0.detach().abs().max()

@@ -288,3 +288,19 @@ def test_training_loss_through_odeint_passes_gradcheck(method, generator):
     assert torch.autograd.gradcheck(loss, (z0.clone().requires_grad_(True), weights))
     # the weights alone: the state does not require grad, the force's graph must still be kept
     assert torch.autograd.gradcheck(lambda w: loss(z0, w), (weights,))
+
+
+@pytest.mark.parametrize("method", SYMPLECTIC_METHODS)
+def test_event_handling_finds_the_same_time_as_rk4(method):
+    system, params, z0 = two_body_orbit()
+    field = HamiltonianField(system, params)
+    t = torch.tensor([0.0, 1.0], dtype=F64)
+
+    def separation_reaches_half(_, z):
+        return (z[:, 0, 0] - z[:, 0, 1]).norm(dim=-1).sum() - 0.5
+
+    found = {m: odeint(field, z0, t, method=m, options={"step_size": 0.001}, event_fn=separation_reaches_half)
+             for m in (method, "rk4")}
+    (event_time, states), (rk4_time, _) = found[method], found["rk4"]
+    assert abs(separation_reaches_half(event_time, states[-1]).item()) < 1e-8
+    assert event_time.item() == pytest.approx(rk4_time.item(), abs=1e-5)
