@@ -6,14 +6,14 @@ module calls :func:`register_solvers`, which adds four fixed-step methods to tor
 table (``torchdiffeq._impl.odeint.SOLVERS``, tested against torchdiffeq 0.2.5, whose maintainers
 recommend exactly this for new fixed-grid solvers):
 
-============== ===== ================== ==============================================
-method         order field              evaluations per step
-============== ===== ================== ==============================================
-leapfrog       2     separable H only   1 force (the last one is reused)
-yoshida4       4     separable H only   3 forces
-implicit_midpoint 2  any ``func``       fixed-point iterations, each one ``func`` call
-gauss4         4     any ``func``       fixed-point iterations, each two ``func`` calls
-============== ===== ================== ==============================================
+================= ===== ================ ==============================================
+method            order field            evaluations per step
+================= ===== ================ ==============================================
+leapfrog          2     separable H only 1 force (the last one is reused)
+yoshida4          4     separable H only 3 forces
+implicit_midpoint 2     any ``func``     fixed-point iterations, each one ``func`` call
+gauss4            4     any ``func``     fixed-point iterations, each two ``func`` calls
+================= ===== ================ ==============================================
 
 Like every torchdiffeq fixed-grid solver, these take one step per interval of ``t`` unless
 ``options={"step_size": dt}`` is given; ``rtol`` and ``atol`` do not apply to them. The implicit
