@@ -27,6 +27,7 @@ from matplotlib.lines import Line2D
 from torch import Tensor
 
 from .diagnostics import angular_momentum, angular_momentum_scale, energy, linear_momentum, momentum_scale
+from .evaluate import bounded_relative_error
 from .io import Trajectories, atomic_path
 
 Hamiltonian = Callable[[Tensor, dict], Tensor]
@@ -133,11 +134,8 @@ def rollout_error(prediction: Tensor, truth: Tensor) -> tuple[Tensor, Tensor]:
     ``relative: (B, T)``, the bounded relative error ``|a - b| / (|a| + |b|)`` of the whole state
     (Euclidean norms; 0 when both are 0), which lies in ``[0, 1]``.
     """
-    a, b = prediction.flatten(2), truth.flatten(2)
-    difference = a - b
-    mse = difference.square().mean(-1)
-    total = (a.norm(dim=-1) + b.norm(dim=-1)).clamp_min(torch.finfo(a.dtype).tiny)
-    return mse, difference.norm(dim=-1) / total
+    mse = (prediction - truth).flatten(2).square().mean(-1)
+    return mse, bounded_relative_error(prediction, truth)
 
 
 def _change(values: Tensor, scale: Tensor) -> Tensor:
