@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from conftest import TOLERANCES
 
 from hamnet.dynamics import HamiltonianField, hamiltonian_gradient, keeps_graph, potential_force
 from hamnet.models import ModelConfig, build_model
@@ -42,7 +43,7 @@ def test_separable_field_uses_velocity_and_analytic_force(generator):
 
 def test_autograd_field_of_the_full_hamiltonian_is_j_grad_h(generator):
     system, params, z0 = springs_batch(generator)
-    rtol, atol = 1e-10, 1e-12
+    rtol, atol = TOLERANCES[F64]
     expected = HamiltonianField(system, params)(torch.tensor(0.0), z0)
     actual = HamiltonianField(AsNonSeparable(system), params)(torch.tensor(0.0), z0)
     torch.testing.assert_close(actual, expected, rtol=rtol, atol=atol)

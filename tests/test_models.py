@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from conftest import TOLERANCES
 
 from hamnet.models import FCHNN, FCNODE, HOGN, MODELS, HLieConv, ModelConfig, build_model
 from systems import NBody, Springs
@@ -146,7 +147,7 @@ def test_initialisation_comes_from_the_generator():
 
 @pytest.mark.parametrize("group, rotates", [("SO2", True), ("T2", False)])
 def test_hlieconv_symmetry(group, rotates, generator):
-    rtol, atol = 1e-10, 1e-12
+    rtol, atol = TOLERANCES[F64]
     params, z = springs_batch(generator)
     model = build_model(config("hlieconv", group=group)).double()
     h = model.hamiltonian(z, params)
