@@ -266,6 +266,8 @@ def _train(config, data_path, files, context, resume, progress, stop_after_epoch
         start_epoch, best = state["epoch"], state["best_validation"]
     elif files.folder.exists() and any(files.folder.iterdir()):
         raise ValueError(f"run folder {files.folder} already holds files; resume it with --resume or choose another --out")
+    if context.world_size > 1:
+        dist.barrier()  # every rank has checked the folder before the main rank writes to it
 
     data_info = {"path": str(data_path), "system": data.meta.get("system"), "n_particles": data.n_particles,
                  "dim": data.dim, "dt": data.meta["dt"], "split_seed": config.seed,
@@ -276,7 +278,9 @@ def _train(config, data_path, files, context, resume, progress, stop_after_epoch
         _truncate_metrics(files.metrics, start_epoch)
     loss_module = WindowLoss(model, float(data.meta["dt"]), config.method)
     if context.world_size > 1:
-        loss_module = nn.parallel.DistributedDataParallel(loss_module)
+        # a Hamiltonian's constant offset (the output bias) never reaches the force, so it gets no
+        # gradient; DDP must be told such parameters exist
+        loss_module = nn.parallel.DistributedDataParallel(loss_module, find_unused_parameters=True)
 
     last_epoch = start_epoch + (stop_after_epochs or config.epochs)
     metrics: dict[str, Any] = {}

@@ -3,6 +3,10 @@
 import pytest
 import torch
 
+# Small tensors are fastest on one thread, and a fixed thread count keeps timings and reductions
+# repeatable on any machine (CI has 2 cores; oversubscribing them slows the suite many times over).
+torch.set_num_threads(1)
+
 # Tolerances used across the suite, by dtype: (rtol, atol) for comparisons that should agree
 # to round-off after a handful of operations.
 TOLERANCES = {
