@@ -85,3 +85,14 @@ def conservation_report(z: Tensor, hamiltonian: Hamiltonian | None = None,
         h = energy(hamiltonian, z, params)
         report["energy"] = drift(h, h[:, 0].abs())
     return report
+
+
+def bounded_relative_error(predicted: Tensor, truth: Tensor) -> Tensor:
+    """``|a - b| / (|a| + |b|)`` per system and time; ``(B, T, 2, N, D)`` -> ``(B, T)``.
+
+    Norms run over all particles and coordinates of one system. The error lies in ``[0, 1]`` and
+    does not blow up when a state passes near zero (1 means unrelated states of equal size).
+    """
+    difference = (predicted - truth).flatten(2).norm(dim=-1)
+    size = predicted.flatten(2).norm(dim=-1) + truth.flatten(2).norm(dim=-1)
+    return difference / size.clamp_min(torch.finfo(size.dtype).tiny)

@@ -1,9 +1,8 @@
 """Scoring a trained model against ground truth: window error, rollout error, conservation.
 
 Note to the reader: ``truth`` is a :class:`~hamnet.io.Trajectories` with ``z: (B, T, 2, N, D)``.
-A rollout error compares states ``a`` (predicted) and ``b`` (true) at each time by the bounded
-relative error ``|a - b| / (|a| + |b|)`` (norms over all particles and coordinates of one system),
-which lies in ``[0, 1]`` and does not blow up when a state passes near zero.
+A rollout error compares states at each time by the bounded relative error of
+:func:`hamnet.diagnostics.bounded_relative_error`, which lies in ``[0, 1]``.
 """
 
 from __future__ import annotations
@@ -15,20 +14,13 @@ import torch
 from torch import Tensor, nn
 
 from .data import DEFAULT_CHUNK, Windows
-from .diagnostics import conservation_report
+from .diagnostics import bounded_relative_error, conservation_report
 from .io import Trajectories
 from .rollout import rollout
 from .train import window_mse
 
 #: windows scored by :func:`evaluate` (a seeded subset when the file holds more)
 EVALUATION_WINDOWS = 2000
-
-
-def bounded_relative_error(predicted: Tensor, truth: Tensor) -> Tensor:
-    """``|a - b| / (|a| + |b|)`` per system and time; ``(B, T, 2, N, D)`` -> ``(B, T)``."""
-    difference = (predicted - truth).flatten(2).norm(dim=-1)
-    size = predicted.flatten(2).norm(dim=-1) + truth.flatten(2).norm(dim=-1)
-    return difference / size.clamp_min(torch.finfo(size.dtype).tiny)
 
 
 def default_method(model: Any) -> str:

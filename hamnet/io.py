@@ -105,6 +105,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise OSError(f"cannot write {path}: {error.strerror}") from error
     os.close(handle)
     tmp = Path(name)
+    # mkstemp makes the file private (0600); give the result the permissions a plain open() would
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
     try:
         yield tmp
         os.replace(tmp, path)

@@ -26,8 +26,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from torch import Tensor
 
-from .diagnostics import angular_momentum, angular_momentum_scale, energy, linear_momentum, momentum_scale
-from .evaluate import bounded_relative_error
+from .diagnostics import (angular_momentum, angular_momentum_scale, bounded_relative_error, energy,
+                          linear_momentum, momentum_scale)
 from .io import Trajectories, atomic_path
 
 Hamiltonian = Callable[[Tensor, dict], Tensor]
