@@ -1,0 +1,179 @@
+"""Training speed of HLieConv on springs: seconds per 1000 training windows, on one thread.
+
+The step timed is exactly the one ``hamnet.train`` runs: ``hamnet.train.WindowLoss`` (torchdiffeq
+rk4 over 5-state windows, the force ``-dV/dq`` by autograd with its graph kept, so the loss's
+backward is a double backward through the LieResNet), then ``loss.backward()`` and an Adam step,
+in float32 with batches of 200 windows of springs (N = 6, D = 2) from
+``hamnet.simulate.generate``. Each configuration runs in a fresh subprocess with one torch thread
+(``OMP_NUM_THREADS=1``), so that its peak resident memory (VmHWM) is its own. Per repeat: one
+warm-up batch, then ``--windows`` windows timed; the figure reported is the best of ``--repeats``
+repeats (the machine is shared, and the best run is the least disturbed one).
+
+    .venv/bin/python benchmarks/train_speed.py            # a few minutes on one core
+    .venv/bin/python benchmarks/train_speed.py --profile  # also print a torch.profiler table per config
+
+Writes benchmarks/results/train_speed.{json,md}. The reference figures (its own code, 2-core CPU,
+one thread, float32) come from REFERENCE.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import pathlib
+import platform
+import subprocess
+import sys
+import time
+
+RESULTS = pathlib.Path(__file__).parent / "results"
+BATCH, CHUNK, DT = 200, 5, 0.01
+# (group, width, depth) -> the reference's seconds per 1000 windows (None: no published figure)
+CONFIGS = (("T2", 384, 4, 30.3), ("T2", 128, 4, 9.0), ("SO2", 128, 4, None))
+REFERENCE_PEAK_GB_WIDTH_384 = 4.3
+
+
+def _status_kib(field: str) -> int:
+    for line in pathlib.Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def measure(group: str, width: int, depth: int, windows: int, repeats: int, profile: bool) -> dict:
+    """One configuration, in this process: seconds per ``windows`` training windows (each repeat)."""
+    import torch
+
+    import systems
+    from hamnet.data import Windows
+    from hamnet.models import ModelConfig, build_model
+    from hamnet.simulate import generate
+    from hamnet.train import WindowLoss
+
+    torch.set_num_threads(1)
+    n_batches = math.ceil(windows / BATCH)
+    # enough systems that every batch of every repeat is distinct windows (46 windows per system)
+    n_steps = 50
+    per_system = n_steps + 1 - CHUNK + 1
+    n_systems = math.ceil((n_batches + 1) * BATCH * repeats / per_system) + 1
+    data = generate(systems.Springs(), n_systems=n_systems, steps=n_steps, dt=DT, seed=0)
+    data.z, data.params = data.z.float(), {k: v.float() for k, v in data.params.items()}
+    all_windows = Windows(data, CHUNK)
+    batches = iter(all_windows.batches(BATCH, torch.Generator().manual_seed(0)))
+
+    config = ModelConfig(name="hlieconv", group=group, width=width, depth=depth)
+    model = build_model(config, torch.Generator().manual_seed(0))
+    loss_module = WindowLoss(model, DT, "rk4")
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    elements = BATCH * (CHUNK - 1) * math.prod(data.z.shape[2:])
+
+    def step() -> float:
+        z, params = all_windows[next(batches)]
+        loss = loss_module(z, params) / elements
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return float(loss.detach())
+
+    times, losses = [], []
+    for _ in range(repeats):
+        step()  # warm-up
+        start = time.perf_counter()
+        losses += [step() for _ in range(n_batches)]
+        times.append((time.perf_counter() - start) * 1000 / (n_batches * BATCH))
+    result = {"group": group, "width": width, "depth": depth, "seconds_per_1000_windows": times,
+              "best": min(times), "peak_rss_mib": _status_kib("VmHWM") / 1024,
+              "parameters": sum(p.numel() for p in model.parameters()), "first_loss": losses[0],
+              "threads": torch.get_num_threads(), "torch": torch.__version__}
+    if profile:
+        from torch.profiler import ProfilerActivity, profile as torch_profile
+
+        with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+            step()
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25), file=sys.stderr)
+    return result
+
+
+def _run_isolated(group: str, width: int, depth: int, args) -> dict:
+    command = [sys.executable, __file__, "--one", group, str(width), str(depth),
+               "--windows", str(args.windows), "--repeats", str(args.repeats)] + (["--profile"] if args.profile else [])
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    out = subprocess.run(command, check=True, stdout=subprocess.PIPE, stderr=None if args.profile else subprocess.PIPE,
+                         text=True, env=env)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _markdown(report: dict) -> str:
+    lines = [
+        "# Training speed: HLieConv on springs, seconds per 1000 windows (one thread)",
+        "",
+        f"Command: `{report['command']}`  ",
+        f"{report['machine']}, torch {report['torch']}, **{report['threads']} thread**, float32, batch {BATCH}, "
+        f"springs N = 6, D = 2, rk4 over {CHUNK}-state windows (hamnet.train.WindowLoss), forward + double "
+        f"backward + Adam step. Each configuration in a fresh process; one warm-up batch, then "
+        f"{report['windows']} windows timed per repeat; **best of {report['repeats']} repeats** (shared 2-core "
+        "machine, so the best is the least disturbed). Peak RSS is the process's VmHWM (data, model and "
+        "interpreter included).",
+        "",
+        "| group | width | depth | s / 1000 windows (best) | all repeats | reference | speed-up vs reference | peak RSS (MiB) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in report["rows"]:
+        ref = r["reference_seconds"]
+        ratio = "-" if ref is None else f"{ref / r['best']:.2f}x"
+        lines.append(
+            f"| {r['group']} | {r['width']} | {r['depth']} | {r['best']:.2f} | "
+            f"{', '.join(f'{t:.2f}' for t in r['seconds_per_1000_windows'])} | "
+            f"{'-' if ref is None else f'{ref:.1f}'} | {ratio} | "
+            f"{r['peak_rss_mib']:.0f} |")
+    lines += ["", f"Reference peak memory at width 384: {REFERENCE_PEAK_GB_WIDTH_384} GB.", ""]
+    notes = RESULTS / "train_speed.notes.md"
+    if notes.exists():
+        lines += [notes.read_text().rstrip(), ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--windows", type=int, default=1000, help="windows timed per repeat (batches of 200)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed repeats; the best is reported")
+    parser.add_argument("--profile", action="store_true", help="print a torch.profiler table of one step per config")
+    parser.add_argument("--before", action="store_true",
+                        help="write the figures to results/train_speed.before.json (the code before optimising)")
+    parser.add_argument("--only", default=None, help="run one config, e.g. T2:384:4, and write no results")
+    parser.add_argument("--one", nargs=3, metavar=("GROUP", "WIDTH", "DEPTH"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        group, width, depth = args.one[0], int(args.one[1]), int(args.one[2])
+        print(json.dumps(measure(group, width, depth, args.windows, args.repeats, args.profile)))
+        return
+    configs = CONFIGS
+    if args.only:
+        g, w, d = args.only.split(":")
+        configs = [c for c in CONFIGS if c[:3] == (g, int(w), int(d))] or [(g, int(w), int(d), None)]
+    rows = []
+    for group, width, depth, reference in configs:
+        row = _run_isolated(group, width, depth, args)
+        row["reference_seconds"] = reference
+        print(f"{group} width {width} depth {depth}: best {row['best']:.2f} s / 1000 windows "
+              f"(repeats {', '.join(f'{t:.2f}' for t in row['seconds_per_1000_windows'])}), "
+              f"peak RSS {row['peak_rss_mib']:.0f} MiB", flush=True)
+        rows.append(row)
+    if args.only:
+        return
+    report = {"command": "python benchmarks/train_speed.py " + " ".join(sys.argv[1:]),
+              "machine": f"{platform.machine()} CPU ({os.cpu_count()} cores)", "torch": rows[0]["torch"],
+              "threads": rows[0]["threads"], "windows": args.windows, "repeats": args.repeats, "batch": BATCH,
+              "chunk": CHUNK, "rows": rows}
+    RESULTS.mkdir(exist_ok=True)
+    if args.before:
+        (RESULTS / "train_speed.before.json").write_text(json.dumps(report, indent=2) + "\n")
+        return
+    (RESULTS / "train_speed.json").write_text(json.dumps(report, indent=2) + "\n")
+    (RESULTS / "train_speed.md").write_text(_markdown(report))
+
+
+if __name__ == "__main__":
+    main()
