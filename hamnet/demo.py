@@ -1,0 +1,135 @@
+"""The end-to-end demonstration behind ``make demo`` / ``hamnet demo``.
+
+Generate springs, train HLieConv with SO(2) symmetry and the fully connected neural-ODE baseline
+briefly on the same windows, roll both out far past the training windows (HLieConv with leapfrog,
+the baseline with rk4, both in float64), and write the conservation plot, the rollout-error plot
+and an animation, then a table of the numbers. Settings are chosen to run in a few minutes on two
+cores while still telling the story honestly: the learned models are undertrained, so their
+trajectories drift from the truth, but the equivariant Hamiltonian keeps both momenta to
+round-off whatever its accuracy, while the baseline's momenta wander.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from systems import Springs
+
+from .checkpoint import model_from_checkpoint
+from .data import Windows
+from .diagnostics import bounded_relative_error, conservation_report
+from .evaluate import geometric_mean, predicted_trajectories
+from .io import Trajectories, atomic_path, load_trajectories, save_trajectories
+from .models import ModelConfig
+from .simulate import generate
+from .train import TrainConfig, train, window_mse
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    """How big the demo is. ``quick`` shrinks everything for tests and CI."""
+
+    train_systems: int = 250
+    test_systems: int = 16
+    train_steps: int = 100
+    rollout_steps: int = 2000
+    max_windows: int = 3000
+    epochs: int = 10
+    frames: int = 150
+
+    @classmethod
+    def quick(cls) -> "DemoSettings":
+        return cls(train_systems=40, test_systems=4, train_steps=20, rollout_steps=200, max_windows=200,
+                   epochs=1, frames=10)
+
+
+def demo_models(n_particles: int, dim: int) -> dict[str, ModelConfig]:
+    common = {"n_particles": n_particles, "dim": dim, "feature_keys": ("m", "k")}
+    return {
+        "hlieconv-SO2": ModelConfig(name="hlieconv", group="SO2", width=64, depth=2, **common),
+        "fc-node": ModelConfig(name="fc-node", width=128, depth=3, **common),
+    }
+
+
+def run_demo(out: str | Path, *, seed: int = 0, settings: DemoSettings = DemoSettings(),
+             progress: bool = True) -> dict:
+    """Run the whole story into folder ``out``; returns the summary table as a dict."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    system, dt = Springs(), 0.01
+    train_file, test_file = out / "springs-train.npz", out / "springs-test.npz"
+    log.info("generating %d training and %d test systems", settings.train_systems, settings.test_systems)
+    save_trajectories(train_file, generate(system, n_systems=settings.train_systems, steps=settings.train_steps,
+                                           dt=dt, seed=seed, progress=progress))
+    save_trajectories(test_file, generate(system, n_systems=settings.test_systems, steps=settings.rollout_steps,
+                                          dt=dt, seed=seed + 1, progress=progress))
+    truth = load_trajectories(test_file)
+
+    rollouts, table = {}, {}
+    for name, model_config in demo_models(system.n_particles, system.dim).items():
+        run = out / "runs" / name
+        config = TrainConfig(model=model_config, epochs=settings.epochs, batch_size=100, lr=3e-3, seed=seed,
+                             max_windows=settings.max_windows, validation_windows=200)
+        log.info("training %s", name)
+        metrics = train(config, train_file, run, resume=(run / "last.pt").exists(), progress=progress)
+        model, state = model_from_checkpoint(run / "best.pt")
+        predicted = predicted_trajectories(model, truth, model_config=state["model_config"],
+                                           checkpoint=str(run / "best.pt"))
+        save_trajectories(out / f"rollout-{name}.npz", predicted)
+        rollouts[name] = predicted
+        table[name] = _scores(model, truth, predicted, metrics)
+    table["truth (yoshida8)"] = _scores(None, truth, truth, {})
+
+    _figures(out, truth, rollouts, settings)
+    with atomic_path(out / "summary.json") as tmp:
+        tmp.write_text(json.dumps({"settings": dataclasses.asdict(settings), "seed": seed, "models": table},
+                                  indent=2) + "\n")
+    return table
+
+
+def _scores(model, truth: Trajectories, predicted: Trajectories, metrics: dict) -> dict:
+    report = conservation_report(predicted.z, truth.system().hamiltonian, truth.params)
+    scores = {name: float(values.max()) for name, values in report.items()}
+    scores["method"] = predicted.meta.get("method", truth.meta.get("integrator"))
+    if model is not None:
+        windows = Windows(truth, 5, max_windows=500, seed=0)
+        scores["window_mse"] = window_mse(model, windows, float(truth.meta["dt"]))["mse"]
+        error = bounded_relative_error(predicted.z, truth.z).mean(0)
+        scores["rollout_error_geometric_mean"] = geometric_mean(error[1:])
+        scores["rollout_error_final"] = float(error[-1])
+        scores["train_seconds"] = metrics.get("seconds")
+    return scores
+
+
+def _figures(out: Path, truth: Trajectories, rollouts: dict[str, Trajectories], settings: DemoSettings) -> None:
+    from .animate import animate
+    from .plots import plot_conservation, plot_error
+
+    labels = [f"{name} ({data.meta['method']})" for name, data in rollouts.items()]
+    plot_conservation([*rollouts.values(), truth], [*labels, "truth (yoshida8)"], out / "conservation.png")
+    plot_error(list(rollouts.values()), truth, labels, out / "error.png")
+    stride = max(1, truth.n_times // settings.frames)
+    animate(rollouts["hlieconv-SO2"], truth, out=out / "springs-hlieconv.gif", stride=stride,
+            max_frames=settings.frames, trail=8, label="HLieConv SO(2)")
+
+
+def format_table(table: dict) -> str:
+    """The demo's summary as an aligned text table."""
+    header = (f"{'model':<18} {'method':<9} {'window MSE':>10} {'rollout err':>11} {'final err':>9} "
+              f"{'|dP| rel':>9} {'|dL| rel':>9} {'|dE| rel':>9}")
+    lines = [header, "-" * len(header)]
+    for name, row in table.items():
+        mse = f"{row['window_mse']:.2e}" if "window_mse" in row else "-"
+        gm = f"{row['rollout_error_geometric_mean']:.3f}" if "rollout_error_geometric_mean" in row else "-"
+        final = f"{row['rollout_error_final']:.3f}" if "rollout_error_final" in row else "-"
+        lines.append(f"{name:<18} {row['method']:<9} {mse:>10} {gm:>11} {final:>9} {row['linear_momentum']:>9.1e} "
+                     f"{row['angular_momentum']:>9.1e} {row['energy']:>9.1e}")
+    return "\n".join(lines)
