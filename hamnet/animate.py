@@ -154,7 +154,9 @@ class _Scene:
         width, height = (5.0, 5.6) if overlay else (9.0, 5.0)
         self.figure: Figure = new_figure(width, height, dpi=ANIMATION_DPI)
         axes = [self.figure.subplots()] if overlay else list(self.figure.subplots(1, 2))
-        limits = _square_limits(np.concatenate(positions))
+        # framed on the truth when there is one: a diverging prediction leaves the frame instead of
+        # shrinking the truth to a dot
+        limits = _square_limits(positions[0] if true is not None else np.concatenate(positions))
         names = ["truth", label] if true is not None else [label]
         self.layers = []
         for index, (q, name) in enumerate(zip(positions, names)):
