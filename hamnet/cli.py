@@ -184,8 +184,9 @@ def _add_train(commands) -> None:
     parser.add_argument("--out", required=True, help="run folder to create (or to continue, with --resume)")
     model = parser.add_argument_group("model")
     model.add_argument("--model", default="hlieconv", help=f"one of {', '.join(MODELS)} (default: hlieconv)")
-    model.add_argument("--group", default="T2",
-                       help="hlieconv only: symmetry group, one of Trivial, T2, T3, SO2, SE2, SO3, SE3 (default: T2)")
+    model.add_argument("--group", default=None,
+                       help="hlieconv only: symmetry group, one of Trivial, T2, T3, SO2, SE2, SO3, SE3 "
+                       "(default: translations of the data's dimension, T2 or T3)")
     model.add_argument("--width", type=int, default=128, help="hidden width (default: 128)")
     model.add_argument("--depth", type=int, default=4, help="hidden layers / residual blocks (default: 4)")
     model.add_argument("--neighbours", type=int, default=None,
@@ -221,7 +222,7 @@ def train_config_from_args(args: argparse.Namespace, data) -> "TrainConfig":
     per_particle = sorted(k for k, v in data.params.items() if v.dim() == 2)
     feature_keys = tuple(["m"] + [k for k in per_particle if k != "m"])
     model = ModelConfig(name=args.model, n_particles=data.n_particles, dim=data.dim, feature_keys=feature_keys,
-                        width=args.width, depth=args.depth, group=args.group, neighbours=args.neighbours,
+                        width=args.width, depth=args.depth, group=args.group or f"T{data.dim}", neighbours=args.neighbours,
                         lift_samples=args.lift_samples)
     return TrainConfig(model=model, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                        weight_decay=args.weight_decay, chunk=args.chunk, method=args.method, dtype=args.dtype,
@@ -238,7 +239,7 @@ def run_train(args: argparse.Namespace) -> None:
     if args.model not in MODELS:
         raise InputError(f"unknown model {args.model!r}; choose one of {', '.join(MODELS)}")
     data = load_trajectories(args.data)
-    if args.model == "hlieconv":
+    if args.model == "hlieconv" and args.group is not None:
         get_group(args.group, data.dim)  # an unknown group fails here, before anything is written
     config = train_config_from_args(args, data)
     metrics = train(config, args.data, args.out, resume=args.resume, device=args.device, progress=not args.quiet)

@@ -1,0 +1,133 @@
+"""train / rollout / evaluate from the command line: happy path and one clear line per bad input."""
+
+import json
+
+import pytest
+
+from hamnet.cli import main
+from hamnet.io import load_trajectories, save_trajectories
+from hamnet.simulate import generate
+from systems import NBody, Springs
+
+TINY = ["--width", "8", "--depth", "1", "--epochs", "1", "--batch-size", "16", "--max-windows", "32", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("cli")
+    paths = {
+        "springs": folder / "springs.npz",
+        "springs5": folder / "springs5.npz",
+        "short": folder / "short.npz",
+        "nbody3d": folder / "nbody3d.npz",
+    }
+    save_trajectories(paths["springs"], generate(Springs(n_particles=4), n_systems=12, steps=10, dt=0.01, seed=0))
+    save_trajectories(paths["springs5"], generate(Springs(n_particles=5), n_systems=3, steps=10, dt=0.01, seed=1))
+    save_trajectories(paths["short"], generate(Springs(n_particles=4), n_systems=12, steps=2, dt=0.01, seed=0))
+    save_trajectories(paths["nbody3d"], generate(NBody(dim=3, n_particles=4), n_systems=3, steps=5, dt=0.01, seed=0))
+    return paths
+
+
+def run(args, capsys):
+    code = main(args)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def trained(files, tmp_path_factory):
+    runs = tmp_path_factory.mktemp("runs")
+    for model in ("hlieconv", "fc-hnn"):
+        assert main(["train", "--data", str(files["springs"]), "--model", model, "--group", "SO2",
+                     "--out", str(runs / model), *TINY]) == 0
+    return runs
+
+
+def test_train_rollout_evaluate(files, trained, tmp_path, capsys):
+    out = tmp_path / "rollout.npz"
+    code, stdout, _ = run(["rollout", "--checkpoint", str(trained / "hlieconv" / "best.pt"), "--data",
+                           str(files["springs"]), "--steps", "30", "--out", str(out)], capsys)
+    assert code == 0 and "hlieconv SO2 with leapfrog" in stdout
+    rolled = load_trajectories(out)
+    assert rolled.z.shape == (12, 31, 2, 4, 2) and rolled.meta["model"] == "hlieconv SO2"
+    metrics_file = tmp_path / "metrics.json"
+    code, _, _ = run(["evaluate", "--checkpoint", str(trained / "hlieconv" / "best.pt"), "--data",
+                      str(files["springs"]), "--out", str(metrics_file)], capsys)
+    metrics = json.loads(metrics_file.read_text())
+    assert code == 0 and metrics["drift"]["angular_momentum"]["max"] < 1e-12
+    assert 0 <= metrics["rollout_error"]["final"] <= 1
+
+
+def test_hlieconv_runs_on_another_n(files, trained, tmp_path, capsys):
+    out = tmp_path / "n5.npz"
+    code, _, _ = run(["rollout", "--checkpoint", str(trained / "hlieconv" / "best.pt"), "--data",
+                      str(files["springs5"]), "--out", str(out)], capsys)
+    assert code == 0 and load_trajectories(out).n_particles == 5
+
+
+def test_fully_connected_model_refuses_another_n(files, trained, tmp_path, capsys):
+    out = tmp_path / "n5.npz"
+    code, _, err = run(["rollout", "--checkpoint", str(trained / "fc-hnn" / "best.pt"), "--data",
+                        str(files["springs5"]), "--out", str(out)], capsys)
+    assert code == 1 and "fully connected over 4 particles" in err and err.count("\n") == 1
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--model", "transformer"], "unknown model 'transformer'"),
+    (["--group", "SU3"], "unknown group"),
+    (["--lr", "0"], "learning rate must be a positive number"),
+    (["--epochs", "0"], "epochs must be at least 1"),
+    (["--chunk", "1"], "chunk must be at least 2"),
+])
+def test_train_bad_settings_leave_no_run_folder(files, tmp_path, capsys, flags, message):
+    run_dir = tmp_path / "run"
+    code, _, err = run(["train", "--data", str(files["springs"]), "--out", str(run_dir), *TINY, *flags], capsys)
+    assert code == 1 and message in err and err.count("\n") == 1 and "Traceback" not in err
+    assert not run_dir.exists()
+
+
+@pytest.mark.parametrize("data, flags, message", [
+    ("short", ["--chunk", "5"], "fewer than the window length"),
+    ("nbody3d", ["--group", "SO2"], "group 'SO2' acts in 2 dimensions"),
+])
+def test_train_bad_data_leaves_no_run_folder(files, tmp_path, capsys, data, flags, message):
+    run_dir = tmp_path / "run"
+    code, _, err = run(["train", "--data", str(files[data]), "--out", str(run_dir), *TINY, *flags], capsys)
+    assert code == 1 and message in err and err.count("\n") == 1
+    assert not run_dir.exists()
+
+
+def test_model_refuses_data_of_another_dimension(files, trained, tmp_path, capsys):
+    out = tmp_path / "r.npz"
+    code, _, err = run(["rollout", "--checkpoint", str(trained / "hlieconv" / "best.pt"), "--data",
+                        str(files["nbody3d"]), "--out", str(out)], capsys)
+    assert code == 1 and "holds 3D systems; the model is for 2D" in err and not out.exists()
+
+
+def test_default_group_follows_the_data(files, tmp_path, capsys):
+    assert main(["train", "--data", str(files["nbody3d"]), "--out", str(tmp_path / "run"), *TINY]) == 0
+    config = json.loads((tmp_path / "run" / "config.json").read_text())["train_config"]["model"]
+    assert config["group"] == "T3" and config["dim"] == 3
+
+
+def test_resume_with_a_different_model_is_refused(files, trained, capsys):
+    before = (trained / "hlieconv" / "last.pt").read_bytes()
+    code, _, err = run(["train", "--data", str(files["springs"]), "--out", str(trained / "hlieconv"), *TINY,
+                        "--model", "hogn", "--resume"], capsys)
+    assert code == 1 and "different settings" in err and err.count("\n") == 1
+    assert (trained / "hlieconv" / "last.pt").read_bytes() == before
+
+
+def test_existing_run_folder_is_not_overwritten(files, trained, capsys):
+    code, _, err = run(["train", "--data", str(files["springs"]), "--out", str(trained / "fc-hnn"), *TINY], capsys)
+    assert code == 1 and "already holds files" in err
+
+
+def test_foreign_checkpoint_for_rollout(files, tmp_path, capsys):
+    foreign = tmp_path / "model.pt"
+    foreign.write_bytes(b"PK\x03\x04 not really a zip")
+    out = tmp_path / "r.npz"
+    code, _, err = run(["rollout", "--checkpoint", str(foreign), "--data", str(files["springs"]), "--out", str(out)],
+                       capsys)
+    assert code == 1 and "checkpoint" in err and err.count("\n") == 1 and not out.exists()
