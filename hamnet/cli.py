@@ -248,6 +248,19 @@ def run_train(args: argparse.Namespace) -> None:
               f"validation MSE {metrics['validation_mse']:.4g}; run in {args.out}")
 
 
+def _model_and_data(args: argparse.Namespace):
+    """The checkpoint's model, the checkpoint and the data of ``--checkpoint`` / ``--data``, checked to fit
+    together, after making sure ``--out`` can be written."""
+    from .checkpoint import model_from_checkpoint
+    from .train import check_compatible
+
+    check_writable(args.out)
+    model, state = model_from_checkpoint(args.checkpoint)
+    data = load_trajectories(args.data)
+    check_compatible(model.config, data, args.data)
+    return model, state, data
+
+
 def _add_rollout(commands) -> None:
     parser = commands.add_parser(
         "rollout", help="roll a trained model out from a file's initial states",
@@ -268,14 +281,10 @@ def _add_rollout(commands) -> None:
 
 
 def run_rollout(args: argparse.Namespace) -> None:
-    from .checkpoint import model_from_checkpoint
     from .evaluate import predicted_trajectories
-    from .train import DTYPES, check_compatible
+    from .train import DTYPES
 
-    check_writable(args.out)
-    model, state = model_from_checkpoint(args.checkpoint)
-    data = load_trajectories(args.data)
-    check_compatible(model.config, data, args.data)
+    model, state, data = _model_and_data(args)
     if args.n_systems is not None:
         if args.n_systems < 1:
             raise InputError(f"--n-systems must be at least 1, got {args.n_systems}")
@@ -308,15 +317,10 @@ def _add_evaluate(commands) -> None:
 def run_evaluate(args: argparse.Namespace) -> None:
     import json
 
-    from .checkpoint import model_from_checkpoint
     from .evaluate import evaluate, model_label
     from .io import atomic_path
-    from .train import check_compatible
 
-    check_writable(args.out)
-    model, state = model_from_checkpoint(args.checkpoint)
-    data = load_trajectories(args.data)
-    check_compatible(model.config, data, args.data)
+    model, state, data = _model_and_data(args)
     chunk = state.get("train_config", {}).get("chunk", 5)
     metrics = {"model": model_label(state["model_config"]), "checkpoint": str(args.checkpoint),
                "data": str(args.data), **evaluate(model, data, chunk=chunk, method=args.method)}
