@@ -88,7 +88,7 @@ def neighbourhood(group: LieGroup, elements: Tensor, orbits: Tensor, mask: Tenso
     u, o_u = elements.unsqueeze(2), orbits.unsqueeze(2)
     rel = group.relative(u, v)
     K = rel.shape[2]
-    inputs = torch.cat([rel, o_u.expand(B, M, K, -1), o_v.expand(B, M, K, -1)], -1)
+    inputs = torch.cat([rel, o_u.expand(B, M, K, -1), o_v.expand(B, M, K, -1)], -1) if orbits.shape[-1] else rel
     m_v = m_v.to(rel.dtype)
     weights = m_v / m_v.sum(-1, keepdim=True).clamp(min=1)
     return Neighbourhood(inputs, index, weights)
@@ -114,12 +114,20 @@ class LieConv(nn.Module):
     def forward(self, features: Tensor, nbhd: Neighbourhood) -> Tensor:
         """``features: (B, M, C_in)`` -> ``(B, M, C_out)``."""
         k = self.kernel(nbhd.kernel_inputs) * nbhd.weights.unsqueeze(-1)  # (B, M, K, c)
-        if nbhd.index is None:
-            agg = torch.einsum("bijc,bjf->bicf", k, features)
-        else:
+        if nbhd.index is not None:
+            # gather the neighbours' features, c times smaller than their W_c f_j would be
             batch = torch.arange(features.shape[0], device=features.device).view(-1, 1, 1)
             agg = torch.einsum("bijc,bijf->bicf", k, features[batch, nbhd.index])
-        return self.mix(agg.flatten(-2))
+            return self.mix(agg.flatten(-2))
+        # all pairs: W (sum_j k_ij (x) f_j) = sum_{j,c} k_ijc (W_c f_j). Applying every W_c to every point
+        # first is one large matmul (the same c C_in C_out per point as the mix), and the rest is one
+        # contraction of length K c per system; the einsum order's contraction has length K (tiny,
+        # slow batched matmuls) and feeds a (c C_in)-wide matmul that runs slower on CPU.
+        B, M, K, c = k.shape
+        c_in, c_out = features.shape[-1], self.mix.out_features
+        weight = self.mix.weight.view(c_out, c, c_in).permute(2, 1, 0).reshape(c_in, c * c_out)
+        h = (features @ weight).view(B, K * c, c_out)  # rows (j, c): W_c f_j
+        return torch.baddbmm(self.mix.bias, k.reshape(B, M, K * c), h)
 
 
 class _Bottleneck(nn.Module):
