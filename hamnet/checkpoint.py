@@ -7,7 +7,7 @@ refused. Layout (``CHECKPOINT_FORMAT``, version ``CHECKPOINT_VERSION``)::
     {"format": "hamnet-checkpoint", "version": 1, "hamnet_version": str,
      "model_config": dict, "train_config": dict, "model": state_dict, "optimizer": state_dict,
      "scheduler": state_dict, "epoch": int (epochs completed), "best_validation": float,
-     "rng": {"shuffle": ByteTensor, "torch": ByteTensor}, "data": dict (what the model was trained on)}
+     "rng": {"shuffle": ByteTensor}, "data": dict (what the model was trained on)}
 """
 
 from __future__ import annotations

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -17,6 +19,7 @@ import torch
 
 from . import __version__
 from .cli_visual import add_commands as _add_visual
+from .integrate import ConvergenceError
 from .io import TrajectoryFileError, load_trajectories, save_trajectories
 
 EXIT_INPUT_ERROR = 1
@@ -33,11 +36,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         return args.run(args) or 0
-    except (ValueError, OSError, TrajectoryFileError) as error:
+    except (ValueError, OSError, TrajectoryFileError, ConvergenceError) as error:
         print(f"hamnet: error: {error}", file=sys.stderr)
         return EXIT_INPUT_ERROR
     except KeyboardInterrupt:
-        print("hamnet: interrupted; no output was written", file=sys.stderr)
+        print("hamnet: interrupted; files being written were not replaced", file=sys.stderr)
         return EXIT_INTERRUPTED
 
 
@@ -116,23 +119,38 @@ def run_generate(args: argparse.Namespace) -> None:
         raise InputError(f"--n-systems must be at least 1, got {args.n_systems}")
     if args.steps < 1:
         raise InputError(f"--steps must be at least 1, got {args.steps}")
-    if not args.dt > 0 or args.dt == float("inf"):
-        raise InputError(f"--dt must be a positive number, got {args.dt}")
+    check_finite_positive("--dt", args.dt)
+    check_seed(args.seed)
     check_writable(args.out)
     system = system_from_args(args)
     start = time.perf_counter()
-    data = generate(system, n_systems=args.n_systems, steps=args.steps, dt=args.dt, seed=args.seed,
-                    system_spec=args.system, progress=not args.quiet)
+    try:
+        data = generate(system, n_systems=args.n_systems, steps=args.steps, dt=args.dt, seed=args.seed,
+                        system_spec=args.system, progress=not args.quiet)
+    except (ValueError, KeyboardInterrupt):
+        raise
+    except Exception as error:  # a user's system class can fail in any way; say so in one line
+        if ":" not in args.system:
+            raise
+        raise InputError(f"system {args.system!r} failed while generating: {type(error).__name__}: {error}") from error
     elapsed = time.perf_counter() - start
     save_trajectories(args.out, data)
     print(describe(data, args.out))
     print(f"generated in {elapsed:.1f} s ({args.n_systems / elapsed:,.0f} systems/s)")
 
 
+def check_seed(seed: int) -> None:
+    if not 0 <= seed < 2**63:
+        raise InputError(f"--seed must be between 0 and 2**63 - 1, got {seed}")
+
+
+def check_finite_positive(flag: str, value: float | None) -> None:
+    if value is not None and not (value > 0 and math.isfinite(value)):
+        raise InputError(f"{flag} must be a positive finite number, got {value}")
+
+
 def check_writable(path: str) -> None:
     """Fail early, before any work, when ``path`` cannot be written."""
-    import os
-
     folder = Path(path).parent
     if not folder.is_dir():
         raise InputError(f"cannot write {path}: folder {folder} does not exist")
@@ -235,7 +253,14 @@ def run_train(args: argparse.Namespace) -> None:
     from .train import train
 
     if args.threads is not None:
+        if args.threads < 1:
+            raise InputError(f"--threads must be at least 1, got {args.threads}")
         torch.set_num_threads(args.threads)
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(f"--device {args.device}: this machine has no CUDA device; use --device cpu")
+    if args.device != "cpu" and not args.device.startswith("cuda"):
+        raise InputError(f"--device must be cpu or cuda, got {args.device!r}")
+    check_seed(args.seed)
     if args.model not in MODELS:
         raise InputError(f"unknown model {args.model!r}; choose one of {', '.join(MODELS)}")
     data = load_trajectories(args.data)
@@ -243,7 +268,7 @@ def run_train(args: argparse.Namespace) -> None:
         get_group(args.group, data.dim)  # an unknown group fails here, before anything is written
     config = train_config_from_args(args, data)
     metrics = train(config, args.data, args.out, resume=args.resume, device=args.device, progress=not args.quiet)
-    if metrics:
+    if metrics and os.environ.get("RANK", "0") == "0":  # one report, not one per torchrun process
         print(f"trained {config.model.name} to epoch {metrics['epoch']}: train loss {metrics['train_loss']:.4g}, "
               f"validation MSE {metrics['validation_mse']:.4g}; run in {args.out}")
 
@@ -291,8 +316,7 @@ def run_rollout(args: argparse.Namespace) -> None:
         data = data.select(slice(0, args.n_systems))
     if args.steps is not None and args.steps < 1:
         raise InputError(f"--steps must be at least 1, got {args.steps}")
-    if args.dt is not None and not args.dt > 0:
-        raise InputError(f"--dt must be positive, got {args.dt}")
+    check_finite_positive("--dt", args.dt)
     predicted = predicted_trajectories(model, data, model_config=state["model_config"], steps=args.steps, dt=args.dt,
                                        method=args.method, dtype=DTYPES[args.dtype], checkpoint=str(args.checkpoint))
     save_trajectories(args.out, predicted)

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from . import __version__
 from .data import DEFAULT_CHUNK, Windows
 from .diagnostics import bounded_relative_error, conservation_report
 from .io import Trajectories
@@ -92,6 +93,7 @@ def predicted_trajectories(model: Any, data: Trajectories, *, model_config: dict
     method = method or default_method(model)
     z = rollout(model, data.z[:, 0], data.params, steps, dt, method=method, dtype=dtype)
     meta = {"system": data.meta["system"], "system_settings": data.meta["system_settings"], "dt": dt,
+            "hamnet_version": __version__,
             "steps": steps, "model": model_label(model_config), "model_config": model_config, "method": method,
             "dtype": str(dtype).removeprefix("torch."), "checkpoint": checkpoint}
     t = torch.arange(steps + 1, dtype=torch.float64) * dt

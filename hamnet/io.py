@@ -62,10 +62,14 @@ class Trajectories:
         return self.z.shape[4]
 
     def system(self):
-        """Rebuild the system that made this file (from ``meta``)."""
+        """Rebuild the system that made this file (from ``meta``); ValueError when that fails."""
         from systems import make_system
 
-        return make_system(self.meta["system"], **self.meta["system_settings"])
+        try:
+            return make_system(self.meta["system"], **self.meta["system_settings"])
+        except TypeError as error:
+            raise ValueError(f"cannot rebuild system {self.meta['system']!r} with settings "
+                             f"{self.meta['system_settings']}: {error}") from error
 
     def select(self, index) -> "Trajectories":
         """The subset of systems ``index`` (a slice, index tensor or boolean mask)."""
@@ -111,6 +115,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     os.chmod(tmp, 0o666 & ~umask)
     try:
         yield tmp
+        with open(tmp, "rb+") as handle:  # on disk before the rename makes it the real file
+            os.fsync(handle.fileno())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -177,5 +183,9 @@ def _validate(arrays: dict[str, np.ndarray], meta: dict, source: str) -> None:
     if (arrays["m"] <= 0).any():
         fail("masses 'm' must be positive")
     dt = meta["dt"]
-    if not (isinstance(dt, (int, float)) and dt > 0 and math.isfinite(dt)):
+    if isinstance(dt, bool) or not (isinstance(dt, (int, float)) and dt > 0 and math.isfinite(dt)):
         fail(f"'meta' dt must be a positive number, got {dt!r}")
+    if n_times > 1 and not np.allclose(np.diff(t), dt, rtol=1e-6, atol=0):
+        fail(f"'t' is not spaced by meta's dt = {dt}")
+    if not isinstance(meta["system"], str) or not isinstance(meta["system_settings"], dict):
+        fail("'meta' system must be a name and system_settings a JSON object")

@@ -8,6 +8,7 @@ trajectory ``(B, steps + 1, 2, N, D)`` on the exact grid ``t_j = j * dt``. A tru
 from __future__ import annotations
 
 import copy
+import math
 from typing import Any
 
 import torch
@@ -76,15 +77,16 @@ def rollout(
     """
     if steps < 0 or int(steps) != steps:
         raise ValueError(f"steps must be a non-negative integer, got {steps}")
-    if not dt > 0:
-        raise ValueError(f"dt must be positive, got {dt}")
+    if not (dt > 0 and math.isfinite(dt)):
+        raise ValueError(f"dt must be a positive finite number, got {dt}")
     if chunk_steps < 1:
         raise ValueError(f"chunk_steps must be at least 1, got {chunk_steps}")
     if z0.dim() != 4 or z0.shape[1] != 2:
         raise ValueError(f"z0 must have shape (B, 2, N, D), got {tuple(z0.shape)}")
     device = z0.device
     z0 = z0.detach().to(dtype)
-    params = {k: (v.detach().to(dtype) if v.is_floating_point() else v.detach()) for k, v in params.items()}
+    params = {k: (v.detach().to(device=device, dtype=dtype) if v.is_floating_point() else v.detach().to(device))
+              for k, v in params.items()}
     field = HamiltonianField(_as_dtype(model_or_system, dtype, device), params)
 
     trajectory = torch.empty(z0.shape[0], int(steps) + 1, *z0.shape[1:], dtype=dtype, device=device)

@@ -23,6 +23,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -122,21 +123,20 @@ class WindowLoss(nn.Module):
 def window_mse(model: Any, windows: Windows, dt: float, *, method: str = "rk4",
                dtype: torch.dtype = torch.float32, batch_size: int = 500) -> dict[str, float]:
     """Mean squared error of the model over ``windows``: ``mse`` excludes each window's initial
-    state, ``mse_with_initial`` includes it (the reference implementation's convention)."""
+    state, ``mse_with_initial`` includes it (the reference implementation's convention).
+
+    Runs under ``torch.no_grad()``: the field still differentiates ``H`` locally for its forces,
+    but no graph through the weights is built.
+    """
     loss = WindowLoss(model, dt, method)
     total, count = 0.0, 0
-    for index in windows.batches(batch_size):
-        z, params = _to(windows[index], dtype, _device_of(model))
-        with torch.enable_grad() if _needs_grad(model) else torch.no_grad():
-            total += float(loss(z, params).detach())
-        count += z[:, 1:].numel()
+    with torch.no_grad():
+        for index in windows.batches(batch_size):
+            z, params = _to(windows[index], dtype, _device_of(model))
+            total += float(loss(z, params))
+            count += z[:, 1:].numel()
     chunk = windows.chunk
     return {"mse": total / count, "mse_with_initial": total / count * (chunk - 1) / chunk}
-
-
-def _needs_grad(model: nn.Module) -> bool:
-    # Hamiltonian models differentiate H to get the field; only the direct ODE model does not
-    return not callable(getattr(model, "vector_field", None))
 
 
 def _device_of(model: Any) -> torch.device:
@@ -170,15 +170,21 @@ def distributed_context(device: str = "cpu") -> Context:
         return Context(device=torch.device(device))
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     use_cuda = device.startswith("cuda")
+    if use_cuda:
+        torch.cuda.set_device(local_rank)  # before the group exists, so NCCL binds each rank to its own GPU
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if use_cuda else "gloo")
     return Context(rank=rank, world_size=world_size,
                    device=torch.device(f"cuda:{local_rank}") if use_cuda else torch.device("cpu"))
 
 
-def close_distributed(context: Context) -> None:
+def close_distributed(context: Context, *, succeeded: bool) -> None:
+    """Leave the process group. After success every rank meets at a barrier first, so teardown never
+    races; after a failure the group is destroyed at once (a barrier could meet another rank's
+    all-reduce and hang)."""
     if context.world_size > 1 and dist.is_initialized():
-        dist.barrier()  # every rank done before the group goes, so teardown never races
+        if succeeded:
+            dist.barrier()
         dist.destroy_process_group()
 
 
@@ -232,82 +238,124 @@ def train(config: TrainConfig, data_path: str | os.PathLike, run_dir: str | os.P
     Everything is validated before ``run_dir`` is created, so bad input leaves nothing behind.
     """
     context = distributed_context(device)
+    succeeded = False
     try:
-        return _train(config, Path(data_path), RunFiles(Path(run_dir)), context, resume, progress, stop_after_epochs)
+        metrics = _train(config, Path(data_path), RunFiles(Path(run_dir)), context, resume, progress,
+                         stop_after_epochs)
+        succeeded = True
+        return metrics
     finally:
-        close_distributed(context)
+        close_distributed(context, succeeded=succeeded)
+
+
+@dataclass
+class _Run:
+    """Everything one training run updates: model, optimiser, schedule, shuffling, progress."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    shuffle: torch.Generator
+    epoch: int = 0
+    best: float = math.inf
+
+    def state(self, config: TrainConfig, data_info: dict) -> dict[str, Any]:
+        """The checkpoint contents (see :mod:`hamnet.checkpoint`)."""
+        return {"model_config": dataclasses.asdict(config.model), "train_config": config.as_dict(),
+                "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "epoch": self.epoch, "best_validation": self.best,
+                "rng": {"shuffle": self.shuffle.get_state()}, "data": data_info}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.shuffle.set_state(state["rng"]["shuffle"])
+        self.epoch, self.best = state["epoch"], state["best_validation"]
 
 
 def _train(config, data_path, files, context, resume, progress, stop_after_epochs):
+    data, train_windows, validation_windows = _prepare_data(config, data_path, context)
+    dtype, dt = DTYPES[config.dtype], float(data.meta["dt"])
+    model = build_model(config.model, torch.Generator().manual_seed(config.seed)).to(device=context.device, dtype=dtype)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    steps = config.epochs * math.ceil(len(train_windows) / config.batch_size)
+    run = _Run(model, optimizer, torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps),
+               torch.Generator().manual_seed(config.seed))
+    loss_module = WindowLoss(model, dt, config.method)
+    # one window through the model before anything is written: a model/integrator/neighbourhood
+    # mismatch fails here, not after the run folder exists
+    with torch.no_grad():
+        loss_module(*_to(train_windows[torch.arange(1)], dtype, context.device))
+    data_info = {"path": str(data_path), "system": data.meta.get("system"), "n_particles": data.n_particles,
+                 "dim": data.dim, "dt": data.meta["dt"], "n_train_windows": len(train_windows)}
+    if resume:
+        run.restore(_resume_state(files, config, data_info))
+    elif files.folder.exists() and any(files.folder.iterdir()):
+        raise ValueError(f"run folder {files.folder} already holds files; resume it with --resume or choose another --out")
+    if context.world_size > 1:
+        dist.barrier()  # every rank has checked the folder before the main rank writes to it
+        # a Hamiltonian's constant offset (the output bias) never reaches the force, so it gets no
+        # gradient; DDP must be told such parameters exist
+        loss_module = nn.parallel.DistributedDataParallel(loss_module, find_unused_parameters=True)
+
+    created = context.is_main and not files.folder.exists()
+    try:
+        if context.is_main:
+            files.folder.mkdir(parents=True, exist_ok=True)
+            _write_json(files.config, {"train_config": config.as_dict(), "data": data_info})
+            _truncate_metrics(files.metrics, run.epoch)
+        return _epochs(run, loss_module, train_windows, validation_windows, config, context, files, data_info,
+                       progress, stop_after_epochs)
+    except BaseException:
+        if created and not files.last.exists():
+            shutil.rmtree(files.folder, ignore_errors=True)  # nothing worth keeping: leave no half-made run
+        raise
+
+
+def _prepare_data(config: TrainConfig, data_path: Path, context: Context):
+    """The data in the training dtype and its training and validation windows, all checked."""
     data = load_trajectories(data_path)
     check_compatible(config.model, data, str(data_path))
+    if config.batch_size < context.world_size:
+        raise ValueError(f"batch size {config.batch_size} is smaller than the {context.world_size} processes")
     dtype = DTYPES[config.dtype]
     split = split_systems(data.n_systems, config.validation, config.test, config.seed)
     data = Trajectories(data.t, data.z.to(dtype), {k: v.to(dtype) for k, v in data.params.items()}, data.meta)
     train_windows = Windows(data, config.chunk, split.train, config.max_windows, seed=config.seed)
     validation_windows = (Windows(data, config.chunk, split.validation, config.validation_windows, seed=config.seed)
                           if len(split.validation) else None)
-    if config.batch_size < context.world_size:
-        raise ValueError(f"batch size {config.batch_size} is smaller than the {context.world_size} processes")
+    return data, train_windows, validation_windows
 
-    model = build_model(config.model, torch.Generator().manual_seed(config.seed)).to(device=context.device, dtype=dtype)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    steps_per_epoch = math.ceil(len(train_windows) / config.batch_size)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs * steps_per_epoch)
-    shuffle = torch.Generator().manual_seed(config.seed)
-    start_epoch, best = 0, math.inf
-    if resume:
-        state = _resume_state(files, config)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        shuffle.set_state(state["rng"]["shuffle"])
-        torch.set_rng_state(state["rng"]["torch"])
-        start_epoch, best = state["epoch"], state["best_validation"]
-    elif files.folder.exists() and any(files.folder.iterdir()):
-        raise ValueError(f"run folder {files.folder} already holds files; resume it with --resume or choose another --out")
-    if context.world_size > 1:
-        dist.barrier()  # every rank has checked the folder before the main rank writes to it
 
-    data_info = {"path": str(data_path), "system": data.meta.get("system"), "n_particles": data.n_particles,
-                 "dim": data.dim, "dt": data.meta["dt"], "split_seed": config.seed,
-                 "n_train_windows": len(train_windows)}
-    if context.is_main:
-        files.folder.mkdir(parents=True, exist_ok=True)
-        _write_json(files.config, {"train_config": config.as_dict(), "data": data_info})
-        _truncate_metrics(files.metrics, start_epoch)
-    loss_module = WindowLoss(model, float(data.meta["dt"]), config.method)
-    if context.world_size > 1:
-        # a Hamiltonian's constant offset (the output bias) never reaches the force, so it gets no
-        # gradient; DDP must be told such parameters exist
-        loss_module = nn.parallel.DistributedDataParallel(loss_module, find_unused_parameters=True)
-
-    last_epoch = start_epoch + (stop_after_epochs or config.epochs)
+def _epochs(run, loss_module, train_windows, validation_windows, config, context, files, data_info, progress,
+            stop_after_epochs) -> dict[str, Any]:
+    dtype, dt = DTYPES[config.dtype], float(train_windows.data.meta["dt"])
+    last_epoch = min(config.epochs, run.epoch + (stop_after_epochs or config.epochs))
     metrics: dict[str, Any] = {}
-    for epoch in range(start_epoch, min(config.epochs, last_epoch)):
+    while run.epoch < last_epoch:
         started = time.perf_counter()
-        train_loss = _train_epoch(loss_module, optimizer, scheduler, train_windows, config, context, dtype,
-                                  shuffle, progress and context.is_main, epoch)
+        train_loss = _train_epoch(loss_module, run.optimizer, run.scheduler, train_windows, config, context, dtype,
+                                  run.shuffle, progress and context.is_main, run.epoch)
         seconds = time.perf_counter() - started
-        validation = (window_mse(model, validation_windows, float(data.meta["dt"]), method=config.method, dtype=dtype)
-                      if validation_windows is not None else {"mse": math.nan})
-        metrics = {"epoch": epoch + 1, "train_loss": train_loss, "validation_mse": validation["mse"],
-                   "lr": scheduler.get_last_lr()[0], "seconds": round(seconds, 3),
+        validation = (window_mse(run.model, validation_windows, dt, method=config.method, dtype=dtype)["mse"]
+                      if validation_windows is not None else math.nan)
+        run.epoch += 1
+        improved = validation < run.best
+        run.best = min(run.best, validation) if improved else run.best
+        metrics = {"epoch": run.epoch, "train_loss": train_loss, "validation_mse": validation,
+                   "lr": run.scheduler.get_last_lr()[0], "seconds": round(seconds, 3),
                    "windows_per_second": round(len(train_windows) / seconds, 1)}
-        improved = validation["mse"] < best
-        best = min(best, validation["mse"]) if improved else best
         if context.is_main:
-            state = {"model_config": dataclasses.asdict(config.model), "train_config": config.as_dict(),
-                     "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                     "scheduler": scheduler.state_dict(), "epoch": epoch + 1, "best_validation": best,
-                     "rng": {"shuffle": shuffle.get_state(), "torch": torch.get_rng_state()}, "data": data_info}
-            save_checkpoint(files.last, state)
+            # metrics first, then best, then last: a kill between any two leaves a state that resume
+            # repairs (metrics of epochs past last.pt are dropped, and best is rewritten from last)
+            _append_metrics(files.metrics, metrics)
+            state = run.state(config, data_info)
             if improved or not files.best.exists():
                 save_checkpoint(files.best, state)
-            with open(files.metrics, "a") as handle:
-                handle.write(json.dumps(metrics) + "\n")
-            log.info("epoch %d/%d  train %.3g  validation %.3g  %.1f s", epoch + 1, config.epochs,
-                     train_loss, validation["mse"], seconds)
+            save_checkpoint(files.last, state)
+            log.info("epoch %d/%d  train %.3g  validation %.3g  %.1f s", run.epoch, config.epochs,
+                     train_loss, validation, seconds)
     return metrics
 
 
@@ -329,14 +377,13 @@ def _train_epoch(loss_module, optimizer, scheduler, windows, config, context, dt
         total += float(loss.detach()) / context.world_size * global_elements
         count += global_elements
     if context.world_size > 1:
-        summed = torch.tensor([total], dtype=torch.float64)
+        summed = torch.tensor([total], dtype=torch.float64, device=context.device)
         dist.all_reduce(summed)
-        total = float(summed)
-        count = count  # every rank counted the global batches
+        total = float(summed)  # every rank already counted all global elements
     return total / count
 
 
-def _resume_state(files: RunFiles, config: TrainConfig) -> dict[str, Any]:
+def _resume_state(files: RunFiles, config: TrainConfig, data_info: dict) -> dict[str, Any]:
     if not files.last.exists():
         raise ValueError(f"nothing to resume: {files.last} does not exist")
     state = load_checkpoint(files.last)
@@ -347,17 +394,38 @@ def _resume_state(files: RunFiles, config: TrainConfig) -> dict[str, Any]:
             f"{files.last} was trained with different settings ({', '.join(changed)}); "
             "resume with the run's own settings or start a new run folder"
         )
+    if state.get("data") != data_info:
+        raise CheckpointError(f"{files.last} was trained on other data ({state.get('data', {}).get('path')}); "
+                              "resume with the same --data file")
     return state
+
+
+def _read_metrics(path: Path) -> list[dict]:
+    """Metric lines of a run; a line cut short by a kill mid-write is dropped."""
+    if not path.exists():
+        return []
+    lines = []
+    for line in path.read_text().splitlines():
+        try:
+            lines.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return lines
+
+
+def _write_metrics(path: Path, lines: list[dict]) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text("".join(json.dumps(line) + "\n" for line in lines))
 
 
 def _truncate_metrics(path: Path, epochs_done: int) -> None:
     """Keep the metric lines of completed epochs only (a resumed run rewrites what it redoes)."""
-    if not path.exists():
-        return
-    lines = [line for line in path.read_text().splitlines() if line.strip()]
-    kept = [line for line in lines if json.loads(line)["epoch"] <= epochs_done]
-    with atomic_path(path) as tmp:
-        tmp.write_text("".join(line + "\n" for line in kept))
+    if path.exists():
+        _write_metrics(path, [line for line in _read_metrics(path) if line.get("epoch", math.inf) <= epochs_done])
+
+
+def _append_metrics(path: Path, metrics: dict) -> None:
+    _write_metrics(path, _read_metrics(path) + [metrics])
 
 
 def _write_json(path: Path, value: dict) -> None:

@@ -43,8 +43,10 @@ def test_same_seed_same_file_bit_for_bit(tmp_path, capsys):
 
 @pytest.mark.parametrize("flags, message", [
     (["--n-systems", "0"], "--n-systems must be at least 1"),
-    (["--dt", "0"], "--dt must be a positive number"),
-    (["--dt", "-0.01"], "--dt must be a positive number"),
+    (["--dt", "0"], "--dt must be a positive finite number"),
+    (["--dt", "inf"], "--dt must be a positive finite number"),
+    (["--seed", "-1"], "--seed must be between 0 and 2**63 - 1"),
+    (["--dt", "-0.01"], "--dt must be a positive finite number"),
     (["--system", "planets"], "unknown system 'planets'"),
     (["--n-particles", "1"], "n_particles must be an integer >= 2"),
     (["--system", "missing.py:Thing"], "system file 'missing.py' does not exist"),

@@ -20,7 +20,9 @@ def files(tmp_path_factory):
         "springs5": folder / "springs5.npz",
         "short": folder / "short.npz",
         "nbody3d": folder / "nbody3d.npz",
+        "springs_other": folder / "springs_other.npz",
     }
+    save_trajectories(paths["springs_other"], generate(Springs(n_particles=4), n_systems=12, steps=10, dt=0.01, seed=9))
     save_trajectories(paths["springs"], generate(Springs(n_particles=4), n_systems=12, steps=10, dt=0.01, seed=0))
     save_trajectories(paths["springs5"], generate(Springs(n_particles=5), n_systems=3, steps=10, dt=0.01, seed=1))
     save_trajectories(paths["short"], generate(Springs(n_particles=4), n_systems=12, steps=2, dt=0.01, seed=0))
@@ -79,6 +81,10 @@ def test_fully_connected_model_refuses_another_n(files, trained, tmp_path, capsy
     (["--lr", "0"], "learning rate must be a positive number"),
     (["--epochs", "0"], "epochs must be at least 1"),
     (["--chunk", "1"], "chunk must be at least 2"),
+    (["--model", "fc-node", "--method", "leapfrog"], "separable"),
+    (["--neighbours", "10"], "neighbours"),
+    (["--threads", "0"], "--threads must be at least 1"),
+    (["--device", "tpu"], "--device must be cpu or cuda"),
 ])
 def test_train_bad_settings_leave_no_run_folder(files, tmp_path, capsys, flags, message):
     run_dir = tmp_path / "run"
@@ -96,6 +102,19 @@ def test_train_bad_data_leaves_no_run_folder(files, tmp_path, capsys, data, flag
     code, _, err = run(["train", "--data", str(files[data]), "--out", str(run_dir), *TINY, *flags], capsys)
     assert code == 1 and message in err and err.count("\n") == 1
     assert not run_dir.exists()
+
+
+def test_rollout_refuses_infinite_dt(files, trained, tmp_path, capsys):
+    out = tmp_path / "r.npz"
+    code, _, err = run(["rollout", "--checkpoint", str(trained / "hlieconv" / "best.pt"), "--data",
+                        str(files["springs"]), "--dt", "inf", "--out", str(out)], capsys)
+    assert code == 1 and "--dt must be a positive finite number" in err and not out.exists()
+
+
+def test_resume_on_other_data_is_refused(files, trained, capsys):
+    code, _, err = run(["train", "--data", str(files["springs_other"]), "--out", str(trained / "hlieconv"), *TINY,
+                        "--group", "SO2", "--resume"], capsys)
+    assert code == 1 and "trained on other data" in err and err.count("\n") == 1
 
 
 def test_model_refuses_data_of_another_dimension(files, trained, tmp_path, capsys):

@@ -19,7 +19,7 @@ def test_quick_demo_writes_figures_animation_and_table(tmp_path, capsys):
     # the equivariant Hamiltonian with leapfrog keeps both momenta to round-off; the baseline does not
     so2, baseline = models["hlieconv-SO2"], models["fc-node"]
     assert so2["linear_momentum"] < 1e-12 and so2["angular_momentum"] < 1e-12
-    assert baseline["angular_momentum"] > 1e3 * so2["angular_momentum"]
+    assert baseline["angular_momentum"] > max(1e-8, 1e3 * so2["angular_momentum"])
 
 
 def test_demo_refuses_a_file_as_folder(tmp_path, capsys):

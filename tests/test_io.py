@@ -60,6 +60,9 @@ def _nan_z(data):
     (lambda d: {"meta": np.array(json.dumps({"schema_version": 7}))}, "unknown schema version 7"),
     (lambda d: {"meta": np.array("{not json")}, "'meta' is not valid JSON"),
     (lambda d: {"m": -d.params["m"].numpy()}, "masses 'm' must be positive"),
+    (lambda d: {"t": 7 * d.t.numpy()}, "'t' is not spaced by meta's dt"),
+    (lambda d: {"meta": np.array(json.dumps({**d.meta, "schema_version": 1, "system_settings": [6, 2]}))},
+     "system_settings a JSON object"),
 ])
 def test_validation_names_the_problem(tmp_path, data, change, message):
     path = tmp_path / "bad.npz"
