@@ -7,7 +7,9 @@ in float32 with batches of 200 windows of springs (N = 6, D = 2) from
 ``hamnet.simulate.generate``. Each configuration runs in a fresh subprocess with one torch thread
 (``OMP_NUM_THREADS=1``), so that its peak resident memory (VmHWM) is its own. Per repeat: one
 warm-up batch, then ``--windows`` windows timed; the figure reported is the best of ``--repeats``
-repeats (the machine is shared, and the best run is the least disturbed one).
+repeats (the machine is shared, and the best run is the least disturbed one), in wall-clock seconds
+and in the process's CPU seconds (``time.process_time``, which leaves out time the process waited
+for a core while other work ran, though not the slowdown from shared caches and memory).
 
     .venv/bin/python benchmarks/train_speed.py            # a few minutes on one core
     .venv/bin/python benchmarks/train_speed.py --profile  # also print a torch.profiler table per config
@@ -77,14 +79,16 @@ def measure(group: str, width: int, depth: int, windows: int, repeats: int, prof
         optimizer.step()
         return float(loss.detach())
 
-    times, losses = [], []
+    times, cpu_times, losses = [], [], []
     for _ in range(repeats):
         step()  # warm-up
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         losses += [step() for _ in range(n_batches)]
         times.append((time.perf_counter() - start) * 1000 / (n_batches * BATCH))
+        cpu_times.append((time.process_time() - cpu_start) * 1000 / (n_batches * BATCH))
     result = {"group": group, "width": width, "depth": depth, "seconds_per_1000_windows": times,
-              "best": min(times), "peak_rss_mib": _status_kib("VmHWM") / 1024,
+              "best": min(times), "cpu_seconds_per_1000_windows": cpu_times, "best_cpu": min(cpu_times),
+              "peak_rss_mib": _status_kib("VmHWM") / 1024,
               "parameters": sum(p.numel() for p in model.parameters()), "first_loss": losses[0],
               "threads": torch.get_num_threads(), "torch": torch.__version__}
     if profile:
@@ -117,16 +121,22 @@ def _markdown(report: dict) -> str:
         "machine, so the best is the least disturbed). Peak RSS is the process's VmHWM (data, model and "
         "interpreter included).",
         "",
-        "| group | width | depth | s / 1000 windows (best) | all repeats | reference | speed-up vs reference | peak RSS (MiB) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| group | width | depth | s / 1000 windows (best) | all repeats | CPU s / 1000 windows (best) "
+        "| before optimising: wall / CPU (best) | reference | speed-up vs reference | peak RSS (MiB) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
+    before_file = RESULTS / "train_speed.before.json"
+    before = ({(r["group"], r["width"], r["depth"]): r for r in json.loads(before_file.read_text())["rows"]}
+              if before_file.exists() else {})
     for r in report["rows"]:
+        old = before.get((r["group"], r["width"], r["depth"]))
+        old_best = "-" if old is None else f"{old['best']:.2f} / {old['best_cpu']:.2f}"
         ref = r["reference_seconds"]
         ratio = "-" if ref is None else f"{ref / r['best']:.2f}x"
         lines.append(
             f"| {r['group']} | {r['width']} | {r['depth']} | {r['best']:.2f} | "
-            f"{', '.join(f'{t:.2f}' for t in r['seconds_per_1000_windows'])} | "
-            f"{'-' if ref is None else f'{ref:.1f}'} | {ratio} | "
+            f"{', '.join(f'{t:.2f}' for t in r['seconds_per_1000_windows'])} | {r['best_cpu']:.2f} | "
+            f"{old_best} | {'-' if ref is None else f'{ref:.1f}'} | {ratio} | "
             f"{r['peak_rss_mib']:.0f} |")
     lines += ["", f"Reference peak memory at width 384: {REFERENCE_PEAK_GB_WIDTH_384} GB.", ""]
     notes = RESULTS / "train_speed.notes.md"
@@ -142,12 +152,16 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="print a torch.profiler table of one step per config")
     parser.add_argument("--before", action="store_true",
                         help="write the figures to results/train_speed.before.json (the code before optimising)")
+    parser.add_argument("--markdown", action="store_true", help="only rewrite results/train_speed.md from the JSON")
     parser.add_argument("--only", default=None, help="run one config, e.g. T2:384:4, and write no results")
     parser.add_argument("--one", nargs=3, metavar=("GROUP", "WIDTH", "DEPTH"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
         group, width, depth = args.one[0], int(args.one[1]), int(args.one[2])
         print(json.dumps(measure(group, width, depth, args.windows, args.repeats, args.profile)))
+        return
+    if args.markdown:
+        (RESULTS / "train_speed.md").write_text(_markdown(json.loads((RESULTS / "train_speed.json").read_text())))
         return
     configs = CONFIGS
     if args.only:
@@ -158,6 +172,7 @@ def main() -> None:
         row = _run_isolated(group, width, depth, args)
         row["reference_seconds"] = reference
         print(f"{group} width {width} depth {depth}: best {row['best']:.2f} s / 1000 windows "
+              f"({row['best_cpu']:.2f} CPU s) "
               f"(repeats {', '.join(f'{t:.2f}' for t in row['seconds_per_1000_windows'])}), "
               f"peak RSS {row['peak_rss_mib']:.0f} MiB", flush=True)
         rows.append(row)
