@@ -272,7 +272,8 @@ class LieGroup(abc.ABC):
         ``s = n_samples``. For a free action ``s`` must be 1 and the lift is deterministic; otherwise each
         point gets ``s`` elements ``section(x) h`` with ``h`` uniform on the stabilizer, drawn from
         ``generator`` (``None``: a fresh generator seeded with ``DEFAULT_LIFT_SEED``, so the lift is a
-        fixed function of the points). Samples of point ``i`` sit at ``i * s ... i * s + s - 1``.
+        fixed function of the points), the same draws for particle ``i`` of every system in the batch.
+        Samples of point ``i`` sit at ``i * s ... i * s + s - 1``.
         """
         if points.ndim != 3 or points.shape[-1] != self.space_dim:
             raise ValueError(f"{self.name} acts on {self.space_dim}-dimensional points: expected points of "
@@ -286,7 +287,9 @@ class LieGroup(abc.ABC):
                 raise ValueError(f"{self.name} acts freely, so each point has one lift; got n_samples={n_samples}")
             return base, orbits, mask
         n = self.matrix_size
-        h = self.sample_stabilizer((B, N, n_samples), generator, points.dtype, points.device)
+        # one draw per particle slot, shared by every system of the batch: a system's lift (and so a
+        # model's energy) then does not depend on where it sits in the batch or how large the batch is
+        h = self.sample_stabilizer((1, N, n_samples), generator, points.dtype, points.device)
         elements = self.compose(base.unsqueeze(2), h).reshape(B, N * n_samples, n, n)
         orbits = orbits.repeat_interleave(n_samples, dim=1)
         return elements, orbits, mask.repeat_interleave(n_samples, dim=1)

@@ -70,11 +70,23 @@ def test_sampled_lifts_are_invariant_in_distribution(group, generator):
         resampled = torch.cat([model(points, features, generator=torch.Generator().manual_seed(s))
                                for s in range(draws)])
         g = group.sample((draws, 1), generator)
-        transformed = model(group.act(g, points.expand(draws, -1, -1)), features.expand(draws, -1, -1),
-                            generator=torch.Generator().manual_seed(10_000))
+        moved = group.act(g, points.expand(draws, -1, -1))
+        # lift samples are shared across a batch, so each transformed copy gets its own draw
+        transformed = torch.cat([model(moved[i:i + 1], features, generator=torch.Generator().manual_seed(10_000 + i))
+                                 for i in range(draws)])
     sd_r, sd_t = resampled.std(), transformed.std()
     assert sd_r > 0 and 0.6 < sd_t / sd_r < 1.6
     assert (resampled.mean() - transformed.mean()).abs() < 4 * math.sqrt((sd_r**2 + sd_t**2) / draws)
+
+
+@pytest.mark.parametrize("group", SAMPLED, ids=ids(SAMPLED))
+def test_a_systems_output_does_not_depend_on_its_batch_position(group, generator):
+    model = small_model(group, lift_samples=2)
+    points, features = inputs(group, generator, B=3, N=5)
+    with torch.no_grad():
+        together = model(points, features)
+        alone = torch.cat([model(points[i:i + 1], features[i:i + 1]) for i in range(3)])
+    torch.testing.assert_close(alone, together, rtol=0, atol=EXACT_TOL)
 
 
 def test_so2_on_centred_points_is_exactly_se2_invariant(generator):
