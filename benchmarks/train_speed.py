@@ -44,7 +44,8 @@ def _status_kib(field: str) -> int:
     raise RuntimeError(f"{field} not in /proc/self/status")
 
 
-def measure(group: str, width: int, depth: int, windows: int, repeats: int, profile: bool) -> dict:
+def measure(group: str, width: int, depth: int, windows: int, repeats: int, profile: bool,
+            method: str = "rk4") -> dict:
     """One configuration, in this process: seconds per ``windows`` training windows (each repeat)."""
     import torch
 
@@ -67,7 +68,7 @@ def measure(group: str, width: int, depth: int, windows: int, repeats: int, prof
 
     config = ModelConfig(name="hlieconv", group=group, width=width, depth=depth)
     model = build_model(config, torch.Generator().manual_seed(0))
-    loss_module = WindowLoss(model, DT, "rk4")
+    loss_module = WindowLoss(model, DT, method)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     elements = BATCH * (CHUNK - 1) * math.prod(data.z.shape[2:])
 
@@ -102,7 +103,8 @@ def measure(group: str, width: int, depth: int, windows: int, repeats: int, prof
 
 def _run_isolated(group: str, width: int, depth: int, args) -> dict:
     command = [sys.executable, __file__, "--one", group, str(width), str(depth),
-               "--windows", str(args.windows), "--repeats", str(args.repeats)] + (["--profile"] if args.profile else [])
+               "--windows", str(args.windows), "--repeats", str(args.repeats), "--method", args.method]
+    command += ["--profile"] if args.profile else []
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     out = subprocess.run(command, check=True, stdout=subprocess.PIPE, stderr=None if args.profile else subprocess.PIPE,
                          text=True, env=env)
@@ -115,7 +117,7 @@ def _markdown(report: dict) -> str:
         "",
         f"Command: `{report['command']}`  ",
         f"{report['machine']}, torch {report['torch']}, **{report['threads']} thread**, float32, batch {BATCH}, "
-        f"springs N = 6, D = 2, rk4 over {CHUNK}-state windows (hamnet.train.WindowLoss), forward + double "
+        f"springs N = 6, D = 2, {report.get('method', 'rk4')} over {CHUNK}-state windows (hamnet.train.WindowLoss), forward + double "
         f"backward + Adam step. Each configuration in a fresh process; one warm-up batch, then "
         f"{report['windows']} windows timed per repeat; **best of {report['repeats']} repeats** (shared 2-core "
         "machine, so the best is the least disturbed). Peak RSS is the process's VmHWM (data, model and "
@@ -126,8 +128,9 @@ def _markdown(report: dict) -> str:
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     before_file = RESULTS / "train_speed.before.json"
+    rk4 = report.get("method", "rk4") == "rk4"  # the before figures and notes are about rk4 windows
     before = ({(r["group"], r["width"], r["depth"]): r for r in json.loads(before_file.read_text())["rows"]}
-              if before_file.exists() else {})
+              if rk4 and before_file.exists() else {})
     for r in report["rows"]:
         old = before.get((r["group"], r["width"], r["depth"]))
         old_best = "-" if old is None else f"{old['best']:.2f} / {old['best_cpu']:.2f}"
@@ -140,7 +143,7 @@ def _markdown(report: dict) -> str:
             f"{r['peak_rss_mib']:.0f} |")
     lines += ["", f"Reference peak memory at width 384: {REFERENCE_PEAK_GB_WIDTH_384} GB.", ""]
     notes = RESULTS / "train_speed.notes.md"
-    if notes.exists():
+    if rk4 and notes.exists():
         lines += [notes.read_text().rstrip(), ""]
     return "\n".join(lines)
 
@@ -154,11 +157,14 @@ def main() -> None:
                         help="write the figures to results/train_speed.before.json (the code before optimising)")
     parser.add_argument("--markdown", action="store_true", help="only rewrite results/train_speed.md from the JSON")
     parser.add_argument("--only", default=None, help="run one config, e.g. T2:384:4, and write no results")
+    parser.add_argument("--method", default="rk4",
+                        help="integrator over each window: rk4 (the paper's, 4 forces per step) or leapfrog (1); "
+                        "results for a method other than rk4 go to results/train_speed_<method>.*")
     parser.add_argument("--one", nargs=3, metavar=("GROUP", "WIDTH", "DEPTH"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
         group, width, depth = args.one[0], int(args.one[1]), int(args.one[2])
-        print(json.dumps(measure(group, width, depth, args.windows, args.repeats, args.profile)))
+        print(json.dumps(measure(group, width, depth, args.windows, args.repeats, args.profile, args.method)))
         return
     if args.markdown:
         (RESULTS / "train_speed.md").write_text(_markdown(json.loads((RESULTS / "train_speed.json").read_text())))
@@ -181,13 +187,14 @@ def main() -> None:
     report = {"command": "python benchmarks/train_speed.py " + " ".join(sys.argv[1:]),
               "machine": f"{platform.machine()} CPU ({os.cpu_count()} cores)", "torch": rows[0]["torch"],
               "threads": rows[0]["threads"], "windows": args.windows, "repeats": args.repeats, "batch": BATCH,
-              "chunk": CHUNK, "rows": rows}
+              "chunk": CHUNK, "method": args.method, "rows": rows}
     RESULTS.mkdir(exist_ok=True)
     if args.before:
         (RESULTS / "train_speed.before.json").write_text(json.dumps(report, indent=2) + "\n")
         return
-    (RESULTS / "train_speed.json").write_text(json.dumps(report, indent=2) + "\n")
-    (RESULTS / "train_speed.md").write_text(_markdown(report))
+    name = "train_speed" if args.method == "rk4" else f"train_speed_{args.method}"
+    (RESULTS / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
+    (RESULTS / f"{name}.md").write_text(_markdown(report))
 
 
 if __name__ == "__main__":
