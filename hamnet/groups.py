@@ -243,6 +243,14 @@ class LieGroup(abc.ABC):
         """``embed(log(u^-1 v))`` computed without ``log``: ``(..., n, n)`` x2, broadcasting -> ``(..., embed_dim)``."""
         return self.chart(self.compose(self.inv(u), v))
 
+    def kernel_inputs(self, relative: Tensor, orbit_u: Tensor, orbit_v: Tensor) -> Tensor:
+        """What a LieConv kernel sees for a pair: ``relative(u, v)`` and both orbit identifiers,
+        ``(..., embed_dim)``, ``(..., orbit_dim)`` x2 -> ``(..., embed_dim + 2 orbit_dim)``. Override to
+        keep the inputs smooth functions of the points where the lift is not (see :class:`SO2`)."""
+        if not self.orbit_dim:
+            return relative
+        return torch.cat([relative, orbit_u, orbit_v], -1)
+
     def distance(self, u: Tensor, v: Tensor) -> Tensor:
         """Left-invariant distance ``|chart(u^-1 v)|``, broadcasting: -> ``(...)``."""
         return _safe_norm(self.relative(u, v))
@@ -491,6 +499,18 @@ class SO2(_Rigid):
     def section(self, points: Tensor) -> tuple[Tensor, Tensor]:
         direction, r = _unit(points, _eye_like(points, 2)[0])
         return _rot2(direction[..., 0], direction[..., 1]), r
+
+    def kernel_inputs(self, relative: Tensor, orbit_u: Tensor, orbit_v: Tensor) -> Tensor:
+        """``(x_u . x_v, x_u x x_v, |x_u|^2, |x_v|^2)``: the angle difference weighted by both radii.
+
+        The polar angle of a point jumps as the point passes through the rotation centre, so
+        ``(cos, sin)`` of the angle difference alone would make the potential, and with it the force
+        ``~ 1 / distance``, singular there. Weighted by ``r_u r_v`` (and with squared radii) every input
+        is a polynomial in the points: smooth everywhere, and still exactly invariant.
+        """
+        weight = orbit_u * orbit_v
+        cos_minus_one, sin = relative[..., :1], relative[..., 1:]
+        return torch.cat([weight * (cos_minus_one + 1), weight * sin, orbit_u.square(), orbit_v.square()], -1)
 
 
 class SE2(_Rigid):

@@ -75,7 +75,8 @@ def neighbourhood(group: LieGroup, elements: Tensor, orbits: Tensor, mask: Tenso
     """Kernel inputs and mean weights for all pairs (``k=None``) or the ``k`` nearest.
 
     ``elements: (B, M, n, n)``, ``orbits: (B, M, O)``, ``mask: (B, M)`` bool. Kernel inputs are
-    ``(group.relative(u, v), o_u, o_v)``; ``relative`` is evaluated only on the selected pairs.
+    ``group.kernel_inputs(group.relative(u, v), o_u, o_v)``; ``relative`` is evaluated only on the
+    selected pairs.
     """
     B, M = mask.shape
     if k is None:
@@ -88,7 +89,7 @@ def neighbourhood(group: LieGroup, elements: Tensor, orbits: Tensor, mask: Tenso
     u, o_u = elements.unsqueeze(2), orbits.unsqueeze(2)
     rel = group.relative(u, v)
     K = rel.shape[2]
-    inputs = torch.cat([rel, o_u.expand(B, M, K, -1), o_v.expand(B, M, K, -1)], -1) if orbits.shape[-1] else rel
+    inputs = group.kernel_inputs(rel, o_u.expand(B, M, K, -1), o_v.expand(B, M, K, -1))
     m_v = m_v.to(rel.dtype)
     weights = m_v / m_v.sum(-1, keepdim=True).clamp(min=1)
     return Neighbourhood(inputs, index, weights)
