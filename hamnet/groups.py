@@ -399,6 +399,23 @@ class _Rigid(LieGroup):
             return Rt
         return self._join(Rt, -(Rt @ t.unsqueeze(-1)).squeeze(-1) if Rt is not None else -t)
 
+    def kernel_inputs(self, relative: Tensor, orbit_u: Tensor, orbit_v: Tensor) -> Tensor:
+        """For rotations about a centre (SO(2), SO(3)): the relative rotation weighted by both radii,
+        then the squared radii.
+
+        A point's lifted rotation turns abruptly as the point passes through the centre, so the
+        relative rotation alone would make the potential, and with it the force ``~ 1 / distance``,
+        singular there. Weighted by ``r_u r_v`` the inputs stay bounded with bounded derivatives; in
+        the plane they are exactly ``(x_u . x_v, x_u x x_v, |x_u|^2, |x_v|^2)``, polynomials in the
+        points. Invariance is untouched: radii are invariants.
+        """
+        if self.translates or not self.orbit_dim:
+            return super().kernel_inputs(relative, orbit_u, orbit_v)
+        n = self.space_dim
+        identity = _eye_like(relative, n)[0] if n == 2 else _eye_like(relative, n).flatten()
+        rotation = relative + identity  # the entries of R_u^T R_v the chart keeps
+        return torch.cat([orbit_u * orbit_v * rotation, orbit_u.square(), orbit_v.square()], -1)
+
     def _rotation_chart(self, R: Tensor) -> Tensor:
         if self.space_dim == 2:  # (cos - 1, sin): the first column minus e1
             return R[..., :, 0] - _eye_like(R, 2)[0]
@@ -499,18 +516,6 @@ class SO2(_Rigid):
     def section(self, points: Tensor) -> tuple[Tensor, Tensor]:
         direction, r = _unit(points, _eye_like(points, 2)[0])
         return _rot2(direction[..., 0], direction[..., 1]), r
-
-    def kernel_inputs(self, relative: Tensor, orbit_u: Tensor, orbit_v: Tensor) -> Tensor:
-        """``(x_u . x_v, x_u x x_v, |x_u|^2, |x_v|^2)``: the angle difference weighted by both radii.
-
-        The polar angle of a point jumps as the point passes through the rotation centre, so
-        ``(cos, sin)`` of the angle difference alone would make the potential, and with it the force
-        ``~ 1 / distance``, singular there. Weighted by ``r_u r_v`` (and with squared radii) every input
-        is a polynomial in the points: smooth everywhere, and still exactly invariant.
-        """
-        weight = orbit_u * orbit_v
-        cos_minus_one, sin = relative[..., :1], relative[..., 1:]
-        return torch.cat([weight * (cos_minus_one + 1), weight * sin, orbit_u.square(), orbit_v.square()], -1)
 
 
 class SE2(_Rigid):

@@ -162,17 +162,19 @@ def test_a_point_at_the_rotation_centre_gives_finite_forces(group, generator):
     assert all(torch.isfinite(d).all() for d in second if d is not None)  # d force / d (points, parameters)
 
 
-def test_so2_force_stays_bounded_as_a_point_passes_the_rotation_centre(generator):
-    # The lift's polar angle jumps through the centre; a kernel fed (cos, sin) of angle differences
+@pytest.mark.parametrize("group", [SO2(), SO3()], ids=["SO2", "SO3"])
+def test_force_stays_bounded_as_a_point_passes_the_rotation_centre(group, generator):
+    # The lift's rotation turns abruptly through the centre; a kernel fed the relative rotation
     # alone gives a force growing like 1 / (miss distance). The largest force along a straight pass
     # must not grow as the pass gets closer to the centre.
-    model = small_model(SO2())
-    points, features = inputs(SO2(), generator, B=1, N=4)
+    model = small_model(group, lift_samples=samples(group))
+    points, features = inputs(group, generator, B=1, N=4)
     along = torch.linspace(-1e-2, 1e-2, 101, dtype=F64)
 
     def largest_force(miss):
         path = points.repeat(101, 1, 1)
-        path[:, 0] = torch.stack([along, torch.full_like(along, miss)], -1)
+        offset = [torch.full_like(along, miss)] * (group.space_dim - 1)
+        path[:, 0] = torch.stack([along, *offset], -1)
         path.requires_grad_(True)
         (force,) = torch.autograd.grad(model(path, features.expand(101, -1, -1)).sum(), path)
         return force[:, 0].norm(dim=-1).max().item()
