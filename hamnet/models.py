@@ -88,11 +88,17 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> "ModelConfig":
         """Rebuild from ``dataclasses.asdict(config)`` (e.g. read from a checkpoint); unknown keys are an error."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown model config keys {unknown}; known keys: {sorted(known)}")
-        return cls(**values)
+        return config_from_dict(cls, values, "model config")
+
+
+def config_from_dict(cls, values: Mapping[str, Any], what: str):
+    """The frozen dataclass ``cls`` built from a dict, refusing keys it does not know (a config
+    written by another version or for another model) with a one-line error."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"unknown {what} keys {unknown}; known keys: {sorted(known)}")
+    return cls(**values)
 
 
 # -- shared pieces ------------------------------------------------------------------------------

@@ -41,7 +41,7 @@ from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .data import DEFAULT_CHUNK, Windows, split_systems
 from .dynamics import HamiltonianField
 from .io import Trajectories, atomic_path, load_trajectories
-from .models import ModelConfig, build_model
+from .models import ModelConfig, build_model, config_from_dict
 
 log = logging.getLogger(__name__)
 
@@ -95,11 +95,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown training config keys {unknown}")
-        return cls(**values)
+        return config_from_dict(cls, values, "training config")
 
 
 # -- the loss ----------------------------------------------------------------------------------------
