@@ -27,6 +27,8 @@ from typing import Any, Iterable
 import torch
 from torch import Tensor, nn
 
+from systems import autograd_gradient
+
 Params = dict[str, Tensor]
 
 __all__ = ["HamiltonianField", "keeps_graph", "potential_force", "hamiltonian_gradient"]
@@ -56,16 +58,6 @@ def keeps_graph(*dependencies: Any) -> bool:
     return False
 
 
-def _gradient(scalar_fn, x: Tensor, params: Params, create_graph: bool) -> Tensor:
-    """``d sum(scalar_fn(x, params)) / dx``; a detached copy of ``x`` is the leaf when no graph is kept."""
-    with torch.enable_grad():
-        if not (create_graph and x.requires_grad):
-            x = x.detach().requires_grad_(True)
-        value = scalar_fn(x, params).sum()
-        (grad,) = torch.autograd.grad(value, x, create_graph=create_graph)
-    return grad
-
-
 def potential_force(potential, q: Tensor, params: Params, *, owner: Any = None) -> Tensor:
     """``-dV/dq`` by autograd for ``potential(q, params) -> (B,)``; ``q: (B, N, D)`` -> ``(B, N, D)``.
 
@@ -74,14 +66,12 @@ def potential_force(potential, q: Tensor, params: Params, *, owner: Any = None) 
     require grad: training differentiates the loss through the force with respect to the weights
     even though the data state ``q`` does not require grad.
     """
-    create_graph = keeps_graph(q, params, owner)
-    return -_gradient(potential, q, params, create_graph)
+    return -autograd_gradient(potential, q, params, keeps_graph(q, params, owner))
 
 
 def hamiltonian_gradient(hamiltonian, z: Tensor, params: Params, *, owner: Any = None) -> Tensor:
     """``grad_z H`` by autograd; ``z: (B, 2, N, D)`` -> ``(B, 2, N, D)``. Graph kept as in :func:`potential_force`."""
-    create_graph = keeps_graph(z, params, owner)
-    return _gradient(hamiltonian, z, params, create_graph)
+    return autograd_gradient(hamiltonian, z, params, keeps_graph(z, params, owner))
 
 
 class HamiltonianField(nn.Module):

@@ -10,7 +10,7 @@ import importlib.util
 import inspect
 from pathlib import Path
 
-from .base import HamiltonianSystem, Params, gradient_force, remove_total_momentum
+from .base import HamiltonianSystem, Params, autograd_gradient, gradient_force, remove_total_momentum
 from .nbody import NBody
 from .springs import Springs
 
@@ -19,7 +19,7 @@ SYSTEMS: dict[str, type[HamiltonianSystem]] = {
     NBody.name: NBody,
 }
 
-__all__ = ["HamiltonianSystem", "Params", "SYSTEMS", "NBody", "Springs", "get_system_class", "gradient_force", "make_system",
+__all__ = ["HamiltonianSystem", "autograd_gradient", "Params", "SYSTEMS", "NBody", "Springs", "get_system_class", "gradient_force", "make_system",
            "remove_total_momentum"]
 
 

@@ -107,15 +107,23 @@ def remove_total_momentum(p: Tensor) -> Tensor:
     return p - p.mean(dim=1, keepdim=True)
 
 
-def gradient_force(potential, q: Tensor, params: Params) -> Tensor:
-    """``-dV/dq`` by autograd for any ``potential(q, params) -> (B,)``; ``q: (B, N, D)``.
+def autograd_gradient(scalar_fn, x: Tensor, params: Params, keep_graph: bool | None = None) -> Tensor:
+    """``d sum(scalar_fn(x, params)) / dx`` by autograd, for any ``scalar_fn(x, params) -> (B,)``.
 
-    Keeps the graph (so the force can itself be differentiated, as training needs) exactly when
-    gradients are enabled and ``q`` already requires grad; otherwise returns a detached force.
+    ``keep_graph``: keep the graph so the gradient can itself be differentiated (as training does);
+    by default exactly when gradients are enabled and ``x`` already requires grad. Without a graph,
+    a detached copy of ``x`` is the leaf and the result is detached.
     """
-    keep_graph = torch.is_grad_enabled() and q.requires_grad
+    if keep_graph is None:
+        keep_graph = torch.is_grad_enabled() and x.requires_grad
     with torch.enable_grad():
-        if not q.requires_grad:
-            q = q.detach().requires_grad_(True)
-        (grad,) = torch.autograd.grad(potential(q, params).sum(), q, create_graph=keep_graph)
-    return -grad
+        if not (keep_graph and x.requires_grad):
+            x = x.detach().requires_grad_(True)
+        (grad,) = torch.autograd.grad(scalar_fn(x, params).sum(), x, create_graph=keep_graph)
+    return grad
+
+
+def gradient_force(potential, q: Tensor, params: Params) -> Tensor:
+    """``-dV/dq`` by autograd for any ``potential(q, params) -> (B,)``; ``q: (B, N, D)``; graph kept
+    as in :func:`autograd_gradient`."""
+    return -autograd_gradient(potential, q, params)
