@@ -16,7 +16,7 @@ from pathlib import Path
 from hamnet.animate import animate
 from hamnet.demo import run_demo
 from hamnet.io import load_trajectories
-from hamnet.simulate import generate
+from hamnet.simulation import generate
 from systems import NBody
 
 HERE = Path(__file__).resolve().parent

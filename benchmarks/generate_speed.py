@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from hamnet.diagnostics import conservation_report
-from hamnet.simulate import simulate
+from hamnet.simulation import simulate
 from systems import Springs
 
 REFERENCE_SYSTEMS_PER_SECOND = 1000 / 4.5

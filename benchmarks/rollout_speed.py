@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 
 from hamnet.models import ModelConfig, build_model
-from hamnet.rollout import rollout
+from hamnet.rollouts import rollout
 from systems import Springs
 
 RESULTS = Path(__file__).parent / "results"
@@ -226,7 +226,7 @@ def markdown(results: dict) -> str:
         "`hamnet.rollout` (1000 steps), here the first one. Over short horizons rk4's fourth order lets it take "
         "larger steps for the same error; over long horizons its energy error drifts while leapfrog's "
         "stays bounded and leapfrog keeps the momenta of the model's symmetries exactly "
-        "(tests/test_rollout.py), which equal short-horizon accuracy does not capture.",
+        "(tests/test_rollouts.py), which equal short-horizon accuracy does not capture.",
         "",
     ]
     return "\n".join(lines)

@@ -8,7 +8,7 @@ batch order; the data files are shared by all runs.
 
 Data: springs, N = 6, D = 2, 500 steps of dt = 0.01 (the paper's 5 s, on an exact grid), one
 training file and one test file of other systems (another generation seed), generated once by
-``hamnet.simulate.generate`` and cached in the work folder under a name holding every generation
+``hamnet.simulation.generate`` and cached in the work folder under a name holding every generation
 parameter and the seed.
 
 Per model, training size and seed, on the test file:
@@ -17,7 +17,7 @@ Per model, training size and seed, on the test file:
   where the error is zero, left out) and the reference's (averaged in), which compares with
   REFERENCE.md;
 * 500-step rollout error from each test system's first state, in float64 (HLieConv with
-  leapfrog, the others with rk4; ``hamnet.evaluate.default_method``): the bounded relative error
+  leapfrog, the others with rk4; ``hamnet.evaluation.default_method``): the bounded relative error
   averaged over systems, then its geometric mean over time and its value at the end;
 * conservation over a 10,000-step float64 rollout of the first ``drift_systems`` test systems
   (same integrators): the largest relative change of linear and angular momentum and of the true
@@ -54,12 +54,12 @@ import torch
 from hamnet.checkpoint import model_from_checkpoint
 from hamnet.data import Windows
 from hamnet.diagnostics import conservation_report
-from hamnet.evaluate import EVALUATION_WINDOWS, default_method, evaluate
+from hamnet.evaluation import EVALUATION_WINDOWS, default_method, evaluate
 from hamnet.io import atomic_path, load_trajectories, save_trajectories
 from hamnet.models import ModelConfig
-from hamnet.rollout import RolloutError, rollout
-from hamnet.simulate import generate
-from hamnet.train import TrainConfig, train, window_mse
+from hamnet.rollouts import RolloutError, rollout
+from hamnet.simulation import generate
+from hamnet.training import TrainConfig, train, window_mse
 from systems import make_system
 
 HERE = Path(__file__).parent
@@ -414,7 +414,7 @@ def main() -> None:
                         help="folder for data, run folders and scores (default benchmarks/work)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    logging.getLogger("hamnet.train").setLevel(logging.WARNING)
+    logging.getLogger("hamnet.training").setLevel(logging.WARNING)
     torch.set_num_threads(args.threads)
     scale = SCALES[args.scale]
     started = time.perf_counter()

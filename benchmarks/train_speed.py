@@ -1,10 +1,10 @@
 """Training speed of HLieConv on springs: seconds per 1000 training windows, on one thread.
 
-The step timed is exactly the one ``hamnet.train`` runs: ``hamnet.train.WindowLoss`` (torchdiffeq
+The step timed is exactly the one ``hamnet.train`` runs: ``hamnet.training.WindowLoss`` (torchdiffeq
 rk4 over 5-state windows, the force ``-dV/dq`` by autograd with its graph kept, so the loss's
 backward is a double backward through the LieResNet), then ``loss.backward()`` and an Adam step,
 in float32 with batches of 200 windows of springs (N = 6, D = 2) from
-``hamnet.simulate.generate``. Each configuration runs in a fresh subprocess with one torch thread
+``hamnet.simulation.generate``. Each configuration runs in a fresh subprocess with one torch thread
 (``OMP_NUM_THREADS=1``), so that its peak resident memory (VmHWM) is its own. Per repeat: one
 warm-up batch, then ``--windows`` windows timed; the figure reported is the best of ``--repeats``
 repeats (the machine is shared, and the best run is the least disturbed one), in wall-clock seconds
@@ -52,8 +52,8 @@ def measure(group: str, width: int, depth: int, windows: int, repeats: int, prof
     import systems
     from hamnet.data import Windows
     from hamnet.models import ModelConfig, build_model
-    from hamnet.simulate import generate
-    from hamnet.train import WindowLoss
+    from hamnet.simulation import generate
+    from hamnet.training import WindowLoss
 
     torch.set_num_threads(1)
     n_batches = math.ceil(windows / BATCH)
@@ -117,7 +117,7 @@ def _markdown(report: dict) -> str:
         "",
         f"Command: `{report['command']}`  ",
         f"{report['machine']}, torch {report['torch']}, **{report['threads']} thread**, float32, batch {BATCH}, "
-        f"springs N = 6, D = 2, {report.get('method', 'rk4')} over {CHUNK}-state windows (hamnet.train.WindowLoss), forward + double "
+        f"springs N = 6, D = 2, {report.get('method', 'rk4')} over {CHUNK}-state windows (hamnet.training.WindowLoss), forward + double "
         f"backward + Adam step. Each configuration in a fresh process; one warm-up batch, then "
         f"{report['windows']} windows timed per repeat; **best of {report['repeats']} repeats** (shared 2-core "
         "machine, so the best is the least disturbed). Peak RSS is the process's VmHWM (data, model and "

@@ -5,7 +5,7 @@ The public API is what this module re-exports; everything else may change. Plott
 ``from hamnet.plots import plot_conservation``.
 """
 
-__version__ = "0.1.0"
+from .version import __version__
 
 from .checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint, save_checkpoint
 from .data import Split, Windows, split_systems
@@ -13,15 +13,15 @@ from .diagnostics import (angular_momentum, bounded_relative_error, conservation
                           linear_momentum)
 from .dynamics import HamiltonianField
 from .equivariance import equivariance_error
-from .evaluate import evaluate, predicted_trajectories
+from .evaluation import evaluate, predicted_trajectories
 from .groups import GROUPS, SE2, SE3, SO2, SO3, LieGroup, T, Trivial, get_group
 from .integrate import ConvergenceError
 from .io import Trajectories, TrajectoryFileError, load_trajectories, save_trajectories
 from .lieconv import LieConv, LieResNet
 from .models import FCHNN, FCNODE, HOGN, MODELS, HLieConv, ModelConfig, build_model
-from .rollout import RolloutError, rollout
-from .simulate import generate, simulate
-from .train import TrainConfig, train, window_mse
+from .rollouts import RolloutError, rollout
+from .simulation import generate, simulate
+from .training import TrainConfig, train, window_mse
 
 __all__ = [
     "__version__",

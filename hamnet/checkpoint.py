@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from . import __version__
+from .version import __version__
 from .io import atomic_path
 from .models import ModelConfig, build_model
 

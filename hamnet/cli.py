@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from . import __version__
+from .version import __version__
 from .cli_visual import add_commands as _add_visual
 from .integrate import ConvergenceError
 from .io import TrajectoryFileError, load_trajectories, save_trajectories
@@ -113,7 +113,7 @@ def _add_generate(commands) -> None:
 
 
 def run_generate(args: argparse.Namespace) -> None:
-    from .simulate import generate
+    from .simulation import generate
 
     if args.n_systems < 1:
         raise InputError(f"--n-systems must be at least 1, got {args.n_systems}")
@@ -235,7 +235,7 @@ def _add_train(commands) -> None:
 
 def train_config_from_args(args: argparse.Namespace, data) -> "TrainConfig":
     from .models import ModelConfig
-    from .train import TrainConfig
+    from .training import TrainConfig
 
     per_particle = sorted(k for k, v in data.params.items() if v.dim() == 2)
     feature_keys = tuple(["m"] + [k for k in per_particle if k != "m"])
@@ -250,7 +250,7 @@ def train_config_from_args(args: argparse.Namespace, data) -> "TrainConfig":
 def run_train(args: argparse.Namespace) -> None:
     from .groups import get_group
     from .models import MODELS
-    from .train import train
+    from .training import train
 
     if args.threads is not None:
         if args.threads < 1:
@@ -277,7 +277,7 @@ def _model_and_data(args: argparse.Namespace):
     """The checkpoint's model, the checkpoint and the data of ``--checkpoint`` / ``--data``, checked to fit
     together, after making sure ``--out`` can be written."""
     from .checkpoint import model_from_checkpoint
-    from .train import check_compatible
+    from .training import check_compatible
 
     check_writable(args.out)
     model, state = model_from_checkpoint(args.checkpoint)
@@ -306,8 +306,8 @@ def _add_rollout(commands) -> None:
 
 
 def run_rollout(args: argparse.Namespace) -> None:
-    from .evaluate import predicted_trajectories
-    from .train import DTYPES
+    from .evaluation import predicted_trajectories
+    from .training import DTYPES
 
     model, state, data = _model_and_data(args)
     if args.n_systems is not None:
@@ -341,7 +341,7 @@ def _add_evaluate(commands) -> None:
 def run_evaluate(args: argparse.Namespace) -> None:
     import json
 
-    from .evaluate import evaluate, model_label
+    from .evaluation import evaluate, model_label
     from .io import atomic_path
 
     model, state, data = _model_and_data(args)

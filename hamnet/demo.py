@@ -25,11 +25,11 @@ from systems import Springs
 from .checkpoint import model_from_checkpoint
 from .data import DEFAULT_CHUNK, Windows
 from .diagnostics import bounded_relative_error, conservation_report
-from .evaluate import geometric_mean, predicted_trajectories
+from .evaluation import geometric_mean, predicted_trajectories
 from .io import Trajectories, atomic_path, load_trajectories, save_trajectories
 from .models import ModelConfig
-from .simulate import generate
-from .train import TrainConfig, train, window_mse
+from .simulation import generate
+from .training import TrainConfig, train, window_mse
 
 log = logging.getLogger(__name__)
 

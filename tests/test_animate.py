@@ -11,8 +11,8 @@ from hamnet import animate as animate_module
 from hamnet.animate import ANIMATION_DPI, animate
 from hamnet.cli import main
 from hamnet.io import Trajectories, save_trajectories
-from hamnet.rollout import rollout
-from hamnet.simulate import generate
+from hamnet.rollouts import rollout
+from hamnet.simulation import generate
 
 
 def make_pair(dim=2):

@@ -6,7 +6,7 @@ import pytest
 
 from hamnet.cli import main
 from hamnet.io import load_trajectories, save_trajectories
-from hamnet.simulate import generate
+from hamnet.simulation import generate
 from systems import NBody, Springs
 
 TINY = ["--width", "8", "--depth", "1", "--epochs", "1", "--batch-size", "16", "--max-windows", "32", "--quiet"]

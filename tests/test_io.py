@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from hamnet.io import TrajectoryFileError, atomic_path, load_trajectories, save_trajectories
-from hamnet.simulate import generate
+from hamnet.simulation import generate
 from systems import Springs
 
 

@@ -10,8 +10,8 @@ import systems
 from hamnet import plots
 from hamnet.cli import main
 from hamnet.io import Trajectories, save_trajectories
-from hamnet.rollout import rollout
-from hamnet.simulate import generate
+from hamnet.rollouts import rollout
+from hamnet.simulation import generate
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

@@ -16,8 +16,8 @@ from hamnet.cli import main
 from hamnet.data import Windows, split_systems
 from hamnet.io import save_trajectories
 from hamnet.models import ModelConfig, build_model
-from hamnet.simulate import generate
-from hamnet.train import TrainConfig, train, window_mse
+from hamnet.simulation import generate
+from hamnet.training import TrainConfig, train, window_mse
 from systems import Springs
 
 TINY_MODEL = ModelConfig(name="hlieconv", group="T2", width=8, depth=1, kernel_width=8, kernel_channels=4,

@@ -1,4 +1,4 @@
-"""hamnet.rollout: shapes, chunking, dtype, memory, non-finite states, and conservation in practice.
+"""hamnet.rollouts: shapes, chunking, dtype, memory, non-finite states, and conservation in practice.
 
 Noether in practice: symmetric learned Hamiltonians rolled out with a symplectic integrator keep
 the momenta of their symmetries to round-off; energy errors stay bounded with leapfrog and drift
@@ -13,7 +13,7 @@ from torchdiffeq import odeint
 from hamnet.diagnostics import conservation_report, energy
 from hamnet.dynamics import HamiltonianField
 from hamnet.models import ModelConfig, build_model
-from hamnet.rollout import RolloutError, rollout
+from hamnet.rollouts import RolloutError, rollout
 from systems import NBody, Springs
 
 F64 = torch.float64

@@ -13,12 +13,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from . import __version__
+from .version import __version__
 from .data import DEFAULT_CHUNK, Windows
 from .diagnostics import bounded_relative_error, conservation_report
 from .io import Trajectories
-from .rollout import rollout
-from .train import window_mse
+from .rollouts import rollout
+from .training import window_mse
 
 #: windows scored by :func:`evaluate` (a seeded subset when the file holds more)
 EVALUATION_WINDOWS = 2000

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from systems import HamiltonianSystem, Params
 
-from . import __version__
+from .version import __version__
 from .diagnostics import conservation_report
 from .io import Trajectories
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from hamnet.diagnostics import conservation_report
-from hamnet.simulate import generate, simulate
+from hamnet.simulation import generate, simulate
 from systems import NBody, Springs
 from systems.springs import two_particle_frequency
 
