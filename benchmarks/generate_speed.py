@@ -4,7 +4,7 @@ Generates 10,000 spring systems (N = 6, D = 2) x 500 steps at dt = 0.01 with ham
 (eighth-order symplectic composition, per-system sub-steps) and, in the same process on the same
 systems, with a plain RK4 at dt without sub-steps (the reference generator's method). Reports
 systems per second and the largest energy and momentum errors of each, against the reference's
-published speed (1000 systems in 4.5 s, REFERENCE.md).
+speed as measured on a 2-core CPU (1000 systems in 4.5 s; quoted, not re-run here).
 
     python benchmarks/generate_speed.py [--n-systems 10000] [--threads 1]
 
@@ -85,7 +85,7 @@ def main() -> None:
     baseline_report = conservation_report(baseline, system.hamiltonian, params)
 
     rows = [
-        summarise(f"hamnet yoshida8, substeps {meta['substeps_min']}-{meta['substeps_max']}",
+        summarise(f"hamnet {meta['integrator']}, substeps {meta['substeps_min']}-{meta['substeps_max']}",
                   ours, args.n_systems, ours_report),
         summarise("plain RK4 at dt (reference method)", theirs, args.n_systems, baseline_report),
     ]

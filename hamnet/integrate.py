@@ -1,36 +1,37 @@
-"""Symplectic integrators, registered with torchdiffeq so that ``odeint(..., method=name)`` finds them.
+"""hamnet's integrators: one registry, and symplectic solvers that torchdiffeq's ``odeint`` runs.
 
 Note to the reader: the state is ``z: (B, 2, N, D)`` (positions ``q = z[:, 0]``, momenta
-``p = z[:, 1]``) and the vector field is a :class:`hamnet.dynamics.HamiltonianField`. Importing this
-module calls :func:`register_solvers`, which adds four fixed-step methods to torchdiffeq's solver
-table (``torchdiffeq._impl.odeint.SOLVERS``, tested against torchdiffeq 0.2.5, whose maintainers
-recommend exactly this for new fixed-grid solvers):
+``p = z[:, 1]``) and the vector field is a :class:`hamnet.dynamics.HamiltonianField`.
 
-================= ===== ================ ==============================================
-method            order field            evaluations per step
-================= ===== ================ ==============================================
-leapfrog          2     separable H only 1 force (the last one is reused)
-yoshida4          4     separable H only 3 forces
-implicit_midpoint 2     any ``func``     fixed-point iterations, each one ``func`` call
-gauss4            4     any ``func``     fixed-point iterations, each two ``func`` calls
-================= ===== ================ ==============================================
+:data:`INTEGRATORS` is the one table of integrators hamnet offers (``docs/integrators.md`` lists
+them): hamnet's own solvers, the compositions of :mod:`hamnet.composition` (leapfrog, yoshida4,
+yoshida6, yoshida8; separable H only) and the implicit Gauss methods (implicit_midpoint, gauss4; any
+H), and the torchdiffeq methods hamnet users reach for (euler, midpoint, rk4, dopri5, dopri8).
+Each entry says its order, whether it is symplectic, needs a separable H, or steps on a fixed grid.
+Importing this module registers hamnet's solvers in torchdiffeq's solver table
+(``torchdiffeq._impl.odeint.SOLVERS``, tested against torchdiffeq 0.2.5, whose maintainers
+recommend exactly this for new fixed-grid solvers); pass ``method=solver_key(name)`` to ``odeint``.
+Where torchdiffeq already has a different solver of the same name (its development branch has an
+``implicit_midpoint``), hamnet's goes in as ``hamnet_<name>`` and torchdiffeq's stays untouched.
 
-Like every torchdiffeq fixed-grid solver, these take one step per interval of ``t`` unless
+Like every torchdiffeq fixed-grid solver, hamnet's take one step per interval of ``t`` unless
 ``options={"step_size": dt}`` is given; ``rtol`` and ``atol`` do not apply to them. The implicit
 methods take ``options={"tol": ..., "max_iters": ...}`` for their nonlinear solve.
 
-The splitting methods (leapfrog, yoshida4) update ``q`` and ``p`` in turn, so they must see the
-Hamiltonian structure. They find it by unwrapping torchdiffeq's own wrappers (``base_func``
-chains) down to the :class:`HamiltonianField`; they follow time reversal and refuse, with a
-message saying what to use instead, what they cannot integrate correctly: a field that is not a
-separable ``HamiltonianField``, a tuple state, and therefore ``odeint_adjoint``'s backward pass
-(its augmented state is a tuple) when one of them is the ``adjoint_method``.
+The splitting methods update ``q`` and ``p`` in turn, so they must see the Hamiltonian structure.
+They find it by unwrapping torchdiffeq's own wrappers (``base_func`` chains) down to the
+:class:`HamiltonianField`; they follow time reversal and refuse, with a message saying what to use
+instead, what they cannot integrate correctly: a field that is not a separable
+``HamiltonianField``, a tuple state, and therefore ``odeint_adjoint``'s backward pass (its
+augmented state is a tuple) when one of them is the ``adjoint_method``.
 """
 
 from __future__ import annotations
 
 import abc
+import logging
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -39,16 +40,29 @@ from torchdiffeq._impl.misc import _PerturbFunc, _ReverseFunc, _TupleFunc, _Tupl
 from torchdiffeq._impl.odeint import SOLVERS
 from torchdiffeq._impl.solvers import FixedGridODESolver
 
+from .composition import COMPOSITIONS, Composition
+from .registry import Registry
+
 __all__ = [
+    "Integrator",
+    "INTEGRATORS",
+    "register_integrator",
+    "get_integrator",
+    "solver_key",
+    "CompositionSolver",
     "Leapfrog",
     "Yoshida4",
+    "Yoshida6",
+    "Yoshida8",
     "ImplicitMidpoint",
     "Gauss4",
-    "SYMPLECTIC_SOLVERS",
     "ConvergenceError",
-    "register_solvers",
 ]
 
+logger = logging.getLogger(__name__)
+
+#: where a name clashes with a different torchdiffeq solver, hamnet's is registered under this prefix
+HAMNET_PREFIX = "hamnet_"
 #: the implicit solve stops when the last update changed the state by less than this many
 #: machine epsilons of the dtype, relative to the state's size
 TOLERANCE_IN_EPS = 64
@@ -150,11 +164,21 @@ class _CarryingSolver(FixedGridODESolver, metaclass=abc.ABCMeta):
 
 # -- splitting methods (separable H) ---------------------------------------------------------------
 
-class _Composition(_CarryingSolver):
-    """Kick-drift-kick leapfrog substeps of sizes ``c_i * dt``; the carry is the force at the current ``q``."""
+class CompositionSolver(_CarryingSolver):
+    """A torchdiffeq solver that steps with a :class:`~hamnet.composition.Composition`, for separable H.
 
-    coefficients: tuple[float, ...]
-    method_name: str
+    A subclass sets ``composition``; its name and order become the solver's. The step is the
+    engine's out-of-place one, so autograd differentiates through it, and the carry is the force
+    at the current ``q``: one force evaluation per sub-step.
+    """
+
+    composition: Composition
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "composition" in cls.__dict__:
+            cls.order = cls.composition.order
+            cls.method_name = cls.composition.name
 
     def __init__(self, func, y0, **kwargs) -> None:
         super().__init__(func, y0, **kwargs)
@@ -167,16 +191,11 @@ class _Composition(_CarryingSolver):
 
     def _step(self, t0, dt, y0, force):
         h = self.sign * torch.as_tensor(dt, dtype=y0.dtype, device=y0.device)
-        q, p = y0[:, 0], y0[:, 1]
-        for c in self.coefficients:
-            p = p + (0.5 * c) * h * force
-            q = q + c * h * self.field.velocity(p)
-            force = self.field.force(q)
-            p = p + (0.5 * c) * h * force
+        q, p, force = self.composition.step(y0[:, 0], y0[:, 1], force, h, self.field.velocity, self.field.force)
         return torch.stack([q, p], dim=1), force
 
 
-class Leapfrog(_Composition):
+class Leapfrog(CompositionSolver):
     """Stoermer-Verlet (velocity Verlet, kick-drift-kick), order 2, for separable ``H = T(p) + V(q)``.
 
     Symplectic and time-reversible: the energy error stays bounded (it oscillates at ``O(dt^2)``
@@ -186,25 +205,37 @@ class Leapfrog(_Composition):
     evaluation per step, since the force at the end of a step is the one the next step starts with.
     """
 
-    order = 2
-    coefficients = (1.0,)
-    method_name = "leapfrog"
+    composition = COMPOSITIONS["leapfrog"]
 
 
-_CUBE_ROOT_2 = 2.0 ** (1.0 / 3.0)
-
-
-class Yoshida4(_Composition):
+class Yoshida4(CompositionSolver):
     """Yoshida's fourth-order symmetric composition of three leapfrog steps, for separable H.
 
-    Substeps ``w1 dt, w0 dt, w1 dt`` with ``w1 = 1 / (2 - 2^(1/3))`` and ``w0 = 1 - 2 w1`` (the middle
+    Sub-steps ``w1 dt, w0 dt, w1 dt`` with ``w1 = 1 / (2 - 2^(1/3))`` and ``w0 = 1 - 2 w1`` (the middle
     one runs backwards). Conserves what leapfrog conserves (symplectic, reversible, momenta kept
     to round-off for a symmetric ``V``) with an ``O(dt^4)`` energy error; three forces per step.
     """
 
-    order = 4
-    coefficients = (1.0 / (2.0 - _CUBE_ROOT_2), -_CUBE_ROOT_2 / (2.0 - _CUBE_ROOT_2), 1.0 / (2.0 - _CUBE_ROOT_2))
-    method_name = "yoshida4"
+    composition = COMPOSITIONS["yoshida4"]
+
+
+class Yoshida6(CompositionSolver):
+    """Yoshida's sixth-order composition of seven leapfrog steps (solution A), for separable H.
+
+    Conserves what leapfrog conserves, with an ``O(dt^6)`` energy error; seven forces per step.
+    """
+
+    composition = COMPOSITIONS["yoshida6"]
+
+
+class Yoshida8(CompositionSolver):
+    """Yoshida's eighth-order composition of fifteen leapfrog steps (solution D), for separable H.
+
+    The ground truth's method (:mod:`hamnet.simulation`). Conserves what leapfrog conserves, with
+    an ``O(dt^8)`` energy error; fifteen forces per step.
+    """
+
+    composition = COMPOSITIONS["yoshida8"]
 
 
 # -- implicit Runge-Kutta methods (any H) ---------------------------------------------------------
@@ -294,28 +325,129 @@ class Gauss4(_ImplicitRungeKutta):
     method_name = "gauss4"
 
 
-SYMPLECTIC_SOLVERS: dict[str, type[FixedGridODESolver]] = {
-    "leapfrog": Leapfrog,
-    "yoshida4": Yoshida4,
-    "implicit_midpoint": ImplicitMidpoint,
-    "gauss4": Gauss4,
-}
+# -- the integrator registry -----------------------------------------------------------------------
 
+@dataclass(frozen=True)
+class Integrator:
+    """What hamnet knows about an integrator: the entries of :data:`INTEGRATORS`.
 
-def register_solvers(table: dict[str, type] | None = None) -> None:
-    """Add hamnet's solvers to torchdiffeq's solver table (or to ``table``). Idempotent.
-
-    Refuses to replace a different solver already registered under one of the names.
+    ``solver`` is the torchdiffeq solver class, or ``None`` for one of torchdiffeq's own methods
+    (found in its table under ``name``). ``separable_only``: needs ``H = T(p) + V(q)``;
+    ``fixed_step``: steps on the given grid (else adaptive, controlled by ``rtol`` and ``atol``).
     """
-    table = SOLVERS if table is None else table
-    for name, solver in SYMPLECTIC_SOLVERS.items():
-        existing = table.get(name)
-        if existing is not None and (existing.__module__, existing.__qualname__) != (solver.__module__, solver.__qualname__):
-            raise RuntimeError(
-                f"torchdiffeq already has a solver named {name!r} ({existing.__module__}.{existing.__qualname__}); "
-                "hamnet will not replace it"
-            )
-        table[name] = solver
+
+    name: str
+    order: int
+    symplectic: bool
+    separable_only: bool
+    fixed_step: bool
+    solver: type | None
+    description: str
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise ValueError(f"an integrator name must be a non-empty string, got {self.name!r}")
+        if self.solver is not None and not isinstance(self.solver, type):
+            raise TypeError(f"integrator {self.name!r}: solver must be a solver class or None, got {self.solver!r}")
+        declared = getattr(self.solver, "order", self.order)
+        if not (isinstance(self.order, int) and self.order >= 1) or declared != self.order:
+            raise ValueError(f"integrator {self.name!r}: order must be a positive integer equal to the "
+                             f"solver's own ({declared}), got {self.order!r}")
+
+    @classmethod
+    def from_solver(cls, solver: type, description: str, *, symplectic: bool, separable_only: bool,
+                    fixed_step: bool = True) -> Integrator:
+        """The entry for one of hamnet's solver classes, named and ordered as the class declares."""
+        return cls(name=solver.method_name, order=solver.order, symplectic=symplectic,
+                   separable_only=separable_only, fixed_step=fixed_step, solver=solver, description=description)
 
 
-register_solvers()
+INTEGRATORS: Registry[Integrator] = Registry(
+    "integrator", hint="add one with hamnet.integrate.register_integrator (see docs/integrators.md)")
+
+
+def register_integrator(integrator: Integrator, *, replace: bool = False) -> Integrator:
+    """Add ``integrator`` to :data:`INTEGRATORS` and its solver to torchdiffeq's table; returns it.
+
+    Registering the same entry again is a no-op. Where torchdiffeq already holds a different
+    solver under the name, hamnet's goes in under ``"hamnet_<name>"`` instead (see :func:`solver_key`).
+    """
+    if not isinstance(integrator, Integrator):
+        raise TypeError(f"register_integrator takes an Integrator, got {type(integrator).__name__}")
+    if integrator.solver is None:
+        if integrator.name not in SOLVERS:
+            raise ValueError(f"torchdiffeq has no method named {integrator.name!r}; give the solver class as solver=")
+        declared = getattr(SOLVERS[integrator.name], "order", integrator.order)
+        if declared != integrator.order:
+            raise ValueError(f"torchdiffeq's {integrator.name!r} has order {declared}, not {integrator.order}")
+    INTEGRATORS.register(integrator.name, integrator, replace=replace)
+    _install(integrator)
+    return integrator
+
+
+def get_integrator(name: str) -> Integrator:
+    """The registered integrator ``name`` (any case); ``ValueError`` listing the known names otherwise."""
+    return INTEGRATORS.get(name)
+
+
+def solver_key(name: str) -> str:
+    """The key of integrator ``name`` in torchdiffeq's solver table: pass it as ``odeint(method=...)``.
+
+    That is ``name`` itself unless torchdiffeq has a different solver of that name (a later
+    torchdiffeq release may add one), in which case it is ``"hamnet_<name>"``. A solver that has
+    gone missing from torchdiffeq's table since it was registered is put back first.
+    """
+    return _install(get_integrator(name))
+
+
+def _install(integrator: Integrator) -> str:
+    """Put ``integrator``'s solver in torchdiffeq's table (idempotent); return its key there."""
+    name, solver = integrator.name, integrator.solver
+    if solver is None:
+        return name
+    key = name
+    if name in SOLVERS and not _same_class(SOLVERS[name], solver):
+        # never replace a solver torchdiffeq has of its own: a clash must neither break import nor
+        # change what torchdiffeq's name means
+        key = f"{HAMNET_PREFIX}{name}"
+        if SOLVERS.get(key) is not solver:
+            logger.debug("torchdiffeq already has a solver named %r (%s); hamnet's %s is registered as %r",
+                         name, _qualified(SOLVERS[name]), solver.__qualname__, key)
+    SOLVERS[key] = solver
+    return key
+
+
+def _qualified(cls: Any) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _same_class(a: Any, b: type) -> bool:
+    # by qualified name, so that re-importing this module (a reload) counts as the same solver
+    return a is not None and _qualified(a) == _qualified(b)
+
+
+def _register_built_ins() -> None:
+    any_h = {"symplectic": True, "separable_only": False}
+    split = {"symplectic": True, "separable_only": True}
+    for integrator in (
+        Integrator.from_solver(Leapfrog, "Stoermer-Verlet kick-drift-kick; one force per step", **split),
+        Integrator.from_solver(Yoshida4, "Yoshida's 3-stage composition of leapfrog", **split),
+        Integrator.from_solver(Yoshida6, "Yoshida's 7-stage composition of leapfrog (solution A)", **split),
+        Integrator.from_solver(Yoshida8, "Yoshida's 15-stage composition of leapfrog (solution D)", **split),
+        Integrator.from_solver(ImplicitMidpoint, "implicit midpoint rule (1-stage Gauss)", **any_h),
+        Integrator.from_solver(Gauss4, "2-stage Gauss-Legendre Runge-Kutta", **any_h),
+        _torchdiffeq_method("euler", 1, "explicit Euler", fixed_step=True),
+        _torchdiffeq_method("midpoint", 2, "explicit midpoint", fixed_step=True),
+        _torchdiffeq_method("rk4", 4, "classical Runge-Kutta (3/8 rule); the paper's training method", fixed_step=True),
+        _torchdiffeq_method("dopri5", 5, "adaptive Dormand-Prince 5(4)", fixed_step=False),
+        _torchdiffeq_method("dopri8", 8, "adaptive Dormand-Prince 8(7)", fixed_step=False),
+    ):
+        register_integrator(integrator)
+
+
+def _torchdiffeq_method(name: str, order: int, description: str, *, fixed_step: bool) -> Integrator:
+    return Integrator(name=name, order=order, symplectic=False, separable_only=False, fixed_step=fixed_step,
+                      solver=None, description=f"torchdiffeq's {description}")
+
+
+_register_built_ins()

@@ -9,6 +9,8 @@ steps (H. Yoshida, Phys. Lett. A 150, 262 (1990), solution D). The method is sym
 time-reversible, so energy errors stay bounded instead of drifting; compositions of kicks and
 drifts conserve total linear momentum and, for central pair forces, angular momentum, to round-off.
 Each stage costs one force evaluation (the force after a drift is reused by the next kick).
+The coefficients and the step are :mod:`hamnet.composition`'s, shared with the torchdiffeq
+solvers of :mod:`hamnet.integrate`; here the step runs in place on plain tensors, for speed.
 
 The sub-step is chosen from the system's shortest dynamical time ``tau`` (``system.timescale``):
 ``h <= STEP_FRACTION * tau``, which bounds the per-step phase error of the fastest motion; the
@@ -26,55 +28,18 @@ from tqdm.auto import tqdm
 
 from systems import HamiltonianSystem, Params
 
-from .version import __version__
+from .composition import COMPOSITIONS, Composition
 from .diagnostics import conservation_report
 from .io import Trajectories
+from .version import __version__
 
+#: the composition (a name in :data:`hamnet.composition.COMPOSITIONS`) ground truth uses by default
 METHOD = "yoshida8"
-ORDER = 8
 #: sub-step as a fraction of the system's shortest dynamical time; chosen so that springs and
-#: nbody meet the accuracy targets in tests/test_simulate.py with a margin.
+#: nbody meet the accuracy targets in tests/test_simulation.py with a margin.
 STEP_FRACTION = 0.1
 #: systems integrated together; bounds memory for large batches without changing the results
-DEFAULT_CHUNK = 2048
-
-# Yoshida (1990), eighth order, solution D: w1..w7; w0 = 1 - 2 (w1 + ... + w7).
-_YOSHIDA8_OUTER = (
-    0.102799849391985,
-    -1.96061023297549,
-    1.93813913762276,
-    -0.158240635368243,
-    -1.44485223686048,
-    0.253693336566229,
-    0.914844246229740,
-)
-# Yoshida (1990), sixth order, solution A: w1..w3.
-_YOSHIDA6_OUTER = (-1.17767998417887, 0.235573213359357, 0.784513610477560)
-
-
-def symmetric_composition(outer: tuple[float, ...]) -> tuple[float, ...]:
-    """The symmetric sequence ``(w_K, ..., w_1, w_0, w_1, ..., w_K)`` with ``w_0 = 1 - 2 sum w_i``."""
-    w0 = 1.0 - 2.0 * math.fsum(outer)
-    return tuple(reversed(outer)) + (w0,) + tuple(outer)
-
-
-def kick_drift_coefficients(weights: tuple[float, ...]) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Merge a composition of kick-drift-kick steps into alternating kicks and drifts.
-
-    Returns ``(kicks, drifts)`` with ``len(kicks) = len(drifts) + 1``: a step is
-    ``kick(kicks[0]) drift(drifts[0]) kick(kicks[1]) ... drift(drifts[-1]) kick(kicks[-1])``.
-    """
-    kicks = [0.5 * weights[0]]
-    kicks += [0.5 * (a + b) for a, b in zip(weights[:-1], weights[1:])]
-    kicks.append(0.5 * weights[-1])
-    return tuple(kicks), tuple(weights)
-
-
-COMPOSITIONS = {
-    "leapfrog": (1.0,),
-    "yoshida6": symmetric_composition(_YOSHIDA6_OUTER),
-    "yoshida8": symmetric_composition(_YOSHIDA8_OUTER),
-}
+SYSTEMS_PER_BATCH = 2048
 
 
 @dataclass(frozen=True)
@@ -117,14 +82,14 @@ def simulate(
     dt: float,
     substeps: int | None = None,
     method: str = METHOD,
-    chunk: int = DEFAULT_CHUNK,
+    systems_per_batch: int = SYSTEMS_PER_BATCH,
     progress: bool = False,
 ) -> tuple[Tensor, Tensor, SimulationSettings]:
     """Integrate the true Hamiltonian of ``system`` from ``z0: (B, 2, N, D)`` in float64.
 
     Returns ``t: (steps + 1,)``, ``z: (B, steps + 1, 2, N, D)`` and the settings used.
     ``substeps=None`` chooses them per system (:func:`choose_substeps`). Results do not depend on
-    ``chunk`` or on the other systems in the batch, only memory and speed do.
+    ``systems_per_batch`` or on the other systems in the batch, only memory and speed do.
     """
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
@@ -141,46 +106,39 @@ def simulate(
         if substeps < 1:
             raise ValueError(f"substeps must be >= 1, got {substeps}")
         per_system = torch.full((n_systems,), int(substeps), dtype=torch.int64)
-    settings = SimulationSettings(method=method, order=ORDERS[method], step_fraction=STEP_FRACTION,
+    composition = COMPOSITIONS[method]
+    settings = SimulationSettings(method=method, order=composition.order, step_fraction=STEP_FRACTION,
                                   substeps_min=int(per_system.min()), substeps_max=int(per_system.max()))
-    kicks, drifts = kick_drift_coefficients(COMPOSITIONS[method])
 
     z = torch.empty((n_systems, steps + 1, *z0.shape[1:]), dtype=torch.float64, device=z0.device)
     z[:, 0] = z0
     with tqdm(total=n_systems * steps, disable=not progress, unit="system-step", unit_scale=True) as bar:
         for count in per_system.unique().tolist():
             group = (per_system == count).nonzero().squeeze(-1)
-            for rows in group.split(chunk):
+            for rows in group.split(systems_per_batch):
                 integrate = _integrate_linear if system.linear else _integrate
                 z[rows] = integrate(system, z0[rows], {k: v[rows] for k, v in params.items()},
-                                    steps, dt / count, count, kicks, drifts, bar)
+                                    steps, dt / count, count, composition, bar)
     t = torch.arange(steps + 1, dtype=torch.float64, device=z0.device) * dt
     return t, z, settings
 
 
-def _integrate(system, z0, params, steps, h, substeps, kicks, drifts, bar) -> Tensor:
+def _integrate(system, z0, params, steps, h, substeps, composition: Composition, bar) -> Tensor:
     """``(b, steps + 1, 2, N, D)`` for one chunk of systems sharing a sub-step ``h``."""
     velocity, force_of = system.velocity_function(params), system.force_function(params)
-    kick_sizes = [c * h for c in kicks]
-    drift_sizes = [d * h for d in drifts]
     out = torch.empty((z0.shape[0], steps + 1, *z0.shape[1:]), dtype=z0.dtype, device=z0.device)
     out[:, 0] = z0
     q, p = z0[:, 0].clone(), z0[:, 1].clone()
     force = force_of(q)
     for step in range(1, steps + 1):
         for _ in range(substeps):
-            # kick-drift alternation; the force after the last drift is reused by the next kick
-            for kick, drift in zip(kick_sizes, drift_sizes):
-                p.add_(force, alpha=kick)
-                q.add_(velocity(p), alpha=drift)
-                force = force_of(q)
-            p.add_(force, alpha=kick_sizes[-1])
+            q, p, force = composition.step(q, p, force, h, velocity, force_of, in_place=True)
         out[:, step, 0], out[:, step, 1] = q, p
         bar.update(q.shape[0])
     return out
 
 
-def _integrate_linear(system, z0, params, steps, h, substeps, kicks, drifts, bar) -> Tensor:
+def _integrate_linear(system, z0, params, steps, h, substeps, composition: Composition, bar) -> Tensor:
     """:func:`_integrate` for systems with linear forces, at a fraction of the cost.
 
     With linear forces every kick and drift is linear, so one output step of the composition is a
@@ -194,7 +152,7 @@ def _integrate_linear(system, z0, params, steps, h, substeps, kicks, drifts, bar
     basis = basis.repeat(b, 1, 1, 1)
     repeated = {k: v.repeat_interleave(width, dim=0) for k, v in params.items()}
     silent = tqdm(disable=True)
-    images = _integrate(system, basis, repeated, 1, h, substeps, kicks, drifts, silent)[:, 1]
+    images = _integrate(system, basis, repeated, 1, h, substeps, composition, silent)[:, 1]
     step_matrix = images.reshape(b, width, width).transpose(1, 2)  # columns are images of unit states
     out = torch.empty((b, steps + 1, *z0.shape[1:]), dtype=z0.dtype, device=z0.device)
     state = z0.reshape(b, width, dim)
@@ -204,9 +162,6 @@ def _integrate_linear(system, z0, params, steps, h, substeps, kicks, drifts, bar
         out[:, step] = state.reshape(b, 2, n, dim)
         bar.update(b)
     return out
-
-
-ORDERS = {"leapfrog": 2, "yoshida6": 6, "yoshida8": 8}
 
 
 def generate(

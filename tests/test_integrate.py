@@ -1,38 +1,48 @@
-"""hamnet.integrate: registration with torchdiffeq, order, symplecticity, reversibility, refusals, gradients.
+"""hamnet.integrate and hamnet.composition: the registry, registration with torchdiffeq (and name
+clashes with it), order, symplecticity, reversibility, refusals, gradients, the documented example.
 
-Problems: an eccentric softened two-body orbit (nonlinear, separable, from ``systems``), a
-non-separable nonlinear ``H`` defined here, and a separable pair potential whose weights come in
-through ``params`` (so gradients with respect to "weights" can be checked without the state
-requiring grad). All in float64.
+Problems: softened two-body orbits (nonlinear, separable, from ``systems``), a non-separable
+nonlinear ``H`` defined here, and a separable pair potential whose weights come in through
+``params`` (so gradients with respect to "weights" can be checked without the state requiring
+grad). All in float64.
 """
 
 import math
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 
 import pytest
 import torch
-from torch import nn
 from torchdiffeq import odeint, odeint_adjoint
 from torchdiffeq._impl.odeint import SOLVERS
 
 from hamnet import integrate
+from hamnet.composition import COMPOSITIONS, Composition
 from hamnet.dynamics import HamiltonianField, potential_force
-from hamnet.integrate import ConvergenceError, Gauss4, ImplicitMidpoint, Leapfrog, Yoshida4, register_solvers
+from hamnet.integrate import (INTEGRATORS, ConvergenceError, Gauss4, ImplicitMidpoint, Integrator, Leapfrog,
+                              Yoshida4, Yoshida6, Yoshida8, get_integrator, register_integrator, solver_key)
+from hamnet.simulation import simulate
 from systems import NBody
 
+from problems import log_log_slope, two_body_orbit
+
 F64 = torch.float64
-SEPARABLE_METHODS = ["leapfrog", "yoshida4"]
-SYMPLECTIC_METHODS = ["leapfrog", "yoshida4", "implicit_midpoint", "gauss4"]
-ORDERS = {"leapfrog": 2, "implicit_midpoint": 2, "yoshida4": 4, "gauss4": 4, "rk4": 4}
-
-
-def two_body_orbit():
-    """Masses 1 and 0.5 in their centre-of-mass frame, separation 0.3 to 1 (softening 0.1)."""
-    system = NBody(n_particles=2, softening=0.1)
-    m = torch.tensor([[1.0, 0.5]], dtype=F64)
-    q = torch.tensor([[[1 / 3, 0.0], [-2 / 3, 0.0]]], dtype=F64)
-    v = torch.tensor([[[0.0, 0.8 / 3], [0.0, -1.6 / 3]]], dtype=F64)
-    z0 = torch.stack([q, m.unsqueeze(-1) * v], dim=1)
-    return system, {"m": m}, z0
+ROOT = Path(__file__).resolve().parents[1]
+SEPARABLE_METHODS = ["leapfrog", "yoshida4", "yoshida6", "yoshida8"]
+SYMPLECTIC_METHODS = SEPARABLE_METHODS + ["implicit_midpoint", "gauss4"]
+HAMNET_SOLVERS = {"leapfrog": Leapfrog, "yoshida4": Yoshida4, "yoshida6": Yoshida6, "yoshida8": Yoshida8,
+                  "implicit_midpoint": ImplicitMidpoint, "gauss4": Gauss4}
+#: the orders the literature gives, written independently of the code that declares them
+ORDERS = {"euler": 1, "midpoint": 2, "leapfrog": 2, "implicit_midpoint": 2, "yoshida4": 4, "gauss4": 4,
+          "rk4": 4, "dopri5": 5, "yoshida6": 6, "yoshida8": 8, "dopri8": 8}
+ADAPTIVE = {"dopri5", "dopri8"}
+#: step counts over t in [0, 2] at which each order is asymptotic, yet above the reference's accuracy
+STEPS_BY_ORDER = {1: (400, 800, 1600, 3200), 2: (40, 80, 160, 320), 4: (50, 100, 200, 400),
+                  6: (20, 30, 45, 68), 8: (24, 36, 54, 81)}
+FORCES_PER_STEP = {"leapfrog": 1, "yoshida4": 3, "yoshida6": 7, "yoshida8": 15}
 
 
 class NonSeparable:
@@ -84,46 +94,156 @@ def step(field, z, dt, method, n=1):
     return odeint(field, z, t, method=method)[-1]
 
 
-def slope(dts, errors):
-    x, y = torch.tensor(dts).log(), torch.tensor(errors).log()
-    return float(((x - x.mean()) * (y - y.mean())).sum() / (x - x.mean()).square().sum())
+def convergence_slope(method, field, z0, end=2.0):
+    """Fitted order of ``method`` (a torchdiffeq key) on ``[0, end]``, against a tight dopri5 reference."""
+    t = torch.tensor([0.0, end], dtype=F64)
+    reference = odeint(field, z0, t, method="dopri5", rtol=1e-13, atol=1e-13)[-1]
+    order = SOLVERS[method].order
+    dts = [end / n for n in STEPS_BY_ORDER[order]]
+    errors = [(odeint(field, z0, t, method=method, options={"step_size": dt})[-1] - reference).abs().max().item()
+              for dt in dts]
+    assert min(errors) > 1e-10, "errors must stay above the reference's accuracy for the fit to mean anything"
+    return log_log_slope(dts, errors)
 
 
-# -- registration -----------------------------------------------------------------------------
+# -- the registry and torchdiffeq's table ----------------------------------------------------------
 
-def test_solvers_are_registered_with_torchdiffeq():
-    expected = {"leapfrog": Leapfrog, "yoshida4": Yoshida4, "implicit_midpoint": ImplicitMidpoint, "gauss4": Gauss4}
-    for name, solver in expected.items():
-        assert SOLVERS[name] is solver
-        assert solver.order == ORDERS[name]
-    register_solvers()  # idempotent
-    assert all(SOLVERS[name] is solver for name, solver in expected.items())
+def test_every_integrator_is_in_torchdiffeq_table_with_its_order():
+    assert set(INTEGRATORS) == set(ORDERS)
+    for name in INTEGRATORS:
+        integrator = get_integrator(name)
+        solver = SOLVERS[solver_key(name)]
+        assert solver is HAMNET_SOLVERS.get(name, SOLVERS[name])
+        assert integrator.solver is HAMNET_SOLVERS.get(name)
+        assert integrator.order == solver.order == ORDERS[name]
+        assert integrator.fixed_step == (name not in ADAPTIVE)
+        assert integrator.symplectic == (name in SYMPLECTIC_METHODS)
+        assert integrator.separable_only == (name in SEPARABLE_METHODS)
+    assert solver_key(" LeapFrog ") == "leapfrog" and get_integrator("GAUSS4") is INTEGRATORS.get("gauss4")
 
 
-def test_registration_fills_any_table_and_refuses_to_replace_a_different_solver():
-    table = {}
-    register_solvers(table)
-    assert table == integrate.SYMPLECTIC_SOLVERS
-    table = {"leapfrog": SOLVERS["rk4"]}
-    with pytest.raises(RuntimeError, match="already has a solver named 'leapfrog'"):
-        register_solvers(table)
+def test_every_composition_has_a_solver_stepping_with_it():
+    assert set(COMPOSITIONS) == set(SEPARABLE_METHODS)
+    for name, composition in COMPOSITIONS.items():
+        assert get_integrator(name).solver.composition is composition
+        assert composition.order == ORDERS[name] and composition.force_evaluations == FORCES_PER_STEP[name]
+
+
+def test_unknown_names_are_refused_with_the_known_ones():
+    for lookup in (get_integrator, solver_key):
+        with pytest.raises(ValueError, match=r"unknown integrator 'rk5'; known: leapfrog, .*gauss4, .*dopri5.*register_integrator"):
+            lookup("rk5")
+
+
+def test_registering_again_is_a_no_op_and_a_taken_name_is_refused():
+    before = dict(SOLVERS)
+    assert register_integrator(get_integrator("leapfrog")) is get_integrator("leapfrog")
+    assert SOLVERS == before
+    other = Integrator.from_solver(Leapfrog, "another", symplectic=True, separable_only=True)
+    with pytest.raises(ValueError, match="'leapfrog' is already registered"):
+        register_integrator(other)
+
+
+def test_an_entry_must_agree_with_its_solver_and_torchdiffeq():
+    with pytest.raises(ValueError, match=r"equal to the solver's own \(2\)"):
+        Integrator("odd", 3, symplectic=True, separable_only=True, fixed_step=True, solver=Leapfrog, description="")
+    with pytest.raises(ValueError, match="torchdiffeq has no method named 'rk5'"):
+        register_integrator(Integrator("rk5", 5, symplectic=False, separable_only=False, fixed_step=True,
+                                       solver=None, description=""))
+    with pytest.raises(ValueError, match="torchdiffeq.s .euler. has order 1, not 2"):
+        register_integrator(Integrator("euler", 2, symplectic=False, separable_only=False, fixed_step=True,
+                                       solver=None, description=""), replace=True)
+    assert "rk5" not in INTEGRATORS and get_integrator("euler").order == 1
+
+
+FOREIGN_SOLVERS_SCRIPT = textwrap.dedent("""
+    import logging, sys
+    import torch
+    from torchdiffeq import odeint
+    from torchdiffeq._impl.fixed_grid import Euler
+    from torchdiffeq._impl.odeint import SOLVERS
+
+    class Foreign(Euler):
+        def __init__(self, *args, **kwargs):
+            raise AssertionError("torchdiffeq's own solver ran instead of hamnet's")
+
+    NAMES = {names!r}
+    for name in NAMES:
+        SOLVERS[name] = Foreign
+    logging.getLogger("hamnet").setLevel(logging.DEBUG)
+    logging.getLogger("hamnet").addHandler(logging.StreamHandler(sys.stdout))
+
+    import hamnet
+    from hamnet.dynamics import HamiltonianField
+    from hamnet.integrate import get_integrator, solver_key
+    from systems import NBody
+
+    m = torch.tensor([[1.0, 0.5]], dtype=torch.float64)
+    q = torch.tensor([[[1 / 3, 0.0], [-2 / 3, 0.0]]], dtype=torch.float64)
+    z0 = torch.stack([q, m.unsqueeze(-1) * torch.tensor([[[0.0, 1 / 3], [0.0, -2 / 3]]], dtype=torch.float64)], 1)
+    field = HamiltonianField(NBody(n_particles=2, softening=0.1), {{"m": m}})
+    t = torch.linspace(0.0, 1.0, 101, dtype=torch.float64)
+    reference = odeint(field, z0, t, method="dopri5", rtol=1e-12, atol=1e-12)
+    for name in NAMES:
+        key = solver_key(name)
+        assert key == "hamnet_" + name and SOLVERS[name] is Foreign, (name, key)
+        assert SOLVERS[key] is get_integrator(name).solver and get_integrator(name).solver.__module__ == "hamnet.integrate"
+        error = (odeint(field, z0, t, method=key) - reference).abs().max().item()
+        assert error < 1e-3, (name, error)
+    print("all hamnet solvers ran")
+""")
+
+
+def test_a_name_taken_in_torchdiffeq_moves_hamnets_solver_aside():
+    # a fresh interpreter, so that torchdiffeq's table holds the foreign solvers before hamnet is imported
+    script = FOREIGN_SOLVERS_SCRIPT.format(names=sorted(HAMNET_SOLVERS))
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "all hamnet solvers ran" in result.stdout
+    for name in HAMNET_SOLVERS:
+        assert f"registered as 'hamnet_{name}'" in result.stdout
+
+
+# -- the composition engine -----------------------------------------------------------------------
+
+def test_composition_coefficients_are_consistent():
+    for composition in COMPOSITIONS.values():
+        assert len(composition.kicks) == len(composition.drifts) + 1
+        assert math.fsum(composition.kicks) == pytest.approx(1.0, abs=1e-14)
+        assert math.fsum(composition.drifts) == pytest.approx(1.0, abs=1e-14)
+        assert composition.weights == tuple(reversed(composition.weights))  # symmetric: time-reversible
+    with pytest.raises(ValueError, match="weights must sum to 1"):
+        Composition("bad", 2, (0.5, 0.4))
+
+
+@pytest.mark.parametrize("method", SEPARABLE_METHODS)
+def test_in_place_and_differentiable_steps_agree(method, generator):
+    system, params, z0 = pair_problem(generator)
+    field, composition = HamiltonianField(system, params), COMPOSITIONS[method]
+    q, p = z0[:, 0], z0[:, 1]
+    out_of_place = composition.step(q, p, field.force(q), 0.1, field.velocity, field.force)
+    in_place = composition.step(q.clone(), p.clone(), field.force(q), 0.1, field.velocity, field.force, in_place=True)
+    assert (out_of_place[0] - q).abs().max() > 1e-3
+    for a, b in zip(out_of_place, in_place):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-14)
+
+
+@pytest.mark.parametrize("method", SEPARABLE_METHODS)
+def test_odeint_solver_matches_the_ground_truth_simulator(method):
+    system, params, z0 = two_body_orbit()
+    _, truth, _ = simulate(system, z0, params, steps=30, dt=0.02, substeps=1, method=method)
+    t = torch.arange(31, dtype=F64) * 0.02
+    solved = odeint(HamiltonianField(system, params), z0, t, method=solver_key(method))
+    torch.testing.assert_close(solved.transpose(0, 1), truth, rtol=0, atol=1e-12)
 
 
 # -- accuracy and geometry ------------------------------------------------------------------------
 
-@pytest.mark.parametrize("method", ["leapfrog", "yoshida4", "implicit_midpoint", "gauss4", "rk4"])
-def test_convergence_order_on_an_eccentric_orbit(method):
-    system, params, z0 = two_body_orbit()
-    field = HamiltonianField(system, params)
-    end = 2.0
-    t = torch.tensor([0.0, end], dtype=F64)
-    reference = odeint(field, z0, t, method="dopri5", rtol=1e-12, atol=1e-12)[-1]
-    steps = (40, 80, 160, 320) if ORDERS[method] == 2 else (100, 200, 400, 800)
-    dts = [end / n for n in steps]
-    errors = [(odeint(field, z0, t, method=method, options={"step_size": dt})[-1] - reference).abs().max().item()
-              for dt in dts]
-    assert min(errors) > 1e-10, "errors must stay above the reference's accuracy for the fit to mean anything"
-    assert slope(dts, errors) == pytest.approx(ORDERS[method], abs=0.2)
+@pytest.mark.parametrize("method", [name for name in ORDERS if name not in ADAPTIVE])
+def test_convergence_order_of_every_fixed_step_integrator(method):
+    system, params, z0 = two_body_orbit(speed=1.0)
+    fitted = convergence_slope(solver_key(method), HamiltonianField(system, params), z0)
+    assert fitted == pytest.approx(ORDERS[method], abs=0.25)
 
 
 def one_step_jacobian(field, z0, dt, method):
@@ -191,7 +311,7 @@ class CountingForces(NBody):
         return super().forces(q, params)
 
 
-@pytest.mark.parametrize("method, per_step", [("leapfrog", 1), ("yoshida4", 3)])
+@pytest.mark.parametrize("method, per_step", FORCES_PER_STEP.items())
 def test_splitting_reuses_the_last_force(method, per_step):
     _, params, z0 = two_body_orbit()
     system = CountingForces(n_particles=2, softening=0.1)
@@ -304,3 +424,33 @@ def test_event_handling_finds_the_same_time_as_rk4(method):
     (event_time, states), (rk4_time, _) = found[method], found["rk4"]
     assert abs(separation_reaches_half(event_time, states[-1]).item()) < 1e-8
     assert event_time.item() == pytest.approx(rk4_time.item(), abs=1e-5)
+
+
+# -- docs/integrators.md ------------------------------------------------------------------------
+
+def test_documented_table_lists_every_integrator():
+    text = (ROOT / "docs" / "integrators.md").read_text()
+    yes_no = {True: "yes", False: "no"}
+    for name in INTEGRATORS:
+        entry = get_integrator(name)
+        row = (f"| {entry.name} | {entry.order} | {yes_no[entry.symplectic]} | {yes_no[entry.separable_only]} "
+               f"| {yes_no[entry.fixed_step]} |")
+        assert row in text, row
+
+
+@pytest.fixture
+def documented_example():
+    """Run the example of docs/integrators.md (it registers 'suzuki4'), and undo it afterwards."""
+    code = re.search(r"```python\n(.*?)```", (ROOT / "docs" / "integrators.md").read_text(), re.S).group(1)
+    exec(compile(code, "docs/integrators.md", "exec"), {})
+    key = solver_key("suzuki4")
+    yield key
+    INTEGRATORS.unregister("suzuki4")
+    SOLVERS.pop(key)
+
+
+def test_documented_composition_has_its_order(documented_example):
+    entry = get_integrator("suzuki4")
+    assert (entry.order, entry.symplectic, entry.separable_only, entry.fixed_step) == (4, True, True, True)
+    system, params, z0 = two_body_orbit(speed=1.0)
+    assert convergence_slope(documented_example, HamiltonianField(system, params), z0) == pytest.approx(4, abs=0.25)
