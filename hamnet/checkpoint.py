@@ -68,10 +68,23 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def model_from_checkpoint(path: str | os.PathLike) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """The trained model (float32, eval mode) and the checkpoint it came from."""
+    """The trained model (float32, eval mode) and the checkpoint it came from.
+
+    A checkpoint names its model and group; a name that is not registered in this process (your
+    own model or group) is refused with a line saying how to register it. Nothing is imported
+    because a checkpoint names it.
+    """
     state = load_checkpoint(path)
     try:
-        model = build_model(ModelConfig.from_dict(state["model_config"]))
+        config = ModelConfig.from_dict(state["model_config"])
+    except ValueError as error:
+        unregistered = str(error).startswith(("unknown model", "unknown group"))
+        hint = "; if it is your own, load the file that registers it (--plugin FILE.py)" if unregistered else ""
+        raise CheckpointError(f"{path}: {str(error).splitlines()[0]}{hint}") from error
+    except TypeError as error:
+        raise CheckpointError(f"{path}: malformed model config ({error})") from error
+    try:
+        model = build_model(config)
         model.load_state_dict(state["model"])
     except (TypeError, ValueError, RuntimeError) as error:
         raise CheckpointError(f"{path}: model does not match its config ({str(error).splitlines()[0]})") from error

@@ -33,13 +33,15 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor, nn
 
-from hamnet.dynamics import potential_force
-from hamnet.groups import get_group
-from hamnet.lieconv import LieResNet, centre
+from .dynamics import potential_force
+from .groups import get_group
+from .lieconv import LieResNet, centre
+from .registry import Registry
 
 Params = dict[str, Tensor]
 
-__all__ = ["ModelConfig", "HLieConv", "FCNODE", "FCHNN", "HOGN", "MODELS", "build_model", "init_parameters"]
+__all__ = ["ModelConfig", "ParticleModel", "HLieConv", "FCNODE", "FCHNN", "HOGN", "MODELS", "register_model",
+           "build_model", "check_compatible", "init_parameters"]
 
 #: seed of the generator that initialises weights when ``build_model`` is given none
 DEFAULT_INIT_SEED = 0
@@ -49,11 +51,12 @@ DEFAULT_INIT_SEED = 0
 class ModelConfig:
     """Everything needed to rebuild a model (with ``build_model``), JSON- and ``torch.save``-friendly.
 
-    ``name``: one of ``MODELS``. ``n_particles`` and ``dim``: the systems the model is for (the
+    ``name``: a name in :data:`MODELS` (the built-ins or one added with :func:`register_model`). ``n_particles`` and ``dim``: the systems the model is for (the
     fully connected models are tied to ``n_particles``; HLieConv and HOGN accept any ``N``).
     ``feature_keys``: the parameters stacked into per-particle features. ``width`` and ``depth``:
     hidden width and number of hidden layers (LieConv residual blocks for HLieConv, message
-    passing MLP layers for HOGN). HLieConv only: ``group`` (a name for ``hamnet.groups.get_group``),
+    passing MLP layers for HOGN). HLieConv only: ``group`` (a name for ``hamnet.groups.get_group``;
+    default: the translations of ``dim``, ``"T2"`` or ``"T3"``),
     ``neighbours`` (k nearest in group distance; None for all particles), ``lift_samples``
     (Monte Carlo lift size where the group's stabilizer is not trivial), ``kernel_width`` and
     ``kernel_channels`` (the LieConv kernel MLP) and ``centre`` (subtract the centroid before the
@@ -66,7 +69,7 @@ class ModelConfig:
     feature_keys: tuple[str, ...] = ("m", "k")
     width: int = 128
     depth: int = 4
-    group: str = "T2"
+    group: str | None = None
     neighbours: int | None = None
     lift_samples: int | None = None
     kernel_width: int = 32
@@ -76,6 +79,9 @@ class ModelConfig:
     def __post_init__(self) -> None:
         # a config read back from JSON carries a list
         object.__setattr__(self, "feature_keys", tuple(self.feature_keys))
+        if self.group is None:
+            object.__setattr__(self, "group", f"T{self.dim}")
+        model_class = MODELS.get(self.name)  # unknown names fail here, with the known ones listed
         if self.dim not in (2, 3):
             raise ValueError(f"dim must be 2 or 3, got {self.dim}")
         if self.n_particles < 1 or self.width < 1 or self.depth < 1:
@@ -84,6 +90,8 @@ class ModelConfig:
             )
         if not self.feature_keys or "m" not in self.feature_keys:
             raise ValueError(f"feature_keys must include the masses 'm', got {self.feature_keys}")
+        if model_class.uses_group:
+            get_group(self.group, self.dim)  # an unknown group or a wrong dimension fails before any build
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> "ModelConfig":
@@ -127,10 +135,19 @@ def init_parameters(module: nn.Module, generator: torch.Generator) -> None:
                         tensor.copy_((2.0 * noise - 1.0) * bound)
 
 
-class _ParticleModel(nn.Module):
-    """Features, kinetic energy and input checks shared by every model."""
+class ParticleModel(nn.Module):
+    """Features, kinetic energy and input checks shared by every model; subclass it to add one.
+
+    A subclass takes a :class:`ModelConfig`, implements ``hamiltonian(z, params)`` (or, for a model
+    that is not Hamiltonian, ``vector_field(z, params)``; see :mod:`hamnet.dynamics`) and declares:
+    ``separable`` (``H = sum |p|^2/2m + V(q)`` with ``forces(q, params)``, so splitting integrators
+    apply), ``fixed_particles`` (the network is tied to ``config.n_particles``) and ``uses_group``
+    (``config.group`` means something to it). Register it with :func:`register_model`.
+    """
 
     separable = False
+    fixed_particles = False
+    uses_group = False
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -161,6 +178,11 @@ class _ParticleModel(nn.Module):
         """``dq/dt = p / m``; ``p: (B, N, D)`` -> ``(B, N, D)``."""
         return p / params["m"].to(p.dtype).unsqueeze(-1)
 
+    @classmethod
+    def label(cls, config: Mapping[str, Any]) -> str:
+        """A short name for a model config (a dict as stored in checkpoints), e.g. ``hlieconv SO2``."""
+        return f"{config['name']} {config['group']}" if cls.uses_group else str(config["name"])
+
     def _check_state(self, z: Tensor, *, fixed_n: bool) -> None:
         if z.dim() != 4 or z.shape[1] != 2 or z.shape[3] != self.config.dim:
             raise ValueError(f"expected a state z: (B, 2, N, {self.config.dim}), got shape {tuple(z.shape)}")
@@ -182,7 +204,7 @@ class _ParticleModel(nn.Module):
 
 # -- the models ---------------------------------------------------------------------------------
 
-class HLieConv(_ParticleModel):
+class HLieConv(ParticleModel):
     """``H = sum_i |p_i|^2 / 2 m_i + V_theta(q - centroid, features)`` with ``V`` a LieResNet.
 
     Separable, with the true kinetic energy (as in the paper), so leapfrog and yoshida4 apply.
@@ -192,6 +214,7 @@ class HLieConv(_ParticleModel):
     """
 
     separable = True
+    uses_group = True
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__(config)
@@ -230,11 +253,13 @@ class HLieConv(_ParticleModel):
         return self.hamiltonian(z, params)
 
 
-class FCHNN(_ParticleModel):
+class FCHNN(ParticleModel):
     """Fully connected Hamiltonian network: an MLP maps flattened ``q, p, features`` to ``H``.
 
     Not separable and not invariant to anything, so it conserves no momentum; tied to ``n_particles``.
     """
+
+    fixed_particles = True
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__(config)
@@ -248,12 +273,14 @@ class FCHNN(_ParticleModel):
         return self.hamiltonian(z, params)
 
 
-class FCNODE(_ParticleModel):
+class FCNODE(ParticleModel):
     """Fully connected neural ODE: an MLP maps flattened ``q, p, features`` straight to ``dz/dt``.
 
     Not Hamiltonian (no ``hamiltonian``; ``vector_field`` instead), so nothing is conserved by
     construction; tied to ``n_particles``.
     """
+
+    fixed_particles = True
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__(config)
@@ -267,7 +294,7 @@ class FCNODE(_ParticleModel):
         return self.vector_field(z, params)
 
 
-class HOGN(_ParticleModel):
+class HOGN(ParticleModel):
     """Hamiltonian graph network: messages over all ordered particle pairs, summed to a scalar ``H``.
 
     Nodes carry ``x_i = [q_i, p_i, features_i]``; an edge MLP turns ``[x_i, x_j]`` into a message,
@@ -299,12 +326,22 @@ class HOGN(_ParticleModel):
         return self.hamiltonian(z, params)
 
 
-MODELS: dict[str, type[_ParticleModel]] = {
-    "hlieconv": HLieConv,
-    "fc-node": FCNODE,
-    "fc-hnn": FCHNN,
-    "hogn": HOGN,
-}
+#: The model registry: ``ModelConfig.name`` -> model class.
+MODELS: Registry[type[ParticleModel]] = Registry(
+    "model", hint="add your own with hamnet.models.register_model (on the command line: --plugin file.py)"
+)
+
+
+def register_model(name: str, cls: type[ParticleModel], *, replace: bool = False) -> None:
+    """Make ``cls`` (a :class:`ParticleModel` subclass taking a :class:`ModelConfig`) buildable as
+    ``ModelConfig(name=name)``: by :func:`build_model`, training, checkpoints and the command line."""
+    if not (isinstance(cls, type) and issubclass(cls, ParticleModel)):
+        raise TypeError(f"register_model needs a subclass of hamnet.models.ParticleModel, got {cls!r}")
+    MODELS.register(name, cls, replace=replace)
+
+
+for _name, _cls in (("hlieconv", HLieConv), ("fc-node", FCNODE), ("fc-hnn", FCHNN), ("hogn", HOGN)):
+    register_model(_name, _cls)
 
 
 def build_model(config: ModelConfig, generator: torch.Generator | None = None) -> nn.Module:
@@ -314,8 +351,22 @@ def build_model(config: ModelConfig, generator: torch.Generator | None = None) -
     when None), so the same config and generator give the same weights. To restore a
     checkpoint: ``build_model(ModelConfig.from_dict(saved_config)).load_state_dict(saved_state)``.
     """
-    if config.name not in MODELS:
-        raise ValueError(f"unknown model {config.name!r}; choose one of {', '.join(MODELS)}")
-    model = MODELS[config.name](config)
+    model = MODELS.get(config.name)(config)
     init_parameters(model, generator if generator is not None else torch.Generator().manual_seed(DEFAULT_INIT_SEED))
     return model
+
+
+def check_compatible(config: ModelConfig, data: Any, source: str) -> None:
+    """Refuse data a model cannot take, in one line: wrong ``D``, wrong ``N`` for a model tied to its
+    particle count, or missing feature parameters. ``data`` is a :class:`hamnet.io.Trajectories`."""
+    if data.dim != config.dim:
+        raise ValueError(f"{source} holds {data.dim}D systems; the model is for {config.dim}D")
+    missing = [key for key in config.feature_keys if key not in data.params]
+    if missing:
+        raise ValueError(f"{source} lacks the parameters {missing} the model uses as features")
+    if MODELS.get(config.name).fixed_particles and data.n_particles != config.n_particles:
+        flexible = [name for name in MODELS.names() if not MODELS.get(name).fixed_particles]
+        raise ValueError(
+            f"{config.name} is fully connected over {config.n_particles} particles and cannot run on {source} "
+            f"with N = {data.n_particles}; {' and '.join(flexible)} run on any N"
+        )
