@@ -8,12 +8,14 @@ principal axes of all positions shown, see :func:`hamnet.plots.principal_plane`)
 every frame and panel.
 
 Frames are drawn on a ``matplotlib.figure.Figure`` with the Agg canvas (no pyplot, no display) and
-written as a GIF with Pillow, always available, or as an MP4 by piping raw frames to ``ffmpeg`` when
-it is on ``PATH``. Output is atomic: a failed or interrupted run leaves no file behind.
+written by matplotlib's movie writers: a GIF with ``PillowWriter``, always available, or an H.264 MP4
+with ``FFMpegWriter`` when ``ffmpeg`` is on ``PATH``. Output is atomic: a failed or interrupted run
+leaves no file behind.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -21,9 +23,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from matplotlib.animation import AbstractMovieWriter, FFMpegWriter, PillowWriter
 from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
-from PIL import Image
 from torch import Tensor
 
 from .io import Trajectories, atomic_path
@@ -108,34 +110,56 @@ def animate(
     frames = list(range(0, len(t), int(stride)))[: int(max_frames)]
     scene = _Scene(rollout, pred, true, frames, trail=int(trail) * int(stride), layout=layout,
                    system_index=system_index, label=label or default_label(rollout))
-    images = [scene.render(index, float(t[index])) for index in frames]
     with atomic_path(path) as tmp:
-        if path.suffix.lower() == ".gif":
-            _write_gif(tmp, images, fps)
-        else:
-            _write_mp4(tmp, images, fps)
-    return len(images)
+        # the writers choose the file format by suffix, which atomic_path's temporary file lacks
+        staged = tmp.with_name(tmp.name + path.suffix.lower())
+        try:
+            _write_frames(scene, [(index, float(t[index])) for index in frames], _writer(path, fps), staged)
+            os.replace(staged, tmp)
+        finally:
+            staged.unlink(missing_ok=True)
+    return len(frames)
 
 
-def _write_gif(path: Path, images: list[np.ndarray], fps: float) -> None:
-    frames = [Image.fromarray(image) for image in images]
-    # GIF stores delays in hundredths of a second
-    duration = max(10, int(round(100.0 / fps)) * 10)
-    frames[0].save(path, format="GIF", save_all=True, append_images=frames[1:], duration=duration, loop=0)
+def _writer(path: Path, fps: float) -> AbstractMovieWriter:
+    if path.suffix.lower() == ".mp4":
+        # explicit codec and arguments, so that a user's matplotlibrc cannot change what is written;
+        # for h264 the writer adds yuv420p (what players expect) and evens the frame size
+        return FFMpegWriter(fps=fps, codec="h264", extra_args=[])
+    # GIF stores frame delays in hundredths of a second: each frame shows for 1 / fps rounded to the
+    # nearest 10 ms, at least 10 ms. PillowWriter hands Pillow int(1000 / its fps) ms, which Pillow
+    # truncates to hundredths, so plain fps would truncate (fps 6: 160 ms, not 170; fps > 100: 0 ms,
+    # which viewers show as 100 ms). Asking for 1000 / (delay + 0.5) makes that integer exactly delay.
+    delay_ms = max(10, round(100.0 / fps) * 10)
+    return PillowWriter(fps=1000.0 / (delay_ms + 0.5))
 
 
-def _write_mp4(path: Path, images: list[np.ndarray], fps: float) -> None:
-    height, width, _ = images[0].shape
-    command = [
-        shutil.which("ffmpeg") or "ffmpeg", "-y", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgb24",
-        "-s", f"{width}x{height}", "-r", f"{fps:g}", "-i", "-",
-        # yuv420p (what players expect) needs even sizes
-        "-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2", "-pix_fmt", "yuv420p", "-f", "mp4", str(path),
-    ]
-    result = subprocess.run(command, input=b"".join(image.tobytes() for image in images), capture_output=True)
-    if result.returncode != 0:
-        message = result.stderr.decode(errors="replace").strip().splitlines()
-        raise OSError(f"ffmpeg failed writing the .mp4: {message[-1] if message else f'exit status {result.returncode}'}")
+def _write_frames(scene: _Scene, times: list[tuple[int, float]], writer: AbstractMovieWriter, out: Path) -> None:
+    """Draw the frame for each ``(time step, time)`` of ``times`` and write them all to ``out`` with ``writer``."""
+    # not writer.saving(): it finishes the movie on failure too, and that error would replace the
+    # first one (a KeyboardInterrupt before the first GIF frame would become an IndexError)
+    writer.setup(scene.figure, out, dpi=ANIMATION_DPI)
+    try:
+        for index, time in times:
+            scene.show(index, time)
+            writer.grab_frame()
+    except BrokenPipeError:
+        _finish(writer)  # ffmpeg quit early; its exit status and last message say why
+        raise
+    except BaseException:
+        with contextlib.suppress(Exception):  # ends ffmpeg; the first error is the one to report
+            writer.finish()
+        raise
+    _finish(writer)
+
+
+def _finish(writer: AbstractMovieWriter) -> None:
+    try:
+        writer.finish()
+    except subprocess.CalledProcessError as error:
+        lines = (error.stderr or "").strip().splitlines()
+        reason = lines[-1] if lines else f"exit status {error.returncode}"
+        raise OSError(f"ffmpeg failed writing the .mp4: {reason}") from error
 
 
 class _Scene:
@@ -182,18 +206,16 @@ class _Scene:
         self.clock = self.figure.suptitle("")
         self.layout_fixed = False
 
-    def render(self, index: int, time: float) -> np.ndarray:
-        """The frame at time step ``index`` as an RGB array ``(height, width, 3)`` of uint8."""
+    def show(self, index: int, time: float) -> None:
+        """Put the artists at time step ``index``; a movie writer's ``grab_frame`` draws them."""
         for layer in self.layers:
             layer.update(index, self.trail)
         self.clock.set_text(f"{self.title}, t = {time:.3f}")
-        canvas = self.figure.canvas
-        canvas.draw()
         if not self.layout_fixed:
             # the layout is the same in every frame: solve it once, then draw frames about twice as fast
+            self.figure.draw_without_rendering()
             self.figure.set_layout_engine("none")
             self.layout_fixed = True
-        return np.array(canvas.buffer_rgba())[..., :3]
 
 
 class _Layer:

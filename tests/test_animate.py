@@ -1,6 +1,7 @@
 """Animations: the expected number of frames and size, and one clear line for every bad input."""
 
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -9,10 +10,11 @@ from PIL import Image, ImageSequence
 import systems
 from hamnet import animate as animate_module
 from hamnet.animate import ANIMATION_DPI, animate
-from hamnet.cli import main
 from hamnet.io import Trajectories, save_trajectories
 from hamnet.rollouts import rollout
 from hamnet.simulation import generate
+
+from problems import run_cli
 
 
 def make_pair(dim=2):
@@ -85,6 +87,57 @@ def test_mp4_with_ffmpeg(tmp_path, pair):
     assert out.read_bytes()[4:8] == b"ftyp"
 
 
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg is not installed")
+def test_mp4_ffmpeg_failure_is_one_line_and_leaves_nothing(tmp_path, pair, monkeypatch):
+    writer = animate_module.FFMpegWriter
+    monkeypatch.setattr(animate_module, "FFMpegWriter", lambda fps, **_: writer(fps=fps, codec="no-such-codec"))
+    with pytest.raises(OSError, match="^ffmpeg failed writing the .mp4: [^\n]+$"):
+        animate(pair[1], out=tmp_path / "f.mp4", stride=5)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("fps, duration", [(6, 170), (3, 330), (7.5, 130), (0.5, 2000), (250, 10)])
+def test_gif_frame_duration_is_the_period_rounded_to_hundredths(tmp_path, pair, fps, duration):
+    out = tmp_path / "h.gif"
+    animate(pair[1], out=out, fps=fps, max_frames=2, trail=0)
+    assert frames_and_size(out)[2] == duration
+
+
+@pytest.mark.parametrize("error", [RuntimeError, KeyboardInterrupt])
+@pytest.mark.parametrize("failing_frame", [0, 2])
+def test_failed_write_leaves_nothing_and_keeps_the_old_file(tmp_path, pair, monkeypatch, error, failing_frame):
+    out = tmp_path / "i.gif"
+    out.write_bytes(b"an older animation")
+    show, shown = animate_module._Scene.show, []
+
+    def failing_show(scene, index, time):
+        if len(shown) == failing_frame:
+            raise error("stopped")
+        shown.append(index)
+        show(scene, index, time)
+
+    monkeypatch.setattr(animate_module._Scene, "show", failing_show)
+    with pytest.raises(error, match="stopped"):
+        animate(pair[1], out=out, max_frames=4)
+    assert list(tmp_path.iterdir()) == [out] and out.read_bytes() == b"an older animation"
+
+
+def test_writer_failing_after_writing_its_file_leaves_nothing(tmp_path, pair, monkeypatch):
+    out = tmp_path / "j.gif"
+    out.write_bytes(b"an older animation")
+    finish = animate_module.PillowWriter.finish
+
+    def finish_then_fail(writer):
+        finish(writer)
+        assert Path(writer.outfile).stat().st_size > 0
+        raise OSError("disk full")
+
+    monkeypatch.setattr(animate_module.PillowWriter, "finish", finish_then_fail)
+    with pytest.raises(OSError, match="disk full"):
+        animate(pair[1], out=out, max_frames=3)
+    assert list(tmp_path.iterdir()) == [out] and out.read_bytes() == b"an older animation"
+
+
 @pytest.mark.parametrize("settings, message", [
     ({"fps": 0}, "fps must be positive"),
     ({"stride": 0}, "stride must be a positive integer"),
@@ -100,17 +153,11 @@ def test_bad_settings(tmp_path, pair, settings, message):
 
 
 # -- the command line --------------------------------------------------------------------------------
-def run(args, capsys):
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 def test_cli_animate(tmp_path, pair, capsys):
     truth_file, rollout_file, out = tmp_path / "truth.npz", tmp_path / "rollout.npz", tmp_path / "movie.gif"
     save_trajectories(truth_file, pair[0])
     save_trajectories(rollout_file, pair[1])
-    code, stdout, _ = run(["animate", rollout_file, "--truth", truth_file, "--out", out, "--fps", "5",
+    code, stdout, _ = run_cli(["animate", rollout_file, "--truth", truth_file, "--out", out, "--fps", "5",
                            "--stride", "4", "--max-frames", "4", "--layout", "overlay", "--system", "1"], capsys)
     assert code == 0 and "4 frames" in stdout
     assert frames_and_size(out)[:2] == (4, (round(5.0 * ANIMATION_DPI), round(5.6 * ANIMATION_DPI)))
@@ -130,7 +177,7 @@ def test_cli_animate_bad_input(tmp_path, pair, capsys):
     ]
     before = set(tmp_path.iterdir())
     for args, message in cases:
-        code, _, err = run(args, capsys)
+        code, _, err = run_cli(args, capsys)
         assert code == 1, args
         assert err.count("\n") == 1 and err.startswith("hamnet: error:") and message in err, err
     assert set(tmp_path.iterdir()) == before
