@@ -8,26 +8,22 @@ import pytest
 from hamnet.cli import main
 from hamnet.io import load_trajectories
 
-
-def run(args, capsys):
-    code = main(args)
-    out, err = capsys.readouterr()
-    return code, out, err
+from problems import run_cli
 
 
 def test_generate_and_info(tmp_path, capsys):
     out = tmp_path / "s.npz"
-    code, stdout, _ = run(["generate", "--n-systems", "3", "--steps", "20", "--seed", "1", "--quiet",
+    code, stdout, _ = run_cli(["generate", "--n-systems", "3", "--steps", "20", "--seed", "1", "--quiet",
                            "--out", str(out)], capsys)
     assert code == 0 and "3 systems x 21 times" in stdout
     assert load_trajectories(out).z.shape == (3, 21, 2, 6, 2)
-    code, stdout, _ = run(["info", str(out)], capsys)
+    code, stdout, _ = run_cli(["info", str(out)], capsys)
     assert code == 0 and "springs" in stdout and "yoshida8" in stdout
 
 
 def test_generate_nbody_options(tmp_path, capsys):
     out = tmp_path / "n.npz"
-    code, _, _ = run(["generate", "--system", "nbody", "--family", "cluster", "--dim", "3", "--n-particles", "4",
+    code, _, _ = run_cli(["generate", "--system", "nbody", "--family", "cluster", "--dim", "3", "--n-particles", "4",
                       "--n-systems", "2", "--steps", "5", "--quiet", "--out", str(out)], capsys)
     assert code == 0
     data = load_trajectories(out)
@@ -37,7 +33,7 @@ def test_generate_nbody_options(tmp_path, capsys):
 def test_same_seed_same_file_bit_for_bit(tmp_path, capsys):
     paths = [tmp_path / "a.npz", tmp_path / "b.npz"]
     for path in paths:
-        assert run(["generate", "--n-systems", "4", "--steps", "10", "--quiet", "--out", str(path)], capsys)[0] == 0
+        assert run_cli(["generate", "--n-systems", "4", "--steps", "10", "--quiet", "--out", str(path)], capsys)[0] == 0
     assert paths[0].read_bytes() == paths[1].read_bytes()
 
 
@@ -54,28 +50,28 @@ def test_same_seed_same_file_bit_for_bit(tmp_path, capsys):
 ])
 def test_generate_bad_input(tmp_path, capsys, flags, message):
     out = tmp_path / "x.npz"
-    code, _, err = run(["generate", "--steps", "5", "--quiet", "--out", str(out), *flags], capsys)
+    code, _, err = run_cli(["generate", "--steps", "5", "--quiet", "--out", str(out), *flags], capsys)
     assert code == 1
     assert err.count("\n") == 1 and message in err and "Traceback" not in err
     assert not out.exists()
 
 
 def test_generate_unwritable_output(tmp_path, capsys):
-    code, _, err = run(["generate", "--out", str(tmp_path / "no" / "x.npz")], capsys)
+    code, _, err = run_cli(["generate", "--out", str(tmp_path / "no" / "x.npz")], capsys)
     assert code == 1 and "does not exist" in err
 
 
 def test_broken_user_system_file(tmp_path, capsys):
     bad = tmp_path / "mine.py"
     bad.write_text("import nonexistent_module_xyz\n")
-    code, _, err = run(["generate", "--system", f"{bad}:Mine", "--out", str(tmp_path / "x.npz")], capsys)
+    code, _, err = run_cli(["generate", "--system", f"{bad}:Mine", "--out", str(tmp_path / "x.npz")], capsys)
     assert code == 1 and "failed to import" in err and err.count("\n") == 1
 
 
 def test_info_on_malformed_file(tmp_path, capsys):
     bad = tmp_path / "bad.npz"
     bad.write_bytes(b"\x00garbage")
-    code, _, err = run(["info", str(bad)], capsys)
+    code, _, err = run_cli(["info", str(bad)], capsys)
     assert code == 1 and "not a .npz trajectory file" in err and err.count("\n") == 1
 
 

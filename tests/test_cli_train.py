@@ -9,6 +9,8 @@ from hamnet.io import load_trajectories, save_trajectories
 from hamnet.simulation import generate
 from systems import NBody, Springs
 
+from problems import run_cli
+
 TINY = ["--width", "8", "--depth", "1", "--epochs", "1", "--batch-size", "16", "--max-windows", "32", "--quiet"]
 
 
@@ -30,12 +32,6 @@ def files(tmp_path_factory):
     return paths
 
 
-def run(args, capsys):
-    code = main(args)
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 @pytest.fixture(scope="module")
 def trained(files, tmp_path_factory):
     runs = tmp_path_factory.mktemp("runs")
@@ -47,13 +43,13 @@ def trained(files, tmp_path_factory):
 
 def test_train_rollout_evaluate(files, trained, tmp_path, capsys):
     out = tmp_path / "rollout.npz"
-    code, stdout, _ = run(["rollout", "--checkpoint", str(trained / "hlieconv" / "best.pt"), "--data",
+    code, stdout, _ = run_cli(["rollout", "--checkpoint", str(trained / "hlieconv" / "best.pt"), "--data",
                            str(files["springs"]), "--steps", "30", "--out", str(out)], capsys)
     assert code == 0 and "hlieconv SO2 with leapfrog" in stdout
     rolled = load_trajectories(out)
     assert rolled.z.shape == (12, 31, 2, 4, 2) and rolled.meta["model"] == "hlieconv SO2"
     metrics_file = tmp_path / "metrics.json"
-    code, _, _ = run(["evaluate", "--checkpoint", str(trained / "hlieconv" / "best.pt"), "--data",
+    code, _, _ = run_cli(["evaluate", "--checkpoint", str(trained / "hlieconv" / "best.pt"), "--data",
                       str(files["springs"]), "--out", str(metrics_file)], capsys)
     metrics = json.loads(metrics_file.read_text())
     assert code == 0 and metrics["drift"]["angular_momentum"]["max"] < 1e-12
@@ -62,14 +58,14 @@ def test_train_rollout_evaluate(files, trained, tmp_path, capsys):
 
 def test_hlieconv_runs_on_another_n(files, trained, tmp_path, capsys):
     out = tmp_path / "n5.npz"
-    code, _, _ = run(["rollout", "--checkpoint", str(trained / "hlieconv" / "best.pt"), "--data",
+    code, _, _ = run_cli(["rollout", "--checkpoint", str(trained / "hlieconv" / "best.pt"), "--data",
                       str(files["springs5"]), "--out", str(out)], capsys)
     assert code == 0 and load_trajectories(out).n_particles == 5
 
 
 def test_fully_connected_model_refuses_another_n(files, trained, tmp_path, capsys):
     out = tmp_path / "n5.npz"
-    code, _, err = run(["rollout", "--checkpoint", str(trained / "fc-hnn" / "best.pt"), "--data",
+    code, _, err = run_cli(["rollout", "--checkpoint", str(trained / "fc-hnn" / "best.pt"), "--data",
                         str(files["springs5"]), "--out", str(out)], capsys)
     assert code == 1 and "fully connected over 4 particles" in err and err.count("\n") == 1
     assert not out.exists()
@@ -88,7 +84,7 @@ def test_fully_connected_model_refuses_another_n(files, trained, tmp_path, capsy
 ])
 def test_train_bad_settings_leave_no_run_folder(files, tmp_path, capsys, flags, message):
     run_dir = tmp_path / "run"
-    code, _, err = run(["train", "--data", str(files["springs"]), "--out", str(run_dir), *TINY, *flags], capsys)
+    code, _, err = run_cli(["train", "--data", str(files["springs"]), "--out", str(run_dir), *TINY, *flags], capsys)
     assert code == 1 and message in err and err.count("\n") == 1 and "Traceback" not in err
     assert not run_dir.exists()
 
@@ -99,27 +95,27 @@ def test_train_bad_settings_leave_no_run_folder(files, tmp_path, capsys, flags, 
 ])
 def test_train_bad_data_leaves_no_run_folder(files, tmp_path, capsys, data, flags, message):
     run_dir = tmp_path / "run"
-    code, _, err = run(["train", "--data", str(files[data]), "--out", str(run_dir), *TINY, *flags], capsys)
+    code, _, err = run_cli(["train", "--data", str(files[data]), "--out", str(run_dir), *TINY, *flags], capsys)
     assert code == 1 and message in err and err.count("\n") == 1
     assert not run_dir.exists()
 
 
 def test_rollout_refuses_infinite_dt(files, trained, tmp_path, capsys):
     out = tmp_path / "r.npz"
-    code, _, err = run(["rollout", "--checkpoint", str(trained / "hlieconv" / "best.pt"), "--data",
+    code, _, err = run_cli(["rollout", "--checkpoint", str(trained / "hlieconv" / "best.pt"), "--data",
                         str(files["springs"]), "--dt", "inf", "--out", str(out)], capsys)
     assert code == 1 and "--dt must be a positive finite number" in err and not out.exists()
 
 
 def test_resume_on_other_data_is_refused(files, trained, capsys):
-    code, _, err = run(["train", "--data", str(files["springs_other"]), "--out", str(trained / "hlieconv"), *TINY,
+    code, _, err = run_cli(["train", "--data", str(files["springs_other"]), "--out", str(trained / "hlieconv"), *TINY,
                         "--group", "SO2", "--resume"], capsys)
     assert code == 1 and "trained on other data" in err and err.count("\n") == 1
 
 
 def test_model_refuses_data_of_another_dimension(files, trained, tmp_path, capsys):
     out = tmp_path / "r.npz"
-    code, _, err = run(["rollout", "--checkpoint", str(trained / "hlieconv" / "best.pt"), "--data",
+    code, _, err = run_cli(["rollout", "--checkpoint", str(trained / "hlieconv" / "best.pt"), "--data",
                         str(files["nbody3d"]), "--out", str(out)], capsys)
     assert code == 1 and "holds 3D systems; the model is for 2D" in err and not out.exists()
 
@@ -132,14 +128,14 @@ def test_default_group_follows_the_data(files, tmp_path, capsys):
 
 def test_resume_with_a_different_model_is_refused(files, trained, capsys):
     before = (trained / "hlieconv" / "last.pt").read_bytes()
-    code, _, err = run(["train", "--data", str(files["springs"]), "--out", str(trained / "hlieconv"), *TINY,
+    code, _, err = run_cli(["train", "--data", str(files["springs"]), "--out", str(trained / "hlieconv"), *TINY,
                         "--model", "hogn", "--resume"], capsys)
     assert code == 1 and "different settings" in err and err.count("\n") == 1
     assert (trained / "hlieconv" / "last.pt").read_bytes() == before
 
 
 def test_existing_run_folder_is_not_overwritten(files, trained, capsys):
-    code, _, err = run(["train", "--data", str(files["springs"]), "--out", str(trained / "fc-hnn"), *TINY], capsys)
+    code, _, err = run_cli(["train", "--data", str(files["springs"]), "--out", str(trained / "fc-hnn"), *TINY], capsys)
     assert code == 1 and "already holds files" in err
 
 
@@ -147,6 +143,6 @@ def test_foreign_checkpoint_for_rollout(files, tmp_path, capsys):
     foreign = tmp_path / "model.pt"
     foreign.write_bytes(b"PK\x03\x04 not really a zip")
     out = tmp_path / "r.npz"
-    code, _, err = run(["rollout", "--checkpoint", str(foreign), "--data", str(files["springs"]), "--out", str(out)],
+    code, _, err = run_cli(["rollout", "--checkpoint", str(foreign), "--data", str(files["springs"]), "--out", str(out)],
                        capsys)
     assert code == 1 and "checkpoint" in err and err.count("\n") == 1 and not out.exists()

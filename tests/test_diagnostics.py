@@ -1,8 +1,7 @@
 """Conserved quantities as pure functions."""
 
-import math
-
 import torch
+from problems import rotation
 
 from hamnet.diagnostics import angular_momentum, conservation_report, drift, energy, linear_momentum
 from systems import Springs
@@ -18,12 +17,10 @@ def test_angular_momentum_2d_is_z_component_of_3d(generator):
 
 def test_momenta_are_invariant_or_equivariant_under_rotation(generator):
     z = torch.randn(3, 2, 5, 2, generator=generator, dtype=torch.float64)
-    angle = 0.7
-    rotation = torch.tensor([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]],
-                            dtype=torch.float64)
-    rotated = z @ rotation.T
+    matrix = rotation(0.7)
+    rotated = z @ matrix.T
     torch.testing.assert_close(angular_momentum(rotated), angular_momentum(z))
-    torch.testing.assert_close(linear_momentum(rotated), linear_momentum(z) @ rotation.T)
+    torch.testing.assert_close(linear_momentum(rotated), linear_momentum(z) @ matrix.T)
 
 
 def test_energy_along_trajectory_matches_per_state(generator):

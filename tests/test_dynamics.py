@@ -1,14 +1,18 @@
-"""hamnet.dynamics: J grad H agrees with analytic forces, works under no_grad, and trains through the force."""
+"""hamnet.dynamics: J grad H agrees with analytic forces, works under no_grad, and trains through the
+force (a second derivative: checked in float64 against finite differences and in float32 against float64)."""
+
+import copy
+import functools
 
 import pytest
 import torch
-from conftest import TOLERANCES
+from conftest import TOLERANCES, assert_close
+from problems import cast, small_model, springs_batch
 
 from hamnet.dynamics import HamiltonianField, hamiltonian_gradient, keeps_graph, potential_force
-from hamnet.models import ModelConfig, build_model
-from systems import Springs
 
 F64 = torch.float64
+model = functools.partial(small_model, seed=3)
 
 
 class AsNonSeparable:
@@ -23,17 +27,6 @@ class AsNonSeparable:
         return self.system.hamiltonian(z, params)
 
 
-def springs_batch(generator, n_systems=3):
-    system = Springs(n_particles=4)
-    params = system.sample_params(n_systems, generator)
-    return system, params, system.sample_state(params, generator)
-
-
-def model(name, **settings):
-    config = ModelConfig(name=name, n_particles=4, width=8, depth=1, kernel_width=8, kernel_channels=4, **settings)
-    return build_model(config, torch.Generator().manual_seed(3)).double()
-
-
 def test_separable_field_uses_velocity_and_analytic_force(generator):
     system, params, z0 = springs_batch(generator)
     dz = HamiltonianField(system, params)(torch.tensor(0.0), z0)
@@ -43,10 +36,9 @@ def test_separable_field_uses_velocity_and_analytic_force(generator):
 
 def test_autograd_field_of_the_full_hamiltonian_is_j_grad_h(generator):
     system, params, z0 = springs_batch(generator)
-    rtol, atol = TOLERANCES[F64]
     expected = HamiltonianField(system, params)(torch.tensor(0.0), z0)
     actual = HamiltonianField(AsNonSeparable(system), params)(torch.tensor(0.0), z0)
-    torch.testing.assert_close(actual, expected, rtol=rtol, atol=atol)
+    assert_close(actual, expected)
 
 
 @pytest.mark.parametrize("wrap", [lambda s: s, AsNonSeparable])
@@ -70,18 +62,28 @@ def test_model_fields_keep_graphs_only_when_training(name, generator):
     assert all(p.grad is not None and p.grad.abs().max() > 0 for p in field.model.parameters() if p.dim() == 2)
 
 
-@pytest.mark.parametrize("name", ["hlieconv", "fc-hnn"])
-def test_gradient_through_the_force_matches_finite_differences(name, generator):
-    _, params, z0 = springs_batch(generator, n_systems=2)
-    net = model(name)
+def _force_loss_and_weight(net, params, z0):
+    """A loss that trains through the force (its square, summed) and the first weight matrix of ``net``."""
     field = HamiltonianField(net, params)
     weight = next(p for p in net.parameters() if p.dim() == 2)
+    return (lambda: field(torch.tensor(0.0), z0)[:, 1].square().sum()), weight
+
+
+@pytest.mark.parametrize("name", ["hlieconv", "fc-hnn"])
+def test_gradient_through_the_force_matches_an_independent_computation(name, generator, dtype):
+    """float64: central finite differences; float32: the same weights and data in float64."""
+    _, params, z0 = springs_batch(generator, n_systems=2)
+    net, params, z0 = model(name, dtype=dtype), cast(params, dtype), z0.to(dtype)
+    loss, weight = _force_loss_and_weight(net, params, z0)
     direction = torch.randn(weight.shape, generator=generator, dtype=F64)
-
-    def loss():
-        return field(torch.tensor(0.0), z0)[:, 1].square().sum()
-
     (grad,) = torch.autograd.grad(loss(), weight)
+    slope = (grad.double() * direction).sum().item()
+    rtol, _ = TOLERANCES[dtype].second_derivative
+    if dtype == torch.float32:  # the same weights and data, differentiated in float64
+        loss64, weight64 = _force_loss_and_weight(copy.deepcopy(net).double(), cast(params, F64), z0.double())
+        (grad64,) = torch.autograd.grad(loss64(), weight64)
+        assert slope == pytest.approx((grad64 * direction).sum().item(), rel=rtol)
+        return
     eps = 1e-6
     with torch.no_grad():
         weight.add_(eps * direction)
@@ -89,7 +91,7 @@ def test_gradient_through_the_force_matches_finite_differences(name, generator):
         weight.sub_(2 * eps * direction)
         minus = loss()
         weight.add_(eps * direction)
-    assert (grad * direction).sum().item() == pytest.approx(((plus - minus) / (2 * eps)).item(), rel=1e-6)
+    assert slope == pytest.approx(((plus - minus) / (2 * eps)).item(), rel=rtol)
 
 
 def test_field_passes_through_a_direct_vector_field(generator):

@@ -1,6 +1,9 @@
 """Every example runs end to end on its tiny setting and shows what it claims."""
 
+import json
 import runpy
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -32,7 +35,16 @@ def test_nbody(tmp_path, dim):
     assert scores["drift"]["linear_momentum"]["max"] < 1e-12
 
 
-def test_custom_system_and_group(tmp_path):
-    result = run_example("custom_system_and_group", "--out", str(tmp_path))
-    assert result["energy_error"] < 1e-8 and result["equivariance_error"] < 1e-10
-    assert (tmp_path / "morse.npz").exists()
+def test_extend_hamnet_through_the_command_line(tmp_path):
+    """A user's system, group, model and integrator, each registered from its own file, work through the
+    CLI (generate, train, checkpoint, rollout); a fresh process refuses the checkpoint without the plugin.
+    Run in a subprocess: the plugins register into process-wide tables that other tests list."""
+    subprocess.run([sys.executable, str(EXAMPLES / "extend_hamnet.py"), "--tiny", "--out", str(tmp_path)], check=True,
+                   capture_output=True)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    # the TX-invariant, centred HLieConv keeps linear momentum; the pair potential keeps both momenta
+    assert summary["drifts"]["tx"]["linear_momentum"] < 1e-12
+    assert max(summary["drifts"]["pair"].values()) < 1e-12
+    assert summary["refused_exit"] == 1 and not summary["refused_file_exists"]
+    assert "unknown group 'TX'" in summary["refused_message"] and "--plugin" in summary["refused_message"]
+    assert summary["refused_message"].count("\n") == 1 and "Traceback" not in summary["refused_message"]

@@ -8,10 +8,11 @@ from PIL import Image
 
 import systems
 from hamnet import plots
-from hamnet.cli import main
 from hamnet.io import Trajectories, save_trajectories
 from hamnet.rollouts import rollout
 from hamnet.simulation import generate
+
+from problems import run_cli
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -155,17 +156,11 @@ def test_library_refuses_bad_input(tmp_path, data):
 
 
 # -- the command line --------------------------------------------------------------------------------
-def run(args, capsys):
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 @pytest.mark.parametrize("kind", ["conservation", "error", "paths"])
 def test_cli_plot(tmp_path, files, capsys, kind):
     out = tmp_path / f"{kind}.png"
     rollouts = [files["rk4"]] if kind == "paths" else [files["rk4"], files["leapfrog"]]
-    code, stdout, _ = run(["plot", kind, *rollouts, "--truth", files["truth"], "--out", out], capsys)
+    code, stdout, _ = run_cli(["plot", kind, *rollouts, "--truth", files["truth"], "--out", out], capsys)
     assert code == 0 and str(out) in stdout
     with Image.open(out) as image:
         assert image.format == "PNG"
@@ -176,7 +171,7 @@ def test_cli_plot_accepts_rollouts_with_identical_meta(tmp_path, files, capsys):
     copy = tmp_path / "again.npz"
     copy.write_bytes(files["rk4"].read_bytes())
     out = tmp_path / "c.png"
-    assert run(["plot", "conservation", files["rk4"], copy, "--out", out], capsys)[0] == 0
+    assert run_cli(["plot", "conservation", files["rk4"], copy, "--out", out], capsys)[0] == 0
 
 
 def test_cli_plot_bad_input(tmp_path, files, data, capsys):
@@ -197,7 +192,7 @@ def test_cli_plot_bad_input(tmp_path, files, data, capsys):
     ]
     before = set(tmp_path.iterdir())
     for args, message in cases:
-        code, _, err = run(args, capsys)
+        code, _, err = run_cli(args, capsys)
         assert code == 1, args
         assert err.count("\n") == 1 and err.startswith("hamnet: error:") and message in err, err
     assert set(tmp_path.iterdir()) == before  # nothing written, no temporary files left behind

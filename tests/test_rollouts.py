@@ -5,40 +5,25 @@ the momenta of their symmetries to round-off; energy errors stay bounded with le
 with rk4 at the same step. All float64.
 """
 
+import functools
+
 import pytest
 import torch
 from torch import nn
 from torchdiffeq import odeint
 
+import problems
+from problems import cast, two_body_orbit
+
 from hamnet.diagnostics import conservation_report, energy
 from hamnet.dynamics import HamiltonianField
-from hamnet.models import ModelConfig, build_model
 from hamnet.rollouts import RolloutError, rollout
-from systems import NBody, Springs
 
 F64 = torch.float64
 N_PARTICLES = 4
-
-
-def springs_batch(generator, n_systems=2, n_particles=N_PARTICLES):
-    system = Springs(n_particles=n_particles)
-    params = system.sample_params(n_systems, generator)
-    return system, params, system.sample_state(params, generator)
-
-
-def two_body_orbit():
-    """Masses 1 and 0.5 in their centre-of-mass frame on an eccentric orbit (separation 0.3 to 1)."""
-    system = NBody(n_particles=2, softening=0.1)
-    m = torch.tensor([[1.0, 0.5]], dtype=F64)
-    q = torch.tensor([[[1 / 3, 0.0], [-2 / 3, 0.0]]], dtype=F64)
-    v = torch.tensor([[[0.0, 0.8 / 3], [0.0, -1.6 / 3]]], dtype=F64)
-    return system, {"m": m}, torch.stack([q, m.unsqueeze(-1) * v], dim=1)
-
-
-def small_model(name, group="T2", **settings):
-    config = ModelConfig(name=name, n_particles=N_PARTICLES, dim=2, feature_keys=("m", "k"), width=16, depth=1,
-                         group=group, kernel_width=8, kernel_channels=4, **settings)
-    return build_model(config, torch.Generator().manual_seed(7))
+springs_batch = functools.partial(problems.springs_batch, n_systems=2, n_particles=N_PARTICLES)
+# float32, as built for training; width 16, otherwise problems.model_config
+small_model = functools.partial(problems.small_model, seed=7, dtype=torch.float32, width=16)
 
 
 def strong(model, force_scale=2e4):
@@ -118,7 +103,7 @@ def test_model_is_cast_without_touching_the_callers_copy(generator):
     _, params, z0 = springs_batch(generator)
     model = small_model("hlieconv")
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    trajectory = rollout(model, z0.float(), {k: v.float() for k, v in params.items()}, steps=5, dt=0.01)
+    trajectory = rollout(model, z0.float(), cast(params, torch.float32), steps=5, dt=0.01)
     assert trajectory.dtype == F64
     assert all(v.dtype == torch.float32 for v in model.state_dict().values())
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
@@ -179,6 +164,7 @@ def test_so2_hlieconv_with_rk4_loses_angular_momentum(generator):
     assert angular > 1e-5
 
 
+@pytest.mark.slow
 def test_t2_hlieconv_keeps_linear_but_not_angular_momentum(generator):
     system, params, z0 = springs_batch(generator)
     model = Confined(strong(small_model("hlieconv", group="T2")), system)
@@ -202,6 +188,7 @@ def energy_error_halves(system, params, z0, method, steps=10_000, dt=0.01):
     return error[:, :half].amax(1), error[:, half:].amax(1)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("problem", ["springs", "two-body orbit"])
 def test_energy_is_bounded_with_leapfrog_and_drifts_with_rk4(problem, generator):
     system, params, z0 = springs_batch(generator, n_systems=3, n_particles=6) if problem == "springs" else two_body_orbit()

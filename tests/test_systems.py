@@ -5,6 +5,8 @@ import textwrap
 
 import pytest
 import torch
+from conftest import assert_close
+from problems import sample_batch
 
 import systems
 from systems import NBody, Springs, get_system_class, make_system
@@ -21,8 +23,7 @@ ALL_SYSTEMS = [
 
 @pytest.mark.parametrize("system", ALL_SYSTEMS, ids=repr)
 def test_sampling_shapes_and_zero_momentum(system, generator):
-    params = system.sample_params(50, generator)
-    z = system.sample_state(params, generator)
+    params, z = sample_batch(system, 50, generator)
     assert z.shape == (50, 2, system.n_particles, system.dim)
     assert z.dtype == params["m"].dtype == torch.float64
     total = z[:, 1].sum(1)
@@ -31,19 +32,18 @@ def test_sampling_shapes_and_zero_momentum(system, generator):
 
 @pytest.mark.parametrize("system", ALL_SYSTEMS, ids=repr)
 def test_forces_are_minus_gradient_of_potential(system, generator):
-    params = system.sample_params(8, generator)
-    q = system.sample_state(params, generator)[:, 0]
+    params, z = sample_batch(system, 8, generator)
+    q = z[:, 0]
     expected = systems.gradient_force(system.potential, q, params)
-    torch.testing.assert_close(system.forces(q, params), expected, rtol=1e-10, atol=1e-12)
-    torch.testing.assert_close(system.force_function(params)(q), expected, rtol=1e-10, atol=1e-12)
+    assert_close(system.forces(q, params), expected)
+    assert_close(system.force_function(params)(q), expected)
 
 
 @pytest.mark.parametrize("system", ALL_SYSTEMS, ids=repr)
 def test_sampling_is_seeded(system):
     def draw(seed):
-        g = torch.Generator().manual_seed(seed)
-        params = system.sample_params(5, g)
-        return system.sample_state(params, g), params
+        params, z = sample_batch(system, 5, torch.Generator().manual_seed(seed))
+        return z, params
 
     (z1, p1), (z2, p2), (z3, _) = draw(0), draw(0), draw(1)
     assert torch.equal(z1, z2) and all(torch.equal(p1[k], p2[k]) for k in p1)
@@ -52,8 +52,8 @@ def test_sampling_is_seeded(system):
 
 def test_springs_potential_matches_pairwise_sum(generator):
     system = Springs(n_particles=5)
-    params = system.sample_params(3, generator)
-    q = system.sample_state(params, generator)[:, 0]
+    params, z = sample_batch(system, 3, generator)
+    q = z[:, 0]
     k = params["k"]
     pairwise = sum(
         k[:, i] * k[:, j] * (q[:, i] - q[:, j]).square().sum(-1)
@@ -83,8 +83,7 @@ def test_springs_timescale_is_fastest_mode(generator):
 @pytest.mark.parametrize("family", ["central", "cluster"])
 def test_nbody_centre_of_mass_frame(family, dim, generator):
     system = NBody(family=family, dim=dim)
-    params = system.sample_params(20, generator)
-    z = system.sample_state(params, generator)
+    params, z = sample_batch(system, 20, generator)
     m = params["m"].unsqueeze(-1)
     assert (m * z[:, 0]).sum(1).abs().max() < 1e-14
     assert z[:, 1].sum(1).abs().max() < 1e-15
@@ -93,16 +92,15 @@ def test_nbody_centre_of_mass_frame(family, dim, generator):
 @pytest.mark.parametrize("dim", [2, 3])
 def test_nbody_cluster_is_bound(dim, generator):
     system = NBody(family="cluster", dim=dim)
-    params = system.sample_params(100, generator)
-    energy = system.hamiltonian(system.sample_state(params, generator), params)
+    params, z = sample_batch(system, 100, generator)
+    energy = system.hamiltonian(z, params)
     assert (energy < 0).all()
 
 
 def test_nbody_central_orbits_are_near_circular(generator):
     # A light body on a circular orbit has kinetic energy close to half its binding energy.
     system = NBody(family="central", n_particles=2)
-    params = system.sample_params(200, generator)
-    z = system.sample_state(params, generator)
+    params, z = sample_batch(system, 200, generator)
     kinetic = system.kinetic(z[:, 1], params)
     virial = 2 * kinetic / system.potential(z[:, 0], params).abs()
     assert (virial - 1).abs().median() < 0.1
@@ -162,8 +160,7 @@ def test_user_system_from_file(tmp_path, generator):
     path = tmp_path / "trap.py"
     path.write_text(USER_SYSTEM)
     system = make_system(f"{path}:Trap", n_particles=3)
-    params = system.sample_params(2, generator)
-    z = system.sample_state(params, generator)
+    params, z = sample_batch(system, 2, generator)
     assert system.hamiltonian(z, params).shape == (2,)
 
 

@@ -17,7 +17,8 @@ from hamnet.data import Windows, split_systems
 from hamnet.io import save_trajectories
 from hamnet.models import ModelConfig, build_model
 from hamnet.simulation import generate
-from hamnet.training import TrainConfig, train, window_mse
+from hamnet.loss import window_mse
+from hamnet.training import TrainConfig, train
 from systems import Springs
 
 TINY_MODEL = ModelConfig(name="hlieconv", group="T2", width=8, depth=1, kernel_width=8, kernel_channels=4,
@@ -165,6 +166,7 @@ def test_checkpoint_whose_pickle_runs_code_is_refused(tmp_path):
 
 
 # -- distributed ----------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_two_process_gloo_matches_one_process(springs_file, tmp_path):
     flags = ["train", "--data", str(springs_file), "--width", "8", "--depth", "1", "--epochs", "2",
              "--batch-size", "16", "--max-windows", "64", "--quiet", "--threads", "1"]

@@ -1,0 +1,51 @@
+"""hamnet.equivariance: the invariance check users run on their own models tells an invariant model
+(round-off, in float32 and float64) from one that is not, is reproducible, and honours masks."""
+
+import pytest
+import torch
+from conftest import TOLERANCES
+from problems import SENSITIVE, point_cloud, small_lieresnet
+
+from hamnet.equivariance import equivariance_error
+from hamnet.groups import SE2, SO2, SO3
+
+F64 = torch.float64
+
+
+def test_an_invariant_model_gives_round_off_and_a_broken_symmetry_shows(generator, dtype):
+    """An SO(2) network is invariant to rotations about the origin, not to translations: SE(2) motions show it."""
+    model = small_lieresnet(SO2(), dtype=dtype, gain=SENSITIVE)
+    points, features = point_cloud(SO2(), generator, dtype=dtype)
+    scale = model(points, features).abs().max().item()
+    assert equivariance_error(model, SO2(), points, features) <= TOLERANCES[dtype].invariance * scale
+    assert equivariance_error(model, SE2(), points, features) > 1e-3 * scale
+
+
+def test_the_group_elements_come_from_the_generator(generator):
+    model = small_lieresnet(SO2(), gain=SENSITIVE)
+    points, features = point_cloud(SO2(), generator)
+
+    def error(seed=None, n_transforms=8):
+        draws = None if seed is None else torch.Generator().manual_seed(seed)
+        return equivariance_error(model, SE2(), points, features, n_transforms=n_transforms, generator=draws)
+
+    assert error() == error()  # no generator: a fixed seed
+    assert error(1) == error(1) and error(1) != error(2)
+    assert error(1, n_transforms=2) <= error(1)  # the first two draws of eight
+
+
+def test_padded_points_are_left_to_the_model(generator):
+    model = small_lieresnet(SO2(), gain=SENSITIVE)
+    points, features = point_cloud(SO2(), generator, N=4)
+    padded_points = torch.cat([points, torch.full((3, 2, 2), float("nan"), dtype=points.dtype)], 1)
+    padded_features = torch.cat([features, torch.full((3, 2, 2), 5.0, dtype=points.dtype)], 1)
+    mask = torch.tensor([[True] * 4 + [False] * 2] * 3)
+    padded = equivariance_error(model, SE2(), padded_points, padded_features, mask)
+    scale = model(points, features).abs().max().item()
+    assert abs(padded - equivariance_error(model, SE2(), points, features)) <= TOLERANCES[F64].invariance * scale
+
+
+def test_points_of_the_wrong_dimension_are_refused(generator):
+    points, features = point_cloud(SO2(), generator)
+    with pytest.raises(ValueError, match=r"SO3 acts on 3-dimensional points: expected points of shape \(B, N, 3\)"):
+        equivariance_error(small_lieresnet(SO2()), SO3(), points, features)
