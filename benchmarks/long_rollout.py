@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 import hamnet
+from hamnet.diagnostics import energy
 from rollout_speed import fit_to_springs
 from systems import Springs
 
@@ -31,7 +32,7 @@ def energy_changes(hamiltonian, z, params) -> dict[str, float]:
     """Largest relative change of H over the first and the last tenth of the run, and overall."""
     sampled = z[:, ::ENERGY_EVERY]
     with torch.enable_grad():  # HLieConv's H needs no grad, but keep the call identical to training's
-        h = hamnet.energy(hamiltonian, sampled, params).detach()
+        h = energy(hamiltonian, sampled, params).detach()
     change = ((h - h[:, :1]) / h[:, :1].abs()).abs()
     tenth = max(1, change.shape[1] // 10)
     return {"first_tenth": float(change[:, :tenth].max()), "last_tenth": float(change[:, -tenth:].max()),

@@ -1,6 +1,6 @@
 """Training speed of HLieConv on springs: seconds per 1000 training windows, on one thread.
 
-The step timed is exactly the one ``hamnet.train`` runs: ``hamnet.training.WindowLoss`` (torchdiffeq
+The step timed is exactly the one ``hamnet.train`` runs: ``hamnet.loss.WindowLoss`` (torchdiffeq
 rk4 over 5-state windows, the force ``-dV/dq`` by autograd with its graph kept, so the loss's
 backward is a double backward through the LieResNet), then ``loss.backward()`` and an Adam step,
 in float32 with batches of 200 windows of springs (N = 6, D = 2) from
@@ -14,8 +14,8 @@ for a core while other work ran, though not the slowdown from shared caches and 
     .venv/bin/python benchmarks/train_speed.py            # a few minutes on one core
     .venv/bin/python benchmarks/train_speed.py --profile  # also print a torch.profiler table per config
 
-Writes benchmarks/results/train_speed.{json,md}. The reference figures (its own code, 2-core CPU,
-one thread, float32) come from REFERENCE.md.
+Writes benchmarks/results/train_speed.{json,md}. The reference figures (the paper authors' code,
+measured on a 2-core CPU, one thread, float32) are quoted, not re-run by this script.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def measure(group: str, width: int, depth: int, windows: int, repeats: int, prof
     from hamnet.data import Windows
     from hamnet.models import ModelConfig, build_model
     from hamnet.simulation import generate
-    from hamnet.training import WindowLoss
+    from hamnet.loss import WindowLoss
 
     torch.set_num_threads(1)
     n_batches = math.ceil(windows / BATCH)
@@ -117,7 +117,7 @@ def _markdown(report: dict) -> str:
         "",
         f"Command: `{report['command']}`  ",
         f"{report['machine']}, torch {report['torch']}, **{report['threads']} thread**, float32, batch {BATCH}, "
-        f"springs N = 6, D = 2, {report.get('method', 'rk4')} over {CHUNK}-state windows (hamnet.training.WindowLoss), forward + double "
+        f"springs N = 6, D = 2, {report.get('method', 'rk4')} over {CHUNK}-state windows (hamnet.loss.WindowLoss), forward + double "
         f"backward + Adam step. Each configuration in a fresh process; one warm-up batch, then "
         f"{report['windows']} windows timed per repeat; **best of {report['repeats']} repeats** (shared 2-core "
         "machine, so the best is the least disturbed). Peak RSS is the process's VmHWM (data, model and "

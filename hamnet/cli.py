@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import os
 import sys
 import time
@@ -17,24 +16,24 @@ from pathlib import Path
 
 import torch
 
-from .version import __version__
+from .cli_common import (InputError, add_common_options, check_finite_positive, check_seed, check_writable,
+                         load_plugins)
 from .cli_visual import add_commands as _add_visual
 from .integrate import ConvergenceError
 from .io import TrajectoryFileError, load_trajectories, save_trajectories
+from .version import __version__
 
 EXIT_INPUT_ERROR = 1
 EXIT_INTERRUPTED = 130
-
-
-class InputError(ValueError):
-    """An error in what the user asked for, reported as one line."""
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)  # its writers log every ffmpeg command line
     try:
+        load_plugins(args.plugin)
         return args.run(args) or 0
     except (ValueError, OSError, TrajectoryFileError, ConvergenceError) as error:
         print(f"hamnet: error: {error}", file=sys.stderr)
@@ -54,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_add_generate, _add_info, _add_train, _add_rollout, _add_evaluate, _add_visual, _add_demo):
         add(commands)
+    for subcommand in commands.choices.values():
+        add_common_options(subcommand)
     return parser
 
 
@@ -139,27 +140,6 @@ def run_generate(args: argparse.Namespace) -> None:
     print(f"generated in {elapsed:.1f} s ({args.n_systems / elapsed:,.0f} systems/s)")
 
 
-def check_seed(seed: int) -> None:
-    if not 0 <= seed < 2**63:
-        raise InputError(f"--seed must be between 0 and 2**63 - 1, got {seed}")
-
-
-def check_finite_positive(flag: str, value: float | None) -> None:
-    if value is not None and not (value > 0 and math.isfinite(value)):
-        raise InputError(f"{flag} must be a positive finite number, got {value}")
-
-
-def check_writable(path: str) -> None:
-    """Fail early, before any work, when ``path`` cannot be written."""
-    folder = Path(path).parent
-    if not folder.is_dir():
-        raise InputError(f"cannot write {path}: folder {folder} does not exist")
-    if not os.access(folder, os.W_OK):
-        raise InputError(f"cannot write {path}: folder {folder} is not writable")
-    if Path(path).is_dir():
-        raise InputError(f"cannot write {path}: it is a folder; give a file name")
-
-
 # -- info ------------------------------------------------------------------------------------------
 def _add_info(commands) -> None:
     parser = commands.add_parser("info", help="print what a trajectory file holds",
@@ -189,7 +169,8 @@ def describe(data, path: str) -> str:
 
 # -- train / rollout / evaluate -------------------------------------------------------------------
 def _add_train(commands) -> None:
-    from .models import MODELS
+    from .models import MODELS, ModelConfig
+    from .training import TrainConfig
 
     parser = commands.add_parser(
         "train", help="train a model on a trajectory file",
@@ -200,30 +181,39 @@ def _add_train(commands) -> None:
     )
     parser.add_argument("--data", required=True, help="training trajectory file (.npz from hamnet generate)")
     parser.add_argument("--out", required=True, help="run folder to create (or to continue, with --resume)")
-    model = parser.add_argument_group("model")
-    model.add_argument("--model", default="hlieconv", help=f"one of {', '.join(MODELS)} (default: hlieconv)")
+    model, m = parser.add_argument_group("model"), ModelConfig
+    model.add_argument("--model", default=m.name, help=f"one of {', '.join(MODELS)} or one a --plugin registers "
+                       f"(default: {m.name})")
     model.add_argument("--group", default=None,
-                       help="hlieconv only: symmetry group, one of Trivial, T2, T3, SO2, SE2, SO3, SE3 "
-                       "(default: translations of the data's dimension, T2 or T3)")
-    model.add_argument("--width", type=int, default=128, help="hidden width (default: 128)")
-    model.add_argument("--depth", type=int, default=4, help="hidden layers / residual blocks (default: 4)")
-    model.add_argument("--neighbours", type=int, default=None,
+                       help="hlieconv only: symmetry group, one of Trivial, T2, T3, SO2, SE2, SO3, SE3 or one a "
+                       "--plugin registers (default: translations of the data's dimension, T2 or T3)")
+    model.add_argument("--width", type=int, default=m.width, help=f"hidden width (default: {m.width})")
+    model.add_argument("--depth", type=int, default=m.depth,
+                       help=f"hidden layers / residual blocks (default: {m.depth})")
+    model.add_argument("--neighbours", type=int, default=m.neighbours,
                        help="hlieconv only: k nearest neighbours in group distance (default: all particles)")
-    model.add_argument("--lift-samples", type=int, default=None,
+    model.add_argument("--lift-samples", type=int, default=m.lift_samples,
                        help="hlieconv only: Monte Carlo lift samples for groups with a stabilizer (default: the group's)")
-    opt = parser.add_argument_group("optimisation")
-    opt.add_argument("--epochs", type=int, default=10, help="epochs over the training windows (default: 10)")
-    opt.add_argument("--batch-size", type=int, default=200, help="windows per global batch (default: 200)")
-    opt.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate, decayed by a cosine (default: 1e-3)")
-    opt.add_argument("--weight-decay", type=float, default=0.0, help="Adam weight decay (default: 0)")
-    opt.add_argument("--chunk", type=int, default=5,
-                     help="states per training window: the initial one and chunk - 1 targets (default: 5)")
-    opt.add_argument("--method", default="rk4", help="integrator over each window (default: rk4, as in the paper)")
-    opt.add_argument("--dtype", default="float32", choices=("float32", "float64"), help="training precision (default: float32)")
-    opt.add_argument("--seed", type=int, default=0, help="seed of weights, split and shuffling (default: 0)")
-    opt.add_argument("--validation", type=float, default=0.1, help="fraction of systems for validation (default: 0.1)")
-    opt.add_argument("--test", type=float, default=0.1, help="fraction of systems held out for testing (default: 0.1)")
-    opt.add_argument("--max-windows", type=int, default=None,
+    opt, t = parser.add_argument_group("optimisation"), TrainConfig
+    opt.add_argument("--epochs", type=int, default=t.epochs, help=f"epochs over the training windows (default: {t.epochs})")
+    opt.add_argument("--batch-size", type=int, default=t.batch_size,
+                     help=f"windows per global batch (default: {t.batch_size})")
+    opt.add_argument("--lr", type=float, default=t.lr,
+                     help=f"Adam learning rate, decayed by a cosine (default: {t.lr:g})")
+    opt.add_argument("--weight-decay", type=float, default=t.weight_decay,
+                     help=f"Adam weight decay (default: {t.weight_decay:g})")
+    opt.add_argument("--chunk", type=int, default=t.chunk,
+                     help=f"states per training window: the initial one and chunk - 1 targets (default: {t.chunk})")
+    opt.add_argument("--method", default=t.method,
+                     help=f"fixed-step integrator over each window (default: {t.method}); see docs/integrators.md")
+    opt.add_argument("--dtype", default=t.dtype, choices=("float32", "float64"),
+                     help=f"training precision (default: {t.dtype})")
+    opt.add_argument("--seed", type=int, default=t.seed, help=f"seed of weights, split and shuffling (default: {t.seed})")
+    opt.add_argument("--validation", type=float, default=t.validation,
+                     help=f"fraction of systems for validation (default: {t.validation:g})")
+    opt.add_argument("--test", type=float, default=t.test,
+                     help=f"fraction of systems held out for testing (default: {t.test:g})")
+    opt.add_argument("--max-windows", type=int, default=t.max_windows,
                      help="train on a seeded subset of this many windows (default: every window of the training systems)")
     run = parser.add_argument_group("run")
     run.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
@@ -240,7 +230,7 @@ def train_config_from_args(args: argparse.Namespace, data) -> "TrainConfig":
     per_particle = sorted(k for k, v in data.params.items() if v.dim() == 2)
     feature_keys = tuple(["m"] + [k for k in per_particle if k != "m"])
     model = ModelConfig(name=args.model, n_particles=data.n_particles, dim=data.dim, feature_keys=feature_keys,
-                        width=args.width, depth=args.depth, group=args.group or f"T{data.dim}", neighbours=args.neighbours,
+                        width=args.width, depth=args.depth, group=args.group, neighbours=args.neighbours,
                         lift_samples=args.lift_samples)
     return TrainConfig(model=model, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                        weight_decay=args.weight_decay, chunk=args.chunk, method=args.method, dtype=args.dtype,
@@ -248,7 +238,6 @@ def train_config_from_args(args: argparse.Namespace, data) -> "TrainConfig":
 
 
 def run_train(args: argparse.Namespace) -> None:
-    from .groups import get_group
     from .models import MODELS
     from .training import train
 
@@ -261,12 +250,9 @@ def run_train(args: argparse.Namespace) -> None:
     if args.device != "cpu" and not args.device.startswith("cuda"):
         raise InputError(f"--device must be cpu or cuda, got {args.device!r}")
     check_seed(args.seed)
-    if args.model not in MODELS:
-        raise InputError(f"unknown model {args.model!r}; choose one of {', '.join(MODELS)}")
+    MODELS.get(args.model)  # an unknown model fails before the data is read
     data = load_trajectories(args.data)
-    if args.model == "hlieconv" and args.group is not None:
-        get_group(args.group, data.dim)  # an unknown group fails here, before anything is written
-    config = train_config_from_args(args, data)
+    config = train_config_from_args(args, data)  # an unknown group or integrator fails here, before any write
     metrics = train(config, args.data, args.out, resume=args.resume, device=args.device, progress=not args.quiet)
     if metrics and os.environ.get("RANK", "0") == "0":  # one report, not one per torchrun process
         print(f"trained {config.model.name} to epoch {metrics['epoch']}: train loss {metrics['train_loss']:.4g}, "
@@ -277,7 +263,7 @@ def _model_and_data(args: argparse.Namespace):
     """The checkpoint's model, the checkpoint and the data of ``--checkpoint`` / ``--data``, checked to fit
     together, after making sure ``--out`` can be written."""
     from .checkpoint import model_from_checkpoint
-    from .training import check_compatible
+    from .models import check_compatible
 
     check_writable(args.out)
     model, state = model_from_checkpoint(args.checkpoint)
@@ -306,7 +292,7 @@ def _add_rollout(commands) -> None:
 
 
 def run_rollout(args: argparse.Namespace) -> None:
-    from .evaluation import predicted_trajectories
+    from .rollouts import predicted_trajectories
     from .training import DTYPES
 
     model, state, data = _model_and_data(args)
@@ -341,8 +327,9 @@ def _add_evaluate(commands) -> None:
 def run_evaluate(args: argparse.Namespace) -> None:
     import json
 
-    from .evaluation import evaluate, model_label
+    from .evaluation import evaluate
     from .io import atomic_path
+    from .rollouts import model_label
 
     model, state, data = _model_and_data(args)
     chunk = state.get("train_config", {}).get("chunk", 5)

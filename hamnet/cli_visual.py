@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .cli_common import check_writable
 from .io import Trajectories, load_trajectories
 
 PLOT_KINDS = ("conservation", "error", "paths")
@@ -83,7 +84,6 @@ def _add_animate(commands) -> None:
 
 def run_plot(args: argparse.Namespace) -> None:
     from . import plots
-    from .cli import check_writable
 
     plots.check_figure_path(args.out)
     check_writable(args.out)
@@ -111,7 +111,6 @@ def run_plot(args: argparse.Namespace) -> None:
 
 def run_animate(args: argparse.Namespace) -> None:
     from .animate import animate, check_animation_path
-    from .cli import check_writable
 
     check_animation_path(args.out)
     check_writable(args.out)

@@ -18,18 +18,18 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from systems import Springs
 
 from .checkpoint import model_from_checkpoint
 from .data import DEFAULT_CHUNK, Windows
 from .diagnostics import bounded_relative_error, conservation_report
-from .evaluation import geometric_mean, predicted_trajectories
+from .evaluation import geometric_mean
+from .rollouts import predicted_trajectories
 from .io import Trajectories, atomic_path, load_trajectories, save_trajectories
 from .models import ModelConfig
 from .simulation import generate
-from .training import TrainConfig, train, window_mse
+from .loss import window_mse
+from .training import TrainConfig, train
 
 log = logging.getLogger(__name__)
 

@@ -57,34 +57,48 @@ def angular_momentum_scale(z: Tensor) -> Tensor:
     return (z[:, 0, 0].norm(dim=-1) * z[:, 0, 1].norm(dim=-1)).sum(-1)
 
 
+def relative_change(values: Tensor, scale: Tensor | None = None) -> Tensor:
+    """Change from the first time at every time, per system: ``|x(t) - x(0)|``, divided by ``scale``.
+
+    ``values: (B, T)`` or ``(B, T, K)`` (vector quantities use the Euclidean norm); ``scale: (B,)``.
+    Returns ``(B, T)``.
+    """
+    change = values - values[:, :1]
+    change = change.norm(dim=-1) if change.dim() == 3 else change.abs()
+    # a zero scale (e.g. no motion at all) leaves the absolute change rather than 0 / 0
+    return change if scale is None else change / scale.clamp_min(torch.finfo(scale.dtype).tiny).unsqueeze(-1)
+
+
 def drift(values: Tensor, scale: Tensor | None = None) -> Tensor:
     """Largest change from the first time, per system: ``max_t |x(t) - x(0)|``, divided by ``scale``.
 
     ``values: (B, T)`` or ``(B, T, K)`` (vector quantities use the Euclidean norm); ``scale: (B,)``.
     """
-    change = values - values[:, :1]
-    if change.dim() == 3:
-        change = change.norm(dim=-1)
-    largest = change.abs().amax(dim=1)
-    # a zero scale (e.g. no motion at all) leaves the absolute change rather than 0 / 0
-    return largest if scale is None else largest / scale.clamp_min(torch.finfo(scale.dtype).tiny)
+    return relative_change(values, scale).amax(dim=1)
 
 
-def conservation_report(z: Tensor, hamiltonian: Hamiltonian | None = None,
+def conservation_series(z: Tensor, hamiltonian: Hamiltonian | None = None,
                         params: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
-    """Per-system drifts of a trajectory ``z: (B, T, 2, N, D)``, each ``(B,)``:
+    """Relative changes over time of a trajectory ``z: (B, T, 2, N, D)``, each ``(B, T)``:
 
     ``linear_momentum`` relative to ``momentum_scale``, ``angular_momentum`` relative to
     ``angular_momentum_scale`` and, when a Hamiltonian is given, ``energy`` relative to ``|H(0)|``.
     """
-    report = {
-        "linear_momentum": drift(linear_momentum(z), momentum_scale(z)),
-        "angular_momentum": drift(angular_momentum(z), angular_momentum_scale(z)),
+    series = {
+        "linear_momentum": relative_change(linear_momentum(z), momentum_scale(z)),
+        "angular_momentum": relative_change(angular_momentum(z), angular_momentum_scale(z)),
     }
     if hamiltonian is not None:
         h = energy(hamiltonian, z, params)
-        report["energy"] = drift(h, h[:, 0].abs())
-    return report
+        series["energy"] = relative_change(h, h[:, 0].abs())
+    return series
+
+
+def conservation_report(z: Tensor, hamiltonian: Hamiltonian | None = None,
+                        params: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
+    """Per-system drifts of a trajectory ``z: (B, T, 2, N, D)``, each ``(B,)``: the largest value over
+    time of each :func:`conservation_series`."""
+    return {name: values.amax(dim=1) for name, values in conservation_series(z, hamiltonian, params).items()}
 
 
 def bounded_relative_error(predicted: Tensor, truth: Tensor) -> Tensor:

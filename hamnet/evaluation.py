@@ -13,20 +13,14 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .version import __version__
 from .data import DEFAULT_CHUNK, Windows
 from .diagnostics import bounded_relative_error, conservation_report
 from .io import Trajectories
-from .rollouts import rollout
-from .training import window_mse
+from .loss import window_mse
+from .rollouts import default_method, rollout
 
 #: windows scored by :func:`evaluate` (a seeded subset when the file holds more)
 EVALUATION_WINDOWS = 2000
-
-
-def default_method(model: Any) -> str:
-    """Leapfrog for separable Hamiltonians; rk4 for the rest."""
-    return "leapfrog" if getattr(model, "separable", False) else "rk4"
 
 
 def rollout_errors(model: Any, truth: Trajectories, *, method: str | None = None,
@@ -79,27 +73,3 @@ def geometric_mean(values: Tensor) -> float:
     """``exp(mean(log x))``, ignoring exact zeros (which a perfect prediction gives at t = 0)."""
     positive = values[values > 0]
     return math.exp(float(positive.log().mean())) if positive.numel() else 0.0
-
-
-def predicted_trajectories(model: Any, data: Trajectories, *, model_config: dict, steps: int | None = None,
-                           dt: float | None = None, method: str | None = None,
-                           dtype: torch.dtype = torch.float64, checkpoint: str | None = None) -> Trajectories:
-    """Roll ``model`` out from every initial state of ``data`` and package the result as a
-    trajectory file's contents (schema 1): the system of ``data`` in ``meta`` (so true energy can
-    be measured), plus the model (``model_config``, a label), integrator, dtype and checkpoint.
-    ``steps`` and ``dt`` default to the data's own."""
-    steps = data.n_times - 1 if steps is None else steps
-    dt = float(data.meta["dt"]) if dt is None else dt
-    method = method or default_method(model)
-    z = rollout(model, data.z[:, 0], data.params, steps, dt, method=method, dtype=dtype)
-    meta = {"system": data.meta["system"], "system_settings": data.meta["system_settings"], "dt": dt,
-            "hamnet_version": __version__,
-            "steps": steps, "model": model_label(model_config), "model_config": model_config, "method": method,
-            "dtype": str(dtype).removeprefix("torch."), "checkpoint": checkpoint}
-    t = torch.arange(steps + 1, dtype=torch.float64) * dt
-    return Trajectories(t, z.double(), data.params, meta)
-
-
-def model_label(config: dict) -> str:
-    """A short name for a model config, e.g. ``hlieconv SO2``."""
-    return f"{config['name']} {config['group']}" if config["name"] == "hlieconv" else config["name"]

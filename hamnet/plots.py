@@ -26,8 +26,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from torch import Tensor
 
-from .diagnostics import (angular_momentum, angular_momentum_scale, bounded_relative_error, energy,
-                          linear_momentum, momentum_scale)
+from .diagnostics import bounded_relative_error, conservation_series, energy, relative_change
 from .io import Trajectories, atomic_path
 
 Hamiltonian = Callable[[Tensor, dict], Tensor]
@@ -138,27 +137,16 @@ def rollout_error(prediction: Tensor, truth: Tensor) -> tuple[Tensor, Tensor]:
     return mse, bounded_relative_error(prediction, truth)
 
 
-def _change(values: Tensor, scale: Tensor) -> Tensor:
-    """``|x(t) - x(0)| / scale`` per system, ``values: (B, T)`` or ``(B, T, K)`` -> ``(B, T)``."""
-    change = values - values[:, :1]
-    change = change.norm(dim=-1) if change.dim() == 3 else change.abs()
-    return change / scale.clamp_min(torch.finfo(scale.dtype).tiny).unsqueeze(-1)
-
-
 def _conservation_series(data: Trajectories, learned: Hamiltonian | None) -> dict[str, Tensor]:
     """Worst system's relative change at each time, ``(T,)`` per quantity."""
     z, params = data.z, data.params
-    series = {
-        "linear": _change(linear_momentum(z), momentum_scale(z)),
-        "angular": _change(angular_momentum(z), angular_momentum_scale(z)),
-    }
     with torch.no_grad():
-        h = energy(data.system().hamiltonian, z, params)
-        series["energy"] = _change(h, h[:, 0].abs())
+        series = conservation_series(z, data.system().hamiltonian, params)
         if learned is not None:
             h = energy(learned, z, params).to(z.dtype)
-            series["learned"] = _change(h, h[:, 0].abs())
-    return {key: value.amax(0) for key, value in series.items()}
+            series["learned"] = relative_change(h, h[:, 0].abs())
+    names = {"linear_momentum": "linear", "angular_momentum": "angular"}
+    return {names.get(key, key): value.amax(0) for key, value in series.items()}
 
 
 # -- drawing helpers -------------------------------------------------------------------------------

@@ -15,12 +15,15 @@ import torch
 from torch import Tensor, nn
 from torchdiffeq import odeint
 
-import hamnet.integrate  # noqa: F401  (registers the symplectic solvers with torchdiffeq)
-from hamnet.dynamics import HamiltonianField
+from .dynamics import HamiltonianField
+from .integrate import solver_key
+from .io import Trajectories
+from .models import MODELS
+from .version import __version__
 
 Params = dict[str, Tensor]
 
-__all__ = ["RolloutError", "rollout", "DEFAULT_CHUNK_STEPS"]
+__all__ = ["RolloutError", "rollout", "default_method", "predicted_trajectories", "model_label", "DEFAULT_CHUNK_STEPS"]
 
 #: steps integrated per odeint call; bounds work lost to a late non-finite check and keeps the
 #: per-call grid small, while the extra force evaluation per chunk (splitting methods) stays negligible
@@ -63,8 +66,8 @@ def rollout(
     """Integrate ``steps`` steps of size ``dt`` from ``z0`` with torchdiffeq's ``odeint``.
 
     ``model_or_system`` follows the protocol of :mod:`hamnet.dynamics`; ``z0: (B, 2, N, D)``;
-    ``params``: tensors with leading axis ``B``; ``method``: any torchdiffeq method, including
-    hamnet's ``leapfrog``, ``yoshida4``, ``implicit_midpoint`` and ``gauss4``; ``options`` go to
+    ``params``: tensors with leading axis ``B``; ``method``: a name in :data:`hamnet.integrate.INTEGRATORS` (leapfrog, yoshida4/6/8,
+    implicit_midpoint, gauss4, rk4, dopri5, ... or one you registered); ``options`` go to
     ``odeint`` (e.g. ``{"max_iters": 200}`` for an implicit method). Returns ``(B, steps + 1, 2, N, D)``
     in ``dtype`` on ``z0``'s device, detached.
 
@@ -87,6 +90,7 @@ def rollout(
     z0 = z0.detach().to(dtype)
     params = {k: (v.detach().to(device=device, dtype=dtype) if v.is_floating_point() else v.detach().to(device))
               for k, v in params.items()}
+    key = solver_key(method)  # an unknown method fails before any work
     field = HamiltonianField(_as_dtype(model_or_system, dtype, device), params)
 
     trajectory = torch.empty(z0.shape[0], int(steps) + 1, *z0.shape[1:], dtype=dtype, device=device)
@@ -99,7 +103,7 @@ def rollout(
             # fields are autonomous, so each chunk runs on its own grid from 0: steps t1 - t0 then
             # differ from dt by round-off of times up to chunk_steps * dt, not of the whole horizon
             t = torch.arange(n + 1, dtype=dtype, device=device) * dt
-            states = odeint(field, trajectory[:, done], t, method=method, options=options)  # (n + 1, B, 2, N, D)
+            states = odeint(field, trajectory[:, done], t, method=key, options=options)  # (n + 1, B, 2, N, D)
             trajectory[:, done + 1: done + n + 1] = states[1:].transpose(0, 1)
             _check_finite(trajectory, done + 1, done + n)
             done += n
@@ -123,3 +127,32 @@ def _check_finite(trajectory: Tensor, first: int, last: int) -> None:
         systems=systems,
         trajectory=trajectory[:, : step + 1].clone(),
     )
+
+
+def default_method(model: Any) -> str:
+    """Leapfrog for separable Hamiltonians; rk4 for the rest."""
+    return "leapfrog" if getattr(model, "separable", False) else "rk4"
+
+
+def predicted_trajectories(model: Any, data: Trajectories, *, model_config: dict, steps: int | None = None,
+                           dt: float | None = None, method: str | None = None,
+                           dtype: torch.dtype = torch.float64, checkpoint: str | None = None) -> Trajectories:
+    """Roll ``model`` out from every initial state of ``data`` and package the result as a
+    trajectory file's contents (schema 1): the system of ``data`` in ``meta`` (so true energy can
+    be measured), plus the model (``model_config``, a label), integrator, dtype and checkpoint.
+    ``steps`` and ``dt`` default to the data's own."""
+    steps = data.n_times - 1 if steps is None else steps
+    dt = float(data.meta["dt"]) if dt is None else dt
+    method = method or default_method(model)
+    z = rollout(model, data.z[:, 0], data.params, steps, dt, method=method, dtype=dtype)
+    meta = {"system": data.meta["system"], "system_settings": data.meta["system_settings"], "dt": dt,
+            "hamnet_version": __version__,
+            "steps": steps, "model": model_label(model_config), "model_config": model_config, "method": method,
+            "dtype": str(dtype).removeprefix("torch."), "checkpoint": checkpoint}
+    t = torch.arange(steps + 1, dtype=torch.float64) * dt
+    return Trajectories(t, z.double(), data.params, meta)
+
+
+def model_label(config: dict) -> str:
+    """A short name for a model config as stored in checkpoints, e.g. ``hlieconv SO2``."""
+    return MODELS.get(config["name"]).label(config)

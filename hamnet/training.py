@@ -1,10 +1,8 @@
 """Training a model on windows of trajectories: resumable, reproducible, optionally distributed.
 
-Note to the reader: a batch holds windows ``z: (b, chunk, 2, N, D)`` (see :mod:`hamnet.data`).
-The model is integrated with torchdiffeq from each window's first state over the window's times,
-and the loss is the mean squared error against the other ``chunk - 1`` states; the first state,
-where the error is zero by construction, is left out (the paper's code averaged it in, which
-scales its reported figures by ``(chunk - 1) / chunk``; :func:`window_mse` gives both).
+Note to the reader: a batch holds windows ``z: (b, chunk, 2, N, D)`` (see :mod:`hamnet.data`);
+the loss is :class:`hamnet.loss.WindowLoss`, the squared error of the model integrated over each
+window against the window's other ``chunk - 1`` states.
 
 Optimiser: Adam with a cosine learning-rate decay over all steps of all epochs. A run folder holds
 ``config.json``, ``metrics.jsonl`` (one line per epoch), ``last.pt`` (every epoch) and ``best.pt``
@@ -31,22 +29,19 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from torch import Tensor, nn
-from torchdiffeq import odeint
+from torch import nn
 from tqdm.auto import tqdm
-
-import hamnet.integrate  # noqa: F401  (registers the symplectic solvers with torchdiffeq)
 
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .data import DEFAULT_CHUNK, Windows, split_systems
-from .dynamics import HamiltonianField
+from .integrate import INTEGRATORS, get_integrator
 from .io import Trajectories, atomic_path, load_trajectories
-from .models import ModelConfig, build_model, config_from_dict
+from .loss import WindowLoss, to_device, window_mse
+from .models import ModelConfig, build_model, check_compatible, config_from_dict
 
 log = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
-METHODS = ("rk4", "leapfrog", "yoshida4", "implicit_midpoint", "midpoint", "euler")
 
 
 @dataclass(frozen=True)
@@ -85,8 +80,10 @@ class TrainConfig:
             raise ValueError(f"weight decay must be non-negative, got {self.weight_decay}")
         if self.dtype not in DTYPES:
             raise ValueError(f"unknown dtype {self.dtype!r}; choose one of {', '.join(DTYPES)}")
-        if self.method not in METHODS:
-            raise ValueError(f"unknown training integrator {self.method!r}; choose one of {', '.join(METHODS)}")
+        if not get_integrator(self.method).fixed_step:  # unknown names fail here, with the known ones listed
+            fixed = [name for name in INTEGRATORS.names() if INTEGRATORS.get(name).fixed_step]
+            raise ValueError(f"training integrates each window with a fixed step; {self.method!r} is adaptive. "
+                             f"Choose one of {', '.join(fixed)}")
         if self.chunk < 2:
             raise ValueError(f"chunk must be at least 2 states, got {self.chunk}")
 
@@ -96,53 +93,6 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
         return config_from_dict(cls, values, "training config")
-
-
-# -- the loss ----------------------------------------------------------------------------------------
-class WindowLoss(nn.Module):
-    """Sum of squared errors of the integrated model over windows, as a module (so DDP can wrap it).
-
-    ``forward(z, params)`` with ``z: (b, chunk, 2, N, D)`` returns the sum over the ``chunk - 1``
-    predicted states of every window; the caller divides by the element count it wants.
-    """
-
-    def __init__(self, model: nn.Module, dt: float, method: str) -> None:
-        super().__init__()
-        self.model, self.dt, self.method = model, dt, method
-
-    def forward(self, z: Tensor, params: dict[str, Tensor]) -> Tensor:
-        t = torch.arange(z.shape[1], dtype=z.dtype, device=z.device) * self.dt
-        predicted = odeint(HamiltonianField(self.model, params), z[:, 0], t, method=self.method)
-        return (predicted[1:].transpose(0, 1) - z[:, 1:]).square().sum()
-
-
-def window_mse(model: Any, windows: Windows, dt: float, *, method: str = "rk4",
-               dtype: torch.dtype = torch.float32, batch_size: int = 500) -> dict[str, float]:
-    """Mean squared error of the model over ``windows``: ``mse`` excludes each window's initial
-    state, ``mse_with_initial`` includes it (the reference implementation's convention).
-
-    Runs under ``torch.no_grad()``: the field still differentiates ``H`` locally for its forces,
-    but no graph through the weights is built.
-    """
-    loss = WindowLoss(model, dt, method)
-    total, count = 0.0, 0
-    with torch.no_grad():
-        for index in windows.batches(batch_size):
-            z, params = _to(windows[index], dtype, _device_of(model))
-            total += float(loss(z, params))
-            count += z[:, 1:].numel()
-    chunk = windows.chunk
-    return {"mse": total / count, "mse_with_initial": total / count * (chunk - 1) / chunk}
-
-
-def _device_of(model: Any) -> torch.device:
-    weights = next(model.parameters(), None) if isinstance(model, nn.Module) else None
-    return weights.device if weights is not None else torch.device("cpu")
-
-
-def _to(batch, dtype, device):
-    z, params = batch
-    return z.to(device=device, dtype=dtype), {k: v.to(device=device, dtype=dtype) for k, v in params.items()}
 
 
 # -- distributed ------------------------------------------------------------------------------------
@@ -208,21 +158,6 @@ class RunFiles:
         return self.folder / "best.pt"
 
 
-def check_compatible(config: ModelConfig, data: Trajectories, source: str) -> None:
-    """Refuse data a model cannot take, in one line: wrong D, wrong N for fully connected models,
-    or missing feature parameters."""
-    if data.dim != config.dim:
-        raise ValueError(f"{source} holds {data.dim}D systems; the model is for {config.dim}D")
-    missing = [key for key in config.feature_keys if key not in data.params]
-    if missing:
-        raise ValueError(f"{source} lacks the parameters {missing} the model uses as features")
-    if config.name in ("fc-node", "fc-hnn") and data.n_particles != config.n_particles:
-        raise ValueError(
-            f"{config.name} is fully connected over {config.n_particles} particles and cannot run on {source} "
-            f"with N = {data.n_particles}; hlieconv and hogn run on any N"
-        )
-
-
 def train(config: TrainConfig, data_path: str | os.PathLike, run_dir: str | os.PathLike, *,
           resume: bool = False, device: str = "cpu", progress: bool = False,
           stop_after_epochs: int | None = None) -> dict[str, Any]:
@@ -282,7 +217,7 @@ def _train(config, data_path, files, context, resume, progress, stop_after_epoch
     # one window through the model before anything is written: a model/integrator/neighbourhood
     # mismatch fails here, not after the run folder exists
     with torch.no_grad():
-        loss_module(*_to(train_windows[torch.arange(1)], dtype, context.device))
+        loss_module(*to_device(train_windows[torch.arange(1)], dtype, context.device))
     data_info = {"path": str(data_path), "system": data.meta.get("system"), "n_particles": data.n_particles,
                  "dim": data.dim, "dt": data.meta["dt"], "n_train_windows": len(train_windows)}
     if resume:
@@ -361,7 +296,7 @@ def _train_epoch(loss_module, optimizer, scheduler, windows, config, context, dt
     batches = windows.batches(config.batch_size, shuffle)
     for global_index in tqdm(batches, disable=not progress, desc=f"epoch {epoch + 1}", leave=False):
         local_index = global_index.tensor_split(context.world_size)[context.rank]
-        z, params = _to(windows[local_index], dtype, context.device)
+        z, params = to_device(windows[local_index], dtype, context.device)
         global_elements = global_index.numel() * elements_per_window
         # DDP averages gradients over processes; scaling by world_size / global count makes that
         # average the gradient of the global batch's mean, whatever the split sizes

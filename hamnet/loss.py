@@ -1,0 +1,71 @@
+"""The training objective: how far a model integrated over windows lands from the data.
+
+Note to the reader: a batch holds windows ``z: (b, chunk, 2, N, D)`` (see :mod:`hamnet.data`). The
+model is integrated with torchdiffeq from each window's first state over the window's times, and
+the error is taken over the other ``chunk - 1`` states; the first state, where the error is zero by
+construction, is left out (the paper's code averaged it in, which scales its reported figures by
+``(chunk - 1) / chunk``; :func:`window_mse` gives both). Training minimises it
+(:mod:`hamnet.training`) and evaluation reports it (:mod:`hamnet.evaluation`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torchdiffeq import odeint
+
+from .data import Windows
+from .dynamics import HamiltonianField
+from .integrate import solver_key
+
+__all__ = ["WindowLoss", "window_mse", "to_device"]
+
+
+class WindowLoss(nn.Module):
+    """Sum of squared errors of the integrated model over windows, as a module (so DDP can wrap it).
+
+    ``forward(z, params)`` with ``z: (b, chunk, 2, N, D)`` returns the sum over the ``chunk - 1``
+    predicted states of every window; the caller divides by the element count it wants.
+    """
+
+    def __init__(self, model: nn.Module, dt: float, method: str) -> None:
+        super().__init__()
+        self.model, self.dt, self.method = model, dt, method
+
+    def forward(self, z: Tensor, params: dict[str, Tensor]) -> Tensor:
+        t = torch.arange(z.shape[1], dtype=z.dtype, device=z.device) * self.dt
+        predicted = odeint(HamiltonianField(self.model, params), z[:, 0], t, method=solver_key(self.method))
+        return (predicted[1:].transpose(0, 1) - z[:, 1:]).square().sum()
+
+
+def window_mse(model: Any, windows: Windows, dt: float, *, method: str = "rk4",
+               dtype: torch.dtype = torch.float32, batch_size: int = 500) -> dict[str, float]:
+    """Mean squared error of the model over ``windows``: ``mse`` excludes each window's initial
+    state, ``mse_with_initial`` includes it (the reference implementation's convention).
+
+    Runs under ``torch.no_grad()``: the field still differentiates ``H`` locally for its forces,
+    but no graph through the weights is built.
+    """
+    loss = WindowLoss(model, dt, method)
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for index in windows.batches(batch_size):
+            z, params = to_device(windows[index], dtype, _device_of(model))
+            total += float(loss(z, params))
+            count += z[:, 1:].numel()
+    chunk = windows.chunk
+    return {"mse": total / count, "mse_with_initial": total / count * (chunk - 1) / chunk}
+
+
+def _device_of(model: Any) -> torch.device:
+    weights = next(model.parameters(), None) if isinstance(model, nn.Module) else None
+    return weights.device if weights is not None else torch.device("cpu")
+
+
+def to_device(batch: tuple[Tensor, dict[str, Tensor]], dtype: torch.dtype,
+              device: torch.device) -> tuple[Tensor, dict[str, Tensor]]:
+    """A batch ``(z, params)`` of windows in ``dtype`` on ``device``."""
+    z, params = batch
+    return z.to(device=device, dtype=dtype), {k: v.to(device=device, dtype=dtype) for k, v in params.items()}
