@@ -13,7 +13,7 @@ This module depends on torch alone, never on ``hamnet``.
 from __future__ import annotations
 
 import abc
-from typing import Callable, ClassVar
+from typing import Callable, ClassVar, Mapping
 
 import torch
 from torch import Tensor
@@ -26,7 +26,8 @@ class HamiltonianSystem(abc.ABC):
 
     Subclasses set ``name``, ``feature_keys`` (the parameters a learned model sees per particle)
     and ``symmetry`` (the largest group from ``hamnet.groups`` that leaves ``H`` invariant), and
-    implement ``sample_params``, ``sample_state`` and ``potential``.
+    implement ``sample_params``, ``sample_state`` and ``potential``. Optionally ``timescale(params)``,
+    the shortest dynamical time per system ``(B,)``, by which the ground truth sizes its sub-steps.
     """
 
     name: ClassVar[str]
@@ -38,6 +39,9 @@ class HamiltonianSystem(abc.ABC):
     #: True when the forces are linear in ``q`` and act on each spatial axis alike
     #: (``V = sum_axes q^T S q / 2``); integrators may then precompute their step as a matrix
     linear: ClassVar[bool] = False
+    #: constructor settings that lengthen ``timescale(params)`` when made larger (such as a
+    #: softening length); a refusal to take too many sub-steps suggests them
+    timescale_settings: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, n_particles: int | None = None, dim: int = 2) -> None:
         n_particles = self.default_n_particles if n_particles is None else n_particles
@@ -65,7 +69,21 @@ class HamiltonianSystem(abc.ABC):
         """The constructor settings, JSON-serialisable, so that ``type(self)(**settings())`` rebuilds it."""
         return {"n_particles": self.n_particles, "dim": self.dim}
 
+    def required_params(self) -> tuple[str, ...]:
+        """The names of the parameters this system needs; by default the keys of one sampled system
+        (cheap). Override when sampling is expensive or some parameters are optional."""
+        return tuple(self.sample_params(1, torch.Generator().manual_seed(0)))
+
     # -- derived ------------------------------------------------------------------------------
+    def check_params(self, params: Mapping[str, object], source: str) -> None:
+        """Raise a one-line ``ValueError`` naming every parameter of :meth:`required_params` that
+        ``params`` lacks; ``source`` says where ``params`` came from (a file name) in the message."""
+        missing = [key for key in self.required_params() if key not in params]
+        if missing:
+            noun = "parameter" if len(missing) == 1 else "parameters"
+            name = getattr(self, "name", None) or type(self).__name__
+            raise ValueError(f"{source} lacks the {noun} {', '.join(map(repr, missing))} that {name} needs")
+
     def kinetic(self, p: Tensor, params: Params) -> Tensor:
         """Kinetic energy ``sum_i |p_i|^2 / (2 m_i)``; ``p: (B, N, D)`` -> ``(B,)``."""
         return 0.5 * (p.square().sum(-1) / params["m"]).sum(-1)

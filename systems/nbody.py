@@ -53,6 +53,7 @@ class NBody(HamiltonianSystem):
     feature_keys = ("m",)
     symmetry = "SE3"
     default_n_particles = 5
+    timescale_settings = ("softening",)
 
     def __init__(
         self,

@@ -125,6 +125,16 @@ def test_bad_settings(settings, message):
         Springs(**settings)
 
 
+def test_check_params_names_what_is_missing():
+    ones = torch.ones(2, 6, dtype=torch.float64)
+    Springs().check_params({"m": ones, "k": ones}, "data.npz")
+    with pytest.raises(ValueError, match=r"^data\.npz lacks the parameter 'k' that springs needs$"):
+        Springs().check_params({"m": ones}, "data.npz")
+    with pytest.raises(ValueError, match=r"^data\.npz lacks the parameters 'm', 'k' that springs needs$"):
+        Springs().check_params({}, "data.npz")
+    assert NBody(family="cluster").required_params() == ("m",)
+
+
 def test_registry():
     assert get_system_class("springs") is Springs
     assert isinstance(make_system("nbody", dim=3, family="cluster"), NBody)
