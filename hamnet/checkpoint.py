@@ -8,12 +8,17 @@ refused. Layout (``CHECKPOINT_FORMAT``, version ``CHECKPOINT_VERSION``)::
      "model_config": dict, "train_config": dict, "model": state_dict, "optimizer": state_dict,
      "scheduler": state_dict, "epoch": int (epochs completed), "best_validation": float,
      "rng": {"shuffle": ByteTensor}, "data": dict (what the model was trained on)}
+
+``epoch`` is 0 in the checkpoint a run writes before training (its initial state). ``data`` describes
+the training file (path, system, sizes, dt) and holds its ``sha256``, so a resume can tell that the
+file changed; checkpoints of earlier hamnet versions lack it.
 """
 
 from __future__ import annotations
 
 import os
 import pickle
+import re
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -33,10 +38,27 @@ class CheckpointError(ValueError):
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
-    """Write ``state`` (see the module docstring) atomically to ``path``."""
+    """Write ``state`` (see the module docstring) atomically to ``path``.
+
+    A failed write (a full disk: ``torch.save`` raises ``RuntimeError`` or ``OSError``) raises
+    ``OSError("cannot write PATH: reason")`` and leaves any previous file at ``path`` as it was.
+    """
     payload = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "hamnet_version": __version__, **state}
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    try:
+        with atomic_path(path) as tmp:
+            torch.save(payload, tmp)
+    except (OSError, RuntimeError) as error:
+        raise _write_failure(path, error) from error
+
+
+def _write_failure(path: str | os.PathLike, error: Exception) -> OSError:
+    """``OSError("cannot write PATH: reason")``, however the failure was worded (an ``OSError`` that
+    already names the path, or torch's ``[enforce fail at ...] PytorchStreamWriter failed ...``)."""
+    reason = (error.strerror if isinstance(error, OSError) and error.strerror else str(error)).splitlines()[0]
+    reason = re.sub(r"^\[enforce fail at [^\]]*\]\s*\.?\s*", "", reason).removeprefix(f"cannot write {path}: ")
+    failure = OSError(f"cannot write {path}: {reason}")
+    failure.errno = getattr(error, "errno", None)  # kept for callers that test it; the message stays one line
+    return failure
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:

@@ -41,7 +41,7 @@ from .registry import Registry
 Params = dict[str, Tensor]
 
 __all__ = ["ModelConfig", "ParticleModel", "HLieConv", "FCNODE", "FCHNN", "HOGN", "MODELS", "register_model",
-           "build_model", "check_compatible", "init_parameters"]
+           "build_model", "check_compatible", "init_parameters", "parameter_count"]
 
 #: seed of the generator that initialises weights when ``build_model`` is given none
 DEFAULT_INIT_SEED = 0
@@ -100,13 +100,69 @@ class ModelConfig:
 
 
 def config_from_dict(cls, values: Mapping[str, Any], what: str):
-    """The frozen dataclass ``cls`` built from a dict, refusing keys it does not know (a config
-    written by another version or for another model) with a one-line error."""
+    """The frozen dataclass ``cls`` built from a dict (e.g. read back from JSON or a checkpoint).
+
+    Refuses, with a one-line ``ValueError``, keys it does not know (a config written by another
+    version or for another model) and values that are not of the field's annotated type: ``int``,
+    ``float`` (an int is taken), ``str``, ``bool``, ``X | None``, ``tuple[X, ...]`` (a JSON list is
+    taken) and nested dataclasses (a dict is built into one, as ``TrainConfig.model``).
+    """
+    import types  # here rather than at the top: only this function reads annotations
+    import typing
+
+    if not isinstance(values, Mapping):
+        raise ValueError(f"{what} must be a dict of settings, got {type(values).__name__}")
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - known)
     if unknown:
         raise ValueError(f"unknown {what} keys {unknown}; known keys: {sorted(known)}")
-    return cls(**values)
+
+    def describe(hint) -> str:
+        if typing.get_origin(hint) in (typing.Union, types.UnionType):
+            return " or ".join(describe(option) for option in typing.get_args(hint))
+        if typing.get_origin(hint) is tuple:
+            return f"a list of {describe(typing.get_args(hint)[0])}"
+        if dataclasses.is_dataclass(hint):
+            return f"a dict of {hint.__name__} settings"
+        return "None" if hint is type(None) else getattr(hint, "__name__", str(hint))
+
+    def converted(name: str, value: Any, hint: Any) -> Any:
+        """``value`` as the annotated type; raises TypeError if it is not one."""
+        origin, args = typing.get_origin(hint), typing.get_args(hint)
+        if origin in (typing.Union, types.UnionType):
+            if value is None and type(None) in args:
+                return None
+            for option in (arg for arg in args if arg is not type(None)):
+                try:
+                    return converted(name, value, option)
+                except TypeError:
+                    continue
+        elif origin is tuple and len(args) == 2 and args[1] is Ellipsis:
+            if isinstance(value, (list, tuple)):
+                return tuple(converted(name, item, args[0]) for item in value)
+        elif dataclasses.is_dataclass(hint):
+            if isinstance(value, hint):
+                return value
+            if isinstance(value, Mapping):
+                return config_from_dict(hint, value, f"{name} config")
+        elif hint in (int, float, str, bool):
+            if isinstance(value, bool) != (hint is bool):  # bool is an int to Python, not to a config
+                raise TypeError
+            if isinstance(value, hint) or (hint is float and isinstance(value, int)):
+                return hint(value)
+        else:
+            return value  # an annotation this check does not know: left to the class
+        raise TypeError
+
+    hints = typing.get_type_hints(cls)
+    checked = {}
+    for name, value in values.items():
+        try:
+            checked[name] = converted(name, value, hints[name])
+        except TypeError:
+            shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+            raise ValueError(f"{what} field {name!r} must be {describe(hints[name])}, got {shown}") from None
+    return cls(**checked)
 
 
 # -- shared pieces ------------------------------------------------------------------------------
@@ -164,7 +220,7 @@ class ParticleModel(nn.Module):
         """
         missing = [key for key in self.config.feature_keys if key not in params]
         if missing:
-            raise KeyError(f"params lack {missing} (the model's feature_keys are {self.config.feature_keys})")
+            raise ValueError(f"params lack {missing} (the model's feature_keys are {self.config.feature_keys})")
         n = like.shape[1]
         columns = [params[key] if params[key].dim() == 2 else params[key].unsqueeze(-1).expand(-1, n)
                    for key in self.config.feature_keys]
@@ -354,6 +410,14 @@ def build_model(config: ModelConfig, generator: torch.Generator | None = None) -
     model = MODELS.get(config.name)(config)
     init_parameters(model, generator if generator is not None else torch.Generator().manual_seed(DEFAULT_INIT_SEED))
     return model
+
+
+def parameter_count(config: ModelConfig) -> int:
+    """How many weights ``build_model(config)`` would have, counted without allocating them (the model is
+    built on torch's meta device), so that an impossible width can be refused before it is built."""
+    with torch.device("meta"):
+        model = MODELS.get(config.name)(config)
+    return sum(weight.numel() for weight in model.parameters())
 
 
 def check_compatible(config: ModelConfig, data: Any, source: str) -> None:

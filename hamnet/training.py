@@ -5,30 +5,50 @@ the loss is :class:`hamnet.loss.WindowLoss`, the squared error of the model inte
 window against the window's other ``chunk - 1`` states.
 
 Optimiser: Adam with a cosine learning-rate decay over all steps of all epochs. A run folder holds
-``config.json``, ``metrics.jsonl`` (one line per epoch), ``last.pt`` (every epoch) and ``best.pt``
-(lowest validation loss). Resuming restores model, optimiser, scheduler, epoch and random states,
-so an interrupted run ends with bitwise the same weights as an uninterrupted one (on CPU).
+``config.json``, ``metrics.jsonl`` (one line per epoch), ``last.pt`` (written at epoch 0, before
+training, then every epoch), ``best.pt`` (lowest validation loss) and ``.lock``. Resuming restores
+model, optimiser, scheduler, epoch and random states, so an interrupted run ends with bitwise the same
+weights as an uninterrupted one (on CPU).
+
+Nothing runs twice, nothing is lost, nothing is silent:
+
+- a run holds an advisory lock on its folder (``.lock``, the ``filelock`` package) from before its
+  first write to its end, so a second ``train`` on the same folder fails at once
+  (:class:`RunFolderInUse`);
+- every state a kill (SIGKILL included) can leave is accepted: ``--resume`` continues from
+  ``last.pt``, and a folder where no epoch completed may be started over by a new run;
+- the data file's sha256 is stored in ``config.json`` and in every checkpoint, and a resume on a
+  file that changed since is refused;
+- a loss or weights that stop being finite end the run at once (:class:`TrainingDiverged`) with
+  ``last.pt`` and ``best.pt`` as the last finite epoch left them: no checkpoint ever holds
+  non-finite weights.
 
 Distributed: under ``torchrun --nproc_per_node=K`` each process takes a contiguous K-th of every
 global batch, the model is wrapped in DistributedDataParallel (gloo on CPU, nccl on GPU), and the
-loss is scaled so the averaged gradient is that of the global batch.
+loss is scaled so the averaged gradient is that of the global batch. Only the main rank locks and
+writes the run folder; the others learn its verdict (go on, or the same error) by a broadcast.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
+import hashlib
 import json
 import logging
 import math
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
+from filelock import FileLock, Timeout
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -42,6 +62,18 @@ from .models import ModelConfig, build_model, check_compatible, config_from_dict
 log = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+#: bytes read at a time when fingerprinting a data file
+HASH_BLOCK_BYTES = 1 << 20
+
+
+class TrainingDiverged(ValueError):
+    """A training or validation loss, or the weights, stopped being finite; the run folder keeps the
+    checkpoints of the last finite epoch."""
+
+
+class RunFolderInUse(ValueError):
+    """Another ``train`` process holds the run folder's lock."""
 
 
 @dataclass(frozen=True)
@@ -76,8 +108,9 @@ class TrainConfig:
             raise ValueError(f"batch size must be at least 1, got {self.batch_size}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ValueError(f"learning rate must be a positive number, got {self.lr}")
-        if self.weight_decay < 0:
-            raise ValueError(f"weight decay must be non-negative, got {self.weight_decay}")
+        if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
+            raise ValueError(f"weight decay must be a finite non-negative number, got {self.weight_decay} "
+                             "(--weight-decay)")
         if self.dtype not in DTYPES:
             raise ValueError(f"unknown dtype {self.dtype!r}; choose one of {', '.join(DTYPES)}")
         if not get_integrator(self.method).fixed_step:  # unknown names fail here, with the known ones listed
@@ -92,7 +125,9 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
-        return config_from_dict(cls, values, "training config")
+        """Rebuild from :meth:`as_dict` (e.g. read from a checkpoint); unknown keys and values of the
+        wrong type are refused in one line."""
+        return config_from_dict(cls, values, "train config")
 
 
 # -- distributed ------------------------------------------------------------------------------------
@@ -134,7 +169,35 @@ def close_distributed(context: Context, *, succeeded: bool) -> None:
         dist.destroy_process_group()
 
 
-# -- the run ----------------------------------------------------------------------------------------
+def _on_main(context: Context, work: Callable[[], Any]) -> Any:
+    """``work()`` done by the main rank alone; its result, or its ``ValueError`` / ``OSError`` raised,
+    on every rank, so that all ranks go on together or all fail with the same line."""
+    if context.world_size == 1:
+        return work()
+    outcome: list[Any] = [None]
+    if context.is_main:
+        try:
+            outcome[0] = work()
+        except (ValueError, OSError) as error:
+            outcome[0] = error
+    dist.broadcast_object_list(outcome, src=0)
+    if isinstance(outcome[0], (ValueError, OSError)):
+        raise outcome[0]
+    return outcome[0]
+
+
+def _finite_everywhere(value: float, context: Context) -> bool:
+    """Whether ``value`` is finite on every rank (all ranks then stop at the same batch, none left
+    waiting in an all-reduce)."""
+    finite = math.isfinite(value)
+    if context.world_size > 1:
+        flag = torch.tensor([1.0 if finite else 0.0], device=context.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+        finite = bool(flag.item() == 1.0)
+    return finite
+
+
+# -- the run folder ---------------------------------------------------------------------------------
 @dataclass
 class RunFiles:
     """The files of a run folder."""
@@ -157,16 +220,213 @@ class RunFiles:
     def best(self) -> Path:
         return self.folder / "best.pt"
 
+    @property
+    def lock(self) -> Path:
+        return self.folder / ".lock"
 
+    def owns(self, name: str) -> bool:
+        """Whether a file called ``name`` in the folder is a run's own: one of its files, the lock, or
+        the temporary file of an atomic write that a kill interrupted."""
+        return name in self._names or name.startswith(self.lock.name) or self.is_temporary(name)
+
+    def is_temporary(self, name: str) -> bool:
+        """Whether ``name`` is the temporary file of an atomic write of one of the run's files."""
+        return name.endswith(".tmp") and any(name.startswith(f".{file}.") for file in self._names)
+
+    @property
+    def _names(self) -> list[str]:
+        return [path.name for path in (self.config, self.metrics, self.last, self.best)]
+
+
+def _make_folder(files: RunFiles, resume: bool) -> bool:
+    """Create the run folder unless it exists; returns whether this call made it.
+
+    There is no race: ``mkdir`` is atomic, so of two processes starting on one folder exactly one
+    creates it; both then try the lock, exactly one gets it, and only the holder reads or changes
+    what the folder holds. A folder holding anything that is not a run's own is refused here, before
+    the lock file is written, so nothing is ever written into someone else's folder.
+    """
+    folder = files.folder
+    if resume and not folder.is_dir():
+        raise ValueError(f"nothing to resume: run folder {folder} does not exist; drop --resume to start a new run")
+    try:
+        folder.mkdir(parents=True)
+        created = True
+    except FileExistsError:
+        if not folder.is_dir():
+            raise ValueError(f"run folder {folder} is a file; choose another --out") from None
+        created = False
+    except OSError as error:
+        raise OSError(f"cannot create run folder {folder}: {error.strerror or error}") from error
+    foreign = sorted(path.name for path in folder.iterdir() if not files.owns(path.name))
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+        raise ValueError(f"run folder {folder} already holds files that are not a hamnet run's ({shown}); "
+                         "choose another --out (nothing in it was changed)")
+    return created
+
+
+@contextlib.contextmanager
+def _locked(files: RunFiles):
+    """Hold the run folder's lock for the block; fail at once if another process holds it.
+
+    The lock is ``flock`` on ``.lock`` inside the folder: the kernel drops it when its holder exits,
+    however it exits, so a killed run never leaves the folder locked.
+    """
+    lock = FileLock(files.lock, timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise RunFolderInUse(f"run folder {files.folder} is in use by another hamnet train process"
+                             f"{_lock_holder(files.lock)}; wait for it to end or choose another --out") from None
+    except OSError as error:
+        raise OSError(f"cannot lock run folder {files.folder}: {error.strerror or error}") from error
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _lock_holder(lock: Path) -> str:
+    """`` (pid N)`` for the process holding ``lock``, where the system tells (Linux's /proc/locks
+    lists every flock with its holder, device and inode); otherwise empty."""
+    try:
+        status = lock.stat()
+        with open("/proc/locks") as table:
+            entries = [line.split() for line in table]
+    except OSError:
+        return ""
+    # "1: FLOCK  ADVISORY  WRITE 4242 fe:00:2146851 0 EOF"; waiters' lines carry "->" and are skipped
+    device = f"{os.major(status.st_dev):02x}:{os.minor(status.st_dev):02x}:{status.st_ino}"
+    holders = {fields[5]: fields[4] for fields in entries if len(fields) > 5 and fields[1] == "FLOCK"}
+    same_inode = [pid for where, pid in holders.items() if where.rsplit(":", 1)[-1] == str(status.st_ino)]
+    pid = holders.get(device) or (same_inode[0] if len(same_inode) == 1 else None)  # overlay filesystems
+    return f" (pid {pid})" if pid else ""
+
+
+def _open_run(files: RunFiles, run: "_Run", config: TrainConfig, data_info: dict, resume: bool,
+              held: contextlib.ExitStack) -> bool:
+    """Main rank: create and lock the run folder (the lock joins ``held``), decide where the run
+    starts and write its first files. Returns whether the run resumes a checkpoint."""
+    created = _make_folder(files, resume)
+    held.enter_context(_locked(files))  # if another process holds it, the folder is theirs: left alone
+    try:
+        state = _claim(files, config, data_info, resume)
+        if state is not None:
+            run.restore(state, files.last)
+        _write_start(files, run, config, data_info, fresh=state is None)
+        return state is not None
+    except BaseException:
+        if created and not files.last.exists():
+            shutil.rmtree(files.folder, ignore_errors=True)  # nothing worth keeping: leave no half-made run
+        raise
+
+
+def _claim(files: RunFiles, config: TrainConfig, data_info: dict, resume: bool) -> dict[str, Any] | None:
+    """With the lock held: the checkpoint the run resumes from, or None to start at epoch 0.
+
+    A folder where no epoch completed (no ``best.pt``; no ``last.pt``, or one of epoch 0: what a kill
+    before the end of the first epoch leaves) holds nothing worth keeping: it is cleared, and a new
+    run or ``--resume`` starts it at epoch 0. A run past that is refused to a new run and continued
+    by ``--resume``, after checking it was made with the same settings and data. Temporary files of
+    writes a kill cut short are removed: under the lock, no one else is writing them.
+    """
+    for path in files.folder.glob(".*.tmp"):
+        if files.is_temporary(path.name):
+            path.unlink(missing_ok=True)
+    last = load_checkpoint(files.last) if files.last.exists() else None
+    if resume and last is not None:
+        _check_resumable(files, last, config, data_info)
+        return last
+    if files.best.exists() or (last is not None and _epoch_of(last, files.last) > 0):
+        if resume:
+            raise ValueError(f"nothing to resume: {files.last} does not exist")
+        raise ValueError(f"run folder {files.folder} already holds files of a started run; resume it with "
+                         "--resume or choose another --out")
+    leftovers = [path for path in files.folder.iterdir() if path.name != files.lock.name]
+    if leftovers:
+        log.info("%s holds a run that completed no epoch; starting it over at epoch 0", files.folder)
+    for path in leftovers:
+        path.unlink(missing_ok=True)
+    return None
+
+
+def _write_start(files: RunFiles, run: "_Run", config: TrainConfig, data_info: dict, *, fresh: bool) -> None:
+    """The run's first writes.
+
+    Order of writes, each one atomic: ``config.json``; ``metrics.jsonl`` cut to the epochs ``last.pt``
+    holds; for a run starting at epoch 0, ``last.pt`` of epoch 0 (initial weights, optimiser,
+    scheduler, random state). Each epoch then appends its metrics line and writes ``best.pt`` and
+    ``last.pt`` (:func:`_epochs`). A kill between any two writes leaves a folder that ``--resume``
+    continues and that, until an epoch completes, a new run may start over in.
+    """
+    _write_json(files.config, {"train_config": config.as_dict(), "data": data_info})
+    _truncate_metrics(files.metrics, run.epoch)
+    if fresh:
+        _save(files.last, run, config, data_info)
+
+
+def _check_resumable(files: RunFiles, state: dict[str, Any], config: TrainConfig, data_info: dict) -> None:
+    """Refuse a checkpoint made with other settings or other data (a CheckpointError naming it)."""
+    try:
+        saved = TrainConfig.from_dict(state.get("train_config"))
+    except ValueError as error:
+        raise CheckpointError(f"{files.last}: {str(error).splitlines()[0]}") from error
+    if saved != config:
+        changed = sorted(f.name for f in dataclasses.fields(config) if getattr(saved, f.name) != getattr(config, f.name))
+        raise CheckpointError(
+            f"{files.last} was trained with different settings ({', '.join(changed)}); "
+            "resume with the run's own settings or start a new run folder"
+        )
+    saved_data = state.get("data") if isinstance(state.get("data"), dict) else {}
+    if _without_fingerprint(saved_data) != _without_fingerprint(data_info):
+        raise CheckpointError(f"{files.last} was trained on other data ({saved_data.get('path')}); "
+                              "resume with the same --data file")
+    # a checkpoint of a hamnet that did not fingerprint its data is taken on the description alone
+    before, now = saved_data.get("sha256", data_info["sha256"]), data_info["sha256"]
+    if before != now:
+        raise CheckpointError(
+            f"{files.last} was trained on other data: {data_info['path']} changed since the run started "
+            f"(sha256 {str(before)[:12]}... then, {now[:12]}... now); resume with the original file or start a "
+            "new run with another --out"
+        )
+
+
+def _without_fingerprint(data_info: dict) -> dict:
+    return {key: value for key, value in data_info.items() if key != "sha256"}
+
+
+def _epoch_of(state: dict[str, Any], path: Path) -> int:
+    epoch = state.get("epoch")
+    if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
+        raise CheckpointError(f"{path}: checkpoint epoch must be a non-negative int, got {epoch!r}")
+    return epoch
+
+
+def _sha256(path: str | os.PathLike) -> str:
+    """The sha256 of a file's bytes (hex), read in blocks so a large file is never held in memory."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(HASH_BLOCK_BYTES), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# -- the run ----------------------------------------------------------------------------------------
 def train(config: TrainConfig, data_path: str | os.PathLike, run_dir: str | os.PathLike, *,
           resume: bool = False, device: str = "cpu", progress: bool = False,
           stop_after_epochs: int | None = None) -> dict[str, Any]:
     """Train ``config.model`` on the trajectories in ``data_path``, writing the run to ``run_dir``.
 
     ``resume=True`` continues the run in ``run_dir`` from ``last.pt``; its stored configuration must
-    equal ``config``. ``stop_after_epochs`` ends this call early (as an interruption would); a later
-    resume finishes the run exactly as if it had not stopped. Returns the last epoch's metrics.
-    Everything is validated before ``run_dir`` is created, so bad input leaves nothing behind.
+    equal ``config`` and the data file must be the one it was trained on (same sha256).
+    ``stop_after_epochs`` ends this call early (as an interruption would); a later resume finishes
+    the run exactly as if it had not stopped. Returns the last epoch's metrics.
+
+    Everything is validated before ``run_dir`` is created, so bad input leaves nothing behind. The
+    folder is locked for the whole call: a second ``train`` on it raises :class:`RunFolderInUse` at
+    once. A loss or weights that stop being finite raise :class:`TrainingDiverged`, with ``last.pt``
+    and ``best.pt`` as the last finite epoch wrote them.
     """
     context = distributed_context(device)
     succeeded = False
@@ -197,12 +457,19 @@ class _Run:
                 "scheduler": self.scheduler.state_dict(), "epoch": self.epoch, "best_validation": self.best,
                 "rng": {"shuffle": self.shuffle.get_state()}, "data": data_info}
 
-    def restore(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.shuffle.set_state(state["rng"]["shuffle"])
-        self.epoch, self.best = state["epoch"], state["best_validation"]
+    def restore(self, state: dict[str, Any], path: Path) -> None:
+        """Continue from a checkpoint read from ``path``; a malformed one is a CheckpointError naming it."""
+        epoch = _epoch_of(state, path)
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            self.shuffle.set_state(state["rng"]["shuffle"])
+            self.best = float(state["best_validation"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as error:
+            raise CheckpointError(f"{path}: malformed checkpoint, cannot continue from it "
+                                  f"({type(error).__name__}: {str(error).splitlines()[0]})") from error
+        self.epoch = epoch
 
 
 def _train(config, data_path, files, context, resume, progress, stop_after_epochs):
@@ -219,29 +486,18 @@ def _train(config, data_path, files, context, resume, progress, stop_after_epoch
     with torch.no_grad():
         loss_module(*to_device(train_windows[torch.arange(1)], dtype, context.device))
     data_info = {"path": str(data_path), "system": data.meta.get("system"), "n_particles": data.n_particles,
-                 "dim": data.dim, "dt": data.meta["dt"], "n_train_windows": len(train_windows)}
-    if resume:
-        run.restore(_resume_state(files, config, data_info))
-    elif files.folder.exists() and any(files.folder.iterdir()):
-        raise ValueError(f"run folder {files.folder} already holds files; resume it with --resume or choose another --out")
-    if context.world_size > 1:
-        dist.barrier()  # every rank has checked the folder before the main rank writes to it
-        # a Hamiltonian's constant offset (the output bias) never reaches the force, so it gets no
-        # gradient; DDP must be told such parameters exist
-        loss_module = nn.parallel.DistributedDataParallel(loss_module, find_unused_parameters=True)
-
-    created = context.is_main and not files.folder.exists()
-    try:
-        if context.is_main:
-            files.folder.mkdir(parents=True, exist_ok=True)
-            _write_json(files.config, {"train_config": config.as_dict(), "data": data_info})
-            _truncate_metrics(files.metrics, run.epoch)
+                 "dim": data.dim, "dt": data.meta["dt"], "n_train_windows": len(train_windows),
+                 "sha256": _sha256(data_path)}
+    with contextlib.ExitStack() as held:  # the folder's lock (main rank), held until the run ends
+        resumed = _on_main(context, lambda: _open_run(files, run, config, data_info, resume, held))
+        if resumed and not context.is_main:
+            run.restore(load_checkpoint(files.last), files.last)  # checked by the main rank
+        if context.world_size > 1:
+            # a Hamiltonian's constant offset (the output bias) never reaches the force, so it gets no
+            # gradient; DDP must be told such parameters exist
+            loss_module = nn.parallel.DistributedDataParallel(loss_module, find_unused_parameters=True)
         return _epochs(run, loss_module, train_windows, validation_windows, config, context, files, data_info,
                        progress, stop_after_epochs)
-    except BaseException:
-        if created and not files.last.exists():
-            shutil.rmtree(files.folder, ignore_errors=True)  # nothing worth keeping: leave no half-made run
-        raise
 
 
 def _prepare_data(config: TrainConfig, data_path: Path, context: Context):
@@ -251,6 +507,10 @@ def _prepare_data(config: TrainConfig, data_path: Path, context: Context):
     if config.batch_size < context.world_size:
         raise ValueError(f"batch size {config.batch_size} is smaller than the {context.world_size} processes")
     dtype = DTYPES[config.dtype]
+    largest = max(float(values.abs().max()) for values in (data.z, *data.params.values()))
+    if largest > torch.finfo(dtype).max:
+        raise ValueError(f"{data_path} holds values up to {largest:.3g}, beyond {config.dtype}'s range; "
+                         "train with --dtype float64")
     split = split_systems(data.n_systems, config.validation, config.test, config.seed)
     data = Trajectories(data.t, data.z.to(dtype), {k: v.to(dtype) for k, v in data.params.items()}, data.meta)
     train_windows = Windows(data, config.chunk, split.train, config.max_windows, seed=config.seed)
@@ -261,16 +521,19 @@ def _prepare_data(config: TrainConfig, data_path: Path, context: Context):
 
 def _epochs(run, loss_module, train_windows, validation_windows, config, context, files, data_info, progress,
             stop_after_epochs) -> dict[str, Any]:
-    dtype, dt = DTYPES[config.dtype], float(train_windows.data.meta["dt"])
+    dt = float(train_windows.data.meta["dt"])
+    diverged = functools.partial(_diverged, run, config, files, train_windows, data_info["path"])
     last_epoch = min(config.epochs, run.epoch + (stop_after_epochs or config.epochs))
     metrics: dict[str, Any] = {}
     while run.epoch < last_epoch:
         started = time.perf_counter()
-        train_loss = _train_epoch(loss_module, run.optimizer, run.scheduler, train_windows, config, context, dtype,
-                                  run.shuffle, progress and context.is_main, run.epoch)
+        train_loss = _train_epoch(run, loss_module, train_windows, config, context, progress and context.is_main,
+                                  diverged)
         seconds = time.perf_counter() - started
-        validation = (window_mse(run.model, validation_windows, dt, method=config.method, dtype=dtype)["mse"]
-                      if validation_windows is not None else math.nan)
+        validation = (window_mse(run.model, validation_windows, dt, method=config.method, dtype=DTYPES[config.dtype])
+                      ["mse"] if validation_windows is not None else math.nan)
+        if validation_windows is not None and not math.isfinite(validation):
+            raise diverged(f"the validation MSE is {validation} after epoch {run.epoch + 1}")
         run.epoch += 1
         improved = validation < run.best
         run.best = min(run.best, validation) if improved else run.best
@@ -279,34 +542,46 @@ def _epochs(run, loss_module, train_windows, validation_windows, config, context
                    "windows_per_second": round(len(train_windows) / seconds, 1)}
         if context.is_main:
             # metrics first, then best, then last: a kill between any two leaves a state that resume
-            # repairs (metrics of epochs past last.pt are dropped, and best is rewritten from last)
+            # repairs (metrics of epochs past last.pt are dropped, and the redone epoch, bitwise the
+            # same, rewrites a best.pt that is ahead of last.pt)
             _append_metrics(files.metrics, metrics)
-            state = run.state(config, data_info)
             if improved or not files.best.exists():
-                save_checkpoint(files.best, state)
-            save_checkpoint(files.last, state)
+                _save(files.best, run, config, data_info)
+            _save(files.last, run, config, data_info)
             log.info("epoch %d/%d  train %.3g  validation %.3g  %.1f s", run.epoch, config.epochs,
                      train_loss, validation, seconds)
     return metrics
 
 
-def _train_epoch(loss_module, optimizer, scheduler, windows, config, context, dtype, shuffle, progress, epoch):
+def _train_epoch(run, loss_module, windows, config, context, progress,
+                 diverged: Callable[[str], TrainingDiverged]) -> float:
+    """One pass over the training windows; returns the mean loss. A batch whose loss is not finite
+    (on any rank) raises ``diverged(what)`` before any step is taken with it, and so do weights that
+    are not finite after the last step."""
+    dtype = DTYPES[config.dtype]
     elements_per_window = (windows.chunk - 1) * math.prod(windows.data.z.shape[2:])
     total, count = 0.0, 0
-    batches = windows.batches(config.batch_size, shuffle)
-    for global_index in tqdm(batches, disable=not progress, desc=f"epoch {epoch + 1}", leave=False):
+    batches = windows.batches(config.batch_size, run.shuffle)
+    for number, global_index in enumerate(tqdm(batches, disable=not progress, desc=f"epoch {run.epoch + 1}",
+                                               leave=False), start=1):
         local_index = global_index.tensor_split(context.world_size)[context.rank]
         z, params = to_device(windows[local_index], dtype, context.device)
         global_elements = global_index.numel() * elements_per_window
         # DDP averages gradients over processes; scaling by world_size / global count makes that
         # average the gradient of the global batch's mean, whatever the split sizes
         loss = loss_module(z, params) * (context.world_size / global_elements)
-        optimizer.zero_grad(set_to_none=True)
+        batch_loss = float(loss.detach())
+        if not _finite_everywhere(batch_loss, context):
+            value = batch_loss if not math.isfinite(batch_loss) else "not finite (in another process)"
+            raise diverged(f"the training loss is {value} in epoch {run.epoch + 1}, batch {number}")
+        run.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        optimizer.step()
-        scheduler.step()
-        total += float(loss.detach()) / context.world_size * global_elements
+        run.optimizer.step()
+        run.scheduler.step()
+        total += batch_loss / context.world_size * global_elements
         count += global_elements
+    if not _finite_weights(run.model):  # an overflowing gradient at the last step: the next loss would show it
+        raise diverged(f"the weights are not finite after epoch {run.epoch + 1}")
     if context.world_size > 1:
         summed = torch.tensor([total], dtype=torch.float64, device=context.device)
         dist.all_reduce(summed)
@@ -314,23 +589,38 @@ def _train_epoch(loss_module, optimizer, scheduler, windows, config, context, dt
     return total / count
 
 
-def _resume_state(files: RunFiles, config: TrainConfig, data_info: dict) -> dict[str, Any]:
-    if not files.last.exists():
-        raise ValueError(f"nothing to resume: {files.last} does not exist")
-    state = load_checkpoint(files.last)
-    saved = state.get("train_config")
-    if saved != config.as_dict():
-        changed = sorted(k for k in config.as_dict() if saved is None or saved.get(k) != config.as_dict()[k])
-        raise CheckpointError(
-            f"{files.last} was trained with different settings ({', '.join(changed)}); "
-            "resume with the run's own settings or start a new run folder"
-        )
-    if state.get("data") != data_info:
-        raise CheckpointError(f"{files.last} was trained on other data ({state.get('data', {}).get('path')}); "
-                              "resume with the same --data file")
-    return state
+def _finite_weights(model: nn.Module) -> bool:
+    return all(bool(torch.isfinite(value).all()) for value in model.state_dict().values()
+               if value.is_floating_point())
 
 
+def _diverged(run: _Run, config: TrainConfig, files: RunFiles, windows: Windows, data_path: str,
+              what: str) -> TrainingDiverged:
+    """The one-line error for a run that stopped being finite, while ``last.pt`` still holds ``run.epoch``.
+
+    Data whose squares overflow the training dtype make the loss infinite whatever the settings, so
+    they are named first; otherwise the step size is what to change.
+    """
+    largest = float(windows.data.z.abs().max())
+    if largest > math.sqrt(torch.finfo(DTYPES[config.dtype]).max):
+        wider = config.dtype == "float32" and largest <= math.sqrt(torch.finfo(torch.float64).max)
+        fix = (f"{data_path} holds values up to |z| = {largest:.3g}, whose squares overflow {config.dtype}; "
+               + ("train with --dtype float64 or rescale the data" if wider else "rescale the data"))
+    else:
+        fix = f"lower --lr (now {config.lr:g})"
+    kept = (f"kept {files.last} (epoch {run.epoch}) and {files.best.name}, the last finite checkpoints" if run.epoch
+            else f"kept {files.last} (epoch 0, the initial weights: no epoch completed)")
+    return TrainingDiverged(f"training diverged: {what}; {fix}; {kept}")
+
+
+def _save(path: Path, run: _Run, config: TrainConfig, data_info: dict) -> None:
+    """Write ``run``'s checkpoint to ``path`` atomically; never one whose weights are not finite."""
+    if not _finite_weights(run.model):
+        raise TrainingDiverged(f"refusing to write {path}: the weights are not finite; {path} is left as it was")
+    save_checkpoint(path, run.state(config, data_info))
+
+
+# -- metrics and config files -------------------------------------------------------------------------
 def _read_metrics(path: Path) -> list[dict]:
     """Metric lines of a run; a line cut short by a kill mid-write is dropped."""
     if not path.exists():

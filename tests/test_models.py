@@ -77,7 +77,7 @@ def test_features_come_from_the_configured_keys(generator):
     torch.testing.assert_close(features, params["m"].unsqueeze(-1))
     per_system = model.features({"m": params["m"][:, 0]}, z[:, 0])  # a (B,) parameter is repeated over particles
     torch.testing.assert_close(per_system, params["m"][:, :1].unsqueeze(-1).expand(-1, 4, -1))
-    with pytest.raises(KeyError, match="lack \\['k'\\]"):
+    with pytest.raises(ValueError, match="lack \\['k'\\]"):
         small_model("hogn")(z, {"m": params["m"]})
 
 

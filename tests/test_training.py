@@ -1,7 +1,13 @@
-"""Training: windows, exact resume, interruption, checkpoint safety, distributed equivalence."""
+"""Training: windows, exact resume, interruption, locking, divergence, checkpoint safety, distributed
+equivalence."""
 
+import errno
+import hashlib
 import json
+import math
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,8 +23,8 @@ from hamnet.data import Windows, split_systems
 from hamnet.io import save_trajectories
 from hamnet.models import ModelConfig, build_model
 from hamnet.simulation import generate
-from hamnet.loss import window_mse
-from hamnet.training import TrainConfig, train
+from hamnet.loss import WindowLoss, window_mse
+from hamnet.training import RunFolderInUse, TrainConfig, TrainingDiverged, train
 from systems import Springs
 
 TINY_MODEL = ModelConfig(name="hlieconv", group="T2", width=8, depth=1, kernel_width=8, kernel_channels=4,
@@ -39,6 +45,43 @@ def tiny_config(**changes):
 
 def weights(run: Path) -> dict:
     return load_checkpoint(run / "last.pt")["model"]
+
+
+def same_weights(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[name], b[name]) for name in a)
+
+
+def epoch_on_disk(checkpoint: Path) -> int | None:
+    """The epoch of a checkpoint another process may be writing: None while there is none. Atomic
+    renames make a complete file appear at once, so a read fails only if it races the rename."""
+    try:
+        return load_checkpoint(checkpoint)["epoch"]
+    except CheckpointError:
+        return None
+
+
+def cli_train(data: Path, run: Path, epochs: int) -> list[str]:
+    """A ``hamnet train`` command line of a tiny model; ``[3:]`` are the flags for ``main``."""
+    return [sys.executable, "-m", "hamnet.cli", "train", "--data", str(data), "--out", str(run), "--width", "8",
+            "--depth", "1", "--epochs", str(epochs), "--batch-size", "4", "--max-windows", "64", "--quiet",
+            "--threads", "1"]
+
+
+def regenerate(path: Path, seed: int, scale: float | None = None) -> Path:
+    """Springs data at ``path``; with ``scale``, states rescaled so the largest |z| is exactly ``scale``."""
+    data = generate(Springs(n_particles=4), n_systems=24, steps=12, dt=0.01, seed=seed)
+    if scale is not None:
+        data.z.copy_(data.z / data.z.abs().max() * scale)
+    save_trajectories(path, data)
+    return path
+
+
+@pytest.fixture(scope="module")
+def one_epoch_run(springs_file, tmp_path_factory):
+    """A run of ``tiny_config(epochs=2)`` stopped after its first epoch (copy it before changing it)."""
+    run = tmp_path_factory.mktemp("one_epoch") / "run"
+    train(tiny_config(epochs=2), springs_file, run, stop_after_epochs=1)
+    return run
 
 
 # -- data ---------------------------------------------------------------------------------------------
@@ -109,26 +152,247 @@ def test_resume_refuses_changed_settings(springs_file, tmp_path):
 
 def test_sigkill_mid_run_then_resume_completes(springs_file, tmp_path):
     run = tmp_path / "run"
-    command = [sys.executable, "-m", "hamnet.cli", "train", "--data", str(springs_file), "--out", str(run),
-               "--width", "8", "--depth", "1", "--epochs", "6", "--batch-size", "4", "--max-windows", "64",
-               "--quiet", "--threads", "1"]
+    command = cli_train(springs_file, run, epochs=6)
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    metrics = run / "metrics.jsonl"
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and process.poll() is None:
-        if metrics.exists() and len(metrics.read_text().splitlines()) >= 1:
-            break
-        time.sleep(0.05)
+    # wait for the state the test is about (a completed epoch on disk), not for a proxy of it
+    while time.monotonic() < deadline and process.poll() is None and (epoch_on_disk(run / "last.pt") or 0) < 1:
+        time.sleep(0.01)
     process.send_signal(signal.SIGKILL)
     process.wait()
     done = load_checkpoint(run / "last.pt")["epoch"]
     assert 1 <= done < 6, "the run should be killed mid-way"
     assert main(command[3:] + ["--resume"]) == 0
     assert load_checkpoint(run / "last.pt")["epoch"] == 6
-    assert len(metrics.read_text().splitlines()) == 6
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 6
+
+
+def test_a_run_killed_as_its_folder_appears_is_accepted_by_a_new_run_and_by_resume(springs_file, tmp_path):
+    run, copy = tmp_path / "run", tmp_path / "copy"
+    command = cli_train(springs_file, run, epochs=1)
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None and not run.exists():
+        time.sleep(0.001)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert run.exists() and epoch_on_disk(run / "last.pt") in (None, 0), "the kill should land before epoch 1 ends"
+    shutil.copytree(run, copy)
+    assert main(command[3:]) == 0  # a new run starts the unstarted one over
+    assert main(cli_train(springs_file, copy, epochs=1)[3:] + ["--resume"]) == 0  # --resume starts it at epoch 0
+    assert load_checkpoint(run / "last.pt")["epoch"] == load_checkpoint(copy / "last.pt")["epoch"] == 1
+    assert same_weights(weights(run), weights(copy))
+
+
+@pytest.fixture(scope="module")
+def kill_states(springs_file, tmp_path_factory):
+    """The files a kill can leave, from a real run of ``tiny_config(epochs=2)``: ``unstarted`` holds
+    config.json and last.pt of epoch 0 (the run is interrupted as its first epoch begins),
+    ``first_epoch`` a run stopped after epoch 1, ``straight`` the uninterrupted run."""
+    root = tmp_path_factory.mktemp("kill_states")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("hamnet.training._epochs", lambda *args: (_ for _ in ()).throw(KeyboardInterrupt))
+        with pytest.raises(KeyboardInterrupt):
+            train(tiny_config(epochs=2), springs_file, root / "unstarted")
+    train(tiny_config(epochs=2), springs_file, root / "first_epoch", stop_after_epochs=1)
+    train(tiny_config(epochs=2), springs_file, root / "straight")
+    return root
+
+
+@pytest.mark.parametrize("files, new_run_accepts", [
+    ((), True),  # the folder exists, empty
+    ((".lock", "config.json", ".last.pt.4194302.x1y2.tmp"), True),  # config.json written, last.pt being written
+    ((".lock", "config.json", "last.pt"), True),  # the checkpoint of epoch 0
+    (("config.json", "last.pt", "first_epoch/metrics.jsonl"), True),  # epoch 1's metrics line, not its checkpoints
+    (("config.json", "last.pt", "first_epoch/metrics.jsonl", "first_epoch/best.pt"), False),  # best.pt, not last.pt
+])
+def test_every_state_a_kill_can_leave_is_accepted(springs_file, kill_states, tmp_path, files, new_run_accepts):
+    state = tmp_path / "state"
+    state.mkdir()
+    for name in files:
+        source = kill_states / (name if "/" in name else f"unstarted/{name}")
+        if source.exists():
+            shutil.copy(source, state / Path(name).name)
+        else:  # a lock file that the lock package removed on release, or a temporary cut short by the kill
+            (state / Path(name).name).write_bytes(b"PK\x03\x04 cut short")
+    straight = weights(kill_states / "straight")
+    shutil.copytree(state, tmp_path / "resumed")
+    train(tiny_config(epochs=2), springs_file, tmp_path / "resumed", resume=True)
+    assert same_weights(weights(tmp_path / "resumed"), straight)
+    if new_run_accepts:
+        train(tiny_config(epochs=2), springs_file, state)
+        assert same_weights(weights(state), straight)
+        assert [json.loads(line)["epoch"] for line in (state / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+    else:  # an epoch's results are on disk: a new run would lose them
+        with pytest.raises(ValueError, match="already holds files of a started run; resume it with --resume"):
+            train(tiny_config(epochs=2), springs_file, state)
+
+
+# -- one run per folder -----------------------------------------------------------------------------
+HOLD_LOCK = ("import sys, time; from filelock import FileLock; lock = FileLock(sys.argv[1]); lock.acquire(); "
+             "print('locked', flush=True); time.sleep(120)")
+
+
+def test_a_second_run_on_a_folder_in_use_fails_at_once(springs_file, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(run / ".lock")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        started = time.monotonic()
+        with pytest.raises(RunFolderInUse, match="is in use by another hamnet train process") as refused:
+            train(tiny_config(epochs=1), springs_file, run)
+        assert time.monotonic() - started < 5, "the second run must not wait for the lock"
+        if Path("/proc/locks").exists():  # Linux tells who holds a lock
+            assert f"(pid {holder.pid})" in str(refused.value)
+        assert [path.name for path in run.iterdir()] == [".lock"], "the second run must write nothing"
+    finally:
+        holder.kill()
+        holder.wait()
+    train(tiny_config(epochs=1), springs_file, run)  # the kernel dropped the lock with its holder
+    assert load_checkpoint(run / "last.pt")["epoch"] == 1
+
+
+# -- divergence ----------------------------------------------------------------------------------------
+def test_a_huge_learning_rate_stops_training_and_keeps_the_initial_checkpoint(springs_file, tmp_path):
+    run = tmp_path / "run"
+    config = tiny_config(lr=1e6, model=ModelConfig(**{**TINY_MODEL.__dict__, "name": "hogn"}))
+    with pytest.raises(TrainingDiverged, match=r"^training diverged: the training loss is (nan|inf) in epoch 1, "
+                       r"batch \d+; lower --lr \(now 1e\+06\); kept .*last\.pt \(epoch 0, the initial weights: "
+                       r"no epoch completed\)$"):
+        train(config, springs_file, run)
+    initial = build_model(config.model, torch.Generator().manual_seed(config.seed)).state_dict()
+    assert same_weights(weights(run), initial) and load_checkpoint(run / "last.pt")["epoch"] == 0
+    assert not (run / "best.pt").exists()
+    train(tiny_config(epochs=1, model=config.model), springs_file, run)  # no epoch completed: a new run may start over
+    assert load_checkpoint(run / "last.pt")["epoch"] == 1
+
+
+def _nan_loss(forward):
+    return lambda self, z, params: forward(self, z, params) * math.nan
+
+
+def _nan_weights(step):
+    def nan_step(self, *args, **kwargs):
+        step(self, *args, **kwargs)
+        for group in self.param_groups:
+            for weight in group["params"]:
+                weight.data.fill_(math.nan)
+    return nan_step
+
+
+@pytest.mark.parametrize("target, name, make_bad, what", [
+    (WindowLoss, "forward", _nan_loss, "the training loss is nan in epoch 2, batch 1"),
+    (torch.optim.Adam, "step", _nan_weights, "the weights are not finite after epoch 2"),
+    ("hamnet.training", "window_mse", lambda _: lambda *a, **k: {"mse": math.inf}, "the validation MSE is inf after epoch 2"),
+])
+def test_non_finite_values_leave_the_last_finite_checkpoints(springs_file, tmp_path, monkeypatch, target, name,
+                                                             make_bad, what):
+    run = tmp_path / "run"
+    config = tiny_config(epochs=3, batch_size=64)  # one batch per epoch: a bad step is the epoch's last
+    train(config, springs_file, run, stop_after_epochs=1)
+    before = {name: (run / name).read_bytes() for name in ("last.pt", "best.pt", "metrics.jsonl")}
+    module = __import__(target, fromlist=["_"]) if isinstance(target, str) else target
+    monkeypatch.setattr(module, name, make_bad(getattr(module, name)))
+    with pytest.raises(TrainingDiverged, match=rf"^training diverged: {what}; lower --lr \(now 0\.001\); kept "
+                       rf".*last\.pt \(epoch 1\) and best\.pt, the last finite checkpoints$"):
+        train(config, springs_file, run, resume=True)
+    assert {name: (run / name).read_bytes() for name in before} == before
+
+
+@pytest.mark.parametrize("scale, error, message", [
+    (1e30, TrainingDiverged, r"the training loss is (nan|inf) in epoch 1, batch 1; \S+ holds values up to \|z\| = "
+     r"1e\+30, whose squares overflow float32; train with --dtype float64 or rescale the data; kept .*last\.pt "
+     r"\(epoch 0, the initial weights: no epoch completed\)$"),
+    (1e300, ValueError, r"holds values up to 1e\+300, beyond float32's range; train with --dtype float64$"),
+])
+def test_data_beyond_the_training_dtype_is_named(tmp_path, scale, error, message):
+    data = regenerate(tmp_path / "huge.npz", seed=0, scale=scale)
+    with pytest.raises(error, match=message):
+        train(tiny_config(epochs=1), data, tmp_path / "run")
+    if error is TrainingDiverged:
+        assert all(bool(value.isfinite().all()) for value in weights(tmp_path / "run").values())
+    else:  # refused before anything was written
+        assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("weight_decay", [math.inf, math.nan, -1.0])
+def test_a_weight_decay_that_is_not_finite_and_non_negative_is_refused(weight_decay):
+    with pytest.raises(ValueError, match=r"weight decay must be a finite non-negative number, got .* \(--weight-decay\)"):
+        tiny_config(weight_decay=weight_decay)
+
+
+# -- data fingerprint ----------------------------------------------------------------------------------
+def test_resume_refuses_data_regenerated_at_the_same_path(tmp_path):
+    data, run = regenerate(tmp_path / "springs.npz", seed=0), tmp_path / "run"
+    train(tiny_config(epochs=2), data, run, stop_after_epochs=1)
+    fingerprint = hashlib.sha256(data.read_bytes()).hexdigest()
+    assert json.loads((run / "config.json").read_text())["data"]["sha256"] == fingerprint
+    assert load_checkpoint(run / "last.pt")["data"]["sha256"] == fingerprint
+    before = (run / "last.pt").read_bytes()
+    regenerate(data, seed=1)  # same systems, sizes and path: only the numbers differ
+    with pytest.raises(CheckpointError, match=rf"last\.pt was trained on other data: {re.escape(str(data))} changed "
+                       rf"since the run started \(sha256 {fingerprint[:12]}\.\.\. then, [0-9a-f]{{12}}\.\.\. now\); "
+                       "resume with the original file or start a new run with another --out"):
+        train(tiny_config(epochs=2), data, run, resume=True)
+    assert (run / "last.pt").read_bytes() == before
 
 
 # -- checkpoints --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("failure, reason", [
+    (OSError(errno.ENOSPC, "No space left on device"), "No space left on device"),
+    (RuntimeError("[enforce fail at inline_container.cc:595] . PytorchStreamWriter failed writing file data/0: "
+                  "file write failed"), "PytorchStreamWriter failed writing file data/0: file write failed"),
+])
+def test_a_failed_checkpoint_write_names_the_file_and_keeps_the_previous_one(one_epoch_run, springs_file, tmp_path,
+                                                                             monkeypatch, failure, reason):
+    run = tmp_path / "run"
+    shutil.copytree(one_epoch_run, run)
+    before = {name: (run / name).read_bytes() for name in ("last.pt", "best.pt")}
+
+    def full_disk(*args, **kwargs):
+        raise failure
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(OSError, match=rf"^cannot write {re.escape(str(run))}/(best|last)\.pt: {re.escape(reason)}$"):
+        train(tiny_config(epochs=2), springs_file, run, resume=True)
+    monkeypatch.undo()
+    assert {name: (run / name).read_bytes() for name in before} == before
+    assert sorted(path.name for path in run.iterdir() if path.name != ".lock") == [
+        "best.pt", "config.json", "last.pt", "metrics.jsonl"], "no temporary file is left behind"
+    train(tiny_config(epochs=2), springs_file, run, resume=True)  # once there is room, the run goes on
+    assert load_checkpoint(run / "last.pt")["epoch"] == 2
+
+
+@pytest.mark.parametrize("section, key, value, message", [
+    ("train_config", "epochs", "ten", "train config field 'epochs' must be int, got 'ten'"),
+    ("train_config", "lr", [0.1, 0.2], "train config field 'lr' must be float, got [0.1, 0.2]"),
+    ("train_config", "model", {**TINY_MODEL.__dict__, "width": 8.5}, "model config field 'width' must be int, got 8.5"),
+    ("model_config", "width", "eight", "model config field 'width' must be int, got 'eight'"),
+])
+def test_a_checkpoint_config_field_of_the_wrong_type_is_refused(one_epoch_run, springs_file, tmp_path, section, key,
+                                                                value, message):
+    run = tmp_path / "run"
+    shutil.copytree(one_epoch_run, run)
+    state = load_checkpoint(run / "last.pt")
+    state[section] = {**state[section], key: value}
+    torch.save(state, run / "last.pt")
+    with pytest.raises(CheckpointError, match=f"^{re.escape(str(run / 'last.pt'))}: {re.escape(message)}"):
+        if section == "train_config":
+            train(tiny_config(epochs=2), springs_file, run, resume=True)
+        else:
+            model_from_checkpoint(run / "last.pt")
+
+
+def test_configs_read_back_from_json_are_rebuilt():
+    config = tiny_config(lr=1e-2, max_windows=None)
+    values = json.loads(json.dumps(config.as_dict()))  # tuples come back as lists, and 1.0 may come back as 1
+    assert TrainConfig.from_dict(values) == config
+    assert TrainConfig.from_dict({**values, "weight_decay": 1}).weight_decay == 1.0
+    with pytest.raises(ValueError, match="train config field 'max_windows' must be int or None, got True"):
+        TrainConfig.from_dict({**values, "max_windows": True})
+
+
 def test_truncated_and_foreign_checkpoints_are_refused(springs_file, tmp_path):
     train(tiny_config(epochs=1), springs_file, tmp_path / "run")
     good = (tmp_path / "run" / "last.pt").read_bytes()
