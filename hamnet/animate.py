@@ -34,9 +34,13 @@ from .plots import (
     project_to_plane,
 )
 
-__all__ = ["ANIMATION_FORMATS", "LAYOUTS", "animate", "check_animation_path"]
+__all__ = ["ANIMATION_FORMATS", "LAYOUTS", "MIN_FPS", "MAX_FPS", "animate", "check_animation_path"]
 
 ANIMATION_FORMATS = (".gif", ".mp4")
+#: frame rates an animation may have: GIF delays are whole hundredths of a second (100 fps at most, and
+#: Pillow stores a delay in 16 bits of milliseconds, about 65 s, so no slower than 1/65 fps); MP4
+#: players handle up to some hundreds
+MIN_FPS, MAX_FPS = 0.02, 1000.0
 LAYOUTS = ("side-by-side", "overlay")
 ANIMATION_DPI = 80
 #: marker area (points^2) of the heaviest particle; others scale with mass, down to MIN_MARKER_AREA
@@ -62,8 +66,8 @@ def check_animation_path(out: str | os.PathLike) -> Path:
 
 
 def _check_settings(fps: float, stride: int, max_frames: int, trail: int, layout: str) -> None:
-    if not fps > 0:
-        raise ValueError(f"fps must be positive, got {fps}")
+    if not MIN_FPS <= fps <= MAX_FPS:
+        raise ValueError(f"fps must be between {MIN_FPS:g} and {MAX_FPS:g}, got {fps:g}")
     if int(stride) != stride or stride < 1:
         raise ValueError(f"stride must be a positive integer, got {stride}")
     if int(max_frames) != max_frames or max_frames < 1:

@@ -16,35 +16,62 @@ from pathlib import Path
 
 import torch
 
-from .cli_common import (InputError, add_common_options, check_finite_positive, check_seed, check_writable,
-                         load_plugins)
+from .cli_common import (InputError, Terminated, add_common_options, check_finite_positive, check_model_memory,
+                         check_range, check_seed, load_plugins, one_line_error, terminate_as_interrupt,
+                         true_system)
 from .cli_visual import add_commands as _add_visual
-from .integrate import ConvergenceError
-from .io import TrajectoryFileError, load_trajectories, save_trajectories
+from .io import load_trajectories, save_trajectories
+from .paths import check_output
+from .resources import check_memory
 from .version import __version__
 
-EXIT_INPUT_ERROR = 1
+EXIT_ERROR = 1
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one ``hamnet`` command; returns the exit status.
+
+    Every failure ends here as one line on stderr, ``hamnet: error: ...``, and exit status 1 (see
+    :func:`hamnet.cli_common.one_line_error`); a traceback only with ``--debug`` or ``HAMNET_DEBUG=1``.
+    Ctrl-C exits 130 and SIGTERM 143, with files being written left as they were.
+    """
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except InputError as error:
+        print(f"hamnet: error: {error}", file=sys.stderr)
+        return EXIT_ERROR
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("matplotlib").setLevel(logging.WARNING)  # its writers log every ffmpeg command line
+    debug = args.debug or os.environ.get("HAMNET_DEBUG", "") not in ("", "0")
     try:
-        load_plugins(args.plugin)
-        return args.run(args) or 0
-    except (ValueError, OSError, TrajectoryFileError, ConvergenceError) as error:
-        print(f"hamnet: error: {error}", file=sys.stderr)
-        return EXIT_INPUT_ERROR
-    except KeyboardInterrupt:
-        print("hamnet: interrupted; files being written were not replaced", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        with terminate_as_interrupt():
+            load_plugins(args.plugin)
+            return args.run(args) or 0
+    except KeyboardInterrupt as interrupt:
+        terminated = isinstance(interrupt, Terminated)
+        print(f"hamnet: {'terminated' if terminated else 'interrupted'}; files being written were not replaced",
+              file=sys.stderr)
+        return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
+    except (Exception, SystemExit) as error:
+        if debug:
+            raise
+        print(f"hamnet: error: {one_line_error(error)}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line and exit status 1 like every other bad input (its own
+    behaviour prints the usage block and exits 2)."""
+
+    def error(self, message: str):
+        raise InputError(f"{message} (see {self.prog} --help)")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="hamnet",
         description="Learn Hamiltonians of particle systems with Lie-group-equivariant networks and roll "
         "them out with symplectic integrators.",
@@ -92,8 +119,11 @@ def system_from_args(args: argparse.Namespace):
         settings[flag] = value
     try:
         return cls(**settings)
-    except TypeError as error:
-        raise InputError(f"cannot build system {args.system!r} with {settings}: {error}") from error
+    except (KeyboardInterrupt, MemoryError):
+        raise
+    except Exception as error:  # a built-in's TypeError or ValueError, or anything from a user's class
+        raise InputError(f"cannot build system {args.system!r} with {settings}: {type(error).__name__}: "
+                         f"{error}") from error
 
 
 def _add_generate(commands) -> None:
@@ -108,6 +138,12 @@ def _add_generate(commands) -> None:
                         help="output steps per trajectory; each file holds steps + 1 states (default: 500)")
     parser.add_argument("--dt", type=float, default=0.01, help="time between output states, exact (default: 0.01)")
     parser.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same file (default: 0)")
+    parser.add_argument("--substeps", type=int, default=None,
+                        help="integrator sub-steps per output step (default: chosen per system from its fastest "
+                        "dynamical time; needed for your own system if it has no timescale)")
+    parser.add_argument("--max-substeps", type=int, default=None,
+                        help="largest number of sub-steps per output step allowed before hamnet refuses a setting "
+                        "as too costly (default: hamnet.simulation.MAX_SUBSTEPS)")
     parser.add_argument("--out", required=True, help="output .npz file (written atomically)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(run=run_generate)
@@ -116,28 +152,46 @@ def _add_generate(commands) -> None:
 def run_generate(args: argparse.Namespace) -> None:
     from .simulation import generate
 
-    if args.n_systems < 1:
-        raise InputError(f"--n-systems must be at least 1, got {args.n_systems}")
-    if args.steps < 1:
-        raise InputError(f"--steps must be at least 1, got {args.steps}")
+    check_range("--n-systems", args.n_systems, 1)
+    check_range("--steps", args.steps, 1)
     check_finite_positive("--dt", args.dt)
     check_seed(args.seed)
-    check_writable(args.out)
+    check_output(args.out, inputs=[_system_file(args.system)], suffixes=(".npz",), what="a trajectory file")
     system = system_from_args(args)
     start = time.perf_counter()
-    try:
-        data = generate(system, n_systems=args.n_systems, steps=args.steps, dt=args.dt, seed=args.seed,
-                        system_spec=args.system, progress=not args.quiet)
-    except (ValueError, KeyboardInterrupt):
-        raise
-    except Exception as error:  # a user's system class can fail in any way; say so in one line
-        if ":" not in args.system:
-            raise
-        raise InputError(f"system {args.system!r} failed while generating: {type(error).__name__}: {error}") from error
+    data = _user_code(args.system, "while generating", lambda: generate(
+        system, n_systems=args.n_systems, steps=args.steps, dt=args.dt, seed=args.seed, system_spec=args.system,
+        progress=not args.quiet, **_substep_settings(args)))
     elapsed = time.perf_counter() - start
     save_trajectories(args.out, data)
     print(describe(data, args.out))
     print(f"generated in {elapsed:.1f} s ({args.n_systems / elapsed:,.0f} systems/s)")
+
+
+def _substep_settings(args: argparse.Namespace) -> dict:
+    check_range("--substeps", args.substeps, 1)
+    check_range("--max-substeps", args.max_substeps, 1)
+    settings = {"substeps": args.substeps}
+    if args.max_substeps is not None:
+        settings["max_substeps"] = args.max_substeps
+    return settings
+
+
+def _system_file(spec: str) -> str | None:
+    """The file of a ``path.py:Class`` system spec (an input that no output may overwrite), else None."""
+    return spec.rsplit(":", 1)[0] if ":" in spec else None
+
+
+def _user_code(spec: str, doing: str, work):
+    """``work()``, with any failure of a user's own system class (loaded from a file) as one line."""
+    try:
+        return work()
+    except (ValueError, OSError, MemoryError, KeyboardInterrupt):
+        raise
+    except Exception as error:  # a user's system class can fail in any way; say so in one line
+        if _system_file(spec) is None:
+            raise
+        raise InputError(f"system {spec!r} failed {doing}: {type(error).__name__}: {error}") from error
 
 
 # -- info ------------------------------------------------------------------------------------------
@@ -237,35 +291,47 @@ def train_config_from_args(args: argparse.Namespace, data) -> "TrainConfig":
                        seed=args.seed, validation=args.validation, test=args.test, max_windows=args.max_windows)
 
 
+#: flags of `hamnet train` and their valid ranges, checked before anything is read (a config's own check
+#: would name the field, not the flag)
+TRAIN_RANGES = (("--epochs", 1, None), ("--batch-size", 1, None), ("--lr", 1e-300, 1e300),
+                ("--weight-decay", 0, 1e300), ("--chunk", 2, None), ("--validation", 0, 0.99), ("--test", 0, 0.99),
+                ("--max-windows", 1, None), ("--width", 1, None), ("--depth", 1, 1000), ("--neighbours", 1, None),
+                ("--lift-samples", 1, 10**4))
+
+
 def run_train(args: argparse.Namespace) -> None:
     from .models import MODELS
     from .training import train
 
+    check_range("--threads", args.threads, 1, 4096)
     if args.threads is not None:
-        if args.threads < 1:
-            raise InputError(f"--threads must be at least 1, got {args.threads}")
         torch.set_num_threads(args.threads)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise InputError(f"--device {args.device}: this machine has no CUDA device; use --device cpu")
     if args.device != "cpu" and not args.device.startswith("cuda"):
         raise InputError(f"--device must be cpu or cuda, got {args.device!r}")
     check_seed(args.seed)
+    for flag, low, high in TRAIN_RANGES:
+        check_range(flag, getattr(args, flag[2:].replace("-", "_")), low, high)
     MODELS.get(args.model)  # an unknown model fails before the data is read
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise InputError(f"--out {args.out} is a file; give a run folder to create (or to continue with --resume)")
     data = load_trajectories(args.data)
     config = train_config_from_args(args, data)  # an unknown group or integrator fails here, before any write
+    check_model_memory(config.model, config.dtype)
     metrics = train(config, args.data, args.out, resume=args.resume, device=args.device, progress=not args.quiet)
     if metrics and os.environ.get("RANK", "0") == "0":  # one report, not one per torchrun process
         print(f"trained {config.model.name} to epoch {metrics['epoch']}: train loss {metrics['train_loss']:.4g}, "
               f"validation MSE {metrics['validation_mse']:.4g}; run in {args.out}")
 
 
-def _model_and_data(args: argparse.Namespace):
+def _model_and_data(args: argparse.Namespace, suffix: str, what: str):
     """The checkpoint's model, the checkpoint and the data of ``--checkpoint`` / ``--data``, checked to fit
-    together, after making sure ``--out`` can be written."""
+    together, after making sure ``--out`` can be written without touching either."""
     from .checkpoint import model_from_checkpoint
     from .models import check_compatible
 
-    check_writable(args.out)
+    check_output(args.out, inputs=[args.data, args.checkpoint], suffixes=(suffix,), what=what)
     model, state = model_from_checkpoint(args.checkpoint)
     data = load_trajectories(args.data)
     check_compatible(model.config, data, args.data)
@@ -288,6 +354,11 @@ def _add_rollout(commands) -> None:
                         "(default: leapfrog for separable models, else rk4)")
     parser.add_argument("--dtype", default="float64", choices=("float32", "float64"), help="precision (default: float64)")
     parser.add_argument("--n-systems", type=int, default=None, help="roll out only the first n systems (default: all)")
+    parser.add_argument("--max-iters", type=int, default=None,
+                        help="implicit_midpoint and gauss4 only: fixed-point iterations allowed per step (default: 100)")
+    parser.add_argument("--keep-diverged", action="store_true",
+                        help="keep integrating a system whose state grows past a millionfold its start instead of "
+                        "stopping with an error (for studies of divergence; a non-finite state still stops)")
     parser.set_defaults(run=run_rollout)
 
 
@@ -295,16 +366,21 @@ def run_rollout(args: argparse.Namespace) -> None:
     from .rollouts import predicted_trajectories
     from .training import DTYPES
 
-    model, state, data = _model_and_data(args)
-    if args.n_systems is not None:
-        if args.n_systems < 1:
-            raise InputError(f"--n-systems must be at least 1, got {args.n_systems}")
-        data = data.select(slice(0, args.n_systems))
-    if args.steps is not None and args.steps < 1:
-        raise InputError(f"--steps must be at least 1, got {args.steps}")
+    check_range("--n-systems", args.n_systems, 1)
+    check_range("--steps", args.steps, 1)
+    check_range("--max-iters", args.max_iters, 1, 10**6)
     check_finite_positive("--dt", args.dt)
+    model, state, data = _model_and_data(args, ".npz", "a trajectory file")
+    if args.n_systems is not None:
+        data = data.select(slice(0, args.n_systems))
+    steps = args.steps or data.n_times - 1
+    # the trajectory, its float64 copy for the file, and the file's own buffer
+    check_memory(3 * data.n_systems * (steps + 1) * data.z[0, 0].numel() * 8, f"a rollout of {steps} steps",
+                 "use fewer --steps or --n-systems")
+    options = {"max_iters": args.max_iters} if args.max_iters is not None else None
     predicted = predicted_trajectories(model, data, model_config=state["model_config"], steps=args.steps, dt=args.dt,
-                                       method=args.method, dtype=DTYPES[args.dtype], checkpoint=str(args.checkpoint))
+                                       method=args.method, dtype=DTYPES[args.dtype], checkpoint=str(args.checkpoint),
+                                       options=options, keep_diverged=args.keep_diverged)
     save_trajectories(args.out, predicted)
     meta = predicted.meta
     print(f"rolled out {meta['model']} with {meta['method']} for {meta['steps']} steps on "
@@ -321,6 +397,10 @@ def _add_evaluate(commands) -> None:
     parser.add_argument("--data", required=True, help="trajectory file with the true trajectories")
     parser.add_argument("--out", required=True, help="output metrics .json (written atomically)")
     parser.add_argument("--method", default=None, help="rollout integrator (default: leapfrog if separable, else rk4)")
+    parser.add_argument("--true-system", default=None, metavar="SPEC",
+                        help="the system whose true energy to measure, when the data file was made by your own "
+                        "system class: path/to/file.py:ClassName (hamnet never imports a file because a data file "
+                        "names it; default: the file's registered system, or no true-energy drift)")
     parser.set_defaults(run=run_evaluate)
 
 
@@ -331,10 +411,11 @@ def run_evaluate(args: argparse.Namespace) -> None:
     from .io import atomic_path
     from .rollouts import model_label
 
-    model, state, data = _model_and_data(args)
+    model, state, data = _model_and_data(args, ".json", "a metrics file")
     chunk = state.get("train_config", {}).get("chunk", 5)
+    system = true_system(data, args.true_system)
     metrics = {"model": model_label(state["model_config"]), "checkpoint": str(args.checkpoint),
-               "data": str(args.data), **evaluate(model, data, chunk=chunk, method=args.method)}
+               "data": str(args.data), **evaluate(model, data, chunk=chunk, method=args.method, system=system)}
     with atomic_path(args.out) as tmp:
         tmp.write_text(json.dumps(metrics, indent=2) + "\n")
     error = metrics["rollout_error"]
@@ -342,6 +423,8 @@ def run_evaluate(args: argparse.Namespace) -> None:
           f"(paper convention {metrics['window_mse_with_initial']:.4g}), rollout error geometric mean "
           f"{error['geometric_mean_over_time']:.3g}, final {error['final']:.3g}; "
           f"max angular momentum drift {metrics['drift']['angular_momentum']['max']:.2e} -> {args.out}")
+    for note in metrics.get("notes", []):
+        print(f"note: {note}", file=sys.stderr)
 
 
 # -- demo ------------------------------------------------------------------------------------------
@@ -362,9 +445,8 @@ def _add_demo(commands) -> None:
 def run_demo(args: argparse.Namespace) -> None:
     from .demo import DemoSettings, format_table, run_demo as demo
 
+    check_seed(args.seed)
     out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise InputError(f"--out {out} is a file; give a folder")
     start = time.perf_counter()
     settings = DemoSettings.quick() if args.quick else DemoSettings()
     table = demo(out, seed=args.seed, settings=settings, progress=not args.quiet)

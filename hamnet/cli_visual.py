@@ -10,7 +10,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .cli_common import check_writable
+from .cli_common import check_range, true_system
+from .paths import check_output
 from .io import Trajectories, load_trajectories
 
 PLOT_KINDS = ("conservation", "error", "paths")
@@ -47,6 +48,10 @@ def _add_plot(commands) -> None:
                         help="conservation only: add a panel with the learned energy H_theta along each rollout, "
                         "from the checkpoint its file names (rollouts without a checkpoint or without a learned "
                         "H, like FC-NODE, are left out of that panel); costs one model evaluation per time step")
+    parser.add_argument("--true-system", default=None, metavar="SPEC",
+                        help="conservation only: the system whose true energy to draw when the files were made by "
+                        "your own system class, path/to/file.py:ClassName (hamnet never imports a file because a "
+                        "data file names it; default: each file's registered system, else no true-energy curve)")
     parser.add_argument("--out", required=True, metavar="FIG",
                         help=f"output figure, {FIGURE_SUFFIXES} by its suffix (written atomically)")
     parser.set_defaults(run=run_plot)
@@ -86,7 +91,7 @@ def run_plot(args: argparse.Namespace) -> None:
     from . import plots
 
     plots.check_figure_path(args.out)
-    check_writable(args.out)
+    check_output(args.out, inputs=[*args.rollouts, args.truth], suffixes=plots.FIGURE_FORMATS, what="a figure")
     if args.kind == "paths" and len(args.rollouts) != 1:
         raise ValueError(f"plot paths draws one rollout, got {len(args.rollouts)} files")
     if args.kind == "error" and args.truth is None:
@@ -101,7 +106,9 @@ def run_plot(args: argparse.Namespace) -> None:
         if truth is not None:
             rollouts, labels = rollouts + [truth], list(labels) + ["truth"]
         learned = [_learned_hamiltonian(r) for r in rollouts] if args.learned_energy else None
-        plots.plot_conservation(rollouts, labels, out=args.out, learned_energy=learned)
+        system = true_system(rollouts[0], args.true_system) if args.true_system is not None else None
+        plots.plot_conservation(rollouts, labels, out=args.out, learned_energy=learned,
+                                true_systems=[system] * len(rollouts) if system is not None else None)
     elif args.kind == "error":
         plots.plot_error(rollouts, truth, labels, out=args.out)
     else:
@@ -110,10 +117,14 @@ def run_plot(args: argparse.Namespace) -> None:
 
 
 def run_animate(args: argparse.Namespace) -> None:
-    from .animate import animate, check_animation_path
+    from .animate import ANIMATION_FORMATS, MAX_FPS, MIN_FPS, animate, check_animation_path
 
     check_animation_path(args.out)
-    check_writable(args.out)
+    check_output(args.out, inputs=[args.rollout, args.truth], suffixes=ANIMATION_FORMATS, what="an animation")
+    check_range("--fps", args.fps, MIN_FPS, MAX_FPS)
+    for flag, value, low in (("--stride", args.stride, 1), ("--max-frames", args.max_frames, 1),
+                             ("--trail", args.trail, 0), ("--system", args.system, 0)):
+        check_range(flag, value, low)
     rollout = load_trajectories(args.rollout)
     truth = load_trajectories(args.truth) if args.truth is not None else None
     frames = animate(rollout, truth, out=args.out, fps=args.fps, stride=args.stride, max_frames=args.max_frames,

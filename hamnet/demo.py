@@ -27,11 +27,15 @@ from .evaluation import geometric_mean
 from .rollouts import predicted_trajectories
 from .io import Trajectories, atomic_path, load_trajectories, save_trajectories
 from .models import ModelConfig
+from .paths import check_output_folder
 from .simulation import generate
 from .loss import window_mse
 from .training import TrainConfig, train
 
 log = logging.getLogger(__name__)
+
+#: the file that marks a folder as the demo's own, so a later demo may replace what is in it
+DEMO_MARKER = ".hamnet-demo"
 
 
 @dataclass(frozen=True)
@@ -64,9 +68,14 @@ def demo_models(n_particles: int, dim: int) -> dict[str, ModelConfig]:
 
 def run_demo(out: str | Path, *, seed: int = 0, settings: DemoSettings = DemoSettings(),
              progress: bool = True) -> dict:
-    """Run the whole story into folder ``out``; returns the summary table as a dict."""
-    out = Path(out)
+    """Run the whole story into folder ``out``; returns the summary table as a dict.
+
+    ``out`` must be new, empty, or an earlier demo's (marked by ``DEMO_MARKER``): the demo replaces its
+    own files there and refuses a folder holding anything else, so nothing of the user's is touched.
+    """
+    out = check_output_folder(out, marker=DEMO_MARKER)
     out.mkdir(parents=True, exist_ok=True)
+    (out / DEMO_MARKER).write_text("written by hamnet demo; the demo may replace the files in this folder\n")
     system, dt = Springs(), 0.01
     train_file, test_file = out / "springs-train.npz", out / "springs-test.npz"
     log.info("generating %d training and %d test systems", settings.train_systems, settings.test_systems)
@@ -86,8 +95,9 @@ def run_demo(out: str | Path, *, seed: int = 0, settings: DemoSettings = DemoSet
         train(config, train_file, run, progress=progress)
         model, state = model_from_checkpoint(run / "best.pt")
         metrics = {"train_seconds": sum(json.loads(line)["seconds"] for line in (run / "metrics.jsonl").open())}
+        # the demo shows how far a baseline runs away, so a diverging rollout is kept, not refused
         predicted = predicted_trajectories(model, truth, model_config=state["model_config"],
-                                           checkpoint=str(run / "best.pt"))
+                                           checkpoint=str(run / "best.pt"), keep_diverged=True)
         save_trajectories(out / f"rollout-{name}.npz", predicted)
         rollouts[name] = predicted
         table[name] = _scores(model, truth, predicted, metrics)

@@ -286,7 +286,8 @@ class _ImplicitRungeKutta(_CarryingSolver):
             raise ConvergenceError(
                 f"{self.method_name}: the implicit stage equations did not converge to tol={self.tol:.1e} "
                 f"in {self.max_iters} fixed-point iterations at t={float(t0):.6g} (last relative change "
-                f"{float(change / size):.1e}); use a smaller step or pass options={{'max_iters': ...}}"
+                f"{float(change / size):.1e}); use a smaller step (--dt) or allow more iterations (--max-iters on the "
+                f"command line, options={{'max_iters': ...}} in Python)"
             )
         y1 = y0 + h * sum(b_i * k for b_i, k in zip(self.b, stages))
         return y1, stages

@@ -11,6 +11,7 @@ the target only when complete, so an interrupted run never leaves a broken file 
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import math
 import os
@@ -24,6 +25,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .resources import check_memory
+
 SCHEMA_VERSION = 1
 REQUIRED_META = ("schema_version", "system", "system_settings", "dt")
 RESERVED_KEYS = ("t", "z", "meta")
@@ -31,6 +34,10 @@ RESERVED_KEYS = ("t", "z", "meta")
 
 class TrajectoryFileError(ValueError):
     """A trajectory file that cannot be read, with what is wrong and how to fix it."""
+
+
+class SystemUnavailable(ValueError):
+    """A file's true system cannot be rebuilt without running code the file names, or is not registered."""
 
 
 @dataclass
@@ -44,6 +51,8 @@ class Trajectories:
     z: Tensor
     params: dict[str, Tensor]
     meta: dict = field(default_factory=dict)
+    #: the file it was read from, for messages (not saved)
+    source: str | None = field(default=None, compare=False)
 
     @property
     def n_systems(self) -> int:
@@ -61,19 +70,41 @@ class Trajectories:
     def dim(self) -> int:
         return self.z.shape[4]
 
-    def system(self):
-        """Rebuild the system that made this file (from ``meta``); ValueError when that fails."""
-        from systems import make_system
+    def system(self, spec: str | None = None):
+        """The true system of this file, rebuilt with the settings in ``meta``.
 
+        Data files are data: a system is found only by a name registered in ``systems.SYSTEMS`` (the
+        built-ins, or one a ``--plugin`` registered). A file made by a user's system loaded from a
+        file (``meta["system"] = "path.py:Class"``) is never imported because the file says so:
+        :class:`SystemUnavailable` says how to name it yourself, with ``spec`` (``--system`` on the
+        command line), which is then trusted as the user's own choice. Raises ValueError when the
+        system cannot be built or lacks a parameter it needs.
+        """
+        from systems import SYSTEMS, make_system
+
+        name = spec if spec is not None else self.meta["system"]
+        where = self.source or "this trajectory file"
+        if spec is None and name not in SYSTEMS:
+            if ":" in name:
+                raise SystemUnavailable(
+                    f"{where} was made by the user system {name!r}; hamnet never runs code that a data file "
+                    f"names. To use its true Hamiltonian, name it yourself: --system {name} (system= in Python)")
+            raise SystemUnavailable(f"{where} names the system {name!r}, which is not registered here; if it is "
+                                    "your own, load the file that registers it with --plugin FILE.py")
         try:
-            return make_system(self.meta["system"], **self.meta["system_settings"])
-        except TypeError as error:
-            raise ValueError(f"cannot rebuild system {self.meta['system']!r} with settings "
-                             f"{self.meta['system_settings']}: {error}") from error
+            system = make_system(name, **self.meta["system_settings"])
+        except (KeyboardInterrupt, SystemExit, ValueError):
+            raise
+        except Exception as error:  # a user's system can fail in any way; say so in one line
+            raise ValueError(f"cannot rebuild system {name!r} with the settings in {where} "
+                             f"({self.meta['system_settings']}): {type(error).__name__}: {error}") from error
+        system.check_params(self.params, where)
+        return system
 
     def select(self, index) -> "Trajectories":
         """The subset of systems ``index`` (a slice, index tensor or boolean mask)."""
-        return Trajectories(self.t, self.z[index], {k: v[index] for k, v in self.params.items()}, dict(self.meta))
+        return Trajectories(self.t, self.z[index], {k: v[index] for k, v in self.params.items()}, dict(self.meta),
+                            self.source)
 
 
 def save_trajectories(path: str | os.PathLike, data: Trajectories) -> None:
@@ -96,15 +127,18 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``, renamed onto ``path`` only if the block succeeds.
 
     On any failure (an exception, a KeyboardInterrupt) the temporary file is removed, so the target
-    is either untouched or complete. Raises ``OSError`` with a readable message when the folder
-    does not exist or is not writable, before any work is done in the block.
+    is either untouched or complete. Raises ``OSError`` with a readable message naming ``path`` when
+    the folder does not exist or is not writable, before any work is done in the block, or when the
+    write fails (a full disk, a file too large). A temporary file left by a process that was killed
+    (SIGKILL leaves no chance to clean up) is removed by the next write to the same path.
     """
     path = Path(path)
     folder = path.parent
     if not folder.is_dir():
         raise OSError(f"cannot write {path}: folder {folder} does not exist")
+    _remove_stale_temporaries(path)
     try:
-        handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+        handle, name = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=folder)
     except OSError as error:
         raise OSError(f"cannot write {path}: {error.strerror}") from error
     os.close(handle)
@@ -114,26 +148,54 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     os.umask(umask)
     os.chmod(tmp, 0o666 & ~umask)
     try:
-        yield tmp
-        with open(tmp, "rb+") as handle:  # on disk before the rename makes it the real file
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        try:
+            yield tmp
+            with open(tmp, "rb+") as handle:  # on disk before the rename makes it the real file
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        except OSError as error:
+            if error.filename is not None and str(path) in str(error):
+                raise
+            reason = error.strerror or str(error).splitlines()[0]
+            raise OSError(error.errno, f"cannot write {path}: {reason}") from error
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _remove_stale_temporaries(path: Path) -> None:
+    """Remove ``atomic_path`` temporaries of ``path`` whose writing process no longer exists."""
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        pid = stale.name[len(path.name) + 2:].split(".", 1)[0]
+        if pid.isdigit() and not _process_alive(int(pid)):
+            stale.unlink(missing_ok=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's live process
+    return True
 
 
 def load_trajectories(path: str | os.PathLike) -> Trajectories:
     """Read and validate a trajectory file; raises :class:`TrajectoryFileError` naming the problem."""
     path = Path(path)
+    if path.is_dir():
+        raise TrajectoryFileError(f"{path} is a folder; give a .npz trajectory file")
     if not path.is_file():
         raise TrajectoryFileError(f"{path}: no such file")
     if not zipfile.is_zipfile(path):
         raise TrajectoryFileError(f"{path}: not a .npz trajectory file (expected a zip archive written by numpy)")
+    check_memory(_stored_bytes(path), f"loading {path}", "use a file with fewer systems or steps")
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {name: archive[name] for name in archive.files}
     except (zipfile.BadZipFile, ValueError, OSError, EOFError) as error:
-        raise TrajectoryFileError(f"{path}: not a readable .npz trajectory file ({error})") from error
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise TrajectoryFileError(f"{path}: not a readable .npz trajectory file ({reason})") from error
     if "meta" not in arrays:
         raise TrajectoryFileError(f"{path}: missing key 'meta'; not a hamnet trajectory file")
     try:
@@ -142,7 +204,39 @@ def load_trajectories(path: str | os.PathLike) -> Trajectories:
         raise TrajectoryFileError(f"{path}: 'meta' is not valid JSON ({error})") from error
     _validate(arrays, meta, source=str(path))
     params = {k: torch.from_numpy(v) for k, v in arrays.items() if k not in RESERVED_KEYS}
-    return Trajectories(torch.from_numpy(arrays["t"]), torch.from_numpy(arrays["z"]), params, meta)
+    return Trajectories(torch.from_numpy(arrays["t"]), torch.from_numpy(arrays["z"]), params, meta, str(path))
+
+
+def _stored_bytes(path: Path) -> int:
+    """Bytes the arrays of an ``.npz`` file take once loaded, read from their headers alone.
+
+    A header that claims more data than its member holds (a truncated file, or a crafted one whose
+    header claims terabytes) is refused here, before anything is allocated.
+    """
+    total = 0
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for member in archive.infolist():
+                if not member.filename.endswith(".npy"):
+                    continue
+                with archive.open(member) as handle:
+                    version = np.lib.format.read_magic(handle)
+                    read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                                   else np.lib.format.read_array_header_2_0)
+                    shape, _, dtype = read_header(handle)
+                    claimed = math.prod(shape) * dtype.itemsize
+                    held = member.file_size - handle.tell()
+                if claimed > held:
+                    raise TrajectoryFileError(
+                        f"{path}: array {member.filename[:-4]!r} claims shape {shape} ({claimed:,} bytes) but the "
+                        f"file holds {held:,} bytes of it; the file is truncated or corrupt")
+                total += claimed
+    except TrajectoryFileError:
+        raise
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise TrajectoryFileError(f"{path}: not a readable .npz trajectory file ({reason})") from error
+    return total
 
 
 def _validate(arrays: dict[str, np.ndarray], meta: dict, source: str) -> None:

@@ -16,9 +16,10 @@ principal axes of all positions shown (truth and prediction together), see :func
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -27,9 +28,10 @@ from matplotlib.lines import Line2D
 from torch import Tensor
 
 from .diagnostics import bounded_relative_error, conservation_series, energy, relative_change
-from .io import Trajectories, atomic_path
+from .io import SystemUnavailable, Trajectories, atomic_path
 
 Hamiltonian = Callable[[Tensor, dict], Tensor]
+log = logging.getLogger(__name__)
 
 __all__ = [
     "FIGURE_FORMATS", "ZERO_FLOOR", "align_with_truth", "check_figure_path", "default_label",
@@ -137,11 +139,17 @@ def rollout_error(prediction: Tensor, truth: Tensor) -> tuple[Tensor, Tensor]:
     return mse, bounded_relative_error(prediction, truth)
 
 
-def _conservation_series(data: Trajectories, learned: Hamiltonian | None) -> dict[str, Tensor]:
-    """Worst system's relative change at each time, ``(T,)`` per quantity."""
+def _conservation_series(data: Trajectories, learned: Hamiltonian | None, system) -> dict[str, Tensor]:
+    """Worst system's relative change at each time, ``(T,)`` per quantity. The true energy only when
+    ``system`` is given or the file's own system is registered (a file never makes code run)."""
     z, params = data.z, data.params
+    if system is None:
+        try:
+            system = data.system()
+        except SystemUnavailable as reason:
+            log.warning("note: no true-energy curve for %s: %s", data.source or default_label(data), reason)
     with torch.no_grad():
-        series = conservation_series(z, data.system().hamiltonian, params)
+        series = conservation_series(z, system.hamiltonian if system is not None else None, params)
         if learned is not None:
             h = energy(learned, z, params).to(z.dtype)
             series["learned"] = relative_change(h, h[:, 0].abs())
@@ -195,11 +203,13 @@ def plot_conservation(
     out: str | os.PathLike | None = None,
     *,
     learned_energy: Sequence[Hamiltonian | None] | None = None,
+    true_systems: Sequence[Any] | None = None,
 ) -> Figure:
     """Change of the conserved quantities over time, several rollouts side by side.
 
-    One panel each for linear momentum, angular momentum and the true energy (rebuilt from each
-    file's ``meta``), plus learned energy when ``learned_energy`` gives a Hamiltonian
+    One panel each for linear momentum, angular momentum and the true energy (of ``true_systems``,
+    one per rollout, or rebuilt from each file's ``meta`` when its system is registered; a file made
+    by a user's own system class gets no true-energy curve unless its system is given), plus learned energy when ``learned_energy`` gives a Hamiltonian
     ``H(z: (B, 2, N, D), params) -> (B,)`` for at least one rollout (``None`` for the others). Each
     curve is the largest change over the rollout's systems, relative to the scales of
     :mod:`hamnet.diagnostics`, on a log axis with float64 round-off marked; exact zeros are drawn at
@@ -211,7 +221,10 @@ def plot_conservation(
     learned = list(learned_energy) if learned_energy is not None else [None] * len(rollouts)
     if len(learned) != len(rollouts):
         raise ValueError(f"got {len(learned)} learned energies for {len(rollouts)} rollouts")
-    series = [_conservation_series(data, h) for data, h in zip(rollouts, learned)]
+    systems = list(true_systems) if true_systems is not None else [None] * len(rollouts)
+    if len(systems) != len(rollouts):
+        raise ValueError(f"got {len(systems)} true systems for {len(rollouts)} rollouts")
+    series = [_conservation_series(data, h, system) for data, h, system in zip(rollouts, learned, systems)]
     panels = [panel for panel in CONSERVATION_PANELS if any(panel[0] in s for s in series)]
     figure = new_figure(4.0 * len(panels), 4.2)
     axes = figure.subplots(1, len(panels), sharex=True)

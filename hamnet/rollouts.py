@@ -19,11 +19,19 @@ from .dynamics import HamiltonianField
 from .integrate import solver_key
 from .io import Trajectories
 from .models import MODELS
+from .resources import check_memory
 from .version import __version__
 
 Params = dict[str, Tensor]
 
-__all__ = ["RolloutError", "rollout", "default_method", "predicted_trajectories", "model_label", "DEFAULT_CHUNK_STEPS"]
+__all__ = ["RolloutError", "rollout", "default_method", "predicted_trajectories", "model_label", "DEFAULT_CHUNK_STEPS",
+           "DIVERGENCE_FACTOR"]
+
+#: a system whose largest coordinate grows past this multiple of its initial largest coordinate has
+#: diverged. Bounded motion (the systems here conserve energy) never comes near it, and even a body
+#: escaping at unit speed from unit distance needs a million time units to reach it, while an
+#: unstable learned model that has left its data grows exponentially and passes it within steps.
+DIVERGENCE_FACTOR = 1e6
 
 #: steps integrated per odeint call; bounds work lost to a late non-finite check and keeps the
 #: per-call grid small, while the extra force evaluation per chunk (splitting methods) stays negligible
@@ -31,8 +39,8 @@ DEFAULT_CHUNK_STEPS = 1000
 
 
 class RolloutError(ValueError):
-    """A rollout became non-finite. ``step`` is the first bad step, ``systems`` the batch indices
-    non-finite there, and ``trajectory`` the states up to and including that step."""
+    """A rollout became non-finite or diverged. ``step`` is the first bad step, ``systems`` the batch
+    indices bad there, and ``trajectory`` the states up to and including that step."""
 
     def __init__(self, message: str, step: int, systems: list[int], trajectory: Tensor) -> None:
         super().__init__(message)
@@ -62,6 +70,7 @@ def rollout(
     *,
     chunk_steps: int = DEFAULT_CHUNK_STEPS,
     options: dict | None = None,
+    keep_diverged: bool = False,
 ) -> Tensor:
     """Integrate ``steps`` steps of size ``dt`` from ``z0`` with torchdiffeq's ``odeint``.
 
@@ -76,7 +85,9 @@ def rollout(
     rollout runs under ``torch.no_grad()`` and the vector field enables autograd locally only to
     differentiate ``H``. Steps are integrated in chunks of ``chunk_steps``; memory is the output
     plus one chunk. Raises :class:`RolloutError` naming the first step and the systems whose
-    state is no longer finite.
+    state is no longer finite or has grown past ``DIVERGENCE_FACTOR`` times its initial largest
+    coordinate (diverged); ``keep_diverged=True`` keeps integrating such a system, for studies of
+    divergence (a non-finite state still raises).
     """
     if steps < 0 or int(steps) != steps:
         raise ValueError(f"steps must be a non-negative integer, got {steps}")
@@ -86,6 +97,10 @@ def rollout(
         raise ValueError(f"chunk_steps must be at least 1, got {chunk_steps}")
     if z0.dim() != 4 or z0.shape[1] != 2:
         raise ValueError(f"z0 must have shape (B, 2, N, D), got {tuple(z0.shape)}")
+    if z0.device.type == "cpu":  # before allocating the trajectory: a size that cannot fit is refused in one line
+        itemsize = torch.finfo(dtype).bits // 8
+        check_memory(z0.shape[0] * (int(steps) + 1) * z0[0].numel() * itemsize, f"a rollout of {int(steps)} steps",
+                     "use fewer steps or systems")
     device = z0.device
     z0 = z0.detach().to(dtype)
     params = {k: (v.detach().to(device=device, dtype=dtype) if v.is_floating_point() else v.detach().to(device))
@@ -95,7 +110,9 @@ def rollout(
 
     trajectory = torch.empty(z0.shape[0], int(steps) + 1, *z0.shape[1:], dtype=dtype, device=device)
     trajectory[:, 0] = z0
-    _check_finite(trajectory, 0, 0)
+    _check_healthy(trajectory, 0, 0, None)
+    initial_size = z0.flatten(1).abs().amax(-1).clamp_min(torch.finfo(dtype).tiny)
+    limit = None if keep_diverged else DIVERGENCE_FACTOR * initial_size
     done = 0
     with torch.no_grad():
         while done < steps:
@@ -105,24 +122,29 @@ def rollout(
             t = torch.arange(n + 1, dtype=dtype, device=device) * dt
             states = odeint(field, trajectory[:, done], t, method=key, options=options)  # (n + 1, B, 2, N, D)
             trajectory[:, done + 1: done + n + 1] = states[1:].transpose(0, 1)
-            _check_finite(trajectory, done + 1, done + n)
+            _check_healthy(trajectory, done + 1, done + n, limit)
             done += n
     return trajectory
 
 
-def _check_finite(trajectory: Tensor, first: int, last: int) -> None:
-    """Raise :class:`RolloutError` at the first step in ``first..last`` with a non-finite state."""
-    finite = torch.isfinite(trajectory[:, first: last + 1]).flatten(2).all(-1)  # (B, steps)
-    if bool(finite.all()):
+def _check_healthy(trajectory: Tensor, first: int, last: int, limit: Tensor | None) -> None:
+    """Raise :class:`RolloutError` at the first step in ``first..last`` where a system's state is not
+    finite or (``limit: (B,)`` given) its largest coordinate has passed ``limit``."""
+    states = trajectory[:, first: last + 1].flatten(2)  # (B, steps, 2 N D)
+    healthy = torch.isfinite(states).all(-1)
+    if limit is not None:
+        healthy &= states.abs().amax(-1) <= limit.unsqueeze(-1)
+    if bool(healthy.all()):
         return
-    bad_steps = (~finite).any(0).nonzero().flatten()
-    step = first + int(bad_steps[0])
-    systems = (~finite[:, step - first]).nonzero().flatten().tolist()
+    step = first + int((~healthy).any(0).nonzero()[0])
+    systems = (~healthy[:, step - first]).nonzero().flatten().tolist()
+    finite = bool(torch.isfinite(trajectory[systems, step]).all())
+    what = (f"grew past {DIVERGENCE_FACTOR:.0e} times its initial size (diverged)" if finite
+            else "became non-finite")
     shown = ", ".join(map(str, systems[:10])) + (", ..." if len(systems) > 10 else "")
     raise RolloutError(
-        f"the rollout became non-finite at step {step} in system {systems[0]} "
-        f"({len(systems)} of {trajectory.shape[0]} systems: {shown}); try a smaller dt, float64, "
-        "or check the model",
+        f"the rollout {what} at step {step} in system {systems[0]} ({len(systems)} of {trajectory.shape[0]} "
+        f"systems: {shown}); try a smaller dt, float64, or check the model",
         step=step,
         systems=systems,
         trajectory=trajectory[:, : step + 1].clone(),
@@ -136,15 +158,17 @@ def default_method(model: Any) -> str:
 
 def predicted_trajectories(model: Any, data: Trajectories, *, model_config: dict, steps: int | None = None,
                            dt: float | None = None, method: str | None = None,
-                           dtype: torch.dtype = torch.float64, checkpoint: str | None = None) -> Trajectories:
+                           dtype: torch.dtype = torch.float64, checkpoint: str | None = None,
+                           options: dict | None = None, keep_diverged: bool = False) -> Trajectories:
     """Roll ``model`` out from every initial state of ``data`` and package the result as a
     trajectory file's contents (schema 1): the system of ``data`` in ``meta`` (so true energy can
     be measured), plus the model (``model_config``, a label), integrator, dtype and checkpoint.
-    ``steps`` and ``dt`` default to the data's own."""
+    ``steps`` and ``dt`` default to the data's own; ``options`` and ``keep_diverged`` go to :func:`rollout`."""
     steps = data.n_times - 1 if steps is None else steps
     dt = float(data.meta["dt"]) if dt is None else dt
     method = method or default_method(model)
-    z = rollout(model, data.z[:, 0], data.params, steps, dt, method=method, dtype=dtype)
+    z = rollout(model, data.z[:, 0], data.params, steps, dt, method=method, dtype=dtype, options=options,
+                keep_diverged=keep_diverged)
     meta = {"system": data.meta["system"], "system_settings": data.meta["system_settings"], "dt": dt,
             "hamnet_version": __version__,
             "steps": steps, "model": model_label(model_config), "model_config": model_config, "method": method,

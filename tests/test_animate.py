@@ -139,7 +139,8 @@ def test_writer_failing_after_writing_its_file_leaves_nothing(tmp_path, pair, mo
 
 
 @pytest.mark.parametrize("settings, message", [
-    ({"fps": 0}, "fps must be positive"),
+    ({"fps": 0}, "fps must be between 0.02 and 1000, got 0"),
+    ({"fps": 1e-300}, "fps must be between 0.02 and 1000"),
     ({"stride": 0}, "stride must be a positive integer"),
     ({"max_frames": 0}, "max_frames must be a positive integer"),
     ({"trail": -1}, "trail must be a non-negative integer"),
@@ -173,7 +174,7 @@ def test_cli_animate_bad_input(tmp_path, pair, capsys):
         (["animate", text, "--out", tmp_path / "a.gif"], "not a .npz trajectory file"),
         (["animate", good, "--out", tmp_path / "a.avi"], "unsupported animation format '.avi'; use one of .gif, .mp4"),
         (["animate", empty, "--out", tmp_path / "a.gif"], "rollout is empty"),
-        (["animate", good, "--stride", "0", "--out", tmp_path / "a.gif"], "stride must be a positive integer"),
+        (["animate", good, "--stride", "0", "--out", tmp_path / "a.gif"], "--stride must be at least 1"),
     ]
     before = set(tmp_path.iterdir())
     for args, message in cases:

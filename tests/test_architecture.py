@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 #: lowest first; a module may import from any layer below its own and from none at or above it
 LAYERS = [
-    ["version", "registry"],
+    ["version", "registry", "resources", "paths"],
     ["composition", "diagnostics", "groups", "dynamics"],
     ["integrate", "lieconv", "equivariance", "io"],
     ["models", "simulation", "data"],

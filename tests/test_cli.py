@@ -1,10 +1,16 @@
 """The command line: happy paths and one clear line for every bad input."""
 
+import os
+import select
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
+import hamnet.cli
+import hamnet.io
 from hamnet.cli import main
 from hamnet.io import load_trajectories
 
@@ -89,3 +95,57 @@ def test_help_explains_every_flag(capsys):
     for flag in ("--system", "--n-systems", "--steps", "--dt", "--seed", "--out", "--n-particles", "--dim",
                  "--family", "--softening", "--quiet"):
         assert flag in text
+
+
+# -- one line, or the traceback on request ------------------------------------------------------------
+def test_debug_shows_the_traceback_instead_of_one_line(tmp_path, capsys, monkeypatch):
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"\x00garbage")
+    with pytest.raises(ValueError, match="not a .npz trajectory file"):
+        main(["info", str(bad), "--debug"])
+    monkeypatch.setenv("HAMNET_DEBUG", "1")
+    with pytest.raises(ValueError, match="not a .npz trajectory file"):
+        main(["info", str(bad)])
+
+
+def test_an_unexpected_failure_is_one_line_that_offers_debug(tmp_path, capsys, monkeypatch):
+    def broken(path):
+        raise RuntimeError("something hamnet did not expect\nwith a second line")
+
+    monkeypatch.setattr(hamnet.cli, "load_trajectories", broken)
+    code, _, err = run_cli(["info", tmp_path / "x.npz"], capsys)
+    assert code == 1 and err.count("\n") == 1
+    assert err.startswith("hamnet: error: RuntimeError: something hamnet did not expect with a second line")
+    assert "--debug" in err and hamnet.io.load_trajectories is not broken
+
+
+def test_user_code_calling_sys_exit_is_reported_not_obeyed(tmp_path, capsys):
+    quitter = tmp_path / "quitter.py"
+    quitter.write_text("import sys\nfrom systems import Springs\n\nclass Quitter(Springs):\n"
+                       "    def sample_params(self, n, generator):\n        sys.exit(3)\n")
+    code, _, err = run_cli(["generate", "--system", f"{quitter}:Quitter", "--n-systems", "2", "--steps", "2",
+                            "--out", tmp_path / "q.npz"], capsys)
+    assert code == 1 and err.count("\n") == 1 and "sys.exit(3)" in err
+    assert not (tmp_path / "q.npz").exists()
+
+
+def test_sigterm_is_handled_like_ctrl_c(tmp_path):
+    out = tmp_path / "long.npz"
+    process = subprocess.Popen([sys.executable, "-m", "hamnet.cli", "generate", "--system", "nbody", "--n-systems",
+                                "10", "--steps", "100000", "--out", str(out)], stderr=subprocess.PIPE)
+    err = _read_until(process, b"system-step", seconds=60)  # the progress bar: the integration has begun
+    process.send_signal(signal.SIGTERM)
+    err += process.communicate(timeout=60)[1]
+    last = err.decode().replace("\r", "\n").strip().splitlines()[-1]
+    assert process.returncode == 143 and last.startswith("hamnet: terminated")
+    assert list(tmp_path.iterdir()) == []
+
+
+def _read_until(process, marker: bytes, seconds: float) -> bytes:
+    """What ``process`` wrote to stderr until ``marker`` appeared (or it exited, or time ran out)."""
+    seen, deadline = b"", time.monotonic() + seconds
+    while marker not in seen and process.poll() is None and time.monotonic() < deadline:
+        ready, _, _ = select.select([process.stderr], [], [], 0.1)
+        if ready:
+            seen += os.read(process.stderr.fileno(), 4096)
+    return seen

@@ -74,12 +74,12 @@ def test_fully_connected_model_refuses_another_n(files, trained, tmp_path, capsy
 @pytest.mark.parametrize("flags, message", [
     (["--model", "transformer"], "unknown model 'transformer'"),
     (["--group", "SU3"], "unknown group"),
-    (["--lr", "0"], "learning rate must be a positive number"),
-    (["--epochs", "0"], "epochs must be at least 1"),
-    (["--chunk", "1"], "chunk must be at least 2"),
+    (["--lr", "0"], "--lr must be between"),
+    (["--epochs", "0"], "--epochs must be at least 1"),
+    (["--chunk", "1"], "--chunk must be at least 2"),
     (["--model", "fc-node", "--method", "leapfrog"], "separable"),
     (["--neighbours", "10"], "neighbours"),
-    (["--threads", "0"], "--threads must be at least 1"),
+    (["--threads", "0"], "--threads must be between 1 and"),
     (["--device", "tpu"], "--device must be cpu or cuda"),
 ])
 def test_train_bad_settings_leave_no_run_folder(files, tmp_path, capsys, flags, message):

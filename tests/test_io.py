@@ -1,12 +1,18 @@
 """Trajectory files: round trip, validation messages, atomic writes."""
 
+import errno
 import json
+import os
+import subprocess
+import sys
+import zipfile
 
 import numpy as np
 import pytest
 import torch
 
-from hamnet.io import TrajectoryFileError, atomic_path, load_trajectories, save_trajectories
+from hamnet.io import (SystemUnavailable, Trajectories, TrajectoryFileError, atomic_path, load_trajectories,
+                       save_trajectories)
 from hamnet.simulation import generate
 from systems import Springs
 
@@ -105,3 +111,65 @@ def test_atomic_write_missing_folder(tmp_path):
     with pytest.raises(OSError, match="does not exist"):
         with atomic_path(tmp_path / "nope" / "x.npz"):
             pass
+
+
+# -- data files are data ------------------------------------------------------------------------------
+def test_a_file_naming_a_user_system_never_imports_it(tmp_path, data):
+    marker = tmp_path / "ran"
+    code = tmp_path / "evil.py"
+    code.write_text(f"open({str(marker)!r}, 'w').write('ran')\nfrom systems import Springs as Evil\n")
+    path = tmp_path / "evil.npz"
+    save_trajectories(path, Trajectories(data.t, data.z, data.params, {**data.meta, "system": f"{code}:Evil"}))
+    loaded = load_trajectories(path)
+    with pytest.raises(SystemUnavailable, match=r"never runs code that a data file names.*--system"):
+        loaded.system()
+    assert not marker.exists()
+    # named by the user, the same class is trusted and built
+    assert loaded.system(f"{code}:Evil").settings() == Springs(n_particles=3).settings() and marker.exists()
+
+
+def test_a_system_missing_a_parameter_it_needs_is_refused(tmp_path, data):
+    path = tmp_path / "no-k.npz"
+    save_trajectories(path, Trajectories(data.t, data.z, {"m": data.params["m"]}, data.meta))
+    with pytest.raises(ValueError, match="'k'"):
+        load_trajectories(path).system()
+
+
+# -- preflight from headers ---------------------------------------------------------------------------
+def test_a_header_claiming_more_data_than_the_file_holds_is_refused_before_loading(tmp_path, data):
+    path = tmp_path / "liar.npz"
+    _write_raw(path, data)
+    with zipfile.ZipFile(path) as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
+    # rewrite z's header to claim (10^6, 10^6, 2, 3, 2) float64: about 96 TB
+    header = members["z.npy"]
+    old_shape = str(tuple(data.z.shape)).encode()
+    members["z.npy"] = header.replace(old_shape, b"(1000000, 1000000, 2, 3, 2)".ljust(len(old_shape)), 1)
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, content in members.items():
+            archive.writestr(name, content)
+    with pytest.raises(TrajectoryFileError, match="claims shape .* truncated or corrupt"):
+        load_trajectories(path)
+
+
+# -- atomic writes ------------------------------------------------------------------------------------
+def test_a_killed_writers_temporary_file_is_removed_by_the_next_write(tmp_path, data):
+    path = tmp_path / "s.npz"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / f".s.npz.{int(dead.stdout)}.abc123.tmp"
+    stale.write_bytes(b"half a file")
+    live = tmp_path / f".s.npz.{os.getpid()}.def456.tmp"  # a live writer's temporary is left alone
+    live.write_bytes(b"being written")
+    save_trajectories(path, data)
+    assert not stale.exists() and live.exists() and load_trajectories(path).n_systems == data.n_systems
+
+
+def test_a_failed_write_names_the_file_and_leaves_the_old_one(tmp_path, data):
+    path = tmp_path / "s.npz"
+    save_trajectories(path, data)
+    before = path.read_bytes()
+    with pytest.raises(OSError, match=f"cannot write {path}: No space left on device"):
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(b"partial")
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["s.npz"]

@@ -17,7 +17,7 @@ from problems import cast, two_body_orbit
 
 from hamnet.diagnostics import conservation_report, energy
 from hamnet.dynamics import HamiltonianField
-from hamnet.rollouts import RolloutError, rollout
+from hamnet.rollouts import DIVERGENCE_FACTOR, RolloutError, rollout
 
 F64 = torch.float64
 N_PARTICLES = 4
@@ -130,12 +130,25 @@ def test_non_finite_state_names_the_step_and_the_system(generator):
     system, params, z0 = springs_batch(generator, n_systems=3)
     params["k"][1] *= 40.0  # system 1 is far too stiff for dt: leapfrog goes unstable
     with pytest.raises(RolloutError, match=r"non-finite at step \d+ in system 1 \(1 of 3") as caught:
-        rollout(system, z0, params, steps=5000, dt=0.05, chunk_steps=64)
+        rollout(system, z0, params, steps=5000, dt=0.05, chunk_steps=64, keep_diverged=True)
     error = caught.value
     assert error.systems == [1]
     assert error.trajectory.shape[1] == error.step + 1
     assert torch.isfinite(error.trajectory[:, : error.step]).all()
     assert not torch.isfinite(error.trajectory[1, error.step]).all()
+
+
+def test_a_state_growing_past_the_bound_is_reported_as_diverged_before_it_overflows(generator):
+    system, params, z0 = springs_batch(generator, n_systems=3)
+    params["k"][1] *= 40.0
+    with pytest.raises(RolloutError, match=r"grew past 1e\+06 times its initial size \(diverged\) at step \d+ "
+                       r"in system 1 \(1 of 3") as caught:
+        rollout(system, z0, params, steps=5000, dt=0.05, chunk_steps=64)
+    error = caught.value
+    assert error.systems == [1] and torch.isfinite(error.trajectory).all()
+    size = error.trajectory.flatten(2).abs().amax(-1)  # (B, steps + 1)
+    assert size[1, -1] > DIVERGENCE_FACTOR * size[1, 0] and (size[1, :-1] <= DIVERGENCE_FACTOR * size[1, 0]).all()
+    assert (size[[0, 2]] < 10 * size[[0, 2], :1]).all()  # the healthy systems stayed near their size
 
 
 def test_a_diverging_learned_model_is_reported_as_a_rollout_error(generator):
@@ -144,7 +157,8 @@ def test_a_diverging_learned_model_is_reported_as_a_rollout_error(generator):
     system, params, z0 = springs_batch(generator)
     params["k"] *= 40.0
     with pytest.raises(RolloutError, match="non-finite at step"):
-        rollout(Confined(small_model("hlieconv", group="SO2"), system), z0, params, steps=2000, dt=0.05)
+        rollout(Confined(small_model("hlieconv", group="SO2"), system), z0, params, steps=2000, dt=0.05,
+                keep_diverged=True)
 
 
 # -- conservation in practice ---------------------------------------------------------------------

@@ -1,0 +1,939 @@
+"""A fault corpus for every subcommand and the Python API: nothing runs, nothing is lost, nothing is silent.
+
+Each case gives one subcommand (in this process, through ``hamnet.cli.main``) or one API function a
+bad input or a fault, under a watchdog, and checks the whole policy at once: the exit status (1 for
+errors), exactly one line on stderr (``hamnet: error: ...``) and no traceback, every file that was
+there before byte-for-byte unchanged, nothing new left behind (hidden temporaries included) apart
+from the outputs a case expects, no code run because a data file names it (such code would write
+the file :data:`MARKER`), and no hang. A few real processes take SIGTERM and SIGINT mid-run
+(exit 143 and 130). The inputs are tiny and made once per module, then copied into each case's
+folder, so a case that destroys an input destroys only its own copy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import hashlib
+import io
+import json
+import math
+import os
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import time
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from problems import run_cli
+
+#: seconds a case may take before the watchdog calls it a hang
+WATCHDOG = 20.0
+#: what a failed training run may leave: its folder with the last finite checkpoints, and the folder's lock
+RUN_FOLDER = ("run", "run/*", "run/.lock")
+#: seconds within which an absurd size must be refused (preflight, before allocating)
+PREFLIGHT = 5.0
+#: the file that code named by a data file or checkpoint would write if it ever ran
+MARKER = "CODE-RAN"
+#: a shape whose float64 array would take ~116 TiB
+TERABYTES = (10**6, 10**6, 2, 4, 2)
+#: a process id above Linux's largest (2**22): the writer of a "stale" temporary that is surely dead
+DEAD_PID = 99999999
+#: the tiny training run of every train case (HLieConv SO2, width 8, depth 1, one epoch of 16 windows)
+TRAIN = ("--model hlieconv --group SO2 --width 8 --depth 1 --chunk 3 --epochs 1 --batch-size 8 --max-windows 16 "
+         "--validation 0.2 --test 0 --quiet")
+ERROR_PREFIX = "hamnet: error:"
+INTERRUPT_PREFIXES = ("hamnet: error:", "hamnet: interrupted", "hamnet: terminated")
+
+
+# -- shared tiny inputs -------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory) -> dict[str, Path]:
+    """A springs file (6 systems, 4 particles, 2D), another with other systems, a 3D nbody file and a
+    checkpoint of HLieConv SO2 (width 8, depth 1, one epoch) trained on the first."""
+    from hamnet.cli import main
+    from hamnet.io import save_trajectories
+    from hamnet.simulation import generate
+    from systems import NBody, Springs
+
+    folder = tmp_path_factory.mktemp("faults")
+    files = {"springs": folder / "springs.npz", "other": folder / "other.npz", "nbody": folder / "nbody3d.npz"}
+    save_trajectories(files["springs"], generate(Springs(n_particles=4), n_systems=6, steps=8, dt=0.01, seed=0))
+    save_trajectories(files["other"], generate(Springs(n_particles=4), n_systems=6, steps=8, dt=0.01, seed=9))
+    save_trajectories(files["nbody"], generate(NBody(dim=3, n_particles=4), n_systems=3, steps=5, dt=0.01, seed=0))
+    assert main(["train", "--data", str(files["springs"]), "--out", str(folder / "run"), *TRAIN.split()]) == 0
+    files["ckpt"] = folder / "run" / "best.pt"
+    return files
+
+
+def stage(tmp: Path, shared: dict[str, Path], build, monkeypatch) -> dict[str, Path]:
+    """Copy the shared inputs into ``tmp``, run the case's builder there and make ``tmp`` the working
+    folder (so a stray relative write shows up in its listing). Returns the names the argv uses."""
+    names = {"tmp": tmp}
+    for name, file in (("springs", "springs.npz"), ("nbody", "nbody3d.npz"), ("ckpt", "model.pt")):
+        names[name] = tmp / file
+        shutil.copyfile(shared["ckpt" if name == "ckpt" else name], names[name])
+    if build is not None:
+        names.update(build(tmp, shared))
+    monkeypatch.chdir(tmp)
+    monkeypatch.delenv("HAMNET_DEBUG", raising=False)
+    return names
+
+
+# -- watching ---------------------------------------------------------------------------------------
+class Hung(BaseException):
+    """Raised by the watchdog; a BaseException so that no ``except Exception`` in hamnet swallows it."""
+
+
+@contextlib.contextmanager
+def watchdog(seconds: float):
+    """Fail the test, instead of hanging the suite, when the block runs longer than ``seconds``."""
+    fired = []
+
+    def on_alarm(signum, frame):
+        fired.append(True)
+        raise Hung
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    except BaseException:
+        if not fired:  # the alarm's exception, whatever hamnet turned it into, ends in the failure below
+            raise
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    if fired:
+        pytest.fail(f"no answer within {seconds:g} s: hung, or took on work it should have refused")
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    """Every entry under ``folder``, hidden ones included, links not followed: relative path -> the
+    sha256 of a file, ``folder``, ``link -> target``, or ``special`` (never opened: a FIFO would block)."""
+    entries = {}
+    for root, folders, files in os.walk(folder):
+        for name in folders + files:
+            path = Path(root, name)
+            mode = path.lstat().st_mode
+            if stat.S_ISLNK(mode):
+                kind = f"link -> {os.readlink(path)}"
+            elif stat.S_ISDIR(mode):
+                kind = "folder"
+            elif stat.S_ISREG(mode):
+                kind = hashlib.sha256(path.read_bytes()).hexdigest()
+            else:
+                kind = "special"
+            entries[path.relative_to(folder).as_posix()] = kind
+    return entries
+
+
+def assert_nothing_lost(before: dict[str, str], after: dict[str, str], allowed: tuple[str, ...]) -> None:
+    """Every entry of ``before`` is unchanged in ``after``, and every new entry matches a pattern of
+    ``allowed`` (a hidden file only when a pattern names it exactly, like a run folder's lock: a
+    temporary left behind is a failure)."""
+    changed = sorted(p for p in before if p in after and after[p] != before[p])
+    removed = sorted(p for p in before if p not in after)
+
+    def expected(path: str) -> bool:
+        hidden = any(part.startswith(".") for part in path.split("/"))
+        return path in allowed if hidden else any(fnmatch.fnmatch(path, pattern) for pattern in allowed)
+
+    new = sorted(p for p in after if p not in before and not expected(p))
+    assert not (changed or removed or new), f"changed {changed}, removed {removed}, left behind {new}"
+
+
+def assert_one_line(err: str, prefixes: tuple[str, ...] = (ERROR_PREFIX,)) -> None:
+    assert err.startswith(prefixes) and err.count("\n") == 1 and err.endswith("\n"), \
+        f"stderr is not one line starting with {' or '.join(prefixes)}: {err[-600:]!r}"
+
+
+def restore_permissions(folder: Path) -> None:
+    for root, folders, _ in os.walk(folder):
+        for name in folders:
+            Path(root, name).chmod(0o755)
+
+
+# -- builders: what a case puts in its folder ---------------------------------------------------------
+def read_npz(path: Path) -> tuple[dict[str, np.ndarray], dict]:
+    with np.load(path) as archive:
+        arrays = {name: archive[name] for name in archive.files}
+    return arrays, json.loads(str(arrays.pop("meta")))
+
+
+def write_npz(path: Path, arrays: dict, meta: dict | str) -> Path:
+    """A .npz as numpy writes it, past hamnet's checks; ``meta`` a dict or raw text. Any suffix."""
+    with open(path, "wb") as handle:
+        np.savez(handle, meta=np.array(meta if isinstance(meta, str) else json.dumps(meta)), **arrays)
+    return path
+
+
+def variant(name: str, change: Callable[[dict, dict], object]):
+    """Builder: the springs file with ``change(arrays, meta)`` applied, as NAME, given to argv as {file}."""
+    def build(tmp, shared):
+        arrays, meta = read_npz(tmp / "springs.npz")
+        change(arrays, meta)
+        return {"file": write_npz(tmp / name, arrays, meta)}
+    return build
+
+
+def raw(name: str, content: Callable[[bytes], bytes]):
+    """Builder: NAME holding ``content(bytes of the springs file)``, as {file}."""
+    def build(tmp, shared):
+        (tmp / name).write_bytes(content((tmp / "springs.npz").read_bytes()))
+        return {"file": tmp / name}
+    return build
+
+
+def copy_as(name: str, source: str = "springs.npz"):
+    """Builder: a copy of a staged input under another name (an input named like an output), as {file}."""
+    def build(tmp, shared):
+        shutil.copyfile(tmp / source, tmp / name)
+        return {"file": tmp / name}
+    return build
+
+
+def symlink(name: str, target: str):
+    """Builder: NAME, a symbolic link to the staged input TARGET, as {link}."""
+    def build(tmp, shared):
+        (tmp / name).symlink_to(tmp / target)
+        return {"link": tmp / name}
+    return build
+
+
+def folders(*names: str, files: dict[str, str] | None = None, read_only: str | None = None):
+    """Builder: empty folders, files with text in them, and a folder made read-only (the case is
+    skipped where that folder stays writable, as for root)."""
+    def build(tmp, shared):
+        for name in names:
+            (tmp / name).mkdir()
+        for name, text in (files or {}).items():
+            (tmp / name).write_text(text)
+        if read_only is not None:
+            (tmp / read_only).mkdir()
+            (tmp / read_only).chmod(0o555)
+            if os.access(tmp / read_only, os.W_OK):
+                pytest.skip("a read-only folder is writable here (running as root)")
+        return {}
+    return build
+
+
+def plugin(text: str):
+    """Builder: a Python file of the user's, as {py} (its path without the .py suffix in {mod})."""
+    def build(tmp, shared):
+        (tmp / "mine.py").write_text(text)
+        return {"py": tmp / "mine.py", "mod": tmp / "mine"}
+    return build
+
+
+def user_system(body: str):
+    """Builder: the user's system class ``Mine`` (springs, with ``body`` overriding parts), as {py}."""
+    return plugin("import sys\nimport torch\nfrom systems import Springs\n\n\nclass Mine(Springs):\n"
+                  f"    name = 'mine'\n\n{body}\n")
+
+
+MARKER_CODE = f"import pathlib\npathlib.Path(__file__).with_name({MARKER!r}).write_text('code ran')\n"
+
+
+def data_naming_code(tmp, shared):
+    """Builder: evil.py, which writes the marker when imported and defines a springs-like system, and
+    evil.npz, the springs data whose meta names that file as its system. As {file}."""
+    (tmp / "evil.py").write_text(MARKER_CODE + "from systems import Springs\n\n\n"
+                                 "class Evil(Springs):\n    name = 'evil'\n")
+    arrays, meta = read_npz(tmp / "springs.npz")
+    meta["system"] = f"{tmp / 'evil.py'}:Evil"
+    return {"file": write_npz(tmp / "evil.npz", arrays, meta)}
+
+
+class RunsCode:
+    """Unpickling this writes the marker file: what any hostile pickle could do instead."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return exec, (f"open({self.marker!r}, 'w').write('code ran')",)
+
+
+def pickle_npz(tmp, shared):
+    """Builder: a trajectory file whose 'z' is an object array, pickled, as {file}."""
+    arrays, meta = read_npz(tmp / "springs.npz")
+    arrays["z"] = np.array([RunsCode(tmp / MARKER)], dtype=object)
+    return {"file": write_npz(tmp / "pickle.npz", arrays, meta)}
+
+
+def huge_header_npz(tmp, shared):
+    """Builder: a trajectory file whose 'z' header claims ~116 TiB (and holds 64 bytes), as {file}."""
+    arrays, meta = read_npz(tmp / "springs.npz")
+    arrays["meta"] = np.array(json.dumps(meta))
+    path = tmp / "huge.npz"
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, value in arrays.items():
+            buffer = io.BytesIO()
+            if name == "z":
+                np.lib.format.write_array_header_1_0(buffer, {"descr": "<f8", "fortran_order": False,
+                                                              "shape": TERABYTES})
+                buffer.write(bytes(64))
+            else:
+                np.lib.format.write_array(buffer, value, allow_pickle=False)
+            archive.writestr(f"{name}.npy", buffer.getvalue())
+    return {"file": path}
+
+
+def checkpoint(change: Callable[[dict, Path], object]):
+    """Builder: the staged checkpoint's contents with ``change(state, tmp)`` applied, re-saved with
+    ``torch.save`` as ckpt-x.pt, given to argv as {file}."""
+    def build(tmp, shared):
+        state = torch.load(tmp / "model.pt", map_location="cpu", weights_only=True)
+        state = change(state, tmp) or state
+        torch.save(state, tmp / "ckpt-x.pt")
+        return {"file": tmp / "ckpt-x.pt"}
+    return build
+
+
+def _pickle_bomb(state, tmp):
+    state["model"] = RunsCode(tmp / MARKER)
+
+
+def _unregistered_model(state, tmp):
+    state["model_config"]["name"] = "made-up-model"
+
+
+def _nan(arrays, meta):
+    arrays["z"][0, 3, 0, 0, 0] = np.nan
+
+
+def _no_k(arrays, meta):
+    del arrays["k"]
+
+
+def _scaled(arrays, meta):
+    arrays["z"] *= 1e30
+
+
+def _wrong_shape(arrays, meta):
+    arrays["z"] = arrays["z"][:, :, :1]
+
+
+def _negative_dt(arrays, meta):
+    meta["dt"] = -0.01
+
+
+def _corrupt(content: bytes) -> bytes:
+    middle = len(content) // 2
+    return content[:middle] + bytes(b ^ 0xFF for b in content[middle: middle + 32]) + content[middle + 32:]
+
+
+def foreign_npz(tmp, shared):
+    """Builder: a .npz of someone else's arrays, no meta, as {file}."""
+    with open(tmp / "foreign.npz", "wb") as handle:
+        np.savez(handle, weights=np.zeros(3), labels=np.arange(3.0))
+    return {"file": tmp / "foreign.npz"}
+
+
+def meta_not_json(tmp, shared):
+    arrays, _ = read_npz(tmp / "springs.npz")
+    return {"file": write_npz(tmp / "meta.npz", arrays, "{not json")}
+
+
+def truncated_checkpoint(tmp, shared):
+    (tmp / "half.pt").write_bytes((tmp / "model.pt").read_bytes()[:2000])
+    return {"file": tmp / "half.pt"}
+
+
+def rollout_naming_hostile_checkpoint(tmp, shared):
+    """Builder: a checkpoint that runs code when unpickled, and roll.npz, a rollout file naming it, as {file}."""
+    names = checkpoint(_pickle_bomb)(tmp, shared)
+    return variant("roll.npz", lambda arrays, meta: meta.update(checkpoint=str(names["file"])))(tmp, shared)
+
+
+def user_file_named_like_demo_output(tmp, shared):
+    """Builder: the folder mine/ holding the user's own data under a name the demo writes."""
+    (tmp / "mine").mkdir()
+    shutil.copyfile(tmp / "springs.npz", tmp / "mine" / "springs-train.npz")
+    return {}
+
+
+def fifo(tmp, shared):
+    os.mkfifo(tmp / "pipe.npz")
+    return {"file": tmp / "pipe.npz"}
+
+
+def _run_trained_on_changed_data(tmp, shared):
+    """Builder: a finished run on data.npz, whose contents are then replaced by other systems."""
+    from hamnet.cli import main
+
+    shutil.copyfile(tmp / "springs.npz", tmp / "data.npz")
+    assert main(["train", "--data", str(tmp / "data.npz"), "--out", str(tmp / "run"), *TRAIN.split()]) == 0
+    shutil.copyfile(shared["other"], tmp / "data.npz")
+    return {"file": tmp / "data.npz"}
+
+
+def weights_finite(tmp: Path, code: int) -> None:
+    """Check: every checkpoint a diverged run left holds finite weights only."""
+    for path in tmp.glob("run/*.pt"):
+        state = torch.load(path, map_location="cpu", weights_only=True)["model"]
+        assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point()), \
+            f"{path.name} holds non-finite weights"
+
+
+# -- the command-line corpus ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Case:
+    """One fault: ``argv`` (formatted with the staged paths, then split on spaces), the builder of its
+    inputs, the exit statuses allowed, outputs allowed after exit status 0, leftovers allowed after
+    any status, strings stderr must hold (the flag at fault), an extra check, and its time limit."""
+
+    name: str
+    argv: str
+    build: Callable[[Path, dict], dict] | None = None
+    codes: tuple[int, ...] = (1,)
+    outputs: tuple[str, ...] = ()
+    leftovers: tuple[str, ...] = ()
+    mentions: tuple[str, ...] = ()
+    check: Callable[[Path, int], None] | None = None
+    seconds: float = WATCHDOG
+
+
+GEN = "generate --quiet"
+OUT_NPZ = "--out {tmp}/x.npz"
+ROLL = "rollout --checkpoint {ckpt} --data {springs}"
+EVAL = "evaluate --checkpoint {ckpt} --data {springs}"
+DATA_IS_DATA = (0, 1)  # skip what needs the file's own system, or fail in one line; never run its code
+
+CASES = [
+    # generate: absurd sizes refused before allocating; sub-step counts limited; flags named
+    Case("generate-n-systems-1e12", f"{GEN} --n-systems {10**12} {OUT_NPZ}", seconds=PREFLIGHT),
+    Case("generate-n-particles-1e9", f"{GEN} --n-particles {10**9} {OUT_NPZ}", seconds=PREFLIGHT),
+    Case("generate-steps-1e12", f"{GEN} --steps {10**12} {OUT_NPZ}", seconds=PREFLIGHT),
+    Case("generate-dt-1e300", f"{GEN} --n-systems 2 --steps 5 --dt 1e300 {OUT_NPZ}", seconds=PREFLIGHT),
+    Case("generate-dt-1e4", f"{GEN} --n-systems 2 --steps 5 --dt 1e4 {OUT_NPZ}", seconds=PREFLIGHT),
+    Case("generate-nbody-softening-1e-6", f"{GEN} --system nbody --softening 1e-6 --n-systems 2 --steps 5 {OUT_NPZ}",
+         seconds=PREFLIGHT),
+    Case("generate-max-substeps-negative", f"{GEN} --n-systems 2 --steps 5 --max-substeps -1 {OUT_NPZ}",
+         mentions=("--max-substeps",)),
+    Case("generate-seed-2**70", f"{GEN} --n-systems 2 --steps 5 --seed {2**70} {OUT_NPZ}", mentions=("--seed",)),
+    Case("generate-n-systems-negative", f"{GEN} --n-systems -3 {OUT_NPZ}", mentions=("--n-systems",)),
+    Case("generate-steps-negative", f"{GEN} --steps -1 {OUT_NPZ}", mentions=("--steps",)),
+    Case("generate-steps-not-a-number", f"{GEN} --steps ten {OUT_NPZ}", mentions=("--steps",)),
+    Case("generate-softening-negative", f"{GEN} --system nbody --softening -1 --n-systems 2 --steps 5 {OUT_NPZ}"),
+    Case("generate-unknown-family", f"{GEN} --system nbody --family ring --n-systems 2 --steps 5 {OUT_NPZ}"),
+    Case("generate-unknown-system", f"{GEN} --system planets {OUT_NPZ}"),
+    Case("generate-out-wrong-suffix", f"{GEN} --n-systems 2 --steps 5 --out {{tmp}}/x.txt"),
+    Case("generate-out-no-suffix", f"{GEN} --n-systems 2 --steps 5 --out {{tmp}}/x"),
+    Case("generate-out-missing-folder", f"{GEN} --n-systems 2 --steps 5 --out {{tmp}}/missing/x.npz"),
+    Case("generate-out-unwritable-folder", f"{GEN} --n-systems 2 --steps 5 --out {{tmp}}/locked/x.npz",
+         build=folders(read_only="locked")),
+    Case("generate-out-is-a-folder", f"{GEN} --n-systems 2 --steps 5 --out {{tmp}}/x.npz", build=folders("x.npz")),
+    Case("generate-out-is-the-system-file", f"{GEN} --n-systems 2 --steps 5 --system {{py}}:Mine --out {{py}}",
+         build=user_system("    pass")),
+    Case("generate-system-raises-in-init", f"{GEN} --n-systems 2 --steps 5 --system {{py}}:Mine {OUT_NPZ}",
+         build=user_system("    def __init__(self, **settings):\n        raise RuntimeError('broken on purpose')")),
+    Case("generate-system-sys-exit-3", f"{GEN} --n-systems 2 --steps 5 --system {{py}}:Mine {OUT_NPZ}",
+         build=user_system("    def sample_params(self, n_systems, generator):\n        sys.exit(3)")),
+    Case("generate-system-settings-not-json", f"{GEN} --n-systems 2 --steps 5 --system {{py}}:Mine {OUT_NPZ}",
+         build=user_system("    def settings(self):\n        return {**super().settings(), 'when': object()}")),
+    Case("generate-system-class-missing", f"{GEN} --n-systems 2 --steps 5 --system {{py}}:Nope {OUT_NPZ}",
+         build=user_system("    pass")),
+    Case("generate-plugin-missing", f"{GEN} --n-systems 2 --steps 5 --plugin {{tmp}}/nope.py {OUT_NPZ}"),
+    Case("generate-plugin-raises", f"{GEN} --n-systems 2 --steps 5 --plugin {{py}} {OUT_NPZ}",
+         build=plugin("raise RuntimeError('plugin broken on purpose')\n")),
+
+    # info: malformed, truncated, foreign, hostile and impossible files
+    Case("info-directory", "info {tmp}"),
+    Case("info-missing-file", "info {tmp}/none.npz"),
+    Case("info-fifo", "info {file}", build=fifo),
+    Case("info-empty-file", "info {file}", build=raw("empty.npz", lambda content: b"")),
+    Case("info-garbage", "info {file}", build=raw("garbage.npz", lambda content: b"\x00garbage")),
+    Case("info-truncated", "info {file}", build=raw("half.npz", lambda content: content[: len(content) // 2])),
+    Case("info-corrupt-bytes", "info {file}", build=raw("corrupt.npz", _corrupt)),
+    Case("info-foreign-npz", "info {file}", build=foreign_npz),
+    Case("info-meta-not-json", "info {file}", build=meta_not_json),
+    Case("info-nan", "info {file}", build=variant("nan.npz", _nan)),
+    Case("info-wrong-shape", "info {file}", build=variant("shape.npz", _wrong_shape)),
+    Case("info-negative-dt", "info {file}", build=variant("dt.npz", _negative_dt)),
+    Case("info-pickle-npz", "info {file}", build=pickle_npz),
+    Case("info-header-claims-terabytes", "info {file}", build=huge_header_npz, seconds=PREFLIGHT),
+    Case("info-data-names-code", "info {file}", build=data_naming_code, codes=DATA_IS_DATA),
+
+    # train: divergence, absurd sizes, flags out of range, unknown names, hostile data, run folders
+    Case("train-lr-1e6", f"train --data {{springs}} --out {{tmp}}/run {TRAIN} --lr 1e6", leftovers=RUN_FOLDER,
+         check=weights_finite),
+    Case("train-weight-decay-inf", f"train --data {{springs}} --out {{tmp}}/run {TRAIN} --weight-decay inf",
+         leftovers=RUN_FOLDER, check=weights_finite),
+    Case("train-data-scaled-1e30", f"train --data {{file}} --out {{tmp}}/run {TRAIN}",
+         build=variant("big.npz", _scaled), leftovers=RUN_FOLDER, check=weights_finite),
+    Case("train-width-1e7", f"train --data {{springs}} --out {{tmp}}/run {TRAIN} --width {10**7}", seconds=PREFLIGHT),
+    Case("train-threads-1e30", f"train --data {{springs}} --out {{tmp}}/run {TRAIN} --threads {10**30}",
+         mentions=("--threads",)),
+    Case("train-seed-2**70", f"train --data {{springs}} --out {{tmp}}/run {TRAIN} --seed {2**70}",
+         mentions=("--seed",)),
+    Case("train-epochs-negative", f"train --data {{springs}} --out {{tmp}}/run {TRAIN} --epochs -1",
+         mentions=("--epochs",)),
+    Case("train-batch-size-negative", f"train --data {{springs}} --out {{tmp}}/run {TRAIN} --batch-size -5",
+         mentions=("--batch-size",)),
+    Case("train-validation-1.5", f"train --data {{springs}} --out {{tmp}}/run {TRAIN} --validation 1.5",
+         mentions=("--validation",)),
+    Case("train-unknown-model", f"train --data {{springs}} --out {{tmp}}/run {TRAIN} --model transformer"),
+    Case("train-unknown-group", f"train --data {{springs}} --out {{tmp}}/run {TRAIN} --group SU7"),
+    Case("train-unknown-method", f"train --data {{springs}} --out {{tmp}}/run {TRAIN} --method euler9"),
+    Case("train-out-is-the-data", f"train --data {{springs}} --out {{springs}} {TRAIN}"),
+    Case("train-data-is-a-directory", f"train --data {{tmp}} --out {{tmp}}/run {TRAIN}"),
+    Case("train-data-nan", f"train --data {{file}} --out {{tmp}}/run {TRAIN}", build=variant("nan.npz", _nan)),
+    Case("train-data-pickle", f"train --data {{file}} --out {{tmp}}/run {TRAIN}", build=pickle_npz),
+    Case("train-data-header-claims-terabytes", f"train --data {{file}} --out {{tmp}}/run {TRAIN}",
+         build=huge_header_npz, seconds=PREFLIGHT),
+    Case("train-resume-after-data-changed", f"train --data {{file}} --out {{tmp}}/run {TRAIN} --resume",
+         build=_run_trained_on_changed_data),
+
+    # rollout: outputs never destroy inputs; hostile checkpoints; divergence; sizes
+    Case("rollout-out-is-the-data", f"{ROLL} --out {{springs}}"),
+    Case("rollout-out-is-a-link-to-the-data", f"{ROLL} --out {{link}}", build=symlink("link.npz", "springs.npz")),
+    Case("rollout-data-is-a-link-to-the-out", "rollout --checkpoint {ckpt} --data {link} --out {springs}",
+         build=symlink("link.npz", "springs.npz")),
+    Case("rollout-out-spelled-differently", f"{ROLL} --out {{tmp}}/sub/../springs.npz", build=folders("sub")),
+    Case("rollout-out-is-the-checkpoint", f"{ROLL} --out {{ckpt}}"),
+    Case("rollout-out-wrong-suffix", f"{ROLL} --out {{tmp}}/r.json"),
+    Case("rollout-out-missing-folder", f"{ROLL} --out {{tmp}}/missing/r.npz"),
+    Case("rollout-steps-1e12", f"{ROLL} --steps {10**12} --out {{tmp}}/r.npz", seconds=PREFLIGHT),
+    Case("rollout-diverges", f"{ROLL} --dt 1e3 --steps 10 --out {{tmp}}/r.npz"),
+    Case("rollout-n-systems-negative", f"{ROLL} --n-systems -2 --out {{tmp}}/r.npz", mentions=("--n-systems",)),
+    Case("rollout-unknown-method", f"{ROLL} --method euler9 --out {{tmp}}/r.npz"),
+    Case("rollout-foreign-checkpoint", "rollout --checkpoint {file} --data {springs} --out {tmp}/r.npz",
+         build=checkpoint(lambda state, tmp: {"weights": torch.zeros(3)})),
+    Case("rollout-checkpoint-runs-code", "rollout --checkpoint {file} --data {springs} --out {tmp}/r.npz",
+         build=checkpoint(_pickle_bomb)),
+    Case("rollout-checkpoint-unregistered-model", "rollout --checkpoint {file} --data {springs} --out {tmp}/r.npz",
+         build=checkpoint(_unregistered_model)),
+    Case("rollout-checkpoint-truncated", "rollout --checkpoint {file} --data {springs} --out {tmp}/r.npz",
+         build=truncated_checkpoint),
+    Case("rollout-checkpoint-is-a-directory", "rollout --checkpoint {tmp} --data {springs} --out {tmp}/r.npz"),
+    Case("rollout-2d-model-on-3d-data", "rollout --checkpoint {ckpt} --data {nbody} --out {tmp}/r.npz"),
+    Case("rollout-data-nan", "rollout --checkpoint {ckpt} --data {file} --out {tmp}/r.npz",
+         build=variant("nan.npz", _nan)),
+    Case("rollout-data-header-claims-terabytes", "rollout --checkpoint {ckpt} --data {file} --out {tmp}/r.npz",
+         build=huge_header_npz, seconds=PREFLIGHT),
+    Case("rollout-data-names-code", "rollout --checkpoint {ckpt} --data {file} --out {tmp}/r.npz",
+         build=data_naming_code, codes=DATA_IS_DATA, outputs=("r.npz",)),
+
+    # evaluate
+    Case("evaluate-out-is-the-checkpoint", f"{EVAL} --out {{ckpt}}"),
+    Case("evaluate-out-is-the-data", f"{EVAL} --out {{springs}}"),
+    Case("evaluate-out-wrong-suffix", f"{EVAL} --out {{tmp}}/metrics.txt"),
+    Case("evaluate-out-missing-folder", f"{EVAL} --out {{tmp}}/missing/metrics.json"),
+    Case("evaluate-springs-without-k", "evaluate --checkpoint {ckpt} --data {file} --out {tmp}/metrics.json",
+         build=variant("nok.npz", _no_k)),
+    Case("evaluate-data-names-code", "evaluate --checkpoint {ckpt} --data {file} --out {tmp}/metrics.json",
+         build=data_naming_code, codes=DATA_IS_DATA, outputs=("metrics.json",)),
+    Case("evaluate-unknown-method", f"{EVAL} --method euler9 --out {{tmp}}/metrics.json"),
+    Case("evaluate-2d-model-on-3d-data", "evaluate --checkpoint {ckpt} --data {nbody} --out {tmp}/metrics.json"),
+    Case("evaluate-checkpoint-runs-code", "evaluate --checkpoint {file} --data {springs} --out {tmp}/metrics.json",
+         build=checkpoint(_pickle_bomb)),
+    Case("evaluate-data-truncated", "evaluate --checkpoint {ckpt} --data {file} --out {tmp}/metrics.json",
+         build=raw("half.npz", lambda content: content[: len(content) // 2])),
+
+    # plot
+    Case("plot-conservation-data-names-code", "plot conservation {file} --out {tmp}/fig.png", build=data_naming_code,
+         codes=DATA_IS_DATA, outputs=("fig.png",)),
+    Case("plot-conservation-springs-without-k", "plot conservation {file} --out {tmp}/fig.png",
+         build=variant("nok.npz", _no_k), codes=DATA_IS_DATA, outputs=("fig.png",)),
+    Case("plot-conservation-learned-energy-checkpoint-runs-code", "plot conservation {file} --learned-energy "
+         "--out {tmp}/fig.png", build=rollout_naming_hostile_checkpoint, codes=DATA_IS_DATA, outputs=("fig.png",)),
+    Case("plot-paths-system-99", "plot paths {springs} --system 99 --out {tmp}/fig.png"),
+    Case("plot-paths-system-minus-99", "plot paths {springs} --system -99 --out {tmp}/fig.png"),
+    Case("plot-out-wrong-suffix", "plot conservation {springs} --out {tmp}/fig.gif"),
+    Case("plot-out-is-the-input", "plot conservation {file} --out {file}", build=copy_as("fig.png")),
+    Case("plot-out-missing-folder", "plot conservation {springs} --out {tmp}/missing/fig.png"),
+    Case("plot-out-unwritable-folder", "plot conservation {springs} --out {tmp}/locked/fig.png",
+         build=folders(read_only="locked")),
+    Case("plot-error-truth-of-another-shape", "plot error {springs} --truth {nbody} --out {tmp}/fig.png"),
+    Case("plot-input-truncated", "plot conservation {file} --out {tmp}/fig.png",
+         build=raw("half.npz", lambda content: content[: len(content) // 2])),
+    Case("plot-unknown-kind", "plot histogram {springs} --out {tmp}/fig.png"),
+
+    # animate
+    Case("animate-fps-1e-300", "animate {springs} --fps 1e-300 --out {tmp}/a.gif", mentions=("--fps",)),
+    Case("animate-stride-0", "animate {springs} --stride 0 --out {tmp}/a.gif", mentions=("--stride",)),
+    Case("animate-max-frames-0", "animate {springs} --max-frames 0 --out {tmp}/a.gif", mentions=("--max-frames",)),
+    Case("animate-trail-negative", "animate {springs} --trail -1 --out {tmp}/a.gif", mentions=("--trail",)),
+    Case("animate-system-99", "animate {springs} --system 99 --out {tmp}/a.gif"),
+    Case("animate-out-wrong-suffix", "animate {springs} --out {tmp}/a.png"),
+    Case("animate-out-is-the-input", "animate {file} --max-frames 2 --out {file}", build=copy_as("a.gif")),
+    Case("animate-out-is-the-truth", "animate {springs} --truth {file} --max-frames 2 --out {file}",
+         build=copy_as("t.gif")),
+    Case("animate-out-missing-folder", "animate {springs} --out {tmp}/missing/a.gif"),
+    Case("animate-truth-of-another-shape", "animate {springs} --truth {nbody} --out {tmp}/a.gif"),
+    Case("animate-data-names-code", "animate {file} --max-frames 2 --out {tmp}/a.gif", build=data_naming_code,
+         codes=DATA_IS_DATA, outputs=("a.gif",)),
+
+    # demo: the refusal path only
+    Case("demo-out-holds-a-user-file", "demo --quick --quiet --out {tmp}/mine",
+         build=folders("mine", files={"mine/notes.txt": "my notes"})),
+    Case("demo-out-holds-a-user-file-named-like-its-own", "demo --quick --quiet --out {tmp}/mine",
+         build=user_file_named_like_demo_output),
+    Case("demo-out-is-a-file", "demo --quick --quiet --out {springs}"),
+    Case("demo-seed-2**70", f"demo --quick --quiet --seed {2**70} --out {{tmp}}/new", mentions=("--seed",)),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
+def test_cli_fault(case: Case, shared, tmp_path, capsys, monkeypatch):
+    names = stage(tmp_path, shared, case.build, monkeypatch)
+    argv = case.argv.format(**names).split()
+    capsys.readouterr()
+    before = snapshot(tmp_path)
+    threads = torch.get_num_threads()
+    code, err = None, ""
+    try:
+        with watchdog(case.seconds):
+            try:
+                code, _, err = run_cli(argv, capsys)
+            except SystemExit as exit:  # argparse, or a user's sys.exit that got through
+                code, err = exit.code, capsys.readouterr().err
+            except Exception as error:
+                pytest.fail(f"main raised {type(error).__name__}: {str(error)[:300]}")
+        after = snapshot(tmp_path)
+    finally:
+        torch.set_num_threads(threads)
+        restore_permissions(tmp_path)
+    assert MARKER not in after, "code named by a data file or checkpoint ran"
+    assert code in case.codes, f"exit status {code}, expected {case.codes}; stderr: {err[-600:]!r}"
+    assert "Traceback" not in err
+    if code != 0:
+        assert_one_line(err)
+        for text in case.mentions:
+            assert text in err, f"the error does not name {text}: {err!r}"
+    assert_nothing_lost(before, after, case.leftovers + (case.outputs if code == 0 else ()))
+    if case.check is not None:
+        case.check(tmp_path, code)
+
+
+# -- the Python API corpus ------------------------------------------------------------------------------
+def _model(names):
+    from hamnet.checkpoint import model_from_checkpoint
+
+    return model_from_checkpoint(names["ckpt"])[0]
+
+
+def _load(key: str = "file"):
+    def call(names):
+        from hamnet.io import load_trajectories
+
+        return load_trajectories(names[key])
+    return call
+
+
+def _generate(system: str, **settings):
+    def call(names):
+        from hamnet.simulation import generate
+        from systems import NBody, Springs
+
+        built = NBody(softening=settings["softening"]) if system == "nbody" else Springs()
+        run = {"n_systems": 2, "steps": 5, "dt": 0.01, "seed": 0,
+               **{key: value for key, value in settings.items() if key != "softening"}}
+        return generate(built, **run)
+    return call
+
+
+def _save(target: str, change: Callable[[dict, dict], object] | None = None):
+    """Call: save the springs file's contents (changed by ``change``) to TARGET under the case folder."""
+    def call(names):
+        from hamnet.io import Trajectories, save_trajectories
+
+        arrays, meta = read_npz(names["springs"])
+        if change is not None:
+            change(arrays, meta)
+        params = {k: torch.from_numpy(v) for k, v in arrays.items() if k not in ("t", "z")}
+        data = Trajectories(torch.from_numpy(arrays["t"]), torch.from_numpy(arrays["z"]), params, meta)
+        return save_trajectories(names["tmp"] / target, data)
+    return call
+
+
+def _checkpoint(key: str = "file"):
+    def call(names):
+        from hamnet.checkpoint import model_from_checkpoint
+
+        return model_from_checkpoint(names[key])
+    return call
+
+
+def _train(**settings):
+    def call(names):
+        from hamnet.models import ModelConfig
+        from hamnet.training import TrainConfig, train
+
+        model = ModelConfig(name="hlieconv", group="SO2", n_particles=4, dim=2, feature_keys=("m", "k"), width=8,
+                            depth=1)
+        config = TrainConfig(model=model, epochs=1, batch_size=8, max_windows=16, validation=0.2, test=0.0, chunk=3,
+                             **settings)
+        return train(config, names.get("file", names["springs"]), names["tmp"] / "run")
+    return call
+
+
+def _rollout(steps: int, dt: float):
+    def call(names):
+        from hamnet.io import load_trajectories
+        from hamnet.rollouts import rollout
+
+        data = load_trajectories(names["springs"])
+        return rollout(_model(names), data.z[:, 0], data.params, steps, dt)
+    return call
+
+
+def _evaluate(names):
+    from hamnet.evaluation import evaluate
+    from hamnet.io import load_trajectories
+
+    return evaluate(_model(names), load_trajectories(names["file"]))
+
+
+def _true_system(names):
+    from hamnet.io import load_trajectories
+
+    return load_trajectories(names["file"]).system()
+
+
+def _animate(**settings):
+    def call(names):
+        from hamnet.animate import animate
+        from hamnet.io import load_trajectories
+
+        return animate(load_trajectories(names["springs"]), None, out=names["tmp"] / "a.gif", **settings)
+    return call
+
+
+def _plot_paths(names):
+    from hamnet.io import load_trajectories
+    from hamnet.plots import plot_paths
+
+    return plot_paths(load_trajectories(names["springs"]), None, out=names["tmp"] / "fig.png", system_index=99)
+
+
+@dataclass(frozen=True)
+class ApiCase:
+    """One fault of the Python API: ``call(names)`` must raise one of ``raises`` with a one-line message
+    (or, with ``may_succeed``, return), leaving every file as it was (``leftovers`` apart)."""
+
+    name: str
+    call: Callable[[dict], object]
+    build: Callable[[Path, dict], dict] | None = None
+    raises: tuple[type, ...] = (ValueError,)
+    may_succeed: bool = False
+    leftovers: tuple[str, ...] = ()
+    seconds: float = WATCHDOG
+
+
+#: a file problem is ValueError or OSError; a size that cannot fit is refused as MemoryError (preflight)
+FILE_ERRORS = (ValueError, OSError, MemoryError)
+API_CASES = [
+    ApiCase("load-garbage", _load(), raw("garbage.npz", lambda content: b"\x00garbage")),
+    ApiCase("load-directory", _load("tmp"), raises=FILE_ERRORS),
+    ApiCase("load-truncated", _load(), raw("half.npz", lambda content: content[: len(content) // 2])),
+    ApiCase("load-pickle-npz", _load(), pickle_npz),
+    ApiCase("load-nan", _load(), variant("nan.npz", _nan)),
+    ApiCase("load-header-claims-terabytes", _load(), huge_header_npz, raises=FILE_ERRORS, seconds=PREFLIGHT),
+    ApiCase("save-nan", _save("x.npz", _nan)),
+    ApiCase("save-into-missing-folder", _save("missing/x.npz"), raises=FILE_ERRORS),
+    ApiCase("save-onto-a-folder", _save("x.npz"), folders("x.npz"), raises=FILE_ERRORS),
+    ApiCase("checkpoint-runs-code", _checkpoint(), checkpoint(_pickle_bomb)),
+    ApiCase("checkpoint-foreign", _checkpoint(), checkpoint(lambda state, tmp: {"weights": torch.zeros(3)})),
+    ApiCase("checkpoint-unregistered-model", _checkpoint(), checkpoint(_unregistered_model)),
+    ApiCase("checkpoint-truncated", _checkpoint(), truncated_checkpoint),
+    ApiCase("checkpoint-directory", _checkpoint("tmp"), raises=FILE_ERRORS),
+    ApiCase("generate-n-systems-1e12", _generate("springs", n_systems=10**12), raises=FILE_ERRORS, seconds=PREFLIGHT),
+    ApiCase("generate-steps-1e12", _generate("springs", steps=10**12), raises=FILE_ERRORS, seconds=PREFLIGHT),
+    ApiCase("generate-dt-1e300", _generate("springs", dt=1e300), seconds=PREFLIGHT),
+    ApiCase("generate-dt-1e4", _generate("springs", dt=1e4), seconds=PREFLIGHT),
+    ApiCase("generate-nbody-softening-1e-6", _generate("nbody", softening=1e-6), seconds=PREFLIGHT),
+    ApiCase("train-lr-1e6", _train(lr=1e6), leftovers=RUN_FOLDER),
+    ApiCase("train-weight-decay-inf", _train(weight_decay=math.inf), leftovers=RUN_FOLDER),
+    ApiCase("train-data-scaled-1e30", _train(), variant("big.npz", _scaled), leftovers=RUN_FOLDER),
+    ApiCase("rollout-diverges", _rollout(steps=10, dt=1e3)),
+    ApiCase("rollout-steps-1e12", _rollout(steps=10**12, dt=0.01), raises=FILE_ERRORS, seconds=PREFLIGHT),
+    ApiCase("evaluate-springs-without-k", _evaluate, variant("nok.npz", _no_k)),
+    ApiCase("evaluate-data-names-code", _evaluate, data_naming_code, may_succeed=True),
+    ApiCase("system-of-data-naming-code", _true_system, data_naming_code),
+    ApiCase("animate-fps-1e-300", _animate(fps=1e-300)),
+    ApiCase("animate-stride-0", _animate(stride=0)),
+    ApiCase("plot-paths-system-99", _plot_paths),
+]
+
+
+@pytest.mark.parametrize("case", API_CASES, ids=[case.name for case in API_CASES])
+def test_api_fault(case: ApiCase, shared, tmp_path, monkeypatch):
+    names = stage(tmp_path, shared, case.build, monkeypatch)
+    before = snapshot(tmp_path)
+    error = None
+    try:
+        with watchdog(case.seconds):
+            try:
+                case.call(names)
+            except Exception as caught:
+                error = caught
+        after = snapshot(tmp_path)
+    finally:
+        restore_permissions(tmp_path)
+    assert MARKER not in after, "code named by a data file or checkpoint ran"
+    expected = " or ".join(kind.__name__ for kind in case.raises)
+    if error is None:
+        assert case.may_succeed, f"no error raised; expected {expected}"
+    else:
+        assert isinstance(error, case.raises), f"raised {type(error).__name__}: {str(error)[:300]}; expected {expected}"
+        message = str(error).strip()
+        assert message and "\n" not in message, f"not a one-line message: {message[:600]!r}"
+    assert_nothing_lost(before, after, case.leftovers)
+    weights_finite(tmp_path, 1)
+
+
+# -- run folders: in use, killed --------------------------------------------------------------------------
+def start_hamnet(args: list, cwd: Path) -> subprocess.Popen:
+    """``python -m hamnet.cli ARGS`` as a real process (one thread, no --debug)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("HAMNET_DEBUG", None)
+    return subprocess.Popen([sys.executable, "-m", "hamnet.cli", *map(str, args)], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(condition: Callable[[], bool], process: subprocess.Popen, seconds: float = 60.0) -> None:
+    """Poll (every millisecond) until ``condition()``; fail if the process ends or time runs out first."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if process.poll() is not None:
+            pytest.fail(f"hamnet ended (status {process.returncode}) before the moment to signal it: "
+                        f"{process.stderr.read()[-600:]!r}")
+        if time.monotonic() > deadline:
+            process.kill()
+            process.wait()
+            pytest.fail(f"the moment to signal hamnet did not come within {seconds:g} s")
+        time.sleep(0.001)
+
+
+def stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.kill()
+    process.communicate()
+
+
+def test_train_on_a_folder_in_use_fails(shared, tmp_path, capsys, monkeypatch):
+    """While one `train` works in a run folder, a second one (resuming it) fails in one line."""
+    data = tmp_path / "springs.npz"
+    shutil.copyfile(shared["springs"], data)
+    run = tmp_path / "run"
+    flags = f"{TRAIN} --epochs 5000".split()
+    first = start_hamnet(["train", "--data", data, "--out", run, *flags], tmp_path)
+    try:
+        wait_for(lambda: (run / "last.pt").exists(), first)
+        monkeypatch.delenv("HAMNET_DEBUG", raising=False)
+        with watchdog(WATCHDOG):
+            code, _, err = run_cli(["train", "--data", data, "--out", run, *flags, "--resume"], capsys)
+    finally:
+        stop(first)
+    assert code == 1 and "Traceback" not in err
+    assert_one_line(err)
+
+
+def _stale_temporary(folder: Path, name: str) -> Path:
+    """A temporary that a writer killed mid-write (SIGKILL) would leave beside ``name``."""
+    stale = folder / f".{name}.{DEAD_PID}.killed.tmp"
+    stale.write_bytes(b"half a checkpoint")
+    return stale
+
+
+def _epochs(run: Path) -> list[int]:
+    return [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def _hidden(folder: Path) -> set[str]:
+    return {path.name for path in folder.iterdir() if path.name.startswith(".")}
+
+
+def test_a_run_folder_killed_before_its_first_checkpoint_is_accepted(shared, tmp_path, capsys, monkeypatch):
+    """A run killed after writing config.json and its first metrics line, mid-way through writing its
+    first checkpoint, left nothing worth keeping: the same `train` run again into that folder succeeds."""
+    data, run = tmp_path / "springs.npz", tmp_path / "run"
+    shutil.copyfile(shared["springs"], data)
+    argv = ["train", "--data", data, "--out", run, *TRAIN.split()]
+    assert run_cli(argv, capsys)[0] == 0
+    for name in ("best.pt", "last.pt"):  # back to the moment of the kill
+        (run / name).unlink()
+    _stale_temporary(run, "best.pt")
+    hidden = _hidden(run)
+    monkeypatch.delenv("HAMNET_DEBUG", raising=False)
+    with watchdog(WATCHDOG):
+        code, _, err = run_cli(argv, capsys)
+    assert code == 0, f"exit status {code}: {err[-600:]!r}"
+    assert (run / "last.pt").is_file() and _epochs(run) == [1]
+    assert _hidden(run) <= hidden, f"temporaries left: {sorted(_hidden(run) - hidden)}"
+
+
+def test_a_run_folder_killed_mid_epoch_resumes(shared, tmp_path, capsys, monkeypatch):
+    """A run killed while writing epoch 2 (a metrics line cut short, a checkpoint temporary left behind)
+    is finished by `train --resume`, which leaves no temporary of its own."""
+    from hamnet.training import TrainConfig, train
+
+    data, run = tmp_path / "springs.npz", tmp_path / "run"
+    shutil.copyfile(shared["springs"], data)
+    argv = ["train", "--data", data, "--out", run, *TRAIN.replace("--epochs 1", "--epochs 2").split()]
+    assert run_cli(argv, capsys)[0] == 0  # the command's own config, then epoch 1 alone of the same run:
+    config = TrainConfig.from_dict(json.loads((run / "config.json").read_text())["train_config"])
+    epoch_two = (run / "metrics.jsonl").read_text().splitlines()[1]
+    shutil.rmtree(run)
+    train(config, str(data), run, stop_after_epochs=1)
+    with open(run / "metrics.jsonl", "a") as handle:
+        handle.write(epoch_two[: len(epoch_two) // 2])
+    _stale_temporary(run, "last.pt")
+    hidden = _hidden(run)
+    capsys.readouterr()
+    monkeypatch.delenv("HAMNET_DEBUG", raising=False)
+    with watchdog(WATCHDOG):
+        code, _, err = run_cli([*argv, "--resume"], capsys)
+    assert code == 0, f"exit status {code}: {err[-600:]!r}"
+    assert _epochs(run) == [1, 2] and torch.load(run / "last.pt", weights_only=True)["epoch"] == 2
+    assert _hidden(run) <= hidden, f"temporaries left: {sorted(_hidden(run) - hidden)}"
+
+
+# -- signals: real processes -------------------------------------------------------------------------------
+#: springs with these sizes make a ~150 MB file: the write takes long enough to be caught mid-way
+BIG_GENERATE = ["--n-systems", "400", "--steps", "2000", "--quiet"]
+
+
+def _generate_and_signal(tmp: Path, sig: int, moment: str) -> tuple[subprocess.Popen, str, Path]:
+    """Start `generate` of a ~150 MB file into tmp/out and send ``sig`` while it works (just after its
+    plugin ran) or while it writes (once a hidden temporary appears in tmp/out)."""
+    out = tmp / "out"
+    out.mkdir()
+    (tmp / "ready.py").write_text(f"import pathlib\npathlib.Path({str(tmp / 'started')!r}).touch()\n")
+    process = start_hamnet(["generate", "--plugin", tmp / "ready.py", *BIG_GENERATE, "--out", out / "big.npz"], tmp)
+    try:
+        if moment == "working":
+            wait_for(lambda: (tmp / "started").exists(), process)
+            time.sleep(0.3)
+        else:
+            wait_for(lambda: any(p.name.startswith(".") for p in out.iterdir()), process)
+        process.send_signal(sig)
+        _, err = process.communicate(timeout=60)
+    finally:
+        stop(process)
+    return process, err, out
+
+
+@pytest.mark.parametrize("sig, moment, codes", [
+    (signal.SIGTERM, "working", (143, 1)),
+    (signal.SIGTERM, "writing", (143, 1)),
+    (signal.SIGINT, "writing", (130,)),
+], ids=["sigterm-working", "sigterm-writing", "sigint-writing"])
+def test_generate_signalled(tmp_path, sig, moment, codes):
+    process, err, out = _generate_and_signal(tmp_path, sig, moment)
+    assert process.returncode in codes, f"exit status {process.returncode}, expected {codes}; stderr {err[-600:]!r}"
+    assert "Traceback" not in err
+    assert_one_line(err, INTERRUPT_PREFIXES)
+    assert sorted(p.name for p in out.iterdir()) == [], "an output or temporary file was left behind"
