@@ -83,8 +83,10 @@ class Windows:
             keep = keep.sort().values
             system_index, start_index = system_index[keep], start_index[keep]
         self.data, self.chunk = data, chunk
-        self.system_index, self.start_index = system_index, start_index
-        self._offsets = torch.arange(chunk)
+        # window indices live where the data lives, so cutting a batch on a GPU needs no host copy
+        device = data.z.device
+        self.system_index, self.start_index = system_index.to(device), start_index.to(device)
+        self._offsets = torch.arange(chunk, device=device)
 
     def __len__(self) -> int:
         return self.system_index.numel()

@@ -512,7 +512,10 @@ def _prepare_data(config: TrainConfig, data_path: Path, context: Context):
         raise ValueError(f"{data_path} holds values up to {largest:.3g}, beyond {config.dtype}'s range; "
                          "train with --dtype float64")
     split = split_systems(data.n_systems, config.validation, config.test, config.seed)
-    data = Trajectories(data.t, data.z.to(dtype), {k: v.to(dtype) for k, v in data.params.items()}, data.meta)
+    # the whole file moves to the training device once, so batches are cut there without host copies
+    device = context.device
+    data = Trajectories(data.t, data.z.to(device=device, dtype=dtype),
+                        {k: v.to(device=device, dtype=dtype) for k, v in data.params.items()}, data.meta)
     train_windows = Windows(data, config.chunk, split.train, config.max_windows, seed=config.seed)
     validation_windows = (Windows(data, config.chunk, split.validation, config.validation_windows, seed=config.seed)
                           if len(split.validation) else None)
@@ -570,12 +573,14 @@ def _train_epoch(run, loss_module, windows, config, context, progress,
         # DDP averages gradients over processes; scaling by world_size / global count makes that
         # average the gradient of the global batch's mean, whatever the split sizes
         loss = loss_module(z, params) * (context.world_size / global_elements)
+        run.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        # the batch's one host synchronisation, after the backward pass is queued (on a GPU the check
+        # then waits for work already running instead of stalling the queue before the backward)
         batch_loss = float(loss.detach())
         if not _finite_everywhere(batch_loss, context):
             value = batch_loss if not math.isfinite(batch_loss) else "not finite (in another process)"
             raise diverged(f"the training loss is {value} in epoch {run.epoch + 1}, batch {number}")
-        run.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
         run.optimizer.step()
         run.scheduler.step()
         total += batch_loss / context.world_size * global_elements

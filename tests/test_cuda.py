@@ -1,0 +1,98 @@
+"""The GPU path: training, resume, rollouts and symmetry on ``cuda``, in float32 and float64.
+
+Every test here is marked ``cuda`` and skipped on a machine without a CUDA device, so the default
+run stays CPU-only; ``benchmarks/gpu_check.sh`` runs them (``pytest -m cuda``) on a GPU machine.
+"""
+
+import math
+
+import pytest
+import torch
+
+import problems
+from hamnet.checkpoint import load_checkpoint, model_from_checkpoint
+from hamnet.diagnostics import conservation_report
+from hamnet.equivariance import equivariance_error
+from hamnet.io import save_trajectories
+from hamnet.models import ModelConfig, build_model
+from hamnet.rollouts import rollout
+from hamnet.simulation import generate
+from hamnet.training import TrainConfig, train
+from systems import Springs
+
+pytestmark = [pytest.mark.cuda,
+              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
+
+MODEL = ModelConfig(name="hlieconv", group="SO2", width=16, depth=2, kernel_width=16, kernel_channels=8,
+                    n_particles=4, feature_keys=("m", "k"))
+
+
+@pytest.fixture(scope="module")
+def springs_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "springs.npz"
+    save_trajectories(path, generate(Springs(n_particles=4), n_systems=40, steps=20, dt=0.01, seed=0))
+    return path
+
+
+def config(**changes) -> TrainConfig:
+    settings = dict(model=MODEL, epochs=3, batch_size=32, max_windows=256, validation_windows=64, lr=3e-3)
+    return TrainConfig(**{**settings, **changes})
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_training_on_cuda_lowers_the_loss_and_saves_finite_weights(springs_file, tmp_path, dtype):
+    metrics = train(config(dtype=dtype, epochs=4), springs_file, tmp_path / "run", device="cuda")
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 4 and math.isfinite(metrics["train_loss"])
+    first, last = (float(line.split('"train_loss": ')[1].split(",")[0]) for line in (lines[0], lines[-1]))
+    assert last < first
+    state = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert all(torch.isfinite(value).all() for value in state["model"].values())
+    model, _ = model_from_checkpoint(tmp_path / "run" / "best.pt")  # loads on the CPU, wherever it was trained
+    assert next(model.parameters()).device.type == "cpu"
+
+
+def test_resume_on_cuda_matches_an_uninterrupted_run(springs_file, tmp_path):
+    train(config(), springs_file, tmp_path / "straight", device="cuda")
+    train(config(), springs_file, tmp_path / "resumed", device="cuda", stop_after_epochs=1)
+    train(config(), springs_file, tmp_path / "resumed", device="cuda", resume=True)
+    straight = load_checkpoint(tmp_path / "straight" / "last.pt")["model"]
+    resumed = load_checkpoint(tmp_path / "resumed" / "last.pt")["model"]
+    # CUDA kernels may sum in a different order from run to run; anything beyond that is a resume bug
+    largest = max(float((straight[name] - resumed[name]).abs().max()) for name in straight)
+    assert largest < 1e-5, largest
+
+
+def test_cuda_rollout_matches_the_cpu_and_keeps_both_momenta(generator):
+    system, params, z0 = problems.springs_batch(generator, n_systems=8, n_particles=4)
+    model = build_model(MODEL, torch.Generator().manual_seed(0)).double()
+    on_cpu = rollout(model, z0, params, steps=300, dt=0.01, method="leapfrog")
+    cuda_params = {k: v.cuda() for k, v in params.items()}
+    on_gpu = rollout(model.cuda(), z0.cuda(), cuda_params, steps=300, dt=0.01, method="leapfrog")
+    assert on_gpu.device.type == "cuda"
+    assert torch.allclose(on_gpu.cpu(), on_cpu, rtol=1e-9, atol=1e-11)
+    report = conservation_report(on_gpu, system.hamiltonian, cuda_params)
+    assert float(report["linear_momentum"].max()) < 1e-12 and float(report["angular_momentum"].max()) < 1e-12
+
+
+@pytest.mark.parametrize("dtype, tolerance", [(torch.float32, 1e-4), (torch.float64, 1e-10)])
+def test_hlieconv_potential_is_invariant_on_cuda(generator, dtype, tolerance):
+    model = build_model(MODEL, torch.Generator().manual_seed(0)).to(device="cuda", dtype=dtype)
+    _, params, z0 = problems.springs_batch(generator, n_systems=4, n_particles=4)
+    features = model.features({k: v.cuda() for k, v in params.items()}, z0[:, 0].cuda().to(dtype))
+    points = z0[:, 0].cuda().to(dtype)
+    error = equivariance_error(model.potential_net, model.group, points, features,
+                               generator=torch.Generator().manual_seed(0))
+    assert error < tolerance, error
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="DistributedDataParallel over NCCL needs two GPUs")
+def test_two_gpus_with_nccl_match_one(springs_file, tmp_path):  # pragma: no cover - needs two GPUs
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "-m", "hamnet.cli", "train",
+               "--data", str(springs_file), "--out", str(tmp_path / "ddp"), "--device", "cuda", "--epochs", "2",
+               "--width", "16", "--depth", "2", "--batch-size", "32", "--max-windows", "256", "--quiet"]
+    subprocess.run(command, check=True)
+    assert load_checkpoint(tmp_path / "ddp" / "last.pt")["epoch"] == 2
