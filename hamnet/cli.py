@@ -385,6 +385,12 @@ def run_rollout(args: argparse.Namespace) -> None:
     meta = predicted.meta
     print(f"rolled out {meta['model']} with {meta['method']} for {meta['steps']} steps on "
           f"{data.n_systems} systems -> {args.out}")
+    if meta["diverged"]:
+        first = meta["diverged"][0]
+        print(f"hamnet: warning: {len(meta['diverged'])} of {data.n_systems} systems diverged (the first, system "
+              f"{first['system']}, at step {first['step']}); the others are delivered, and the file's meta "
+              "'diverged' lists each with its step (its states from then on are held at the last healthy one)",
+              file=sys.stderr)
 
 
 def _add_evaluate(commands) -> None:
@@ -418,11 +424,14 @@ def run_evaluate(args: argparse.Namespace) -> None:
                "data": str(args.data), **evaluate(model, data, chunk=chunk, method=args.method, system=system)}
     with atomic_path(args.out) as tmp:
         tmp.write_text(json.dumps(metrics, indent=2) + "\n")
-    error = metrics["rollout_error"]
+    error, valid = metrics["rollout_error"], metrics["valid_prediction_time"]
+    energy = metrics["drift"].get("energy")
     print(f"{metrics['model']}: window MSE {metrics['window_mse']:.4g} "
           f"(paper convention {metrics['window_mse_with_initial']:.4g}), rollout error geometric mean "
-          f"{error['geometric_mean_over_time']:.3g}, final {error['final']:.3g}; "
-          f"max angular momentum drift {metrics['drift']['angular_momentum']['max']:.2e} -> {args.out}")
+          f"{error['geometric_mean_over_time']:.3g}, final {error['final']:.3g}; valid prediction time median "
+          f"{valid['median']:.3g} (error <= {valid['threshold']:g}); diverged {len(metrics['divergence']['systems'])} "
+          f"of {metrics['n_systems']}; max angular momentum drift {metrics['drift']['angular_momentum']['max']:.2e}"
+          + (f", median true-energy drift {energy['median']:.2e}" if energy else "") + f" -> {args.out}")
     for note in metrics.get("notes", []):
         print(f"note: {note}", file=sys.stderr)
 
@@ -452,7 +461,8 @@ def run_demo(args: argparse.Namespace) -> None:
     table = demo(out, seed=args.seed, settings=settings, progress=not args.quiet)
     print(format_table(table))
     print(f"\nrelative changes are maxima over {settings.test_systems} test systems and "
-          f"{settings.rollout_steps} steps; rollout error is |a-b|/(|a|+|b|), 0 perfect, 1 unrelated")
+          f"{settings.rollout_steps} steps; rollout error is |a-b|/(|a|+|b|), 0 perfect, 1 unrelated; VPT is the "
+          "median time until that error first passes 0.1 (valid prediction time)")
     print(f"files in {out}/: conservation.png, error.png, springs-hlieconv.gif, rollout-*.npz, runs/, summary.json")
     print(f"demo finished in {time.perf_counter() - start:.0f} s")
 

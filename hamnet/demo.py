@@ -23,7 +23,7 @@ from systems import Springs
 from .checkpoint import model_from_checkpoint
 from .data import DEFAULT_CHUNK, Windows
 from .diagnostics import bounded_relative_error, conservation_report
-from .evaluation import geometric_mean
+from .evaluation import geometric_mean, valid_prediction_time
 from .rollouts import predicted_trajectories
 from .io import Trajectories, atomic_path, load_trajectories, save_trajectories
 from .models import ModelConfig
@@ -117,9 +117,11 @@ def _scores(model, truth: Trajectories, predicted: Trajectories, metrics: dict) 
     if model is not None:
         windows = Windows(truth, DEFAULT_CHUNK, max_windows=500, seed=0)
         scores["window_mse"] = window_mse(model, windows, float(truth.meta["dt"]))["mse"]
-        error = bounded_relative_error(predicted.z, truth.z).mean(0)
+        per_system = bounded_relative_error(predicted.z, truth.z)
+        error = per_system.mean(0)
         scores["rollout_error_geometric_mean"] = geometric_mean(error[1:])
         scores["rollout_error_final"] = float(error[-1])
+        scores["valid_prediction_time_median"] = float(valid_prediction_time(per_system, truth.t).median())
         scores["train_seconds"] = metrics["train_seconds"]
     return scores
 
@@ -138,13 +140,14 @@ def _figures(out: Path, truth: Trajectories, rollouts: dict[str, Trajectories], 
 
 def format_table(table: dict) -> str:
     """The demo's summary as an aligned text table."""
-    header = (f"{'model':<18} {'method':<9} {'window MSE':>10} {'rollout err':>11} {'final err':>9} "
+    header = (f"{'model':<18} {'method':<9} {'window MSE':>10} {'rollout err':>11} {'final err':>9} {'VPT':>6} "
               f"{'|dP| rel':>9} {'|dL| rel':>9} {'|dE| rel':>9}")
     lines = [header, "-" * len(header)]
     for name, row in table.items():
         mse = f"{row['window_mse']:.2e}" if "window_mse" in row else "-"
         gm = f"{row['rollout_error_geometric_mean']:.3f}" if "rollout_error_geometric_mean" in row else "-"
         final = f"{row['rollout_error_final']:.3f}" if "rollout_error_final" in row else "-"
-        lines.append(f"{name:<18} {row['method']:<9} {mse:>10} {gm:>11} {final:>9} {row['linear_momentum']:>9.1e} "
-                     f"{row['angular_momentum']:>9.1e} {row['energy']:>9.1e}")
+        vpt = f"{row['valid_prediction_time_median']:.2f}" if "valid_prediction_time_median" in row else "-"
+        lines.append(f"{name:<18} {row['method']:<9} {mse:>10} {gm:>11} {final:>9} {vpt:>6} "
+                     f"{row['linear_momentum']:>9.1e} {row['angular_momentum']:>9.1e} {row['energy']:>9.1e}")
     return "\n".join(lines)

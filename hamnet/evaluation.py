@@ -17,21 +17,42 @@ from .data import DEFAULT_CHUNK, Windows
 from .diagnostics import bounded_relative_error, conservation_report
 from .io import SystemUnavailable, Trajectories
 from .loss import window_mse
-from .rollouts import default_method, rollout
+from .rollouts import Rollout, default_method, rollout_systems
 
 #: windows scored by :func:`evaluate` (a seeded subset when the file holds more)
 EVALUATION_WINDOWS = 2000
+#: a prediction is valid while its bounded relative error stays at or below this (the valid prediction
+#: time is when it first exceeds it)
+VALID_ERROR = 0.1
 
 
 def rollout_errors(model: Any, truth: Trajectories, *, method: str | None = None,
-                   dtype: torch.dtype = torch.float64) -> tuple[Tensor, Tensor]:
+                   dtype: torch.dtype = torch.float64) -> tuple[Rollout, Tensor]:
     """Roll ``model`` out from the true initial states over the file's times.
 
-    Returns the predicted trajectory ``(B, T, 2, N, D)`` and the bounded relative error ``(B, T)``.
+    Returns the :class:`~hamnet.rollouts.Rollout` (``z: (B, T, 2, N, D)``, ``diverged_at: (B,)``) and
+    the bounded relative error ``(B, T)``, which is 1 (unrelated) from a system's divergence on.
     """
-    predicted = rollout(model, truth.z[:, 0], truth.params, truth.n_times - 1, float(truth.meta["dt"]),
-                        method=method or default_method(model), dtype=dtype)
-    return predicted, bounded_relative_error(predicted, truth.z.to(dtype))
+    result = rollout_systems(model, truth.z[:, 0], truth.params, truth.n_times - 1, float(truth.meta["dt"]),
+                             method=method or default_method(model), dtype=dtype)
+    error = bounded_relative_error(result.z, truth.z.to(dtype))
+    steps = torch.arange(truth.n_times, device=error.device)
+    after = (result.diverged_at.unsqueeze(-1) >= 0) & (steps >= result.diverged_at.unsqueeze(-1))
+    return result, error.masked_fill(after, 1.0)
+
+
+def valid_prediction_time(error: Tensor, t: Tensor, threshold: float = VALID_ERROR) -> Tensor:
+    """Per system, the time until the bounded relative error ``error: (B, T)`` first exceeds
+    ``threshold`` (``t: (T,)``); a system that never does gets the whole horizon ``t[-1]`` (a lower
+    bound: the horizon was too short to see it fail). Returns ``(B,)``."""
+    exceeded = error > threshold
+    first = exceeded.int().argmax(-1)
+    return torch.where(exceeded.any(-1), t[first].to(error.dtype), t[-1].to(error.dtype))
+
+
+def _distribution(values: Tensor) -> dict[str, float]:
+    quartiles = torch.quantile(values.double(), torch.tensor([0.0, 0.25, 0.5, 0.75, 1.0], dtype=torch.float64))
+    return dict(zip(("min", "q1", "median", "q3", "max"), map(float, quartiles)))
 
 
 def evaluate(model: Any, truth: Trajectories, *, chunk: int = DEFAULT_CHUNK, method: str | None = None,
@@ -39,29 +60,39 @@ def evaluate(model: Any, truth: Trajectories, *, chunk: int = DEFAULT_CHUNK, met
     """Every headline number for one model on one trajectory file, as a JSON-ready dict.
 
     ``window_mse``: mean squared error over ``chunk``-state windows, integrated with rk4 as in
-    training, in the model's own dtype (``window_mse_with_initial``: the paper code's convention). ``rollout_error``: bounded
-    relative error over the whole horizon in float64 with ``method`` (default: leapfrog for
-    separable models, else rk4): its mean over systems at every time, the geometric mean over time
-    and the final value. ``drift``: the largest relative change of linear and angular momentum and
-    of the true energy along the rollout (median and maximum over systems). The true energy is that
-    of ``system``, or of the file's own system when it is registered; a file made by a user's own
-    system class (which is never imported because a file names it) gets no energy drift, and
-    ``notes`` says so.
+    training, in the model's own dtype (``window_mse_with_initial``: the paper code's convention).
+    ``rollout_error``: bounded relative error over the whole horizon in float64 with ``method``
+    (default: leapfrog for separable models, else rk4): its mean over systems at every time, the
+    geometric mean over time and the final value. ``valid_prediction_time``: per system the time until
+    that error first exceeds ``VALID_ERROR`` (0.1), its distribution over systems, and how many never
+    exceeded it within the horizon. ``divergence``: the systems whose rollout diverged (see
+    :func:`hamnet.rollouts.rollout_systems`), with their steps, and the rate. ``drift``: the largest
+    relative change of linear and angular momentum and of the true energy along the rollouts of the
+    systems that did not diverge (median and maximum). The true energy is that of ``system``, or of
+    the file's own system when it is registered; a file made by a user's own system class (which is
+    never imported because a file names it) gets no energy drift, and ``notes`` says so.
     """
     windows = Windows(truth, chunk, max_windows=EVALUATION_WINDOWS if truth.n_systems * (truth.n_times - chunk + 1)
                       > EVALUATION_WINDOWS else None, seed=seed)
     # a learned model is scored in its own dtype; a true system (no weights) in float64
     model_dtype = next(model.parameters()).dtype if isinstance(model, nn.Module) else torch.float64
     scores = window_mse(model, windows, float(truth.meta["dt"]), dtype=model_dtype)
-    predicted, error = rollout_errors(model, truth, method=method)
+    result, error = rollout_errors(model, truth, method=method)
     curve = error.mean(0)
+    vpt = valid_prediction_time(error, truth.t)
     notes = []
     if system is None:
         try:
             system = truth.system()
         except SystemUnavailable as reason:
             notes.append(f"true-energy drift not measured: {reason}")
-    report = conservation_report(predicted, system.hamiltonian if system is not None else None, truth.params)
+    healthy = result.diverged_at < 0
+    if not bool(healthy.any()):
+        notes.append("every rollout diverged: no drift to measure")
+        healthy = torch.ones_like(healthy)  # the held states still give finite (if meaningless) figures
+    report = conservation_report(result.z[healthy], system.hamiltonian if system is not None else None,
+                                 {k: v[healthy] for k, v in truth.params.items()})
+    diverged = result.diverged
     return {
         "n_systems": truth.n_systems,
         "window_mse": scores["mse"],
@@ -73,6 +104,11 @@ def evaluate(model: Any, truth: Trajectories, *, chunk: int = DEFAULT_CHUNK, met
             "geometric_mean_over_time": geometric_mean(curve[1:]),
             "final": float(curve[-1]),
         },
+        "valid_prediction_time": {"threshold": VALID_ERROR, **_distribution(vpt),
+                                  "never_exceeded": int((error <= VALID_ERROR).all(-1).sum()),
+                                  "per_system": vpt.tolist()},
+        "divergence": {"rate": len(diverged) / truth.n_systems, "systems": diverged,
+                       "steps": [int(result.diverged_at[b]) for b in diverged]},
         "drift": {name: {"median": float(values.median()), "max": float(values.max())}
                   for name, values in report.items()},
         **({"notes": notes} if notes else {}),

@@ -288,10 +288,23 @@ class HLieConv(ParticleModel):
         )
 
     def potential(self, q: Tensor, params: Params) -> Tensor:
-        """``V_theta(q)``; ``q: (B, N, D)`` -> ``(B,)``. Non-finite for a non-finite ``q`` (the network
-        refuses such input; a diverging rollout must be reported by its caller, not fail inside)."""
-        if not bool(torch.isfinite(q).all()):
-            return q.sum((1, 2)) * math.nan
+        """``V_theta(q)``; ``q: (B, N, D)`` -> ``(B,)``. NaN for a system whose ``q`` is not finite, and
+        only for that one: the network refuses such input, so it sees the finite systems alone, and a
+        diverging system in a batch leaves the others' energies and forces as they would be without it
+        (its caller reports the divergence)."""
+        finite = torch.isfinite(q).flatten(1).all(-1)  # (B,)
+        if bool(finite.all()):
+            return self._finite_potential(q, params)
+        # NaN for the non-finite systems, on q's graph (a force can still be asked for) with a zero
+        # derivative, so no NaN flows back into the finite systems' forces
+        values = torch.where(finite, q.sum((1, 2)) * 0, math.nan)
+        if bool(finite.any()):
+            kept = finite.nonzero().squeeze(-1)
+            subset = self._finite_potential(q[kept], {k: v[kept] for k, v in params.items()})
+            values = values.index_put((kept,), subset)
+        return values
+
+    def _finite_potential(self, q: Tensor, params: Params) -> Tensor:
         if self.config.centre:
             q = centre(q)
         return self.potential_net(q, self.features(params, q)).squeeze(-1)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -24,7 +25,7 @@ from .version import __version__
 
 Params = dict[str, Tensor]
 
-__all__ = ["RolloutError", "rollout", "default_method", "predicted_trajectories", "model_label", "DEFAULT_CHUNK_STEPS",
+__all__ = ["Rollout", "RolloutError", "rollout", "rollout_systems", "default_method", "predicted_trajectories", "model_label", "DEFAULT_CHUNK_STEPS",
            "DIVERGENCE_FACTOR"]
 
 #: a system whose largest coordinate grows past this multiple of its initial largest coordinate has
@@ -59,6 +60,26 @@ def _as_dtype(model_or_system: Any, dtype: torch.dtype, device: torch.device) ->
     return copy.deepcopy(model_or_system).to(dtype=dtype, device=device)
 
 
+@dataclass(frozen=True)
+class Rollout:
+    """A batch rollout in which some systems may have diverged.
+
+    ``z: (B, steps + 1, 2, N, D)``, finite everywhere; ``diverged_at: (B,)`` int64, the first step at
+    which a system stopped being finite or grew past ``DIVERGENCE_FACTOR`` times its initial size, and
+    -1 for a system that stayed healthy. A diverged system's states from that step on are its last
+    healthy state, held (look at ``diverged_at`` before using them).
+    """
+
+    z: Tensor
+    diverged_at: Tensor
+
+    @property
+    def diverged(self) -> list[int]:
+        """Indices of the systems that diverged, in the order they did."""
+        steps = self.diverged_at.tolist()
+        return sorted((b for b, step in enumerate(steps) if step >= 0), key=lambda b: (steps[b], b))
+
+
 def rollout(
     model_or_system: Any,
     z0: Tensor,
@@ -75,10 +96,10 @@ def rollout(
     """Integrate ``steps`` steps of size ``dt`` from ``z0`` with torchdiffeq's ``odeint``.
 
     ``model_or_system`` follows the protocol of :mod:`hamnet.dynamics`; ``z0: (B, 2, N, D)``;
-    ``params``: tensors with leading axis ``B``; ``method``: a name in :data:`hamnet.integrate.INTEGRATORS` (leapfrog, yoshida4/6/8,
-    implicit_midpoint, gauss4, rk4, dopri5, ... or one you registered); ``options`` go to
-    ``odeint`` (e.g. ``{"max_iters": 200}`` for an implicit method). Returns ``(B, steps + 1, 2, N, D)``
-    in ``dtype`` on ``z0``'s device, detached.
+    ``params``: tensors with leading axis ``B``; ``method``: a name in
+    :data:`hamnet.integrate.INTEGRATORS` (leapfrog, yoshida4/6/8, implicit_midpoint, gauss4, rk4,
+    dopri5, ... or one you registered); ``options`` go to ``odeint`` (e.g. ``{"max_iters": 200}`` for
+    an implicit method). Returns ``(B, steps + 1, 2, N, D)`` in ``dtype`` on ``z0``'s device, detached.
 
     The state, the parameters and the model are cast to ``dtype``; a model whose weights have
     another dtype is copied first, never changed in place. Nothing keeps an autograd graph: the
@@ -87,8 +108,37 @@ def rollout(
     plus one chunk. Raises :class:`RolloutError` naming the first step and the systems whose
     state is no longer finite or has grown past ``DIVERGENCE_FACTOR`` times its initial largest
     coordinate (diverged); ``keep_diverged=True`` keeps integrating such a system, for studies of
-    divergence (a non-finite state still raises).
+    divergence (a non-finite state still raises). :func:`rollout_systems` instead delivers the
+    systems that stay healthy and says which diverged.
     """
+    return _integrate(model_or_system, z0, params, steps, dt, method, dtype, chunk_steps, options, keep_diverged,
+                      stop_at_divergence=True).z
+
+
+def rollout_systems(
+    model_or_system: Any,
+    z0: Tensor,
+    params: Params,
+    steps: int,
+    dt: float,
+    method: str = "leapfrog",
+    dtype: torch.dtype = torch.float64,
+    *,
+    chunk_steps: int = DEFAULT_CHUNK_STEPS,
+    options: dict | None = None,
+    keep_diverged: bool = False,
+) -> Rollout:
+    """:func:`rollout` for a batch in which some systems may diverge: each diverging system is taken out
+    of the batch (at the end of the chunk in which it diverged; a diverging system's non-finite values
+    never reach the others, whose trajectories are those they would have alone) and held at its last
+    healthy state, and the rest are integrated to the end. Returns a :class:`Rollout`; arguments as
+    :func:`rollout` (``keep_diverged=True``: only a non-finite state counts as diverged)."""
+    return _integrate(model_or_system, z0, params, steps, dt, method, dtype, chunk_steps, options, keep_diverged,
+                      stop_at_divergence=False)
+
+
+def _integrate(model_or_system, z0, params, steps, dt, method, dtype, chunk_steps, options, keep_diverged,
+               stop_at_divergence: bool) -> Rollout:
     if steps < 0 or int(steps) != steps:
         raise ValueError(f"steps must be a non-negative integer, got {steps}")
     if not (dt > 0 and math.isfinite(dt)):
@@ -106,38 +156,59 @@ def rollout(
     params = {k: (v.detach().to(device=device, dtype=dtype) if v.is_floating_point() else v.detach().to(device))
               for k, v in params.items()}
     key = solver_key(method)  # an unknown method fails before any work
-    field = HamiltonianField(_as_dtype(model_or_system, dtype, device), params)
+    model = _as_dtype(model_or_system, dtype, device)
 
     trajectory = torch.empty(z0.shape[0], int(steps) + 1, *z0.shape[1:], dtype=dtype, device=device)
     trajectory[:, 0] = z0
-    _check_healthy(trajectory, 0, 0, None)
+    _raise_if_unhealthy(trajectory, 0, 0, None)
     initial_size = z0.flatten(1).abs().amax(-1).clamp_min(torch.finfo(dtype).tiny)
     limit = None if keep_diverged else DIVERGENCE_FACTOR * initial_size
+    diverged_at = torch.full((z0.shape[0],), -1, dtype=torch.int64, device=device)
+    active = torch.arange(z0.shape[0], device=device)
     done = 0
     with torch.no_grad():
-        while done < steps:
+        while done < steps and active.numel():
             n = min(chunk_steps, int(steps) - done)
             # fields are autonomous, so each chunk runs on its own grid from 0: steps t1 - t0 then
             # differ from dt by round-off of times up to chunk_steps * dt, not of the whole horizon
             t = torch.arange(n + 1, dtype=dtype, device=device) * dt
-            states = odeint(field, trajectory[:, done], t, method=key, options=options)  # (n + 1, B, 2, N, D)
-            trajectory[:, done + 1: done + n + 1] = states[1:].transpose(0, 1)
-            _check_healthy(trajectory, done + 1, done + n, limit)
+            field = HamiltonianField(model, {k: v[active] for k, v in params.items()})
+            states = odeint(field, trajectory[active, done], t, method=key, options=options)  # (n + 1, b, 2, N, D)
+            trajectory[active, done + 1: done + n + 1] = states[1:].transpose(0, 1)
+            if stop_at_divergence:
+                _raise_if_unhealthy(trajectory, done + 1, done + n, limit)
+            else:
+                first_bad = _first_unhealthy(trajectory[active, done + 1: done + n + 1],
+                                             None if limit is None else limit[active])
+                bad = first_bad >= 0
+                diverged_at[active[bad]] = done + 1 + first_bad[bad]
+                active = active[~bad]
             done += n
-    return trajectory
+    for b in (diverged_at >= 0).nonzero().flatten().tolist():  # held at the last healthy state
+        step = int(diverged_at[b])
+        trajectory[b, step:] = trajectory[b, step - 1]
+    return Rollout(trajectory, diverged_at)
 
 
-def _check_healthy(trajectory: Tensor, first: int, last: int, limit: Tensor | None) -> None:
+def _first_unhealthy(states: Tensor, limit: Tensor | None) -> Tensor:
+    """Per system, the index of the first state in ``states: (b, steps, 2, N, D)`` that is not finite or
+    (``limit: (b,)`` given) whose largest coordinate has passed ``limit``; -1 where all are healthy."""
+    flat = states.flatten(2)
+    unhealthy = ~torch.isfinite(flat).all(-1)
+    if limit is not None:
+        unhealthy |= flat.abs().amax(-1) > limit.unsqueeze(-1)  # NaN compares False: counted above
+    first = unhealthy.int().argmax(-1)
+    return torch.where(unhealthy.any(-1), first, torch.full_like(first, -1))
+
+
+def _raise_if_unhealthy(trajectory: Tensor, first: int, last: int, limit: Tensor | None) -> None:
     """Raise :class:`RolloutError` at the first step in ``first..last`` where a system's state is not
     finite or (``limit: (B,)`` given) its largest coordinate has passed ``limit``."""
-    states = trajectory[:, first: last + 1].flatten(2)  # (B, steps, 2 N D)
-    healthy = torch.isfinite(states).all(-1)
-    if limit is not None:
-        healthy &= states.abs().amax(-1) <= limit.unsqueeze(-1)
-    if bool(healthy.all()):
+    first_bad = _first_unhealthy(trajectory[:, first: last + 1], limit)
+    if bool((first_bad < 0).all()):
         return
-    step = first + int((~healthy).any(0).nonzero()[0])
-    systems = (~healthy[:, step - first]).nonzero().flatten().tolist()
+    step = first + int(first_bad[first_bad >= 0].min())
+    systems = (first_bad == step - first).nonzero().flatten().tolist()
     finite = bool(torch.isfinite(trajectory[systems, step]).all())
     what = (f"grew past {DIVERGENCE_FACTOR:.0e} times its initial size (diverged)" if finite
             else "became non-finite")
@@ -163,18 +234,28 @@ def predicted_trajectories(model: Any, data: Trajectories, *, model_config: dict
     """Roll ``model`` out from every initial state of ``data`` and package the result as a
     trajectory file's contents (schema 1): the system of ``data`` in ``meta`` (so true energy can
     be measured), plus the model (``model_config``, a label), integrator, dtype and checkpoint.
-    ``steps`` and ``dt`` default to the data's own; ``options`` and ``keep_diverged`` go to :func:`rollout`."""
+    ``steps`` and ``dt`` default to the data's own; ``options`` and ``keep_diverged`` go to
+    :func:`rollout_systems`. Systems that diverge are listed in ``meta["diverged"]`` (``{"system",
+    "step"}`` each, in the order they diverged; their states from that step on are held at the last
+    healthy one) and the others delivered; :class:`RolloutError` only when every system diverged."""
     steps = data.n_times - 1 if steps is None else steps
     dt = float(data.meta["dt"]) if dt is None else dt
     method = method or default_method(model)
-    z = rollout(model, data.z[:, 0], data.params, steps, dt, method=method, dtype=dtype, options=options,
-                keep_diverged=keep_diverged)
+    result = rollout_systems(model, data.z[:, 0], data.params, steps, dt, method=method, dtype=dtype,
+                             options=options, keep_diverged=keep_diverged)
+    diverged = [{"system": b, "step": int(result.diverged_at[b])} for b in result.diverged]
+    if diverged and len(diverged) == data.n_systems:
+        first = diverged[0]
+        raise RolloutError(f"every one of the {data.n_systems} systems diverged, the first ({first['system']}) at "
+                           f"step {first['step']}; try a smaller dt, float64, or check the model",
+                           step=first["step"], systems=[d["system"] for d in diverged], trajectory=result.z)
     meta = {"system": data.meta["system"], "system_settings": data.meta["system_settings"], "dt": dt,
             "hamnet_version": __version__,
             "steps": steps, "model": model_label(model_config), "model_config": model_config, "method": method,
-            "dtype": str(dtype).removeprefix("torch."), "checkpoint": checkpoint}
+            "dtype": str(dtype).removeprefix("torch."), "checkpoint": checkpoint,
+            "diverged": diverged, "divergence_factor": None if keep_diverged else DIVERGENCE_FACTOR}
     t = torch.arange(steps + 1, dtype=torch.float64) * dt
-    return Trajectories(t, z.double(), data.params, meta)
+    return Trajectories(t, result.z.double().cpu(), data.params, meta)
 
 
 def model_label(config: dict) -> str:

@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 
 from hamnet.cli import main
 from hamnet.io import load_trajectories, save_trajectories
@@ -54,6 +55,20 @@ def test_train_rollout_evaluate(files, trained, tmp_path, capsys):
     metrics = json.loads(metrics_file.read_text())
     assert code == 0 and metrics["drift"]["angular_momentum"]["max"] < 1e-12
     assert 0 <= metrics["rollout_error"]["final"] <= 1
+    valid = metrics["valid_prediction_time"]
+    assert len(valid["per_system"]) == 12 and valid["min"] <= valid["median"] <= valid["max"] <= 0.11 + 1e-12
+    assert metrics["divergence"] == {"rate": 0.0, "systems": [], "steps": []}
+    assert "energy" in metrics["drift"]
+
+
+def test_valid_prediction_time_is_the_first_time_the_error_passes_the_threshold():
+    from hamnet.evaluation import valid_prediction_time
+
+    t = torch.arange(5, dtype=torch.float64) * 0.5
+    error = torch.tensor([[0.0, 0.05, 0.2, 0.05, 0.3],   # passes 0.1 at t = 1.0 (later recovery ignored)
+                          [0.0, 0.01, 0.02, 0.03, 0.04],  # never: the horizon, a lower bound
+                          [0.0, 0.1, 0.1, 0.11, 0.5]], dtype=torch.float64)  # 0.1 itself is still valid
+    assert valid_prediction_time(error, t).tolist() == [1.0, 2.0, 1.5]
 
 
 def test_hlieconv_runs_on_another_n(files, trained, tmp_path, capsys):

@@ -161,8 +161,18 @@ def test_hogn_is_permutation_invariant_and_fc_hnn_is_not(generator, dtype):
     assert (fc(permuted_z, permuted_params) - fc(z, params)).abs().max() > 1e-6
 
 
-def test_hlieconv_returns_a_non_finite_energy_for_a_non_finite_state(generator):
+def test_hlieconv_a_non_finite_state_makes_only_its_own_energy_non_finite(generator):
     _, params, z = springs_batch(generator)
     model = small_model("hlieconv")
     z[1, 0, 2, 0] = math.inf
-    assert not torch.isfinite(model.hamiltonian(z, params)).any()
+    energies = model.hamiltonian(z, params)
+    others = torch.tensor([0, 2])
+    assert not torch.isfinite(energies[1]) and torch.isfinite(energies[others]).all()
+    alone = model.hamiltonian(z[others], {k: v[others] for k, v in params.items()})
+    assert torch.allclose(energies[others], alone, rtol=1e-12, atol=0)
+    # forces too: the diverged system does not reach the others
+    q = z[:, 0].clone()
+    forces = model.forces(q, params)
+    assert torch.isfinite(forces[others]).all()
+    assert torch.allclose(forces[others], model.forces(q[others], {k: v[others] for k, v in params.items()}),
+                          rtol=1e-10, atol=1e-14)

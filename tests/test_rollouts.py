@@ -17,7 +17,7 @@ from problems import cast, two_body_orbit
 
 from hamnet.diagnostics import conservation_report, energy
 from hamnet.dynamics import HamiltonianField
-from hamnet.rollouts import DIVERGENCE_FACTOR, RolloutError, rollout
+from hamnet.rollouts import DIVERGENCE_FACTOR, RolloutError, rollout, rollout_systems
 
 F64 = torch.float64
 N_PARTICLES = 4
@@ -210,3 +210,36 @@ def test_energy_is_bounded_with_leapfrog_and_drifts_with_rk4(problem, generator)
     assert (second <= 1.1 * first).all(), "leapfrog energy error must not grow"
     first, second = energy_error_halves(system, params, z0, "rk4")
     assert (second >= 1.8 * first).all(), "rk4 energy error drifts, about linearly in time"
+
+
+# -- many systems, some diverge -------------------------------------------------------------------
+
+def test_a_diverging_system_leaves_the_others_as_they_would_be_alone(generator):
+    system, params, z0 = springs_batch(generator, n_systems=4)
+    params["k"][1] *= 40.0  # too stiff for dt: leapfrog goes unstable in system 1 only
+    model = Confined(small_model("hlieconv", group="SO2"), system)
+    result = rollout_systems(model, z0, params, steps=600, dt=0.05, chunk_steps=64)
+    assert result.diverged == [1] and int(result.diverged_at[1]) > 0 and (result.diverged_at[[0, 2, 3]] < 0).all()
+    others = torch.tensor([0, 2, 3])
+    alone = rollout(model, z0[others], {k: v[others] for k, v in params.items()}, steps=600, dt=0.05, chunk_steps=64)
+    assert torch.allclose(result.z[others], alone, rtol=1e-12, atol=1e-12)
+    step = int(result.diverged_at[1])  # held at the last healthy state from the divergence on, all finite
+    assert torch.isfinite(result.z).all() and (result.z[1, step:] == result.z[1, step - 1]).all()
+
+
+def test_a_rollout_file_delivers_the_others_and_names_the_diverged_system(generator):
+    from hamnet.io import Trajectories
+    from hamnet.rollouts import predicted_trajectories
+
+    system, params, z0 = springs_batch(generator, n_systems=3)
+    params["k"][2] *= 40.0
+    data = Trajectories(torch.arange(2, dtype=F64) * 0.05, torch.stack([z0, z0], 1), params,
+                        {"system": "springs", "system_settings": system.settings(), "dt": 0.05})
+    network = small_model("hlieconv", group="SO2")
+    predicted = predicted_trajectories(Confined(network, system), data, model_config=network.config.__dict__,
+                                       steps=600)
+    assert [entry["system"] for entry in predicted.meta["diverged"]] == [2]
+    assert predicted.meta["diverged"][0]["step"] > 0 and torch.isfinite(predicted.z).all()
+    with pytest.raises(RolloutError, match="every one of the 1 systems diverged"):
+        predicted_trajectories(Confined(network, system), data.select(slice(2, 3)),
+                               model_config=network.config.__dict__, steps=600)
