@@ -58,7 +58,7 @@ from hamnet.evaluation import EVALUATION_WINDOWS, evaluate
 from hamnet.io import atomic_path, load_trajectories, save_trajectories
 from hamnet.models import ModelConfig
 from hamnet.loss import window_mse
-from hamnet.rollouts import RolloutError, default_method, rollout
+from hamnet.rollouts import RolloutError, default_method, rollout_systems
 from hamnet.simulation import generate
 from hamnet.training import TrainConfig, train
 from systems import make_system
@@ -177,54 +177,44 @@ def seconds_per_1000_windows(folder: Path, windows: int) -> float:
 
 
 def score(model, test, scale: Scale) -> dict:
-    """Window MSE, 500-step rollout error and 10,000-step drifts of a trained model on ``test``."""
+    """Window MSE, rollout error, valid prediction time and divergence over the test horizon, and the
+    drifts and divergence of a long float64 rollout, of a trained model on ``test``."""
     try:
         scores = evaluate(model, test)
-        result = {"window_mse": scores["window_mse"], "window_mse_with_initial": scores["window_mse_with_initial"],
-                  "rollout_method": scores["rollout_method"],
-                  "rollout_error_geometric_mean": scores["rollout_error"]["geometric_mean_over_time"],
-                  "rollout_error_final": scores["rollout_error"]["final"], "rollout_diverged_at": None}
-    except RolloutError as error:  # a diverging model still gets its window error
+    except RolloutError as error:  # every system diverged: the model still gets its window error
         windows = Windows(test, CHUNK, max_windows=EVALUATION_WINDOWS, seed=0)
         mse = window_mse(model, windows, DT, dtype=next(model.parameters()).dtype)
-        result = {"window_mse": mse["mse"], "window_mse_with_initial": mse["mse_with_initial"],
-                  "rollout_method": default_method(model), "rollout_error_geometric_mean": math.nan,
-                  "rollout_error_final": math.nan, "rollout_diverged_at": error.step}
-    result.update(long_drift(model, test, scale))
-    return result
-
-
-#: a rollout whose largest coordinate grows past this multiple of its start has left the physics (a
-#: learned potential can be stiff or unbounded away from the data, and leapfrog at dt is then unstable);
-#: it counts as diverged, since drifts measured against the initial scale mean nothing there
-BLOW_UP = 1e3
-
-
-def blew_up_at(z: torch.Tensor) -> int | None:
-    """The first step at which any system of ``z: (B, T, 2, N, D)`` exceeds ``BLOW_UP`` times its start."""
-    size = z.abs().flatten(2).amax(-1)  # (B, T)
-    beyond = (size > BLOW_UP * size[:, :1]).any(0).nonzero()
-    return int(beyond[0]) if beyond.numel() else None
+        return {"window_mse": mse["mse"], "window_mse_with_initial": mse["mse_with_initial"],
+                "rollout_method": default_method(model), "rollout_error_geometric_mean": math.nan,
+                "rollout_error_final": math.nan, "valid_prediction_time_median": 0.0, "divergence_rate": 1.0,
+                "rollout_diverged_at": error.step, **long_drift(model, test, scale)}
+    result = {"window_mse": scores["window_mse"], "window_mse_with_initial": scores["window_mse_with_initial"],
+              "rollout_method": scores["rollout_method"],
+              "rollout_error_geometric_mean": scores["rollout_error"]["geometric_mean_over_time"],
+              "rollout_error_final": scores["rollout_error"]["final"],
+              "valid_prediction_time_median": scores["valid_prediction_time"]["median"],
+              "divergence_rate": scores["divergence"]["rate"],
+              "rollout_diverged_at": min(scores["divergence"]["steps"], default=None)}
+    return result | long_drift(model, test, scale)
 
 
 def long_drift(model, test, scale: Scale) -> dict:
-    """Largest relative momentum and true-energy changes over a long float64 rollout (infinite
-    when the rollout diverges, becoming non-finite or blowing up, with the step where it did)."""
+    """Over a long float64 rollout of ``scale.drift_systems`` test systems: how many diverged (grew past
+    ``hamnet.rollouts.DIVERGENCE_FACTOR`` times their start or stopped being finite), and the largest
+    relative momentum changes and the median and largest true-energy change of the others."""
     few = test.select(slice(0, scale.drift_systems))
     started = time.perf_counter()
-    try:
-        z = rollout(model, few.z[:, 0], few.params, scale.drift_steps, DT, method=default_method(model),
-                    dtype=torch.float64)
-        diverged = blew_up_at(z)
-    except RolloutError as error:
-        diverged = error.step
-    if diverged is None:
-        report = {name: float(values.max())
-                  for name, values in conservation_report(z, few.system().hamiltonian, few.params).items()}
-    else:
-        report = dict.fromkeys(("linear_momentum", "angular_momentum", "energy"), math.inf)
-    result = {f"drift_{name}": value for name, value in report.items()}
-    return result | {"drift_diverged_at": diverged, "drift_seconds": round(time.perf_counter() - started, 2)}
+    result = rollout_systems(model, few.z[:, 0], few.params, scale.drift_steps, DT, method=default_method(model))
+    healthy = result.diverged_at < 0
+    drifts = {f"drift_{name}": math.inf for name in ("linear_momentum", "angular_momentum", "energy", "energy_median")}
+    if bool(healthy.any()):
+        report = conservation_report(result.z[healthy], few.system().hamiltonian,
+                                     {k: v[healthy] for k, v in few.params.items()})
+        drifts = {f"drift_{name}": float(values.max()) for name, values in report.items()}
+        drifts["drift_energy_median"] = float(report["energy"].median())
+    return drifts | {"drift_diverged": len(result.diverged), "drift_systems": few.n_systems,
+                     "drift_diverged_at": min((int(result.diverged_at[b]) for b in result.diverged), default=None),
+                     "drift_seconds": round(time.perf_counter() - started, 2)}
 
 
 def run_one(scale: Scale, work: Path, paths: dict, test, label: str, name: str, group: str, windows: int,
@@ -263,6 +253,10 @@ METRICS = (
     ("drift_linear_momentum", "lin. mom. drift"),
     ("drift_angular_momentum", "ang. mom. drift"),
     ("drift_energy", "energy drift"),
+    ("drift_energy_median", "energy drift (median)"),
+    ("valid_prediction_time_median", "valid pred. time (median)"),
+    ("divergence_rate", "diverged (test horizon)"),
+    ("drift_diverged", "diverged systems (long)"),
     ("train_seconds_per_1000_windows", "train s / 1000 win."),
 )
 
@@ -328,23 +322,23 @@ def comparison(summary: dict, scale: Scale) -> list[str]:
         lines.append(f"- Paper: HLieConv has lower test error than every baseline at every training size. "
                      f"{label} beats every baseline's mean window MSE at {len(held)} of {len(scale.sizes)} sizes"
                      f" ({', '.join(map(str, held)) or 'none'}).")
+    runs = len(scale.sizes) * len(scale.seeds)
+    diverged = lambda label: sum(mean(label, w, "drift_diverged") * len(scale.seeds) for w in scale.sizes)  # noqa: E731
     for label, keys in (("HLieConv SO(2)", ("drift_linear_momentum", "drift_angular_momentum")),
                         ("HLieConv T(2)", ("drift_linear_momentum",))):
         worst = max(mean(label, w, k) for w in scale.sizes for k in keys)
-        diverged = sum(summary[label][str(w)][keys[0]]["diverged"] for w in scale.sizes)
         verdict = "holds" if worst < ROUND_OFF else "does not hold"
         lines.append(f"- Paper: {label} conserves {' and '.join(k.split('_')[1] for k in keys)} momentum to "
                      f"machine precision: {verdict} here (largest mean drift {worst:.1e} over "
-                     f"{scale.drift_steps} float64 steps, over the rollouts that stayed finite; "
-                     f"{diverged} of {len(scale.sizes) * len(scale.seeds)} diverged).")
+                     f"{scale.drift_steps} float64 steps, over the rollouts that stayed healthy; "
+                     f"{diverged(label):.0f} of {runs * scale.drift_systems} rollouts diverged).")
     so2 = mean("HLieConv SO(2)", scale.sizes[-1], "drift_angular_momentum")
     for label in ("FC-NODE", "FC-HNN"):
         lowest = min(mean(label, w, "drift_angular_momentum") for w in scale.sizes)
-        diverged = sum(summary[label][str(w)]["drift_angular_momentum"]["diverged"] for w in scale.sizes)
-        lines.append(f"- {label} over the same rollouts: {diverged} of {len(scale.sizes) * len(scale.seeds)} "
-                     f"diverged (non-finite or beyond {BLOW_UP:g}x their start); "
+        lines.append(f"- {label} over the same rollouts: {diverged(label):.0f} of {runs * scale.drift_systems} "
+                     "diverged (non-finite, or beyond hamnet.rollouts.DIVERGENCE_FACTOR times their start); "
                      + (f"angular-momentum drift of the others at least {lowest:.1e} (mean over seeds)"
-                        if math.isfinite(lowest) else "none stayed finite")
+                        if math.isfinite(lowest) else "none stayed healthy")
                      + f", against {so2:.1e} for SO(2) at {scale.sizes[-1]} windows.")
     if 1000 in scale.sizes:
         ours = ", ".join(f"{k} {mean(k, 1000, 'window_mse_with_initial'):.4f} (ref. {v})"
