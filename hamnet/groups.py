@@ -16,6 +16,14 @@ the distance ``|chart(u^-1 v)|`` is the Frobenius distance between the matrices 
 (a left-invariant metric, monotone in the geodesic ``|log(u^-1 v)|`` near the identity), so nearest
 neighbours can be searched with plain Euclidean distances between flattened matrices.
 
+Where the action has a stabilizer (SE(2), SO(3), SE(3)), the paper lifts each point to random
+elements ``section(x) h``, ``h`` uniform on the stabilizer ``H``, which makes a network invariant only
+in distribution. The exact alternative keeps one lift per point and feeds the kernel only what does
+not depend on the choice of ``h``: functions of the double coset ``H u^-1 v H``. For a pair of points
+these are exactly the pair's invariants under the group, which ``pair_invariants`` computes straight
+from the points as polynomials (``x_u . x_v`` and both ``|x|^2`` for SO(3), ``|x_v - x_u|^2`` for
+SE(2) and SE(3)), smooth everywhere, the rotation centre included.
+
 Closed forms such as ``sin(theta) / theta`` switch to Taylor series below ``SERIES_THRESHOLD`` in
 ``theta^2``, and every ``sqrt`` / division is guarded so that values and first and second derivatives
 stay finite, including for a point at the rotation centre.
@@ -254,6 +262,51 @@ class LieGroup(abc.ABC):
             return relative
         return torch.cat([relative, orbit_u, orbit_v], -1)
 
+    # -- the exact construction: pair invariants of points ------------------------------------------
+    @property
+    def has_exact_lift(self) -> bool:
+        """Whether :meth:`pair_invariants` and :meth:`point_distance` exist, so that a network over the
+        group is invariant to round-off (``LieResNet(lift="exact")``). True for free actions, whose one
+        lift per point is deterministic; a group with a stabilizer overrides both methods and this."""
+        return self.stabilizer_dim == 0
+
+    def pair_invariants(self, x_u: Tensor, x_v: Tensor) -> Tensor:
+        """What the kernel of an exact network sees for a pair of points: functions of the pair that the
+        group, acting on both points at once, leaves unchanged. ``(..., D)`` x2, broadcasting ->
+        ``(..., invariant_dim)``.
+
+        They are the kernel inputs of the lifted pair that do not depend on which lift (which stabilizer
+        element) either point got, so one lift per point gives an exactly invariant network. Default,
+        for a free action: ``kernel_inputs`` of the section's elements, what the lift itself gives.
+        """
+        if self.stabilizer_dim:
+            raise NotImplementedError(f"{self.name} has a stabilizer but no pair_invariants: its networks need "
+                                      "lift='monte-carlo'")
+        u, o_u = self.section(x_u)
+        v, o_v = self.section(x_v)
+        relative = self.relative(u, v)
+        shape = relative.shape[:-1]
+        return self.kernel_inputs(relative, o_u.expand(*shape, -1), o_v.expand(*shape, -1))
+
+    @property
+    def invariant_dim(self) -> int:
+        """Length of :meth:`pair_invariants`."""
+        x = torch.ones(self.space_dim, dtype=torch.float64, device="cpu")  # a lift may be singular at the origin
+        return self.pair_invariants(x, x).shape[-1]
+
+    def point_distance(self, x: Tensor, y: Tensor) -> Tensor:
+        """A distance between points that the group leaves unchanged, by which an exact network chooses
+        the k nearest: ``x: (B, m, D)``, ``y: (B, M, D)`` -> ``(B, m, M)``. Default, for a free action:
+        ``sqrt(distance(section(x), section(y))^2 + |o_x - o_y|^2)``, as the search over lifts ranks."""
+        if self.stabilizer_dim:
+            raise NotImplementedError(f"{self.name} has a stabilizer but no point_distance")
+        u, o_u = self.section(x)
+        v, o_v = self.section(y)
+        d2 = self.pairwise_distance(u, v).square()
+        if self.orbit_dim:
+            d2 = d2 + torch.cdist(o_u, o_v).square()
+        return d2.sqrt()
+
     def distance(self, u: Tensor, v: Tensor) -> Tensor:
         """Left-invariant distance ``|chart(u^-1 v)|``, broadcasting: -> ``(...)``."""
         return _safe_norm(self.relative(u, v))
@@ -418,6 +471,42 @@ class _Rigid(LieGroup):
         identity = _eye_like(relative, n)[0] if n == 2 else _eye_like(relative, n).flatten()
         rotation = relative + identity  # the entries of R_u^T R_v the chart keeps
         return torch.cat([orbit_u * orbit_v * rotation, orbit_u.square(), orbit_v.square()], -1)
+
+    @property
+    def has_exact_lift(self) -> bool:
+        return True
+
+    def pair_invariants(self, x_u: Tensor, x_v: Tensor) -> Tensor:
+        """Every invariant of a pair of points under the group, as polynomials in the points:
+
+        - T(D): ``x_v - x_u``;
+        - SO(2): ``(x_u . x_v, x_u x x_v, |x_u|^2, |x_v|^2)``, the radius-weighted kernel inputs of the
+          lift (see :meth:`kernel_inputs`), free of its kink at the rotation centre;
+        - SO(3): ``(x_u . x_v, |x_u|^2, |x_v|^2)``, both radii and the angle between the points:
+          ``r_u r_v`` times the one entry of ``R_u^T R_v`` that rotations about either point's axis
+          leave alone;
+        - SE(2), SE(3): ``|x_v - x_u|^2``, the one thing about ``u^-1 v`` that rotations about
+          either point leave alone.
+
+        Those of SO(3), SE(2) and SE(3) are invariant to reflections too, so their networks cannot tell a
+        configuration from its mirror image (SO(2)'s cross product can). ``(..., D)`` x2, broadcasting ->
+        ``(..., invariant_dim)``.
+        """
+        x_u, x_v = torch.broadcast_tensors(x_u, x_v)
+        if not self.rotates:
+            return x_v - x_u
+        if self.translates:
+            return (x_v - x_u).square().sum(-1, keepdim=True)
+        dot = (x_u * x_v).sum(-1, keepdim=True)
+        radii = [x_u.square().sum(-1, keepdim=True), x_v.square().sum(-1, keepdim=True)]
+        if self.space_dim == 3:
+            return torch.cat([dot, *radii], -1)
+        cross = x_u[..., :1] * x_v[..., 1:] - x_u[..., 1:] * x_v[..., :1]
+        return torch.cat([dot, cross, *radii], -1)
+
+    def point_distance(self, x: Tensor, y: Tensor) -> Tensor:
+        """The Euclidean distance, which every rigid motion keeps."""
+        return torch.cdist(x, y)
 
     def _rotation_chart(self, R: Tensor) -> Tensor:
         if self.space_dim == 2:  # (cos - 1, sin): the first column minus e1

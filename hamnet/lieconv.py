@@ -15,16 +15,29 @@ paper uses). ``embed(log(u^-1 v))`` is computed as ``group.relative(u, v)``: smo
 ``log``, so the network is a smooth function of the points. Left-translating every element by one group
 element leaves all kernel inputs, hence the features, unchanged: that is the equivariance.
 
+Two lifts (``LieResNet(lift=...)``, one of :data:`LIFTS`):
+
+- ``"exact"`` (the default wherever the group has one: every built-in group): one lift per point,
+  and a kernel that sees only what does not depend on which stabilizer element each point's lift
+  carries, ``group.pair_invariants(x_u, x_v)``, computed from the points (``M = N``). The output is
+  invariant to round-off. For a free action (T(D), SO(2)) that is the paper's construction itself.
+- ``"monte-carlo"`` (the paper's, for SE(2), SO(3), SE(3)): ``lift_samples`` elements per point,
+  ``section(x) h`` with ``h`` drawn uniformly from the stabilizer; the kernel sees all of
+  ``u^-1 v``. Invariant in distribution over the draws; exactly equivariant given transformed lifts
+  (``forward_lifted``).
+
 Neighbourhoods are built once per forward pass and shared by every layer: all ``M`` elements, or the
-``k`` nearest in the group distance (plus orbit distance), found in row chunks so that neither the
-distances nor the kernel inputs ever need ``M x M`` memory. Selection is not differentiated (it is
-piecewise constant). Nothing in a forward pass changes module state; stabilizer samples come from the
+``k`` nearest (in the group distance plus orbit distance for lifted elements, in
+``group.point_distance`` for the exact lift), found in row chunks so that neither the distances nor
+the kernel inputs ever need ``M x M`` memory. Selection is not differentiated (it is piecewise
+constant). Nothing in a forward pass changes module state; stabilizer samples come from the
 ``generator`` argument or, when it is None, from a fresh generator seeded with
 ``hamnet.groups.DEFAULT_LIFT_SEED``, so the network is a deterministic function of its inputs.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
@@ -32,7 +45,9 @@ from torch import Tensor, nn
 
 from hamnet.groups import LieGroup
 
-# Lift samples per point for groups whose action has a stabilizer, when the caller does not say.
+#: The ways a network can lift points: exactly invariant pair invariants, or the paper's Monte Carlo lift.
+LIFTS = ("exact", "monte-carlo")
+# Lift samples per point of the Monte Carlo lift, when the caller does not say.
 DEFAULT_LIFT_SAMPLES = 4
 # Upper bound on the distances held at once during the nearest-neighbour search (B x rows x M).
 _SEARCH_CHUNK_ELEMENTS = 1 << 22
@@ -41,7 +56,8 @@ _SEARCH_CHUNK_ELEMENTS = 1 << 22
 class Neighbourhood(NamedTuple):
     """The pairs a convolution sums over, shared by all layers of a network.
 
-    ``kernel_inputs: (B, M, K, embed_dim + 2 orbit_dim)``; ``index: (B, M, K)`` neighbour indices, or
+    ``kernel_inputs: (B, M, K, C)``, ``C = embed_dim + 2 orbit_dim`` for lifted elements and
+    ``invariant_dim`` for the exact lift; ``index: (B, M, K)`` neighbour indices, or
     None when every element is a neighbour (``K = M``, in order); ``weights: (B, M, K)``, the masked
     mean weights (1 / number of real neighbours, 0 for padding).
     """
@@ -51,48 +67,81 @@ class Neighbourhood(NamedTuple):
     weights: Tensor
 
 
-def nearest(group: LieGroup, elements: Tensor, orbits: Tensor, mask: Tensor, k: int) -> Tensor:
-    """Indices of the ``k`` nearest elements of each element (itself included), never holding more
-    than a chunk of the ``M x M`` distances: ``elements: (B, M, n, n)``, ``orbits: (B, M, O)``,
-    ``mask: (B, M)`` -> ``(B, M, k)`` long. Distance: ``sqrt(group distance^2 + |o_u - o_v|^2)``;
-    padded elements are chosen last."""
+def _k_nearest(squared_distances: Callable[[slice], Tensor], mask: Tensor, k: int) -> Tensor:
+    """Indices ``(B, M, k)`` of the ``k`` smallest of ``squared_distances(rows): (B, rows, M)`` in each
+    row, computed a chunk of rows at a time; padded columns (``mask: (B, M)`` False) are chosen last."""
     B, M = mask.shape
     rows = max(1, _SEARCH_CHUNK_ELEMENTS // max(1, B * M))
     out = []
     with torch.no_grad():
         for start in range(0, M, rows):
-            stop = min(M, start + rows)
-            d2 = group.pairwise_distance(elements[:, start:stop], elements).square()
-            if orbits.shape[-1]:
-                d2 = d2 + torch.cdist(orbits[:, start:stop], orbits).square()
+            d2 = squared_distances(slice(start, min(M, start + rows)))
             d2 = d2.masked_fill(~mask.unsqueeze(1), float("inf"))
             out.append(d2.topk(k, dim=-1, largest=False).indices)
     return torch.cat(out, 1)
 
 
+def nearest(group: LieGroup, elements: Tensor, orbits: Tensor, mask: Tensor, k: int) -> Tensor:
+    """Indices of the ``k`` nearest elements of each element (itself included), never holding more
+    than a chunk of the ``M x M`` distances: ``elements: (B, M, n, n)``, ``orbits: (B, M, O)``,
+    ``mask: (B, M)`` -> ``(B, M, k)`` long. Distance: ``sqrt(group distance^2 + |o_u - o_v|^2)``;
+    padded elements are chosen last."""
+
+    def squared_distances(rows: slice) -> Tensor:
+        d2 = group.pairwise_distance(elements[:, rows], elements).square()
+        return d2 + torch.cdist(orbits[:, rows], orbits).square() if orbits.shape[-1] else d2
+
+    return _k_nearest(squared_distances, mask, k)
+
+
+def nearest_points(group: LieGroup, points: Tensor, mask: Tensor, k: int) -> Tensor:
+    """Indices ``(B, N, k)`` of the ``k`` nearest points of each point in ``group.point_distance``
+    (itself included; padded points last), in row chunks: ``points: (B, N, D)``, ``mask: (B, N)``."""
+    return _k_nearest(lambda rows: group.point_distance(points[:, rows], points).square(), mask, k)
+
+
+def _neighbours(items: Tensor, mask: Tensor, index: Tensor | None) -> tuple[Tensor, Tensor]:
+    """Each row's neighbours of ``items: (B, M, ...)``, broadcastable against ``items.unsqueeze(2)``,
+    and their mask ``(B, M, K)``: every item (``index`` None) or those ``index: (B, M, K)`` names."""
+    B, M = mask.shape
+    if index is None:
+        return items.unsqueeze(1), mask.unsqueeze(1).expand(B, M, M)
+    batch = torch.arange(B, device=mask.device).view(B, 1, 1)
+    return items[batch, index], mask[batch, index]
+
+
+def _mean_weights(neighbour_mask: Tensor, dtype: torch.dtype) -> Tensor:
+    m_v = neighbour_mask.to(dtype)
+    return m_v / m_v.sum(-1, keepdim=True).clamp(min=1)
+
+
 def neighbourhood(group: LieGroup, elements: Tensor, orbits: Tensor, mask: Tensor,
                   k: int | None = None) -> Neighbourhood:
-    """Kernel inputs and mean weights for all pairs (``k=None``) or the ``k`` nearest.
+    """Kernel inputs and mean weights of lifted elements, for all pairs (``k=None``) or the ``k`` nearest.
 
     ``elements: (B, M, n, n)``, ``orbits: (B, M, O)``, ``mask: (B, M)`` bool. Kernel inputs are
     ``group.kernel_inputs(group.relative(u, v), o_u, o_v)``; ``relative`` is evaluated only on the
     selected pairs.
     """
     B, M = mask.shape
-    if k is None:
-        index = None
-        v, o_v, m_v = elements.unsqueeze(1), orbits.unsqueeze(1), mask.unsqueeze(1).expand(B, M, M)
-    else:
-        index = nearest(group, elements, orbits, mask, k)
-        batch = torch.arange(B, device=mask.device).view(B, 1, 1)
-        v, o_v, m_v = elements[batch, index], orbits[batch, index], mask[batch, index]
+    index = None if k is None else nearest(group, elements, orbits, mask, k)
+    v, m_v = _neighbours(elements, mask, index)
+    o_v, _ = _neighbours(orbits, mask, index)
     u, o_u = elements.unsqueeze(2), orbits.unsqueeze(2)
     rel = group.relative(u, v)
     K = rel.shape[2]
     inputs = group.kernel_inputs(rel, o_u.expand(B, M, K, -1), o_v.expand(B, M, K, -1))
-    m_v = m_v.to(rel.dtype)
-    weights = m_v / m_v.sum(-1, keepdim=True).clamp(min=1)
-    return Neighbourhood(inputs, index, weights)
+    return Neighbourhood(inputs, index, _mean_weights(m_v, rel.dtype))
+
+
+def invariant_neighbourhood(group: LieGroup, points: Tensor, mask: Tensor, k: int | None = None) -> Neighbourhood:
+    """Kernel inputs and mean weights of the exact lift (one per point), for all pairs (``k=None``) or
+    the ``k`` nearest in ``group.point_distance``: ``points: (B, N, D)``, ``mask: (B, N)`` bool. Kernel
+    inputs are ``group.pair_invariants(x_u, x_v)``, evaluated only on the selected pairs."""
+    index = None if k is None else nearest_points(group, points, mask, k)
+    x_v, m_v = _neighbours(points, mask, index)
+    inputs = group.pair_invariants(points.unsqueeze(2), x_v)
+    return Neighbourhood(inputs, index, _mean_weights(m_v, points.dtype))
 
 
 class LieConv(nn.Module):
@@ -152,17 +201,19 @@ class LieResNet(nn.Module):
 
     ``group``: the symmetry; ``in_features``: F, features per point; ``width``: channels;
     ``depth``: residual bottleneck blocks; ``out_features``: outputs per system; ``neighbours``: k of the
-    k-nearest neighbourhood (counted in lifted elements), None for all points; ``lift_samples``: elements
-    per point (None: 1 for free actions, ``DEFAULT_LIFT_SAMPLES`` where the action has a stabilizer);
-    ``kernel_width`` / ``kernel_channels``: the kernel MLP. The output is the mean over real lifted
-    elements of a per-element linear read-out, so it is invariant (exactly for deterministic lifts, in
-    distribution for Monte Carlo lifts). Parameters are created in the default dtype; convert the module
-    (``model.to(torch.float64)``) to match the inputs.
+    k-nearest neighbourhood (counted in lifted elements), None for all points; ``lift``: ``"exact"``
+    (one lift per point, kernel inputs ``group.pair_invariants``: invariant to round-off) or
+    ``"monte-carlo"`` (the paper's random stabilizer samples: invariant in distribution), None for
+    exact wherever the group has it (``group.has_exact_lift``; every built-in group); ``lift_samples``:
+    the Monte Carlo sample count per point (None: ``DEFAULT_LIFT_SAMPLES``; 1 or None for the exact
+    lift); ``kernel_width`` / ``kernel_channels``: the kernel MLP. The output is the mean over real
+    lifted elements of a per-element linear read-out. Parameters are created in the default dtype;
+    convert the module (``model.to(torch.float64)``) to match the inputs.
     """
 
     def __init__(self, group: LieGroup, in_features: int, width: int = 128, depth: int = 4,
                  out_features: int = 1, neighbours: int | None = None, lift_samples: int | None = None,
-                 kernel_width: int = 32, kernel_channels: int = 16) -> None:
+                 kernel_width: int = 32, kernel_channels: int = 16, lift: str | None = None) -> None:
         super().__init__()
         for label, value in (("in_features", in_features), ("width", width), ("out_features", out_features),
                              ("kernel_width", kernel_width), ("kernel_channels", kernel_channels)):
@@ -172,14 +223,10 @@ class LieResNet(nn.Module):
             raise ValueError(f"depth must be >= 0, got {depth}")
         if neighbours is not None and neighbours < 1:
             raise ValueError(f"neighbours must be >= 1 or None (all points), got {neighbours}")
-        if lift_samples is None:
-            lift_samples = DEFAULT_LIFT_SAMPLES if group.stabilizer_dim else 1
-        if lift_samples < 1 or (group.stabilizer_dim == 0 and lift_samples != 1):
-            raise ValueError(f"lift_samples must be 1 for {group.name} (a free action) and >= 1 otherwise, "
-                             f"got {lift_samples}")
         self.group, self.in_features, self.out_features = group, in_features, out_features
-        self.neighbours, self.lift_samples = neighbours, lift_samples
-        kernel_inputs = group.embed_dim + 2 * group.orbit_dim
+        self.lift, self.lift_samples = resolve_lift(group, lift, lift_samples)
+        self.neighbours = neighbours
+        kernel_inputs = group.invariant_dim if self.lift == "exact" else group.embed_dim + 2 * group.orbit_dim
         self.embed = nn.Linear(in_features, width)
         self.blocks = nn.ModuleList(
             _Bottleneck(width, kernel_inputs, kernel_width, kernel_channels) for _ in range(depth))
@@ -190,20 +237,31 @@ class LieResNet(nn.Module):
                 generator: torch.Generator | None = None) -> Tensor:
         """``points: (B, N, D)``, ``features: (B, N, F)``, ``mask: (B, N)`` bool -> ``(B, out_features)``.
 
-        ``generator`` draws the stabilizer samples of the lift (None: a fixed seed per call).
-        Padded points (mask False) are ignored and may hold any finite or non-finite values.
+        ``generator`` draws the stabilizer samples of a Monte Carlo lift (None: a fixed seed per call);
+        the exact lift draws nothing. Padded points (mask False) are ignored and may hold any finite or
+        non-finite values.
         """
         mask = self._validate(points, features, mask)
         points = torch.where(mask.unsqueeze(-1), points, torch.zeros_like(points))
         features = torch.where(mask.unsqueeze(-1), features, torch.zeros_like(features))
+        if self.lift == "exact":
+            return self._convolve(features, mask, invariant_neighbourhood(self.group, points, mask, self.neighbours))
         elements, orbits, lifted_mask = self.group.lift(points, mask, self.lift_samples, generator)
         return self.forward_lifted(elements, orbits, features.repeat_interleave(self.lift_samples, 1), lifted_mask)
 
     def forward_lifted(self, elements: Tensor, orbits: Tensor, features: Tensor, mask: Tensor) -> Tensor:
         """The network on already lifted inputs: ``elements: (B, M, n, n)``, ``orbits: (B, M, O)``,
         ``features: (B, M, F)``, ``mask: (B, M)`` -> ``(B, out_features)``. Unchanged (to round-off)
-        when every element is left-multiplied by the same group element."""
-        nbhd = neighbourhood(self.group, elements, orbits, mask, self.neighbours)
+        when every element is left-multiplied by the same group element. For a Monte Carlo network,
+        or any network of a free action; an exact network of a group with a stabilizer sees pair
+        invariants of points, not lifted elements."""
+        if self.lift == "exact" and self.group.stabilizer_dim:
+            raise ValueError(f"an exact {self.group.name} network takes points, not lifted elements; "
+                             "forward_lifted needs lift='monte-carlo'")
+        return self._convolve(features, mask, neighbourhood(self.group, elements, orbits, mask, self.neighbours))
+
+    def _convolve(self, features: Tensor, mask: Tensor, nbhd: Neighbourhood) -> Tensor:
+        """The blocks and the masked mean read-out: ``features: (B, M, F)``, ``mask: (B, M)``."""
         x = self.embed(features)
         for block in self.blocks:
             x = block(x, nbhd)
@@ -235,6 +293,30 @@ class LieResNet(nn.Module):
             raise ValueError(f"neighbours={self.neighbours} is larger than the number of points per system "
                              f"(N={N} points x {self.lift_samples} lift samples = {N * self.lift_samples})")
         return mask
+
+
+def resolve_lift(group: LieGroup, lift: str | None, lift_samples: int | None) -> tuple[str, int]:
+    """``(lift, samples per point)`` for a network over ``group``, with clear errors: ``lift`` None
+    means exact where ``group.has_exact_lift``, Monte Carlo otherwise; ``lift_samples`` is the Monte
+    Carlo sample count (None: ``DEFAULT_LIFT_SAMPLES``) and must be 1 or None for the exact lift."""
+    if lift is None:
+        lift = "exact" if group.has_exact_lift else "monte-carlo"
+    if lift not in LIFTS:
+        raise ValueError(f"lift must be one of {', '.join(LIFTS)} (or None: exact where it exists), got {lift!r}")
+    if lift == "exact":
+        if not group.has_exact_lift:
+            raise ValueError(f"{group.name} has no exact lift (no pair_invariants); use lift='monte-carlo'")
+        if lift_samples not in (None, 1):
+            raise ValueError(f"lift_samples must be 1 for {group.name} with the exact lift (one element per point), "
+                             f"got {lift_samples}; lift='monte-carlo' samples the stabilizer")
+        return lift, 1
+    if not group.stabilizer_dim:
+        raise ValueError(f"{group.name} acts freely, so its one lift per point is already exact: lift='monte-carlo' "
+                         "needs a stabilizer to sample")
+    samples = DEFAULT_LIFT_SAMPLES if lift_samples is None else lift_samples
+    if samples < 1:
+        raise ValueError(f"lift_samples must be >= 1, got {lift_samples}")
+    return lift, samples
 
 
 def centre(points: Tensor, mask: Tensor | None = None) -> Tensor:

@@ -35,7 +35,7 @@ from torch import Tensor, nn
 
 from .dynamics import potential_force
 from .groups import get_group
-from .lieconv import LieResNet, centre
+from .lieconv import LieResNet, centre, resolve_lift
 from .registry import Registry
 
 Params = dict[str, Tensor]
@@ -57,8 +57,11 @@ class ModelConfig:
     hidden width and number of hidden layers (LieConv residual blocks for HLieConv, message
     passing MLP layers for HOGN). HLieConv only: ``group`` (a name for ``hamnet.groups.get_group``;
     default: the translations of ``dim``, ``"T2"`` or ``"T3"``),
-    ``neighbours`` (k nearest in group distance; None for all particles), ``lift_samples``
-    (Monte Carlo lift size where the group's stabilizer is not trivial), ``kernel_width`` and
+    ``neighbours`` (k nearest in group distance; None for all particles), ``lift`` (``"exact"``: one
+    lift per point and kernel inputs invariant under the stabilizer, so the potential is invariant to
+    round-off; ``"monte-carlo"``: the paper's sampled lift, invariant in distribution; None: exact where
+    the group has it, which every built-in group does), ``lift_samples`` (the Monte Carlo lift's sample
+    count), ``kernel_width`` and
     ``kernel_channels`` (the LieConv kernel MLP) and ``centre`` (subtract the centroid before the
     network, which makes V translation invariant, as in the paper).
     """
@@ -72,6 +75,7 @@ class ModelConfig:
     group: str | None = None
     neighbours: int | None = None
     lift_samples: int | None = None
+    lift: str | None = None
     kernel_width: int = 32
     kernel_channels: int = 16
     centre: bool = True
@@ -90,12 +94,21 @@ class ModelConfig:
             )
         if not self.feature_keys or "m" not in self.feature_keys:
             raise ValueError(f"feature_keys must include the masses 'm', got {self.feature_keys}")
-        if model_class.uses_group:
-            get_group(self.group, self.dim)  # an unknown group or a wrong dimension fails before any build
+        if model_class.uses_group:  # an unknown group, a wrong dimension or an impossible lift fails before any build
+            resolve_lift(get_group(self.group, self.dim), self.lift, self.lift_samples)
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> "ModelConfig":
-        """Rebuild from ``dataclasses.asdict(config)`` (e.g. read from a checkpoint); unknown keys are an error."""
+        """Rebuild from ``dataclasses.asdict(config)`` (e.g. read from a checkpoint); unknown keys are an error.
+
+        A config saved before the exact lift existed has no ``lift``; its network was built with the
+        Monte Carlo lift wherever the group has a stabilizer, so that is what it gets back."""
+        if isinstance(values, Mapping) and "lift" not in values and values.get("name") == "hlieconv":
+            try:
+                stabilized = get_group(values.get("group") or f"T{values.get('dim', 2)}", values.get("dim")).stabilizer_dim
+            except (ValueError, TypeError):
+                stabilized = 0  # the constructor reports the bad group
+            values = {**values, "lift": "monte-carlo" if stabilized else None}
         return config_from_dict(cls, values, "model config")
 
 
@@ -265,8 +278,9 @@ class HLieConv(ParticleModel):
 
     Separable, with the true kinetic energy (as in the paper), so leapfrog and yoshida4 apply.
     ``V`` is invariant to the configured group; with ``centre`` also to translations. By Noether's
-    theorem and a symplectic integrator, SO(2) with centring conserves linear and angular
-    momentum; T(2) conserves linear momentum only.
+    theorem and a symplectic integrator, the rotation groups (SO(2), SO(3), SE(2), SE(3), with the
+    default exact lift) with centring conserve linear and angular momentum to round-off; T(D)
+    conserves linear momentum only; a Monte Carlo lift conserves them only approximately.
     """
 
     separable = True
@@ -283,6 +297,7 @@ class HLieConv(ParticleModel):
             out_features=1,
             neighbours=config.neighbours,
             lift_samples=config.lift_samples,
+            lift=config.lift,
             kernel_width=config.kernel_width,
             kernel_channels=config.kernel_channels,
         )

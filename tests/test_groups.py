@@ -8,7 +8,7 @@ import re
 
 import pytest
 import torch
-from conftest import TOLERANCES, assert_close
+from conftest import TOLERANCES, assert_close, assert_invariant
 from problems import ALL_GROUPS, assert_double_backward_matches_float64, ids
 
 from hamnet.groups import GROUPS, SE2, SE3, SO2, SO3, LieGroup, T, Trivial, get_group
@@ -121,6 +121,51 @@ def reference_point(group: LieGroup, orbits: torch.Tensor) -> torch.Tensor:
     axis = torch.zeros(group.space_dim, dtype=orbits.dtype)
     axis[0 if group.space_dim == 2 else 2] = 1.0
     return orbits * axis
+
+
+@pytest.mark.parametrize("group", ALL, ids=ids(ALL))
+def test_pair_invariants_and_point_distances_are_invariant(group, generator, dtype):
+    x, y = (torch.randn(3, 5, group.space_dim, generator=generator, dtype=dtype) for _ in range(2))
+    g = group.sample((3, 1), generator, dtype, scale=3.0)
+    moved_x, moved_y = group.act(g, x), group.act(g, y)
+    invariants = group.pair_invariants(x.unsqueeze(2), y.unsqueeze(1))
+    assert invariants.shape == (3, 5, 5, group.invariant_dim) and group.has_exact_lift
+    assert_invariant(group.pair_invariants(moved_x.unsqueeze(2), moved_y.unsqueeze(1)), invariants)
+    assert_invariant(group.point_distance(moved_x, moved_y), group.point_distance(x, y))
+
+
+# how the pair invariants of a group with a stabilizer read off the Monte Carlo lift's kernel inputs
+# (radius-weighted chart entries, then both radii squared for SO(3); chart of R_u^T R_v, then
+# R_u^T (t_v - t_u) for SE(D)), whatever stabilizer elements the lift drew
+FROM_LIFTED_INPUTS = {
+    "SO3": lambda inputs: torch.cat([inputs[..., 8:9], inputs[..., 9:]], -1),  # r_u r_v (R_u^T R_v)_33, r_u^2, r_v^2
+    "SE2": lambda inputs: inputs[..., -2:].square().sum(-1, keepdim=True),
+    "SE3": lambda inputs: inputs[..., -3:].square().sum(-1, keepdim=True),
+}
+
+
+@pytest.mark.parametrize("group", ALL, ids=ids(ALL))
+def test_pair_invariants_are_what_every_lift_of_the_pair_sees(group, generator, dtype):
+    """Free actions: the kernel inputs of the one lift. With a stabilizer: the part of the lifted kernel
+    inputs that redrawing the stabilizer samples leaves unchanged (a function on double cosets)."""
+    x = torch.randn(2, 6, group.space_dim, generator=generator, dtype=dtype)
+    invariants = group.pair_invariants(x.unsqueeze(2), x.unsqueeze(1))
+    for seed in range(3 if group.stabilizer_dim else 1):
+        elements, orbits, _ = group.lift(x, n_samples=1, generator=torch.Generator().manual_seed(seed))
+        relative = group.relative(elements.unsqueeze(2), elements.unsqueeze(1))
+        inputs = group.kernel_inputs(relative, orbits.unsqueeze(2).expand(-1, -1, 6, -1),
+                                     orbits.unsqueeze(1).expand(-1, 6, -1, -1))
+        assert_close(FROM_LIFTED_INPUTS.get(group.name, lambda i: i)(inputs), invariants)
+
+
+def test_pair_invariants_of_the_rotations_are_polynomials_in_the_points(generator):
+    x, y = torch.randn(2, 4, 3, generator=generator, dtype=F64).unbind(0)
+    dot, rx, ry = SO3().pair_invariants(x, y).unbind(-1)
+    assert_close(dot, (x * y).sum(-1))
+    assert_close(rx, x.square().sum(-1))
+    assert_close(ry, y.square().sum(-1))
+    assert_close(SE3().pair_invariants(x, y).squeeze(-1), (x - y).square().sum(-1))
+    assert_close(SO2().pair_invariants(x[:, :2], y[:, :2])[:, 1], x[:, 0] * y[:, 1] - x[:, 1] * y[:, 0])
 
 
 @pytest.mark.parametrize("group", [SO2(), SO3()], ids=["SO2", "SO3"])

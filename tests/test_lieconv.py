@@ -1,39 +1,41 @@
 """LieConv and LieResNet: invariance (exact or in distribution), smoothness across the angle wrap,
-second derivatives, masks, neighbourhoods, and clear errors for bad input. Invariance, smoothness and
-second derivatives, masks and the neighbour search run in float32 and float64 (``dtype`` fixture), the
-rest in float64."""
+second derivatives, masks, neighbourhoods, and clear errors for bad input, for both lifts (the exact
+one, every group's default, and the paper's Monte Carlo lift of the groups with a stabilizer;
+tests/test_exact_invariance.py has the exact lift's own checks). Invariance, smoothness and second
+derivatives, masks and the neighbour search run in float32 and float64 (``dtype`` fixture), the rest
+in float64."""
 
 import copy
+import functools
 import math
 
 import pytest
 import torch
 from conftest import TOLERANCES, assert_invariant
-from problems import (ALL_GROUPS, EXACT_GROUPS, SAMPLED_GROUPS, SENSITIVE, assert_double_backward_matches_float64,
+from problems import (ALL_GROUPS, SAMPLED_GROUPS, SENSITIVE, assert_double_backward_matches_float64,
                       ids, lift_samples, point_cloud, small_lieresnet)
 
 from hamnet import lieconv
-from hamnet.equivariance import equivariance_error
-from hamnet.groups import SE2, SE3, SO2, SO3, T, get_group
-from hamnet.lieconv import LieResNet, centre, nearest, neighbourhood
+from hamnet.groups import SE2, SE3, SO2, SO3, LieGroup, T, get_group
+from hamnet.lieconv import LieResNet, invariant_neighbourhood, nearest, neighbourhood
 
 F64 = torch.float64
+#: the paper's lift: two random stabilizer samples per point (keeps tests small)
+monte_carlo = functools.partial(small_lieresnet, lift="monte-carlo", lift_samples=2)
+#: every (group, lift) a network can be built with: exact for every group, Monte Carlo where there is a stabilizer
+LIFTED = [(group, "exact") for group in ALL_GROUPS] + [(group, "monte-carlo") for group in SAMPLED_GROUPS]
+LIFTED_IDS = [f"{group!r}-{lift}" for group, lift in LIFTED]
 
 
-@pytest.mark.parametrize("neighbours", [None, 4])
-@pytest.mark.parametrize("group", EXACT_GROUPS, ids=ids(EXACT_GROUPS))
-def test_deterministic_lifts_give_exact_invariance(group, neighbours, generator, dtype):
-    model = small_lieresnet(group, neighbours, dtype=dtype, gain=SENSITIVE)
-    points, features = point_cloud(group, generator, dtype=dtype)
-    scale = model(points, features).abs().max().item()
-    error = equivariance_error(model, group, points, features, generator=generator)
-    assert error <= TOLERANCES[dtype].invariance * scale
+def network(group, lift, **settings):
+    """A small LieResNet over ``group`` with ``lift`` ("exact" or "monte-carlo", two samples)."""
+    return (monte_carlo if lift == "monte-carlo" else small_lieresnet)(group, **settings)
 
 
 @pytest.mark.parametrize("neighbours", [None, 5])
 @pytest.mark.parametrize("group", SAMPLED_GROUPS, ids=ids(SAMPLED_GROUPS))
 def test_layers_are_exactly_equivariant_given_transformed_lifts(group, neighbours, generator, dtype):
-    model = small_lieresnet(group, neighbours, dtype=dtype, gain=SENSITIVE)
+    model = monte_carlo(group, neighbours, dtype=dtype, gain=SENSITIVE)
     points, features = point_cloud(group, generator, dtype=dtype)
     elements, orbits, mask = group.lift(points, n_samples=3, generator=generator)
     lifted_features = features.repeat_interleave(3, 1)
@@ -46,7 +48,7 @@ def test_layers_are_exactly_equivariant_given_transformed_lifts(group, neighbour
 @pytest.mark.parametrize("group", SAMPLED_GROUPS, ids=ids(SAMPLED_GROUPS))
 def test_sampled_lifts_are_invariant_in_distribution(group, generator, dtype):
     """The spread of the output under random transformations matches its spread under resampling."""
-    model = small_lieresnet(group, lift_samples=2, dtype=dtype)
+    model = monte_carlo(group, dtype=dtype)
     points, features = point_cloud(group, generator, B=1, N=5, dtype=dtype)
     draws = 64
     with torch.no_grad():
@@ -64,23 +66,12 @@ def test_sampled_lifts_are_invariant_in_distribution(group, generator, dtype):
 
 @pytest.mark.parametrize("group", SAMPLED_GROUPS, ids=ids(SAMPLED_GROUPS))
 def test_a_systems_output_does_not_depend_on_its_batch_position(group, generator, dtype):
-    model = small_lieresnet(group, lift_samples=2, dtype=dtype, gain=SENSITIVE)
+    model = monte_carlo(group, dtype=dtype, gain=SENSITIVE)
     points, features = point_cloud(group, generator, B=3, N=5, dtype=dtype)
     with torch.no_grad():
         together = model(points, features)
         alone = torch.cat([model(points[i:i + 1], features[i:i + 1]) for i in range(3)])
     assert_invariant(alone, together)
-
-
-def test_so2_on_centred_points_is_exactly_se2_invariant(generator, dtype):
-    group, model = SO2(), small_lieresnet(SO2(), dtype=dtype, gain=SENSITIVE)
-    points, features = point_cloud(group, generator, dtype=dtype)
-    mask = torch.ones(3, 6, dtype=torch.bool)
-    mask[1, 4:] = False
-    reference = model(centre(points, mask), features, mask)
-    motions = SE2().sample((3, 1), generator, dtype, scale=3.0)  # rotations about arbitrary points + translations
-    moved = SE2().act(motions, points)
-    assert_invariant(model(centre(moved, mask), features, mask), reference)
 
 
 def _largest_steps(group, model, n, dtype=F64):
@@ -100,10 +91,13 @@ def _largest_steps(group, model, n, dtype=F64):
     return out.diff().abs().max(), (grad[1:] - grad[:-1]).flatten(1).norm(dim=-1).max()
 
 
-@pytest.mark.parametrize("group", [SO2(), SE2(), SO3()], ids=["SO2", "SE2", "SO3"])
-def test_output_and_force_are_smooth_across_the_wrap(group, dtype):
+WRAPPING = [(SO2(), "exact"), (SE2(), "exact"), (SO3(), "exact"), (SE2(), "monte-carlo"), (SO3(), "monte-carlo")]
+
+
+@pytest.mark.parametrize("group, lift", WRAPPING, ids=[f"{g!r}-{lift}" for g, lift in WRAPPING])
+def test_output_and_force_are_smooth_across_the_wrap(group, lift, dtype):
     """Halving the step halves every step of a smooth function; a jump would stay the same size."""
-    model = small_lieresnet(group, lift_samples=lift_samples(group), dtype=dtype, gain=SENSITIVE)
+    model = network(group, lift, dtype=dtype, gain=SENSITIVE)
     coarse, fine = _largest_steps(group, model, 100, dtype), _largest_steps(group, model, 200, dtype)
     for c, f in zip(coarse, fine):
         assert 1.8 < c / f < 2.2
@@ -111,6 +105,8 @@ def test_output_and_force_are_smooth_across_the_wrap(group, dtype):
 
 class _RawAngleSO2(SO2):
     """SO(2) whose kernel sees the raw angle log(u^-1 v), which wraps at pi (what not to do)."""
+
+    pair_invariants = LieGroup.pair_invariants  # the lifts' kernel inputs, hence the raw angle below
 
     def relative(self, u, v):
         angle = self.log(self.compose(self.inv(u), v))
@@ -123,10 +119,10 @@ def test_the_smoothness_check_catches_a_raw_angle_kernel():
     assert min(c / f for c, f in zip(coarse, fine)) < 1.5
 
 
-@pytest.mark.parametrize("group", ALL_GROUPS, ids=ids(ALL_GROUPS))
+@pytest.mark.parametrize("group, lift", LIFTED, ids=LIFTED_IDS)
 @pytest.mark.parametrize("spread", [1.0, 1e-4], ids=["random", "near-identity"])
-def test_second_derivatives_through_the_network(group, spread, generator, dtype):
-    model = small_lieresnet(group, width=8, depth=1, lift_samples=lift_samples(group), dtype=dtype, gain=SENSITIVE)
+def test_second_derivatives_through_the_network(group, lift, spread, generator, dtype):
+    model = network(group, lift, width=8, depth=1, dtype=dtype, gain=SENSITIVE)
     base = torch.randn(1, 1, group.space_dim, generator=generator, dtype=F64) + 0.5
     points = (base + spread * torch.randn(1, 3, group.space_dim, generator=generator, dtype=F64)).to(dtype)
     features = torch.rand(1, 3, 2, generator=generator, dtype=dtype)
@@ -138,12 +134,16 @@ def test_second_derivatives_through_the_network(group, spread, generator, dtype)
                                            points, *TOLERANCES[dtype].second_derivative)
 
 
-@pytest.mark.parametrize("group", [SO2(), SO3()], ids=["SO2", "SO3"])
-def test_a_point_at_the_rotation_centre_gives_finite_forces(group, generator, dtype):
+CENTRED = [(SO2(), "exact"), (SO3(), "exact"), (SO3(), "monte-carlo")]
+CENTRED_IDS = [f"{g!r}-{lift}" for g, lift in CENTRED]
+
+
+@pytest.mark.parametrize("group, lift", CENTRED, ids=CENTRED_IDS)
+def test_a_point_at_the_rotation_centre_gives_finite_forces(group, lift, generator, dtype):
     points, features = point_cloud(group, generator, B=1, N=4, dtype=dtype)
     points[0, 0] = 0.0
     points.requires_grad_(True)
-    model = small_lieresnet(group, lift_samples=lift_samples(group), dtype=dtype)
+    model = network(group, lift, dtype=dtype)
     out = model(points, features)
     (force,) = torch.autograd.grad(out.sum(), points, create_graph=True)
     second = torch.autograd.grad(force.square().sum(), [points, *model.parameters()], allow_unused=True)
@@ -151,12 +151,12 @@ def test_a_point_at_the_rotation_centre_gives_finite_forces(group, generator, dt
     assert all(torch.isfinite(d).all() for d in second if d is not None)  # d force / d (points, parameters)
 
 
-@pytest.mark.parametrize("group", [SO2(), SO3()], ids=["SO2", "SO3"])
-def test_force_stays_bounded_as_a_point_passes_the_rotation_centre(group, generator, dtype):
+@pytest.mark.parametrize("group, lift", CENTRED, ids=CENTRED_IDS)
+def test_force_stays_bounded_as_a_point_passes_the_rotation_centre(group, lift, generator, dtype):
     # The lift's rotation turns abruptly through the centre; a kernel fed the relative rotation
     # alone gives a force growing like 1 / (miss distance). The largest force along a straight pass
     # must not grow as the pass gets closer to the centre.
-    model = small_lieresnet(group, lift_samples=lift_samples(group), dtype=dtype)
+    model = network(group, lift, dtype=dtype)
     points, features = point_cloud(group, generator, B=1, N=4, dtype=dtype)
     along = torch.linspace(-1e-2, 1e-2, 101, dtype=dtype)
 
@@ -172,9 +172,12 @@ def test_force_stays_bounded_as_a_point_passes_the_rotation_centre(group, genera
     assert near < 2 * far
 
 
-@pytest.mark.parametrize("group", [T(2), SE3()], ids=["T2", "SE3"])
-def test_padded_points_do_not_change_the_output(group, generator, dtype):
-    model = small_lieresnet(group, neighbours=3, dtype=dtype, gain=SENSITIVE)
+PADDED = [(T(2), "exact"), (SE3(), "exact"), (SE3(), "monte-carlo")]
+
+
+@pytest.mark.parametrize("group, lift", PADDED, ids=[f"{g!r}-{lift}" for g, lift in PADDED])
+def test_padded_points_do_not_change_the_output(group, lift, generator, dtype):
+    model = network(group, lift, neighbours=3, dtype=dtype, gain=SENSITIVE)
     points, features = point_cloud(group, generator, B=1, N=4, dtype=dtype)
     padded_points = torch.cat([points, torch.full((1, 2, group.space_dim), float("nan"), dtype=dtype)], 1)
     padded_features = torch.cat([features, torch.full((1, 2, 2), 5.0, dtype=dtype)], 1)
@@ -182,12 +185,14 @@ def test_padded_points_do_not_change_the_output(group, generator, dtype):
     assert_invariant(model(padded_points, padded_features, mask), model(points, features))
 
 
-@pytest.mark.parametrize("group", [SO2(), SE2()], ids=["SO2", "SE2"])
-def test_all_neighbours_equals_k_nearest_with_k_all(group, generator, dtype):
+ALL_OR_NEAREST = [(SO2(), "exact"), (SE2(), "exact"), (SO3(), "exact"), (SE2(), "monte-carlo")]
+
+
+@pytest.mark.parametrize("group, lift", ALL_OR_NEAREST, ids=[f"{g!r}-{lift}" for g, lift in ALL_OR_NEAREST])
+def test_all_neighbours_equals_k_nearest_with_k_all(group, lift, generator, dtype):
     points, features = point_cloud(group, generator, dtype=dtype)
-    M = 6 * (lift_samples(group) or 1)
-    dense, knn = (small_lieresnet(group, neighbours=k, lift_samples=lift_samples(group), dtype=dtype)
-                  for k in (None, M))
+    M = 6 * (lift_samples(group) if lift == "monte-carlo" else 1)
+    dense, knn = (network(group, lift, neighbours=k, dtype=dtype) for k in (None, M))
     rtol, atol = TOLERANCES[dtype].network
     torch.testing.assert_close(knn(points, features), dense(points, features), rtol=rtol, atol=atol)
 
@@ -220,6 +225,22 @@ def test_nearest_matches_a_brute_force_search(generator):
     torch.testing.assert_close(nbhd.weights.sum(-1), torch.ones(2, 80, dtype=F64))
 
 
+@pytest.mark.parametrize("group", ALL_GROUPS, ids=ids(ALL_GROUPS))
+def test_the_exact_neighbourhood_is_the_nearest_points_pair_invariants(group, generator):
+    """Exact lift: the k nearest in ``point_distance`` (padded points last), kernel inputs the pair invariants."""
+    points = torch.randn(2, 40, group.space_dim, generator=generator, dtype=F64)
+    mask = torch.ones(2, 40, dtype=torch.bool)
+    mask[1, 35:] = False
+    nbhd = invariant_neighbourhood(group, points, mask, 5)
+    d = group.point_distance(points, points).masked_fill(~mask.unsqueeze(1), float("inf"))
+    chosen = d.gather(-1, nbhd.index).sort(-1).values
+    torch.testing.assert_close(chosen, d.topk(5, largest=False).values, rtol=0, atol=TOLERANCES[F64].search)
+    neighbours = points[torch.arange(2).view(2, 1, 1), nbhd.index]
+    torch.testing.assert_close(nbhd.kernel_inputs, group.pair_invariants(points.unsqueeze(2), neighbours))
+    assert nbhd.kernel_inputs.shape == (2, 40, 5, group.invariant_dim)
+    torch.testing.assert_close(nbhd.weights.sum(-1), torch.ones(2, 40, dtype=F64))
+
+
 @pytest.mark.parametrize("group", [SO2(), SO3()], ids=["SO2", "SO3"])
 def test_nearest_with_orbits_over_several_chunks_matches_a_brute_force_search(group, generator, dtype):
     """Rotations about a centre have orbits (radii), so the search ranks by group and orbit distance
@@ -244,14 +265,16 @@ def test_nearest_with_orbits_over_several_chunks_matches_a_brute_force_search(gr
     assert (real_chosen == (real * samples).clamp(max=k)).all()
 
 
-def test_deterministic_and_float32(generator):
+@pytest.mark.parametrize("lift", ["exact", "monte-carlo"])
+def test_deterministic_and_float32(lift, generator):
     group = SE2()
     points, features = point_cloud(group, generator)
-    model = small_lieresnet(group, neighbours=4)
+    model = network(group, lift, neighbours=4)
     torch.testing.assert_close(model(points, features), model(points, features), rtol=0, atol=0)
     other = model(points, features, generator=torch.Generator().manual_seed(99))
-    assert not torch.equal(other, model(points, features))
-    model32 = small_lieresnet(group, neighbours=4, dtype=torch.float32)
+    # the generator draws the Monte Carlo lift's samples; the exact lift draws nothing
+    assert torch.equal(other, model(points, features)) == (lift == "exact")
+    model32 = network(group, lift, neighbours=4, dtype=torch.float32)
     out32 = model32(points.float(), features.float())
     rtol, atol = TOLERANCES[torch.float32].network
     assert out32.dtype == torch.float32
@@ -277,3 +300,30 @@ def test_bad_inputs_have_clear_messages(generator):
         get_group("SE4")
     with pytest.raises(ValueError, match="lift_samples must be 1 for T2"):
         LieResNet(T(2), 1, lift_samples=4)
+
+
+def test_bad_lifts_have_clear_messages(generator):
+    with pytest.raises(ValueError, match="lift_samples must be 1 for SE3 with the exact lift.*lift='monte-carlo'"):
+        LieResNet(SE3(), 1, lift_samples=4)
+    with pytest.raises(ValueError, match="lift must be one of exact, monte-carlo"):
+        LieResNet(SO3(), 1, lift="sampled")
+    with pytest.raises(ValueError, match="SO2 acts freely, so its one lift per point is already exact"):
+        LieResNet(SO2(), 1, lift="monte-carlo")
+    with pytest.raises(ValueError, match="an exact SE2 network takes points, not lifted elements"):
+        model = small_lieresnet(SE2())
+        points, features = point_cloud(SE2(), generator)
+        model.forward_lifted(*SE2().lift(points, n_samples=1), features)
+    assert LieResNet(SO3(), 1, lift_samples=1).lift == "exact"  # one sample per point is the exact lift's own
+    assert monte_carlo(SE3()).lift_samples == 2 and LieResNet(SE3(), 1, lift="monte-carlo").lift_samples == 4
+
+
+class _SampledOnly(SO3):
+    """SO(3) as a group that only knows the Monte Carlo lift (as a user's group with a stabilizer might)."""
+
+    has_exact_lift = False
+
+
+def test_a_group_without_pair_invariants_defaults_to_the_monte_carlo_lift():
+    assert LieResNet(_SampledOnly(), 1).lift == "monte-carlo"
+    with pytest.raises(ValueError, match="SO3 has no exact lift"):
+        LieResNet(_SampledOnly(), 1, lift="exact")
