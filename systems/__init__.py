@@ -14,6 +14,7 @@ from pathlib import Path
 from types import ModuleType
 
 from .base import HamiltonianSystem, Params, autograd_gradient, gradient_force, remove_total_momentum
+from .charged import Charged
 from .nbody import NBody
 from .springs import Springs
 
@@ -21,8 +22,9 @@ from .springs import Springs
 #: dict, changed only through :func:`register_system`.
 SYSTEMS: dict[str, type[HamiltonianSystem]] = {}
 
-__all__ = ["HamiltonianSystem", "autograd_gradient", "Params", "SYSTEMS", "NBody", "Springs", "get_system_class",
-           "gradient_force", "import_file", "make_system", "register_system", "remove_total_momentum"]
+__all__ = ["HamiltonianSystem", "autograd_gradient", "Params", "SYSTEMS", "Charged", "NBody", "Springs",
+           "get_system_class", "gradient_force", "import_file", "make_system", "register_system",
+           "remove_total_momentum"]
 
 
 def register_system(cls: type[HamiltonianSystem], name: str | None = None, *, replace: bool = False) -> None:
@@ -39,6 +41,7 @@ def register_system(cls: type[HamiltonianSystem], name: str | None = None, *, re
 
 register_system(Springs)
 register_system(NBody)
+register_system(Charged)
 
 
 def get_system_class(spec: str) -> type[HamiltonianSystem]:

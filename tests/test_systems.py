@@ -138,7 +138,7 @@ def test_check_params_names_what_is_missing():
 def test_registry():
     assert get_system_class("springs") is Springs
     assert isinstance(make_system("nbody", dim=3, family="cluster"), NBody)
-    with pytest.raises(ValueError, match="unknown system 'spring'; choose one of nbody, springs"):
+    with pytest.raises(ValueError, match="unknown system 'spring'; choose one of charged, nbody, springs"):
         get_system_class("spring")
 
 
