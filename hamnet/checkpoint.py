@@ -61,11 +61,40 @@ def _write_failure(path: str | os.PathLike, error: Exception) -> OSError:
     return failure
 
 
+#: the pretrained models shipped with hamnet: ``NAME.pt`` and its model card ``NAME.md`` in this folder
+PRETRAINED = Path(__file__).parent / "pretrained"
+PRETRAINED_PREFIX = "pretrained:"
+
+
+def pretrained_models() -> dict[str, Path]:
+    """The shipped pretrained checkpoints by name (``"springs-so2"`` -> its ``.pt``)."""
+    return {path.stem: path for path in sorted(PRETRAINED.glob("*.pt"))}
+
+
+def resolve_checkpoint(spec: str | os.PathLike) -> Path:
+    """The checkpoint file ``spec`` names: a path, or the name of a pretrained model (``springs-so2`` or
+    ``pretrained:springs-so2``; a bare name counts only when no file of that name exists)."""
+    path = Path(spec)
+    text = str(spec)
+    if text.startswith(PRETRAINED_PREFIX) or (not path.exists() and text in pretrained_models()):
+        name = text.removeprefix(PRETRAINED_PREFIX)
+        known = pretrained_models()
+        if name not in known:
+            raise CheckpointError(f"no pretrained model {name!r}; shipped: {', '.join(known) or 'none'} "
+                                  "(hamnet pretrained lists them with their model cards)")
+        return known[name]
+    return path
+
+
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Read and check a checkpoint; raises :class:`CheckpointError` naming the problem."""
-    path = Path(path)
+    """Read and check a checkpoint (a path, or a pretrained model's name: :func:`resolve_checkpoint`);
+    raises :class:`CheckpointError` naming the problem."""
+    path = resolve_checkpoint(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a folder; give a checkpoint file (RUN/best.pt or RUN/last.pt)")
     if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file")
+        raise CheckpointError(f"{path}: no such checkpoint file (nor a pretrained model: "
+                              f"{', '.join(pretrained_models()) or 'none shipped'})")
     if not zipfile.is_zipfile(path):
         raise CheckpointError(f"{path}: not a torch checkpoint (truncated, corrupt or another kind of file)")
     try:

@@ -8,6 +8,7 @@ no partially written output.
 from __future__ import annotations
 
 import argparse
+import inspect
 import logging
 import os
 import sys
@@ -78,7 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"hamnet {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_generate, _add_info, _add_train, _add_rollout, _add_evaluate, _add_visual, _add_demo):
+    for add in (_add_generate, _add_info, _add_train, _add_rollout, _add_evaluate, _add_visual, _add_demo,
+                _add_pretrained):
         add(commands)
     for subcommand in commands.choices.values():
         add_common_options(subcommand)
@@ -89,33 +91,35 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_system_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("system")
     group.add_argument("--system", default="springs",
-                       help="a built-in system (springs, nbody) or your own class as path/to/file.py:ClassName "
-                       "(default: springs)")
+                       help="a built-in system (springs, nbody, charged), one a --plugin registers, or your own "
+                       "class as path/to/file.py:ClassName (default: springs)")
     group.add_argument("--n-particles", type=int, default=None,
-                       help="particles per system, at least 2 (default: the system's own, 6 for springs, 5 for nbody)")
+                       help="particles per system, at least 2 (default: the system's own: 6 for springs, 5 for "
+                       "nbody and charged)")
     group.add_argument("--dim", type=int, default=2, choices=(2, 3), help="spatial dimensions (default: 2)")
     group.add_argument("--family", default=None,
                        help="nbody only: initial conditions, 'central' (light bodies orbiting a heavy one) or "
                        "'cluster' (a bound random cluster) (default: central)")
     group.add_argument("--softening", type=float, default=None,
-                       help="nbody only: gravitational softening length eps, the same in force and potential "
-                       "(default: 0.1)")
+                       help="nbody and charged only: softening length eps of the 1/r potential, the same in force "
+                       "and potential (default: 0.1)")
 
 
 def system_from_args(args: argparse.Namespace):
     """Build the system the flags describe; raises ValueError with a one-line reason."""
-    from systems import NBody, get_system_class
+    from systems import get_system_class
 
     cls = get_system_class(args.system)
     settings = {"dim": args.dim}
     if args.n_particles is not None:
         settings["n_particles"] = args.n_particles
+    accepted = inspect.signature(cls).parameters
     for flag in ("family", "softening"):
         value = getattr(args, flag)
         if value is None:
             continue
-        if not issubclass(cls, NBody):
-            raise InputError(f"--{flag} applies only to the nbody system, not {args.system!r}")
+        if flag not in accepted:
+            raise InputError(f"--{flag} does not apply to the system {args.system!r} (it has no {flag!r} setting)")
         settings[flag] = value
     try:
         return cls(**settings)
@@ -246,8 +250,12 @@ def _add_train(commands) -> None:
                        help=f"hidden layers / residual blocks (default: {m.depth})")
     model.add_argument("--neighbours", type=int, default=m.neighbours,
                        help="hlieconv only: k nearest neighbours in group distance (default: all particles)")
+    model.add_argument("--lift", default=m.lift, choices=("exact", "monte-carlo"),
+                       help="hlieconv only: 'exact' (one lift per point, kernel inputs invariant under the stabilizer: "
+                       "invariant to round-off) or 'monte-carlo' (the paper's sampled lift, invariant in "
+                       "distribution) (default: exact)")
     model.add_argument("--lift-samples", type=int, default=m.lift_samples,
-                       help="hlieconv only: Monte Carlo lift samples for groups with a stabilizer (default: the group's)")
+                       help="hlieconv only, with --lift monte-carlo: lift samples per point (default: the group's)")
     opt, t = parser.add_argument_group("optimisation"), TrainConfig
     opt.add_argument("--epochs", type=int, default=t.epochs, help=f"epochs over the training windows (default: {t.epochs})")
     opt.add_argument("--batch-size", type=int, default=t.batch_size,
@@ -285,7 +293,7 @@ def train_config_from_args(args: argparse.Namespace, data) -> "TrainConfig":
     feature_keys = tuple(["m"] + [k for k in per_particle if k != "m"])
     model = ModelConfig(name=args.model, n_particles=data.n_particles, dim=data.dim, feature_keys=feature_keys,
                         width=args.width, depth=args.depth, group=args.group, neighbours=args.neighbours,
-                        lift_samples=args.lift_samples)
+                        lift_samples=args.lift_samples, lift=args.lift)
     return TrainConfig(model=model, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                        weight_decay=args.weight_decay, chunk=args.chunk, method=args.method, dtype=args.dtype,
                        seed=args.seed, validation=args.validation, test=args.test, max_windows=args.max_windows)
@@ -328,10 +336,10 @@ def run_train(args: argparse.Namespace) -> None:
 def _model_and_data(args: argparse.Namespace, suffix: str, what: str):
     """The checkpoint's model, the checkpoint and the data of ``--checkpoint`` / ``--data``, checked to fit
     together, after making sure ``--out`` can be written without touching either."""
-    from .checkpoint import model_from_checkpoint
+    from .checkpoint import model_from_checkpoint, resolve_checkpoint
     from .models import check_compatible
 
-    check_output(args.out, inputs=[args.data, args.checkpoint], suffixes=(suffix,), what=what)
+    check_output(args.out, inputs=[args.data, resolve_checkpoint(args.checkpoint)], suffixes=(suffix,), what=what)
     model, state = model_from_checkpoint(args.checkpoint)
     data = load_trajectories(args.data)
     check_compatible(model.config, data, args.data)
@@ -463,8 +471,33 @@ def run_demo(args: argparse.Namespace) -> None:
     print(f"\nrelative changes are maxima over {settings.test_systems} test systems and "
           f"{settings.rollout_steps} steps; rollout error is |a-b|/(|a|+|b|), 0 perfect, 1 unrelated; VPT is the "
           "median time until that error first passes 0.1 (valid prediction time)")
-    print(f"files in {out}/: conservation.png, error.png, springs-hlieconv.gif, rollout-*.npz, runs/, summary.json")
+    print(f"files in {out}/: conservation.png, error.png, springs-hlieconv.gif (and springs-pretrained.gif), "
+          "rollout-*.npz, runs/, summary.json")
     print(f"demo finished in {time.perf_counter() - start:.0f} s")
+
+
+# -- pretrained ------------------------------------------------------------------------------------
+def _add_pretrained(commands) -> None:
+    parser = commands.add_parser(
+        "pretrained", help="list the pretrained models shipped with hamnet",
+        description="List the pretrained models shipped with hamnet, with the summary of each model card. Use "
+        "one by name wherever a checkpoint is asked for: hamnet rollout --checkpoint springs-so2 ... (or "
+        "pretrained:springs-so2; in Python, hamnet.model_from_checkpoint(\"springs-so2\")).",
+    )
+    parser.add_argument("name", nargs="?", default=None, help="print this model's whole card")
+    parser.set_defaults(run=run_pretrained)
+
+
+def run_pretrained(args: argparse.Namespace) -> None:
+    from .checkpoint import pretrained_models, resolve_checkpoint
+
+    if args.name is not None:
+        print(resolve_checkpoint(f"pretrained:{args.name}").with_suffix(".md").read_text().rstrip())
+        return
+    for name, path in pretrained_models().items():
+        card = path.with_suffix(".md")
+        summary = next((line for line in card.read_text().splitlines() if line and not line.startswith("#")), "")
+        print(f"{name:<16} {summary}")
 
 
 if __name__ == "__main__":  # pragma: no cover

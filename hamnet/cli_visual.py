@@ -137,9 +137,9 @@ def _learned_hamiltonian(rollout: Trajectories):
     checkpoint = rollout.meta.get("checkpoint")
     if checkpoint is None:
         return None
-    from .checkpoint import model_from_checkpoint
+    from .checkpoint import model_from_checkpoint, resolve_checkpoint
 
-    if not Path(checkpoint).is_file():
+    if not resolve_checkpoint(checkpoint).is_file():
         raise ValueError(f"--learned-energy: the rollout's checkpoint {checkpoint} does not exist "
                          "(paths are as given to hamnet rollout; run from the same folder)")
     model, _ = model_from_checkpoint(checkpoint)

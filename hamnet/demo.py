@@ -20,7 +20,7 @@ from pathlib import Path
 
 from systems import Springs
 
-from .checkpoint import model_from_checkpoint
+from .checkpoint import model_from_checkpoint, pretrained_models
 from .data import DEFAULT_CHUNK, Windows
 from .diagnostics import bounded_relative_error, conservation_report
 from .evaluation import geometric_mean, valid_prediction_time
@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 
 #: the file that marks a folder as the demo's own, so a later demo may replace what is in it
 DEMO_MARKER = ".hamnet-demo"
+#: the shipped model the demo rolls out beside the ones it trains
+PRETRAINED_MODEL = "springs-so2"
 
 
 @dataclass(frozen=True)
@@ -101,6 +103,14 @@ def run_demo(out: str | Path, *, seed: int = 0, settings: DemoSettings = DemoSet
         save_trajectories(out / f"rollout-{name}.npz", predicted)
         rollouts[name] = predicted
         table[name] = _scores(model, truth, predicted, metrics)
+    if PRETRAINED_MODEL in pretrained_models():  # what a fully trained hamnet model does on the same systems
+        log.info("rolling out the pretrained %s", PRETRAINED_MODEL)
+        model, state = model_from_checkpoint(PRETRAINED_MODEL)
+        predicted = predicted_trajectories(model, truth, model_config=state["model_config"],
+                                           checkpoint=PRETRAINED_MODEL, keep_diverged=True)
+        save_trajectories(out / f"rollout-{PRETRAINED_MODEL}.npz", predicted)
+        rollouts[f"pretrained {PRETRAINED_MODEL}"] = predicted
+        table[f"pretrained {PRETRAINED_MODEL}"] = _scores(model, truth, predicted, {"train_seconds": None})
     table["truth (yoshida8)"] = _scores(None, truth, truth, {})
 
     _figures(out, truth, rollouts, settings)
@@ -136,11 +146,15 @@ def _figures(out: Path, truth: Trajectories, rollouts: dict[str, Trajectories], 
     stride = max(1, truth.n_times // settings.frames)
     animate(rollouts["hlieconv-SO2"], truth, out=out / "springs-hlieconv.gif", stride=stride,
             max_frames=settings.frames, trail=8, label="HLieConv SO(2)")
+    pretrained = rollouts.get(f"pretrained {PRETRAINED_MODEL}")
+    if pretrained is not None:
+        animate(pretrained, truth, out=out / "springs-pretrained.gif", stride=stride, max_frames=settings.frames,
+                trail=8, label=f"pretrained {PRETRAINED_MODEL}")
 
 
 def format_table(table: dict) -> str:
     """The demo's summary as an aligned text table."""
-    header = (f"{'model':<18} {'method':<9} {'window MSE':>10} {'rollout err':>11} {'final err':>9} {'VPT':>6} "
+    header = (f"{'model':<24} {'method':<9} {'window MSE':>10} {'rollout err':>11} {'final err':>9} {'VPT':>6} "
               f"{'|dP| rel':>9} {'|dL| rel':>9} {'|dE| rel':>9}")
     lines = [header, "-" * len(header)]
     for name, row in table.items():
@@ -148,6 +162,6 @@ def format_table(table: dict) -> str:
         gm = f"{row['rollout_error_geometric_mean']:.3f}" if "rollout_error_geometric_mean" in row else "-"
         final = f"{row['rollout_error_final']:.3f}" if "rollout_error_final" in row else "-"
         vpt = f"{row['valid_prediction_time_median']:.2f}" if "valid_prediction_time_median" in row else "-"
-        lines.append(f"{name:<18} {row['method']:<9} {mse:>10} {gm:>11} {final:>9} {vpt:>6} "
+        lines.append(f"{name:<24} {row['method']:<9} {mse:>10} {gm:>11} {final:>9} {vpt:>6} "
                      f"{row['linear_momentum']:>9.1e} {row['angular_momentum']:>9.1e} {row['energy']:>9.1e}")
     return "\n".join(lines)

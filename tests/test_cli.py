@@ -52,7 +52,7 @@ def test_same_seed_same_file_bit_for_bit(tmp_path, capsys):
     (["--system", "planets"], "unknown system 'planets'"),
     (["--n-particles", "1"], "n_particles must be an integer >= 2"),
     (["--system", "missing.py:Thing"], "system file 'missing.py' does not exist"),
-    (["--family", "cluster"], "--family applies only to the nbody system"),
+    (["--family", "cluster"], "--family does not apply to the system 'springs'"),
 ])
 def test_generate_bad_input(tmp_path, capsys, flags, message):
     out = tmp_path / "x.npz"
