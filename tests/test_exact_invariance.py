@@ -142,6 +142,7 @@ class LearnedPlusTruePotential(nn.Module):
                                                                               owner=self)
 
 
+@pytest.mark.slow  # seconds of subprocesses or 10,000 steps: `make test-slow` (and CI) run it
 def test_se3_exact_potential_keeps_linear_and_angular_momentum_for_10000_leapfrog_steps(generator):
     system = NBody(n_particles=4, dim=3, family="cluster")
     params, z0 = sample_batch(system, 2, generator)

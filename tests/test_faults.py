@@ -926,6 +926,7 @@ def _generate_and_signal(tmp: Path, sig: int, moment: str) -> tuple[subprocess.P
     return process, err, out
 
 
+@pytest.mark.slow  # seconds of subprocesses or 10,000 steps: `make test-slow` (and CI) run it
 @pytest.mark.parametrize("sig, moment, codes", [
     (signal.SIGTERM, "working", (143, 1)),
     (signal.SIGTERM, "writing", (143, 1)),

@@ -167,6 +167,7 @@ def test_sigkill_mid_run_then_resume_completes(springs_file, tmp_path):
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 6
 
 
+@pytest.mark.slow  # seconds of subprocesses or 10,000 steps: `make test-slow` (and CI) run it
 def test_a_run_killed_as_its_folder_appears_is_accepted_by_a_new_run_and_by_resume(springs_file, tmp_path):
     run, copy = tmp_path / "run", tmp_path / "copy"
     command = cli_train(springs_file, run, epochs=1)
