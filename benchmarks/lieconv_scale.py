@@ -84,7 +84,7 @@ def _markdown(report: dict) -> str:
         f"points in 3D, k = {NEIGHBOURS} nearest neighbours (lifted elements). Time: median of {REPEATS} "
         "forward + backward passes (gradients w.r.t. parameters and points). Memory: peak resident set "
         "(VmHWM) minus resident set before the passes, each size in a fresh process. SO(3) lifts each "
-        "point to one element (one Monte Carlo stabilizer sample). The k-nearest search computes all "
+        "point to one element (the exact lift, the default). The k-nearest search computes all "
         "N^2 distances in row chunks (memory bounded, time quadratic but a small share at these sizes); "
         "kernel inputs, kernel activations and gathered features exist only for the N k chosen pairs.",
         "",
