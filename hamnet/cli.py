@@ -421,15 +421,18 @@ def _add_evaluate(commands) -> None:
 def run_evaluate(args: argparse.Namespace) -> None:
     import json
 
+    from .data import DEFAULT_CHUNK
     from .evaluation import evaluate
     from .io import atomic_path
     from .rollouts import model_label
 
     model, state, data = _model_and_data(args, ".json", "a metrics file")
-    chunk = state.get("train_config", {}).get("chunk", 5)
+    trained = state.get("train_config") or {}  # windows as the model was trained on: its chunk and integrator
+    chunk, window_method = trained.get("chunk", DEFAULT_CHUNK), trained.get("method", "rk4")
     system = true_system(data, args.true_system)
     metrics = {"model": model_label(state["model_config"]), "checkpoint": str(args.checkpoint),
-               "data": str(args.data), **evaluate(model, data, chunk=chunk, method=args.method, system=system)}
+               "data": str(args.data), **evaluate(model, data, chunk=chunk, method=args.method, system=system,
+                                                  window_method=window_method)}
     with atomic_path(args.out) as tmp:
         tmp.write_text(json.dumps(metrics, indent=2) + "\n")
     error, valid = metrics["rollout_error"], metrics["valid_prediction_time"]
@@ -489,15 +492,16 @@ def _add_pretrained(commands) -> None:
 
 
 def run_pretrained(args: argparse.Namespace) -> None:
-    from .checkpoint import pretrained_models, resolve_checkpoint
+    from .checkpoint import PRETRAINED_PREFIX, pretrained_models, resolve_checkpoint
 
     if args.name is not None:
-        print(resolve_checkpoint(f"pretrained:{args.name}").with_suffix(".md").read_text().rstrip())
+        card = resolve_checkpoint(PRETRAINED_PREFIX + args.name.removeprefix(PRETRAINED_PREFIX)).with_suffix(".md")
+        print(card.read_text().rstrip() if card.exists() else f"{args.name}: no model card")
         return
     for name, path in pretrained_models().items():
         card = path.with_suffix(".md")
-        summary = next((line for line in card.read_text().splitlines() if line and not line.startswith("#")), "")
-        print(f"{name:<16} {summary}")
+        lines = card.read_text().splitlines() if card.exists() else ["(no model card)"]
+        print(f"{name:<16} {next((line for line in lines if line and not line.startswith('#')), '')}")
 
 
 if __name__ == "__main__":  # pragma: no cover

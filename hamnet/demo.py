@@ -20,7 +20,7 @@ from pathlib import Path
 
 from systems import Springs
 
-from .checkpoint import model_from_checkpoint, pretrained_models
+from .checkpoint import PRETRAINED_PREFIX, model_from_checkpoint, pretrained_models
 from .data import DEFAULT_CHUNK, Windows
 from .diagnostics import bounded_relative_error, conservation_report
 from .evaluation import geometric_mean, valid_prediction_time
@@ -105,9 +105,10 @@ def run_demo(out: str | Path, *, seed: int = 0, settings: DemoSettings = DemoSet
         table[name] = _scores(model, truth, predicted, metrics)
     if PRETRAINED_MODEL in pretrained_models():  # what a fully trained hamnet model does on the same systems
         log.info("rolling out the pretrained %s", PRETRAINED_MODEL)
-        model, state = model_from_checkpoint(PRETRAINED_MODEL)
-        predicted = predicted_trajectories(model, truth, model_config=state["model_config"],
-                                           checkpoint=PRETRAINED_MODEL, keep_diverged=True)
+        shipped = PRETRAINED_PREFIX + PRETRAINED_MODEL  # never a file of that name in the working folder
+        model, state = model_from_checkpoint(shipped)
+        predicted = predicted_trajectories(model, truth, model_config=state["model_config"], checkpoint=shipped,
+                                           keep_diverged=True)
         save_trajectories(out / f"rollout-{PRETRAINED_MODEL}.npz", predicted)
         rollouts[f"pretrained {PRETRAINED_MODEL}"] = predicted
         table[f"pretrained {PRETRAINED_MODEL}"] = _scores(model, truth, predicted, {"train_seconds": None})

@@ -56,11 +56,12 @@ def _distribution(values: Tensor) -> dict[str, float]:
 
 
 def evaluate(model: Any, truth: Trajectories, *, chunk: int = DEFAULT_CHUNK, method: str | None = None,
-             seed: int = 0, system: Any = None) -> dict[str, Any]:
+             seed: int = 0, system: Any = None, window_method: str = "rk4") -> dict[str, Any]:
     """Every headline number for one model on one trajectory file, as a JSON-ready dict.
 
-    ``window_mse``: mean squared error over ``chunk``-state windows, integrated with rk4 as in
-    training, in the model's own dtype (``window_mse_with_initial``: the paper code's convention).
+    ``window_mse``: mean squared error over ``chunk``-state windows, integrated with ``window_method``
+    (pass the training run's, as ``hamnet evaluate`` does; rk4 is the paper's) in the model's own dtype
+    (``window_mse_with_initial``: the paper code's convention).
     ``rollout_error``: bounded relative error over the whole horizon in float64 with ``method``
     (default: leapfrog for separable models, else rk4): its mean over systems at every time, the
     geometric mean over time and the final value. ``valid_prediction_time``: per system the time until
@@ -76,7 +77,7 @@ def evaluate(model: Any, truth: Trajectories, *, chunk: int = DEFAULT_CHUNK, met
                       > EVALUATION_WINDOWS else None, seed=seed)
     # a learned model is scored in its own dtype; a true system (no weights) in float64
     model_dtype = next(model.parameters()).dtype if isinstance(model, nn.Module) else torch.float64
-    scores = window_mse(model, windows, float(truth.meta["dt"]), dtype=model_dtype)
+    scores = window_mse(model, windows, float(truth.meta["dt"]), method=window_method, dtype=model_dtype)
     result, error = rollout_errors(model, truth, method=method)
     curve = error.mean(0)
     vpt = valid_prediction_time(error, truth.t)
@@ -97,6 +98,7 @@ def evaluate(model: Any, truth: Trajectories, *, chunk: int = DEFAULT_CHUNK, met
         "n_systems": truth.n_systems,
         "window_mse": scores["mse"],
         "window_mse_with_initial": scores["mse_with_initial"],
+        "window_method": window_method,
         "rollout_method": method or default_method(model),
         "rollout_error": {
             "time": truth.t.tolist(),

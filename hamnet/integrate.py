@@ -269,24 +269,32 @@ class _ImplicitRungeKutta(_CarryingSolver):
         h = torch.as_tensor(dt, dtype=y0.dtype, device=y0.device)
         if stages is None:
             stages = [self.func(t0, y0)] * len(self.b)
-        y_size = y0.detach().abs().max()
+        # convergence is judged per system (the leading axis of a batched state), so that one system that
+        # turns non-finite or converges slowly neither stops nor holds back the solve of the others
+        per_system = y0.dim() >= 2
+
+        def largest(x: Tensor) -> Tensor:
+            x = x.detach().abs()
+            return x.flatten(1).amax(1) if per_system else x.max().reshape(1)
+
+        y_size = largest(y0)
         for _ in range(self.max_iters):
             new = [
                 self.func(t0 + c_i * dt, y0 + h * sum(a_ij * k for a_ij, k in zip(row, stages)))
                 for row, c_i in zip(self.a, self.c)
             ]
-            change = max((n - k).detach().abs().max() for n, k in zip(new, stages)) * h.abs()
-            size = torch.maximum(y_size, max(n.detach().abs().max() for n in new) * h.abs())
+            change = torch.stack([largest(n - k) for n, k in zip(new, stages)]).amax(0) * h.abs()
+            size = torch.maximum(y_size, torch.stack([largest(n) for n in new]).amax(0) * h.abs())
             stages = new
-            if not torch.isfinite(change):
-                break  # leave a non-finite state for the caller to report, with its step
-            if change <= self.tol * size:
+            finite = torch.isfinite(change)  # a non-finite system is left for the caller to report, with its step
+            if bool((~finite | (change <= self.tol * size)).all()):
                 break
         else:
+            worst = float(torch.where(finite, change / size, 0).max())
             raise ConvergenceError(
                 f"{self.method_name}: the implicit stage equations did not converge to tol={self.tol:.1e} "
                 f"in {self.max_iters} fixed-point iterations at t={float(t0):.6g} (last relative change "
-                f"{float(change / size):.1e}); use a smaller step (--dt) or allow more iterations (--max-iters on the "
+                f"{worst:.1e}); use a smaller step (--dt) or allow more iterations (--max-iters on the "
                 f"command line, options={{'max_iters': ...}} in Python)"
             )
         y1 = y0 + h * sum(b_i * k for b_i, k in zip(self.b, stages))

@@ -15,7 +15,7 @@ import glob
 import json
 import math
 import os
-import tempfile
+import secrets
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,7 +76,7 @@ class Trajectories:
         Data files are data: a system is found only by a name registered in ``systems.SYSTEMS`` (the
         built-ins, or one a ``--plugin`` registered). A file made by a user's system loaded from a
         file (``meta["system"] = "path.py:Class"``) is never imported because the file says so:
-        :class:`SystemUnavailable` says how to name it yourself, with ``spec`` (``--system`` on the
+        :class:`SystemUnavailable` says how to name it yourself, with ``spec`` (``--true-system`` on the
         command line), which is then trusted as the user's own choice. Raises ValueError when the
         system cannot be built or lacks a parameter it needs.
         """
@@ -88,7 +88,7 @@ class Trajectories:
             if ":" in name:
                 raise SystemUnavailable(
                     f"{where} was made by the user system {name!r}; hamnet never runs code that a data file "
-                    f"names. To use its true Hamiltonian, name it yourself: --system {name} (system= in Python)")
+                    f"names. To use its true Hamiltonian, name it yourself: --true-system {name} (system= in Python)")
             raise SystemUnavailable(f"{where} names the system {name!r}, which is not registered here; if it is "
                                     "your own, load the file that registers it with --plugin FILE.py")
         try:
@@ -137,16 +137,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     if not folder.is_dir():
         raise OSError(f"cannot write {path}: folder {folder} does not exist")
     _remove_stale_temporaries(path)
-    try:
-        handle, name = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=folder)
-    except OSError as error:
-        raise OSError(f"cannot write {path}: {error.strerror}") from error
-    os.close(handle)
-    tmp = Path(name)
-    # mkstemp makes the file private (0600); give the result the permissions a plain open() would
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
+    tmp = _new_temporary(path)
     try:
         try:
             yield tmp
@@ -160,6 +151,21 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             raise OSError(error.errno, f"cannot write {path}: {reason}") from error
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _new_temporary(path: Path) -> Path:
+    """A new empty file ``.NAME.PID.RANDOM.tmp`` beside ``path``, created exclusively with the permissions a
+    plain ``open()`` gives (0666 less the umask, applied by the kernel: no process-wide umask juggling)."""
+    for _ in range(100):
+        tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            return tmp
+        except FileExistsError:
+            continue
+        except OSError as error:
+            raise OSError(error.errno, f"cannot write {path}: {error.strerror}") from error
+    raise OSError(f"cannot write {path}: no free temporary name beside it")
 
 
 def _remove_stale_temporaries(path: Path) -> None:
@@ -218,7 +224,8 @@ def _stored_bytes(path: Path) -> int:
         with zipfile.ZipFile(path) as archive:
             for member in archive.infolist():
                 if not member.filename.endswith(".npy"):
-                    continue
+                    raise TrajectoryFileError(f"{path}: holds {member.filename!r}, which is not a numpy array; "
+                                              "a trajectory file holds only .npy arrays")
                 with archive.open(member) as handle:
                     version = np.lib.format.read_magic(handle)
                     read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)

@@ -74,6 +74,8 @@ def check_output_folder(out: str | os.PathLike, *, marker: str, inputs: Iterable
 
 
 def _check_folder_writable(folder: Path, what: str) -> None:
+    if folder.exists() and not folder.is_dir():
+        raise OutputPathError(f"cannot write {what}: {folder} is a file, not a folder")
     if not folder.is_dir():
         raise OutputPathError(f"cannot write {what}: folder {folder} does not exist")
     if not os.access(folder, os.W_OK | os.X_OK):

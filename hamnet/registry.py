@@ -26,12 +26,13 @@ class Registry(Generic[Entry]):
         self._entries: dict[str, tuple[str, Entry]] = {}
 
     def register(self, name: str, entry: Entry, *, replace: bool = False) -> Entry:
-        """Add ``entry`` under ``name`` and return it. Registering the same entry again is a no-op;
+        """Add ``entry`` under ``name`` and return it. Registering an equal entry again is a no-op (a class
+        or function equals only itself; a value such as an ``Integrator`` equals an identical one);
         another entry under a taken name is refused unless ``replace=True``."""
         if not isinstance(name, str) or not name.strip():
             raise ValueError(f"a {self.what} name must be a non-empty string, got {name!r}")
         key = name.strip().lower()
-        if key in self._entries and self._entries[key][1] is not entry and not replace:
+        if key in self._entries and self._entries[key][1] != entry and not replace:
             raise ValueError(
                 f"a {self.what} named {self._entries[key][0]!r} is already registered; "
                 "choose another name or pass replace=True"

@@ -50,4 +50,5 @@ def check_memory(needed: float, what: str, advice: str, available: int | None = 
     available = available_memory() if available is None else available
     if needed > USABLE_FRACTION * available:
         raise MemoryError(f"{what} needs about {format_bytes(needed)} of memory, more than the "
-                          f"{format_bytes(available)} available; {advice}")
+                          f"{format_bytes(USABLE_FRACTION * available)} usable of the {format_bytes(available)} "
+                          f"free; {advice}")

@@ -130,7 +130,8 @@ def rollout_systems(
 ) -> Rollout:
     """:func:`rollout` for a batch in which some systems may diverge: each diverging system is taken out
     of the batch (at the end of the chunk in which it diverged; a diverging system's non-finite values
-    never reach the others, whose trajectories are those they would have alone) and held at its last
+    never reach the others, whose trajectories are those they would have alone, with every fixed-step
+    method; an adaptive one shares its step size across the batch) and held at its last
     healthy state, and the rest are integrated to the end. Returns a :class:`Rollout`; arguments as
     :func:`rollout` (``keep_diverged=True``: only a non-finite state counts as diverged)."""
     return _integrate(model_or_system, z0, params, steps, dt, method, dtype, chunk_steps, options, keep_diverged,
@@ -173,7 +174,12 @@ def _integrate(model_or_system, z0, params, steps, dt, method, dtype, chunk_step
             # differ from dt by round-off of times up to chunk_steps * dt, not of the whole horizon
             t = torch.arange(n + 1, dtype=dtype, device=device) * dt
             field = HamiltonianField(model, {k: v[active] for k, v in params.items()})
-            states = odeint(field, trajectory[active, done], t, method=key, options=options)  # (n + 1, b, 2, N, D)
+            try:
+                states = odeint(field, trajectory[active, done], t, method=key, options=options)  # (n + 1, b, 2, N, D)
+            except AssertionError as error:  # torchdiffeq's adaptive solvers assert when the step size underflows
+                raise RolloutError(f"the {method} rollout failed between steps {done} and {done + n}: {error}; a "
+                                   "system is likely diverging: a fixed-step method (leapfrog, rk4) reports which",
+                                   step=done, systems=[], trajectory=trajectory[:, : done + 1].clone()) from error
             trajectory[active, done + 1: done + n + 1] = states[1:].transpose(0, 1)
             if stop_at_divergence:
                 _raise_if_unhealthy(trajectory, done + 1, done + n, limit)

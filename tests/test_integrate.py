@@ -454,3 +454,23 @@ def test_documented_composition_has_its_order(documented_example):
     assert (entry.order, entry.symplectic, entry.separable_only, entry.fixed_step) == (4, True, True, True)
     system, params, z0 = two_body_orbit(speed=1.0)
     assert convergence_slope(documented_example, HamiltonianField(system, params), z0) == pytest.approx(4, abs=0.25)
+
+
+@pytest.mark.parametrize("method", ["implicit_midpoint", "gauss4"])
+def test_implicit_solves_converge_per_system_so_a_failing_system_leaves_the_others_alone(method):
+    # system 1's field stops being finite after t = 0.25; system 0 must come out as it does alone
+    rotation = torch.tensor([[0.0, 1.0], [-1.0, 0.0]], dtype=torch.float64)
+
+    def field(t, y):
+        out = y @ rotation.T + 0.1 * y.square()
+        if y.shape[0] > 1 and float(t) > 0.25:
+            out = out.clone()
+            out[1] = math.nan
+        return out
+
+    y0 = torch.tensor([[1.0, 0.3], [0.5, -0.2]], dtype=torch.float64)
+    t = torch.linspace(0, 1, 21, dtype=torch.float64)
+    together = odeint(field, y0, t, method=integrate.solver_key(method))
+    alone = odeint(field, y0[:1], t, method=integrate.solver_key(method))
+    assert torch.allclose(together[:, 0], alone[:, 0], rtol=1e-13, atol=1e-13)
+    assert not torch.isfinite(together[-1, 1]).all()

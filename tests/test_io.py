@@ -121,7 +121,7 @@ def test_a_file_naming_a_user_system_never_imports_it(tmp_path, data):
     path = tmp_path / "evil.npz"
     save_trajectories(path, Trajectories(data.t, data.z, data.params, {**data.meta, "system": f"{code}:Evil"}))
     loaded = load_trajectories(path)
-    with pytest.raises(SystemUnavailable, match=r"never runs code that a data file names.*--system"):
+    with pytest.raises(SystemUnavailable, match=r"never runs code that a data file names.*--true-system"):
         loaded.system()
     assert not marker.exists()
     # named by the user, the same class is trusted and built
@@ -173,3 +173,12 @@ def test_a_failed_write_names_the_file_and_leaves_the_old_one(tmp_path, data):
             tmp.write_bytes(b"partial")
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
     assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["s.npz"]
+
+
+def test_an_archive_entry_that_is_not_an_array_is_refused(tmp_path, data):
+    path = tmp_path / "extra.npz"
+    _write_raw(path, data)
+    with zipfile.ZipFile(path, "a") as archive:
+        archive.writestr("notes.txt", "hello")
+    with pytest.raises(TrajectoryFileError, match="holds 'notes.txt', which is not a numpy array"):
+        load_trajectories(path)
