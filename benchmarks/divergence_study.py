@@ -65,6 +65,8 @@ def main() -> None:
     parser.add_argument("--test", required=True)
     parser.add_argument("--steps", type=int, default=None, help="rollout steps (default: the test file's)")
     parser.add_argument("--systems", type=int, default=None, help="only the first this many test systems")
+    parser.add_argument("--system-ids", type=int, nargs="+", default=None, help="only these test systems")
+    parser.add_argument("--dt", type=float, default=None, help="rollout step (default: the test file's dt)")
     parser.add_argument("--methods", nargs="+", default=["leapfrog", "rk4"], help="integrators (leapfrog first)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "divergence_study"))
     args = parser.parse_args()
@@ -74,8 +76,10 @@ def main() -> None:
     train, test = load_trajectories(args.train), load_trajectories(args.test)
     if args.systems is not None:
         test = test.select(slice(0, args.systems))
+    if args.system_ids is not None:
+        test = test.select(torch.tensor(args.system_ids))
     steps = args.steps or test.n_times - 1
-    dt = float(test.meta["dt"])
+    dt = args.dt or float(test.meta["dt"])
     reach = {"pair_distance": float(largest_pair_distance(train.z[:, :, 0]).max()),
              "momentum": float(train.z[:, :, 1].norm(dim=-1).max())}
     runs = {method: rollout_systems(model, test.z[:, 0], test.params, steps, dt, method=method)
