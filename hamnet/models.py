@@ -1,4 +1,4 @@
-"""Learned models of particle dynamics: the paper's HLieConv and its baselines.
+"""Learned models of particle dynamics: the paper's HLieConv and its baselines, EGNN among them.
 
 Note to the reader: a state is ``z: (B, 2, N, D)`` (``z[:, 0]`` positions ``q``, ``z[:, 1]`` momenta
 ``p``) and ``params`` a dict of tensors with a leading batch axis (``{"m": (B, N), "k": (B, N)}``).
@@ -11,12 +11,14 @@ name         what it predicts                                              separ
 hlieconv     ``H = sum |p|^2/2m + V(q - centroid, features)``, V a LieResNet yes        yes
 fc-hnn       ``H`` from an MLP on flattened ``q, p, features``               no         no
 hogn         ``H`` from a graph network over all particle pairs              no         yes
+egnn-h       ``H = sum |p|^2/2m + V(q, features)``, V an invariant EGNN      yes        yes
 fc-node      ``dz/dt`` from an MLP on flattened ``q, p, features``           no         no
+egnn-node    ``dz/dt``: ``p/m`` and an E(n)-equivariant EGNN force            no         yes
 ============ ============================================================= ========== ===========
 
-Only HLieConv is separable (its kinetic energy is the known one), so only it can be rolled out
-with leapfrog / yoshida4; every Hamiltonian model works with implicit_midpoint / gauss4 / rk4,
-and FC-NODE (not Hamiltonian) with the explicit torchdiffeq methods.
+HLieConv and EGNN-H are separable (their kinetic energy is the known one), so they can be rolled
+out with leapfrog / yoshida4; every Hamiltonian model works with implicit_midpoint / gauss4 / rk4,
+and FC-NODE and EGNN-NODE (not Hamiltonian) with the explicit torchdiffeq methods.
 
 Configuration is one frozen :class:`ModelConfig`; ``build_model(config)`` rebuilds a model, so a
 checkpoint stores ``dataclasses.asdict(model.config)`` and the ``state_dict``. Activations are
@@ -40,8 +42,9 @@ from .registry import Registry
 
 Params = dict[str, Tensor]
 
-__all__ = ["ModelConfig", "ParticleModel", "HLieConv", "FCNODE", "FCHNN", "HOGN", "MODELS", "register_model",
-           "build_model", "check_compatible", "init_parameters", "parameter_count"]
+__all__ = ["ModelConfig", "ParticleModel", "SeparableModel", "HLieConv", "FCNODE", "FCHNN", "HOGN", "EGNNH",
+           "EGNNNODE", "EGNNLayer", "EGNN", "MODELS", "register_model", "build_model", "check_compatible",
+           "init_parameters", "parameter_count"]
 
 #: seed of the generator that initialises weights when ``build_model`` is given none
 DEFAULT_INIT_SEED = 0
@@ -52,11 +55,11 @@ class ModelConfig:
     """Everything needed to rebuild a model (with ``build_model``), JSON- and ``torch.save``-friendly.
 
     ``name``: a name in :data:`MODELS` (the built-ins or one added with :func:`register_model`). ``n_particles`` and ``dim``: the systems the model is for (the
-    fully connected models are tied to ``n_particles``; HLieConv and HOGN accept any ``N``).
+    fully connected models are tied to ``n_particles``; the others accept any ``N``).
     ``feature_keys``: the parameters stacked into per-particle features. ``width`` and ``depth``:
     hidden width and number of hidden layers (LieConv residual blocks for HLieConv, message
-    passing MLP layers for HOGN). HLieConv only: ``group`` (a name for ``hamnet.groups.get_group``;
-    default: the translations of ``dim``, ``"T2"`` or ``"T3"``),
+    passing MLP layers for HOGN, EGNN layers for EGNN-H and EGNN-NODE). HLieConv only: ``group``
+    (a name for ``hamnet.groups.get_group``; default: the translations of ``dim``, ``"T2"`` or ``"T3"``),
     ``neighbours`` (k nearest in group distance; None for all particles), ``lift`` (``"exact"``: one
     lift per point and kernel inputs invariant under the stabilizer, so the potential is invariant to
     round-off; ``"monte-carlo"``: the paper's sampled lift, invariant in distribution; None: exact where
@@ -191,6 +194,20 @@ def _mlp(in_features: int, width: int, depth: int, out_features: int) -> nn.Sequ
     return nn.Sequential(*layers)
 
 
+def _pairs(x: Tensor, *edges: Tensor) -> Tensor:
+    """The inputs of every ordered pair: ``[x_i, x_j, edges_ij]``; ``x: (B, N, F)`` and each of
+    ``edges: (B, N, N, E)`` -> ``(B, N, N, 2 F + sum E)``."""
+    n = x.shape[1]
+    return torch.cat([x.unsqueeze(2).expand(-1, -1, n, -1), x.unsqueeze(1).expand(-1, n, -1, -1), *edges], dim=-1)
+
+
+def _sum_over_others(pairwise: Tensor) -> Tensor:
+    """``sum_{j != i} pairwise_ij``; ``(B, N, N, C)`` -> ``(B, N, C)``."""
+    n = pairwise.shape[1]
+    not_self = ~torch.eye(n, dtype=torch.bool, device=pairwise.device)
+    return (pairwise * not_self.unsqueeze(-1).to(pairwise.dtype)).sum(2)
+
+
 def init_parameters(module: nn.Module, generator: torch.Generator) -> None:
     """Re-initialise every ``nn.Linear`` in ``module`` from ``generator`` (torch's default scheme:
     weights and biases ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``), so building is reproducible."""
@@ -271,9 +288,35 @@ class ParticleModel(nn.Module):
         return self.config.n_particles * (2 * self.config.dim + self.n_features)
 
 
+class SeparableModel(ParticleModel):
+    """``H = sum_i |p_i|^2 / 2 m_i + V_theta(q)``: the known kinetic energy and a learned potential.
+
+    A subclass implements ``potential(q, params) -> (B,)``; the Hamiltonian, the forces ``-dV/dq`` (by
+    autograd, graph kept for training) and ``velocity`` follow, so leapfrog and yoshida4 apply.
+    """
+
+    separable = True
+
+    def potential(self, q: Tensor, params: Params) -> Tensor:
+        """``V_theta(q)``; ``q: (B, N, D)`` -> ``(B,)``."""
+        raise NotImplementedError(f"{type(self).__name__} must implement potential(q, params)")
+
+    def hamiltonian(self, z: Tensor, params: Params) -> Tensor:
+        """``H(z)``; ``z: (B, 2, N, D)`` -> ``(B,)``."""
+        self._check_state(z, fixed_n=self.fixed_particles)
+        return self.kinetic(z[:, 1], params) + self.potential(z[:, 0], params)
+
+    def forces(self, q: Tensor, params: Params) -> Tensor:
+        """``-dV/dq`` by autograd (graph kept for training); ``q: (B, N, D)`` -> ``(B, N, D)``."""
+        return potential_force(self.potential, q, params, owner=self)
+
+    def forward(self, z: Tensor, params: Params) -> Tensor:
+        return self.hamiltonian(z, params)
+
+
 # -- the models ---------------------------------------------------------------------------------
 
-class HLieConv(ParticleModel):
+class HLieConv(SeparableModel):
     """``H = sum_i |p_i|^2 / 2 m_i + V_theta(q - centroid, features)`` with ``V`` a LieResNet.
 
     Separable, with the true kinetic energy (as in the paper), so leapfrog and yoshida4 apply.
@@ -283,7 +326,6 @@ class HLieConv(ParticleModel):
     conserves linear momentum only; a Monte Carlo lift conserves them only approximately.
     """
 
-    separable = True
     uses_group = True
 
     def __init__(self, config: ModelConfig) -> None:
@@ -323,18 +365,6 @@ class HLieConv(ParticleModel):
         if self.config.centre:
             q = centre(q)
         return self.potential_net(q, self.features(params, q)).squeeze(-1)
-
-    def hamiltonian(self, z: Tensor, params: Params) -> Tensor:
-        """``H(z)``; ``z: (B, 2, N, D)`` -> ``(B,)``."""
-        self._check_state(z, fixed_n=False)
-        return self.kinetic(z[:, 1], params) + self.potential(z[:, 0], params)
-
-    def forces(self, q: Tensor, params: Params) -> Tensor:
-        """``-dV/dq`` by autograd (graph kept for training); ``q: (B, N, D)`` -> ``(B, N, D)``."""
-        return potential_force(self.potential, q, params, owner=self)
-
-    def forward(self, z: Tensor, params: Params) -> Tensor:
-        return self.hamiltonian(z, params)
 
 
 class FCHNN(ParticleModel):
@@ -399,15 +429,130 @@ class HOGN(ParticleModel):
         self._check_state(z, fixed_n=False)
         q, p = z[:, 0], z[:, 1]
         x = torch.cat([q, p, self.features(params, q)], dim=-1)  # (B, N, F')
-        n = x.shape[1]
-        pairs = torch.cat([x.unsqueeze(2).expand(-1, -1, n, -1), x.unsqueeze(1).expand(-1, n, -1, -1)], dim=-1)
-        not_self = ~torch.eye(n, dtype=torch.bool, device=x.device)
-        messages = (self.edge_net(pairs) * not_self.unsqueeze(-1).to(x.dtype)).sum(2)  # (B, N, W)
+        messages = _sum_over_others(self.edge_net(_pairs(x)))  # (B, N, W)
         nodes = self.node_net(torch.cat([x, messages], dim=-1))
         return self.global_net(nodes.sum(1)).squeeze(-1)
 
     def forward(self, z: Tensor, params: Params) -> Tensor:
         return self.hamiltonian(z, params)
+
+
+# -- EGNN (Satorras, Hoogeboom, Welling, "E(n) Equivariant Graph Neural Networks", ICML 2021) ------
+
+def _squared_distances(q: Tensor) -> tuple[Tensor, Tensor]:
+    """``(q_i - q_j, |q_i - q_j|^2)`` of every ordered pair; ``q: (B, N, D)`` -> ``(B, N, N, D)``,
+    ``(B, N, N, 1)``. Smooth everywhere (no square root), and ``|q_j - q_i|^2`` equals ``|q_i - q_j|^2``
+    bit for bit, so a function of them is symmetric in each pair to round-off."""
+    differences = q.unsqueeze(2) - q.unsqueeze(1)
+    return differences, differences.square().sum(-1, keepdim=True)
+
+
+def _edge_net(width: int) -> nn.Sequential:
+    """EGNN's ``phi_e``: ``[h_i, h_j, |x_i - x_j|^2] -> m_ij``, two linear layers with Swish after each."""
+    return nn.Sequential(_mlp(2 * width + 1, width, 1, width), nn.SiLU())
+
+
+class EGNNLayer(nn.Module):
+    """One E(n)-invariant EGNN layer on node features ``h: (B, N, W)`` (the paper's eqs. 3, 5, 6)::
+
+        m_ij = phi_e(h_i, h_j, |x_i - x_j|^2),   m_i = sum_{j != i} m_ij,   h_i' = h_i + phi_h(h_i, m_i)
+
+    over all pairs (no edge attributes ``a_ij``), with a residual connection on ``h``. The coordinate
+    update (eq. 4) is left out: positions enter only through the squared distances, so ``h'`` is
+    invariant to rotations, reflections and translations and permutation equivariant.
+    """
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.edge_net = _edge_net(width)
+        self.node_net = _mlp(2 * width, width, 1, width)
+
+    def forward(self, h: Tensor, squared_distances: Tensor) -> Tensor:
+        """``h: (B, N, W)``, ``squared_distances: (B, N, N, 1)`` -> ``h': (B, N, W)``."""
+        messages = _sum_over_others(self.edge_net(_pairs(h, squared_distances)))
+        return h + self.node_net(torch.cat([h, messages], dim=-1))
+
+
+class EGNN(nn.Module):
+    """A linear embedding of per-particle inputs ``(B, N, F) -> (B, N, W)``, then ``depth``
+    :class:`EGNNLayer` s; invariant node features ``h: (B, N, W)``."""
+
+    def __init__(self, in_features: int, width: int, depth: int) -> None:
+        super().__init__()
+        self.embed = nn.Linear(in_features, width)
+        self.layers = nn.ModuleList(EGNNLayer(width) for _ in range(depth))
+
+    def forward(self, inputs: Tensor, squared_distances: Tensor) -> Tensor:
+        """``inputs: (B, N, F)``, ``squared_distances: (B, N, N, 1)`` -> ``(B, N, W)``."""
+        h = self.embed(inputs)
+        for layer in self.layers:
+            h = layer(h, squared_distances)
+        return h
+
+
+class EGNNH(SeparableModel):
+    """``H = sum_i |p_i|^2 / 2 m_i + V_theta(q, features)``, ``V = sum_i phi_V(h_i)`` over an invariant EGNN.
+
+    The node features start from the particle features and pass ``depth`` :class:`EGNNLayer` s whose
+    edges see squared distances only. An invariant scalar needs no coordinate updates (they would
+    carry equivariant information the energy cannot use), so only the ``h`` stream is kept.
+    ``V`` is invariant, by construction and to round-off, to rotations, reflections, translations
+    and permutations of the particles, for any ``N`` and any weights: rolled out with a symplectic
+    integrator, it conserves linear and angular momentum (Noether). Separable; Swish throughout, so
+    the force (by autograd) is smooth and can be differentiated again in training. Cost ``O(N^2)``.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__(config)
+        self.network = EGNN(self.n_features, config.width, config.depth)
+        self.energy_net = _mlp(config.width, config.width, 1, 1)
+
+    def potential(self, q: Tensor, params: Params) -> Tensor:
+        """``V_theta(q)``; ``q: (B, N, D)`` -> ``(B,)``."""
+        _, squared_distances = _squared_distances(q)
+        h = self.network(self.features(params, q), squared_distances)
+        return self.energy_net(h).squeeze(-1).sum(-1)
+
+
+class EGNNNODE(ParticleModel):
+    """An E(n)-equivariant neural ODE: ``dq/dt = p / m`` (known) and an EGNN force::
+
+        dp_i/dt = sum_{j != i} (q_i - q_j) phi_x(m_ij) + phi_v(h_i) p_i,   m_ij = phi_e(h_i, h_j, |q_i - q_j|^2)
+
+    ``h`` comes from ``depth`` :class:`EGNNLayer` s on ``[features_i, |p_i|^2]``; the output is the
+    velocity variant's update of the paper (its eq. 7) taken as the force, with ``C = 1`` (a force is a
+    sum of pair forces, not a mean). Rotating or reflecting ``z`` rotates ``dz/dt``, translating ``q``
+    leaves it unchanged, and permuting the particles permutes it, for any ``N``.
+
+    Not Hamiltonian and not separable, so it conserves nothing by construction: ``phi_x(m_ij)`` is not
+    symmetric in ``i, j`` (``m_ij != m_ji``), so pair forces are not equal and opposite, and
+    ``phi_v(h_i) p_i`` rescales each momentum on its own; total linear momentum would be conserved only
+    with symmetric pair weights and without the ``phi_v`` term. Angular momentum would need more still.
+
+    The published EGNN N-body benchmark uses EGNN as a one-shot predictor of positions 1000
+    integration steps ahead, not as a vector field; that protocol is separate benchmark work.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__(config)
+        self.network = EGNN(self.n_features + 1, config.width, config.depth)
+        self.edge_net = _edge_net(config.width)
+        self.pair_weight_net = _mlp(config.width, config.width, 1, 1)
+        self.momentum_gain_net = _mlp(config.width, config.width, 1, 1)
+
+    def vector_field(self, z: Tensor, params: Params) -> Tensor:
+        """``dz/dt``; ``z: (B, 2, N, D)`` -> ``(B, 2, N, D)``."""
+        self._check_state(z, fixed_n=False)
+        q, p = z[:, 0], z[:, 1]
+        differences, squared_distances = _squared_distances(q)
+        inputs = torch.cat([self.features(params, q), p.square().sum(-1, keepdim=True)], dim=-1)
+        h = self.network(inputs, squared_distances)
+        messages = self.edge_net(_pairs(h, squared_distances))
+        force = _sum_over_others(differences * self.pair_weight_net(messages)) + self.momentum_gain_net(h) * p
+        return torch.stack([self.velocity(p, params), force], dim=1)
+
+    def forward(self, z: Tensor, params: Params) -> Tensor:
+        return self.vector_field(z, params)
 
 
 #: The model registry: ``ModelConfig.name`` -> model class.
@@ -424,7 +569,8 @@ def register_model(name: str, cls: type[ParticleModel], *, replace: bool = False
     MODELS.register(name, cls, replace=replace)
 
 
-for _name, _cls in (("hlieconv", HLieConv), ("fc-node", FCNODE), ("fc-hnn", FCHNN), ("hogn", HOGN)):
+for _name, _cls in (("hlieconv", HLieConv), ("fc-node", FCNODE), ("fc-hnn", FCHNN), ("hogn", HOGN),
+                   ("egnn-h", EGNNH), ("egnn-node", EGNNNODE)):
     register_model(_name, _cls)
 
 
@@ -460,5 +606,5 @@ def check_compatible(config: ModelConfig, data: Any, source: str) -> None:
         flexible = [name for name in MODELS.names() if not MODELS.get(name).fixed_particles]
         raise ValueError(
             f"{config.name} is fully connected over {config.n_particles} particles and cannot run on {source} "
-            f"with N = {data.n_particles}; {' and '.join(flexible)} run on any N"
+            f"with N = {data.n_particles}; {', '.join(flexible)} run on any N"
         )

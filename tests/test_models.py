@@ -11,17 +11,18 @@ from conftest import assert_invariant
 from problems import SENSITIVE, amplify, cast, rotation, sample_batch, small_model, springs_batch, transform
 from problems import model_config as config
 
-from hamnet.models import FCHNN, FCNODE, HOGN, MODELS, HLieConv, ModelConfig, build_model
+from hamnet.models import EGNNH, EGNNNODE, FCHNN, FCNODE, HOGN, MODELS, HLieConv, ModelConfig, build_model
 from systems import NBody
 
 F64 = torch.float64
-HAMILTONIANS = ["hlieconv", "fc-hnn", "hogn"]
+HAMILTONIANS = ["hlieconv", "fc-hnn", "hogn", "egnn-h"]
 
 
 def test_registry_names_and_classes():
     assert {name: MODELS.get(name) for name in MODELS} == {"hlieconv": HLieConv, "fc-node": FCNODE, "fc-hnn": FCHNN,
-                                                          "hogn": HOGN}
-    with pytest.raises(ValueError, match="unknown model 'mlp'; known: hlieconv, fc-node, fc-hnn, hogn"):
+                                                          "hogn": HOGN, "egnn-h": EGNNH, "egnn-node": EGNNNODE}
+    with pytest.raises(ValueError, match="unknown model 'mlp'; known: hlieconv, fc-node, fc-hnn, hogn, egnn-h, "
+                                         "egnn-node;"):
         build_model(config("mlp"))
 
 
@@ -35,17 +36,19 @@ def test_hamiltonian_models_map_a_state_to_one_energy_per_system(name, generator
     assert model.config == config(name)
 
 
-def test_fc_node_predicts_the_time_derivative(generator):
+@pytest.mark.parametrize("name", ["fc-node", "egnn-node"])
+def test_neural_odes_predict_the_time_derivative(name, generator):
     _, params, z = springs_batch(generator)
-    model = small_model("fc-node")
+    model = small_model(name)
     assert not hasattr(model, "hamiltonian") and not model.separable
     assert model.vector_field(z, params).shape == z.shape
 
 
-def test_only_hlieconv_is_separable_with_the_true_kinetic_energy(generator):
+@pytest.mark.parametrize("name", ["hlieconv", "egnn-h"])
+def test_only_hlieconv_and_egnn_h_are_separable_with_the_true_kinetic_energy(name, generator):
     _, params, z = springs_batch(generator)
-    assert [name for name in MODELS if MODELS.get(name).separable] == ["hlieconv"]
-    model = small_model("hlieconv")
+    assert [name for name in MODELS if MODELS.get(name).separable] == ["hlieconv", "egnn-h"]
+    model = small_model(name)
     kinetic = 0.5 * (z[:, 1].square().sum(-1) / params["m"]).sum(-1)
     torch.testing.assert_close(model.hamiltonian(z, params), kinetic + model.potential(z[:, 0], params))
     torch.testing.assert_close(model.velocity(z[:, 1], params), z[:, 1] / params["m"].unsqueeze(-1))
@@ -62,7 +65,7 @@ def test_fully_connected_models_are_tied_to_their_particle_count(name, generator
         model(z, params)
 
 
-@pytest.mark.parametrize("name", ["hlieconv", "hogn"])
+@pytest.mark.parametrize("name", ["hlieconv", "hogn", "egnn-h"])
 def test_lieconv_and_graph_models_take_any_number_of_particles(name, generator):
     model = small_model(name)
     for n in (2, 4, 7):
