@@ -35,6 +35,8 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor, nn
 
+from systems.base import kinetic_energy, velocity
+
 from .dynamics import potential_force
 from .groups import get_group
 from .lieconv import LieResNet, centre, resolve_lift
@@ -258,11 +260,11 @@ class ParticleModel(nn.Module):
 
     def kinetic(self, p: Tensor, params: Params) -> Tensor:
         """Known kinetic energy ``sum_i |p_i|^2 / (2 m_i)``; ``p: (B, N, D)`` -> ``(B,)``."""
-        return 0.5 * (p.square().sum(-1) / params["m"].to(p.dtype)).sum(-1)
+        return kinetic_energy(p, params["m"])
 
     def velocity(self, p: Tensor, params: Params) -> Tensor:
         """``dq/dt = p / m``; ``p: (B, N, D)`` -> ``(B, N, D)``."""
-        return p / params["m"].to(p.dtype).unsqueeze(-1)
+        return velocity(p, params["m"])
 
     @classmethod
     def label(cls, config: Mapping[str, Any]) -> str:

@@ -86,7 +86,7 @@ class HamiltonianSystem(abc.ABC):
 
     def kinetic(self, p: Tensor, params: Params) -> Tensor:
         """Kinetic energy ``sum_i |p_i|^2 / (2 m_i)``; ``p: (B, N, D)`` -> ``(B,)``."""
-        return 0.5 * (p.square().sum(-1) / params["m"]).sum(-1)
+        return kinetic_energy(p, params["m"])
 
     def hamiltonian(self, z: Tensor, params: Params) -> Tensor:
         """Total energy ``H(z)``; ``z: (B, 2, N, D)`` -> ``(B,)``. Differentiable torch."""
@@ -94,7 +94,7 @@ class HamiltonianSystem(abc.ABC):
 
     def velocity(self, p: Tensor, params: Params) -> Tensor:
         """``dq/dt = dH/dp = p / m``; ``p: (B, N, D)`` -> ``(B, N, D)``."""
-        return p / params["m"].unsqueeze(-1)
+        return velocity(p, params["m"])
 
     def forces(self, q: Tensor, params: Params) -> Tensor:
         """``dp/dt = -dV/dq``; ``q: (B, N, D)`` -> ``(B, N, D)``. Autograd unless overridden."""
@@ -118,6 +118,17 @@ class HamiltonianSystem(abc.ABC):
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.settings().items())
         return f"{type(self).__name__}({args})"
+
+
+def kinetic_energy(p: Tensor, m: Tensor) -> Tensor:
+    """``sum_i |p_i|^2 / (2 m_i)`` per system; ``p: (B, N, D)``, masses ``m: (B, N)`` -> ``(B,)``, in ``p``'s dtype.
+    The one definition that true systems and learned models with the known kinetic energy share."""
+    return 0.5 * (p.square().sum(-1) / m.to(p.dtype)).sum(-1)
+
+
+def velocity(p: Tensor, m: Tensor) -> Tensor:
+    """``dq/dt = p / m``; ``p: (B, N, D)``, ``m: (B, N)`` -> ``(B, N, D)``, in ``p``'s dtype."""
+    return p / m.to(p.dtype).unsqueeze(-1)
 
 
 def remove_total_momentum(p: Tensor) -> Tensor:
