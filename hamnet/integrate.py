@@ -389,8 +389,9 @@ def register_integrator(integrator: Integrator, *, replace: bool = False) -> Int
         declared = getattr(SOLVERS[integrator.name], "order", integrator.order)
         if declared != integrator.order:
             raise ValueError(f"torchdiffeq's {integrator.name!r} has order {declared}, not {integrator.order}")
+    previous = INTEGRATORS.get(integrator.name) if integrator.name in INTEGRATORS else None
     INTEGRATORS.register(integrator.name, integrator, replace=replace)
-    _install(integrator)
+    _install(integrator, replacing=previous.solver if previous is not None else None)
     return integrator
 
 
@@ -409,13 +410,15 @@ def solver_key(name: str) -> str:
     return _install(get_integrator(name))
 
 
-def _install(integrator: Integrator) -> str:
-    """Put ``integrator``'s solver in torchdiffeq's table (idempotent); return its key there."""
+def _install(integrator: Integrator, replacing: type | None = None) -> str:
+    """Put ``integrator``'s solver in torchdiffeq's table (idempotent); return its key there. ``replacing``:
+    the solver of the entry it replaces, whose place in the table it takes."""
     name, solver = integrator.name, integrator.solver
     if solver is None:
         return name
     key = name
-    if name in SOLVERS and not _same_class(SOLVERS[name], solver):
+    ours = replacing is not None and SOLVERS.get(name) is replacing
+    if name in SOLVERS and not ours and not _same_class(SOLVERS[name], solver):
         # never replace a solver torchdiffeq has of its own: a clash must neither break import nor
         # change what torchdiffeq's name means
         key = f"{HAMNET_PREFIX}{name}"

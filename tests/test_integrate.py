@@ -474,3 +474,20 @@ def test_implicit_solves_converge_per_system_so_a_failing_system_leaves_the_othe
     alone = odeint(field, y0[:1], t, method=integrate.solver_key(method))
     assert torch.allclose(together[:, 0], alone[:, 0], rtol=1e-13, atol=1e-13)
     assert not torch.isfinite(together[-1, 1]).all()
+
+
+def test_replacing_a_registered_integrator_takes_its_place_in_torchdiffeqs_table():
+    original = integrate.get_integrator("yoshida6")
+
+    class Yoshida6Again(integrate.CompositionSolver):
+        composition = COMPOSITIONS["yoshida6"]
+
+    replacement = Integrator.from_solver(Yoshida6Again, "the same composition, another class", symplectic=True,
+                                         separable_only=True)
+    try:
+        integrate.register_integrator(replacement, replace=True)
+        assert SOLVERS["yoshida6"] is Yoshida6Again and integrate.solver_key("yoshida6") == "yoshida6"
+        assert "hamnet_yoshida6" not in SOLVERS
+    finally:
+        integrate.register_integrator(original, replace=True)
+    assert SOLVERS["yoshida6"] is original.solver
