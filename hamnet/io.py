@@ -16,6 +16,8 @@ import json
 import math
 import os
 import secrets
+import signal
+import threading
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -118,8 +120,59 @@ def save_trajectories(path: str | os.PathLike, data: Trajectories) -> None:
     _validate(arrays, meta, source="data to save")
     arrays["meta"] = np.array(json.dumps(meta, sort_keys=True))
     with atomic_path(path) as tmp:
-        with open(tmp, "wb") as handle:
-            np.savez(handle, **arrays)
+        _write_npz(tmp, arrays)
+
+
+def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """What ``np.savez`` writes (one uncompressed ``NAME.npy`` member per array), safe against Ctrl-C and SIGTERM.
+
+    An interrupt that lands inside a zipfile constructor leaves a half-built object, and one that leaves an
+    archive unclosed lets its finaliser write to a closed file; either prints a traceback after hamnet's
+    one-line message. So the constructors run with interrupts deferred (delivered right after), and an
+    interrupted write closes what it opened before the interrupt goes on; the temporary file is then removed.
+    """
+    with open(path, "wb") as handle:
+        archive = member = None
+        try:  # a deferred interrupt is raised as a block ends: inside this try, so what it built is closed
+            with _interrupts_deferred():
+                archive = zipfile.ZipFile(handle, "w", zipfile.ZIP_STORED, allowZip64=True)
+            for name, array in arrays.items():
+                with _interrupts_deferred():
+                    member = archive.open(f"{name}.npy", "w", force_zip64=True)
+                np.lib.format.write_array(member, np.asanyarray(array), allow_pickle=False)
+                member.close()
+            archive.close()
+        except BaseException:
+            for opened in (member, archive):  # the file is discarded: close only to quiet the finalisers
+                with contextlib.suppress(Exception):
+                    if opened is not None:
+                        opened.close()
+            raise
+
+
+@contextlib.contextmanager
+def _interrupts_deferred() -> Iterator[None]:
+    """Run a short block that must not be cut in half: SIGINT or SIGTERM arriving during it is held and
+    handed to the handler that was in place once the block ends. Main thread only (where Python runs
+    signal handlers); an interrupt already pending on entry is raised before the block starts."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = {}
+    try:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            previous[signum] = signal.signal(signum, lambda number, frame: caught.append(number))
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if caught:
+            handler = previous[caught[0]]
+            if callable(handler):
+                handler(caught[0], None)
+            elif handler == signal.SIG_DFL:
+                signal.raise_signal(caught[0])
 
 
 @contextlib.contextmanager
@@ -137,8 +190,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     if not folder.is_dir():
         raise OSError(f"cannot write {path}: folder {folder} does not exist")
     _remove_stale_temporaries(path)
-    tmp = _new_temporary(path)
+    tmp = None
     try:
+        with _interrupts_deferred():  # an interrupt between creating the file and noting its name would strand it
+            tmp = _new_temporary(path)
         try:
             yield tmp
             with open(tmp, "rb+") as handle:  # on disk before the rename makes it the real file
@@ -150,7 +205,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             reason = error.strerror or str(error).splitlines()[0]
             raise OSError(error.errno, f"cannot write {path}: {reason}") from error
     finally:
-        tmp.unlink(missing_ok=True)
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
 
 
 def _new_temporary(path: Path) -> Path:

@@ -3,6 +3,7 @@
 import errno
 import json
 import os
+import signal
 import subprocess
 import sys
 import zipfile
@@ -182,3 +183,54 @@ def test_an_archive_entry_that_is_not_an_array_is_refused(tmp_path, data):
         archive.writestr("notes.txt", "hello")
     with pytest.raises(TrajectoryFileError, match="holds 'notes.txt', which is not a numpy array"):
         load_trajectories(path)
+
+
+def test_an_interrupt_during_a_zip_constructor_arrives_after_it():
+    """SIGTERM landing while zipfile builds an object would leave a half-built ZipFile whose finaliser
+    prints a traceback; the writer defers it over the constructor and hands it on right after."""
+    from hamnet import io
+    seen = []
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: seen.append("handler"))
+    try:
+        with io._interrupts_deferred():
+            signal.raise_signal(signal.SIGTERM)
+            seen.append("block finished")
+        seen.append("after")
+        assert signal.getsignal(signal.SIGTERM) is not None and seen == ["block finished", "handler", "after"]
+        with pytest.raises(KeyboardInterrupt):  # Ctrl-C's default handler raises once the block is done
+            with io._interrupts_deferred():
+                signal.raise_signal(signal.SIGINT)
+                seen.append("second block finished")
+        assert seen[-1] == "second block finished"
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@pytest.mark.parametrize("moment", ["building the archive", "writing an array"])
+def test_an_interrupted_write_leaves_no_file_and_no_open_archive(tmp_path, data, monkeypatch, moment):
+    """Ctrl-C while the archive is built (delivered once it is) or while an array is written: the target
+    is not created, the temporary is removed, and no zip object is left open for a finaliser to trip
+    over (that prints a traceback after the one-line message)."""
+    import gc
+    import warnings
+    import zipfile
+    from hamnet import io
+
+    if moment == "building the archive":
+        class Interrupted(zipfile.ZipFile):
+            def __init__(self, *args, **kwargs):
+                super().__init__(*args, **kwargs)
+                signal.raise_signal(signal.SIGINT)
+        monkeypatch.setattr(io.zipfile, "ZipFile", Interrupted)
+    else:
+        def interrupted(*args, **kwargs):
+            raise KeyboardInterrupt
+        monkeypatch.setattr(np.lib.format, "write_array", interrupted)
+    unraisable = []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+    with pytest.raises(KeyboardInterrupt):
+        io.save_trajectories(tmp_path / "out.npz", data)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        gc.collect()
+    assert list(tmp_path.iterdir()) == [] and unraisable == []
