@@ -32,7 +32,16 @@ CPU with one thread; ``smoke`` checks the script end to end in a minute or two. 
 
 Resumable: every run keeps its training folder and its scores under
 ``benchmarks/work/springs_<scale>/``; a rerun skips what is done and resumes an interrupted
-training from its last checkpoint. Writes ``benchmarks/results/springs_<scale>.{md,json}``.
+training from its last checkpoint. Writes ``benchmarks/results/springs_<scale>.{md,json}`` from every
+run scored so far (runs not yet done are listed as such, and the comparison waits for all of them).
+
+The paper scale takes tens of hours of CPU; run it in pieces and on both cores, one process each:
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/springs.py --scale paper --seeds 0 --part 1/2 &
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/springs.py --scale paper --seeds 0 --part 2/2 &
+
+``--part K/N`` takes every N-th run of the list, largest training sizes first; ``--report`` only writes
+the results from the scores present.
 """
 
 from __future__ import annotations
@@ -296,7 +305,10 @@ def table(summary: dict, sizes: tuple[int, ...]) -> list[str]:
              "|---" * (len(METRICS) + 3) + "|"]
     for label, _, _ in MODELS:
         for windows in sizes:
-            entry = summary[label][str(windows)]
+            entry = summary.get(label, {}).get(str(windows))
+            if entry is None:
+                lines.append(f"| {label} | {windows} | - | " + " | ".join(["not run yet"] * len(METRICS)) + " |")
+                continue
             cells = [cell(entry[key], key) for key, _ in METRICS]
             lines.append(f"| {label} | {windows} | {entry['epochs']} | " + " | ".join(cells) + " |")
     return lines
@@ -375,7 +387,8 @@ def write_results(name: str, scale_name: str, scale: Scale, runs: list[dict], pa
     header = {"scale": scale_name, "settings": dataclasses.asdict(scale), "threads": torch.get_num_threads(),
               "torch": torch.__version__, "machine": f"{platform.machine()} {platform.processor()}".strip(),
               "data": {k: v.name for k, v in paths.items()}, "wall_seconds_this_invocation": round(wall, 1),
-              "command": f"python benchmarks/springs.py --scale {scale_name} --threads {args.threads}"}
+              "command": f"python benchmarks/springs.py --scale {scale_name} --threads {args.threads}"
+                         + (f" --seeds {' '.join(map(str, scale.seeds))}" if args.seeds else "")}
     RESULTS.mkdir(exist_ok=True)
     with atomic_path(RESULTS / f"{name}.json") as tmp:
         tmp.write_text(json.dumps(strict_json(header | {"summary": summary, "runs": runs}), indent=2) + "\n")
@@ -396,7 +409,12 @@ def write_results(name: str, scale_name: str, scale: Scale, runs: list[dict], pa
           "maximum over those systems. Every cell is mean ± standard deviation over seeds; per-seed values are in "
           "the JSON file.", ""]
     md += table(summary, scale.sizes)
-    md += ["", "## Against the paper and the reference implementation", ""] + comparison(summary, scale)
+    expected = len(MODELS) * len(scale.sizes) * len(scale.seeds)
+    if len(runs) < expected:
+        md += ["", f"**Partial results: {len(runs)} of {expected} runs scored** (seeds {', '.join(map(str, scale.seeds))}); "
+               "the comparison with the paper and the reference is written once every run is done."]
+    else:
+        md += ["", "## Against the paper and the reference implementation", ""] + comparison(summary, scale)
     with atomic_path(RESULTS / f"{name}.md") as tmp:
         tmp.write_text("\n".join(md) + "\n")
 
@@ -408,18 +426,37 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (recorded in the results)")
     parser.add_argument("--work", type=Path, default=WORK,
                         help="folder for data, run folders and scores (default benchmarks/work)")
+    parser.add_argument("--seeds", type=int, nargs="+", help="only these of the scale's seeds (default: all)")
+    parser.add_argument("--part", default="1/1", help="K/N: this process takes every N-th run, starting at the K-th")
+    parser.add_argument("--report", action="store_true", help="write the results from the scores present; train nothing")
     args = parser.parse_args()
+    try:
+        part, parts = (int(x) for x in args.part.split("/"))
+        assert 1 <= part <= parts
+    except (ValueError, AssertionError):
+        parser.error(f"--part must be K/N with 1 <= K <= N, not {args.part!r}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     logging.getLogger("hamnet.training").setLevel(logging.WARNING)
     torch.set_num_threads(args.threads)
     scale = SCALES[args.scale]
+    if args.seeds:
+        unknown = set(args.seeds) - set(scale.seeds)
+        if unknown:
+            parser.error(f"--seeds {sorted(unknown)} not among the scale's seeds {scale.seeds}")
+        scale = dataclasses.replace(scale, seeds=tuple(args.seeds))
     started = time.perf_counter()
     work = args.work / f"springs_{args.scale}"
     paths = {"train": data_file(work / "data", scale.train_systems, TRAIN_DATA_SEED),
              "test": data_file(work / "data", scale.test_systems, TEST_DATA_SEED)}
     test = load_trajectories(paths["test"])
-    runs = [run_one(scale, work, paths, test, label, name, group, windows, seed)
-            for label, name, group in MODELS for windows in scale.sizes for seed in scale.seeds]
+    # largest training sizes first: they matter most and take longest, so pieces of a long run end on them
+    plan = [(label, name, group, windows, seed) for seed in scale.seeds for windows in sorted(scale.sizes, reverse=True)
+            for label, name, group in MODELS]
+    if not args.report:
+        for label, name, group, windows, seed in plan[part - 1::parts]:
+            run_one(scale, work, paths, test, label, name, group, windows, seed)
+    scored = [work / "scores" / f"{run_name(label, windows, seed)}.json" for label, _, _, windows, seed in plan]
+    runs = [json.loads(path.read_text()) for path in scored if path.exists()]
     write_results(f"springs_{args.scale}", args.scale, scale, runs, paths, args, time.perf_counter() - started)
     logging.info("done in %.0f s; wrote %s", time.perf_counter() - started, RESULTS / f"springs_{args.scale}.md")
 
