@@ -55,8 +55,8 @@ def card(name: str, args, state: dict, scores: dict, long: dict, train_seconds: 
     return "\n".join([
         f"# {name}",
         "",
-        f"{config['name']}{group} (width {config['width']}, depth {config['depth']}) trained on the springs "
-        f"of the paper (N = {config['n_particles']}, {config['dim']}D): {train['max_windows']} windows, "
+        f"{config['name']}{group} (width {config['width']}, depth {config['depth']}) trained on "
+        f"{args.described} (N = {config['n_particles']}, {config['dim']}D): {train['max_windows']} windows, "
         f"{train['epochs']} epochs, {train['method']} windows, lr {train['lr']:g}. Load it by name: "
         f"`hamnet rollout --checkpoint {name} ...`, `hamnet.model_from_checkpoint(\"{name}\")`.",
         "",
@@ -98,6 +98,7 @@ def main() -> None:
     parser.add_argument("--test-command", required=True)
     parser.add_argument("--train-command", required=True)
     parser.add_argument("--long-steps", type=int, default=10_000)
+    parser.add_argument("--described", default="the springs of the paper", help="what the training data is, in words")
     args = parser.parse_args()
     torch.set_num_threads(1)
     run = Path(args.run)
