@@ -137,7 +137,8 @@ def _add_generate(commands) -> None:
         "in float64 (eighth-order symplectic composition with sub-steps) and write a .npz trajectory file.",
     )
     _add_system_options(parser)
-    parser.add_argument("--n-systems", type=int, default=1000, help="number of independent systems (default: 1000)")
+    parser.add_argument("--n-systems", type=int, default=None,
+                        help="number of independent systems (default: 1000, or the split's size with --protocol)")
     parser.add_argument("--steps", type=int, default=500,
                         help="output steps per trajectory; each file holds steps + 1 states (default: 500)")
     parser.add_argument("--dt", type=float, default=0.01, help="time between output states, exact (default: 0.01)")
@@ -150,12 +151,28 @@ def _add_generate(commands) -> None:
                         "as too costly (default: hamnet.simulation.MAX_SUBSTEPS)")
     parser.add_argument("--out", required=True, help="output .npz file (written atomically)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    benchmark = parser.add_argument_group("benchmark protocols")
+    benchmark.add_argument("--protocol", default=None,
+                           help="generate an N-body benchmark set of the equivariant-GNN papers on its own protocol "
+                           "instead: egnn-charged5 or segnn-gravity100 (hamnet.protocols; it fixes the system, the "
+                           "integrator and the frames)")
+    benchmark.add_argument("--split", default="train", choices=("train", "valid", "test"),
+                           help="with --protocol: which split, for its default size (default: train); give each "
+                           "split its own --seed")
     parser.set_defaults(run=run_generate)
 
 
+#: generate's flags that a benchmark protocol decides, with their defaults
+_PROTOCOL_FIXES = {"system": "springs", "n_particles": None, "dim": 2, "family": None, "softening": None,
+                   "steps": 500, "dt": 0.01, "substeps": None, "max_substeps": None}
+
+
 def run_generate(args: argparse.Namespace) -> None:
+    if args.protocol is not None:
+        return _generate_protocol(args)
     from .simulation import generate
 
+    args.n_systems = 1000 if args.n_systems is None else args.n_systems
     check_range("--n-systems", args.n_systems, 1)
     check_range("--steps", args.steps, 1)
     check_finite_positive("--dt", args.dt)
@@ -170,6 +187,26 @@ def run_generate(args: argparse.Namespace) -> None:
     save_trajectories(args.out, data)
     print(describe(data, args.out))
     print(f"generated in {elapsed:.1f} s ({args.n_systems / elapsed:,.0f} systems/s)")
+
+
+def _generate_protocol(args: argparse.Namespace) -> None:
+    from .protocols import PROTOCOLS, generate_protocol
+
+    if args.protocol not in PROTOCOLS:
+        raise InputError(f"unknown protocol {args.protocol!r}; choose one of {', '.join(PROTOCOLS)}")
+    fixed = [f"--{name.replace('_', '-')}" for name, default in _PROTOCOL_FIXES.items() if getattr(args, name) != default]
+    if fixed:
+        raise InputError(f"--protocol {args.protocol} fixes the system, its steps and dt; drop {', '.join(fixed)}")
+    if args.n_systems is not None:
+        check_range("--n-systems", args.n_systems, 1)
+    check_seed(args.seed)
+    check_output(args.out, inputs=[], suffixes=(".npz",), what="a trajectory file")
+    start = time.perf_counter()
+    data = generate_protocol(args.protocol, args.split, args.n_systems, seed=args.seed, progress=not args.quiet)
+    elapsed = time.perf_counter() - start
+    save_trajectories(args.out, data)
+    print(describe(data, args.out))
+    print(f"generated in {elapsed:.1f} s ({data.n_systems / elapsed:,.0f} systems/s)")
 
 
 def _substep_settings(args: argparse.Namespace) -> dict:

@@ -15,17 +15,21 @@ run by ``generate_dataset.py``). There: N = 5 in 3D; charges -1 or +1, each with
 unit masses; Coulomb constant ("interaction_strength") 1, no softening; positions ~ N(0, s^2) per
 coordinate with s = (N / 5)^(1/3); every velocity has speed exactly 0.5 ("vel_norm") in a Gaussian
 random direction, and total momentum is not removed; a box of half-width 5 only reflects the initial
-positions. Its integrator is leapfrog with step 0.001 whose force components are clipped at
-0.1 / 0.001 = 100, which is not a Hamiltonian flow; it saves every 100th of 5000 steps.
+positions. Its integrator, though the code calls it leapfrog, is symplectic Euler with step 0.001:
+one full kick with the initial force, then drift-then-kick steps (first order). Before every kick
+each component of the total force on a particle is clipped to [-100, 100] (0.1 / 0.001), which is
+not a Hamiltonian flow. It saves every 100th step.
 
 hamnet's ``charged`` is the Hamiltonian system. It draws charges, masses, positions and velocities as
 that set does (s = (N / 5)^(1/D), the same rule in 3D, a fixed number density in either dimension;
 speed 0.5 in a uniformly random direction; ``p = m v``), then removes each system's total momentum,
 which shifts every velocity of equal-mass particles by the same vector (relative speeds are kept,
 speeds are no longer exactly 0.5). Softening ``eps = 0.1`` takes the place of the clip, at its scale:
-the unsoftened force between unit charges reaches the clip, 100, at distance 0.1. Reproducing the benchmark's own protocol (its clip,
-step and sampling interval) is separate from this system. Other charge values (drawn uniformly from a
-list), a mass range ``U(low, high)``, ``k_e`` and ``eps`` are settings.
+the unsoftened force between unit charges reaches the clip, 100, at distance 0.1. Softening 0 gives
+the unsoftened law of the benchmark; it has no shortest timescale (:meth:`Charged.timescale` refuses
+it). The benchmark's own protocol (its sampling, integrator, clip and frame interval) is reproduced
+by ``hamnet.protocols``, with this system at softening 0 as the Hamiltonian of its unclipped force. Other charge values
+(drawn uniformly from a list), a mass range ``U(low, high)``, ``k_e`` and ``eps`` are settings.
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ import torch
 from torch import Tensor
 
 from .base import HamiltonianSystem, Params, remove_total_momentum
-from .nbody import G, NBody, _uniform
+from .nbody import G, NBody, _uniform, unsoftened_timescale_message
 
 #: ``k_e`` in ``V = k_e sum_{i<j} c_i c_j / r_ij``: EGNN's interaction strength
 COULOMB_CONSTANT = 1.0
@@ -149,7 +153,10 @@ class Charged(HamiltonianSystem):
         ``u`` holds for states from :meth:`sample_state`: velocities of speed ``s`` (:data:`INITIAL_SPEED`)
         less the mean momentum ``P / N``, ``|P| <= s sum m``, differ by at most
         ``s (2 + mean(m) (1 / m_min - 1 / m_max))``, which is ``2 s`` for equal masses.
+        Refused (``ValueError``) for softening 0, whose well has no bottom.
         """
+        if self.softening == 0:
+            raise ValueError(unsoftened_timescale_message(self.name))
         m, c = params["m"], params["charge"]
         light, heavy = m.amin(-1), m.amax(-1)
         initial = INITIAL_SPEED * (2 + m.mean(-1) * (light.reciprocal() - heavy.reciprocal()))

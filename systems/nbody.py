@@ -2,7 +2,9 @@
 
 ``H = sum_i |p_i|^2 / (2 m_i) - sum_{i<j} G m_i m_j / sqrt(|q_i - q_j|^2 + eps^2)``. The force is the
 exact gradient of that potential, so softening is the same in both and energy is conserved exactly
-by the continuous dynamics. Units: ``G = 1``.
+by the continuous dynamics. Units: ``G = 1``. Softening ``eps = 0`` is the unsoftened ``1/r`` law; it has
+no shortest dynamical time (two bodies can come arbitrarily close), so :meth:`NBody.timescale` refuses it
+and its ground truth needs a fixed number of sub-steps.
 
 Initial-condition families (``family=``):
 
@@ -43,6 +45,13 @@ def _uniform(shape, low, high, generator):
     return low + (high - low) * torch.rand(shape, generator=generator, dtype=torch.float64)
 
 
+def unsoftened_timescale_message(name: str) -> str:
+    """Why a system with softening 0 has no ``timescale``, and what to do instead, in one line."""
+    return (f"{name} with softening 0 (the unsoftened 1/r law) has no shortest timescale to choose a step from: "
+            "use a positive --softening (softening= in Python), or give a fixed number of sub-steps "
+            "(--substeps N on the command line, substeps=N in Python)")
+
+
 def _unit_vectors(shape, generator):
     v = torch.randn(shape, generator=generator, dtype=torch.float64)
     return v / v.norm(dim=-1, keepdim=True)
@@ -65,8 +74,9 @@ class NBody(HamiltonianSystem):
         super().__init__(n_particles, dim)
         if family not in FAMILIES:
             raise ValueError(f"unknown nbody family {family!r}; choose one of {', '.join(FAMILIES)}")
-        if not (softening > 0 and math.isfinite(softening)):
-            raise ValueError(f"softening must be a positive finite number, got {softening}")
+        if not (softening >= 0 and math.isfinite(softening)):
+            raise ValueError(f"softening must be a non-negative finite number (0 for the unsoftened 1/r law), "
+                             f"got {softening}")
         self.family = family
         self.softening = float(softening)
 
@@ -128,8 +138,11 @@ class NBody(HamiltonianSystem):
 
     def _pair_terms(self, q: Tensor) -> tuple[Tensor, Tensor]:
         diff = q.unsqueeze(2) - q.unsqueeze(1)  # (B, N, N, D): q_i - q_j
-        inv_r = torch.rsqrt(diff.square().sum(-1) + self.softening**2)
-        return diff, inv_r
+        squared = diff.square().sum(-1) + self.softening**2
+        # a body's distance to itself is 0, and 1/0 would make 0 * inf = nan without softening; the
+        # diagonal is multiplied by diff = 0 (forces) or masked (potential), so any finite value will do
+        squared.diagonal(dim1=-2, dim2=-1).fill_(1.0)
+        return diff, torch.rsqrt(squared)
 
     def potential(self, q: Tensor, params: Params) -> Tensor:
         m = params["m"]
@@ -155,6 +168,9 @@ class NBody(HamiltonianSystem):
 
     def timescale(self, params: Params) -> Tensor:
         """Shortest dynamical time, per system ``(B,)``: ``sqrt(eps^3 / (G M))`` bounds the
-        fastest possible orbit, since softening caps the acceleration at every separation."""
+        fastest possible orbit, since softening caps the acceleration at every separation. Refused
+        (``ValueError``) for softening 0, which caps nothing."""
+        if self.softening == 0:
+            raise ValueError(unsoftened_timescale_message(self.name))
         total_mass = params["m"].sum(-1)
         return torch.sqrt(self.softening**3 / (G * total_mass))

@@ -183,7 +183,7 @@ def test_settings_round_trip_and_refusals():
     rebuilt = Charged(**json.loads(json.dumps(system.settings())))
     assert rebuilt.settings() == system.settings()
     assert system.required_params() == ("m", "charge")
-    for settings, message in [({"softening": 0.0}, "softening must be a positive"),
+    for settings, message in [({"softening": -0.1}, "softening must be a non-negative finite number"),
                               ({"coulomb_constant": -1.0}, "coulomb_constant must be a positive"),
                               ({"charges": []}, "charges must be a non-empty list"),
                               ({"charges": ["a"]}, "charges must be a list of numbers"),

@@ -62,6 +62,29 @@ def test_generate_bad_input(tmp_path, capsys, flags, message):
     assert not out.exists()
 
 
+def test_generate_a_benchmark_protocol(tmp_path, capsys):
+    """``--protocol`` writes the peers' benchmark set: their system, their frames, and the protocol in meta."""
+    out = tmp_path / "charged.npz"
+    code, stdout, _ = run_cli(["generate", "--protocol", "egnn-charged5", "--split", "test", "--n-systems", "3",
+                               "--seed", "7", "--quiet", "--out", out], capsys)
+    assert code == 0 and "3 systems x 52 times" in stdout
+    data = load_trajectories(out)
+    assert data.meta["protocol"]["name"] == "egnn-charged5" and data.meta["protocol"]["split"] == "test"
+    assert data.z.shape == (3, 52, 2, 5, 3) and set(data.params["charge"].unique().tolist()) <= {-1.0, 1.0}
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--protocol", "qm9"], "unknown protocol 'qm9'; choose one of egnn-charged5, segnn-gravity100"),
+    (["--protocol", "egnn-charged5", "--system", "nbody"], "fixes the system, its steps and dt; drop --system"),
+    (["--protocol", "egnn-charged5", "--steps", "10", "--dt", "0.1"], "drop --steps, --dt"),
+    (["--protocol", "egnn-charged5", "--n-systems", "0"], "--n-systems must be at least 1"),
+])
+def test_generate_protocol_bad_input(tmp_path, capsys, flags, message):
+    out = tmp_path / "x.npz"
+    code, _, err = run_cli(["generate", "--quiet", "--out", out, *flags], capsys)
+    assert code == 1 and err.count("\n") == 1 and message in err and not out.exists()
+
+
 def test_generate_unwritable_output(tmp_path, capsys):
     code, _, err = run_cli(["generate", "--out", str(tmp_path / "no" / "x.npz")], capsys)
     assert code == 1 and "does not exist" in err
