@@ -54,6 +54,7 @@ import math
 import platform
 import shutil
 import statistics
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,6 +72,9 @@ from hamnet.rollouts import RolloutError, default_method, rollout_systems
 from hamnet.simulation import generate
 from hamnet.training import TrainConfig, train
 from systems import make_system
+
+sys.path.insert(0, str(Path(__file__).parent))
+from pieces import add_piece_arguments, start_pieces  # noqa: E402  (the benchmarks' shared running in pieces)
 
 HERE = Path(__file__).parent
 RESULTS = HERE / "results"
@@ -423,21 +427,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scale", choices=tuple(SCALES), default="small", help="settings (see SCALES)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (recorded in the results)")
     parser.add_argument("--work", type=Path, default=WORK,
                         help="folder for data, run folders and scores (default benchmarks/work)")
     parser.add_argument("--seeds", type=int, nargs="+", help="only these of the scale's seeds (default: all)")
-    parser.add_argument("--part", default="1/1", help="K/N: this process takes every N-th run, starting at the K-th")
-    parser.add_argument("--report", action="store_true", help="write the results from the scores present; train nothing")
-    args = parser.parse_args()
-    try:
-        part, parts = (int(x) for x in args.part.split("/"))
-        assert 1 <= part <= parts
-    except (ValueError, AssertionError):
-        parser.error(f"--part must be K/N with 1 <= K <= N, not {args.part!r}")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    logging.getLogger("hamnet.training").setLevel(logging.WARNING)
-    torch.set_num_threads(args.threads)
+    add_piece_arguments(parser)
+    args, part, parts = start_pieces(parser)
     scale = SCALES[args.scale]
     if args.seeds:
         unknown = set(args.seeds) - set(scale.seeds)

@@ -1,0 +1,32 @@
+"""What the long, resumable benchmarks share: running in pieces on several processes, and logging.
+
+``--part K/N`` gives a process every N-th run of a benchmark's list, from the K-th, so N processes
+(one per core) share the work; ``--report`` writes the results from the scores present.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+import torch
+
+
+def add_piece_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (recorded in the results)")
+    parser.add_argument("--part", default="1/1", help="K/N: this process takes every N-th run, starting at the K-th")
+    parser.add_argument("--report", action="store_true", help="write the results from the scores present; train nothing")
+
+
+def start_pieces(parser: argparse.ArgumentParser) -> tuple[argparse.Namespace, int, int]:
+    """Parse the arguments, check ``--part``, set torch's threads and log lines with the time."""
+    args = parser.parse_args()
+    try:
+        part, parts = (int(x) for x in args.part.split("/"))
+        assert 1 <= part <= parts
+    except (ValueError, AssertionError):
+        parser.error(f"--part must be K/N with 1 <= K <= N, not {args.part!r}")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger("hamnet.training").setLevel(logging.WARNING)
+    torch.set_num_threads(args.threads)
+    return args, part, parts
