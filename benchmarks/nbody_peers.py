@@ -341,8 +341,21 @@ def summarise(runs: list[dict]) -> dict:
     return table
 
 
-def markdown(scale_name: str, scale: Scale, summary: dict, runs: list[dict], speed: list[dict], expected: int,
-             command: str, labels: list[str]) -> list[str]:
+def naive_baselines(work: Path, protocol: Protocol, budget: Budget) -> dict[str, list[float]]:
+    """Position MSE of two predictors that learn nothing, on the test split: every particle stays where it
+    is, and every particle moves in a straight line at its start velocity. They say how hard a horizon is."""
+    path = work / "data" / f"{protocol.name}_test_n{budget.test}_seed{DATA_SEEDS['test']}.npz"
+    if not path.exists():
+        return {}
+    z0, params, targets = start_and_targets(load_trajectories(path), protocol)
+    q, v = z0[:, 0], z0[:, 1] / params["m"].unsqueeze(-1)
+    return {"(no motion)": [float((target - q).square().mean()) for target in targets],
+            "(straight lines)": [float((target - q - v * h * protocol.dt).square().mean())
+                                 for h, target in zip(protocol.horizons, targets)]}
+
+
+def markdown(work: Path, scale_name: str, scale: Scale, summary: dict, runs: list[dict], speed: list[dict],
+             expected: int, command: str, labels: list[str]) -> list[str]:
     lines = [f"# N-body benchmarks of the equivariant graph networks, scale `{scale_name}`", "",
              f"Command: `{command}` ({platform.machine()}, torch {torch.__version__}, one torch thread per process). "
              f"Scale: {scale.note}.", ""]
@@ -369,6 +382,8 @@ def markdown(scale_name: str, scale: Scale, summary: dict, runs: list[dict], spe
             cells = [f"{entry[str(h)]['mean']:.5f} ± {entry[str(h)]['std']:.5f}" for h in horizons]
             lines.append(f"| {label} | " + " | ".join(cells) + f" | {', '.join(map(str, entry['seeds']))} | "
                          f"{entry['diverged']} | {entry['train_seconds']:.0f} |")
+        for naive, values in naive_baselines(work, spec, budget).items():
+            lines.append(f"| {naive} | " + " | ".join(f"{v:.5f}" for v in values) + " | - | - | - |")
         for peer, values in published.items():
             lines.append(f"| {peer} (published) | " + " | ".join(f"{v:.5f}" for v in values) + " | - | - | - |")
         lines.append("")
@@ -418,7 +433,7 @@ def main() -> None:
         tmp.write_text(json.dumps({"scale": args.scale, "settings": dataclasses.asdict(scale), "summary": summary,
                                    "runs": runs, "speed": speed, "published": PUBLISHED}, indent=2) + "\n")
     with atomic_path(RESULTS / f"nbody_peers_{args.scale}.md") as tmp:
-        tmp.write_text("\n".join(markdown(args.scale, scale, summary, runs, speed, len(plan), command,
+        tmp.write_text("\n".join(markdown(work, args.scale, scale, summary, runs, speed, len(plan), command,
                                         [label for label, _, _ in models])) + "\n")
     logging.info("wrote %s", RESULTS / f"nbody_peers_{args.scale}.md")
 
