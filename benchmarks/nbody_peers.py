@@ -59,6 +59,8 @@ from pathlib import Path
 import torch
 
 from hamnet.checkpoint import model_from_checkpoint
+from hamnet.composition import Composition
+from hamnet.integrate import INTEGRATORS, CompositionSolver, Integrator, register_integrator
 from hamnet.diagnostics import conservation_report
 from hamnet.io import Trajectories, atomic_path, load_trajectories, save_trajectories
 from hamnet.models import ModelConfig
@@ -162,6 +164,22 @@ SCALES = {
 }
 
 
+# -- sub-steps: a learned H integrated more finely than the frames ------------------------------------
+def substep_method(substeps: int) -> str:
+    """The name of leapfrog taking ``substeps`` equal steps per frame interval, registered on first use (the
+    way a user adds an integrator, ``hamnet.integrate.register_integrator``). With one, plain leapfrog: the
+    learned H then has to stand for the 100-step map of a frame interval in a single leapfrog step."""
+    if substeps == 1:
+        return "leapfrog"
+    name = f"leapfrog-x{substeps}"
+    if name not in INTEGRATORS.names():
+        composition = Composition(name, order=2, weights=(1 / substeps,) * substeps)
+        solver = type(f"Leapfrog{substeps}", (CompositionSolver,), {"composition": composition})
+        register_integrator(Integrator(name=name, order=2, symplectic=True, separable_only=True, fixed_step=True,
+                                       solver=solver, description=f"leapfrog, {substeps} equal steps per step"))
+    return name
+
+
 # -- data -------------------------------------------------------------------------------------------
 def data_file(work: Path, protocol: Protocol, split: str, n_systems: int) -> Path:
     """The cached split, generated on first use (its name holds every generation parameter)."""
@@ -188,7 +206,7 @@ def run_name(protocol: str, label: str, seed: int) -> str:
 
 
 def run_one(work: Path, protocol: Protocol, budget: Budget, label: str, name: str, group: str | None,
-            seed: int) -> dict:
+            seed: int, substeps: int = 1) -> dict:
     """Train (or resume) and score one model; the score is cached in ``work/scores``."""
     run = run_name(protocol.name, label, seed)
     score_path = work / "scores" / f"{run}.json"
@@ -202,7 +220,8 @@ def run_one(work: Path, protocol: Protocol, budget: Budget, label: str, name: st
     if name == "direct":
         result = run_direct(paths, protocol, budget, seed, test)
     else:
-        result = run_hamiltonian(work / "runs" / run, paths["train"], protocol, budget, name, group, seed, test)
+        result = run_hamiltonian(work / "runs" / run, paths["train"], protocol, budget, name, group, seed, test,
+                                 substep_method(substeps))
     result |= {"protocol": protocol.name, "model": label, "seed": seed, "threads": torch.get_num_threads(),
                "wall_seconds": round(time.perf_counter() - started, 1)}
     score_path.parent.mkdir(parents=True, exist_ok=True)
@@ -224,9 +243,9 @@ def model_config(protocol: Protocol, budget: Budget, name: str, group: str | Non
 
 
 def run_hamiltonian(folder: Path, train_path: Path, protocol: Protocol, budget: Budget, name: str,
-                    group: str | None, seed: int, test: Trajectories) -> dict:
+                    group: str | None, seed: int, test: Trajectories, method: str = "leapfrog") -> dict:
     config = TrainConfig(model=model_config(protocol, budget, name, group), epochs=budget.epochs,
-                         batch_size=budget.batch_size, lr=budget.lr, chunk=CHUNK, method="leapfrog", seed=seed,
+                         batch_size=budget.batch_size, lr=budget.lr, chunk=CHUNK, method=method, seed=seed,
                          validation=0.1, test=0.0, max_windows=budget.max_windows,
                          validation_windows=min(1000, budget.max_windows or 1000))
     last = folder / "last.pt"
@@ -238,14 +257,14 @@ def run_hamiltonian(folder: Path, train_path: Path, protocol: Protocol, budget: 
     z0, params, targets = start_and_targets(test, protocol)
     frame_dt = float(test.meta["dt"])
     steps = protocol.horizons[-1] // protocol.frame_steps
-    rolled = rollout_systems(model, z0, params, steps, frame_dt, method="leapfrog", dtype=torch.float64)
+    rolled = rollout_systems(model, z0, params, steps, frame_dt, method=method, dtype=torch.float64)
     diverged = int((rolled.diverged_at >= 0).sum())
     mse = [float((rolled.z[:, h // protocol.frame_steps, 0] - target).square().mean())
            for h, target in zip(protocol.horizons, targets)]
     healthy = rolled.diverged_at < 0
     report = conservation_report(rolled.z[healthy]) if healthy.any() else None
     epochs = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
-    return {"mse": mse, "diverged": diverged, "epochs": config.epochs,
+    return {"mse": mse, "diverged": diverged, "epochs": config.epochs, "method": method,
             "train_seconds": round(sum(e["seconds"] for e in epochs), 1),
             "momentum_drift": None if report is None else {  # largest over healthy test systems, relative
                 "linear": float(report["linear_momentum"].max()), "angular": float(report["angular_momentum"].max())},
@@ -355,7 +374,7 @@ def naive_baselines(work: Path, protocol: Protocol, budget: Budget) -> dict[str,
 
 
 def markdown(work: Path, scale_name: str, scale: Scale, summary: dict, runs: list[dict], speed: list[dict],
-             expected: int, command: str, labels: list[str]) -> list[str]:
+             expected: int, command: str, labels: list[str], substeps: int = 1) -> list[str]:
     lines = [f"# N-body benchmarks of the equivariant graph networks, scale `{scale_name}`", "",
              f"Command: `{command}` ({platform.machine()}, torch {torch.__version__}, one torch thread per process). "
              f"Scale: {scale.note}.", ""]
@@ -369,6 +388,7 @@ def markdown(work: Path, scale_name: str, scale: Scale, summary: dict, runs: lis
                   f"hamnet models width {budget.width}, depth {budget.depth}, {budget.epochs} epochs over at most "
                   f"{budget.max_windows or 'all'} windows, lr {budget.lr}, batch {budget.batch_size}"
                   + (f", {budget.neighbours} nearest neighbours for HLieConv" if budget.neighbours else "")
+                  + f"; their windows and rollouts integrated with {substeps} leapfrog step(s) per frame interval"
                   + f"; EGNN (direct) width 64, depth 4, {budget.direct_epochs} epochs. Not Hamiltonian in this "
                   f"protocol: {spec.not_hamiltonian or 'nothing'}.", "",
                   "| model | " + " | ".join(f"MSE at {h} steps" for h in horizons)
@@ -407,16 +427,25 @@ def main() -> None:
     parser.add_argument("--speed", action="store_true", help="also measure speed and memory at 100 bodies")
     parser.add_argument("--models", nargs="+", choices=[run_name("", label, 0)[1:-6] for label, _, _ in MODELS],
                         help="only these models (default: all)")
+    parser.add_argument("--seeds", type=int, nargs="+", help="only these of the scale's seeds (default: all)")
+    parser.add_argument("--substeps", type=int, default=1,
+                        help="leapfrog steps per frame interval for the learned Hamiltonians, in training and "
+                        "rollout (default 1); results go to their own folder and files")
     add_piece_arguments(parser)
     args, part, parts = start_pieces(parser)
     scale = SCALES[args.scale]
-    work = args.work / f"nbody_peers_{args.scale}"
+    if args.seeds:
+        scale = dataclasses.replace(scale, seeds=tuple(args.seeds))
+    if args.substeps < 1:
+        parser.error(f"--substeps must be at least 1, not {args.substeps}")
+    suffix = f"_substeps{args.substeps}" if args.substeps > 1 else ""
+    work = args.work / f"nbody_peers_{args.scale}{suffix}"
     models = [m for m in MODELS if args.models is None or run_name("", m[0], 0)[1:-6] in args.models]
     plan = [(protocol, label, name, group, seed) for seed in scale.seeds for protocol in scale.budgets
             for label, name, group in models]
     if not args.report:
         for protocol, label, name, group, seed in plan[part - 1::parts]:
-            run_one(work, PROTOCOLS[protocol], scale.budgets[protocol], label, name, group, seed)
+            run_one(work, PROTOCOLS[protocol], scale.budgets[protocol], label, name, group, seed, args.substeps)
     scored = [work / "scores" / f"{run_name(p, label, seed)}.json" for p, label, _, _, seed in plan]
     runs = [json.loads(path.read_text()) for path in scored if path.exists()]
     speed_path = work / "speed.json"
@@ -427,15 +456,17 @@ def main() -> None:
     speed = json.loads(speed_path.read_text()) if speed_path.exists() else []
     summary = summarise(runs)
     command = f"python benchmarks/nbody_peers.py --scale {args.scale}" + (
-        f" --models {' '.join(args.models)}" if args.models else "")
+        f" --models {' '.join(args.models)}" if args.models else "") + (
+        f" --seeds {' '.join(map(str, args.seeds))}" if args.seeds else "") + (
+        f" --substeps {args.substeps}" if args.substeps > 1 else "")
     RESULTS.mkdir(exist_ok=True)
-    with atomic_path(RESULTS / f"nbody_peers_{args.scale}.json") as tmp:
+    with atomic_path(RESULTS / f"nbody_peers_{args.scale}{suffix}.json") as tmp:
         tmp.write_text(json.dumps({"scale": args.scale, "settings": dataclasses.asdict(scale), "summary": summary,
                                    "runs": runs, "speed": speed, "published": PUBLISHED}, indent=2) + "\n")
-    with atomic_path(RESULTS / f"nbody_peers_{args.scale}.md") as tmp:
+    with atomic_path(RESULTS / f"nbody_peers_{args.scale}{suffix}.md") as tmp:
         tmp.write_text("\n".join(markdown(work, args.scale, scale, summary, runs, speed, len(plan), command,
-                                        [label for label, _, _ in models])) + "\n")
-    logging.info("wrote %s", RESULTS / f"nbody_peers_{args.scale}.md")
+                                        [label for label, _, _ in models], args.substeps)) + "\n")
+    logging.info("wrote %s", RESULTS / f"nbody_peers_{args.scale}{suffix}.md")
 
 
 if __name__ == "__main__":
