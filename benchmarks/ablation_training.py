@@ -10,7 +10,8 @@ leapfrog rollout of every test system (divergence, true-energy drift, momenta). 
 compute: ``--chunk 20 --max-windows 750`` integrates as many leapfrog steps per epoch (750 x 19) as the
 shipped ``--chunk 5 --max-windows 3000`` (3000 x 4), but every window spans 0.19 time units instead of
 0.04, so a learned flow that starts to leave the data within a window is penalised. ``--seed`` alone
-measures how much the figures move from one seed to the next. One thread. Resumable: the run folder is
+measures how much the figures move from one seed to the next. ``--init-from springs-t2 --chunk 20 --epochs 10
+--lr 1e-3`` is a curriculum: the shipped model, finished on longer windows. One thread. Resumable: the run folder is
 ``benchmarks/work/ablation_training/LABEL``; writes ``benchmarks/results/ablation_training_LABEL.json``.
 """
 
@@ -44,15 +45,20 @@ def main() -> None:
     parser.add_argument("--chunk", type=int, default=5, help="states per training window")
     parser.add_argument("--max-windows", type=int, default=3000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--lr", type=float, default=1e-2)
+    parser.add_argument("--init-from", default=None,
+                        help="start from this checkpoint's weights (a curriculum: e.g. springs-t2, then longer windows)")
     parser.add_argument("--long-steps", type=int, default=10_000)
     parser.add_argument("--label", default=None, help="name of the run (default: from the settings)")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    label = args.label or f"{args.group}_chunk{args.chunk}_windows{args.max_windows}_seed{args.seed}"
+    label = args.label or f"{args.group}_chunk{args.chunk}_windows{args.max_windows}_seed{args.seed}" + (
+        f"_from-{Path(args.init_from).stem}_epochs{args.epochs}_lr{args.lr:g}" if args.init_from else "")
     config = TrainConfig(model=ModelConfig(name="hlieconv", group=args.group, width=128, depth=4,
                                            feature_keys=("m", "k")),
-                         epochs=30, batch_size=200, lr=1e-2, method="leapfrog", chunk=args.chunk,
-                         max_windows=args.max_windows, seed=args.seed)
+                         epochs=args.epochs, batch_size=200, lr=args.lr, method="leapfrog", chunk=args.chunk,
+                         max_windows=args.max_windows, seed=args.seed, init_from=args.init_from)
     run = HERE / "work" / "ablation_training" / label
     metrics = run / "metrics.jsonl"
     if not (metrics.exists() and len(metrics.read_text().splitlines()) >= config.epochs):
@@ -64,7 +70,7 @@ def main() -> None:
     scores = evaluate(model, test, window_method="leapfrog")
     long = long_rollout(model, test, args.long_steps)
     result = {"label": label, "group": args.group, "chunk": args.chunk, "max_windows": args.max_windows,
-              "seed": args.seed, "best_epoch": state["epoch"], "train_seconds": round(train_seconds, 1),
+              "seed": args.seed, "epochs": args.epochs, "lr": args.lr, "init_from": args.init_from, "best_epoch": state["epoch"], "train_seconds": round(train_seconds, 1),
               "window_mse_5_states": scores["window_mse"], "rollout_error_final": scores["rollout_error"]["final"],
               "valid_prediction_time_median": scores["valid_prediction_time"]["median"],
               "diverged_500": len(scores["divergence"]["systems"]), "long_rollout": long,

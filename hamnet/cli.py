@@ -314,6 +314,9 @@ def _add_train(commands) -> None:
                      help=f"fraction of systems held out for testing (default: {t.test:g})")
     opt.add_argument("--max-windows", type=int, default=t.max_windows,
                      help="train on a seeded subset of this many windows (default: every window of the training systems)")
+    opt.add_argument("--init-from", default=t.init_from,
+                     help="start from this checkpoint's weights (a path or a pretrained name; the same model settings), "
+                     "e.g. to finish a run with longer --chunk windows (default: fresh weights)")
     run = parser.add_argument_group("run")
     run.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
     run.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
@@ -333,7 +336,8 @@ def train_config_from_args(args: argparse.Namespace, data) -> "TrainConfig":
                         lift_samples=args.lift_samples, lift=args.lift)
     return TrainConfig(model=model, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                        weight_decay=args.weight_decay, chunk=args.chunk, method=args.method, dtype=args.dtype,
-                       seed=args.seed, validation=args.validation, test=args.test, max_windows=args.max_windows)
+                       seed=args.seed, validation=args.validation, test=args.test, max_windows=args.max_windows,
+                       init_from=args.init_from)
 
 
 #: flags of `hamnet train` and their valid ranges, checked before anything is read (a config's own check

@@ -52,7 +52,7 @@ from filelock import FileLock, Timeout
 from torch import nn
 from tqdm.auto import tqdm
 
-from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint, save_checkpoint
 from .data import DEFAULT_CHUNK, Windows, split_systems
 from .integrate import INTEGRATORS, get_integrator
 from .io import Trajectories, atomic_path, load_trajectories
@@ -83,6 +83,9 @@ class TrainConfig:
     ``max_windows``: train on a seeded subset of that many windows (None: all windows of the
     training systems). ``validation_windows``: how many windows of the validation systems are
     scored each epoch. ``validation``/``test``: fractions of systems held out, by seed.
+    ``init_from``: start from the weights of this checkpoint (a path or a pretrained name) instead of
+    fresh ones, for a second phase of training with other settings (longer windows, float64, ...);
+    its model configuration must equal ``model``. The optimiser and schedule start afresh.
     """
 
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -98,6 +101,7 @@ class TrainConfig:
     test: float = 0.1
     max_windows: int | None = None
     validation_windows: int | None = 1000
+    init_from: str | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.model, dict):
@@ -475,7 +479,10 @@ class _Run:
 def _train(config, data_path, files, context, resume, progress, stop_after_epochs):
     data, train_windows, validation_windows = _prepare_data(config, data_path, context)
     dtype, dt = DTYPES[config.dtype], float(data.meta["dt"])
-    model = build_model(config.model, torch.Generator().manual_seed(config.seed)).to(device=context.device, dtype=dtype)
+    model = build_model(config.model, torch.Generator().manual_seed(config.seed))
+    if config.init_from is not None:
+        _load_initial_weights(model, config)
+    model = model.to(device=context.device, dtype=dtype)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     steps = config.epochs * math.ceil(len(train_windows) / config.batch_size)
     run = _Run(model, optimizer, torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps),
@@ -498,6 +505,18 @@ def _train(config, data_path, files, context, resume, progress, stop_after_epoch
             loss_module = nn.parallel.DistributedDataParallel(loss_module, find_unused_parameters=True)
         return _epochs(run, loss_module, train_windows, validation_windows, config, context, files, data_info,
                        progress, stop_after_epochs)
+
+
+def _load_initial_weights(model: nn.Module, config: TrainConfig) -> None:
+    """Copy the weights of ``config.init_from`` into ``model``; a checkpoint of another model is refused in
+    one line (a CheckpointError or a ValueError) before anything is written."""
+    start, _ = model_from_checkpoint(config.init_from)
+    if start.config != config.model:
+        theirs = dataclasses.asdict(start.config)
+        differing = sorted(key for key, value in dataclasses.asdict(config.model).items() if theirs.get(key) != value)
+        raise ValueError(f"--init-from {config.init_from}: its model differs from this run's in {', '.join(differing)}; "
+                         "train with the same model settings to start from it")
+    model.load_state_dict(start.state_dict())
 
 
 def _prepare_data(config: TrainConfig, data_path: Path, context: Context):

@@ -450,3 +450,23 @@ def test_two_process_gloo_matches_one_process(springs_file, tmp_path):
                           torch.Generator().manual_seed(0)).state_dict()
     moved = max((one[name] - initial[name]).abs().max().item() for name in one)
     assert moved > 1e-4, "training must have changed the weights for the comparison to mean anything"
+
+
+def test_a_run_can_start_from_another_runs_weights(springs_file, tmp_path):
+    """``init_from``: the second phase starts exactly where the first ended (its epoch-0 checkpoint holds the
+    first run's weights, not fresh ones of its seed), and a checkpoint of another model is refused in one
+    line before the run folder exists."""
+    first = tmp_path / "first"
+    train(tiny_config(epochs=2), springs_file, first)
+    second = tmp_path / "second"
+    # a learning rate so small that Adam's steps vanish in float32: the weights are those the run started from
+    train(tiny_config(epochs=1, chunk=3, seed=5, lr=1e-30, init_from=str(first / "last.pt")), springs_file, second)
+    assert same_weights(weights(second), weights(first))
+    fresh = tmp_path / "fresh"
+    train(tiny_config(epochs=1, chunk=3, seed=5, lr=1e-30), springs_file, fresh)
+    assert not same_weights(weights(fresh), weights(first))
+    other = tmp_path / "other"
+    wider = ModelConfig(**{**TINY_MODEL.__dict__, "width": 12})
+    with pytest.raises(ValueError, match=r"--init-from .*differs from this run's in width"):
+        train(tiny_config(model=wider, init_from=str(first / "last.pt")), springs_file, other)
+    assert not other.exists()
