@@ -161,3 +161,14 @@ def test_foreign_checkpoint_for_rollout(files, tmp_path, capsys):
     code, _, err = run_cli(["rollout", "--checkpoint", str(foreign), "--data", str(files["springs"]), "--out", str(out)],
                        capsys)
     assert code == 1 and "checkpoint" in err and err.count("\n") == 1 and not out.exists()
+
+
+@pytest.mark.parametrize("start, message", [
+    ("missing.pt", "missing.pt: no such checkpoint file"),
+    ("springs-t2", "--init-from springs-t2: its model differs from this run's in"),
+])
+def test_init_from_a_checkpoint_that_cannot_start_this_run(files, tmp_path, capsys, start, message):
+    out = tmp_path / "run"
+    code, _, err = run_cli(["train", "--data", str(files["springs"]), "--out", str(out), *TINY, "--init-from", start],
+                           capsys)
+    assert code == 1 and message in err and err.count("\n") == 1 and not out.exists()
