@@ -170,6 +170,8 @@ _PROTOCOL_FIXES = {"system": "springs", "n_particles": None, "dim": 2, "family":
 def run_generate(args: argparse.Namespace) -> None:
     if args.protocol is not None:
         return _generate_protocol(args)
+    if args.split != "train":
+        raise InputError(f"--split {args.split} applies only with --protocol (a benchmark set's split)")
     from .simulation import generate
 
     args.n_systems = 1000 if args.n_systems is None else args.n_systems
