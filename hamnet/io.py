@@ -166,7 +166,8 @@ def _interrupts_deferred() -> Iterator[None]:
         yield
     finally:
         for signum, handler in previous.items():
-            signal.signal(signum, handler)
+            if handler is not None:  # None: a handler installed outside Python, which cannot be put back
+                signal.signal(signum, handler)
         if caught:
             handler = previous[caught[0]]
             if callable(handler):
