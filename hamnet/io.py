@@ -155,19 +155,20 @@ def _interrupts_deferred() -> Iterator[None]:
     """Run a short block that must not be cut in half: SIGINT or SIGTERM arriving during it is held and
     handed to the handler that was in place once the block ends. Main thread only (where Python runs
     signal handlers); an interrupt already pending on entry is raised before the block starts."""
-    if threading.current_thread() is not threading.main_thread():
+    held = (signal.SIGINT, signal.SIGTERM)
+    # a handler installed outside Python reads as None and could not be put back: then defer nothing
+    if threading.current_thread() is not threading.main_thread() or any(signal.getsignal(n) is None for n in held):
         yield
         return
     caught: list[int] = []
     previous = {}
     try:
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        for signum in held:
             previous[signum] = signal.signal(signum, lambda number, frame: caught.append(number))
         yield
     finally:
         for signum, handler in previous.items():
-            if handler is not None:  # None: a handler installed outside Python, which cannot be put back
-                signal.signal(signum, handler)
+            signal.signal(signum, handler)
         if caught:
             handler = previous[caught[0]]
             if callable(handler):
