@@ -214,12 +214,13 @@ def run_one(work: Path, protocol: Protocol, budget: Budget, label: str, name: st
     if score_path.exists():
         return json.loads(score_path.read_text())
     paths = {split: data_file(work, protocol, split, getattr(budget, split)) for split in ("train", "valid", "test")}
-    for path in paths.values():  # a file of another protocol (or none) is refused in one line
-        check_protocol(load_trajectories(path), protocol.name, str(path))
-    test = load_trajectories(paths["test"])
+    loaded = {split: load_trajectories(path) for split, path in paths.items()}
+    for split, data in loaded.items():  # a file of another protocol (or none) is refused in one line
+        check_protocol(data, protocol.name, str(paths[split]))
+    test = loaded["test"]
     started = time.perf_counter()
     if name == "direct":
-        result = run_direct(paths, protocol, budget, seed, test)
+        result = run_direct(loaded, protocol, budget, seed)
     else:
         result = run_hamiltonian(work / "runs" / run, paths["train"], protocol, budget, name, group, seed, test,
                                  substep_method(substeps))
@@ -272,10 +273,9 @@ def run_hamiltonian(folder: Path, train_path: Path, protocol: Protocol, budget: 
             "sees": f"windows of {CHUNK} frames from all {test.z.shape[1]} frames of 90% of the training trajectories"}
 
 
-def run_direct(paths: dict, protocol: Protocol, budget: Budget, seed: int, test: Trajectories) -> dict:
-    train_data, valid_data = load_trajectories(paths["train"]), load_trajectories(paths["valid"])
-    pairs = {split: start_and_targets(data, protocol) for split, data in (("train", train_data), ("valid", valid_data))}
-    z0, params, targets = start_and_targets(test, protocol)
+def run_direct(loaded: dict[str, Trajectories], protocol: Protocol, budget: Budget, seed: int) -> dict:
+    pairs = {split: start_and_targets(loaded[split], protocol) for split in ("train", "valid")}
+    z0, params, targets = start_and_targets(loaded["test"], protocol)
     mse, seconds, best_epochs = [], 0.0, []
     for index, horizon in enumerate(protocol.horizons):
         if budget.direct_horizons is not None and horizon not in budget.direct_horizons:
