@@ -159,12 +159,9 @@ def _add_generate(commands) -> None:
     benchmark.add_argument("--split", default="train", choices=("train", "valid", "test"),
                            help="with --protocol: which split, for its default size (default: train); give each "
                            "split its own --seed")
-    parser.set_defaults(run=run_generate)
-
-
-#: generate's flags that a benchmark protocol decides, with their defaults
-_PROTOCOL_FIXES = {"system": "springs", "n_particles": None, "dim": 2, "family": None, "softening": None,
-                   "steps": 500, "dt": 0.01, "substeps": None, "max_substeps": None}
+    # the flags a benchmark protocol decides, with their defaults (a protocol refuses any that was changed)
+    fixed = ("system", "n_particles", "dim", "family", "softening", "steps", "dt", "substeps", "max_substeps")
+    parser.set_defaults(run=run_generate, protocol_fixes={name: parser.get_default(name) for name in fixed})
 
 
 def run_generate(args: argparse.Namespace) -> None:
@@ -185,10 +182,7 @@ def run_generate(args: argparse.Namespace) -> None:
     data = _user_code(args.system, "while generating", lambda: generate(
         system, n_systems=args.n_systems, steps=args.steps, dt=args.dt, seed=args.seed, system_spec=args.system,
         progress=not args.quiet, **_substep_settings(args)))
-    elapsed = time.perf_counter() - start
-    save_trajectories(args.out, data)
-    print(describe(data, args.out))
-    print(f"generated in {elapsed:.1f} s ({args.n_systems / elapsed:,.0f} systems/s)")
+    _write_generated(data, args.out, start)
 
 
 def _generate_protocol(args: argparse.Namespace) -> None:
@@ -196,7 +190,8 @@ def _generate_protocol(args: argparse.Namespace) -> None:
 
     if args.protocol not in PROTOCOLS:
         raise InputError(f"unknown protocol {args.protocol!r}; choose one of {', '.join(PROTOCOLS)}")
-    fixed = [f"--{name.replace('_', '-')}" for name, default in _PROTOCOL_FIXES.items() if getattr(args, name) != default]
+    fixed = [f"--{name.replace('_', '-')}" for name, default in args.protocol_fixes.items()
+             if getattr(args, name) != default]
     if fixed:
         raise InputError(f"--protocol {args.protocol} fixes the system, its steps and dt; drop {', '.join(fixed)}")
     if args.n_systems is not None:
@@ -205,9 +200,14 @@ def _generate_protocol(args: argparse.Namespace) -> None:
     check_output(args.out, inputs=[], suffixes=(".npz",), what="a trajectory file")
     start = time.perf_counter()
     data = generate_protocol(args.protocol, args.split, args.n_systems, seed=args.seed, progress=not args.quiet)
+    _write_generated(data, args.out, start)
+
+
+def _write_generated(data, out: str, start: float) -> None:
+    """Save what ``generate`` made (atomically), describe it and say how long it took since ``start``."""
     elapsed = time.perf_counter() - start
-    save_trajectories(args.out, data)
-    print(describe(data, args.out))
+    save_trajectories(out, data)
+    print(describe(data, out))
     print(f"generated in {elapsed:.1f} s ({data.n_systems / elapsed:,.0f} systems/s)")
 
 

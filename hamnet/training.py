@@ -480,7 +480,7 @@ def _train(config, data_path, files, context, resume, progress, stop_after_epoch
     data, train_windows, validation_windows = _prepare_data(config, data_path, context)
     dtype, dt = DTYPES[config.dtype], float(data.meta["dt"])
     model = build_model(config.model, torch.Generator().manual_seed(config.seed))
-    if config.init_from is not None:
+    if config.init_from is not None and not resume:  # a resumed run continues from its own checkpoint
         _load_initial_weights(model, config)
     model = model.to(device=context.device, dtype=dtype)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)

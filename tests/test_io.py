@@ -190,13 +190,16 @@ def test_an_interrupt_during_a_zip_constructor_arrives_after_it():
     prints a traceback; the writer defers it over the constructor and hands it on right after."""
     from hamnet import io
     seen = []
-    previous = signal.signal(signal.SIGTERM, lambda signum, frame: seen.append("handler"))
+
+    def handler(signum, frame):
+        seen.append("handler")
+    previous = signal.signal(signal.SIGTERM, handler)
     try:
         with io._interrupts_deferred():
             signal.raise_signal(signal.SIGTERM)
             seen.append("block finished")
         seen.append("after")
-        assert signal.getsignal(signal.SIGTERM) is not None and seen == ["block finished", "handler", "after"]
+        assert signal.getsignal(signal.SIGTERM) is handler and seen == ["block finished", "handler", "after"]
         with pytest.raises(KeyboardInterrupt):  # Ctrl-C's default handler raises once the block is done
             with io._interrupts_deferred():
                 signal.raise_signal(signal.SIGINT)

@@ -470,3 +470,14 @@ def test_a_run_can_start_from_another_runs_weights(springs_file, tmp_path):
     with pytest.raises(ValueError, match=r"--init-from .*differs from this run's in width"):
         train(tiny_config(model=wider, init_from=str(first / "last.pt")), springs_file, other)
     assert not other.exists()
+
+
+def test_a_run_started_from_another_resumes_from_its_own_checkpoint(springs_file, tmp_path):
+    """Resuming does not read ``init_from`` again: the first run's files may be gone by then."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    train(tiny_config(epochs=1), springs_file, first)
+    config = tiny_config(epochs=2, chunk=3, init_from=str(first / "last.pt"))
+    train(config, springs_file, second, stop_after_epochs=1)
+    shutil.rmtree(first)
+    train(config, springs_file, second, resume=True)
+    assert load_checkpoint(second / "last.pt")["epoch"] == 2
