@@ -1,6 +1,6 @@
 """The equivariant-GNN papers' N-body benchmark sets, generated on their own protocols.
 
-Note to the reader: ``x``, ``v`` are positions and velocities; every particle of both protocols has
+Note to the reader: ``x``, ``v`` are positions and velocities; every particle of every protocol has
 unit mass, so momenta ``p = m v = v`` and forces are accelerations. A file holds ``z: (B, T, 2, N, 3)``
 at every ``FRAME_STEPS``-th step of the protocol's inner step ``dt = 1e-3``: frame ``k`` is step
 ``100 k``, at time ``t = step * dt``, from step 0 (the sampled initial state) to ``start_step`` plus
@@ -17,12 +17,26 @@ integrator is symplectic Euler at ``dt``: a full kick ``v += dt F(x_0)``, then f
 ``v += dt F(x)``. EGNN's frame ``k`` is our step ``100 (k + 1)``; its benchmark maps its frame 30
 (step 3100) to frame 40 (step 4100), and SEGNO adds 1500 and 2000 steps ahead.
 
-**segnn-gravity100** (Brandstetter, Hesselink, van der Pol, Bekkers and Welling, ICLR 2022; also
-SEGNO). N = 100 in 3D, unit masses, ``G = 1``: acceleration
+**segnn-gravity100** (Brandstetter, Hesselink, van der Pol, Bekkers and Welling, ICLR 2022). N = 100
+in 3D, unit masses, ``G = 1``: acceleration
 ``a_i = G sum_j m_j (x_j - x_i) / (|x_j - x_i|^2 + 0.1^2)^(3/2)``. Positions and velocities ~ N(0, 1)
-per coordinate; the mean velocity is subtracted (positions are not recentred). The integrator is
-kick-drift-kick leapfrog at ``dt``. Frame ``k`` is step ``100 k``; the benchmark maps step 3000 to
-4000, and SEGNO adds 1500 and 2000 steps ahead.
+per coordinate (SEGNN's ``GravitySim`` takes a position scale and a speed but uses neither); the mean
+velocity is subtracted (positions are not recentred). The integrator is kick-drift-kick leapfrog at
+``dt``. Frame ``k`` is step ``100 k``. SEGNN's benchmark maps frame 30 (step 3000) to frame 40 (step
+4000), 1000 steps and no other horizon, and SEGNN trains on all 10,000 training trajectories it
+generates (this protocol's train split defaults to 3000 like the others: ask for 10,000 to match).
+hamnet stores frames to step 5000 and also scores 1500 and 2000 steps from step 3000: those two
+horizons are hamnet's own, defined by neither paper (SEGNN's files stop at step 4900). No published
+number for this set is checked here; the gravity numbers of SEGNO's table are not for it, but for
+segno-gravity5.
+
+**segno-gravity5** (Liu, Cheng, Zhao, Xu, Zhao, Tsung, Li and Rong, ICLR 2024: SEGNO). SEGNN's
+generator above, unchanged, with N = 5 (the default body count of SEGNN's generating script): the
+same force, sampling and leapfrog. The benchmark maps frame 0, the sampled initial state at step 0,
+to steps 1000, 1500 and 2000 (frames 10, 15 and 20); 3000 training trajectories (the first 3000 of
+the 10,000 generated), 2000 validation and 2000 test. The "Gravity" columns of SEGNO's Table 1
+(1000, 1500 and 2000 ts) are on this set. SEGNO's repository does not hold its generator; its data
+file names and loader match SEGNN's script run at 5 bodies, which is how this set is read.
 
 Where a protocol is not Hamiltonian, and what hamnet does about it:
 
@@ -34,10 +48,10 @@ Where a protocol is not Hamiltonian, and what hamnet does about it:
   the recorded velocities are half a step out of phase with the positions (``v`` at frame ``k`` is
   the velocity after the kick of the previous step), so ``H(x, v)`` of a recorded frame is not the
   energy the scheme's modified Hamiltonian conserves, even where nothing is clipped.
-- segnn-gravity100 is Hamiltonian: its force is minus the gradient of the softened potential
-  ``-G sum_{i<j} m_i m_j / sqrt(r_ij^2 + 0.1^2)`` (SEGNN's energy function leaves the softening out,
-  its force does not), and leapfrog is symplectic, so the energy of that ``H`` stays within
-  ``O(dt^2)`` of its start.
+- segnn-gravity100 and segno-gravity5 are Hamiltonian: their force is minus the gradient of the
+  softened potential ``-G sum_{i<j} m_i m_j / sqrt(r_ij^2 + 0.1^2)`` (SEGNN's energy function leaves
+  the softening out, its force does not), and leapfrog is symplectic, so the energy of that ``H``
+  stays within ``O(dt^2)`` of its start.
 
 The data reproduce each protocol exactly, clip and phase included: they are the benchmarks' data, and
 hamnet's Hamiltonian models learn from them as they are. How often the clip acted is counted in
@@ -68,13 +82,13 @@ from .version import __version__
 
 __all__ = ["PROTOCOLS", "Protocol", "check_protocol", "generate_protocol"]
 
-#: the inner step of both protocols
+#: the inner step of every protocol
 INNER_DT = 1e-3
 #: inner steps between stored frames
 FRAME_STEPS = 100
-#: benchmark horizons in inner steps: the papers' 1000, and SEGNO's 1500 and 2000
+#: benchmark horizons in inner steps: SEGNO's three (EGNN's and SEGNN's papers use only the 1000)
 HORIZONS = (1000, 1500, 2000)
-#: systems per split (EGNN generates 10,000 training systems and uses the first 3000)
+#: systems per split (EGNN and SEGNO generate 10,000 training systems and use the first 3000)
 SPLIT_SIZES = MappingProxyType({"train": 3000, "valid": 2000, "test": 2000})
 
 #: EGNN's clip of every force component, computed as its code does (0.1 / dt)
@@ -86,7 +100,7 @@ INITIAL_SPEED = 0.5
 #: EGNN's charges, each drawn with probability 1/2
 CHARGES = (-1.0, 1.0)
 COULOMB_CONSTANT = 1.0
-#: SEGNN's gravitational constant and Plummer softening
+#: SEGNN's gravitational constant and Plummer softening (SEGNO uses SEGNN's generator)
 G = 1.0
 GRAVITY_SOFTENING = 0.1
 
@@ -150,6 +164,20 @@ class Protocol:
         return make_system(self.system, n_particles=self.n_particles, dim=self.dim, **self.system_settings)
 
 
+def _gravity(name: str, paper: str, n_particles: int, start_step: int) -> Protocol:
+    """A protocol on SEGNN's gravity generator: only the body count and the start step differ."""
+    return Protocol(
+        name=name,
+        paper=paper,
+        system="nbody",
+        system_settings=MappingProxyType({"family": "cluster", "softening": GRAVITY_SOFTENING}),
+        n_particles=n_particles,
+        start_step=start_step,
+        integrator="kick-drift-kick leapfrog",
+        not_hamiltonian="",
+    )
+
+
 PROTOCOLS: dict[str, Protocol] = {
     "egnn-charged5": Protocol(
         name="egnn-charged5",
@@ -165,16 +193,19 @@ PROTOCOLS: dict[str, Protocol] = {
                         "first-order symplectic Euler with a full first kick, so stored velocities lag the "
                         "positions by half a step",
     ),
-    "segnn-gravity100": Protocol(
-        name="segnn-gravity100",
+    "segnn-gravity100": _gravity(
+        "segnn-gravity100",
         paper="Brandstetter et al.: Geometric and Physical Quantities Improve E(3) Equivariant Message "
               "Passing, ICLR 2022 (gravity 100-body)",
-        system="nbody",
-        system_settings=MappingProxyType({"family": "cluster", "softening": GRAVITY_SOFTENING}),
         n_particles=100,
         start_step=3000,
-        integrator="kick-drift-kick leapfrog",
-        not_hamiltonian="",
+    ),
+    "segno-gravity5": _gravity(
+        "segno-gravity5",
+        paper="Liu et al.: SEGNO, Improving Generalization in Equivariant Graph Neural Networks with Physical "
+              "Inductive Biases, ICLR 2024 (gravity 5-body)",
+        n_particles=5,
+        start_step=0,
     ),
 }
 
@@ -286,6 +317,7 @@ def _reflect_into_box(x: Tensor, v: Tensor, half_width: float) -> tuple[Tensor, 
 
 def _sample_segnn_gravity(protocol: Protocol, n_systems: int, generator: torch.Generator
                           ) -> tuple[Tensor, Tensor, Params]:
+    """SEGNN's ``GravitySim`` initial state, for any body count: x, v ~ N(0, 1), minus the mean v."""
     shape = (n_systems, protocol.n_particles, protocol.dim)
     x = torch.randn(shape, generator=generator, dtype=torch.float64)
     v = torch.randn(shape, generator=generator, dtype=torch.float64)
@@ -408,6 +440,8 @@ def _store(frames: Tensor, index: int, x: Tensor, v: Tensor) -> None:
 Sampler = Callable[[Protocol, int, torch.Generator], tuple[Tensor, Tensor, Params]]
 Integrator = Callable[..., Tensor]
 
-#: each protocol's initial-state sampler and integrator
-_SAMPLERS: dict[str, Sampler] = {"egnn-charged5": _sample_egnn_charged, "segnn-gravity100": _sample_segnn_gravity}
-_INTEGRATORS: dict[str, Integrator] = {"egnn-charged5": _symplectic_euler_clipped, "segnn-gravity100": _leapfrog}
+#: each protocol's initial-state sampler and integrator (both gravity sets run SEGNN's generator)
+_SAMPLERS: dict[str, Sampler] = {"egnn-charged5": _sample_egnn_charged, "segnn-gravity100": _sample_segnn_gravity,
+                                 "segno-gravity5": _sample_segnn_gravity}
+_INTEGRATORS: dict[str, Integrator] = {"egnn-charged5": _symplectic_euler_clipped, "segnn-gravity100": _leapfrog,
+                                       "segno-gravity5": _leapfrog}

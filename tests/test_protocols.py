@@ -16,10 +16,12 @@ from hamnet.simulation import generate
 from systems import Charged, NBody, Springs
 
 F64 = torch.float64
-CHARGED, GRAVITY = PROTOCOLS["egnn-charged5"], PROTOCOLS["segnn-gravity100"]
-#: relative energy change of the softened H over a full gravity trajectory: leapfrog's error is
-#: about C dt^2 with C of order 100 for these collapsing clusters (2e-4 measured); no bound this
-#: loose would hold for a first-order or non-symplectic scheme, whose error grows along the run
+CHARGED, GRAVITY, SEGNO = PROTOCOLS["egnn-charged5"], PROTOCOLS["segnn-gravity100"], PROTOCOLS["segno-gravity5"]
+ALL_PROTOCOLS = "egnn-charged5, segnn-gravity100, segno-gravity5"
+#: relative energy change of the softened H over a full gravity trajectory (relative to kinetic plus
+#: |potential| energy at the start): leapfrog's error is about C dt^2 with C of order 100 for the
+#: collapsing 100-body clusters and the close passes of 5 bodies (2e-4 and 5e-4 measured); no bound
+#: this loose would hold for a first-order or non-symplectic scheme, whose error grows along the run
 GRAVITY_ENERGY_TOLERANCE = 1e-3
 
 
@@ -31,6 +33,20 @@ def charged():
 @pytest.fixture(scope="module")
 def gravity():
     return generate_protocol("segnn-gravity100", "test", n_systems=2, seed=5)
+
+
+@pytest.fixture(scope="module")
+def segno():
+    return generate_protocol("segno-gravity5", "test", n_systems=6, seed=5)
+
+
+def energy_and_scale(protocol: Protocol, z: torch.Tensor, params: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """The softened ``H`` along ``z: (B, T, 2, N, 3)``, ``(B, T)``, and its scale per system ``(B,)``:
+    kinetic plus |potential| energy at the start, which unlike ``|H|`` cannot be near 0 (a 5-body
+    system's can be)."""
+    h = energy(protocol.make_system().hamiltonian, z, params)
+    kinetic = 0.5 * z[:, 0, 1].square().sum((-2, -1))  # unit masses
+    return h, kinetic + (h[:, 0] - kinetic).abs()
 
 
 # -- independent references: the papers' loops, one system at a time, in numpy ---------------------
@@ -157,51 +173,92 @@ def test_clipped_systems_and_kicks_are_counted(monkeypatch):
     assert data.meta["clipped_kicks_fraction"] == 0.5
 
 
-# -- the gravity protocol ---------------------------------------------------------------------------
+# -- the gravity protocols: SEGNN's generator at 100 bodies from step 3000, and at 5 from step 0 -----
 
-def test_gravity_matches_segnn_loop(gravity):
-    for b in range(gravity.n_systems):
-        x, v = (gravity.z[b, 0, k].numpy() for k in (0, 1))
-        for k, (x_ref, v_ref) in enumerate(segnn_gravity_reference(x, v, steps=100)):
-            assert_close(gravity.z[b, k, 0], torch.from_numpy(x_ref))
-            assert_close(gravity.z[b, k, 1], torch.from_numpy(v_ref))
+#: each gravity set's fixture, and how many steps of it the numpy loop checks (all of the 5-body one)
+GRAVITY_SETS = pytest.mark.parametrize("fixture, steps", [("gravity", 100), ("segno", SEGNO.steps)],
+                                       ids=["segnn-gravity100", "segno-gravity5"])
 
 
-def test_gravity_conserves_softened_energy_and_momentum(gravity):
-    system = gravity.system()
-    assert isinstance(system, NBody) and system.softening == 0.1
-    h = energy(system.hamiltonian, gravity.z, gravity.params)
-    drift = relative_change(h, h[:, 0].abs())
+@GRAVITY_SETS
+def test_gravity_matches_segnn_loop(request, fixture, steps):
+    data = request.getfixturevalue(fixture)
+    for b in range(data.n_systems):
+        x, v = (data.z[b, 0, k].numpy() for k in (0, 1))
+        for k, (x_ref, v_ref) in enumerate(segnn_gravity_reference(x, v, steps=steps)):
+            assert_close(data.z[b, k, 0], torch.from_numpy(x_ref))
+            assert_close(data.z[b, k, 1], torch.from_numpy(v_ref))
+
+
+@GRAVITY_SETS
+def test_gravity_conserves_softened_energy_and_momentum(request, fixture, steps):
+    data = request.getfixturevalue(fixture)
+    system = data.system()
+    assert isinstance(system, NBody) and system.softening == 0.1 and system.n_particles == data.z.shape[-2]
+    h, scale = energy_and_scale(PROTOCOLS[data.meta["protocol"]["name"]], data.z, data.params)
+    drift = relative_change(h, scale)
     assert drift.max() < GRAVITY_ENERGY_TOLERANCE
     assert drift.max() > 1e-8, "a leapfrog at dt = 1e-3 cannot conserve this H to round-off"
-    momentum = gravity.z[:, :, 1].sum(-2)  # unit masses
-    assert momentum.abs().max() < 1e-12 * gravity.z[:, 0, 1].abs().sum(1).max()
-    v0 = gravity.z[:, 0, 1]
-    assert 0.8 < v0.std() < 1.2, "velocities ~ N(0, 1) per coordinate, not normalised"
-    assert gravity.z[:, 0, 0].mean(1).norm(dim=-1).min() > 1e-3, "positions are not recentred"
+    momentum = data.z[:, :, 1].sum(-2)  # unit masses
+    assert momentum.abs().max() < 1e-12 * data.z[:, 0, 1].abs().sum(1).max()
 
 
-def test_gravity_energy_error_is_second_order():
+@pytest.mark.parametrize("protocol", [GRAVITY, SEGNO], ids=["segnn-gravity100", "segno-gravity5"])
+def test_gravity_initial_state_follows_segnn(protocol):
+    # 20,000 draws of each: a variance is then known to about 0.01, and the bounds are 5 of those
+    n = protocol.n_particles
+    x, v, params = protocols._sample_segnn_gravity(protocol, 20_000 // (3 * n), torch.Generator().manual_seed(1))
+    assert torch.equal(params["m"], torch.ones(x.shape[:2], dtype=F64))
+    assert abs(x.var().item() - 1) < 0.05, "positions ~ N(0, 1) per coordinate, unscaled"
+    assert x.mean(1).norm(dim=-1).min() > 1e-3, "positions are not recentred"
+    assert v.sum(1).abs().max() < 1e-12, "the mean velocity is removed"
+    assert abs(v.var().item() - (1 - 1 / n)) < 0.05, "velocities ~ N(0, 1) per coordinate minus their mean"
+    assert v.norm(dim=-1).std() > 0.3, "speeds are not normalised (SEGNN's generator ignores its speed)"
+
+
+@pytest.mark.parametrize("protocol", [GRAVITY, SEGNO], ids=["segnn-gravity100", "segno-gravity5"])
+def test_gravity_energy_error_is_second_order(protocol):
     # the same initial states over 1000 steps at dt and dt / 2 (a shortened protocol, frames at equal times)
-    short = dataclasses.replace(GRAVITY, start_step=0, horizons=(1000,))
-    halved = dataclasses.replace(short, dt=GRAVITY.dt / 2, frame_steps=2 * GRAVITY.frame_steps, horizons=(2000,))
-    x, v, params = protocols._sample_segnn_gravity(GRAVITY, 2, torch.Generator().manual_seed(11))
+    short = dataclasses.replace(protocol, start_step=0, horizons=(1000,))
+    halved = dataclasses.replace(short, dt=protocol.dt / 2, frame_steps=2 * protocol.frame_steps, horizons=(2000,))
+    x, v, params = protocols._sample_segnn_gravity(protocol, 2, torch.Generator().manual_seed(11))
     errors = []
-    for protocol in (short, halved):
-        z, _ = protocols._simulate(protocol, x, v, params, progress=False)
-        h = energy(GRAVITY.make_system().hamiltonian, z, params)
-        errors.append(relative_change(h, h[:, 0].abs()).max().item())
+    for shortened in (short, halved):
+        z, _ = protocols._simulate(shortened, x, v, params, progress=False)
+        h, scale = energy_and_scale(protocol, z, params)
+        errors.append(relative_change(h, scale).max().item())
     assert 3 < errors[0] / errors[1] < 5.5, errors
+
+
+def test_segno_gravity_is_segnn_generator_at_5_bodies_from_step_0():
+    renamed = dataclasses.replace(GRAVITY, name=SEGNO.name, paper=SEGNO.paper, n_particles=5, start_step=0)
+    assert renamed == SEGNO, "only the name, the paper, the body count and the start step may differ"
+    assert protocols._SAMPLERS["segno-gravity5"] is protocols._SAMPLERS["segnn-gravity100"]
+    assert protocols._INTEGRATORS["segno-gravity5"] is protocols._INTEGRATORS["segnn-gravity100"]
+    assert "SEGNO" in SEGNO.paper and "ICLR 2024" in SEGNO.paper
+
+
+def test_segno_gravity_starts_from_the_sampled_state(segno):
+    x, v, params = protocols._sample_segnn_gravity(SEGNO, 6, torch.Generator().manual_seed(5))
+    start = segno.z[:, SEGNO.frame_of(SEGNO.start_step)]
+    assert torch.equal(start[:, 0], x) and torch.equal(start[:, 1], v)
+    assert torch.equal(segno.params["m"], params["m"])
+    assert start[:, 1].sum(1).abs().max() < 1e-15 * start[:, 1].abs().sum(1).max(), "zero total momentum"
+    assert not torch.equal(segno.z[:, 1], start), "frame 1 is 100 steps on"
+    assert segno.z.shape == (6, 21, 2, 5, 3) and segno.z.dtype == F64
+    assert_close(segno.t, torch.arange(21, dtype=F64) * 0.1)
 
 
 # -- both -------------------------------------------------------------------------------------------
 
-def test_same_seed_same_bits_whatever_the_chunking(monkeypatch):
-    first = generate_protocol("egnn-charged5", "train", n_systems=5, seed=7)
-    monkeypatch.setattr(protocols, "PAIR_CHUNK_BYTES", 2 * 3 * 5 * 5 * 8)  # two systems a chunk
-    again = generate_protocol("egnn-charged5", "train", n_systems=5, seed=7)
-    other = generate_protocol("egnn-charged5", "train", n_systems=5, seed=8)
-    assert torch.equal(first.z, again.z) and torch.equal(first.params["charge"], again.params["charge"])
+@pytest.mark.parametrize("name", ["egnn-charged5", "segno-gravity5"])
+def test_same_seed_same_bits_whatever_the_chunking(monkeypatch, name):
+    first = generate_protocol(name, "train", n_systems=5, seed=7)
+    monkeypatch.setattr(protocols, "PAIR_CHUNK_BYTES", 2 * 3 * 5 * 5 * 8)  # two systems of 5 bodies a chunk
+    again = generate_protocol(name, "train", n_systems=5, seed=7)
+    other = generate_protocol(name, "train", n_systems=5, seed=8)
+    assert torch.equal(first.z, again.z) and first.params.keys() == again.params.keys()
+    assert all(torch.equal(first.params[key], again.params[key]) for key in first.params)
     assert first.meta == again.meta
     assert not torch.equal(first.z, other.z)
 
@@ -218,6 +275,17 @@ def test_meta_records_the_protocol_and_rebuilds_the_system(charged):
     assert check_protocol(charged, "egnn-charged5", "charged.npz") is CHARGED
 
 
+def test_meta_records_the_segno_gravity_protocol(segno):
+    meta = segno.meta
+    assert meta["protocol"] == {"name": "segno-gravity5", "split": "test", "seed": 5, "inner_dt": 1e-3,
+                                "frame_steps": 100, "integrator": "kick-drift-kick leapfrog", "start_step": 0,
+                                "horizons": [1000, 1500, 2000]}
+    assert meta["dt"] == pytest.approx(0.1) and meta["steps"] == 20
+    assert "clipped_systems" not in meta and "clipped_kicks_fraction" not in meta
+    assert meta["system_settings"] == SEGNO.make_system().settings()
+    assert check_protocol(segno, "segno-gravity5", "segno.npz") is SEGNO
+
+
 def test_protocol_steps_and_frames():
     assert (CHARGED.steps, CHARGED.n_frames, GRAVITY.steps, GRAVITY.n_frames) == (5100, 52, 5000, 51)
     assert [GRAVITY.frame_of(GRAVITY.start_step + h) for h in GRAVITY.horizons] == [40, 45, 50]
@@ -226,6 +294,17 @@ def test_protocol_steps_and_frames():
         with pytest.raises(ValueError, match="egnn-charged5 stores steps 0, 100, ..., 5100; step"):
             CHARGED.frame_of(step)
     assert isinstance(CHARGED, Protocol) and dict(CHARGED.splits) == {"train": 3000, "valid": 2000, "test": 2000}
+
+
+def test_segno_gravity_steps_frames_and_splits():
+    assert (SEGNO.start_step, SEGNO.steps, SEGNO.n_frames, SEGNO.n_particles) == (0, 2000, 21, 5)
+    assert [SEGNO.frame_of(SEGNO.start_step + h) for h in SEGNO.horizons] == [10, 15, 20]
+    assert SEGNO.frame_dt == pytest.approx(0.1) and not SEGNO.not_hamiltonian
+    assert dict(SEGNO.splits) == {"train": 3000, "valid": 2000, "test": 2000}
+    for step in (50, 2100, 1000.0):
+        with pytest.raises(ValueError, match="^segno-gravity5 stores steps 0, 100, ..., 2000; step") as error:
+            SEGNO.frame_of(step)
+        _one_line(error)
 
 
 # -- refusals ---------------------------------------------------------------------------------------
@@ -251,12 +330,27 @@ def test_check_protocol_refuses_other_sets(charged, gravity):
         check_protocol(short, "egnn-charged5", "short.npz")
     assert _one_line(error).startswith("short.npz stops at step 4100, before step 5100 (3100 plus the longest "
                                        "horizon, 2000) that egnn-charged5 needs;")
-    with pytest.raises(ValueError, match="unknown protocol 'charged'; choose one of egnn-charged5, segnn-gravity100"):
+    with pytest.raises(ValueError, match=f"unknown protocol 'charged'; choose one of {ALL_PROTOCOLS}"):
         check_protocol(charged, "charged", "charged.npz")
 
 
+def test_check_protocol_keeps_the_two_gravity_sets_apart(gravity, segno):
+    for data, made, asked in ((segno, "segno-gravity5", "segnn-gravity100"), (gravity, "segnn-gravity100",
+                                                                             "segno-gravity5")):
+        with pytest.raises(ValueError) as error:
+            check_protocol(data, asked, "data.npz")
+        assert _one_line(error) == (f"data.npz holds the {made!r} set, not {asked!r}; generate it with `hamnet "
+                                    f"generate --protocol {asked} --split SPLIT` (hamnet.protocols.generate_protocol"
+                                    f"({asked!r}, split) in Python)")
+    short = dataclasses.replace(segno, t=segno.t[:16], z=segno.z[:, :16])
+    with pytest.raises(ValueError) as error:
+        check_protocol(short, "segno-gravity5", "short.npz")
+    assert _one_line(error).startswith("short.npz stops at step 1500, before step 2000 (0 plus the longest "
+                                       "horizon, 2000) that segno-gravity5 needs;")
+
+
 @pytest.mark.parametrize("arguments, message", [
-    (("egnn-charged", "train"), "unknown protocol 'egnn-charged'; choose one of egnn-charged5, segnn-gravity100"),
+    (("egnn-charged", "train"), f"unknown protocol 'egnn-charged'; choose one of {ALL_PROTOCOLS}"),
     (("egnn-charged5", "training"), "unknown split 'training'; choose one of train, valid, test"),
     (("egnn-charged5", "train", 0), "n_systems must be a positive integer, got 0"),
     (("egnn-charged5", "train", 2.5), "n_systems must be a positive integer, got 2.5"),
