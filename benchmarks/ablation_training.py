@@ -29,7 +29,7 @@ from hamnet.checkpoint import model_from_checkpoint
 from hamnet.evaluation import evaluate
 from hamnet.io import atomic_path, load_trajectories
 from hamnet.models import ModelConfig
-from hamnet.training import TrainConfig, train
+from hamnet.training import DEFAULT_KERNEL_BOUND_FACTOR, TrainConfig, train
 
 sys.path.insert(0, str(Path(__file__).parent))
 from pretrained_card import long_rollout  # noqa: E402  (benchmarks share their measurements)
@@ -49,16 +49,23 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-2)
     parser.add_argument("--init-from", default=None,
                         help="start from this checkpoint's weights (a curriculum: e.g. springs-t2, then longer windows)")
+    parser.add_argument("--kernel-bound", default="none",
+                        help="HLieConv's kernel bound: a number c (inputs pass through c tanh(x / c)), 'auto' (hamnet "
+                        "train's default: twice the training data's largest kernel input) or 'none' (default here, "
+                        "so that the runs before the bound existed keep their labels)")
     parser.add_argument("--long-steps", type=int, default=10_000)
     parser.add_argument("--label", default=None, help="name of the run (default: from the settings)")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    bound = None if args.kernel_bound in ("none", "auto") else float(args.kernel_bound)
     label = args.label or f"{args.group}_chunk{args.chunk}_windows{args.max_windows}_seed{args.seed}" + (
-        f"_from-{Path(args.init_from).stem}_epochs{args.epochs}_lr{args.lr:g}" if args.init_from else "")
+        f"_from-{Path(args.init_from).stem}_epochs{args.epochs}_lr{args.lr:g}" if args.init_from else "") + (
+        f"_bound{args.kernel_bound}" if args.kernel_bound != "none" else "")
     config = TrainConfig(model=ModelConfig(name="hlieconv", group=args.group, width=128, depth=4,
-                                           feature_keys=("m", "k")),
+                                           feature_keys=("m", "k"), kernel_bound=bound),
                          epochs=args.epochs, batch_size=200, lr=args.lr, method="leapfrog", chunk=args.chunk,
-                         max_windows=args.max_windows, seed=args.seed, init_from=args.init_from)
+                         max_windows=args.max_windows, seed=args.seed, init_from=args.init_from,
+                         kernel_bound_factor=DEFAULT_KERNEL_BOUND_FACTOR if args.kernel_bound == "auto" else None)
     run = HERE / "work" / "ablation_training" / label
     metrics = run / "metrics.jsonl"
     if not (metrics.exists() and len(metrics.read_text().splitlines()) >= config.epochs):
@@ -70,7 +77,8 @@ def main() -> None:
     scores = evaluate(model, test, window_method="leapfrog")
     long = long_rollout(model, test, args.long_steps)
     result = {"label": label, "group": args.group, "chunk": args.chunk, "max_windows": args.max_windows,
-              "seed": args.seed, "epochs": args.epochs, "lr": args.lr, "init_from": args.init_from, "best_epoch": state["epoch"], "train_seconds": round(train_seconds, 1),
+              "seed": args.seed, "epochs": args.epochs, "lr": args.lr, "init_from": args.init_from,
+              "kernel_bound": model.config.kernel_bound, "best_epoch": state["epoch"], "train_seconds": round(train_seconds, 1),
               "window_mse_5_states": scores["window_mse"], "rollout_error_final": scores["rollout_error"]["final"],
               "valid_prediction_time_median": scores["valid_prediction_time"]["median"],
               "diverged_500": len(scores["divergence"]["systems"]), "long_rollout": long,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import inspect
 import logging
+import math
 import os
 import sys
 import time
@@ -154,8 +155,8 @@ def _add_generate(commands) -> None:
     benchmark = parser.add_argument_group("benchmark protocols")
     benchmark.add_argument("--protocol", default=None,
                            help="generate an N-body benchmark set of the equivariant-GNN papers on its own protocol "
-                           "instead: egnn-charged5 or segnn-gravity100 (hamnet.protocols; it fixes the system, the "
-                           "integrator and the frames)")
+                           "instead: egnn-charged5, segnn-gravity100 or segno-gravity5 (hamnet.protocols; it fixes "
+                           "the system, the integrator and the frames)")
     benchmark.add_argument("--split", default="train", choices=("train", "valid", "test"),
                            help="with --protocol: which split, for its default size (default: train); give each "
                            "split its own --seed")
@@ -295,6 +296,11 @@ def _add_train(commands) -> None:
                        "distribution) (default: exact)")
     model.add_argument("--lift-samples", type=int, default=m.lift_samples,
                        help="hlieconv only, with --lift monte-carlo: lift samples per point (default: the group's)")
+    model.add_argument("--kernel-bound", default="auto", metavar="auto|none|C",
+                       help="hlieconv only: kernel inputs pass through C tanh(x / C), so the learned potential is "
+                       "bounded far from the data and a rollout that leaves the data cannot run away; 'auto' sets C "
+                       f"to {TrainConfig.kernel_bound_factor:g} times the largest kernel input in the training windows, "
+                       "'none' leaves the kernel unbounded (default: auto)")
     opt, t = parser.add_argument_group("optimisation"), TrainConfig
     opt.add_argument("--epochs", type=int, default=t.epochs, help=f"epochs over the training windows (default: {t.epochs})")
     opt.add_argument("--batch-size", type=int, default=t.batch_size,
@@ -328,18 +334,36 @@ def _add_train(commands) -> None:
 
 
 def train_config_from_args(args: argparse.Namespace, data) -> "TrainConfig":
-    from .models import ModelConfig
+    from .models import MODELS, ModelConfig
     from .training import TrainConfig
 
+    factor, kernel_bound = _kernel_bound(args.kernel_bound, MODELS.get(args.model).uses_group)
     per_particle = sorted(k for k, v in data.params.items() if v.dim() == 2)
     feature_keys = tuple(["m"] + [k for k in per_particle if k != "m"])
     model = ModelConfig(name=args.model, n_particles=data.n_particles, dim=data.dim, feature_keys=feature_keys,
                         width=args.width, depth=args.depth, group=args.group, neighbours=args.neighbours,
-                        lift_samples=args.lift_samples, lift=args.lift)
-    return TrainConfig(model=model, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                        lift_samples=args.lift_samples, lift=args.lift, kernel_bound=kernel_bound)
+    return TrainConfig(model=model, kernel_bound_factor=factor, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                        weight_decay=args.weight_decay, chunk=args.chunk, method=args.method, dtype=args.dtype,
                        seed=args.seed, validation=args.validation, test=args.test, max_windows=args.max_windows,
                        init_from=args.init_from)
+
+
+def _kernel_bound(value: str, has_kernel: bool) -> tuple[float | None, float | None]:
+    """``--kernel-bound`` as ``(TrainConfig.kernel_bound_factor, ModelConfig.kernel_bound)``."""
+    from .training import TrainConfig
+
+    if value == "auto":
+        return (TrainConfig.kernel_bound_factor if has_kernel else None), None
+    if value == "none":
+        return None, None
+    try:
+        bound = float(value)
+    except ValueError:
+        bound = math.nan
+    if not (math.isfinite(bound) and bound > 0):
+        raise InputError(f"--kernel-bound must be auto, none or a positive number, got {value!r}")
+    return None, bound
 
 
 #: flags of `hamnet train` and their valid ranges, checked before anything is read (a config's own check
@@ -365,6 +389,7 @@ def run_train(args: argparse.Namespace) -> None:
     for flag, low, high in TRAIN_RANGES:
         check_range(flag, getattr(args, flag[2:].replace("-", "_")), low, high)
     MODELS.get(args.model)  # an unknown model fails before the data is read
+    _kernel_bound(args.kernel_bound, True)
     if Path(args.out).exists() and not Path(args.out).is_dir():
         raise InputError(f"--out {args.out} is a file; give a run folder to create (or to continue with --resume)")
     data = load_trajectories(args.data)

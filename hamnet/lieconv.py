@@ -37,6 +37,7 @@ constant). Nothing in a forward pass changes module state; stabilizer samples co
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -206,14 +207,18 @@ class LieResNet(nn.Module):
     ``"monte-carlo"`` (the paper's random stabilizer samples: invariant in distribution), None for
     exact wherever the group has it (``group.has_exact_lift``; every built-in group); ``lift_samples``:
     the Monte Carlo sample count per point (None: ``DEFAULT_LIFT_SAMPLES``; 1 or None for the exact
-    lift); ``kernel_width`` / ``kernel_channels``: the kernel MLP. The output is the mean over real
+    lift); ``kernel_width`` / ``kernel_channels``: the kernel MLP; ``kernel_bound``: None, or a bound ``c``
+    through which every kernel input passes as ``c tanh(x / c)`` (close to ``x`` well inside ``c``), so
+    the output is a bounded function of the points however far they go (see :func:`bound_from_data`).
+    The output is the mean over real
     lifted elements of a per-element linear read-out. Parameters are created in the default dtype;
     convert the module (``model.to(torch.float64)``) to match the inputs.
     """
 
     def __init__(self, group: LieGroup, in_features: int, width: int = 128, depth: int = 4,
                  out_features: int = 1, neighbours: int | None = None, lift_samples: int | None = None,
-                 kernel_width: int = 32, kernel_channels: int = 16, lift: str | None = None) -> None:
+                 kernel_width: int = 32, kernel_channels: int = 16, lift: str | None = None,
+                 kernel_bound: float | None = None) -> None:
         super().__init__()
         for label, value in (("in_features", in_features), ("width", width), ("out_features", out_features),
                              ("kernel_width", kernel_width), ("kernel_channels", kernel_channels)):
@@ -223,6 +228,9 @@ class LieResNet(nn.Module):
             raise ValueError(f"depth must be >= 0, got {depth}")
         if neighbours is not None and neighbours < 1:
             raise ValueError(f"neighbours must be >= 1 or None (all points), got {neighbours}")
+        if kernel_bound is not None and not (math.isfinite(kernel_bound) and kernel_bound > 0):
+            raise ValueError(f"kernel_bound must be a positive finite number or None (no bound), got {kernel_bound}")
+        self.kernel_bound = kernel_bound
         self.group, self.in_features, self.out_features = group, in_features, out_features
         self.lift, self.lift_samples = resolve_lift(group, lift, lift_samples)
         self.neighbours = neighbours
@@ -242,12 +250,30 @@ class LieResNet(nn.Module):
         non-finite values.
         """
         mask = self._validate(points, features, mask)
-        points = torch.where(mask.unsqueeze(-1), points, torch.zeros_like(points))
         features = torch.where(mask.unsqueeze(-1), features, torch.zeros_like(features))
+        nbhd, lifted_mask = self._neighbourhood(points, mask, generator)
+        return self._convolve(features.repeat_interleave(self.lift_samples, 1), lifted_mask, nbhd)
+
+    def kernel_input_extent(self, points: Tensor, mask: Tensor | None = None,
+                            generator: torch.Generator | None = None) -> Tensor:
+        """The largest ``|kernel input|`` (before any ``kernel_bound``) the network meets on ``points:
+        (B, N, D)``, a 0-d tensor: the scale a bound should leave alone (``c tanh(x / c)`` bends ``x`` by
+        less than 8% for ``|x| <= c / 2``)."""
+        features = points.new_zeros(*points.shape[:2], self.in_features)
+        mask = self._validate(points, features, mask)
+        with torch.no_grad():
+            nbhd, lifted_mask = self._neighbourhood(points, mask, generator)
+            real = nbhd.weights > 0  # pairs of real elements
+            return nbhd.kernel_inputs.abs().amax(-1).masked_fill(~real, 0).amax()
+
+    def _neighbourhood(self, points: Tensor, mask: Tensor, generator: torch.Generator | None
+                       ) -> tuple[Neighbourhood, Tensor]:
+        """The neighbourhood of validated ``points`` and the mask of the elements it is over."""
+        points = torch.where(mask.unsqueeze(-1), points, torch.zeros_like(points))
         if self.lift == "exact":
-            return self._convolve(features, mask, invariant_neighbourhood(self.group, points, mask, self.neighbours))
+            return invariant_neighbourhood(self.group, points, mask, self.neighbours), mask
         elements, orbits, lifted_mask = self.group.lift(points, mask, self.lift_samples, generator)
-        return self.forward_lifted(elements, orbits, features.repeat_interleave(self.lift_samples, 1), lifted_mask)
+        return neighbourhood(self.group, elements, orbits, lifted_mask, self.neighbours), lifted_mask
 
     def forward_lifted(self, elements: Tensor, orbits: Tensor, features: Tensor, mask: Tensor) -> Tensor:
         """The network on already lifted inputs: ``elements: (B, M, n, n)``, ``orbits: (B, M, O)``,
@@ -262,6 +288,9 @@ class LieResNet(nn.Module):
 
     def _convolve(self, features: Tensor, mask: Tensor, nbhd: Neighbourhood) -> Tensor:
         """The blocks and the masked mean read-out: ``features: (B, M, F)``, ``mask: (B, M)``."""
+        if self.kernel_bound is not None:
+            c = self.kernel_bound
+            nbhd = nbhd._replace(kernel_inputs=c * torch.tanh(nbhd.kernel_inputs / c))
         x = self.embed(features)
         for block in self.blocks:
             x = block(x, nbhd)

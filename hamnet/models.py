@@ -50,6 +50,8 @@ __all__ = ["ModelConfig", "ParticleModel", "SeparableModel", "HLieConv", "FCNODE
 
 #: seed of the generator that initialises weights when ``build_model`` is given none
 DEFAULT_INIT_SEED = 0
+# kernel-input pairs per forward pass while measuring their extent (a few tens of MiB)
+_EXTENT_PAIRS = 1 << 21
 
 
 @dataclass(frozen=True)
@@ -67,8 +69,10 @@ class ModelConfig:
     round-off; ``"monte-carlo"``: the paper's sampled lift, invariant in distribution; None: exact where
     the group has it, which every built-in group does), ``lift_samples`` (the Monte Carlo lift's sample
     count), ``kernel_width`` and
-    ``kernel_channels`` (the LieConv kernel MLP) and ``centre`` (subtract the centroid before the
-    network, which makes V translation invariant, as in the paper).
+    ``kernel_channels`` (the LieConv kernel MLP), ``centre`` (subtract the centroid before the
+    network, which makes V translation invariant, as in the paper) and ``kernel_bound`` (None, or ``c``:
+    kernel inputs pass through ``c tanh(x / c)``, so V is bounded however far the particles go and a
+    rollout's momenta stay bounded by its energy; ``hamnet.training`` sets it from the training data).
     """
 
     name: str = "hlieconv"
@@ -84,6 +88,7 @@ class ModelConfig:
     kernel_width: int = 32
     kernel_channels: int = 16
     centre: bool = True
+    kernel_bound: float | None = None
 
     def __post_init__(self) -> None:
         # a config read back from JSON carries a list
@@ -99,6 +104,11 @@ class ModelConfig:
             )
         if not self.feature_keys or "m" not in self.feature_keys:
             raise ValueError(f"feature_keys must include the masses 'm', got {self.feature_keys}")
+        if self.kernel_bound is not None:
+            if not model_class.uses_group:
+                raise ValueError(f"kernel_bound applies to hlieconv (a LieConv kernel), not to {self.name}; leave it None")
+            if not (math.isfinite(self.kernel_bound) and self.kernel_bound > 0):
+                raise ValueError(f"kernel_bound must be a positive finite number or None (no bound), got {self.kernel_bound}")
         if model_class.uses_group:  # an unknown group, a wrong dimension or an impossible lift fails before any build
             resolve_lift(get_group(self.group, self.dim), self.lift, self.lift_samples)
 
@@ -344,6 +354,7 @@ class HLieConv(SeparableModel):
             lift=config.lift,
             kernel_width=config.kernel_width,
             kernel_channels=config.kernel_channels,
+            kernel_bound=config.kernel_bound,
         )
 
     def potential(self, q: Tensor, params: Params) -> Tensor:
@@ -362,6 +373,14 @@ class HLieConv(SeparableModel):
             subset = self._finite_potential(q[kept], {k: v[kept] for k, v in params.items()})
             values = values.index_put((kept,), subset)
         return values
+
+    def kernel_input_extent(self, q: Tensor) -> float:
+        """The largest ``|kernel input|`` of the potential network over positions ``q: (B, N, D)``
+        (centred as :meth:`potential` centres them); what ``hamnet.training`` scales ``kernel_bound`` from."""
+        elements = q.shape[1] * self.potential_net.lift_samples
+        states = max(1, _EXTENT_PAIRS // (elements * (self.config.neighbours or elements)))
+        return max(float(self.potential_net.kernel_input_extent(centre(part) if self.config.centre else part))
+                   for part in q.split(states))
 
     def _finite_potential(self, q: Tensor, params: Params) -> Tensor:
         if self.config.centre:

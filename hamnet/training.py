@@ -57,7 +57,7 @@ from .data import DEFAULT_CHUNK, Windows, split_systems
 from .integrate import INTEGRATORS, get_integrator
 from .io import Trajectories, atomic_path, load_trajectories
 from .loss import WindowLoss, to_device, window_mse
-from .models import ModelConfig, build_model, check_compatible, config_from_dict
+from .models import MODELS, ModelConfig, build_model, check_compatible, config_from_dict
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +65,12 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 #: bytes read at a time when fingerprinting a data file
 HASH_BLOCK_BYTES = 1 << 20
+#: a LieConv kernel's bound, as a multiple of the largest kernel input in the training windows: twice
+#: the data's reach leaves the data almost unbent (c tanh(x / c) is within 8% of x up to c / 2) and
+#: measured against no bound in benchmarks/results/divergence_escape.md
+DEFAULT_KERNEL_BOUND_FACTOR = 2.0
+#: training windows (evenly spaced) whose states decide the kernel bound
+KERNEL_BOUND_SAMPLE_WINDOWS = 4096
 
 
 class TrainingDiverged(ValueError):
@@ -86,6 +92,12 @@ class TrainConfig:
     ``init_from``: start from the weights of this checkpoint (a path or a pretrained name) instead of
     fresh ones, for a second phase of training with other settings (longer windows, float64, ...);
     its model configuration must equal ``model``. The optimiser and schedule start afresh.
+    ``kernel_bound_factor``: for a model with a LieConv kernel (HLieConv) whose ``kernel_bound`` is
+    None, the run sets that bound to this multiple of the largest kernel input over the training
+    windows (so the learned potential is bounded beyond the data, and a rollout that leaves the data
+    cannot gain unbounded momenta; see ``benchmarks/results/divergence_escape.md``); None leaves the
+    kernel unbounded. With ``init_from`` the starting checkpoint's bound is kept. The checkpoint
+    records the bound that was used.
     """
 
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -102,6 +114,7 @@ class TrainConfig:
     max_windows: int | None = None
     validation_windows: int | None = 1000
     init_from: str | None = None
+    kernel_bound_factor: float | None = DEFAULT_KERNEL_BOUND_FACTOR
 
     def __post_init__(self) -> None:
         if isinstance(self.model, dict):
@@ -123,6 +136,10 @@ class TrainConfig:
                              f"Choose one of {', '.join(fixed)}")
         if self.chunk < 2:
             raise ValueError(f"chunk must be at least 2 states, got {self.chunk}")
+        if self.kernel_bound_factor is not None and not (math.isfinite(self.kernel_bound_factor)
+                                                         and self.kernel_bound_factor >= 1):
+            raise ValueError(f"kernel bound factor must be a finite number >= 1 (a bound inside the data would bend "
+                             f"what the model learns from), or None, got {self.kernel_bound_factor}")
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -130,7 +147,10 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
         """Rebuild from :meth:`as_dict` (e.g. read from a checkpoint); unknown keys and values of the
-        wrong type are refused in one line."""
+        wrong type are refused in one line. A config saved before the kernel bound existed has no
+        ``kernel_bound_factor``: its run was unbounded, which is what it gets back."""
+        if isinstance(values, dict) and "kernel_bound_factor" not in values:
+            values = {**values, "kernel_bound_factor": None}
         return config_from_dict(cls, values, "train config")
 
 
@@ -378,9 +398,13 @@ def _check_resumable(files: RunFiles, state: dict[str, Any], config: TrainConfig
         raise CheckpointError(f"{files.last}: {str(error).splitlines()[0]}") from error
     if saved != config:
         changed = sorted(f.name for f in dataclasses.fields(config) if getattr(saved, f.name) != getattr(config, f.name))
+        bound = saved.model.kernel_bound
+        hint = (f" (it was trained with --kernel-bound {'none' if bound is None else f'{bound:g}'})"
+                if (bound, saved.kernel_bound_factor) != (config.model.kernel_bound, config.kernel_bound_factor)
+                else "")
         raise CheckpointError(
             f"{files.last} was trained with different settings ({', '.join(changed)}); "
-            "resume with the run's own settings or start a new run folder"
+            f"resume with the run's own settings{hint} or start a new run folder"
         )
     saved_data = state.get("data") if isinstance(state.get("data"), dict) else {}
     if _without_fingerprint(saved_data) != _without_fingerprint(data_info):
@@ -478,6 +502,7 @@ class _Run:
 
 def _train(config, data_path, files, context, resume, progress, stop_after_epochs):
     data, train_windows, validation_windows = _prepare_data(config, data_path, context)
+    config = with_kernel_bound(config, train_windows, files.last if resume and files.last.exists() else None)
     dtype, dt = DTYPES[config.dtype], float(data.meta["dt"])
     model = build_model(config.model, torch.Generator().manual_seed(config.seed))
     if config.init_from is not None and not resume:  # a resumed run continues from its own checkpoint
@@ -505,6 +530,28 @@ def _train(config, data_path, files, context, resume, progress, stop_after_epoch
             loss_module = nn.parallel.DistributedDataParallel(loss_module, find_unused_parameters=True)
         return _epochs(run, loss_module, train_windows, validation_windows, config, context, files, data_info,
                        progress, stop_after_epochs)
+
+
+def with_kernel_bound(config: TrainConfig, windows: Windows, resumed: Path | None = None) -> TrainConfig:
+    """``config`` with its model's ``kernel_bound`` decided: as given; the ``resumed`` checkpoint's, when
+    the run continues (what it decided at its start; ``init_from`` may be gone by then); the
+    ``init_from`` checkpoint's; or ``kernel_bound_factor`` times the largest kernel input over (up to
+    :data:`KERNEL_BOUND_SAMPLE_WINDOWS` evenly spaced of) the training ``windows``. Unchanged for
+    models without a LieConv kernel."""
+    model = config.model
+    bounded = hasattr(MODELS.get(model.name), "kernel_input_extent")
+    if model.kernel_bound is not None or config.kernel_bound_factor is None or not bounded:
+        return config
+    if resumed is not None or config.init_from is not None:
+        bound = model_from_checkpoint(resumed or config.init_from)[0].config.kernel_bound
+    else:
+        network = build_model(dataclasses.replace(model), torch.Generator().manual_seed(0))
+        network = network.to(device=windows.data.z.device, dtype=windows.data.z.dtype)
+        picked = torch.linspace(0, len(windows) - 1, min(len(windows), KERNEL_BOUND_SAMPLE_WINDOWS),
+                                device=windows.data.z.device).round().long()
+        extent = network.kernel_input_extent(windows[picked][0][:, :, 0].flatten(0, 1))  # every picked state
+        bound = float(f"{config.kernel_bound_factor * extent:.4g}") if extent > 0 else None
+    return dataclasses.replace(config, model=dataclasses.replace(model, kernel_bound=bound))
 
 
 def _load_initial_weights(model: nn.Module, config: TrainConfig) -> None:

@@ -172,3 +172,17 @@ def test_init_from_a_checkpoint_that_cannot_start_this_run(files, tmp_path, caps
     code, _, err = run_cli(["train", "--data", str(files["springs"]), "--out", str(out), *TINY, "--init-from", start],
                            capsys)
     assert code == 1 and message in err and err.count("\n") == 1 and not out.exists()
+
+
+@pytest.mark.parametrize("flag, expected", [(None, "auto"), ("none", None), ("2.5", 2.5)])
+def test_kernel_bound_flag(files, tmp_path, capsys, flag, expected):
+    """``--kernel-bound``: auto (the default, a bound read from the training data), none, or a number."""
+    extra = [] if flag is None else ["--kernel-bound", flag]
+    code, _, err = run_cli(["train", "--data", str(files["springs"]), "--group", "SO2", "--out", str(tmp_path / "run"),
+                            *TINY, *extra], capsys)
+    assert code == 0, err
+    bound = torch.load(tmp_path / "run" / "best.pt", weights_only=True)["model_config"]["kernel_bound"]
+    if expected == "auto":
+        assert bound is not None and bound > 0
+    else:
+        assert bound == expected

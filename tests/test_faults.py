@@ -48,9 +48,11 @@ MARKER = "CODE-RAN"
 TERABYTES = (10**6, 10**6, 2, 4, 2)
 #: a process id above Linux's largest (2**22): the writer of a "stale" temporary that is surely dead
 DEAD_PID = 99999999
-#: the tiny training run of every train case (HLieConv SO2, width 8, depth 1, one epoch of 16 windows)
+#: the tiny training run of every train case (HLieConv SO2, width 8, depth 1, one epoch of 16 windows); its
+#: kernel is unbounded so that the shared checkpoint can still be made to diverge (a bounded potential's
+#: force vanishes far from the data, tests/test_kernel_bound.py, and its rollout at dt 1e3 stays finite)
 TRAIN = ("--model hlieconv --group SO2 --width 8 --depth 1 --chunk 3 --epochs 1 --batch-size 8 --max-windows 16 "
-         "--validation 0.2 --test 0 --quiet")
+         "--validation 0.2 --test 0 --kernel-bound none --quiet")
 ERROR_PREFIX = "hamnet: error:"
 INTERRUPT_PREFIXES = ("hamnet: error:", "hamnet: interrupted", "hamnet: terminated")
 
@@ -477,6 +479,11 @@ CASES = [
          mentions=("--threads",)),
     Case("train-seed-2**70", f"train --data {{springs}} --out {{tmp}}/run {TRAIN} --seed {2**70}",
          mentions=("--seed",)),
+    Case("train-kernel-bound-not-a-number", f"train --data {{springs}} --out {{tmp}}/run {TRAIN} --kernel-bound wide",
+         mentions=("--kernel-bound",)),
+    Case("train-kernel-bound-on-a-model-without-a-kernel",
+         f"train --data {{springs}} --out {{tmp}}/run {TRAIN.replace('--group SO2 ', '')} --model hogn --kernel-bound 3",
+         mentions=("kernel_bound",)),
     Case("train-epochs-negative", f"train --data {{springs}} --out {{tmp}}/run {TRAIN} --epochs -1",
          mentions=("--epochs",)),
     Case("train-batch-size-negative", f"train --data {{springs}} --out {{tmp}}/run {TRAIN} --batch-size -5",

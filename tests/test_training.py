@@ -20,7 +20,7 @@ import torch
 from hamnet.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
 from hamnet.cli import main
 from hamnet.data import Windows, split_systems
-from hamnet.io import save_trajectories
+from hamnet.io import load_trajectories, save_trajectories
 from hamnet.models import ModelConfig, build_model
 from hamnet.simulation import generate
 from hamnet.loss import WindowLoss, window_mse
@@ -406,7 +406,7 @@ def test_truncated_and_foreign_checkpoints_are_refused(springs_file, tmp_path):
     with pytest.raises(CheckpointError, match="not a hamnet checkpoint"):
         load_checkpoint(foreign)
     model, state = model_from_checkpoint(tmp_path / "run" / "last.pt")
-    assert state["epoch"] == 1 and model.config == TINY_MODEL
+    assert state["epoch"] == 1 and model.config == ModelConfig(**{**TINY_MODEL.__dict__, "kernel_bound": model.config.kernel_bound})
 
 
 class _RunsCode:
@@ -481,3 +481,48 @@ def test_a_run_started_from_another_resumes_from_its_own_checkpoint(springs_file
     shutil.rmtree(first)
     train(config, springs_file, second, resume=True)
     assert load_checkpoint(second / "last.pt")["epoch"] == 2
+
+
+def test_a_run_bounds_its_kernel_at_twice_the_training_data_reach(springs_file, tmp_path):
+    """The default ``kernel_bound_factor`` sets HLieConv's kernel bound from the training windows: for
+    T(2) the kernel inputs are the pair differences ``x_v - x_u``, so the bound is twice the largest
+    coordinate difference in the windows' states (computed here from the data, independently)."""
+    config = tiny_config(epochs=2)
+    train(config, springs_file, tmp_path / "run", stop_after_epochs=1)
+    saved = ModelConfig.from_dict(load_checkpoint(tmp_path / "run" / "last.pt")["model_config"])
+    data = load_trajectories(springs_file)
+    split = split_systems(data.n_systems, config.validation, config.test, config.seed)
+    windows = Windows(data, config.chunk, split.train, config.max_windows, seed=config.seed)
+    q = windows[torch.arange(len(windows))][0][:, :, 0].double()  # (windows, chunk, N, D)
+    reach = (q.unsqueeze(-2) - q.unsqueeze(-3)).abs().max().item()
+    assert saved.kernel_bound == pytest.approx(2 * reach, rel=1e-3)
+    # and a resumed run decides the same bound (else it would refuse its own checkpoint)
+    train(config, springs_file, tmp_path / "run", resume=True)
+    assert ModelConfig.from_dict(load_checkpoint(tmp_path / "run" / "last.pt")["model_config"]) == saved
+
+
+def test_without_a_factor_the_kernel_stays_unbounded_and_a_given_bound_is_kept(springs_file, tmp_path):
+    train(tiny_config(epochs=1, kernel_bound_factor=None), springs_file, tmp_path / "none")
+    assert load_checkpoint(tmp_path / "none" / "last.pt")["model_config"]["kernel_bound"] is None
+    given = ModelConfig(**{**TINY_MODEL.__dict__, "kernel_bound": 0.5})
+    train(tiny_config(epochs=1, model=given), springs_file, tmp_path / "given")
+    assert load_checkpoint(tmp_path / "given" / "last.pt")["model_config"]["kernel_bound"] == 0.5
+
+
+def test_a_run_started_from_another_keeps_its_bound_and_old_unbounded_runs_still_resume(springs_file, tmp_path):
+    first = tmp_path / "first"
+    train(tiny_config(epochs=1, model=ModelConfig(**{**TINY_MODEL.__dict__, "kernel_bound": 0.5})), springs_file, first)
+    second = tmp_path / "second"
+    train(tiny_config(epochs=1, chunk=3, init_from=str(first / "last.pt")), springs_file, second)
+    assert load_checkpoint(second / "last.pt")["model_config"]["kernel_bound"] == 0.5
+    # a checkpoint written before the bound existed has no kernel_bound_factor: it was unbounded
+    old = tmp_path / "old"
+    train(tiny_config(epochs=2, kernel_bound_factor=None), springs_file, old, stop_after_epochs=1)
+    state = load_checkpoint(old / "last.pt")
+    del state["train_config"]["kernel_bound_factor"], state["model_config"]["kernel_bound"]
+    del state["train_config"]["model"]["kernel_bound"]
+    torch.save(state, old / "last.pt")
+    assert TrainConfig.from_dict(state["train_config"]).kernel_bound_factor is None
+    train(tiny_config(epochs=2, kernel_bound_factor=None), springs_file, old, resume=True)
+    with pytest.raises(CheckpointError, match="it was trained with --kernel-bound none"):
+        train(tiny_config(epochs=3), springs_file, old, resume=True)
