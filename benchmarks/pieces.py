@@ -1,4 +1,5 @@
-"""What the long, resumable benchmarks share: running in pieces on several processes, and logging.
+"""What the long, resumable benchmarks share: running in pieces on several processes, logging, and
+results files any JSON parser reads.
 
 ``--part K/N`` gives a process every N-th run of a benchmark's list, from the K-th, so N processes
 (one per core) share the work; ``--report`` writes the results from the scores present.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 
 import torch
 
@@ -30,3 +32,14 @@ def start_pieces(parser: argparse.ArgumentParser) -> tuple[argparse.Namespace, i
     logging.getLogger("hamnet.training").setLevel(logging.WARNING)
     torch.set_num_threads(args.threads)
     return args, part, parts
+
+
+def strict_json(value):
+    """``value`` with non-finite floats as the strings "inf" / "nan", so any JSON parser reads it."""
+    if isinstance(value, dict):
+        return {k: strict_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [strict_json(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value

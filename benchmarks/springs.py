@@ -74,7 +74,7 @@ from hamnet.training import TrainConfig, train
 from systems import make_system
 
 sys.path.insert(0, str(Path(__file__).parent))
-from pieces import add_piece_arguments, start_pieces  # noqa: E402  (the benchmarks' shared running in pieces)
+from pieces import add_piece_arguments, start_pieces, strict_json  # noqa: E402  (the benchmarks' shared running in pieces)
 
 HERE = Path(__file__).parent
 RESULTS = HERE / "results"
@@ -373,15 +373,6 @@ def comparison(summary: dict, scale: Scale) -> list[str]:
     return lines
 
 
-def strict_json(value):
-    """``value`` with non-finite floats as the strings "inf" / "nan", so any JSON parser reads it."""
-    if isinstance(value, dict):
-        return {k: strict_json(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [strict_json(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    return value
 
 
 # -- main ---------------------------------------------------------------------------------------
