@@ -312,7 +312,8 @@ def _add_train(commands) -> None:
     opt.add_argument("--chunk", type=int, default=t.chunk,
                      help=f"states per training window: the initial one and chunk - 1 targets (default: {t.chunk})")
     opt.add_argument("--method", default=t.method,
-                     help=f"fixed-step integrator over each window (default: {t.method}); see docs/integrators.md")
+                     help="fixed-step integrator over each window (default: auto, the one the model's rollouts use: "
+                     "leapfrog for separable Hamiltonians, rk4 otherwise); see docs/integrators.md")
     opt.add_argument("--dtype", default=t.dtype, choices=("float32", "float64"),
                      help=f"training precision (default: {t.dtype})")
     opt.add_argument("--seed", type=int, default=t.seed, help=f"seed of weights, split and shuffling (default: {t.seed})")

@@ -58,6 +58,7 @@ from .integrate import INTEGRATORS, get_integrator
 from .io import Trajectories, atomic_path, load_trajectories
 from .loss import WindowLoss, to_device, window_mse
 from .models import MODELS, ModelConfig, build_model, check_compatible, config_from_dict
+from .rollouts import default_method
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +90,10 @@ class TrainConfig:
     ``max_windows``: train on a seeded subset of that many windows (None: all windows of the
     training systems). ``validation_windows``: how many windows of the validation systems are
     scored each epoch. ``validation``/``test``: fractions of systems held out, by seed.
+    ``method``: the fixed-step integrator over each window; ``"auto"`` (the default) is the one a
+    rollout of the model uses, leapfrog for a separable Hamiltonian and rk4 otherwise
+    (``hamnet.rollouts.default_method``), so training fits the map the rollout will apply; it is
+    resolved when the config is made, so a saved config names the integrator.
     ``init_from``: start from the weights of this checkpoint (a path or a pretrained name) instead of
     fresh ones, for a second phase of training with other settings (longer windows, float64, ...);
     its model configuration must equal ``model``. The optimiser and schedule start afresh.
@@ -106,7 +111,7 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 0.0
     chunk: int = DEFAULT_CHUNK
-    method: str = "rk4"
+    method: str = "auto"
     dtype: str = "float32"
     seed: int = 0
     validation: float = 0.1
@@ -130,6 +135,8 @@ class TrainConfig:
                              "(--weight-decay)")
         if self.dtype not in DTYPES:
             raise ValueError(f"unknown dtype {self.dtype!r}; choose one of {', '.join(DTYPES)}")
+        if self.method == "auto":
+            object.__setattr__(self, "method", default_method(MODELS.get(self.model.name)))
         if not get_integrator(self.method).fixed_step:  # unknown names fail here, with the known ones listed
             fixed = [name for name in INTEGRATORS.names() if INTEGRATORS.get(name).fixed_step]
             raise ValueError(f"training integrates each window with a fixed step; {self.method!r} is adaptive. "

@@ -526,3 +526,14 @@ def test_a_run_started_from_another_keeps_its_bound_and_old_unbounded_runs_still
     train(tiny_config(epochs=2, kernel_bound_factor=None), springs_file, old, resume=True)
     with pytest.raises(CheckpointError, match="it was trained with --kernel-bound none"):
         train(tiny_config(epochs=3), springs_file, old, resume=True)
+
+
+@pytest.mark.parametrize("name, method", [("hlieconv", "leapfrog"), ("egnn-h", "leapfrog"), ("fc-hnn", "rk4"),
+                                          ("fc-node", "rk4")])
+def test_the_default_window_integrator_is_the_one_the_rollout_uses(name, method):
+    """``method="auto"`` trains each model with the integrator its rollouts use (leapfrog needs a separable
+    Hamiltonian), and is resolved in the config, so what is saved names the integrator; a given one is kept."""
+    config = TrainConfig(model=ModelConfig(name=name, n_particles=4))
+    assert config.method == method
+    assert TrainConfig.from_dict(config.as_dict()) == config
+    assert TrainConfig(model=ModelConfig(name=name, n_particles=4), method="euler").method == "euler"
