@@ -300,7 +300,7 @@ def run_hamiltonian(folder: Path, train_path: Path, protocol: Protocol, budget: 
 def run_direct(loaded: dict[str, Trajectories], protocol: Protocol, budget: Budget, seed: int) -> dict:
     pairs = {split: start_and_targets(loaded[split], protocol) for split in ("train", "valid")}
     z0, params, targets = start_and_targets(loaded["test"], protocol)
-    mse, seconds, best_epochs = [], 0.0, []
+    mse, seconds, best_epochs, histories = [], 0.0, [], []
     for index, horizon in enumerate(protocol.horizons):
         if budget.direct_horizons is not None and horizon not in budget.direct_horizons:
             mse.append(None)  # not trained at this horizon
@@ -310,10 +310,13 @@ def run_direct(loaded: dict[str, Trajectories], protocol: Protocol, budget: Budg
                             epochs=budget.direct_epochs, batch_size=budget.batch_size, seed=seed)
         seconds += fit["seconds"]
         best_epochs.append(fit["best_epoch"])
+        histories.append([[epoch, train, valid] for epoch, train, valid in fit["history"]])
         mse.append(position_mse(model.double(), z0.double(), _double(params), targets[index].double(),
                                 batch_size=budget.batch_size))
     return {"mse": mse, "diverged": 0, "epochs": budget.direct_epochs, "best_epochs": best_epochs,
             "train_seconds": round(seconds, 1),
+            # (epoch, training MSE, validation MSE) at every validation: overfitting or a plateau, told apart
+            "history": histories,
             "sees": "one (start frame -> target frame) pair per training trajectory, a network per horizon; "
                     "the validation split picks the epoch"}
 
