@@ -295,7 +295,7 @@ def test_non_finite_values_leave_the_last_finite_checkpoints(springs_file, tmp_p
     before = {name: (run / name).read_bytes() for name in ("last.pt", "best.pt", "metrics.jsonl")}
     module = __import__(target, fromlist=["_"]) if isinstance(target, str) else target
     monkeypatch.setattr(module, name, make_bad(getattr(module, name)))
-    with pytest.raises(TrainingDiverged, match=rf"^training diverged: {what}; lower --lr \(now 0\.001\); kept "
+    with pytest.raises(TrainingDiverged, match=rf"^training diverged: {what}; lower --lr \(now 0\.01\); kept "
                        rf".*last\.pt \(epoch 1\) and best\.pt, the last finite checkpoints$"):
         train(config, springs_file, run, resume=True)
     assert {name: (run / name).read_bytes() for name in before} == before
