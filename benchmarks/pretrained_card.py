@@ -65,6 +65,7 @@ def card(name: str, args, state: dict, scores: dict, long: dict, train_seconds: 
         f"- data: `{args.data_command}`",
         f"- training: `{args.train_command}` ({train_seconds:.0f} s of training, epoch {state['epoch']} kept as "
         f"best by validation MSE {state['best_validation']:.3g})",
+        *([f"- chosen: {args.chosen}"] if args.chosen else []),
         f"- this card: `python benchmarks/pretrained_card.py --name {name} --run RUN --test TEST.npz --long-steps "
         f"{long['steps']} ...` with TEST.npz from `{args.test_command}`",
         f"- machine: {platform.machine()} CPU ({os.cpu_count()} cores), one thread, torch {torch.__version__}",
@@ -98,6 +99,9 @@ def main() -> None:
     parser.add_argument("--test-command", required=True)
     parser.add_argument("--train-command", required=True)
     parser.add_argument("--long-steps", type=int, default=10_000)
+    parser.add_argument("--chosen", default="",
+                        help="how this run was picked among others, if it was (e.g. the best of several seeds by "
+                        "validation MSE), in words")
     parser.add_argument("--described", default="the springs of the paper", help="what the training data is, in words")
     args = parser.parse_args()
     torch.set_num_threads(1)
