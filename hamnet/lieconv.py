@@ -209,9 +209,9 @@ class LieResNet(nn.Module):
     the Monte Carlo sample count per point (None: ``DEFAULT_LIFT_SAMPLES``; 1 or None for the exact
     lift); ``kernel_width`` / ``kernel_channels``: the kernel MLP; ``kernel_bound``: None, or a bound ``c``
     through which every kernel input passes as ``c tanh(x / c)`` (close to ``x`` well inside ``c``), so
-    the output is a bounded function of the points however far they go (see :func:`bound_from_data`).
-    The output is the mean over real
-    lifted elements of a per-element linear read-out. Parameters are created in the default dtype;
+    the output is a bounded function of the points however far they go (``hamnet.training`` sets ``c``
+    from the training data, with :meth:`kernel_input_extent`). The output is the mean over real lifted
+    elements of a per-element linear read-out. Parameters are created in the default dtype;
     convert the module (``model.to(torch.float64)``) to match the inputs.
     """
 

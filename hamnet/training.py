@@ -555,7 +555,7 @@ def with_kernel_bound(config: TrainConfig, windows: Windows, resumed: Path | Non
     if resumed is not None or config.init_from is not None:
         bound = model_from_checkpoint(resumed or config.init_from)[0].config.kernel_bound
     else:
-        network = build_model(dataclasses.replace(model), torch.Generator().manual_seed(0))
+        network = build_model(model, torch.Generator().manual_seed(0))
         network = network.to(device=windows.data.z.device, dtype=windows.data.z.dtype)
         picked = torch.linspace(0, len(windows) - 1, min(len(windows), KERNEL_BOUND_SAMPLE_WINDOWS),
                                 device=windows.data.z.device).round().long()
