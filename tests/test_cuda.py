@@ -48,6 +48,7 @@ def test_training_on_cuda_lowers_the_loss_and_saves_finite_weights(springs_file,
     assert last < first
     state = load_checkpoint(tmp_path / "run" / "last.pt")
     assert all(torch.isfinite(value).all() for value in state["model"].values())
+    assert state["model_config"]["kernel_bound"] > 0  # the default bound, measured on the device's windows
     model, _ = model_from_checkpoint(tmp_path / "run" / "best.pt")  # loads on the CPU, wherever it was trained
     assert next(model.parameters()).device.type == "cpu"
 
@@ -63,9 +64,11 @@ def test_resume_on_cuda_matches_an_uninterrupted_run(springs_file, tmp_path):
     assert largest < 1e-5, largest
 
 
-def test_cuda_rollout_matches_the_cpu_and_keeps_both_momenta(generator):
+@pytest.mark.parametrize("bound", [None, 1.5], ids=["unbounded", "bounded"])
+def test_cuda_rollout_matches_the_cpu_and_keeps_both_momenta(generator, bound):
     system, params, z0 = problems.springs_batch(generator, n_systems=8, n_particles=4)
-    model = build_model(MODEL, torch.Generator().manual_seed(0)).double()
+    model = build_model(ModelConfig(**{**MODEL.__dict__, "kernel_bound": bound}), torch.Generator().manual_seed(0))
+    model = model.double()
     on_cpu = rollout(model, z0, params, steps=300, dt=0.01, method="leapfrog")
     cuda_params = {k: v.cuda() for k, v in params.items()}
     on_gpu = rollout(model.cuda(), z0.cuda(), cuda_params, steps=300, dt=0.01, method="leapfrog")
