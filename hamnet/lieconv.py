@@ -228,9 +228,7 @@ class LieResNet(nn.Module):
             raise ValueError(f"depth must be >= 0, got {depth}")
         if neighbours is not None and neighbours < 1:
             raise ValueError(f"neighbours must be >= 1 or None (all points), got {neighbours}")
-        if kernel_bound is not None and not (math.isfinite(kernel_bound) and kernel_bound > 0):
-            raise ValueError(f"kernel_bound must be a positive finite number or None (no bound), got {kernel_bound}")
-        self.kernel_bound = kernel_bound
+        self.kernel_bound = check_kernel_bound(kernel_bound)
         self.group, self.in_features, self.out_features = group, in_features, out_features
         self.lift, self.lift_samples = resolve_lift(group, lift, lift_samples)
         self.neighbours = neighbours
@@ -322,6 +320,13 @@ class LieResNet(nn.Module):
             raise ValueError(f"neighbours={self.neighbours} is larger than the number of points per system "
                              f"(N={N} points x {self.lift_samples} lift samples = {N * self.lift_samples})")
         return mask
+
+
+def check_kernel_bound(kernel_bound: float | None) -> float | None:
+    """``kernel_bound`` if it is None or a positive finite number; a one-line ValueError otherwise."""
+    if kernel_bound is not None and not (math.isfinite(kernel_bound) and kernel_bound > 0):
+        raise ValueError(f"kernel_bound must be a positive finite number or None (no bound), got {kernel_bound}")
+    return kernel_bound
 
 
 def resolve_lift(group: LieGroup, lift: str | None, lift_samples: int | None) -> tuple[str, int]:

@@ -39,7 +39,7 @@ from systems.base import kinetic_energy, velocity
 
 from .dynamics import potential_force
 from .groups import get_group
-from .lieconv import LieResNet, centre, resolve_lift
+from .lieconv import LieResNet, centre, check_kernel_bound, resolve_lift
 from .registry import Registry
 
 Params = dict[str, Tensor]
@@ -104,11 +104,9 @@ class ModelConfig:
             )
         if not self.feature_keys or "m" not in self.feature_keys:
             raise ValueError(f"feature_keys must include the masses 'm', got {self.feature_keys}")
-        if self.kernel_bound is not None:
-            if not model_class.uses_group:
-                raise ValueError(f"kernel_bound applies to hlieconv (a LieConv kernel), not to {self.name}; leave it None")
-            if not (math.isfinite(self.kernel_bound) and self.kernel_bound > 0):
-                raise ValueError(f"kernel_bound must be a positive finite number or None (no bound), got {self.kernel_bound}")
+        if self.kernel_bound is not None and not model_class.uses_group:
+            raise ValueError(f"kernel_bound applies to hlieconv (a LieConv kernel), not to {self.name}; leave it None")
+        check_kernel_bound(self.kernel_bound)
         if model_class.uses_group:  # an unknown group, a wrong dimension or an impossible lift fails before any build
             resolve_lift(get_group(self.group, self.dim), self.lift, self.lift_samples)
 
