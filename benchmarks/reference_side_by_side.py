@@ -493,7 +493,8 @@ def how_it_was_made(header: dict, scale: Scale) -> list[str]:
     """The results' opening: command, machine, environments, data, both sides' settings, the evaluator."""
     probe = header["reference_environment"]
     return [f"# hamnet against the reference implementation, side by side (scale `{header['scale']}`)", "",
-          f"Command: `{header['command']}`", "",
+          "Commands (each added to the cache the results are read from): "
+          + "; ".join(f"`{line}`" for line in header["commands"]), "",
           f"Machine: {header['machine']}; **{header['threads']} torch thread(s)**. hamnet {__version__} under "
           f"{header['hamnet_python']} (torch {header['hamnet_torch']}); the reference (mfinzi/LieConv "
           f"{probe['reference_revision'][:12]}, mfinzi/olive-oil-ml {probe['oil_revision'][:12]}, run from "
@@ -613,8 +614,7 @@ def main() -> None:
         if probe["torch"] != torch.__version__:
             logging.warning("torch differs: %s here, %s in the reference's environment", torch.__version__,
                             probe["torch"])
-        with atomic_path(command) as tmp:
-            tmp.write_text(json.dumps(shlex.join(["python", *sys.argv])))
+        record_command(command, shlex.join(["python", *sys.argv]))
         for seed in scale.seeds:
             for group in scale.groups:
                 run_group_seed(reference, scale, group, seed, windows, runs)
@@ -625,7 +625,7 @@ def main() -> None:
         raise SystemExit(f"nothing cached in {folder} yet: run without --report first")
     training = collect_training(runs, scale)
     timing, memory = collect_speed(folder, scale)
-    header = {"scale": args.scale, "settings": dataclasses.asdict(scale), "command": json.loads(command.read_text()),
+    header = {"scale": args.scale, "settings": dataclasses.asdict(scale), "commands": commands_run(command),
               "machine": machine(), "threads": args.threads, "hamnet_version": __version__,
               "hamnet_python": sys.executable, "hamnet_torch": torch.__version__,
               "reference_environment": json.loads((folder / "probe.json").read_text()),
@@ -638,6 +638,19 @@ def main() -> None:
     name = "reference_side_by_side" + ("" if args.scale == "protocol" else f"_{args.scale}")
     write_results(args.results / name, header, collect_scores(scores, training, scale), training, timing, memory, scale)
     logging.info("wrote %s", args.results / f"{name}.md")
+
+
+def commands_run(path: Path) -> list[str]:
+    """The command lines recorded in ``path`` (a run in pieces has several; an old cache holds one string)."""
+    recorded = json.loads(path.read_text())
+    return [recorded] if isinstance(recorded, str) else recorded
+
+
+def record_command(path: Path, line: str) -> None:
+    """Add ``line`` to the commands recorded in ``path`` (once)."""
+    lines = commands_run(path) if path.exists() else []
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(lines + [line] * (line not in lines)))
 
 
 def collect_training(runs: Path, scale: Scale) -> dict:
