@@ -47,7 +47,7 @@ from hamnet.models import HLieConv, ModelConfig, register_model
 sys.path.insert(0, str(Path(__file__).parent))
 from reference_adapter import score_model  # noqa: E402  (the side-by-side's scoring, for identical figures)
 from reference_side_by_side import SCALES, hamnet_config, hamnet_flags, train_hamnet  # noqa: E402
-from pieces import strict_json  # noqa: E402
+from pieces import strict_json, write_results  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
@@ -168,12 +168,7 @@ def main() -> None:
         scores = [results[f"{name}_seed{seed}"] for seed in args.seeds if f"{name}_seed{seed}" in results]
         if scores:
             lines.append(row(f"hamnet, {name}", scores))
-    out = HERE / "results" / f"ablation_reference_protocol_{args.group}"
-    with atomic_path(out.with_suffix(".json")) as tmp:
-        tmp.write_text(json.dumps(strict_json(results), indent=2) + "\n")
-    with atomic_path(out.with_suffix(".md")) as tmp:
-        tmp.write_text("\n".join(lines) + "\n")
-    logging.info("wrote %s.md", out)
+    write_results(HERE / "results" / f"ablation_reference_protocol_{args.group}", results, lines)
 
 
 if __name__ == "__main__":

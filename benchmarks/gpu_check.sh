@@ -33,7 +33,7 @@ echo "== 3. paper scale, $EPOCHS epochs on the GPU"
   "$PY" -m hamnet.cli generate --n-systems 1000 --steps 500 --seed 0 --out "$WORK/train.npz" --quiet &&
   "$PY" -m hamnet.cli generate --n-systems 100 --steps 500 --seed 1 --out "$WORK/test.npz" --quiet &&
   "$PY" -m hamnet.cli train --data "$WORK/train.npz" --out "$WORK/run" --model hlieconv --group SO2 --width 384 \
-      --depth 4 --max-windows 3000 --epochs "$EPOCHS" --lr 3e-3 --device cuda --quiet &&
+      --depth 4 --max-windows 3000 --epochs "$EPOCHS" --batch-size 200 --lr 3e-3 --device cuda --quiet &&
   cat "$WORK/run/metrics.jsonl" &&
   "$PY" -m hamnet.cli evaluate --checkpoint "$WORK/run/best.pt" --data "$WORK/test.npz" --out "$WORK/metrics.json" &&
   "$PY" -c "import json; m = json.load(open('$WORK/metrics.json')); m['rollout_error'].pop('time'); \

@@ -8,10 +8,14 @@ results files any JSON parser reads.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import math
+from pathlib import Path
 
 import torch
+
+from hamnet.io import atomic_path
 
 
 def add_piece_arguments(parser: argparse.ArgumentParser) -> None:
@@ -43,3 +47,12 @@ def strict_json(value):
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
     return value
+
+
+def write_results(stem: Path, results, lines: list[str]) -> None:
+    """``stem.json`` (``results``, strict JSON) and ``stem.md`` (``lines``), each written whole or not at all."""
+    with atomic_path(stem.with_suffix(".json")) as tmp:
+        tmp.write_text(json.dumps(strict_json(results), indent=2) + "\n")
+    with atomic_path(stem.with_suffix(".md")) as tmp:
+        tmp.write_text("\n".join(lines) + "\n")
+    logging.info("wrote %s.md", stem)

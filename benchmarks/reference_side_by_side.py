@@ -38,9 +38,12 @@ What a run does, per group (T(2), SO(2)) and seed:
 2. Training: the reference's ``HLieResNet`` with its own ``IntegratedDynamicsTrainer``, loss (the
    initial state averaged in), Adam and ``cosLr`` schedule; hamnet's ``hlieconv`` with ``hamnet
    train``'s defaults plus the protocol's flags (the equivalent command is in the results), the kernel
-   bound included (``--kernel-bound auto``, the default); and hamnet at its own settings (leapfrog
-   windows, lr 1e-2) for as many epochs as fit in the reference's training time for that group and seed
-   (calibrated on one epoch). Each side keeps its last weights (end of its schedule).
+   bound included (``--kernel-bound auto``, the default); and hamnet at its own settings, ``hamnet
+   train``'s defaults but for the network's size (the integrator the rollouts use for the windows,
+   lr 1e-2, batch 50), for as many epochs as fit in the reference's training time for that group
+   (calibrated on one epoch). The reference is trained first for every seed, and its fastest time of
+   the group is the budget: its seeds do the same work, so slower times measure the machine's load.
+   Each side keeps its last weights (end of its schedule).
 3. Evaluation: ``hamnet.evaluation.evaluate`` for all three models, in one interpreter. The
    reference's learned Hamiltonian is wrapped as a hamnet model (``ReferenceHamiltonian``: its own
    ``EuclideanK`` and ``compute_V``), so both are integrated by the same code: window MSE over the
@@ -102,7 +105,7 @@ TRAIN_DATA_SEED, TEST_DATA_SEED, WINDOW_SEED = 0, 1, 0
 TIMING_GROUP = "T2"
 #: (key, label): the three models of every group and seed
 MODELS = (("reference", "reference, its protocol"), ("hamnet", "hamnet, the protocol"),
-          ("hamnet-own", "hamnet, own settings, same time"))
+          ("hamnet-own", "hamnet, its defaults, same time"))
 
 
 @dataclass(frozen=True)
@@ -125,8 +128,6 @@ class Scale:
     timing_windows: int
     timing_repeats: int
     memory_batches: int
-    own_lr: float = 1e-2
-    own_method: str = "leapfrog"
     note: str = ""
 
 
@@ -192,15 +193,19 @@ def windows_file(folder: Path, source: Path, n_windows: int, seed: int) -> Path:
 
 
 # -- hamnet's side --------------------------------------------------------------------------------
-def hamnet_flags(scale: Scale, group: str, seed: int | str, *, width: int | None = None, lr: float | None = None,
-                 method: str = "rk4", epochs: int | str | None = None) -> list[str]:
-    """The flags added to ``hamnet train``'s defaults: the protocol's (or, with ``lr``/``method``/
-    ``epochs``, hamnet's own settings). Validation and test fractions 0: every given window trains.
-    (A string seed or epoch count is a placeholder, for the command lines shown in the results.)"""
-    return ["--model", "hlieconv", "--group", group, "--width", str(width or scale.width), "--depth", str(scale.depth),
-            "--epochs", str(epochs or scale.epochs), "--batch-size", str(scale.batch_size),
-            "--lr", f"{lr or scale.lr:g}", "--method", method, "--validation", "0", "--test", "0",
-            "--seed", str(seed)]
+def hamnet_flags(scale: Scale, group: str, seed: int | str, *, width: int | None = None,
+                 own_epochs: int | str | None = None) -> list[str]:
+    """The flags given to ``hamnet train``: the network's size and the protocol's training settings
+    (epochs, batch, lr, rk4 windows); with ``own_epochs``, hamnet's own settings, which are
+    ``hamnet train``'s defaults for everything but the network and the epoch count. Validation and
+    test fractions 0: every given window trains. (A string seed or epoch count is a placeholder, for
+    the command lines shown in the results.)"""
+    network = ["--model", "hlieconv", "--group", group, "--width", str(width or scale.width), "--depth", str(scale.depth)]
+    split = ["--validation", "0", "--test", "0", "--seed", str(seed)]
+    if own_epochs is not None:
+        return [*network, "--epochs", str(own_epochs), *split]
+    return [*network, "--epochs", str(scale.epochs), "--batch-size", str(scale.batch_size), "--lr", f"{scale.lr:g}",
+            "--method", "rk4", *split]
 
 
 def hamnet_command(data_path: Path, flags: list[str]) -> str:
@@ -218,6 +223,15 @@ def train_hamnet(config: TrainConfig, data_path: Path, folder: Path) -> dict:
     """Train (or resume) into ``folder``; returns the epochs' summed seconds and, for a run done in one
     call, its wall-clock seconds (recorded in ``folder/wall.json``)."""
     metrics, last, wall = folder / "metrics.jsonl", folder / "last.pt", folder / "wall.json"
+    if (folder / "config.json").exists():
+        saved = json.loads((folder / "config.json").read_text())["train_config"]
+        wanted = json.loads(json.dumps(config.as_dict()))  # as saved: tuples read back as lists
+        saved["model"]["kernel_bound"] = wanted["model"]["kernel_bound"]  # decided in the run from the data
+        if saved != wanted:
+            changed = sorted(key for key in wanted if saved.get(key) != wanted[key])
+            raise ValueError(f"{folder} holds a run with other settings ({', '.join(changed)} differ, e.g. after a "
+                             "change of hamnet train's defaults); delete it, its .training.json and its scores to "
+                             "retrain")
     done = metrics.exists() and len(metrics.read_text().splitlines()) >= config.epochs
     if not done:
         if not last.exists():
@@ -244,7 +258,7 @@ def own_settings_epochs(scale: Scale, group: str, windows: Path, budget: float, 
         return json.loads(plan.read_text())
     calibration = folder.parent / f"calibration_{folder.name}"
     shutil.rmtree(calibration, ignore_errors=True)
-    config = hamnet_config(hamnet_flags(scale, group, 0, lr=scale.own_lr, method=scale.own_method, epochs=1), windows)
+    config = hamnet_config(hamnet_flags(scale, group, 0, own_epochs=1), windows)
     started = time.perf_counter()
     train(config, windows, calibration)
     per_epoch = time.perf_counter() - started
@@ -300,19 +314,29 @@ def train_reference(reference: Reference, scale: Scale, group: str, seed: int, w
     return reference.run("train", spec, out)
 
 
+def reference_budget(runs: Path, group: str) -> float:
+    """hamnet's training budget for ``group``: the fastest training time of the reference's runs of that
+    group cached so far. Every seed does the same work (same windows, epochs and network), so the
+    spread of its times is the machine's load, not the reference: its least loaded time is the fair
+    one, and the smallest budget for hamnet."""
+    times = [json.loads(path.read_text())["train_seconds"] for path in runs.glob(f"reference_{group}_seed*/train.json")]
+    if not times:
+        raise ValueError(f"no reference run of {group} in {runs} to take the training budget from")
+    return min(times)
+
+
 # -- one group and seed ---------------------------------------------------------------------------
 def run_group_seed(reference: Reference, scale: Scale, group: str, seed: int, windows: Path, runs: Path) -> dict:
-    """Train the three models of one group and seed (each skipped when done); their training figures,
-    also written to ``runs/<group>_seed<seed>.training.json``."""
+    """Train hamnet's two models of one group and seed (each skipped when done) after the reference's
+    (trained first, for every seed: see :func:`reference_budget`); their training figures, also written
+    to ``runs/<group>_seed<seed>.training.json``."""
     name = f"{group}_seed{seed}"
     reference_run = train_reference(reference, scale, group, seed, windows, runs / f"reference_{name}")
-    logging.info("%s: reference trained in %.0f s", name, reference_run["train_seconds"])
     protocol = hamnet_config(hamnet_flags(scale, group, seed), windows)
     hamnet_run = train_hamnet(protocol, windows, runs / f"hamnet_{name}")
     logging.info("%s: hamnet (protocol) trained, %.0f s of epochs", name, hamnet_run["epoch_seconds"])
-    plan = own_settings_epochs(scale, group, windows, reference_run["train_seconds"], runs / f"hamnet-own_{name}")
-    own = hamnet_config(hamnet_flags(scale, group, seed, lr=scale.own_lr, method=scale.own_method,
-                                     epochs=plan["epochs"]), windows)
+    plan = own_settings_epochs(scale, group, windows, reference_budget(runs, group), runs / f"hamnet-own_{name}")
+    own = hamnet_config(hamnet_flags(scale, group, seed, own_epochs=plan["epochs"]), windows)
     own_run = train_hamnet(own, windows, runs / f"hamnet-own_{name}")
     logging.info("%s: hamnet (own settings) trained, %d epochs, %.0f s of epochs", name, own_run["epochs"],
                  own_run["epoch_seconds"])
@@ -531,7 +555,9 @@ FAIRNESS_NOTES = (
     "rollouts used torchdiffeq's rk4 in float32. `--rollout-method rk4` scores both with rk4.",
     "The reference's training time is `trainer.train` alone, with its logging switched off (its example script "
     "evaluates validation and test batches during training, up to a quarter of the time); hamnet's includes writing "
-    "a checkpoint every epoch. That time is hamnet's own-settings budget.",
+    "a checkpoint every epoch. The fastest of those times over the group's seeds is the budget of hamnet's "
+    "defaults for every seed (the seeds do the same work; slower runs met a busier machine); hamnet's epochs are "
+    "calibrated on one epoch, setup included, under the load of that moment.",
     "Every window's clock starts at 0 on both sides (the reference's own data used absolute times, whose float32 "
     "round-off perturbs its rk4 steps).",
 )
@@ -617,6 +643,10 @@ def main() -> None:
         record_command(command, shlex.join(["python", *sys.argv]))
         for seed in scale.seeds:
             for group in scale.groups:
+                trained = train_reference(reference, scale, group, seed, windows, runs / f"reference_{group}_seed{seed}")
+                logging.info("%s seed %d: reference trained in %.0f s", group, seed, trained["train_seconds"])
+        for seed in scale.seeds:
+            for group in scale.groups:
                 run_group_seed(reference, scale, group, seed, windows, runs)
         evaluate_models(reference, scale, runs, scores, test_path, args.rollout_method)
         if not args.skip_speed:
@@ -632,9 +662,8 @@ def main() -> None:
               "rollout_method": args.rollout_method or "leapfrog",
               "data": {"train": train_path.name, "test": test_path.name, "windows": windows.name},
               "hamnet_commands": {"protocol": hamnet_command(windows, hamnet_flags(scale, "GROUP", "SEED")),
-                                  "own": hamnet_command(windows, hamnet_flags(
-                                      scale, "GROUP", "SEED", lr=scale.own_lr, method=scale.own_method,
-                                      epochs="EPOCHS"))}}
+                                  "own": hamnet_command(windows, hamnet_flags(scale, "GROUP", "SEED",
+                                                                              own_epochs="EPOCHS"))}}
     name = "reference_side_by_side" + ("" if args.scale == "protocol" else f"_{args.scale}")
     write_results(args.results / name, header, collect_scores(scores, training, scale), training, timing, memory, scale)
     logging.info("wrote %s", args.results / f"{name}.md")

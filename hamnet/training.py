@@ -90,9 +90,14 @@ class TrainConfig:
     ``max_windows``: train on a seeded subset of that many windows (None: all windows of the
     training systems). ``validation_windows``: how many windows of the validation systems are
     scored each epoch. ``validation``/``test``: fractions of systems held out, by seed.
-    ``lr``: Adam's learning rate, decayed to 0 by a cosine over the run; the default 1e-2 with the
-    default leapfrog windows is what reaches 8 and 59 times the reference implementation's valid
-    prediction time at equal training time (``benchmarks/results/reference_side_by_side.md``).
+    ``lr``: Adam's learning rate, decayed to 0 by a cosine over the run. ``batch_size``: windows per
+    optimiser step (the global batch under DistributedDataParallel). The defaults, lr 1e-2 and batch
+    50 with the default leapfrog windows, are what ``benchmarks/results/reference_side_by_side.md``
+    measures against the reference implementation at equal training time. Batch 50 costs 1.3 times
+    the seconds per epoch of batch 200 on one CPU thread but takes four times the steps, and at equal
+    time it gave HLieConv T(2) valid prediction times of 4.5 / 2.0 / 5.0 on three seeds against
+    2.4 / 2.7 / 3.1 at batch 200 (``benchmarks/results/ablation_batch_size_T2.md``). On a GPU larger
+    batches are the faster choice (``benchmarks/results/gpu``).
     ``method``: the fixed-step integrator over each window; ``"auto"`` (the default) is the one a
     rollout of the model uses, leapfrog for a separable Hamiltonian and rk4 otherwise
     (``hamnet.rollouts.default_method``), so training fits the map the rollout will apply; it is
@@ -110,7 +115,7 @@ class TrainConfig:
 
     model: ModelConfig = field(default_factory=ModelConfig)
     epochs: int = 10
-    batch_size: int = 200
+    batch_size: int = 50
     lr: float = 1e-2
     weight_decay: float = 0.0
     chunk: int = DEFAULT_CHUNK
