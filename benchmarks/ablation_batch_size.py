@@ -8,7 +8,9 @@ windows, lr 1e-2, validation and test fractions 0, as ``hamnet train`` trains wi
 trains the given epochs per seed (114 / 132 / 138: the epochs that fitted the reference's training time
 when batch 200 was the default); batch 50 trains as many epochs as take the same time, by the ratio of
 seconds per epoch measured first, interleaved epoch by epoch in this process (3 repetitions, order
-flipped), unless ``--epochs-50`` gives them (the recorded run: 87 / 100 / 105, from that ratio, 0.762). Scored as the side-by-side scores (``hamnet.evaluation.evaluate``: window MSE, 500-step
+flipped), rounded down, unless ``--epochs-50`` gives them (the recorded run: 87 / 100 / 105, where
+that ratio, 0.762, gives 86.9 / 100.6 / 105.2). The ratio was measured while other benchmark processes
+shared the two cores. Scored as the side-by-side scores (``hamnet.evaluation.evaluate``: window MSE, 500-step
 float64 leapfrog rollouts, valid prediction time). Resumable: runs cached under
 ``benchmarks/work/ablation_batch_size/``. Writes ``benchmarks/results/ablation_batch_size_<group>.{md,json}``.
 One thread.
@@ -19,6 +21,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
+import shlex
 import shutil
 import sys
 from pathlib import Path
@@ -27,11 +31,11 @@ import torch
 
 from hamnet.checkpoint import model_from_checkpoint
 from hamnet.io import atomic_path, load_trajectories
-from hamnet.training import train
+from hamnet.training import TrainConfig, train
 
 sys.path.insert(0, str(Path(__file__).parent))
 from ablation_reference_protocol import side_by_side_files  # noqa: E402
-from pieces import strict_json, write_results  # noqa: E402
+from pieces import strict_json, write_result_files  # noqa: E402
 from reference_adapter import score_model  # noqa: E402
 from reference_side_by_side import SCALES, hamnet_config, hamnet_flags, train_hamnet  # noqa: E402
 
@@ -39,7 +43,7 @@ HERE = Path(__file__).resolve().parent
 BATCHES = (200, 50)
 
 
-def config_for(group: str, seed: int, batch: int, epochs: int, windows: Path):
+def config_for(group: str, seed: int, batch: int, epochs: int, windows: Path) -> TrainConfig:
     """``hamnet train``'s defaults for the side-by-side's network, at this batch and epoch count."""
     flags = hamnet_flags(SCALES["protocol"], group, seed, own_epochs=epochs) + ["--batch-size", str(batch)]
     return hamnet_config(flags, windows)
@@ -47,7 +51,7 @@ def config_for(group: str, seed: int, batch: int, epochs: int, windows: Path):
 
 def seconds_per_epoch(group: str, windows: Path, work: Path, repeats: int = 3) -> dict[int, float]:
     """Mean seconds of an epoch's training at each batch size, interleaved (cached in ``work``)."""
-    path = work / "timing.json"
+    path = work / f"timing_{group}_{windows.stem}.json"
     if path.exists():
         return {int(k): v for k, v in json.loads(path.read_text()).items()}
     seconds = {batch: [] for batch in BATCHES}
@@ -87,7 +91,7 @@ def main() -> None:
     epochs_50 = dict(zip(args.seeds, args.epochs_50 or []))
     results = {"seconds_per_epoch": timing, "runs": []}
     for seed, epochs_200 in zip(args.seeds, args.epochs):
-        for batch, epochs in ((200, epochs_200), (50, epochs_50.get(seed) or round(epochs_200 * ratio))):
+        for batch, epochs in ((200, epochs_200), (50, epochs_50.get(seed) or math.floor(epochs_200 * ratio))):
             name = f"{args.group}_batch{batch}_epochs{epochs}_seed{seed}"
             out = args.work / "scores" / f"{name}.json"
             training = train_hamnet(config_for(args.group, seed, batch, epochs, windows), windows,
@@ -107,13 +111,11 @@ def main() -> None:
                                     "valid_prediction_time_median": score["valid_prediction_time"]["median"],
                                     "diverged": score["diverged"]})
     lines = [f"# Batch 50 against batch 200 at equal training time ({args.group}, `hamnet train`'s defaults otherwise)",
-             "", f"Command: `OMP_NUM_THREADS=1 python benchmarks/ablation_batch_size.py --group {args.group} --epochs "
-             f"{' '.join(map(str, args.epochs))}"
-             + (f" --epochs-50 {' '.join(map(str, args.epochs_50))}" if args.epochs_50 else "")
-             + f" --seeds {' '.join(map(str, args.seeds))}`", "",
+             "", f"Command: `OMP_NUM_THREADS=1 {shlex.join(['python', *sys.argv])}`", "",
              f"Seconds per epoch, interleaved in one process: batch 200 {timing[200]:.2f}, batch 50 {timing[50]:.2f} "
-             f"(batch 50 takes {1 / ratio:.2f} times as long per epoch, four times the optimiser steps); batch 50's "
-             "epochs are batch 200's times that ratio. Width 128, depth 4, leapfrog windows, lr 1e-2, the side-by-side's "
+             f"(batch 50 takes {1 / ratio:.2f} times as long per epoch, four times the optimiser steps; measured "
+             "while other benchmark processes shared the two cores); batch 50's epochs are batch 200's times that "
+             "ratio" + (" (given by --epochs-50)" if args.epochs_50 else ", rounded down") + ". Width 128, depth 4, leapfrog windows, lr 1e-2, the side-by-side's "
              "1000 windows; scored on its 300 test systems (window MSE in the reference's convention, 500-step float64 "
              "leapfrog rollouts). The summed epoch seconds of each run depend on the machine's load while it ran "
              "(other benchmark processes shared the two cores for some runs): equal time is set by the interleaved "
@@ -124,7 +126,7 @@ def main() -> None:
         lines.append(f"| {run['seed']} | {run['batch']} | {run['epochs']} | {run['epoch_seconds']:.0f} | "
                      f"{run['window_mse_with_initial']:.2e} | {run['rollout_error_final']:.3f} | "
                      f"{run['valid_prediction_time_median']:.2f} | {run['diverged']} |")
-    write_results(HERE / "results" / f"ablation_batch_size_{args.group}", results, lines)
+    write_result_files(HERE / "results" / f"ablation_batch_size_{args.group}", results, lines)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ time. With both put back and the kernel bound off, hamnet's network computes the
   reference mixes, then divides; hamnet divides the sum only, so its bias acts, and moves under Adam,
   N times larger);
 * ``kernel-swish``: a SiLU after the kernel MLP's last layer (the reference's; hamnet ends linear);
-* ``reference-net``: both;
 * ``reference-net-unbounded``: both, and no kernel bound (the reference has none; it drops pairs beyond
   its neighbourhood radius, which never acts on this data in training).
 
@@ -32,6 +31,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import shlex
 import statistics
 import sys
 from pathlib import Path
@@ -47,7 +47,7 @@ from hamnet.models import HLieConv, ModelConfig, register_model
 sys.path.insert(0, str(Path(__file__).parent))
 from reference_adapter import score_model  # noqa: E402  (the side-by-side's scoring, for identical figures)
 from reference_side_by_side import SCALES, hamnet_config, hamnet_flags, train_hamnet  # noqa: E402
-from pieces import strict_json, write_results  # noqa: E402
+from pieces import strict_json, write_result_files  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
@@ -72,12 +72,14 @@ def _variant(mean_bias: bool, kernel_swish: bool) -> type[HLieConv]:
                     if mean_bias:
                         layer.register_forward_hook(_mean_bias)
 
+    Variant.__name__ = Variant.__qualname__ = "HLieConv" + "".join(
+        part for part, chosen in (("MeanBias", mean_bias), ("KernelSwish", kernel_swish)) if chosen)
     return Variant
 
 
 #: name -> (mean bias, kernel swish, kernel bound)
 VARIANTS = {"mean-bias": (True, False, True), "kernel-swish": (False, True, True),
-            "reference-net": (True, True, True), "reference-net-unbounded": (True, True, False)}
+            "reference-net-unbounded": (True, True, False)}
 
 
 def register_variants() -> None:
@@ -99,13 +101,14 @@ def side_by_side_files(folder: Path) -> tuple[Path, Path, Path]:
 def run_variant(name: str, group: str, seed: int, windows: Path, test: Path, work: Path) -> dict:
     """Train (or resume) and score one variant and seed; the score, cached in ``work``."""
     out = work / "scores" / f"{name}_{group}_seed{seed}.json"
-    if out.exists():
-        return json.loads(out.read_text())
     config = hamnet_config(hamnet_flags(SCALES["protocol"], group, seed), windows)
     bounded = VARIANTS[name][2]
     config = dataclasses.replace(config, model=dataclasses.replace(config.model, name=f"hlieconv-{name}"),
                                  kernel_bound_factor=config.kernel_bound_factor if bounded else None)
+    # first, even when scored: a cached run of other settings is refused, not reused
     training = train_hamnet(config, windows, work / "runs" / f"{name}_{group}_seed{seed}")
+    if out.exists():
+        return json.loads(out.read_text())
     logging.info("%s %s seed %d trained, %.0f s of epochs", name, group, seed, training["epoch_seconds"])
     model = model_from_checkpoint(work / "runs" / f"{name}_{group}_seed{seed}" / "last.pt")[0]
     score = score_model(model, load_trajectories(test), None) | {"training": training}
@@ -116,7 +119,11 @@ def run_variant(name: str, group: str, seed: int, windows: Path, test: Path, wor
 
 
 def row(label: str, scores: list[dict]) -> str:
-    """One table row: mean +- sd over seeds of the figures the side-by-side reports."""
+    """One table row: mean +- sd over seeds of the figures the side-by-side reports (a model whose
+    rollout could not be scored gets a row saying so)."""
+    failed = [s["rollout_error"] for s in scores if "window_mse_with_initial" not in s]
+    if failed:
+        return f"| {label} | {len(scores)} | rollout failed: {failed[0]} | | | | |"
     def cell(values: list[float], form: str) -> str:
         if len(values) < 2:
             return form.format(values[0])
@@ -150,8 +157,7 @@ def main() -> None:
                 continue
             results[f"{name}_seed{seed}"] = run_variant(name, args.group, seed, windows, test, args.work)
     lines = [f"# Ablation at the reference's protocol: the reference's network choices in hamnet's {args.group} HLieConv",
-             "", f"Command: `OMP_NUM_THREADS=1 python benchmarks/ablation_reference_protocol.py --group {args.group} "
-             f"--seeds {' '.join(map(str, args.seeds))}`", "",
+             "", f"Command: `OMP_NUM_THREADS=1 {shlex.join(['python', *(a for a in sys.argv if a != '--report')])}`", "",
              f"Data: the side-by-side's `{windows.name}` (training) and `{test.name}` (held out); protocol: width 128, "
              "4 layers, 30 epochs, lr 1e-3, rk4 windows, batch 200, last weights, one thread. Window MSE in the "
              "reference's convention (initial state averaged in); rollouts 500 steps in float64 with leapfrog over "
@@ -168,7 +174,7 @@ def main() -> None:
         scores = [results[f"{name}_seed{seed}"] for seed in args.seeds if f"{name}_seed{seed}" in results]
         if scores:
             lines.append(row(f"hamnet, {name}", scores))
-    write_results(HERE / "results" / f"ablation_reference_protocol_{args.group}", results, lines)
+    write_result_files(HERE / "results" / f"ablation_reference_protocol_{args.group}", results, lines)
 
 
 if __name__ == "__main__":

@@ -49,10 +49,11 @@ def strict_json(value):
     return value
 
 
-def write_results(stem: Path, results, lines: list[str]) -> None:
-    """``stem.json`` (``results``, strict JSON) and ``stem.md`` (``lines``), each written whole or not at all."""
-    with atomic_path(stem.with_suffix(".json")) as tmp:
+def write_result_files(stem: Path, results: dict, lines: list[str]) -> None:
+    """``<stem>.json`` (``results``, strict JSON) and ``<stem>.md`` (``lines``), each written whole or not
+    at all (the JSON first: a failure leaves the old Markdown beside new figures, never a torn file)."""
+    with atomic_path(stem.parent / f"{stem.name}.json") as tmp:
         tmp.write_text(json.dumps(strict_json(results), indent=2) + "\n")
-    with atomic_path(stem.with_suffix(".md")) as tmp:
+    with atomic_path(stem.parent / f"{stem.name}.md") as tmp:
         tmp.write_text("\n".join(lines) + "\n")
     logging.info("wrote %s.md", stem)

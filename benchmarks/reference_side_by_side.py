@@ -196,9 +196,9 @@ def windows_file(folder: Path, source: Path, n_windows: int, seed: int) -> Path:
 def hamnet_flags(scale: Scale, group: str, seed: int | str, *, width: int | None = None,
                  own_epochs: int | str | None = None) -> list[str]:
     """The flags given to ``hamnet train``: the network's size and the protocol's training settings
-    (epochs, batch, lr, rk4 windows); with ``own_epochs``, hamnet's own settings, which are
-    ``hamnet train``'s defaults for everything but the network and the epoch count. Validation and
-    test fractions 0: every given window trains. (A string seed or epoch count is a placeholder, for
+    (epochs, batch, lr, rk4 windows); with ``own_epochs``, hamnet's own settings: ``hamnet train``'s
+    defaults for all of training but the epoch count. Both give validation and test fractions 0 (every
+    given window trains) and the seed. (A string seed or epoch count is a placeholder, for
     the command lines shown in the results.)"""
     network = ["--model", "hlieconv", "--group", group, "--width", str(width or scale.width), "--depth", str(scale.depth)]
     split = ["--validation", "0", "--test", "0", "--seed", str(seed)]
@@ -226,11 +226,12 @@ def train_hamnet(config: TrainConfig, data_path: Path, folder: Path) -> dict:
     if (folder / "config.json").exists():
         saved = json.loads((folder / "config.json").read_text())["train_config"]
         wanted = json.loads(json.dumps(config.as_dict()))  # as saved: tuples read back as lists
-        saved["model"]["kernel_bound"] = wanted["model"]["kernel_bound"]  # decided in the run from the data
+        if wanted["model"]["kernel_bound"] is None:
+            saved["model"]["kernel_bound"] = None  # decided in the run, from the data
         if saved != wanted:
-            changed = sorted(key for key in wanted if saved.get(key) != wanted[key])
+            changed = sorted(key for key in wanted.keys() | saved.keys() if saved.get(key) != wanted.get(key))
             raise ValueError(f"{folder} holds a run with other settings ({', '.join(changed)} differ, e.g. after a "
-                             "change of hamnet train's defaults); delete it, its .training.json and its scores to "
+                             "change of hamnet train's defaults); delete that run and the scores made from it to "
                              "retrain")
     done = metrics.exists() and len(metrics.read_text().splitlines()) >= config.epochs
     if not done:
@@ -252,8 +253,9 @@ def train_hamnet(config: TrainConfig, data_path: Path, folder: Path) -> dict:
 def own_settings_epochs(scale: Scale, group: str, windows: Path, budget: float, folder: Path) -> dict:
     """How many epochs of hamnet's own settings fit in ``budget`` seconds: one calibration epoch
     (its whole ``train`` call, setup included, so the estimate errs on the short side), decided once
-    and kept in ``folder/plan.json`` so a resumed run keeps its schedule."""
-    plan = folder / "plan.json"
+    and kept in ``<folder>.plan.json``, beside the run (which a fresh start clears), so a resumed run
+    keeps its schedule."""
+    plan = folder.parent / f"{folder.name}.plan.json"
     if plan.exists():
         return json.loads(plan.read_text())
     calibration = folder.parent / f"calibration_{folder.name}"
@@ -265,7 +267,7 @@ def own_settings_epochs(scale: Scale, group: str, windows: Path, budget: float, 
     shutil.rmtree(calibration, ignore_errors=True)
     decided = {"budget_seconds": budget, "calibration_seconds_per_epoch": per_epoch,
                "epochs": max(1, math.floor(budget / per_epoch))}
-    folder.mkdir(parents=True, exist_ok=True)
+    plan.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(plan) as tmp:
         tmp.write_text(json.dumps(decided, indent=2) + "\n")
     return decided
@@ -679,7 +681,7 @@ def record_command(path: Path, line: str) -> None:
     """Add ``line`` to the commands recorded in ``path`` (once)."""
     lines = commands_run(path) if path.exists() else []
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(lines + [line] * (line not in lines)))
+        tmp.write_text(json.dumps(lines if line in lines else [*lines, line]))
 
 
 def collect_training(runs: Path, scale: Scale) -> dict:

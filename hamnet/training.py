@@ -96,8 +96,9 @@ class TrainConfig:
     measures against the reference implementation at equal training time. Batch 50 costs 1.3 times
     the seconds per epoch of batch 200 on one CPU thread but takes four times the steps, and at equal
     time it gave HLieConv T(2) valid prediction times of 4.5 / 2.0 / 5.0 on three seeds against
-    2.4 / 2.7 / 3.1 at batch 200 (``benchmarks/results/ablation_batch_size_T2.md``). On a GPU larger
-    batches are the faster choice (``benchmarks/results/gpu``).
+    2.4 / 2.7 / 3.1 at batch 200 (``benchmarks/results/ablation_batch_size_T2.md``). (Measured while other
+    benchmark processes shared the two cores.) On a GPU a larger batch is faster per window
+    (``benchmarks/results/gpu/gpu_speed.md``), at an accuracy not measured yet.
     ``method``: the fixed-step integrator over each window; ``"auto"`` (the default) is the one a
     rollout of the model uses, leapfrog for a separable Hamiltonian and rk4 otherwise
     (``hamnet.rollouts.default_method``), so training fits the map the rollout will apply; it is
