@@ -300,7 +300,8 @@ def cell(stat: dict, key: str) -> str:
     if key == "train_seconds_per_1000_windows":
         text = f"{mean:.2f} ± {std:.2f}"
     else:
-        text = f"{mean:.2e} ± {std:.1e}" if key.startswith("drift") else f"{mean:.4f} ± {std:.4f}"
+        scientific = key.startswith(("drift", "window_mse"))  # MSEs reach 1e-5 at the paper's scale
+        text = f"{mean:.2e} ± {std:.1e}" if scientific else f"{mean:.4f} ± {std:.4f}"
     return text + (f" ({diverged} seed{'s' if diverged > 1 else ''} diverged)" if diverged else "")
 
 
