@@ -29,15 +29,12 @@ from pathlib import Path
 
 import torch
 
-from hamnet.checkpoint import model_from_checkpoint
-from hamnet.io import atomic_path, load_trajectories
 from hamnet.training import TrainConfig, train
 
 sys.path.insert(0, str(Path(__file__).parent))
-from ablation_reference_protocol import side_by_side_files  # noqa: E402
-from pieces import strict_json, write_result_files  # noqa: E402
-from reference_adapter import score_model  # noqa: E402
-from reference_side_by_side import SCALES, hamnet_config, hamnet_flags, train_hamnet  # noqa: E402
+from ablation_reference_protocol import side_by_side_files, train_and_score  # noqa: E402
+from pieces import write_json, write_result_files  # noqa: E402
+from reference_side_by_side import SCALES, hamnet_config, hamnet_flags  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 BATCHES = (200, 50)
@@ -64,9 +61,7 @@ def seconds_per_epoch(group: str, windows: Path, work: Path, repeats: int = 3) -
             seconds[batch].append(lines[-1]["seconds"])  # the second epoch: past the first one's warm-up
             shutil.rmtree(folder)
     means = {batch: sum(values) / len(values) for batch, values in seconds.items()}
-    work.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(means, indent=2) + "\n")
+    write_json(path, means)
     return means
 
 
@@ -93,17 +88,8 @@ def main() -> None:
     for seed, epochs_200 in zip(args.seeds, args.epochs):
         for batch, epochs in ((200, epochs_200), (50, epochs_50.get(seed) or math.floor(epochs_200 * ratio))):
             name = f"{args.group}_batch{batch}_epochs{epochs}_seed{seed}"
-            out = args.work / "scores" / f"{name}.json"
-            training = train_hamnet(config_for(args.group, seed, batch, epochs, windows), windows,
-                                    args.work / "runs" / name)
-            if not out.exists():
-                model = model_from_checkpoint(args.work / "runs" / name / "last.pt")[0]
-                score = score_model(model, load_trajectories(test), None)
-                out.parent.mkdir(parents=True, exist_ok=True)
-                with atomic_path(out) as tmp:
-                    tmp.write_text(json.dumps(strict_json(score), indent=2) + "\n")
-                logging.info("%s scored", name)
-            score = json.loads(out.read_text())
+            training, score = train_and_score(config_for(args.group, seed, batch, epochs, windows), windows, test,
+                                              args.work / "runs" / name, args.work / "scores" / f"{name}.json")
             results["runs"].append({"seed": seed, "batch": batch, "epochs": epochs,
                                     "epoch_seconds": training["epoch_seconds"],
                                     "window_mse_with_initial": score["window_mse_with_initial"],
@@ -130,4 +116,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (RuntimeError, ValueError, OSError) as error:  # e.g. a cached run of other settings: one line, no traceback
+        raise SystemExit(f"{Path(sys.argv[0]).name}: error: {error}") from None

@@ -40,14 +40,15 @@ import torch
 from torch import nn
 
 from hamnet.checkpoint import model_from_checkpoint
-from hamnet.io import atomic_path, load_trajectories
+from hamnet.io import load_trajectories
 from hamnet.lieconv import LieConv
 from hamnet.models import HLieConv, ModelConfig, register_model
+from hamnet.training import TrainConfig
 
 sys.path.insert(0, str(Path(__file__).parent))
 from reference_adapter import score_model  # noqa: E402  (the side-by-side's scoring, for identical figures)
 from reference_side_by_side import SCALES, hamnet_config, hamnet_flags, train_hamnet  # noqa: E402
-from pieces import strict_json, write_result_files  # noqa: E402
+from pieces import write_json, write_result_files  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
@@ -99,23 +100,26 @@ def side_by_side_files(folder: Path) -> tuple[Path, Path, Path]:
 
 
 def run_variant(name: str, group: str, seed: int, windows: Path, test: Path, work: Path) -> dict:
-    """Train (or resume) and score one variant and seed; the score, cached in ``work``."""
+    """Train (or resume) and score one variant and seed (cached in ``work``): its score and training figures."""
     out = work / "scores" / f"{name}_{group}_seed{seed}.json"
     config = hamnet_config(hamnet_flags(SCALES["protocol"], group, seed), windows)
     bounded = VARIANTS[name][2]
     config = dataclasses.replace(config, model=dataclasses.replace(config.model, name=f"hlieconv-{name}"),
                                  kernel_bound_factor=config.kernel_bound_factor if bounded else None)
-    # first, even when scored: a cached run of other settings is refused, not reused
-    training = train_hamnet(config, windows, work / "runs" / f"{name}_{group}_seed{seed}")
-    if out.exists():
-        return json.loads(out.read_text())
-    logging.info("%s %s seed %d trained, %.0f s of epochs", name, group, seed, training["epoch_seconds"])
-    model = model_from_checkpoint(work / "runs" / f"{name}_{group}_seed{seed}" / "last.pt")[0]
-    score = score_model(model, load_trajectories(test), None) | {"training": training}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out) as tmp:
-        tmp.write_text(json.dumps(strict_json(score), indent=2) + "\n")
-    return score
+    training, score = train_and_score(config, windows, test, work / "runs" / f"{name}_{group}_seed{seed}", out)
+    return score | {"training": training}
+
+
+def train_and_score(config: TrainConfig, windows: Path, test: Path, folder: Path, out: Path) -> tuple[dict, dict]:
+    """Train (or resume) ``config`` into ``folder`` and score its last weights as the side-by-side does,
+    the score cached in ``out``: ``(training figures, score)``. Training comes first even when scored,
+    so a cached run of other settings is refused rather than reused."""
+    training = train_hamnet(config, windows, folder)
+    if not out.exists():
+        score = score_model(model_from_checkpoint(folder / "last.pt")[0], load_trajectories(test), None)
+        write_json(out, score)
+        logging.info("%s trained (%.0f s of epochs) and scored", folder.name, training["epoch_seconds"])
+    return training, json.loads(out.read_text())
 
 
 def row(label: str, scores: list[dict]) -> str:
@@ -178,4 +182,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (RuntimeError, ValueError, OSError) as error:  # e.g. a cached run of other settings: one line, no traceback
+        raise SystemExit(f"{Path(sys.argv[0]).name}: error: {error}") from None

@@ -49,11 +49,17 @@ def strict_json(value):
     return value
 
 
+def write_json(path: Path, value) -> None:
+    """``value`` as strict JSON in ``path``, written whole or not at all (folders made as needed)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(strict_json(value), indent=2) + "\n")
+
+
 def write_result_files(stem: Path, results: dict, lines: list[str]) -> None:
     """``<stem>.json`` (``results``, strict JSON) and ``<stem>.md`` (``lines``), each written whole or not
     at all (the JSON first: a failure leaves the old Markdown beside new figures, never a torn file)."""
-    with atomic_path(stem.parent / f"{stem.name}.json") as tmp:
-        tmp.write_text(json.dumps(strict_json(results), indent=2) + "\n")
+    write_json(stem.parent / f"{stem.name}.json", results)
     with atomic_path(stem.parent / f"{stem.name}.md") as tmp:
         tmp.write_text("\n".join(lines) + "\n")
     logging.info("wrote %s.md", stem)

@@ -95,7 +95,7 @@ from hamnet.version import __version__
 from systems import make_system
 
 sys.path.insert(0, str(Path(__file__).parent))
-from pieces import strict_json  # noqa: E402  (the benchmarks' shared results format)
+from pieces import write_result_files  # noqa: E402  (the benchmarks' shared results format)
 
 HERE = Path(__file__).resolve().parent
 ADAPTER = HERE / "reference_adapter.py"
@@ -498,10 +498,7 @@ def machine() -> str:
 def write_results(path: Path, header: dict, runs: dict, training: dict, timing: list, memory: list,
                   scale: Scale) -> None:
     """``path.json`` with every figure and ``path.md`` with the tables and how they were made."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     document = header | {"runs": runs, "training": training, "timing": timing, "memory": memory}
-    with atomic_path(path.with_suffix(".json")) as tmp:
-        tmp.write_text(json.dumps(strict_json(document), indent=2) + "\n")
     md = how_it_was_made(header, scale) + score_table(runs, scale)
     md += ["", f"## Training speed and memory (T(2), rk4 windows, batch {scale.batch_size}, one thread)", "",
            f"Interleaved in one process, batch by batch over the same {scale.timing_windows} windows, "
@@ -511,8 +508,7 @@ def write_results(path: Path, header: dict, runs: dict, training: dict, timing: 
            "leaves out what each side's imports and setup hold.", ""]
     md += speed_lines(timing, memory) if timing else ["Not measured yet."]
     md += ["", "## What still differs", ""] + [f"- {note}" for note in FAIRNESS_NOTES]
-    with atomic_path(path.with_suffix(".md")) as tmp:
-        tmp.write_text("\n".join(md) + "\n")
+    write_result_files(path, document, md)
 
 
 def how_it_was_made(header: dict, scale: Scale) -> list[str]:
