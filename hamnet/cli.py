@@ -522,12 +522,18 @@ def _add_demo(commands) -> None:
         "demo", help="the end-to-end demonstration run by `make demo`",
         description="Generate springs, train HLieConv SO(2) and the FC-NODE baseline briefly, roll both out for "
         "2000 steps (leapfrog and rk4), write conservation.png, error.png and springs-hlieconv.gif, and print a "
-        "table. A few minutes on two cores.",
+        "table. About a minute on two cores (one thread).",
     )
     parser.add_argument("--out", default="demo-output", help="folder for the demo's files (default: demo-output)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     parser.add_argument("--quick", action="store_true", help="a tiny version in seconds (for tests)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    # One thread by default, measured with `time hamnet demo --quiet` on 2 cores: idle, 61 s on one thread against
+    # 57 s on torch's default two; with two other processes on the cores, 105 s against 191 s (two threads
+    # spin-wait for each other). The demo's networks are too small to gain from a second thread.
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads (default: 1; the demo's small networks gain little from more, and "
+                        "lose much when other work shares the cores)")
     parser.set_defaults(run=run_demo)
 
 
@@ -535,10 +541,16 @@ def run_demo(args: argparse.Namespace) -> None:
     from .demo import DemoSettings, format_table, run_demo as demo
 
     check_seed(args.seed)
+    check_range("--threads", args.threads, 1, 4096)
     out = Path(args.out)
     start = time.perf_counter()
     settings = DemoSettings.quick() if args.quick else DemoSettings()
-    table = demo(out, seed=args.seed, settings=settings, progress=not args.quiet)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(args.threads)
+    try:
+        table = demo(out, seed=args.seed, settings=settings, progress=not args.quiet)
+    finally:  # `main` can run in a caller's process (the tests do): leave its thread count as it was
+        torch.set_num_threads(threads)
     print(format_table(table))
     print(f"\nrelative changes are maxima over {settings.test_systems} test systems and "
           f"{settings.rollout_steps} steps; rollout error is |a-b|/(|a|+|b|), 0 perfect, 1 unrelated; VPT is the "

@@ -28,3 +28,22 @@ def test_demo_refuses_a_file_as_folder(tmp_path, capsys):
     assert main(["demo", "--quick", "--out", str(target)]) == 1
     assert "is a file" in capsys.readouterr().err
     assert target.read_text() == "keep me"
+
+
+def test_demo_runs_on_the_threads_asked_and_gives_the_callers_count_back(tmp_path, capsys, monkeypatch):
+    import torch
+
+    import hamnet.demo
+
+    seen = []
+
+    def failing_demo(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        raise ValueError("stopped here by the test")
+
+    monkeypatch.setattr(hamnet.demo, "run_demo", failing_demo)
+    before = torch.get_num_threads()
+    assert main(["demo", "--quick", "--threads", "2", "--out", str(tmp_path / "demo")]) == 1
+    assert seen == [2] and torch.get_num_threads() == before
+    assert main(["demo", "--quick", "--threads", "0", "--out", str(tmp_path / "demo")]) == 1
+    assert "--threads" in capsys.readouterr().err and seen == [2]
