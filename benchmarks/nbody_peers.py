@@ -34,12 +34,12 @@ Published numbers beside ours (position MSE): EGNN's paper (charged, 1000 steps)
 set). None for the 100-body gravity set: see :data:`PUBLISHED_NOTES`. Speed and memory: HLieConv SE(3)
 and EGNN-H at equal width on 100-body batches, one training step, in the same process.
 
-Scales (``--scale``): ``small`` fits on this 2-core CPU in about an hour with two processes
-(``--part 1/2`` and ``--part 2/2``; see :data:`SCALES` for what it shrinks); ``full`` is the papers'
-data sizes (3000 / 2000 / 2000 trajectories) and training lengths, for a bigger machine.
+Scales (``--scale``): ``small`` fits on this 2-core CPU in about an hour with two processes of the same
+command, which share the runs (see ``pieces.py``; :data:`SCALES` says what it shrinks); ``full`` is the
+papers' data sizes (3000 / 2000 / 2000 trajectories) and training lengths, for a bigger machine.
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/nbody_peers.py --scale small --part 1/2 &
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/nbody_peers.py --scale small --part 2/2 &
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/nbody_peers.py --scale small &
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/nbody_peers.py --scale small &
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/nbody_peers.py --scale small --report
 
 Resumable: data, training runs and scores are kept under ``benchmarks/work/nbody_peers_<scale>/``; a rerun
@@ -74,7 +74,7 @@ from hamnet.rollouts import rollout_systems
 from hamnet.training import TrainConfig, train
 
 sys.path.insert(0, str(Path(__file__).parent))
-from pieces import add_piece_arguments, start_pieces  # noqa: E402  (the benchmarks' shared running in pieces)
+from pieces import add_piece_arguments, my_runs, start_pieces  # noqa: E402  (the benchmarks' shared running in pieces)
 
 HERE = Path(__file__).parent
 RESULTS = HERE / "results"
@@ -487,7 +487,8 @@ def main() -> None:
     plan = [(protocol, label, name, group, seed) for seed in scale.seeds for protocol in scale.budgets
             for label, name, group in models]
     if not args.report:
-        for protocol, label, name, group, seed in plan[part - 1::parts]:
+        for protocol, label, name, group, seed in my_runs(plan, part, parts, work / "claims",
+                                                          lambda run: run_name(run[0], run[1], run[4])):
             run_one(work, PROTOCOLS[protocol], scale.budgets[protocol], label, name, group, seed, args.substeps)
     scored = [work / "scores" / f"{run_name(p, label, seed)}.json" for p, label, _, _, seed in plan]
     runs = [json.loads(path.read_text()) for path in scored if path.exists()]

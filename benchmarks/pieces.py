@@ -1,17 +1,23 @@
 """What the long, resumable benchmarks share: running in pieces on several processes, logging, and
 results files any JSON parser reads.
 
-``--part K/N`` gives a process every N-th run of a benchmark's list, from the K-th, so N processes
-(one per core) share the work; ``--report`` writes the results from the scores present.
+Several processes started with the same command share a benchmark's runs: each takes the next run of
+the list that no live process holds (a claim is a lock on ``<work>/claims/<run>.claim``, which the
+system drops when its process ends, killed or not), so one long run does not leave a core idle the
+way a fixed split can. ``--part K/N`` still restricts a process to every N-th run, from the K-th (for
+machines that share no folder); ``--report`` writes the results from the scores present.
 """
 
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import logging
 import math
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Callable, Iterator, Sequence, TypeVar
 
 import torch
 
@@ -36,6 +42,36 @@ def start_pieces(parser: argparse.ArgumentParser) -> tuple[argparse.Namespace, i
     logging.getLogger("hamnet.training").setLevel(logging.WARNING)
     torch.set_num_threads(args.threads)
     return args, part, parts
+
+
+Run = TypeVar("Run")
+
+
+@contextmanager
+def claimed(folder: Path, name: str) -> Iterator[bool]:
+    """True, holding the claim on run ``name`` until the block ends, or False if another process (or another
+    claim in this one) holds it. The claim is an exclusive ``flock`` on ``folder/<name>.claim``: the system
+    drops it when its holder ends, however it ends, so a killed process leaves nothing stale."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / f"{name}.claim", "a") as handle:  # the file stays: deleting it would let two hold it
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+
+
+def my_runs(plan: Sequence[Run], part: int, parts: int, claims: Path, name: Callable[[Run], str]) -> Iterator[Run]:
+    """This process's runs of ``plan``: every ``parts``-th from the ``part``-th, each while this process
+    holds its claim in ``claims`` (held until the loop moves on); runs another process holds are passed
+    over. A run must still check its own cached result, since another process may have finished it."""
+    for run in plan[part - 1::parts]:
+        with claimed(claims, name(run)) as mine:
+            if mine:
+                yield run
+            else:
+                logging.info("%s: another process has it; taking the next", name(run))
 
 
 def strict_json(value):

@@ -35,13 +35,14 @@ Resumable: every run keeps its training folder and its scores under
 training from its last checkpoint. Writes ``benchmarks/results/springs_<scale>.{md,json}`` from every
 run scored so far (runs not yet done are listed as such, and the comparison waits for all of them).
 
-The paper scale takes tens of hours of CPU; run it in pieces and on both cores, one process each:
+The paper scale takes tens of hours of CPU; run it in pieces and on both cores: the same command in two
+processes, each taking the next run (largest training sizes first) that the other does not hold:
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/springs.py --scale paper --seeds 0 --part 1/2 &
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/springs.py --scale paper --seeds 0 --part 2/2 &
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/springs.py --scale paper --seeds 0 &
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/springs.py --scale paper --seeds 0 &
 
-``--part K/N`` takes every N-th run of the list, largest training sizes first; ``--report`` only writes
-the results from the scores present.
+``--part K/N`` keeps a process to every N-th run of the list (a fixed split, for machines that share no
+folder); ``--report`` only writes the results from the scores present.
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ from hamnet.training import TrainConfig, train
 from systems import make_system
 
 sys.path.insert(0, str(Path(__file__).parent))
-from pieces import add_piece_arguments, start_pieces, strict_json  # noqa: E402  (the benchmarks' shared running in pieces)
+from pieces import add_piece_arguments, my_runs, start_pieces, strict_json  # noqa: E402  (the benchmarks' shared running in pieces)
 
 HERE = Path(__file__).parent
 RESULTS = HERE / "results"
@@ -439,7 +440,8 @@ def main() -> None:
     plan = [(label, name, group, windows, seed) for seed in scale.seeds for windows in sorted(scale.sizes, reverse=True)
             for label, name, group in MODELS]
     if not args.report:
-        for label, name, group, windows, seed in plan[part - 1::parts]:
+        for label, name, group, windows, seed in my_runs(plan, part, parts, work / "claims",
+                                                          lambda run: run_name(run[0], run[3], run[4])):
             run_one(scale, work, paths, test, label, name, group, windows, seed)
     scored = [work / "scores" / f"{run_name(label, windows, seed)}.json" for label, _, _, windows, seed in plan]
     runs = [json.loads(path.read_text()) for path in scored if path.exists()]

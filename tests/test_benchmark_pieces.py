@@ -1,0 +1,50 @@
+"""The long benchmarks' sharing of runs between processes (``benchmarks/pieces.py``): a run is held by one
+claim at a time, a claim ends with its block, and processes started alike divide a plan without overlap."""
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+
+from pieces import claimed, my_runs  # noqa: E402  (benchmarks are scripts, not a package)
+
+
+def test_a_claim_is_held_once_and_released_with_its_block(tmp_path):
+    with claimed(tmp_path, "run-a") as first:
+        with claimed(tmp_path, "run-a") as second, claimed(tmp_path, "run-b") as other:
+            assert first and not second and other
+    with claimed(tmp_path, "run-a") as again:
+        assert again
+
+
+def test_two_walkers_of_one_plan_take_each_run_once(tmp_path):
+    plan = [f"run-{i}" for i in range(6)]
+    first, second = my_runs(plan, 1, 1, tmp_path, str), my_runs(plan, 1, 1, tmp_path, str)
+    taken = [next(first), next(second)]  # each holds its run while the other looks for one
+    assert taken == ["run-0", "run-1"]
+    # moving on releases the run left (a walker reaching it later takes it, and finds its cached result)
+    assert next(first) == "run-2"
+    assert next(second) == "run-3"
+    # part 2 of 2 walks runs 1, 3 and 5: run 1 is free again, run 3 is held by the second walker
+    assert list(my_runs(plan, 2, 2, tmp_path, str)) == ["run-1", "run-5"]
+
+
+def test_a_claim_held_by_another_process_is_passed_over_and_freed_when_it_dies(tmp_path):
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import sys, time
+        sys.path.insert(0, {str(BENCHMARKS)!r})
+        from pieces import claimed
+        with claimed(__import__("pathlib").Path({str(tmp_path)!r}), "run-0") as mine:
+            print(mine, flush=True)
+            time.sleep(60)
+        """)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "True"
+        assert list(my_runs(["run-0", "run-1"], 1, 1, tmp_path, str)) == ["run-1"]
+    finally:
+        holder.kill()
+        holder.wait()
+    assert list(my_runs(["run-0", "run-1"], 1, 1, tmp_path, str)) == ["run-0", "run-1"]
