@@ -34,7 +34,7 @@ Published numbers beside ours (position MSE): EGNN's paper (charged, 1000 steps)
 set). None for the 100-body gravity set: see :data:`PUBLISHED_NOTES`. Speed and memory: HLieConv SE(3)
 and EGNN-H at equal width on 100-body batches, one training step, in the same process.
 
-Scales (``--scale``): ``small`` fits on this 2-core CPU in about an hour with two processes of the same
+Scales (``--scale``): ``small`` fits on this 2-core CPU in about 40 minutes with two processes of the same
 command, which share the runs (see ``pieces.py``; :data:`SCALES` says what it shrinks); ``full`` is the
 papers' data sizes (3000 / 2000 / 2000 trajectories) and training lengths, for a bigger machine.
 
@@ -182,7 +182,7 @@ SCALES = {
         seeds=(0, 1),
         note="egnn-check trained four times longer (2000 epochs) on two seeds, with the validation history kept: "
              "does training length close the gap to EGNN's 0.0071 (its code trains 10,000 epochs)? About 35 minutes "
-             "per seed on one thread; run it with `--models egnn-direct --part 1/2` and `--part 2/2`"),
+             "per seed on one thread; run it with `--models egnn-direct` in two processes"),
     "full": Scale(
         budgets={
             "egnn-charged5": Budget(train=3000, valid=2000, test=2000, width=128, depth=4, epochs=100,
@@ -484,13 +484,13 @@ def main() -> None:
     suffix = f"_substeps{args.substeps}" if args.substeps > 1 else ""
     work = args.work / f"nbody_peers_{args.scale}{suffix}"
     models = [m for m in MODELS if args.models is None or run_name("", m[0], 0)[1:-6] in args.models]
-    plan = [(protocol, label, name, group, seed) for seed in scale.seeds for protocol in scale.budgets
-            for label, name, group in models]
+    plan = {run_name(protocol, label, seed): (protocol, label, name, group, seed) for seed in scale.seeds
+            for protocol in scale.budgets for label, name, group in models}
     if not args.report:
-        for protocol, label, name, group, seed in my_runs(plan, part, parts, work / "claims",
-                                                          lambda run: run_name(run[0], run[1], run[4])):
+        for run in my_runs(list(plan), part, parts, work / "claims"):
+            protocol, label, name, group, seed = plan[run]
             run_one(work, PROTOCOLS[protocol], scale.budgets[protocol], label, name, group, seed, args.substeps)
-    scored = [work / "scores" / f"{run_name(p, label, seed)}.json" for p, label, _, _, seed in plan]
+    scored = [work / "scores" / f"{run}.json" for run in plan]
     runs = [json.loads(path.read_text()) for path in scored if path.exists()]
     speed_path = work / "speed.json"
     if args.speed:

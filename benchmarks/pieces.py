@@ -1,11 +1,12 @@
 """What the long, resumable benchmarks share: running in pieces on several processes, logging, and
 results files any JSON parser reads.
 
-Several processes started with the same command share a benchmark's runs: each takes the next run of
-the list that no live process holds (a claim is a lock on ``<work>/claims/<run>.claim``, which the
-system drops when its process ends, killed or not), so one long run does not leave a core idle the
-way a fixed split can. ``--part K/N`` still restricts a process to every N-th run, from the K-th (for
-machines that share no folder); ``--report`` writes the results from the scores present.
+Several processes started with the same command share a benchmark's runs: each takes the next run of the
+list that no live process holds (a claim is a lock on ``<work>/claims/<run>.claim``, which the system
+drops when its process ends, killed or not), so one long run does not leave a core idle the way a fixed
+split can; at the end each waits for the runs it passed over (resuming any whose holder died), so the
+last report written has every run. ``--part K/N`` still restricts a process to every N-th run, from the
+K-th (for machines that share no folder); ``--report`` writes the results from the scores present.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import logging
 import math
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator, Sequence, TypeVar
+from typing import Iterator, Sequence
 
 import torch
 
@@ -44,34 +45,39 @@ def start_pieces(parser: argparse.ArgumentParser) -> tuple[argparse.Namespace, i
     return args, part, parts
 
 
-Run = TypeVar("Run")
-
-
 @contextmanager
-def claimed(folder: Path, name: str) -> Iterator[bool]:
+def claimed(folder: Path, name: str, wait: bool = False) -> Iterator[bool]:
     """True, holding the claim on run ``name`` until the block ends, or False if another process (or another
-    claim in this one) holds it. The claim is an exclusive ``flock`` on ``folder/<name>.claim``: the system
-    drops it when its holder ends, however it ends, so a killed process leaves nothing stale."""
+    claim in this one) holds it; with ``wait``, blocks until the holder lets go, and is always True. The claim
+    is an exclusive ``flock`` on ``folder/<name>.claim``: the system drops it when its holder ends, however
+    it ends, so a killed process leaves nothing stale."""
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / f"{name}.claim", "a") as handle:  # the file stays: deleting it would let two hold it
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(handle, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+            mine = True
         except BlockingIOError:
-            yield False
-            return
-        yield True
+            mine = False
+        yield mine
 
 
-def my_runs(plan: Sequence[Run], part: int, parts: int, claims: Path, name: Callable[[Run], str]) -> Iterator[Run]:
-    """This process's runs of ``plan``: every ``parts``-th from the ``part``-th, each while this process
-    holds its claim in ``claims`` (held until the loop moves on); runs another process holds are passed
-    over. A run must still check its own cached result, since another process may have finished it."""
+def my_runs(plan: Sequence[str], part: int, parts: int, claims: Path) -> Iterator[str]:
+    """This process's runs of ``plan`` (run names): every ``parts``-th from the ``part``-th, each while this process
+    holds its claim in ``claims`` (held until the loop moves on). Runs another process holds are passed
+    over, then waited for at the end and given too: their holder may have been killed (the run resumes
+    here), and when this generator ends every run is done, so a report written after it is complete.
+    A run must check its own cached result, since another process may have finished it."""
+    passed_over = []
     for run in plan[part - 1::parts]:
-        with claimed(claims, name(run)) as mine:
+        with claimed(claims, run) as mine:
             if mine:
                 yield run
             else:
-                logging.info("%s: another process has it; taking the next", name(run))
+                logging.info("%s: another process has it; taking the next", run)
+                passed_over.append(run)
+    for run in passed_over:
+        with claimed(claims, run, wait=True):
+            yield run
 
 
 def strict_json(value):

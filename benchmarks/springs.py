@@ -437,13 +437,12 @@ def main() -> None:
              "test": data_file(work / "data", scale.test_systems, TEST_DATA_SEED)}
     test = load_trajectories(paths["test"])
     # largest training sizes first: they matter most and take longest, so pieces of a long run end on them
-    plan = [(label, name, group, windows, seed) for seed in scale.seeds for windows in sorted(scale.sizes, reverse=True)
-            for label, name, group in MODELS]
+    plan = {run_name(label, windows, seed): (label, name, group, windows, seed) for seed in scale.seeds
+            for windows in sorted(scale.sizes, reverse=True) for label, name, group in MODELS}
     if not args.report:
-        for label, name, group, windows, seed in my_runs(plan, part, parts, work / "claims",
-                                                          lambda run: run_name(run[0], run[3], run[4])):
-            run_one(scale, work, paths, test, label, name, group, windows, seed)
-    scored = [work / "scores" / f"{run_name(label, windows, seed)}.json" for label, _, _, windows, seed in plan]
+        for run in my_runs(list(plan), part, parts, work / "claims"):
+            run_one(scale, work, paths, test, *plan[run])
+    scored = [work / "scores" / f"{run}.json" for run in plan]
     runs = [json.loads(path.read_text()) for path in scored if path.exists()]
     write_results(f"springs_{args.scale}", args.scale, scale, runs, paths, args, time.perf_counter() - started)
     logging.info("done in %.0f s; wrote %s", time.perf_counter() - started, RESULTS / f"springs_{args.scale}.md")

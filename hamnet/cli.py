@@ -522,7 +522,7 @@ def _add_demo(commands) -> None:
         "demo", help="the end-to-end demonstration run by `make demo`",
         description="Generate springs, train HLieConv SO(2) and the FC-NODE baseline briefly, roll both out for "
         "2000 steps (leapfrog and rk4), write conservation.png, error.png and springs-hlieconv.gif, and print a "
-        "table. About a minute on two cores (one thread).",
+        "table. About a minute on a 2-core machine.",
     )
     parser.add_argument("--out", default="demo-output", help="folder for the demo's files (default: demo-output)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")

@@ -1,5 +1,6 @@
 """The long benchmarks' sharing of runs between processes (``benchmarks/pieces.py``): a run is held by one
-claim at a time, a claim ends with its block, and processes started alike divide a plan without overlap."""
+claim at a time, a claim ends with its block, processes started alike divide a plan without overlap, and a
+run passed over is taken up once its holder lets go (or dies)."""
 
 import subprocess
 import sys
@@ -22,17 +23,28 @@ def test_a_claim_is_held_once_and_released_with_its_block(tmp_path):
 
 def test_two_walkers_of_one_plan_take_each_run_once(tmp_path):
     plan = [f"run-{i}" for i in range(6)]
-    first, second = my_runs(plan, 1, 1, tmp_path, str), my_runs(plan, 1, 1, tmp_path, str)
+    first, second = my_runs(plan, 1, 1, tmp_path), my_runs(plan, 1, 1, tmp_path)
     taken = [next(first), next(second)]  # each holds its run while the other looks for one
     assert taken == ["run-0", "run-1"]
     # moving on releases the run left (a walker reaching it later takes it, and finds its cached result)
     assert next(first) == "run-2"
     assert next(second) == "run-3"
     # part 2 of 2 walks runs 1, 3 and 5: run 1 is free again, run 3 is held by the second walker
-    assert list(my_runs(plan, 2, 2, tmp_path, str)) == ["run-1", "run-5"]
+    third = my_runs(plan, 2, 2, tmp_path)
+    assert [next(third), next(third)] == ["run-1", "run-5"]
+    for walker in (first, second, third):
+        walker.close()
 
 
-def test_a_claim_held_by_another_process_is_passed_over_and_freed_when_it_dies(tmp_path):
+def test_a_run_passed_over_is_given_at_the_end_once_its_holder_lets_go(tmp_path):
+    walker = my_runs(["run-0", "run-1"], 1, 1, tmp_path)
+    with claimed(tmp_path, "run-0") as held:
+        assert held and next(walker) == "run-1"
+    assert next(walker) == "run-0"
+    assert list(walker) == []
+
+
+def test_a_claim_held_by_another_process_is_passed_over_then_taken_when_it_dies(tmp_path):
     holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import sys, time
         sys.path.insert(0, {str(BENCHMARKS)!r})
@@ -43,8 +55,10 @@ def test_a_claim_held_by_another_process_is_passed_over_and_freed_when_it_dies(t
         """)], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "True"
-        assert list(my_runs(["run-0", "run-1"], 1, 1, tmp_path, str)) == ["run-1"]
+        walker = my_runs(["run-0", "run-1"], 1, 1, tmp_path)
+        assert next(walker) == "run-1"
     finally:
         holder.kill()
         holder.wait()
-    assert list(my_runs(["run-0", "run-1"], 1, 1, tmp_path, str)) == ["run-0", "run-1"]
+    assert next(walker) == "run-0"  # a killed holder's claim is free: the run resumes here
+    assert list(walker) == []
