@@ -20,7 +20,7 @@ import torch
 
 from .cli_common import (InputError, Terminated, add_common_options, check_finite_positive, check_model_memory,
                          check_range, check_seed, load_plugins, one_line_error, terminate_as_interrupt,
-                         true_system)
+                         torch_threads, true_system)
 from .cli_visual import add_commands as _add_visual
 from .io import load_trajectories, save_trajectories
 from .paths import check_output
@@ -376,12 +376,15 @@ TRAIN_RANGES = (("--epochs", 1, None), ("--batch-size", 1, None), ("--lr", 1e-30
 
 
 def run_train(args: argparse.Namespace) -> None:
+    check_range("--threads", args.threads, 1, 4096)
+    with torch_threads(args.threads):
+        _train(args)
+
+
+def _train(args: argparse.Namespace) -> None:
     from .models import MODELS
     from .training import train
 
-    check_range("--threads", args.threads, 1, 4096)
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise InputError(f"--device {args.device}: this machine has no CUDA device; use --device cpu")
     if args.device != "cpu" and not args.device.startswith("cuda"):
@@ -545,12 +548,8 @@ def run_demo(args: argparse.Namespace) -> None:
     out = Path(args.out)
     start = time.perf_counter()
     settings = DemoSettings.quick() if args.quick else DemoSettings()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(args.threads)
-    try:
+    with torch_threads(args.threads):
         table = demo(out, seed=args.seed, settings=settings, progress=not args.quiet)
-    finally:  # `main` can run in a caller's process (the tests do): leave its thread count as it was
-        torch.set_num_threads(threads)
     print(format_table(table))
     print(f"\nrelative changes are maxima over {settings.test_systems} test systems and "
           f"{settings.rollout_steps} steps; rollout error is |a-b|/(|a|+|b|), 0 perfect, 1 unrelated; VPT is the "

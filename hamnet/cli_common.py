@@ -13,13 +13,15 @@ import signal
 import threading
 from collections.abc import Iterator
 
+import torch
+
 from systems import import_file
 
 from .integrate import ConvergenceError
 from .resources import check_memory
 
 __all__ = ["InputError", "Terminated", "add_common_options", "load_plugins", "one_line_error",
-           "terminate_as_interrupt", "check_seed", "check_finite_positive", "check_range",
+           "terminate_as_interrupt", "torch_threads", "check_seed", "check_finite_positive", "check_range",
            "check_model_memory", "true_system"]
 
 #: phrases of torch's allocators when an allocation fails (CPU and CUDA)
@@ -32,6 +34,19 @@ class InputError(ValueError):
 
 class Terminated(KeyboardInterrupt):
     """SIGTERM, delivered like Ctrl-C so that every cleanup path for an interrupt runs."""
+
+
+@contextlib.contextmanager
+def torch_threads(count: int | None) -> Iterator[None]:
+    """Run the block on ``count`` torch CPU threads (None: as they are), then give the caller's count back:
+    ``hamnet.cli.main`` also runs inside other programs' processes (the tests, a notebook)."""
+    before = torch.get_num_threads()
+    if count is not None:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 @contextlib.contextmanager

@@ -186,3 +186,21 @@ def test_kernel_bound_flag(files, tmp_path, capsys, flag, expected):
         assert bound is not None and bound > 0
     else:
         assert bound == expected
+
+
+def test_train_runs_on_the_threads_asked_and_gives_the_callers_count_back(files, tmp_path, capsys, monkeypatch):
+    import hamnet.cli
+
+    seen = []
+
+    def failing_load(path):
+        seen.append(torch.get_num_threads())
+        raise ValueError("stopped here by the test")
+
+    monkeypatch.setattr(hamnet.cli, "load_trajectories", failing_load)
+    before = torch.get_num_threads()
+    asked = before + 1
+    code, _, err = run_cli(["train", "--data", files["springs"], "--model", "fc-node", "--threads", str(asked),
+                            "--out", tmp_path / "run", *TINY], capsys)
+    assert code == 1 and "stopped here by the test" in err
+    assert seen == [asked] and torch.get_num_threads() == before
