@@ -57,7 +57,8 @@ def card(name: str, args, state: dict, scores: dict, long: dict, train_seconds: 
         "",
         f"{config['name']}{group} (width {config['width']}, depth {config['depth']}) trained on "
         f"{args.described} (N = {config['n_particles']}, {config['dim']}D): {train['max_windows']} windows, "
-        f"{train['epochs']} epochs, {train['method']} windows, lr {train['lr']:g}. Load it by name: "
+        f"{train['epochs']} epochs, {train['method']} windows, lr {train['lr']:g}, batch {train['batch_size']}. "
+        "Load it by name: "
         f"`hamnet rollout --checkpoint {name} ...`, `hamnet.model_from_checkpoint(\"{name}\")`.",
         "",
         "## How it was made",
