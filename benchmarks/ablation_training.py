@@ -65,8 +65,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     bound = None if args.kernel_bound in ("none", "auto") else float(args.kernel_bound)
-    # every setting that differs from the first runs' names the run (they keep their labels), so a cached run
-    # of other settings is never taken for this one
+    # every training setting that differs from the first runs' defaults is in the name (those runs keep their
+    # labels), so a cached run trained otherwise is never taken for this one; --test and --long-steps only
+    # measure, and a rerun with others rewrites the results file
     schedule_changed = args.init_from or (args.epochs, args.lr) != (parser.get_default("epochs"),
                                                                      parser.get_default("lr"))
     label = args.label or f"{args.group}_chunk{args.chunk}_windows{args.max_windows}_seed{args.seed}" + (

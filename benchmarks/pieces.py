@@ -66,7 +66,9 @@ def my_runs(plan: Sequence[str], part: int, parts: int, claims: Path) -> Iterato
     holds its claim in ``claims`` (held until the loop moves on). Runs another process holds are passed
     over, then waited for at the end and given too: their holder may have been killed (the run resumes
     here), and when this generator ends every run is done, so a report written after it is complete.
-    A run must check its own cached result, since another process may have finished it."""
+    A run must check its own cached result, since another process may have finished it. Two walkers in
+    one process can block each other (a lock held through one open file blocks another in the same
+    process); one per process is the use."""
     passed_over = []
     for run in plan[part - 1::parts]:
         with claimed(claims, run) as mine:
@@ -76,6 +78,7 @@ def my_runs(plan: Sequence[str], part: int, parts: int, claims: Path) -> Iterato
                 logging.info("%s: another process has it; taking the next", run)
                 passed_over.append(run)
     for run in passed_over:
+        logging.info("%s: waiting for the process that holds it", run)
         with claimed(claims, run, wait=True):
             yield run
 

@@ -52,13 +52,16 @@ def card(name: str, args, state: dict, scores: dict, long: dict, train_seconds: 
     config, train = state["model_config"], state["train_config"]
     valid, error = scores["valid_prediction_time"], scores["rollout_error"]
     group = f" {config['group']}" if config["name"] == "hlieconv" else ""
+    bound = "" if config.get("kernel_bound") is None else f", kernel bound {config['kernel_bound']:.4g}" + (
+        f" ({train['kernel_bound_factor']:g} times the training windows' largest kernel input)"
+        if train.get("kernel_bound_factor") else "")
     return "\n".join([
         f"# {name}",
         "",
         f"{config['name']}{group} (width {config['width']}, depth {config['depth']}) trained on "
         f"{args.described} (N = {config['n_particles']}, {config['dim']}D): {train['max_windows']} windows, "
-        f"{train['epochs']} epochs, {train['method']} windows, lr {train['lr']:g}, batch {train['batch_size']}. "
-        "Load it by name: "
+        f"{train['epochs']} epochs, {train['method']} windows, lr {train['lr']:g}, batch {train['batch_size']}"
+        f"{bound}. Load it by name: "
         f"`hamnet rollout --checkpoint {name} ...`, `hamnet.model_from_checkpoint(\"{name}\")`.",
         "",
         "## How it was made",

@@ -430,7 +430,7 @@ def main() -> None:
         unknown = set(args.seeds) - set(scale.seeds)
         if unknown:
             parser.error(f"--seeds {sorted(unknown)} not among the scale's seeds {scale.seeds}")
-        scale = dataclasses.replace(scale, seeds=tuple(args.seeds))
+        scale = dataclasses.replace(scale, seeds=tuple(dict.fromkeys(args.seeds)))  # each seed once
     started = time.perf_counter()
     work = args.work / f"springs_{args.scale}"
     paths = {"train": data_file(work / "data", scale.train_systems, TRAIN_DATA_SEED),

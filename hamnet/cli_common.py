@@ -40,9 +40,11 @@ class Terminated(KeyboardInterrupt):
 def torch_threads(count: int | None) -> Iterator[None]:
     """Run the block on ``count`` torch CPU threads (None: as they are), then give the caller's count back:
     ``hamnet.cli.main`` also runs inside other programs' processes (the tests, a notebook)."""
+    if count is None:
+        yield
+        return
     before = torch.get_num_threads()
-    if count is not None:
-        torch.set_num_threads(count)
+    torch.set_num_threads(count)
     try:
         yield
     finally:

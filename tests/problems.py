@@ -7,9 +7,12 @@ system parameters a dict of ``(B, N)`` tensors, a point cloud ``points: (B, N, D
 
 from __future__ import annotations
 
+import contextlib
 import math
+import signal
 from collections.abc import Callable, Iterable, Sequence
 
+import pytest
 import torch
 from torch import Tensor, nn
 
@@ -187,3 +190,31 @@ def run_cli(args: Iterable, capsys) -> tuple[int, str, str]:
     code = main([str(arg) for arg in args])
     out, err = capsys.readouterr()
     return code, out, err
+
+
+# -- watching ---------------------------------------------------------------------------------------
+class Hung(BaseException):
+    """Raised by the watchdog; a BaseException so that no ``except Exception`` in hamnet swallows it."""
+
+
+@contextlib.contextmanager
+def watchdog(seconds: float):
+    """Fail the test, instead of hanging the suite, when the block runs longer than ``seconds``."""
+    fired = []
+
+    def on_alarm(signum, frame):
+        fired.append(True)
+        raise Hung
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    except BaseException:
+        if not fired:  # the alarm's exception, whatever hamnet turned it into, ends in the failure below
+            raise
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    if fired:
+        pytest.fail(f"no answer within {seconds:g} s: hung, or took on work it should have refused")

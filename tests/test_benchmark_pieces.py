@@ -11,54 +11,62 @@ BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 
 from pieces import claimed, my_runs  # noqa: E402  (benchmarks are scripts, not a package)
+from problems import watchdog  # noqa: E402
+
+#: seconds a test may take: a claim that blocks where it should not hangs instead of failing
+WATCHDOG = 20
 
 
 def test_a_claim_is_held_once_and_released_with_its_block(tmp_path):
-    with claimed(tmp_path, "run-a") as first:
-        with claimed(tmp_path, "run-a") as second, claimed(tmp_path, "run-b") as other:
-            assert first and not second and other
-    with claimed(tmp_path, "run-a") as again:
-        assert again
+    with watchdog(WATCHDOG):
+        with claimed(tmp_path, "run-a") as first:
+            with claimed(tmp_path, "run-a") as second, claimed(tmp_path, "run-b") as other:
+                assert first and not second and other
+        with claimed(tmp_path, "run-a") as again:
+            assert again
 
 
 def test_two_walkers_of_one_plan_take_each_run_once(tmp_path):
-    plan = [f"run-{i}" for i in range(6)]
-    first, second = my_runs(plan, 1, 1, tmp_path), my_runs(plan, 1, 1, tmp_path)
-    taken = [next(first), next(second)]  # each holds its run while the other looks for one
-    assert taken == ["run-0", "run-1"]
-    # moving on releases the run left (a walker reaching it later takes it, and finds its cached result)
-    assert next(first) == "run-2"
-    assert next(second) == "run-3"
-    # part 2 of 2 walks runs 1, 3 and 5: run 1 is free again, run 3 is held by the second walker
-    third = my_runs(plan, 2, 2, tmp_path)
-    assert [next(third), next(third)] == ["run-1", "run-5"]
-    for walker in (first, second, third):
-        walker.close()
+    with watchdog(WATCHDOG):
+        plan = [f"run-{i}" for i in range(6)]
+        first, second = my_runs(plan, 1, 1, tmp_path), my_runs(plan, 1, 1, tmp_path)
+        taken = [next(first), next(second)]  # each holds its run while the other looks for one
+        assert taken == ["run-0", "run-1"]
+        # moving on releases the run left (a walker reaching it later takes it, and finds its cached result)
+        assert next(first) == "run-2"
+        assert next(second) == "run-3"
+        # part 2 of 2 walks runs 1, 3 and 5: run 1 is free again, run 3 is held by the second walker
+        third = my_runs(plan, 2, 2, tmp_path)
+        assert [next(third), next(third)] == ["run-1", "run-5"]
+        for walker in (first, second, third):
+            walker.close()
 
 
 def test_a_run_passed_over_is_given_at_the_end_once_its_holder_lets_go(tmp_path):
-    walker = my_runs(["run-0", "run-1"], 1, 1, tmp_path)
-    with claimed(tmp_path, "run-0") as held:
-        assert held and next(walker) == "run-1"
-    assert next(walker) == "run-0"
-    assert list(walker) == []
+    with watchdog(WATCHDOG):
+        walker = my_runs(["run-0", "run-1"], 1, 1, tmp_path)
+        with claimed(tmp_path, "run-0") as held:
+            assert held and next(walker) == "run-1"
+        assert next(walker) == "run-0"
+        assert list(walker) == []
 
 
 def test_a_claim_held_by_another_process_is_passed_over_then_taken_when_it_dies(tmp_path):
-    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
-        import sys, time
-        sys.path.insert(0, {str(BENCHMARKS)!r})
-        from pieces import claimed
-        with claimed(__import__("pathlib").Path({str(tmp_path)!r}), "run-0") as mine:
-            print(mine, flush=True)
-            time.sleep(60)
-        """)], stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "True"
-        walker = my_runs(["run-0", "run-1"], 1, 1, tmp_path)
-        assert next(walker) == "run-1"
-    finally:
-        holder.kill()
-        holder.wait()
-    assert next(walker) == "run-0"  # a killed holder's claim is free: the run resumes here
-    assert list(walker) == []
+    with watchdog(WATCHDOG):
+        holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+            import sys, time
+            sys.path.insert(0, {str(BENCHMARKS)!r})
+            from pieces import claimed
+            with claimed(__import__("pathlib").Path({str(tmp_path)!r}), "run-0") as mine:
+                print(mine, flush=True)
+                time.sleep(60)
+            """)], stdout=subprocess.PIPE, text=True)
+        try:
+            assert holder.stdout.readline().strip() == "True"
+            walker = my_runs(["run-0", "run-1"], 1, 1, tmp_path)
+            assert next(walker) == "run-1"
+        finally:
+            holder.kill()
+            holder.wait()
+        assert next(walker) == "run-0"  # a killed holder's claim is free: the run resumes here
+        assert list(walker) == []

@@ -12,7 +12,6 @@ folder, so a case that destroys an input destroys only its own copy.
 
 from __future__ import annotations
 
-import contextlib
 import fnmatch
 import hashlib
 import io
@@ -34,7 +33,7 @@ import numpy as np
 import pytest
 import torch
 
-from problems import run_cli
+from problems import run_cli, watchdog
 
 #: seconds a case may take before the watchdog calls it a hang
 WATCHDOG = 20.0
@@ -89,34 +88,6 @@ def stage(tmp: Path, shared: dict[str, Path], build, monkeypatch) -> dict[str, P
     monkeypatch.chdir(tmp)
     monkeypatch.delenv("HAMNET_DEBUG", raising=False)
     return names
-
-
-# -- watching ---------------------------------------------------------------------------------------
-class Hung(BaseException):
-    """Raised by the watchdog; a BaseException so that no ``except Exception`` in hamnet swallows it."""
-
-
-@contextlib.contextmanager
-def watchdog(seconds: float):
-    """Fail the test, instead of hanging the suite, when the block runs longer than ``seconds``."""
-    fired = []
-
-    def on_alarm(signum, frame):
-        fired.append(True)
-        raise Hung
-
-    previous = signal.signal(signal.SIGALRM, on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    except BaseException:
-        if not fired:  # the alarm's exception, whatever hamnet turned it into, ends in the failure below
-            raise
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
-    if fired:
-        pytest.fail(f"no answer within {seconds:g} s: hung, or took on work it should have refused")
 
 
 def snapshot(folder: Path) -> dict[str, str]:
