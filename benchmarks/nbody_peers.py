@@ -152,8 +152,8 @@ SCALES = {
         seeds=(0, 1, 2),
         note="a tenth (the 5-body sets) and a seventy-fifth (100-body gravity) of the papers' training trajectories, "
              "small networks and short training, so that the sets, five models and three seeds fit on two cores "
-             "(about an hour for the first two sets; the 5-body gravity set costs about as much as the charged "
-             "one): the figures show the ranking at equal small budgets, not what the models reach at full size"),
+             "(about 40 minutes with two processes, nearly half of it the 5-body gravity set): the figures show "
+             "the ranking at equal small budgets, not what the models reach at full size"),
     "smoke": Scale(
         budgets={
             "egnn-charged5": Budget(train=12, valid=6, test=6, width=8, depth=1, epochs=1, max_windows=40,
