@@ -33,7 +33,7 @@ from hamnet.training import TrainConfig, train
 
 sys.path.insert(0, str(Path(__file__).parent))
 from ablation_reference_protocol import side_by_side_files, train_and_score  # noqa: E402
-from pieces import write_json, write_result_files  # noqa: E402
+from pieces import run_script, write_json, write_result_files  # noqa: E402
 from reference_side_by_side import SCALES, hamnet_config, hamnet_flags  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -116,7 +116,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (RuntimeError, ValueError, OSError) as error:  # e.g. a cached run of other settings: one line, no traceback
-        raise SystemExit(f"{Path(sys.argv[0]).name}: error: {error}") from None
+    run_script(main)

@@ -48,7 +48,7 @@ from hamnet.training import TrainConfig
 sys.path.insert(0, str(Path(__file__).parent))
 from reference_adapter import score_model  # noqa: E402  (the side-by-side's scoring, for identical figures)
 from reference_side_by_side import SCALES, hamnet_config, hamnet_flags, train_hamnet  # noqa: E402
-from pieces import write_json, write_result_files  # noqa: E402
+from pieces import run_script, write_json, write_result_files  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
@@ -182,7 +182,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (RuntimeError, ValueError, OSError) as error:  # e.g. a cached run of other settings: one line, no traceback
-        raise SystemExit(f"{Path(sys.argv[0]).name}: error: {error}") from None
+    run_script(main)

@@ -16,13 +16,23 @@ import fcntl
 import json
 import logging
 import math
+import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 
 from hamnet.io import atomic_path
+
+
+def run_script(main: Callable[[], None]) -> None:
+    """Run a benchmark's ``main``, ending a foreseen failure (a cached run of other settings, a missing
+    checkout, a file that cannot be written) with one line naming the script, not a traceback."""
+    try:
+        main()
+    except (RuntimeError, ValueError, OSError) as error:
+        raise SystemExit(f"{Path(sys.argv[0]).name}: error: {error}") from None
 
 
 def add_piece_arguments(parser: argparse.ArgumentParser) -> None:

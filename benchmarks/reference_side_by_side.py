@@ -95,7 +95,7 @@ from hamnet.version import __version__
 from systems import make_system
 
 sys.path.insert(0, str(Path(__file__).parent))
-from pieces import write_result_files  # noqa: E402  (the benchmarks' shared results format)
+from pieces import run_script, write_result_files  # noqa: E402  (the benchmarks' shared results format)
 
 HERE = Path(__file__).resolve().parent
 ADAPTER = HERE / "reference_adapter.py"
@@ -711,7 +711,4 @@ def collect_scores(scores: Path, training: dict, scale: Scale) -> dict:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (RuntimeError, ValueError, OSError) as error:
-        raise SystemExit(f"{Path(sys.argv[0]).name}: error: {error}") from None
+    run_script(main)

@@ -70,3 +70,19 @@ def test_a_claim_held_by_another_process_is_passed_over_then_taken_when_it_dies(
             holder.wait()
         assert next(walker) == "run-0"  # a killed holder's claim is free: the run resumes here
         assert list(walker) == []
+
+
+def test_a_foreseen_failure_ends_a_benchmark_with_one_line_naming_it(monkeypatch):
+    from pieces import run_script
+
+    def failing_main():
+        raise ValueError("runs/x holds a run with other settings")
+
+    monkeypatch.setattr(sys, "argv", ["ablation.py"])
+    try:
+        run_script(failing_main)
+    except SystemExit as end:
+        assert str(end.code) == "ablation.py: error: runs/x holds a run with other settings"
+        assert end.__cause__ is None and end.__suppress_context__
+    else:
+        raise AssertionError("run_script let a failing main pass")
