@@ -41,8 +41,11 @@ processes, each taking the next run (largest training sizes first) that the othe
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/springs.py --scale paper --seeds 0 &
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/springs.py --scale paper --seeds 0 &
 
-``--part K/N`` keeps a process to every N-th run of the list (a fixed split, for machines that share no
-folder); ``--report`` only writes the results from the scores present.
+``--device cuda`` trains on a GPU; scoring stays on the CPU, so scores compare across machines, and
+``<work>/devices/<run>.jsonl`` records where each run's epochs were trained (a run started on a GPU
+can be finished on a CPU: copy its run folder and its record over). ``--part K/N`` keeps a process to
+every N-th run of the list (a fixed split, for machines that share no folder); ``--report`` only writes
+the results from the scores present.
 """
 
 from __future__ import annotations
@@ -175,14 +178,48 @@ def run_name(label: str, windows: int, seed: int) -> str:
     return f"{slug}_w{windows}_seed{seed}"
 
 
-def train_run(config: TrainConfig, data_path: Path, folder: Path) -> None:
-    """Train into ``folder``, resuming an interrupted run; a run that never finished an epoch restarts."""
+def train_run(config: TrainConfig, data_path: Path, folder: Path, device: str = "cpu",
+              record: Path | None = None) -> None:
+    """Train into ``folder`` on ``device``, resuming an interrupted run; a run that never finished an epoch
+    restarts. ``record`` (beside the run folder: hamnet keeps foreign files out of a run) gets a line per
+    start, the device and the first epoch trained there: a run may start on a GPU and end on a CPU."""
     metrics, last = folder / "metrics.jsonl", folder / "last.pt"
     if not last.exists():
         shutil.rmtree(folder, ignore_errors=True)
-    elif metrics.exists() and len(metrics.read_text().splitlines()) >= config.epochs:
+    done = len(metrics.read_text().splitlines()) if last.exists() and metrics.exists() else 0
+    if done >= config.epochs:
         return
-    train(config, data_path, folder, resume=last.exists())
+    if record is not None:
+        record.parent.mkdir(parents=True, exist_ok=True)
+        with open(record, "a") as lines:
+            lines.write(json.dumps({"device": device_name(device), "first_epoch": done + 1}) + "\n")
+    train(config, data_path, folder, resume=last.exists(), device=device)
+
+
+def device_name(device: str) -> str:
+    """``cpu``, or ``cuda (<GPU name>)``: what a run's training seconds were measured on."""
+    if torch.device(device).type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(torch.device(device))})"
+    return "cpu"
+
+
+def training_devices(record: Path, epochs: int) -> str:
+    """Where a run's epochs were trained, from its ``record`` (:func:`train_run`): one device's name, or
+    ``"<device> for epochs a-b, ..."``. Epochs with no record were trained before records were kept, on
+    the CPU."""
+    starts = {1: "cpu"}
+    if record.exists():  # a later start at the same epoch (the earlier one failed at once) wins
+        starts |= {line["first_epoch"]: line["device"] for line in map(json.loads, record.read_text().splitlines())}
+    firsts = sorted(starts)
+    spans = []
+    for first, after in zip(firsts, firsts[1:] + [epochs + 1]):
+        if spans and spans[-1][0] == starts[first]:
+            spans[-1][2] = after - 1
+        else:
+            spans.append([starts[first], first, after - 1])
+    if len(spans) == 1:
+        return spans[0][0]
+    return ", ".join(f"{device} for epochs {first}-{last}" for device, first, last in spans)
 
 
 def seconds_per_1000_windows(folder: Path, windows: int) -> float:
@@ -232,8 +269,10 @@ def long_drift(model, test, scale: Scale) -> dict:
 
 
 def run_one(scale: Scale, work: Path, paths: dict, test, label: str, name: str, group: str, windows: int,
-            seed: int) -> dict:
-    """Train (or resume) and score one run; the score is cached in ``work/scores``."""
+            seed: int, device: str = "cpu") -> dict:
+    """Train (or resume) on ``device`` and score one run; the score is cached in ``work/scores``. Scoring is
+    on the CPU whatever the training device (``model_from_checkpoint`` loads there), so every score comes
+    from the same float64 evaluator."""
     run = run_name(label, windows, seed)
     score_path = work / "scores" / f"{run}.json"
     if score_path.exists():
@@ -241,13 +280,15 @@ def run_one(scale: Scale, work: Path, paths: dict, test, label: str, name: str, 
     config = train_config(scale, name, group, windows, seed)
     folder = work / "runs" / run
     started = time.perf_counter()
-    train_run(config, paths["train"], folder)
+    record = work / "devices" / f"{run}.jsonl"
+    train_run(config, paths["train"], folder, device, record)
     trained = time.perf_counter() - started
     model, _ = model_from_checkpoint(folder / "last.pt")
     started = time.perf_counter()
     result = {"model": label, "windows": windows, "seed": seed, "epochs": config.epochs,
-              "threads": torch.get_num_threads(), "train_seconds_per_1000_windows":
-              seconds_per_1000_windows(folder, windows), "train_wall_seconds": round(trained, 1)}
+              "threads": torch.get_num_threads(), "train_device": training_devices(record, config.epochs),
+              "train_seconds_per_1000_windows": seconds_per_1000_windows(folder, windows),
+              "train_wall_seconds": round(trained, 1)}
     result |= score(model, test, scale)
     result["score_seconds"] = round(time.perf_counter() - started, 1)
     score_path.parent.mkdir(parents=True, exist_ok=True)
@@ -406,6 +447,11 @@ def write_results(name: str, scale_name: str, scale: Scale, runs: list[dict], pa
           "maximum over those systems. Every cell is mean ± standard deviation over seeds; per-seed values are in "
           "the JSON file.", ""]
     md += table(summary, scale.sizes)
+    elsewhere = sorted(f"{run_name(r['model'], r['windows'], r['seed'])} on {r['train_device']}" for r in runs
+                       if r.get("train_device", "cpu") != "cpu")
+    if elsewhere:
+        md += ["", f"Trained on a GPU (scored on the CPU like the rest; their training seconds are the GPU's): "
+               f"{', '.join(elsewhere)}."]
     expected = len(MODELS) * len(scale.sizes) * len(scale.seeds)
     if len(runs) < expected:
         md += ["", f"**Partial results: {len(runs)} of {expected} runs scored** (seeds {', '.join(map(str, scale.seeds))}); "
@@ -423,6 +469,8 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=WORK,
                         help="folder for data, run folders and scores (default benchmarks/work)")
     parser.add_argument("--seeds", type=int, nargs="+", help="only these of the scale's seeds (default: all)")
+    parser.add_argument("--device", default="cpu",
+                        help="train on this device (cpu or cuda); scoring is on the CPU either way (default cpu)")
     add_piece_arguments(parser)
     args, part, parts = start_pieces(parser)
     scale = SCALES[args.scale]
@@ -441,7 +489,7 @@ def main() -> None:
             for windows in sorted(scale.sizes, reverse=True) for label, name, group in MODELS}
     if not args.report:
         for run in my_runs(list(plan), part, parts, work / "claims"):
-            run_one(scale, work, paths, test, *plan[run])
+            run_one(scale, work, paths, test, *plan[run], device=args.device)
     scored = [work / "scores" / f"{run}.json" for run in plan]
     runs = [json.loads(path.read_text()) for path in scored if path.exists()]
     write_results(f"springs_{args.scale}", args.scale, scale, runs, paths, args, time.perf_counter() - started)
