@@ -65,7 +65,7 @@ from pathlib import Path
 
 import torch
 
-from hamnet.checkpoint import model_from_checkpoint
+from hamnet.checkpoint import load_checkpoint, model_from_checkpoint
 from hamnet.data import Windows
 from hamnet.diagnostics import conservation_report
 from hamnet.evaluation import EVALUATION_WINDOWS, evaluate
@@ -183,48 +183,75 @@ def train_run(config: TrainConfig, data_path: Path, folder: Path, device: str = 
     """Train into ``folder`` on ``device``, resuming an interrupted run; a run that never finished an epoch
     restarts. ``record`` (beside the run folder: hamnet keeps foreign files out of a run) gets a line per
     start, the device and the first epoch trained there: a run may start on a GPU and end on a CPU."""
-    metrics, last = folder / "metrics.jsonl", folder / "last.pt"
+    last = folder / "last.pt"
     if not last.exists():
         shutil.rmtree(folder, ignore_errors=True)
-    done = len(metrics.read_text().splitlines()) if last.exists() and metrics.exists() else 0
+    done = load_checkpoint(last)["epoch"] if last.exists() else 0  # the epoch a resume goes on from
     if done >= config.epochs:
         return
     if record is not None:
         record.parent.mkdir(parents=True, exist_ok=True)
-        with open(record, "a") as lines:
+        with open(record, "a" if done else "w") as lines:  # a fresh start forgets an earlier run's record
             lines.write(json.dumps({"device": device_name(device), "first_epoch": done + 1}) + "\n")
     train(config, data_path, folder, resume=last.exists(), device=device)
 
 
 def device_name(device: str) -> str:
-    """``cpu``, or ``cuda (<GPU name>)``: what a run's training seconds were measured on."""
-    if torch.device(device).type == "cuda":
-        return f"cuda ({torch.cuda.get_device_name(torch.device(device))})"
-    return "cpu"
+    """``cuda (<GPU name>)`` for a CUDA device, else torch's name for it (``cpu``): what a run's training
+    seconds were measured on."""
+    where = torch.device(device)
+    return f"cuda ({torch.cuda.get_device_name(where)})" if where.type == "cuda" else str(where)
 
 
-def training_devices(record: Path, epochs: int) -> str:
-    """Where a run's epochs were trained, from its ``record`` (:func:`train_run`): one device's name, or
-    ``"<device> for epochs a-b, ..."``. Epochs with no record were trained before records were kept, on
-    the CPU."""
+def device_spans(record: Path, epochs: int) -> list[tuple[str, int, int]]:
+    """Where a run's ``epochs`` were trained, from its ``record`` (:func:`train_run`): (device, first
+    epoch, last epoch) spans in order. Epochs with no record were trained before records were kept, on
+    the CPU; each start supersedes what earlier starts said from its epoch on (a start that failed at
+    once, a restart); a start past the schedule is ignored."""
     starts = {1: "cpu"}
-    if record.exists():  # a later start at the same epoch (the earlier one failed at once) wins
-        starts |= {line["first_epoch"]: line["device"] for line in map(json.loads, record.read_text().splitlines())}
+    lines = map(json.loads, record.read_text().splitlines()) if record.exists() else ()
+    for line in lines:
+        first = line["first_epoch"]
+        if 1 <= first <= epochs:
+            starts = {epoch: device for epoch, device in starts.items() if epoch < first} | {first: line["device"]}
     firsts = sorted(starts)
-    spans = []
+    spans: list[tuple[str, int, int]] = []
     for first, after in zip(firsts, firsts[1:] + [epochs + 1]):
         if spans and spans[-1][0] == starts[first]:
-            spans[-1][2] = after - 1
+            spans[-1] = (spans[-1][0], spans[-1][1], after - 1)
         else:
-            spans.append([starts[first], first, after - 1])
+            spans.append((starts[first], first, after - 1))
+    return spans
+
+
+def training_devices(spans: list[tuple[str, int, int]]) -> str:
+    """One device's name, or ``"<device> for epochs a-b, ..."``."""
     if len(spans) == 1:
         return spans[0][0]
     return ", ".join(f"{device} for epochs {first}-{last}" for device, first, last in spans)
 
 
-def seconds_per_1000_windows(folder: Path, windows: int) -> float:
+def seconds_per_1000_windows(folder: Path, windows: int, first: int = 1, last: int | None = None) -> float:
+    """Training seconds per 1000 windows over epochs ``first``..``last`` (default: all) of a run."""
     epochs = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    epochs = [e for e in epochs if first <= e["epoch"] <= (last or math.inf)]
     return 1000 * sum(e["seconds"] for e in epochs) / (windows * len(epochs))
+
+
+def where_trained(run: dict, work: Path) -> dict:
+    """``run``'s score with where it was trained: a run not wholly trained on the CPU gets its seconds per
+    device span (``train_seconds_by_device``) and no single ``train_seconds_per_1000_windows``, which would
+    mix devices or set a GPU's figure beside the CPU's."""
+    name = run_name(run["model"], run["windows"], run["seed"])
+    spans = device_spans(work / "devices" / f"{name}.jsonl", run["epochs"])
+    if spans == [("cpu", 1, run["epochs"])]:
+        return run | {"train_device": "cpu"}
+    folder = work / "runs" / name
+    by_device = [{"device": device, "epochs": [first, last],
+                  "seconds_per_1000_windows": seconds_per_1000_windows(folder, run["windows"], first, last)}
+                 for device, first, last in spans]
+    return run | {"train_device": training_devices(spans), "train_seconds_by_device": by_device,
+                  "train_seconds_per_1000_windows": None}
 
 
 def score(model, test, scale: Scale) -> dict:
@@ -286,7 +313,7 @@ def run_one(scale: Scale, work: Path, paths: dict, test, label: str, name: str, 
     model, _ = model_from_checkpoint(folder / "last.pt")
     started = time.perf_counter()
     result = {"model": label, "windows": windows, "seed": seed, "epochs": config.epochs,
-              "threads": torch.get_num_threads(), "train_device": training_devices(record, config.epochs),
+              "threads": torch.get_num_threads(),
               "train_seconds_per_1000_windows": seconds_per_1000_windows(folder, windows),
               "train_wall_seconds": round(trained, 1)}
     result |= score(model, test, scale)
@@ -327,16 +354,21 @@ def summarise(runs: list[dict]) -> dict:
         for key, _ in METRICS:
             # a diverged rollout has no drift to average: statistics over the seeds that stayed
             # finite, with the number that did not
-            values = [r[key] for r in members if math.isfinite(r[key])]
-            entry[key] = {"mean": statistics.fmean(values) if values else math.inf,
+            # finite, with the number that did not; a value left out on purpose (None: the seconds of a
+            # run trained on a GPU) is neither
+            given = [r[key] for r in members if r[key] is not None]
+            values = [value for value in given if math.isfinite(value)]
+            entry[key] = {"mean": statistics.fmean(values) if values else math.inf if given else math.nan,
                           "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-                          "diverged": len(members) - len(values)}
+                          "diverged": len(given) - len(values), "left_out": len(members) - len(given)}
         summary.setdefault(label, {})[str(windows)] = entry
     return summary
 
 
 def cell(stat: dict, key: str) -> str:
     mean, std, diverged = stat["mean"], stat["std"], stat.get("diverged", 0)
+    if math.isnan(mean):
+        return "GPU (below)"
     if not math.isfinite(mean):
         return "diverged (every seed)"
     if key == "train_seconds_per_1000_windows":
@@ -409,6 +441,8 @@ def comparison(summary: dict, scale: Scale) -> list[str]:
                      f"error at the end: {finals}.")
     speed = mean("HLieConv T(2)", scale.sizes[-1], "train_seconds_per_1000_windows")
     reference = REFERENCE_SECONDS.get(scale.width) if scale.depth == 4 else None
+    if math.isnan(speed):  # trained on a GPU: no CPU figure to set beside the reference's
+        return lines
     lines.append(f"- Training speed, HLieConv T(2): {speed:.2f} s per 1000 windows at width {scale.width}, "
                  f"{scale.depth} layers; " + (f"the reference takes {reference} s at this width."
                                               if reference else "the reference's figures are for width 128 "
@@ -447,11 +481,15 @@ def write_results(name: str, scale_name: str, scale: Scale, runs: list[dict], pa
           "maximum over those systems. Every cell is mean ± standard deviation over seeds; per-seed values are in "
           "the JSON file.", ""]
     md += table(summary, scale.sizes)
-    elsewhere = sorted(f"{run_name(r['model'], r['windows'], r['seed'])} on {r['train_device']}" for r in runs
-                       if r.get("train_device", "cpu") != "cpu")
+    elsewhere = sorted(f"{run_name(r['model'], r['windows'], r['seed'])} " + ", ".join(
+        f"on {span['device']} for epochs {span['epochs'][0]}-{span['epochs'][1]} "
+        f"({span['seconds_per_1000_windows']:.2f} s / 1000 windows)" for span in r["train_seconds_by_device"])
+        for r in runs if "train_seconds_by_device" in r)
     if elsewhere:
-        md += ["", f"Trained on a GPU (scored on the CPU like the rest; their training seconds are the GPU's): "
-               f"{', '.join(elsewhere)}."]
+        md += ["", "Trained wholly or partly on a GPU with `--device cuda` (scored on the CPU like the rest; their "
+               "training seconds, on a GPU shared by several processes (benchmarks/results/gpu/gpu_speed.md), stay out "
+               "of the table's last column, which is one CPU thread's): "
+               + "; ".join(elsewhere) + "."]
     expected = len(MODELS) * len(scale.sizes) * len(scale.seeds)
     if len(runs) < expected:
         md += ["", f"**Partial results: {len(runs)} of {expected} runs scored** (seeds {', '.join(map(str, scale.seeds))}); "
@@ -491,7 +529,7 @@ def main() -> None:
         for run in my_runs(list(plan), part, parts, work / "claims"):
             run_one(scale, work, paths, test, *plan[run], device=args.device)
     scored = [work / "scores" / f"{run}.json" for run in plan]
-    runs = [json.loads(path.read_text()) for path in scored if path.exists()]
+    runs = [where_trained(json.loads(path.read_text()), work) for path in scored if path.exists()]
     write_results(f"springs_{args.scale}", args.scale, scale, runs, paths, args, time.perf_counter() - started)
     logging.info("done in %.0f s; wrote %s", time.perf_counter() - started, RESULTS / f"springs_{args.scale}.md")
 

@@ -1,9 +1,7 @@
 """The long benchmarks' sharing of runs between processes (``benchmarks/pieces.py``): a run is held by one
 claim at a time, a claim ends with its block, processes started alike divide a plan without overlap, and a
-run passed over is taken up once its holder lets go (or dies). Also: a run trained on two devices says which
-epochs ran where (``benchmarks/springs.py``)."""
+run passed over is taken up once its holder lets go (or dies)."""
 
-import json
 import subprocess
 import sys
 import textwrap
@@ -13,7 +11,6 @@ BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 
 from pieces import claimed, my_runs  # noqa: E402  (benchmarks are scripts, not a package)
-from springs import training_devices  # noqa: E402
 from problems import watchdog  # noqa: E402
 
 #: seconds a test may take: a claim that blocks where it should not hangs instead of failing
@@ -90,12 +87,3 @@ def test_a_foreseen_failure_ends_a_benchmark_with_one_line_naming_it(monkeypatch
     else:
         raise AssertionError("run_script let a failing main pass")
 
-
-def test_a_run_started_on_a_gpu_and_finished_on_the_cpu_says_which_epochs_ran_where(tmp_path):
-    record = tmp_path / "run.jsonl"
-    assert training_devices(record, 100) == "cpu"  # no record: trained before records were kept
-    starts = [("cuda (H200)", 1), ("cpu", 52), ("cpu", 52), ("cpu", 80)]  # a start that failed at once; a resume
-    record.write_text("".join(json.dumps({"device": d, "first_epoch": e}) + "\n" for d, e in starts))
-    assert training_devices(record, 100) == "cuda (H200) for epochs 1-51, cpu for epochs 52-100"
-    record.write_text(json.dumps({"device": "cpu", "first_epoch": 30}) + "\n")
-    assert training_devices(record, 100) == "cpu"

@@ -1,0 +1,75 @@
+"""Where ``benchmarks/springs.py`` says a run was trained: a run may start on a GPU (``--device cuda``) and be
+finished on a CPU, and its report must say which epochs ran where and keep a GPU's training seconds out of
+the CPU's column."""
+
+import dataclasses
+import json
+import math
+import sys
+from pathlib import Path
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+
+import springs  # noqa: E402  (benchmarks are scripts, not a package)
+from hamnet.io import save_trajectories  # noqa: E402
+from hamnet.simulation import generate  # noqa: E402
+from hamnet.training import train  # noqa: E402
+from systems import Springs  # noqa: E402
+
+
+def write(record: Path, starts: list[tuple[str, int]]) -> None:
+    record.write_text("".join(json.dumps({"device": d, "first_epoch": e}) + "\n" for d, e in starts))
+
+
+def test_each_start_says_where_the_epochs_from_it_ran(tmp_path):
+    record = tmp_path / "run.jsonl"
+    assert springs.device_spans(record, 100) == [("cpu", 1, 100)]  # no record: from before records were kept
+    # a cuda start at 52 that failed at once, the cpu start that replaced it, a later resume on the cpu
+    write(record, [("cuda (H200)", 1), ("cuda (H200)", 52), ("cpu", 52), ("cpu", 80)])
+    spans = springs.device_spans(record, 100)
+    assert spans == [("cuda (H200)", 1, 51), ("cpu", 52, 100)]
+    assert springs.training_devices(spans) == "cuda (H200) for epochs 1-51, cpu for epochs 52-100"
+    # a resume on the CPU of a run that began on the CPU before records were kept is one span
+    write(record, [("cpu", 30)])
+    assert springs.training_devices(springs.device_spans(record, 100)) == "cpu"
+    # a later start at epoch 1 (a restart) forgets every span after it; a start past the schedule is ignored
+    write(record, [("cpu", 1), ("cuda (H200)", 40), ("cuda (H200)", 1), ("cpu", 140)])
+    assert springs.device_spans(record, 100) == [("cuda (H200)", 1, 100)]
+
+
+def test_a_run_resumed_on_another_device_is_recorded_from_the_epoch_it_resumes(tmp_path):
+    data = tmp_path / "springs.npz"
+    save_trajectories(data, generate(Springs(), n_systems=12, steps=12, dt=0.01, seed=0))
+    config = springs.train_config(springs.SCALES["smoke"], "fc-node", "T2", 24, seed=0)
+    config = dataclasses.replace(config, epochs=3, batch_size=8, validation_windows=8)
+    folder, record = tmp_path / "runs" / "fc-node_w24_seed0", tmp_path / "devices" / "fc-node_w24_seed0.jsonl"
+    train(config, data, folder, stop_after_epochs=2)  # as if a GPU had trained two epochs and stopped
+    record.parent.mkdir()
+    write(record, [("cuda (H200)", 1)])
+    springs.train_run(config, data, folder, "cpu", record)
+    assert springs.device_spans(record, 3) == [("cuda (H200)", 1, 2), ("cpu", 3, 3)]
+    run = {"model": "FC-NODE", "windows": 24, "seed": 0, "epochs": 3, "train_seconds_per_1000_windows": 1.0}
+    reported = springs.where_trained(run, tmp_path)
+    assert reported["train_seconds_per_1000_windows"] is None  # no figure mixing two devices
+    assert [span["epochs"] for span in reported["train_seconds_by_device"]] == [[1, 2], [3, 3]]
+    assert all(span["seconds_per_1000_windows"] > 0 for span in reported["train_seconds_by_device"])
+    # a fresh start in the same place (its last.pt gone) forgets the old record
+    (folder / "last.pt").unlink()
+    springs.train_run(config, data, folder, "cpu", record)
+    assert springs.device_spans(record, 3) == [("cpu", 1, 3)]
+    assert springs.where_trained(run, tmp_path) == run | {"train_device": "cpu"}
+
+
+def test_a_gpu_runs_seconds_stay_out_of_the_cpu_column():
+    runs = [{"model": "FC-NODE", "windows": 100, "seed": seed, "epochs": 1,
+             **{key: 1.0 for key, _ in springs.METRICS}} for seed in (0, 1)]
+    runs[1]["train_seconds_per_1000_windows"] = None
+    seconds = springs.summarise(runs)["FC-NODE"]["100"]["train_seconds_per_1000_windows"]
+    assert (seconds["mean"], seconds["diverged"], seconds["left_out"]) == (1.0, 0, 1)
+    runs[0]["train_seconds_per_1000_windows"] = None
+    seconds = springs.summarise(runs)["FC-NODE"]["100"]["train_seconds_per_1000_windows"]
+    assert math.isnan(seconds["mean"]) and springs.cell(seconds, "train_seconds_per_1000_windows") == "GPU (below)"
+    runs[0]["drift_energy"] = runs[1]["drift_energy"] = math.inf  # a diverged rollout still reads as one
+    assert springs.cell(springs.summarise(runs)["FC-NODE"]["100"]["drift_energy"], "drift_energy") == \
+        "diverged (every seed)"
