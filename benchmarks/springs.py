@@ -393,12 +393,35 @@ def table(summary: dict, sizes: tuple[int, ...]) -> list[str]:
     return lines
 
 
-# -- comparison with the paper and the reference implementation (the paper authors' code, measured --
-# -- on a 2-core CPU, one thread, float32; quoted here, not re-run by this script) ------------------
-#: reference implementation, 1000 windows, width 128, 30 epochs, its convention (initial state in)
-REFERENCE_MSE = {"HLieConv T(2)": 0.0076, "HLieConv SO(2)": 0.017, "FC-NODE": 0.061}
-REFERENCE_ROLLOUT_FINAL = {"HLieConv T(2)": 0.74, "HLieConv SO(2)": 0.63, "FC-NODE": 0.94}
-REFERENCE_SECONDS = {128: 9.0, 384: 30.3}  # T(2), 4 layers, per 1000 windows
+# -- comparison with the paper and the reference implementation (the paper authors' code) ----------
+#: the reference measured beside hamnet by benchmarks/reference_side_by_side.py: same evaluator, its own
+#: protocol (width 128, 4 layers, 30 epochs, 1000 windows, lr 1e-3) on that script's data
+SIDE_BY_SIDE = RESULTS / "reference_side_by_side.json"
+GROUP_LABELS = {"T2": "HLieConv T(2)", "SO2": "HLieConv SO(2)"}
+
+
+def reference_figures(path: Path = SIDE_BY_SIDE) -> dict | None:
+    """The reference's figures from the side-by-side results, means over its seeds: window MSE in its
+    convention and final rollout error per HLieConv label, and both sides' training seconds per 1000
+    windows of T(2) per width (interleaved, one thread); None where that file is absent."""
+    if not path.exists():
+        return None
+    results = json.loads(path.read_text())
+    runs: dict[str, list[dict]] = {}
+    for name, run in results["runs"].items():
+        side, group, _ = name.split("_")
+        if side == "reference" and group in GROUP_LABELS:
+            runs.setdefault(GROUP_LABELS[group], []).append(run)
+    return {"mse": {label: statistics.fmean(r["window_mse_with_initial"] for r in members)
+                    for label, members in runs.items()},
+            "final": {label: statistics.fmean(r["rollout_error_final"] for r in members)
+                      for label, members in runs.items()},
+            "seeds": {label: len(members) for label, members in runs.items()},
+            "seconds": {t["width"]: {side: statistics.fmean(t["seconds_per_1000_windows"][side])
+                                     for side in ("reference", "hamnet")}
+                        for t in results["timing"] if t["group"] == "T2"}}
+
+
 ROUND_OFF = 1e-10  # "machine precision" for a 10,000-step float64 drift
 
 
@@ -431,22 +454,32 @@ def comparison(summary: dict, scale: Scale) -> list[str]:
                      + (f"angular-momentum drift of the others at least {lowest:.1e} (mean over seeds)"
                         if math.isfinite(lowest) else "none stayed healthy")
                      + f", against {so2:.1e} for SO(2) at {scale.sizes[-1]} windows.")
+    reference = reference_figures()
+    if reference is None:
+        return lines + [f"- Reference implementation: no {SIDE_BY_SIDE.name} to compare with (run "
+                        "benchmarks/reference_side_by_side.py)."]
     if 1000 in scale.sizes:
-        ours = ", ".join(f"{k} {mean(k, 1000, 'window_mse_with_initial'):.4f} (ref. {v})"
-                         for k, v in REFERENCE_MSE.items())
-        finals = ", ".join(f"{k} {mean(k, 1000, 'rollout_error_final'):.2f} (ref. {v})"
-                           for k, v in REFERENCE_ROLLOUT_FINAL.items())
-        lines.append(f"- Reference implementation, 1000 windows, width 128, 30 epochs, window MSE in its convention "
-                     f"(ours at width {scale.width}, {epochs_for(scale, 1000)} epochs): {ours}. 500-step rollout "
-                     f"error at the end: {finals}.")
+        ours = ", ".join(f"{k} {mean(k, 1000, 'window_mse_with_initial'):.2e} (ref. {v:.2e})"
+                         for k, v in reference["mse"].items())
+        finals = ", ".join(f"{k} {mean(k, 1000, 'rollout_error_final'):.2f} (ref. {v:.2f})"
+                           for k, v in reference["final"].items())
+        lines.append(f"- Reference implementation ({SIDE_BY_SIDE.name}: its protocol, width 128, 30 epochs, 1000 "
+                     f"windows, mean of {max(reference['seeds'].values())} seeds, on that script's data) against "
+                     f"these runs at 1000 windows (width {scale.width}, {epochs_for(scale, 1000)} epochs, this "
+                     f"script's data), window MSE in its convention: {ours}. 500-step rollout error at the end: "
+                     f"{finals}.")
     speed = mean("HLieConv T(2)", scale.sizes[-1], "train_seconds_per_1000_windows")
-    reference = REFERENCE_SECONDS.get(scale.width) if scale.depth == 4 else None
     if math.isnan(speed):  # trained on a GPU: no CPU figure to set beside the reference's
         return lines
+    widths = reference["seconds"]
+    same = widths.get(scale.width) if scale.depth == 4 else None
     lines.append(f"- Training speed, HLieConv T(2): {speed:.2f} s per 1000 windows at width {scale.width}, "
-                 f"{scale.depth} layers; " + (f"the reference takes {reference} s at this width."
-                                              if reference else "the reference's figures are for width 128 "
-                                              "(9.0 s) and 384 (30.3 s) with 4 layers, so not comparable."))
+                 f"{scale.depth} layers (epoch time, validation left out, beside whatever else ran). " + (
+                     f"Training steps alone, interleaved with the reference's in one process "
+                     f"({SIDE_BY_SIDE.name}): hamnet {same['hamnet']:.1f} s, the reference {same['reference']:.1f} s."
+                     if same else "The side-by-side timed " + " and ".join(
+                         f"width {w} (hamnet {v['hamnet']:.1f} s, the reference {v['reference']:.1f} s)"
+                         for w, v in sorted(widths.items())) + " with 4 layers, so not comparable."))
     return lines
 
 

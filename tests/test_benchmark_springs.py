@@ -73,3 +73,14 @@ def test_a_gpu_runs_seconds_stay_out_of_the_cpu_column():
     runs[0]["drift_energy"] = runs[1]["drift_energy"] = math.inf  # a diverged rollout still reads as one
     assert springs.cell(springs.summarise(runs)["FC-NODE"]["100"]["drift_energy"], "drift_energy") == \
         "diverged (every seed)"
+
+
+def test_the_reference_figures_are_the_side_by_sides_means(tmp_path):
+    figures = springs.reference_figures()  # the committed results of benchmarks/reference_side_by_side.py
+    results = json.loads(springs.SIDE_BY_SIDE.read_text())
+    t2 = [run["window_mse_with_initial"] for name, run in results["runs"].items() if name.startswith("reference_T2_")]
+    assert len(t2) == figures["seeds"]["HLieConv T(2)"] >= 1
+    assert math.isclose(figures["mse"]["HLieConv T(2)"], sum(t2) / len(t2))
+    assert set(figures["mse"]) == {"HLieConv T(2)", "HLieConv SO(2)"}
+    assert figures["seconds"][384]["reference"] > figures["seconds"][384]["hamnet"] > 0
+    assert springs.reference_figures(tmp_path / "absent.json") is None
