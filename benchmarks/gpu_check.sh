@@ -4,7 +4,9 @@
 #      rollouts against the CPU, symmetry on the GPU; DDP over NCCL when there are two GPUs),
 #   2. training and rollout speed against the same machine's CPU (benchmarks/gpu_speed.py),
 #   3. a short training at the paper's scale (HLieConv SO(2), width 384, 4 layers, 3000 windows) on the
-#      GPU, then `hamnet evaluate` of it.
+#      GPU, then `hamnet evaluate` of it,
+#   4. the spring benchmark end to end with training on the GPU (`benchmarks/springs.py --scale smoke
+#      --device cuda`, scored on the CPU), in a scratch folder.
 # Usage: bash benchmarks/gpu_check.sh [OUT_DIR]   (default benchmarks/results/gpu). PYTHON picks the
 # interpreter (default python3; hamnet is used from this checkout through PYTHONPATH, nothing installed).
 set -uo pipefail
@@ -40,6 +42,10 @@ echo "== 3. paper scale, $EPOCHS epochs on the GPU"
 m['rollout_error'].pop('mean_over_systems'); print(json.dumps(m, indent=1))"
   echo "paper-scale check took $(( $(date +%s) - start )) s"
 } 2>&1 | tee "$OUT/paper_scale.txt" || status=1
+
+echo "== 4. the spring benchmark, trained on the GPU"
+"$PY" benchmarks/springs.py --scale smoke --device cuda --work "$WORK/bench" 2>&1 | tee "$OUT/springs_smoke_cuda.txt" \
+  && grep -q "cuda" "$WORK/bench/springs_smoke/devices/hlieconv-t2_w100_seed0.jsonl" || status=1
 
 rm -rf "$WORK"
 exit $status
