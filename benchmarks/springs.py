@@ -353,7 +353,6 @@ def summarise(runs: list[dict]) -> dict:
         entry = {"seeds": [r["seed"] for r in members], "epochs": members[0]["epochs"]}
         for key, _ in METRICS:
             # a diverged rollout has no drift to average: statistics over the seeds that stayed
-            # finite, with the number that did not
             # finite, with the number that did not; a value left out on purpose (None: the seconds of a
             # run trained on a GPU) is neither
             given = [r[key] for r in members if r[key] is not None]
@@ -544,6 +543,10 @@ def main() -> None:
                         help="train on this device (cpu or cuda); scoring is on the CPU either way (default cpu)")
     add_piece_arguments(parser)
     args, part, parts = start_pieces(parser)
+    if args.device != "cpu" and not args.device.startswith("cuda"):
+        parser.error(f"--device must be cpu or cuda (or cuda:N), not {args.device!r}")
+    if args.device != "cpu" and not torch.cuda.is_available():
+        parser.error(f"--device {args.device}: this torch sees no CUDA device; train on the CPU (--device cpu)")
     scale = SCALES[args.scale]
     if args.seeds:
         unknown = set(args.seeds) - set(scale.seeds)

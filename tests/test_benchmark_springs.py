@@ -1,12 +1,15 @@
 """Where ``benchmarks/springs.py`` says a run was trained: a run may start on a GPU (``--device cuda``) and be
 finished on a CPU, and its report must say which epochs ran where and keep a GPU's training seconds out of
-the CPU's column."""
+the CPU's column; a device it cannot train on is refused in one line."""
 
 import dataclasses
 import json
 import math
+import subprocess
 import sys
 from pathlib import Path
+
+import torch
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
@@ -84,3 +87,13 @@ def test_the_reference_figures_are_the_side_by_sides_means(tmp_path):
     assert set(figures["mse"]) == {"HLieConv T(2)", "HLieConv SO(2)"}
     assert figures["seconds"][384]["reference"] > figures["seconds"][384]["hamnet"] > 0
     assert springs.reference_figures(tmp_path / "absent.json") is None
+
+
+def test_a_device_it_cannot_train_on_is_one_line_before_any_work(tmp_path):
+    devices = ["tpu"] + ([] if torch.cuda.is_available() else ["cuda"])
+    for device in devices:
+        done = subprocess.run([sys.executable, str(BENCHMARKS / "springs.py"), "--scale", "smoke", "--device", device,
+                               "--work", str(tmp_path)], capture_output=True, text=True)
+        assert done.returncode == 2 and "Traceback" not in done.stderr
+        assert "--device" in done.stderr.splitlines()[-1] and device in done.stderr.splitlines()[-1]
+        assert not any(tmp_path.iterdir())  # nothing generated or trained
