@@ -61,7 +61,9 @@ def test_a_run_resumed_on_another_device_is_recorded_from_the_epoch_it_resumes(t
     (folder / "last.pt").unlink()
     springs.train_run(config, data, folder, "cpu", record)
     assert springs.device_spans(record, 3) == [("cpu", 1, 3)]
-    assert springs.where_trained(run, tmp_path) == run | {"train_device": "cpu"}
+    reported = springs.where_trained(run, tmp_path)
+    fastest = 1000 * min(json.loads(line)["seconds"] for line in (folder / "metrics.jsonl").open()) / 24
+    assert reported == run | {"train_device": "cpu", "train_seconds_per_1000_windows_fastest_epoch": fastest}
 
 
 def test_a_gpu_runs_seconds_stay_out_of_the_cpu_column():
