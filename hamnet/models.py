@@ -204,11 +204,23 @@ def _mlp(in_features: int, width: int, depth: int, out_features: int) -> nn.Sequ
     return nn.Sequential(*layers)
 
 
-def _pairs(x: Tensor, *edges: Tensor) -> Tensor:
-    """The inputs of every ordered pair: ``[x_i, x_j, edges_ij]``; ``x: (B, N, F)`` and each of
-    ``edges: (B, N, N, E)`` -> ``(B, N, N, 2 F + sum E)``."""
+def _off_diagonal(pairwise: Tensor) -> Tensor:
+    """The entries ``j != i`` of every row ``i``, in order: ``(B, N, N, C)`` -> ``(B, N, N - 1, C)``."""
+    n = pairwise.shape[1]
+    rows = torch.arange(n, device=pairwise.device)
+    others = rows.expand(n, n)[~torch.eye(n, dtype=torch.bool, device=pairwise.device)].view(n, n - 1)
+    return pairwise[:, rows.unsqueeze(1), others]
+
+
+def _pairs_of_others(x: Tensor, *edges: Tensor) -> Tensor:
+    """The inputs ``[x_i, x_j, edges_ij]`` of every ordered pair of two different particles (self-pairs
+    are never computed: a particle sends itself no message, and at ``N = 6`` they would be a sixth of the
+    edge network's work); ``x: (B, N, F)`` and each of ``edges: (B, N, N, E)`` ->
+    ``(B, N, N - 1, 2 F + sum E)``, ``j`` running over the others of ``i`` in order. Sum over dim 2 for
+    ``sum_{j != i}``."""
     n = x.shape[1]
-    return torch.cat([x.unsqueeze(2).expand(-1, -1, n, -1), x.unsqueeze(1).expand(-1, n, -1, -1), *edges], dim=-1)
+    x_j = _off_diagonal(x.unsqueeze(1).expand(-1, n, -1, -1))
+    return torch.cat([x.unsqueeze(2).expand(-1, -1, n - 1, -1), x_j, *map(_off_diagonal, edges)], dim=-1)
 
 
 def _sum_over_others(pairwise: Tensor) -> Tensor:
@@ -448,7 +460,7 @@ class HOGN(ParticleModel):
         self._check_state(z, fixed_n=False)
         q, p = z[:, 0], z[:, 1]
         x = torch.cat([q, p, self.features(params, q)], dim=-1)  # (B, N, F')
-        messages = _sum_over_others(self.edge_net(_pairs(x)))  # (B, N, W)
+        messages = self.edge_net(_pairs_of_others(x)).sum(2)  # (B, N, W)
         nodes = self.node_net(torch.cat([x, messages], dim=-1))
         return self.global_net(nodes.sum(1)).squeeze(-1)
 
@@ -488,7 +500,7 @@ class EGNNLayer(nn.Module):
 
     def forward(self, h: Tensor, squared_distances: Tensor) -> Tensor:
         """``h: (B, N, W)``, ``squared_distances: (B, N, N, 1)`` -> ``h': (B, N, W)``."""
-        messages = _sum_over_others(self.edge_net(_pairs(h, squared_distances)))
+        messages = self.edge_net(_pairs_of_others(h, squared_distances)).sum(2)
         return h + self.node_net(torch.cat([h, messages], dim=-1))
 
 
@@ -566,8 +578,9 @@ class EGNNNODE(ParticleModel):
         differences, squared_distances = _squared_distances(q)
         inputs = torch.cat([self.features(params, q), p.square().sum(-1, keepdim=True)], dim=-1)
         h = self.network(inputs, squared_distances)
-        messages = self.edge_net(_pairs(h, squared_distances))
-        force = _sum_over_others(differences * self.pair_weight_net(messages)) + self.momentum_gain_net(h) * p
+        messages = self.edge_net(_pairs_of_others(h, squared_distances))
+        pulls = (_off_diagonal(differences) * self.pair_weight_net(messages)).sum(2)
+        force = pulls + self.momentum_gain_net(h) * p
         return torch.stack([self.velocity(p, params), force], dim=1)
 
     def forward(self, z: Tensor, params: Params) -> Tensor:

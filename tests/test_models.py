@@ -164,6 +164,27 @@ def test_hogn_is_permutation_invariant_and_fc_hnn_is_not(generator, dtype):
     assert (fc(permuted_z, permuted_params) - fc(z, params)).abs().max() > 1e-6
 
 
+def test_graph_models_sum_their_messages_over_the_other_particles(generator):
+    """HOGN's energy and EGNN-NODE's force, rebuilt pair by pair with Python loops over ``j != i``."""
+    _, params, z = springs_batch(generator)
+    n = z.shape[2]
+    hogn = small_model("hogn")
+    x = torch.cat([z[:, 0], z[:, 1], hogn.features(params, z[:, 0])], dim=-1)
+    messages = torch.stack([sum(hogn.edge_net(torch.cat([x[:, i], x[:, j]], -1)) for j in range(n) if j != i)
+                            for i in range(n)], dim=1)
+    energy = hogn.global_net(hogn.node_net(torch.cat([x, messages], -1)).sum(1)).squeeze(-1)
+    torch.testing.assert_close(hogn.hamiltonian(z, params), energy, rtol=1e-12, atol=1e-12)
+
+    node = small_model("egnn-node")
+    q, p = z[:, 0], z[:, 1]
+    squared = (q.unsqueeze(2) - q.unsqueeze(1)).square().sum(-1, keepdim=True)
+    h = node.network(torch.cat([node.features(params, q), p.square().sum(-1, keepdim=True)], -1), squared)
+    pulls = torch.stack([sum((q[:, i] - q[:, j]) * node.pair_weight_net(node.edge_net(
+        torch.cat([h[:, i], h[:, j], squared[:, i, j]], -1))) for j in range(n) if j != i) for i in range(n)], dim=1)
+    force = pulls + node.momentum_gain_net(h) * p
+    torch.testing.assert_close(node.vector_field(z, params)[:, 1], force, rtol=1e-12, atol=1e-12)
+
+
 def test_hlieconv_a_non_finite_state_makes_only_its_own_energy_non_finite(generator):
     _, params, z = springs_batch(generator)
     model = small_model("hlieconv")

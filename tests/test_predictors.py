@@ -11,7 +11,6 @@ import torch
 from conftest import TOLERANCES
 from problems import cast, transform
 
-from hamnet.models import _pairs
 from hamnet.predictors import EGNNPredictor, _pair_linear, fit_predictor, position_mse
 
 F64 = torch.float64
@@ -159,7 +158,8 @@ def test_pair_linear_equals_the_layer_on_concatenated_pairs(generator):
     layer = torch.nn.Linear(2 * 5 + 3, 7).double()
     h = torch.randn(2, 4, 5, generator=generator, dtype=F64)
     edges = torch.randn(2, 4, 4, 3, generator=generator, dtype=F64)
-    torch.testing.assert_close(_pair_linear(layer, h, edges), layer(_pairs(h, edges)), rtol=1e-12, atol=1e-12)
+    pairs = torch.cat([h.unsqueeze(2).expand(-1, -1, 4, -1), h.unsqueeze(1).expand(-1, 4, -1, -1), edges], dim=-1)
+    torch.testing.assert_close(_pair_linear(layer, h, edges), layer(pairs), rtol=1e-12, atol=1e-12)
 
 
 # -- training -----------------------------------------------------------------------------------
