@@ -500,6 +500,9 @@ def comparison(summary: dict, scale: Scale, runs: list[dict]) -> list[str]:
 def write_results(name: str, scale_name: str, scale: Scale, runs: list[dict], paths: dict, args,
                   wall: float) -> None:
     summary = summarise(runs)
+    previous = RESULTS / f"{name}.json"
+    if args.report and previous.exists():  # a report alone trains nothing: keep the wall time of the last run
+        wall = json.loads(previous.read_text()).get("wall_seconds_this_invocation", wall)
     header = {"scale": scale_name, "settings": dataclasses.asdict(scale), "threads": torch.get_num_threads(),
               "torch": torch.__version__, "machine": f"{platform.machine()} {platform.processor()}".strip(),
               "data": {k: v.name for k, v in paths.items()}, "wall_seconds_this_invocation": round(wall, 1),
