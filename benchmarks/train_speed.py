@@ -14,8 +14,12 @@ for a core while other work ran, though not the slowdown from shared caches and 
     .venv/bin/python benchmarks/train_speed.py            # a few minutes on one core
     .venv/bin/python benchmarks/train_speed.py --profile  # also print a torch.profiler table per config
 
-Writes benchmarks/results/train_speed.{json,md}. The reference figures (the paper authors' code,
-measured on a 2-core CPU, one thread, float32) are quoted, not re-run by this script.
+Writes benchmarks/results/train_speed.{json,md}. The reference (the paper authors' code) is not run
+here: its figures are read from ``benchmarks/results/reference_side_by_side.json``, where
+``benchmarks/reference_side_by_side.py`` times both sides' training steps interleaved in one process on
+identical windows (rk4 windows, the reference's only kind) and measures their peak memory. They stand
+beside this script's figures, measured in other processes at another time, so no ratio is taken
+across the two.
 """
 
 from __future__ import annotations
@@ -26,15 +30,28 @@ import math
 import os
 import pathlib
 import platform
+import statistics
 import subprocess
 import sys
 import time
 
 RESULTS = pathlib.Path(__file__).parent / "results"
+SIDE_BY_SIDE = RESULTS / "reference_side_by_side.json"
 BATCH, CHUNK, DT = 200, 5, 0.01
-# (group, width, depth) -> the reference's seconds per 1000 windows (None: no published figure)
-CONFIGS = (("T2", 384, 4, 30.3), ("T2", 128, 4, 9.0), ("SO2", 128, 4, None))
-REFERENCE_PEAK_GB_WIDTH_384 = 4.3
+CONFIGS = (("T2", 384, 4), ("T2", 128, 4), ("SO2", 128, 4))  # (group, width, depth)
+
+
+def side_by_side(path: pathlib.Path = SIDE_BY_SIDE) -> dict:
+    """``(group, width)`` -> both sides' mean seconds per 1000 windows interleaved (4 layers, rk4
+    windows, batch 200, one thread) and peak RSS in MiB, from the side-by-side results; empty without them."""
+    if not path.exists():
+        return {}
+    results = json.loads(path.read_text())
+    figures = {(t["group"], t["width"]): {side: {"seconds": statistics.fmean(t["seconds_per_1000_windows"][side])}
+                                          for side in ("hamnet", "reference")} for t in results["timing"]}
+    for m in results["memory"]:
+        figures.get((m["group"], m["width"]), {}).get(m["side"], {})["peak_rss_mib"] = m["peak_rss_bytes"] / 2**20
+    return figures
 
 
 def _status_kib(field: str) -> int:
@@ -111,6 +128,11 @@ def _run_isolated(group: str, width: int, depth: int, args) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def _name(method: str) -> str:
+    """The results' file name (without suffix) for windows integrated with ``method``."""
+    return "train_speed" if method == "rk4" else f"train_speed_{method}"
+
+
 def _markdown(report: dict) -> str:
     lines = [
         "# Training speed: HLieConv on springs, seconds per 1000 windows (one thread)",
@@ -124,26 +146,33 @@ def _markdown(report: dict) -> str:
         "interpreter included).",
         "",
         "| group | width | depth | s / 1000 windows (best) | all repeats | CPU s / 1000 windows (best) "
-        "| before optimising: wall / CPU (best) | reference | speed-up vs reference | peak RSS (MiB) |",
+        "| before optimising: wall / CPU (best) | peak RSS (MiB) | side by side, rk4, interleaved: hamnet / "
+        "reference s / 1000 windows | side by side: hamnet / reference peak RSS (MiB) |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
+    reference = side_by_side()
     before_file = RESULTS / "train_speed.before.json"
-    rk4 = report.get("method", "rk4") == "rk4"  # the before figures and notes are about rk4 windows
+    rk4 = report.get("method", "rk4") == "rk4"  # the before figures are about rk4 windows
     before = ({(r["group"], r["width"], r["depth"]): r for r in json.loads(before_file.read_text())["rows"]}
               if rk4 and before_file.exists() else {})
     for r in report["rows"]:
         old = before.get((r["group"], r["width"], r["depth"]))
         old_best = "-" if old is None else f"{old['best']:.2f} / {old['best_cpu']:.2f}"
-        ref = r["reference_seconds"]
-        ratio = "-" if ref is None else f"{ref / r['best']:.2f}x"
+        both = reference.get((r["group"], r["width"])) if r["depth"] == 4 else None
+        seconds = "-" if both is None else f"{both['hamnet']['seconds']:.1f} / {both['reference']['seconds']:.1f}"
+        memory = "-" if both is None or "peak_rss_mib" not in both["reference"] else \
+            f"{both['hamnet']['peak_rss_mib']:.0f} / {both['reference']['peak_rss_mib']:.0f}"
         lines.append(
             f"| {r['group']} | {r['width']} | {r['depth']} | {r['best']:.2f} | "
             f"{', '.join(f'{t:.2f}' for t in r['seconds_per_1000_windows'])} | {r['best_cpu']:.2f} | "
-            f"{old_best} | {'-' if ref is None else f'{ref:.1f}'} | {ratio} | "
-            f"{r['peak_rss_mib']:.0f} |")
-    lines += ["", f"Reference peak memory at width 384: {REFERENCE_PEAK_GB_WIDTH_384} GB.", ""]
-    notes = RESULTS / "train_speed.notes.md"
-    if rk4 and notes.exists():
+            f"{old_best} | {r['peak_rss_mib']:.0f} | {seconds} | {memory} |")
+    lines += ["", f"The last two columns come from {SIDE_BY_SIDE.relative_to(RESULTS.parent.parent)} "
+              "(`benchmarks/reference_side_by_side.py`): both sides' training steps interleaved in one process on "
+              "identical windows, and each side's peak memory in a fresh process; '-' where it measured no such "
+              "configuration. They are not divided into this run's figures, which come from other processes at "
+              "another time.", ""]
+    notes = RESULTS / f"{_name(report.get('method', 'rk4'))}.notes.md"
+    if notes.exists():
         lines += [notes.read_text().rstrip(), ""]
     return "\n".join(lines)
 
@@ -155,7 +184,8 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="print a torch.profiler table of one step per config")
     parser.add_argument("--before", action="store_true",
                         help="write the figures to results/train_speed.before.json (the code before optimising)")
-    parser.add_argument("--markdown", action="store_true", help="only rewrite results/train_speed.md from the JSON")
+    parser.add_argument("--markdown", action="store_true",
+                        help="only rewrite the method's results/train_speed*.md from its JSON")
     parser.add_argument("--only", default=None, help="run one config, e.g. T2:384:4, and write no results")
     parser.add_argument("--method", default="rk4",
                         help="integrator over each window: rk4 (the paper's, 4 forces per step) or leapfrog (1); "
@@ -167,16 +197,16 @@ def main() -> None:
         print(json.dumps(measure(group, width, depth, args.windows, args.repeats, args.profile, args.method)))
         return
     if args.markdown:
-        (RESULTS / "train_speed.md").write_text(_markdown(json.loads((RESULTS / "train_speed.json").read_text())))
+        name = _name(args.method)
+        (RESULTS / f"{name}.md").write_text(_markdown(json.loads((RESULTS / f"{name}.json").read_text())))
         return
     configs = CONFIGS
     if args.only:
         g, w, d = args.only.split(":")
-        configs = [c for c in CONFIGS if c[:3] == (g, int(w), int(d))] or [(g, int(w), int(d), None)]
+        configs = [(g, int(w), int(d))]
     rows = []
-    for group, width, depth, reference in configs:
+    for group, width, depth in configs:
         row = _run_isolated(group, width, depth, args)
-        row["reference_seconds"] = reference
         print(f"{group} width {width} depth {depth}: best {row['best']:.2f} s / 1000 windows "
               f"({row['best_cpu']:.2f} CPU s) "
               f"(repeats {', '.join(f'{t:.2f}' for t in row['seconds_per_1000_windows'])}), "
@@ -192,7 +222,7 @@ def main() -> None:
     if args.before:
         (RESULTS / "train_speed.before.json").write_text(json.dumps(report, indent=2) + "\n")
         return
-    name = "train_speed" if args.method == "rk4" else f"train_speed_{args.method}"
+    name = _name(args.method)
     (RESULTS / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
     (RESULTS / f"{name}.md").write_text(_markdown(report))
 
