@@ -34,6 +34,8 @@ Resumable: every run keeps its training folder and its scores under
 ``benchmarks/work/springs_<scale>/``; a rerun skips what is done and resumes an interrupted
 training from its last checkpoint. Writes ``benchmarks/results/springs_<scale>.{md,json}`` from every
 run scored so far (runs not yet done are listed as such, and the comparison waits for all of them).
+A run whose training diverges does not stop the others: the report lists it with hamnet's message and
+the script exits non-zero at the end.
 
 The paper scale takes tens of hours of CPU; run it in pieces and on both cores: the same command in two
 processes, each taking the next run (largest training sizes first) that the other does not hold:
@@ -74,7 +76,7 @@ from hamnet.models import ModelConfig
 from hamnet.loss import window_mse
 from hamnet.rollouts import RolloutError, default_method, rollout_systems
 from hamnet.simulation import generate
-from hamnet.training import TrainConfig, train
+from hamnet.training import TrainConfig, TrainingDiverged, train
 from systems import make_system
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -304,10 +306,11 @@ def long_drift(model, test, scale: Scale) -> dict:
 
 
 def run_one(scale: Scale, work: Path, paths: dict, test, label: str, name: str, group: str, windows: int,
-            seed: int, device: str = "cpu") -> dict:
+            seed: int, device: str = "cpu") -> dict | None:
     """Train (or resume) on ``device`` and score one run; the score is cached in ``work/scores``. Scoring is
     on the CPU whatever the training device (``model_from_checkpoint`` loads there), so every score comes
-    from the same float64 evaluator."""
+    from the same float64 evaluator. A run whose training diverges is a result, not a crash: its message
+    goes to ``work/failed/<run>.txt`` (the report lists it) and None is returned, so the other runs go on."""
     run = run_name(label, windows, seed)
     score_path = work / "scores" / f"{run}.json"
     if score_path.exists():
@@ -316,7 +319,15 @@ def run_one(scale: Scale, work: Path, paths: dict, test, label: str, name: str, 
     folder = work / "runs" / run
     started = time.perf_counter()
     record = work / "devices" / f"{run}.jsonl"
-    train_run(config, paths["train"], folder, device, record)
+    failure = work / "failed" / f"{run}.txt"
+    try:
+        train_run(config, paths["train"], folder, device, record)
+    except TrainingDiverged as error:
+        logging.error("%s: %s", run, error)
+        failure.parent.mkdir(parents=True, exist_ok=True)
+        failure.write_text(f"{error}\n")
+        return None
+    failure.unlink(missing_ok=True)  # a resume that got through replaces an earlier failure
     trained = time.perf_counter() - started
     model, _ = model_from_checkpoint(folder / "last.pt")
     started = time.perf_counter()
@@ -386,14 +397,17 @@ def cell(stat: dict, key: str) -> str:
     return text + (f" ({diverged} seed{'s' if diverged > 1 else ''} diverged)" if diverged else "")
 
 
-def table(summary: dict, sizes: tuple[int, ...]) -> list[str]:
+def table(summary: dict, scale: Scale, failed: frozenset[str] = frozenset()) -> list[str]:
+    """The results table; a size with no score says whether its training diverged (a run in ``failed``)."""
     lines = ["| model | windows | epochs | " + " | ".join(title for _, title in METRICS) + " |",
              "|---" * (len(METRICS) + 3) + "|"]
     for label, _, _ in MODELS:
-        for windows in sizes:
+        for windows in scale.sizes:
             entry = summary.get(label, {}).get(str(windows))
             if entry is None:
-                lines.append(f"| {label} | {windows} | - | " + " | ".join(["not run yet"] * len(METRICS)) + " |")
+                why = ("training diverged (below)" if any(run_name(label, windows, seed) in failed
+                                                          for seed in scale.seeds) else "not run yet")
+                lines.append(f"| {label} | {windows} | - | " + " | ".join([why] * len(METRICS)) + " |")
                 continue
             cells = [cell(entry[key], key) for key, _ in METRICS]
             lines.append(f"| {label} | {windows} | {entry['epochs']} | " + " | ".join(cells) + " |")
@@ -498,7 +512,9 @@ def comparison(summary: dict, scale: Scale, runs: list[dict]) -> list[str]:
 
 # -- main ---------------------------------------------------------------------------------------
 def write_results(name: str, scale_name: str, scale: Scale, runs: list[dict], paths: dict, args,
-                  wall: float) -> None:
+                  wall: float, failed: dict[str, str] | None = None) -> None:
+    """The results files: ``runs`` (scores), and ``failed`` (run name -> why its training stopped)."""
+    failed = failed or {}
     summary = summarise(runs)
     previous = RESULTS / f"{name}.json"
     if args.report and previous.exists():  # a report alone trains nothing: keep the wall time of the last run
@@ -527,7 +543,7 @@ def write_results(name: str, scale_name: str, scale: Scale, runs: list[dict], pa
           f"{scale.drift_steps} float64 steps (same integrators) of the first {scale.drift_systems} test systems, "
           "maximum over those systems. Every cell is mean ± standard deviation over seeds; per-seed values are in "
           "the JSON file.", ""]
-    md += table(summary, scale.sizes)
+    md += table(summary, scale, frozenset(failed))
     elsewhere = sorted(f"{run_name(r['model'], r['windows'], r['seed'])} " + ", ".join(
         f"on {span['device']} for epochs {span['epochs'][0]}-{span['epochs'][1]} "
         f"({span['seconds_per_1000_windows']:.2f} s / 1000 windows)" for span in r["train_seconds_by_device"])
@@ -537,6 +553,10 @@ def write_results(name: str, scale_name: str, scale: Scale, runs: list[dict], pa
                "training seconds, on a GPU shared by several processes (benchmarks/results/gpu/gpu_speed.md), stay out "
                "of the table's last column, which is one CPU thread's): "
                + "; ".join(elsewhere) + "."]
+    if failed:
+        md += ["", f"**Training diverged in {len(failed)} run(s)**, which have no score (running again resumes "
+               "from the last finite epoch; deleting the run's folder starts it over): "
+               + "; ".join(f"{run}: {why}" for run, why in sorted(failed.items())) + "."]
     expected = len(MODELS) * len(scale.sizes) * len(scale.seeds)
     if len(runs) < expected:
         md += ["", f"**Partial results: {len(runs)} of {expected} runs scored** (seeds {', '.join(map(str, scale.seeds))}); "
@@ -581,8 +601,14 @@ def main() -> None:
             run_one(scale, work, paths, test, *plan[run], device=args.device)
     scored = [work / "scores" / f"{run}.json" for run in plan]
     runs = [where_trained(json.loads(path.read_text()), work) for path in scored if path.exists()]
-    write_results(f"springs_{args.scale}", args.scale, scale, runs, paths, args, time.perf_counter() - started)
+    failed = {run: (work / "failed" / f"{run}.txt").read_text().strip() for run in plan
+              if (work / "failed" / f"{run}.txt").exists() and not (work / "scores" / f"{run}.json").exists()}
+    write_results(f"springs_{args.scale}", args.scale, scale, runs, paths, args, time.perf_counter() - started,
+                  failed)
     logging.info("done in %.0f s; wrote %s", time.perf_counter() - started, RESULTS / f"springs_{args.scale}.md")
+    if failed:
+        raise SystemExit(f"springs.py: training diverged in {len(failed)} run(s) ({', '.join(sorted(failed))}); "
+                         f"the others are scored in {RESULTS / f'springs_{args.scale}.md'}")
 
 
 if __name__ == "__main__":

@@ -2,9 +2,11 @@
 finished on a CPU, and its report must say which epochs ran where and keep a GPU's training seconds out of
 the CPU's column; a device it cannot train on is refused in one line."""
 
+import argparse
 import dataclasses
 import json
 import math
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -99,3 +101,32 @@ def test_a_device_it_cannot_train_on_is_one_line_before_any_work(tmp_path):
         assert done.returncode == 2 and "Traceback" not in done.stderr
         assert "--device" in done.stderr.splitlines()[-1] and device in done.stderr.splitlines()[-1]
         assert not any(tmp_path.iterdir())  # nothing generated or trained
+
+
+def test_a_run_whose_training_diverges_is_reported_and_a_resume_that_gets_through_replaces_it(tmp_path, monkeypatch):
+    data, test = tmp_path / "springs.npz", tmp_path / "test.npz"
+    save_trajectories(data, generate(Springs(), n_systems=12, steps=12, dt=0.01, seed=0))
+    save_trajectories(test, generate(Springs(), n_systems=2, steps=12, dt=0.01, seed=1))
+    scale = dataclasses.replace(springs.SCALES["smoke"], sizes=(24,), drift_steps=20)
+    make_config, lr = springs.train_config, {"lr": 1e6}
+
+    def small_config(*args, **kwargs):
+        return dataclasses.replace(make_config(*args, **kwargs), epochs=1, batch_size=8, validation_windows=8, **lr)
+
+    monkeypatch.setattr(springs, "train_config", small_config)
+    monkeypatch.setattr(springs, "RESULTS", tmp_path / "results")
+    paths, held_out = {"train": data, "test": test}, springs.load_trajectories(test)
+    assert springs.run_one(scale, tmp_path, paths, held_out, "HOGN", "hogn", "T2", 24, 0) is None
+    failure = tmp_path / "failed" / "hogn_w24_seed0.txt"
+    assert failure.read_text().startswith("training diverged: the training loss is")
+    args = argparse.Namespace(report=True, threads=1, seeds=None)
+    springs.write_results("springs_smoke", "smoke", scale, [], paths, args, 0.0,
+                          {"hogn_w24_seed0": failure.read_text().strip()})
+    report = (tmp_path / "results" / "springs_smoke.md").read_text()
+    assert "| HOGN | 24 | - | training diverged (below) |" in report
+    assert "**Training diverged in 1 run(s)**" in report and "hogn_w24_seed0: training diverged:" in report
+    assert "| FC-NODE | 24 | - | not run yet |" in report
+    shutil.rmtree(tmp_path / "runs" / "hogn_w24_seed0")  # started over, at a learning rate that works
+    lr.clear()
+    assert springs.run_one(scale, tmp_path, paths, held_out, "HOGN", "hogn", "T2", 24, 0)["model"] == "HOGN"
+    assert not failure.exists()
