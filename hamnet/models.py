@@ -204,12 +204,17 @@ def _mlp(in_features: int, width: int, depth: int, out_features: int) -> nn.Sequ
     return nn.Sequential(*layers)
 
 
+def _others(n: int, device: torch.device) -> Tensor:
+    """``(N, N - 1)``: row ``i`` lists every ``j != i`` in order. Arithmetic, not a boolean mask, so
+    building it never waits on the device."""
+    k = torch.arange(n - 1, device=device)
+    return k + (k >= torch.arange(n, device=device).unsqueeze(1))
+
+
 def _off_diagonal(pairwise: Tensor) -> Tensor:
     """The entries ``j != i`` of every row ``i``, in order: ``(B, N, N, C)`` -> ``(B, N, N - 1, C)``."""
     n = pairwise.shape[1]
-    rows = torch.arange(n, device=pairwise.device)
-    others = rows.expand(n, n)[~torch.eye(n, dtype=torch.bool, device=pairwise.device)].view(n, n - 1)
-    return pairwise[:, rows.unsqueeze(1), others]
+    return pairwise[:, torch.arange(n, device=pairwise.device).unsqueeze(1), _others(n, pairwise.device)]
 
 
 def _pairs_of_others(x: Tensor, *edges: Tensor) -> Tensor:
@@ -219,15 +224,8 @@ def _pairs_of_others(x: Tensor, *edges: Tensor) -> Tensor:
     ``(B, N, N - 1, 2 F + sum E)``, ``j`` running over the others of ``i`` in order. Sum over dim 2 for
     ``sum_{j != i}``."""
     n = x.shape[1]
-    x_j = _off_diagonal(x.unsqueeze(1).expand(-1, n, -1, -1))
+    x_j = x[:, _others(n, x.device)]
     return torch.cat([x.unsqueeze(2).expand(-1, -1, n - 1, -1), x_j, *map(_off_diagonal, edges)], dim=-1)
-
-
-def _sum_over_others(pairwise: Tensor) -> Tensor:
-    """``sum_{j != i} pairwise_ij``; ``(B, N, N, C)`` -> ``(B, N, C)``."""
-    n = pairwise.shape[1]
-    not_self = ~torch.eye(n, dtype=torch.bool, device=pairwise.device)
-    return (pairwise * not_self.unsqueeze(-1).to(pairwise.dtype)).sum(2)
 
 
 def init_parameters(module: nn.Module, generator: torch.Generator) -> None:
@@ -440,7 +438,8 @@ class FCNODE(ParticleModel):
 
 
 class HOGN(ParticleModel):
-    """Hamiltonian graph network: messages over all ordered particle pairs, summed to a scalar ``H``.
+    """Hamiltonian graph network: messages over all ordered pairs of two different particles, summed to a
+    scalar ``H``.
 
     Nodes carry ``x_i = [q_i, p_i, features_i]``; an edge MLP turns ``[x_i, x_j]`` into a message,
     a node MLP turns ``[x_i, sum_{j != i} message_ij]`` into a node embedding, and a global MLP maps

@@ -39,7 +39,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional
 
-from .models import DEFAULT_INIT_SEED, _mlp, _squared_distances, _sum_over_others, init_parameters
+from .models import DEFAULT_INIT_SEED, _mlp, _off_diagonal, _squared_distances, init_parameters
 
 Params = dict[str, Tensor]
 #: ``(z0: (B, 2, N, D), params, target positions: (B, N, D))``
@@ -80,9 +80,9 @@ class VelocityEGNNLayer(nn.Module):
         differences, squared_distances = _squared_distances(x)
         edges = torch.cat([squared_distances, attributes], dim=-1)
         messages = functional.silu(self.edge_out(functional.silu(_pair_linear(self.edge_in, h, edges))))
-        pulls = _sum_over_others(differences * self.pair_weight_net(messages)) / (x.shape[1] - 1)
+        pulls = _off_diagonal(differences * self.pair_weight_net(messages)).sum(2) / (x.shape[1] - 1)
         velocity = self.velocity_gain_net(h) * v + pulls
-        return h + self.node_net(torch.cat([h, _sum_over_others(messages)], dim=-1)), x + velocity
+        return h + self.node_net(torch.cat([h, _off_diagonal(messages).sum(2)], dim=-1)), x + velocity
 
 
 class EGNNPredictor(nn.Module):

@@ -164,23 +164,32 @@ def test_hogn_is_permutation_invariant_and_fc_hnn_is_not(generator, dtype):
     assert (fc(permuted_z, permuted_params) - fc(z, params)).abs().max() > 1e-6
 
 
-def test_graph_models_sum_their_messages_over_the_other_particles(generator):
-    """HOGN's energy and EGNN-NODE's force, rebuilt pair by pair with Python loops over ``j != i``."""
-    _, params, z = springs_batch(generator)
-    n = z.shape[2]
+def _over_others(message, n: int) -> torch.Tensor:
+    """``sum_{j != i} message(i, j)`` for every ``i``, by Python loops; ``(B, N, C)``."""
+    return torch.stack([sum((message(i, j) for j in range(n) if j != i), 0 * message(i, i))  # zeros of the shape
+                        for i in range(n)], dim=1)
+
+
+@pytest.mark.parametrize("n", [1, 2, 5])
+def test_graph_models_sum_their_messages_over_the_other_particles(generator, n):
+    """HOGN's energy, an EGNN layer and EGNN-NODE's force, rebuilt pair by pair with loops over ``j != i``."""
+    _, params, z = springs_batch(generator, n_particles=max(n, 2))  # a system has two particles at least
+    params, z = {key: value[:, :n] for key, value in params.items()}, z[:, :, :n]
+    q, p = z[:, 0], z[:, 1]
     hogn = small_model("hogn")
-    x = torch.cat([z[:, 0], z[:, 1], hogn.features(params, z[:, 0])], dim=-1)
-    messages = torch.stack([sum(hogn.edge_net(torch.cat([x[:, i], x[:, j]], -1)) for j in range(n) if j != i)
-                            for i in range(n)], dim=1)
-    energy = hogn.global_net(hogn.node_net(torch.cat([x, messages], -1)).sum(1)).squeeze(-1)
-    torch.testing.assert_close(hogn.hamiltonian(z, params), energy, rtol=1e-12, atol=1e-12)
+    x = torch.cat([q, p, hogn.features(params, q)], dim=-1)
+    messages = _over_others(lambda i, j: hogn.edge_net(torch.cat([x[:, i], x[:, j]], -1)), n)
+    energy = hogn.global_net(hogn.node_net(torch.cat([x, messages], -1)).sum(1))
+    torch.testing.assert_close(hogn.hamiltonian(z, params), energy.squeeze(-1), rtol=1e-12, atol=1e-12)
 
     node = small_model("egnn-node")
-    q, p = z[:, 0], z[:, 1]
     squared = (q.unsqueeze(2) - q.unsqueeze(1)).square().sum(-1, keepdim=True)
-    h = node.network(torch.cat([node.features(params, q), p.square().sum(-1, keepdim=True)], -1), squared)
-    pulls = torch.stack([sum((q[:, i] - q[:, j]) * node.pair_weight_net(node.edge_net(
-        torch.cat([h[:, i], h[:, j], squared[:, i, j]], -1))) for j in range(n) if j != i) for i in range(n)], dim=1)
+    h = node.network.embed(torch.cat([node.features(params, q), p.square().sum(-1, keepdim=True)], -1))
+    for layer in node.network.layers:
+        sent = _over_others(lambda i, j: layer.edge_net(torch.cat([h[:, i], h[:, j], squared[:, i, j]], -1)), n)
+        h = h + layer.node_net(torch.cat([h, sent], -1))
+    pulls = _over_others(lambda i, j: (q[:, i] - q[:, j]) * node.pair_weight_net(node.edge_net(
+        torch.cat([h[:, i], h[:, j], squared[:, i, j]], -1))), n)
     force = pulls + node.momentum_gain_net(h) * p
     torch.testing.assert_close(node.vector_field(z, params)[:, 1], force, rtol=1e-12, atol=1e-12)
 
