@@ -57,6 +57,7 @@ import dataclasses
 import json
 import logging
 import math
+import os
 import platform
 import shutil
 import statistics
@@ -236,7 +237,7 @@ def training_devices(spans: list[tuple[str, int, int]]) -> str:
 def epoch_seconds(folder: Path, first: int = 1, last: int | None = None) -> list[float]:
     """Training seconds of each of epochs ``first``..``last`` (default: all) of a run, from its metrics."""
     epochs = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    return [e["seconds"] for e in epochs if first <= e["epoch"] <= (last or math.inf)]
+    return [e["seconds"] for e in epochs if first <= e["epoch"] <= (math.inf if last is None else last)]
 
 
 def seconds_per_1000_windows(folder: Path, windows: int, first: int = 1, last: int | None = None) -> float:
@@ -254,7 +255,10 @@ def where_trained(run: dict, work: Path) -> dict:
     folder = work / "runs" / name
     if spans == [("cpu", 1, run["epochs"])]:
         # the mean epoch counts whatever else the machine ran meanwhile; the fastest epoch is the nearest
-        # this run came to running alone, the figure to set beside a timing of training steps alone
+        # this run came to running alone, the figure to set beside a timing of training steps alone (left
+        # out where the run folder is not here: scores merged from a machine that shares no folder)
+        if not (folder / "metrics.jsonl").exists():
+            return run | {"train_device": "cpu"}
         fastest = 1000 * min(epoch_seconds(folder)) / run["windows"]
         return run | {"train_device": "cpu", "train_seconds_per_1000_windows_fastest_epoch": fastest}
     by_device = [{"device": device, "epochs": [first, last],
@@ -306,28 +310,38 @@ def long_drift(model, test, scale: Scale) -> dict:
 
 
 def run_one(scale: Scale, work: Path, paths: dict, test, label: str, name: str, group: str, windows: int,
-            seed: int, device: str = "cpu") -> dict | None:
+            seed: int, device: str = "cpu", retry_failed: bool = False) -> dict | None:
     """Train (or resume) on ``device`` and score one run; the score is cached in ``work/scores``. Scoring is
     on the CPU whatever the training device (``model_from_checkpoint`` loads there), so every score comes
-    from the same float64 evaluator. A run whose training diverges is a result, not a crash: its message
-    goes to ``work/failed/<run>.txt`` (the report lists it) and None is returned, so the other runs go on."""
+    from the same float64 evaluator.
+
+    A run whose training diverges is a result, not a crash: hamnet's message (paths relative to ``work``)
+    goes to ``work/failed/<run>.txt``, the report lists it, and None is returned so the other runs go on.
+    Later calls skip it (a resume would repeat the same steps from the same checkpoint and diverge
+    again) unless ``retry_failed``: for after its run folder was deleted or the scale's settings changed."""
     run = run_name(label, windows, seed)
     score_path = work / "scores" / f"{run}.json"
     if score_path.exists():
         return json.loads(score_path.read_text())
+    failure = work / "failed" / f"{run}.txt"
+    if failure.exists() and not retry_failed:
+        logging.info("%s: training diverged before; skipped (--retry-failed tries again)", run)
+        return None
     config = train_config(scale, name, group, windows, seed)
     folder = work / "runs" / run
     started = time.perf_counter()
     record = work / "devices" / f"{run}.jsonl"
-    failure = work / "failed" / f"{run}.txt"
     try:
         train_run(config, paths["train"], folder, device, record)
     except TrainingDiverged as error:
         logging.error("%s: %s", run, error)
         failure.parent.mkdir(parents=True, exist_ok=True)
-        failure.write_text(f"{error}\n")
+        message = str(error)
+        for prefix in {str(work.resolve()), str(work)}:
+            message = message.replace(prefix + os.sep, "")
+        failure.write_text(message + "\n")
         return None
-    failure.unlink(missing_ok=True)  # a resume that got through replaces an earlier failure
+    failure.unlink(missing_ok=True)  # a retry that got through replaces the failure
     trained = time.perf_counter() - started
     model, _ = model_from_checkpoint(folder / "last.pt")
     started = time.perf_counter()
@@ -404,13 +418,15 @@ def table(summary: dict, scale: Scale, failed: frozenset[str] = frozenset()) -> 
     for label, _, _ in MODELS:
         for windows in scale.sizes:
             entry = summary.get(label, {}).get(str(windows))
+            stopped = [seed for seed in scale.seeds if run_name(label, windows, seed) in failed]
             if entry is None:
-                why = ("training diverged (below)" if any(run_name(label, windows, seed) in failed
-                                                          for seed in scale.seeds) else "not run yet")
+                why = "training diverged (below)" if stopped else "not run yet"
                 lines.append(f"| {label} | {windows} | - | " + " | ".join([why] * len(METRICS)) + " |")
                 continue
             cells = [cell(entry[key], key) for key, _ in METRICS]
-            lines.append(f"| {label} | {windows} | {entry['epochs']} | " + " | ".join(cells) + " |")
+            epochs = f"{entry['epochs']}" + (f" (seed {', '.join(map(str, stopped))}: training diverged, below)"
+                                             if stopped else "")
+            lines.append(f"| {label} | {windows} | {epochs} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -494,12 +510,14 @@ def comparison(summary: dict, scale: Scale, runs: list[dict]) -> list[str]:
         return lines
     widths = reference["seconds"]
     same = widths.get(scale.width) if scale.depth == 4 else None
-    fastest = statistics.fmean(r["train_seconds_per_1000_windows_fastest_epoch"] for r in runs  # the CPU runs
-                               if (r["model"], r["windows"]) == ("HLieConv T(2)", scale.sizes[-1])
-                               and "train_seconds_per_1000_windows_fastest_epoch" in r)
+    fastest = [r["train_seconds_per_1000_windows_fastest_epoch"] for r in runs  # CPU runs with their folder here
+               if (r["model"], r["windows"]) == ("HLieConv T(2)", scale.sizes[-1])
+               and "train_seconds_per_1000_windows_fastest_epoch" in r]
     lines.append(f"- Training speed, HLieConv T(2): {speed:.2f} s per 1000 windows at width {scale.width}, "
-                 f"{scale.depth} layers, {fastest:.2f} s in its fastest epoch (epoch time, validation left out; "
-                 "the mean counts whatever else ran on the machine meanwhile, the fastest epoch the least). " + (
+                 f"{scale.depth} layers" + (f", {statistics.fmean(fastest):.2f} s in its fastest epoch" if fastest
+                                            else "") +
+                 " (epoch time, validation left out; the mean counts whatever else ran on the machine meanwhile, "
+                 "the fastest epoch the least). " + (
                      f"Training steps alone, interleaved with the reference's in one process "
                      f"({SIDE_BY_SIDE.name}): hamnet {same['hamnet']:.1f} s, the reference {same['reference']:.1f} s."
                      if same else "The side-by-side timed " + " and ".join(
@@ -516,12 +534,13 @@ def write_results(name: str, scale_name: str, scale: Scale, runs: list[dict], pa
     """The results files: ``runs`` (scores), and ``failed`` (run name -> why its training stopped)."""
     failed = failed or {}
     summary = summarise(runs)
-    previous = RESULTS / f"{name}.json"
-    if args.report and previous.exists():  # a report alone trains nothing: keep the wall time of the last run
-        wall = json.loads(previous.read_text()).get("wall_seconds_this_invocation", wall)
+    # what the runs cost, whichever invocations ran them (a report alone runs nothing): each run's training
+    # in the invocation that finished it (a run resumed across invocations counts its last piece) and scoring
+    in_runs = sum(r["train_wall_seconds"] + r["score_seconds"] for r in runs)
     header = {"scale": scale_name, "settings": dataclasses.asdict(scale), "threads": torch.get_num_threads(),
               "torch": torch.__version__, "machine": f"{platform.machine()} {platform.processor()}".strip(),
               "data": {k: v.name for k, v in paths.items()}, "wall_seconds_this_invocation": round(wall, 1),
+              "report_only": bool(args.report), "seconds_in_runs": round(in_runs, 1), "failed": failed,
               "command": f"python benchmarks/springs.py --scale {scale_name} --threads {args.threads}"
                          + (f" --seeds {' '.join(map(str, scale.seeds))}" if args.seeds else "")}
     RESULTS.mkdir(exist_ok=True)
@@ -554,13 +573,15 @@ def write_results(name: str, scale_name: str, scale: Scale, runs: list[dict], pa
                "of the table's last column, which is one CPU thread's): "
                + "; ".join(elsewhere) + "."]
     if failed:
-        md += ["", f"**Training diverged in {len(failed)} run(s)**, which have no score (running again resumes "
-               "from the last finite epoch; deleting the run's folder starts it over): "
-               + "; ".join(f"{run}: {why}" for run, why in sorted(failed.items())) + "."]
+        md += ["", f"**Training diverged in {len(failed)} run(s)**, which have no score. Rerunning skips them: with "
+               "the same settings a resume repeats the same steps and diverges again. To try again, change the "
+               "scale's settings (`SCALES`) or delete the run's folder, and pass `--retry-failed`.", ""]
+        md += [f"- {run}: {why}" for run, why in sorted(failed.items())]
     expected = len(MODELS) * len(scale.sizes) * len(scale.seeds)
     if len(runs) < expected:
         md += ["", f"**Partial results: {len(runs)} of {expected} runs scored** (seeds {', '.join(map(str, scale.seeds))}); "
-               "the comparison with the paper and the reference is written once every run is done."]
+               "the comparison with the paper and the reference is written once every run is scored"
+               + (" (the runs whose training diverged included)." if failed else ".")]
     else:
         md += ["", "## Against the paper and the reference implementation", ""] + comparison(summary, scale, runs)
     with atomic_path(RESULTS / f"{name}.md") as tmp:
@@ -576,6 +597,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", help="only these of the scale's seeds (default: all)")
     parser.add_argument("--device", default="cpu",
                         help="train on this device (cpu or cuda); scoring is on the CPU either way (default cpu)")
+    parser.add_argument("--retry-failed", action="store_true",
+                        help="train again the runs whose training diverged (skipped otherwise: with the same settings "
+                        "they diverge again)")
     add_piece_arguments(parser)
     args, part, parts = start_pieces(parser)
     if args.device != "cpu" and not args.device.startswith("cuda"):
@@ -598,7 +622,7 @@ def main() -> None:
             for windows in sorted(scale.sizes, reverse=True) for label, name, group in MODELS}
     if not args.report:
         for run in my_runs(list(plan), part, parts, work / "claims"):
-            run_one(scale, work, paths, test, *plan[run], device=args.device)
+            run_one(scale, work, paths, test, *plan[run], device=args.device, retry_failed=args.retry_failed)
     scored = [work / "scores" / f"{run}.json" for run in plan]
     runs = [where_trained(json.loads(path.read_text()), work) for path in scored if path.exists()]
     failed = {run: (work / "failed" / f"{run}.txt").read_text().strip() for run in plan

@@ -128,7 +128,7 @@ def _run_isolated(group: str, width: int, depth: int, args) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def _name(method: str) -> str:
+def results_stem(method: str) -> str:
     """The results' file name (without suffix) for windows integrated with ``method``."""
     return "train_speed" if method == "rk4" else f"train_speed_{method}"
 
@@ -147,7 +147,7 @@ def _markdown(report: dict) -> str:
         "",
         "| group | width | depth | s / 1000 windows (best) | all repeats | CPU s / 1000 windows (best) "
         "| before optimising: wall / CPU (best) | peak RSS (MiB) | side by side, rk4, interleaved: hamnet / "
-        "reference s / 1000 windows | side by side: hamnet / reference peak RSS (MiB) |",
+        "reference s / 1000 windows | side by side, rk4: hamnet / reference peak RSS (MiB) |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     reference = side_by_side()
@@ -171,7 +171,7 @@ def _markdown(report: dict) -> str:
               "identical windows, and each side's peak memory in a fresh process; '-' where it measured no such "
               "configuration. They are not divided into this run's figures, which come from other processes at "
               "another time.", ""]
-    notes = RESULTS / f"{_name(report.get('method', 'rk4'))}.notes.md"
+    notes = RESULTS / f"{results_stem(report.get('method', 'rk4'))}.notes.md"
     if notes.exists():
         lines += [notes.read_text().rstrip(), ""]
     return "\n".join(lines)
@@ -197,7 +197,7 @@ def main() -> None:
         print(json.dumps(measure(group, width, depth, args.windows, args.repeats, args.profile, args.method)))
         return
     if args.markdown:
-        name = _name(args.method)
+        name = results_stem(args.method)
         (RESULTS / f"{name}.md").write_text(_markdown(json.loads((RESULTS / f"{name}.json").read_text())))
         return
     configs = CONFIGS
@@ -222,7 +222,7 @@ def main() -> None:
     if args.before:
         (RESULTS / "train_speed.before.json").write_text(json.dumps(report, indent=2) + "\n")
         return
-    name = _name(args.method)
+    name = results_stem(args.method)
     (RESULTS / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
     (RESULTS / f"{name}.md").write_text(_markdown(report))
 
