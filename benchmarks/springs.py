@@ -529,6 +529,26 @@ def comparison(summary: dict, scale: Scale, runs: list[dict]) -> list[str]:
 
 
 # -- main ---------------------------------------------------------------------------------------
+def notes_below_table(runs: list[dict], failed: dict[str, str]) -> list[str]:
+    """What the table cannot say: where runs trained on a GPU ran, and why runs have no score."""
+    md: list[str] = []
+    elsewhere = sorted(f"{run_name(r['model'], r['windows'], r['seed'])} " + ", ".join(
+        f"on {span['device']} for epochs {span['epochs'][0]}-{span['epochs'][1]} "
+        f"({span['seconds_per_1000_windows']:.2f} s / 1000 windows)" for span in r["train_seconds_by_device"])
+        for r in runs if "train_seconds_by_device" in r)
+    if elsewhere:
+        md += ["", "Trained wholly or partly on a GPU with `--device cuda` (scored on the CPU like the rest; their "
+               "training seconds, on a GPU shared by several processes (benchmarks/results/gpu/gpu_speed.md), stay out "
+               "of the table's last column, which is one CPU thread's): "
+               + "; ".join(elsewhere) + "."]
+    if failed:
+        md += ["", f"**Training diverged in {len(failed)} run(s)**, which have no score. Rerunning skips them: with "
+               "the same settings a resume repeats the same steps and diverges again. To try again, change the "
+               "scale's settings (`SCALES`) or delete the run's folder, and pass `--retry-failed`.", ""]
+        md += [f"- {run}: {why}" for run, why in sorted(failed.items())]
+    return md
+
+
 def write_results(name: str, scale_name: str, scale: Scale, runs: list[dict], paths: dict, args,
                   wall: float, failed: dict[str, str] | None = None) -> None:
     """The results files: ``runs`` (scores), and ``failed`` (run name -> why its training stopped)."""
@@ -563,20 +583,7 @@ def write_results(name: str, scale_name: str, scale: Scale, runs: list[dict], pa
           "maximum over those systems. Every cell is mean ± standard deviation over seeds; per-seed values are in "
           "the JSON file.", ""]
     md += table(summary, scale, frozenset(failed))
-    elsewhere = sorted(f"{run_name(r['model'], r['windows'], r['seed'])} " + ", ".join(
-        f"on {span['device']} for epochs {span['epochs'][0]}-{span['epochs'][1]} "
-        f"({span['seconds_per_1000_windows']:.2f} s / 1000 windows)" for span in r["train_seconds_by_device"])
-        for r in runs if "train_seconds_by_device" in r)
-    if elsewhere:
-        md += ["", "Trained wholly or partly on a GPU with `--device cuda` (scored on the CPU like the rest; their "
-               "training seconds, on a GPU shared by several processes (benchmarks/results/gpu/gpu_speed.md), stay out "
-               "of the table's last column, which is one CPU thread's): "
-               + "; ".join(elsewhere) + "."]
-    if failed:
-        md += ["", f"**Training diverged in {len(failed)} run(s)**, which have no score. Rerunning skips them: with "
-               "the same settings a resume repeats the same steps and diverges again. To try again, change the "
-               "scale's settings (`SCALES`) or delete the run's folder, and pass `--retry-failed`.", ""]
-        md += [f"- {run}: {why}" for run, why in sorted(failed.items())]
+    md += notes_below_table(runs, failed)
     expected = len(MODELS) * len(scale.sizes) * len(scale.seeds)
     if len(runs) < expected:
         md += ["", f"**Partial results: {len(runs)} of {expected} runs scored** (seeds {', '.join(map(str, scale.seeds))}); "
