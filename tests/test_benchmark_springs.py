@@ -1,6 +1,7 @@
 """Where ``benchmarks/springs.py`` says a run was trained: a run may start on a GPU (``--device cuda``) and be
 finished on a CPU, and its report must say which epochs ran where and keep a GPU's training seconds out of
-the CPU's column; a device it cannot train on is refused in one line."""
+the CPU's column; a device it cannot train on is refused in one line. A run whose training diverges is
+reported and skipped, not the end of the benchmark, and a CPU run's fastest epoch is read from its metrics."""
 
 import argparse
 import dataclasses
