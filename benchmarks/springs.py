@@ -81,7 +81,7 @@ from hamnet.training import TrainConfig, TrainingDiverged, train
 from systems import make_system
 
 sys.path.insert(0, str(Path(__file__).parent))
-from pieces import add_piece_arguments, my_runs, start_pieces, strict_json  # noqa: E402  (the benchmarks' shared running in pieces)
+from pieces import add_piece_arguments, my_runs, run_script, start_pieces, write_result_files  # noqa: E402  (the benchmarks' shared running in pieces)
 
 HERE = Path(__file__).parent
 RESULTS = HERE / "results"
@@ -339,7 +339,8 @@ def run_one(scale: Scale, work: Path, paths: dict, test, label: str, name: str, 
         message = str(error)
         for prefix in {str(work.resolve()), str(work)}:
             message = message.replace(prefix + os.sep, "")
-        failure.write_text(message + "\n")
+        with atomic_path(failure) as tmp:
+            tmp.write_text(message + "\n")
         return None
     failure.unlink(missing_ok=True)  # a retry that got through replaces the failure
     trained = time.perf_counter() - started
@@ -563,9 +564,6 @@ def write_results(name: str, scale_name: str, scale: Scale, runs: list[dict], pa
               "report_only": bool(args.report), "seconds_in_runs": round(in_runs, 1), "failed": failed,
               "command": f"python benchmarks/springs.py --scale {scale_name} --threads {args.threads}"
                          + (f" --seeds {' '.join(map(str, scale.seeds))}" if args.seeds else "")}
-    RESULTS.mkdir(exist_ok=True)
-    with atomic_path(RESULTS / f"{name}.json") as tmp:
-        tmp.write_text(json.dumps(strict_json(header | {"summary": summary, "runs": runs}), indent=2) + "\n")
     md = [f"# Springs: the paper's experiment at scale `{scale_name}`", "",
           f"Command: `{header['command']}` ({header['machine']}, torch {torch.__version__}, "
           f"**{header['threads']} torch thread(s)**). Scale: {scale.note}.", "",
@@ -591,8 +589,7 @@ def write_results(name: str, scale_name: str, scale: Scale, runs: list[dict], pa
                + (" (the runs whose training diverged included)." if failed else ".")]
     else:
         md += ["", "## Against the paper and the reference implementation", ""] + comparison(summary, scale, runs)
-    with atomic_path(RESULTS / f"{name}.md") as tmp:
-        tmp.write_text("\n".join(md) + "\n")
+    write_result_files(RESULTS / name, header | {"summary": summary, "runs": runs}, md)
 
 
 def main() -> None:
@@ -643,4 +640,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)
