@@ -79,10 +79,12 @@ class VelocityEGNNLayer(nn.Module):
         ``attributes: (B, N, N, 2)`` -> ``(h', x')``, shaped as ``h`` and ``x``."""
         differences, squared_distances = _squared_distances(x)
         edges = torch.cat([squared_distances, attributes], dim=-1)
-        messages = functional.silu(self.edge_out(functional.silu(_pair_linear(self.edge_in, h, edges))))
-        pulls = _off_diagonal(differences * self.pair_weight_net(messages)).sum(2) / (x.shape[1] - 1)
+        # the pairs of two different particles only, from the first layer on: self-pairs send nothing
+        first = _off_diagonal(_pair_linear(self.edge_in, h, edges))  # (B, N, N - 1, W)
+        messages = functional.silu(self.edge_out(functional.silu(first)))
+        pulls = (_off_diagonal(differences) * self.pair_weight_net(messages)).sum(2) / (x.shape[1] - 1)
         velocity = self.velocity_gain_net(h) * v + pulls
-        return h + self.node_net(torch.cat([h, _off_diagonal(messages).sum(2)], dim=-1)), x + velocity
+        return h + self.node_net(torch.cat([h, messages.sum(2)], dim=-1)), x + velocity
 
 
 class EGNNPredictor(nn.Module):

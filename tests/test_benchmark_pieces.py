@@ -86,4 +86,3 @@ def test_a_foreseen_failure_ends_a_benchmark_with_one_line_naming_it(monkeypatch
         assert end.__cause__ is None and end.__suppress_context__
     else:
         raise AssertionError("run_script let a failing main pass")
-

@@ -11,7 +11,7 @@ import torch
 from conftest import TOLERANCES
 from problems import cast, transform
 
-from hamnet.predictors import EGNNPredictor, _pair_linear, fit_predictor, position_mse
+from hamnet.predictors import EGNNPredictor, VelocityEGNNLayer, _pair_linear, fit_predictor, position_mse
 
 F64 = torch.float64
 #: small enough to be quick, deep enough that coordinates are updated twice
@@ -160,6 +160,27 @@ def test_pair_linear_equals_the_layer_on_concatenated_pairs(generator):
     edges = torch.randn(2, 4, 4, 3, generator=generator, dtype=F64)
     pairs = torch.cat([h.unsqueeze(2).expand(-1, -1, 4, -1), h.unsqueeze(1).expand(-1, 4, -1, -1), edges], dim=-1)
     torch.testing.assert_close(_pair_linear(layer, h, edges), layer(pairs), rtol=1e-12, atol=1e-12)
+
+
+def test_velocity_layer_sums_over_the_other_particles(generator):
+    """One layer, rebuilt pair by pair with loops over ``j != i`` (the paper's eqs. 3, 5-7, C = N - 1)."""
+    layer = VelocityEGNNLayer(6).double()
+    n = 3
+    h, x, v = (torch.randn(2, n, size, generator=generator, dtype=F64) for size in (6, 2, 2))
+    attributes = torch.randn(2, n, n, 2, generator=generator, dtype=F64)
+    silu = torch.nn.functional.silu
+
+    def message(i, j):
+        squared = (x[:, i] - x[:, j]).square().sum(-1, keepdim=True)
+        return silu(layer.edge_out(silu(layer.edge_in(torch.cat([h[:, i], h[:, j], squared, attributes[:, i, j]], -1)))))
+
+    others = [[j for j in range(n) if j != i] for i in range(n)]
+    sent = torch.stack([sum(message(i, j) for j in others[i]) for i in range(n)], 1)
+    pulls = torch.stack([sum((x[:, i] - x[:, j]) * layer.pair_weight_net(message(i, j)) for j in others[i])
+                         for i in range(n)], 1) / (n - 1)
+    new_h, new_x = layer(h, x, v, attributes)
+    torch.testing.assert_close(new_h, h + layer.node_net(torch.cat([h, sent], -1)), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(new_x, x + layer.velocity_gain_net(h) * v + pulls, rtol=1e-12, atol=1e-12)
 
 
 # -- training -----------------------------------------------------------------------------------
