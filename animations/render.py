@@ -17,7 +17,7 @@ from hamnet.animate import animate
 from hamnet.demo import run_demo
 from hamnet.io import load_trajectories
 from hamnet.simulation import generate
-from systems import NBody
+from hamnet.systems import NBody
 
 HERE = Path(__file__).resolve().parent
 FRAMES = 80

@@ -23,7 +23,7 @@ import torch
 
 from hamnet.diagnostics import conservation_report
 from hamnet.simulation import simulate
-from systems import Springs
+from hamnet.systems import Springs
 
 REFERENCE_SYSTEMS_PER_SECOND = 1000 / 4.5
 RESULTS = Path(__file__).parent / "results"

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-import systems
+from hamnet import systems
 from hamnet.data import Windows
 from hamnet.loss import WindowLoss
 from hamnet.models import ModelConfig, build_model

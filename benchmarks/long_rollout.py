@@ -22,7 +22,7 @@ import torch
 import hamnet
 from hamnet.diagnostics import energy
 from rollout_speed import fit_to_springs
-from systems import Springs
+from hamnet.systems import Springs
 
 RESULTS = Path(__file__).parent / "results"
 ENERGY_EVERY = 100  # steps between energy evaluations (the learned H is a network call)

@@ -35,7 +35,7 @@ from hamnet.models import ModelConfig
 from hamnet.rollouts import rollout_systems
 from hamnet.simulation import generate
 from hamnet.training import TrainConfig, train
-from systems import make_system
+from hamnet.systems import make_system
 
 HERE = Path(__file__).parent
 RESULTS = HERE / "results"

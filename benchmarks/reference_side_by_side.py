@@ -92,7 +92,7 @@ from hamnet.io import Trajectories, atomic_path, load_trajectories, save_traject
 from hamnet.simulation import generate
 from hamnet.training import TrainConfig, train, with_kernel_bound
 from hamnet.version import __version__
-from systems import make_system
+from hamnet.systems import make_system
 
 sys.path.insert(0, str(Path(__file__).parent))
 from pieces import run_script, write_result_files  # noqa: E402  (the benchmarks' shared results format)

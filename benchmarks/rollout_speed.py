@@ -34,7 +34,7 @@ import torch
 
 from hamnet.models import ModelConfig, build_model
 from hamnet.rollouts import rollout
-from systems import Springs
+from hamnet.systems import Springs
 
 RESULTS = Path(__file__).parent / "results"
 DATASET_DT = 0.01

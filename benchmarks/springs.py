@@ -78,7 +78,7 @@ from hamnet.loss import window_mse
 from hamnet.rollouts import RolloutError, default_method, rollout_systems
 from hamnet.simulation import generate
 from hamnet.training import TrainConfig, TrainingDiverged, train
-from systems import make_system
+from hamnet.systems import make_system
 
 sys.path.insert(0, str(Path(__file__).parent))
 from pieces import add_piece_arguments, my_runs, run_script, start_pieces, write_result_files  # noqa: E402  (the benchmarks' shared running in pieces)

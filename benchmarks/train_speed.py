@@ -66,7 +66,7 @@ def measure(group: str, width: int, depth: int, windows: int, repeats: int, prof
     """One configuration, in this process: seconds per ``windows`` training windows (each repeat)."""
     import torch
 
-    import systems
+    from hamnet import systems
     from hamnet.data import Windows
     from hamnet.models import ModelConfig, build_model
     from hamnet.simulation import generate

@@ -17,7 +17,7 @@ import torch
 
 import hamnet
 from hamnet.plots import plot_conservation
-from systems import Springs
+from hamnet.systems import Springs
 
 
 def main(argv: list[str] | None = None) -> dict:

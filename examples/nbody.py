@@ -13,7 +13,7 @@ import argparse
 from pathlib import Path
 
 import hamnet
-from systems import NBody
+from hamnet.systems import NBody
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -12,7 +12,7 @@ import argparse
 from pathlib import Path
 
 import hamnet
-from systems import Springs
+from hamnet.systems import Springs
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -108,7 +108,7 @@ def _add_system_options(parser: argparse.ArgumentParser) -> None:
 
 def system_from_args(args: argparse.Namespace):
     """Build the system the flags describe; raises ValueError with a one-line reason."""
-    from systems import get_system_class
+    from .systems import get_system_class
 
     cls = get_system_class(args.system)
     settings = {"dim": args.dim}

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import torch
 
-from systems import import_file
+from .systems import import_file
 
 from .integrate import ConvergenceError
 from .resources import check_memory

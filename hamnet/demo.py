@@ -18,7 +18,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from systems import Springs
+from .systems import Springs
 
 from .checkpoint import PRETRAINED_PREFIX, model_from_checkpoint, pretrained_models
 from .data import DEFAULT_CHUNK, Windows

@@ -27,7 +27,7 @@ from typing import Any, Iterable
 import torch
 from torch import Tensor, nn
 
-from systems import autograd_gradient
+from .systems import autograd_gradient
 
 Params = dict[str, Tensor]
 

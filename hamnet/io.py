@@ -82,7 +82,7 @@ class Trajectories:
         command line), which is then trusted as the user's own choice. Raises ValueError when the
         system cannot be built or lacks a parameter it needs.
         """
-        from systems import SYSTEMS, make_system
+        from .systems import SYSTEMS, make_system
 
         name = spec if spec is not None else self.meta["system"]
         where = self.source or "this trajectory file"

@@ -35,7 +35,7 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor, nn
 
-from systems.base import kinetic_energy, velocity
+from .systems.base import kinetic_energy, velocity
 
 from .dynamics import potential_force
 from .groups import get_group

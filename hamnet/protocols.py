@@ -74,7 +74,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from systems import HamiltonianSystem, Params, make_system
+from .systems import HamiltonianSystem, Params, make_system
 
 from .io import Trajectories
 from .resources import check_memory

@@ -35,7 +35,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from systems import HamiltonianSystem, Params
+from .systems import HamiltonianSystem, Params
 
 from .composition import COMPOSITIONS, Composition
 from .diagnostics import conservation_series, energy, relative_change

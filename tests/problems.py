@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from hamnet.groups import SE2, SE3, SO2, SO3, LieGroup, T, Trivial
 from hamnet.lieconv import LieResNet
 from hamnet.models import ModelConfig, build_model, init_parameters
-from systems import NBody, Springs
+from hamnet.systems import NBody, Springs
 
 F64 = torch.float64
 Params = dict[str, Tensor]

@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image, ImageSequence
 
-import systems
+from hamnet import systems
 from hamnet import animate as animate_module
 from hamnet.animate import ANIMATION_DPI, animate
 from hamnet.io import Trajectories, save_trajectories

@@ -21,7 +21,7 @@ import springs  # noqa: E402  (benchmarks are scripts, not a package)
 from hamnet.io import save_trajectories  # noqa: E402
 from hamnet.simulation import generate  # noqa: E402
 from hamnet.training import train  # noqa: E402
-from systems import Springs  # noqa: E402
+from hamnet.systems import Springs  # noqa: E402
 
 
 def write(record: Path, starts: list[tuple[str, int]]) -> None:

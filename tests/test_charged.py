@@ -9,12 +9,12 @@ import torch
 from conftest import assert_close, assert_invariant
 from problems import rotation, run_cli, sample_batch, transform
 
-import systems
+from hamnet import systems
 from hamnet.diagnostics import conservation_report, energy
 from hamnet.groups import get_group
 from hamnet.io import TrajectoryFileError, load_trajectories, save_trajectories
 from hamnet.simulation import generate, simulate
-from systems import Charged, get_system_class
+from hamnet.systems import Charged, get_system_class
 
 F64 = torch.float64
 

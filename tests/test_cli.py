@@ -145,7 +145,7 @@ def test_an_unexpected_failure_is_one_line_that_offers_debug(tmp_path, capsys, m
 
 def test_user_code_calling_sys_exit_is_reported_not_obeyed(tmp_path, capsys):
     quitter = tmp_path / "quitter.py"
-    quitter.write_text("import sys\nfrom systems import Springs\n\nclass Quitter(Springs):\n"
+    quitter.write_text("import sys\nfrom hamnet.systems import Springs\n\nclass Quitter(Springs):\n"
                        "    def sample_params(self, n, generator):\n        sys.exit(3)\n")
     code, _, err = run_cli(["generate", "--system", f"{quitter}:Quitter", "--n-systems", "2", "--steps", "2",
                             "--out", tmp_path / "q.npz"], capsys)

@@ -8,7 +8,7 @@ import torch
 from hamnet.cli import main
 from hamnet.io import load_trajectories, save_trajectories
 from hamnet.simulation import generate
-from systems import NBody, Springs
+from hamnet.systems import NBody, Springs
 
 from problems import run_cli
 

@@ -18,7 +18,7 @@ from hamnet.models import ModelConfig, build_model
 from hamnet.rollouts import rollout
 from hamnet.simulation import generate
 from hamnet.training import TrainConfig, train
-from systems import Springs
+from hamnet.systems import Springs
 
 pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]

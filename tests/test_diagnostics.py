@@ -4,7 +4,7 @@ import torch
 from problems import rotation
 
 from hamnet.diagnostics import angular_momentum, conservation_report, drift, energy, linear_momentum
-from systems import Springs
+from hamnet.systems import Springs
 
 
 def test_angular_momentum_2d_is_z_component_of_3d(generator):

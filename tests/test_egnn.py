@@ -24,7 +24,7 @@ from hamnet.models import EGNNH, EGNNNODE, ModelConfig, build_model
 from hamnet.rollouts import default_method, rollout
 from hamnet.simulation import generate
 from hamnet.training import TrainConfig, train
-from systems import Springs
+from hamnet.systems import Springs
 
 F64 = torch.float64
 #: small enough to be quick, deep enough that messages pass twice

@@ -16,7 +16,7 @@ from hamnet.equivariance import equivariance_error
 from hamnet.groups import SE2, SE3, SO2, SO3, T
 from hamnet.lieconv import centre
 from hamnet.rollouts import rollout
-from systems import NBody
+from hamnet.systems import NBody
 
 F64 = torch.float64
 RIGID_MOTIONS = {2: SE2(), 3: SE3()}

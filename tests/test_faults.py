@@ -64,7 +64,7 @@ def shared(tmp_path_factory) -> dict[str, Path]:
     from hamnet.cli import main
     from hamnet.io import save_trajectories
     from hamnet.simulation import generate
-    from systems import NBody, Springs
+    from hamnet.systems import NBody, Springs
 
     folder = tmp_path_factory.mktemp("faults")
     files = {"springs": folder / "springs.npz", "other": folder / "other.npz", "nbody": folder / "nbody3d.npz"}
@@ -210,7 +210,7 @@ def plugin(text: str):
 
 def user_system(body: str):
     """Builder: the user's system class ``Mine`` (springs, with ``body`` overriding parts), as {py}."""
-    return plugin("import sys\nimport torch\nfrom systems import Springs\n\n\nclass Mine(Springs):\n"
+    return plugin("import sys\nimport torch\nfrom hamnet.systems import Springs\n\n\nclass Mine(Springs):\n"
                   f"    name = 'mine'\n\n{body}\n")
 
 
@@ -220,7 +220,7 @@ MARKER_CODE = f"import pathlib\npathlib.Path(__file__).with_name({MARKER!r}).wri
 def data_naming_code(tmp, shared):
     """Builder: evil.py, which writes the marker when imported and defines a springs-like system, and
     evil.npz, the springs data whose meta names that file as its system. As {file}."""
-    (tmp / "evil.py").write_text(MARKER_CODE + "from systems import Springs\n\n\n"
+    (tmp / "evil.py").write_text(MARKER_CODE + "from hamnet.systems import Springs\n\n\n"
                                  "class Evil(Springs):\n    name = 'evil'\n")
     arrays, meta = read_npz(tmp / "springs.npz")
     meta["system"] = f"{tmp / 'evil.py'}:Evil"
@@ -613,7 +613,7 @@ def _load(key: str = "file"):
 def _generate(system: str, **settings):
     def call(names):
         from hamnet.simulation import generate
-        from systems import NBody, Springs
+        from hamnet.systems import NBody, Springs
 
         built = NBody(softening=settings["softening"]) if system == "nbody" else Springs()
         run = {"n_systems": 2, "steps": 5, "dt": 0.01, "seed": 0,

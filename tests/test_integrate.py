@@ -25,7 +25,7 @@ from hamnet.dynamics import HamiltonianField, potential_force
 from hamnet.integrate import (INTEGRATORS, ConvergenceError, Gauss4, ImplicitMidpoint, Integrator, Leapfrog,
                               Yoshida4, Yoshida6, Yoshida8, get_integrator, register_integrator, solver_key)
 from hamnet.simulation import simulate
-from systems import NBody
+from hamnet.systems import NBody
 
 from problems import log_log_slope, two_body_orbit
 
@@ -176,7 +176,7 @@ FOREIGN_SOLVERS_SCRIPT = textwrap.dedent("""
     import hamnet
     from hamnet.dynamics import HamiltonianField
     from hamnet.integrate import get_integrator, solver_key
-    from systems import NBody
+    from hamnet.systems import NBody
 
     m = torch.tensor([[1.0, 0.5]], dtype=torch.float64)
     q = torch.tensor([[[1 / 3, 0.0], [-2 / 3, 0.0]]], dtype=torch.float64)

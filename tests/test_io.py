@@ -15,7 +15,7 @@ import torch
 from hamnet.io import (SystemUnavailable, Trajectories, TrajectoryFileError, atomic_path, load_trajectories,
                        save_trajectories)
 from hamnet.simulation import generate
-from systems import Springs
+from hamnet.systems import Springs
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +118,7 @@ def test_atomic_write_missing_folder(tmp_path):
 def test_a_file_naming_a_user_system_never_imports_it(tmp_path, data):
     marker = tmp_path / "ran"
     code = tmp_path / "evil.py"
-    code.write_text(f"open({str(marker)!r}, 'w').write('ran')\nfrom systems import Springs as Evil\n")
+    code.write_text(f"open({str(marker)!r}, 'w').write('ran')\nfrom hamnet.systems import Springs as Evil\n")
     path = tmp_path / "evil.npz"
     save_trajectories(path, Trajectories(data.t, data.z, data.params, {**data.meta, "system": f"{code}:Evil"}))
     loaded = load_trajectories(path)

@@ -12,7 +12,7 @@ from problems import SENSITIVE, amplify, cast, rotation, sample_batch, small_mod
 from problems import model_config as config
 
 from hamnet.models import EGNNH, EGNNNODE, FCHNN, FCNODE, HOGN, MODELS, HLieConv, ModelConfig, build_model
-from systems import NBody
+from hamnet.systems import NBody
 
 F64 = torch.float64
 HAMILTONIANS = ["hlieconv", "fc-hnn", "hogn", "egnn-h"]

@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-import systems
+from hamnet import systems
 from hamnet import plots
 from hamnet.io import Trajectories, save_trajectories
 from hamnet.rollouts import rollout

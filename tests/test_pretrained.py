@@ -7,7 +7,7 @@ from hamnet.checkpoint import CheckpointError, model_from_checkpoint, pretrained
 from hamnet.diagnostics import angular_momentum, drift, linear_momentum
 from hamnet.io import load_trajectories, save_trajectories
 from hamnet.simulation import generate
-from systems import Springs
+from hamnet.systems import Springs
 
 from problems import run_cli
 

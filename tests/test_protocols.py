@@ -13,7 +13,7 @@ import hamnet.protocols as protocols
 from hamnet.diagnostics import energy, relative_change
 from hamnet.protocols import PROTOCOLS, Protocol, check_protocol, generate_protocol
 from hamnet.simulation import generate
-from systems import Charged, NBody, Springs
+from hamnet.systems import Charged, NBody, Springs
 
 F64 = torch.float64
 CHARGED, GRAVITY, SEGNO = PROTOCOLS["egnn-charged5"], PROTOCOLS["segnn-gravity100"], PROTOCOLS["segno-gravity5"]

@@ -8,7 +8,7 @@ from hamnet.checkpoint import CheckpointError, model_from_checkpoint, save_check
 from hamnet.groups import GROUPS, SO2, get_group, register_group
 from hamnet.models import MODELS, HLieConv, ModelConfig, build_model, register_model
 from hamnet.registry import Registry
-from systems import SYSTEMS, Springs, get_system_class, register_system
+from hamnet.systems import SYSTEMS, Springs, get_system_class, register_system
 
 
 class Planar(SO2):

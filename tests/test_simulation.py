@@ -9,8 +9,8 @@ import torch
 from hamnet.diagnostics import conservation_report
 from hamnet.simulation import (MAX_SUBSTEPS, STEP_FRACTION, check_generation, choose_substeps, estimate_generation,
                                generate, simulate)
-from systems import HamiltonianSystem, NBody, Springs
-from systems.springs import two_particle_frequency
+from hamnet.systems import HamiltonianSystem, NBody, Springs
+from hamnet.systems.springs import two_particle_frequency
 
 from problems import log_log_slope, sample_batch
 

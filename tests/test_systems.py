@@ -8,8 +8,8 @@ import torch
 from conftest import assert_close
 from problems import sample_batch
 
-import systems
-from systems import NBody, Springs, get_system_class, make_system
+from hamnet import systems
+from hamnet.systems import NBody, Springs, get_system_class, make_system
 
 ALL_SYSTEMS = [
     Springs(),
@@ -144,7 +144,7 @@ def test_registry():
 
 USER_SYSTEM = textwrap.dedent('''
     import torch
-    from systems import HamiltonianSystem
+    from hamnet.systems import HamiltonianSystem
 
     class Trap(HamiltonianSystem):
         """Particles in a shared harmonic trap, coupled by nothing else."""

@@ -25,7 +25,7 @@ from hamnet.models import ModelConfig, build_model
 from hamnet.simulation import generate
 from hamnet.loss import WindowLoss, window_mse
 from hamnet.training import RunFolderInUse, TrainConfig, TrainingDiverged, train
-from systems import Springs
+from hamnet.systems import Springs
 
 TINY_MODEL = ModelConfig(name="hlieconv", group="T2", width=8, depth=1, kernel_width=8, kernel_channels=4,
                          n_particles=4, feature_keys=("m", "k"))

@@ -9,7 +9,7 @@ import math
 
 import torch
 
-from systems import HamiltonianSystem, register_system, remove_total_momentum
+from hamnet.systems import HamiltonianSystem, register_system, remove_total_momentum
 
 WELL_DEPTH = 1.0
 WELL_WIDTH = 2.0
