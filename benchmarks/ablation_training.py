@@ -29,7 +29,8 @@ import torch
 
 from hamnet.checkpoint import model_from_checkpoint
 from hamnet.evaluation import evaluate
-from hamnet.io import atomic_path, load_trajectories
+from hamnet.io import load_trajectories
+from hamnet.paths import atomic_path
 from hamnet.models import ModelConfig
 from hamnet.training import DEFAULT_KERNEL_BOUND_FACTOR, TrainConfig, train
 

@@ -30,7 +30,8 @@ import torch
 
 from hamnet.checkpoint import model_from_checkpoint
 from hamnet.diagnostics import conservation_series
-from hamnet.io import atomic_path, load_trajectories, save_trajectories
+from hamnet.io import load_trajectories, save_trajectories
+from hamnet.paths import atomic_path
 from hamnet.models import ModelConfig
 from hamnet.rollouts import rollout_systems
 from hamnet.simulation import generate

@@ -23,7 +23,7 @@ Models, and exactly what each sees (all trained on the same training trajectorie
   the window; 10% of the training trajectories are held out (by seed) for validation windows and
   checkpoint selection (``best.pt``). Prediction: leapfrog from the start frame at the frame interval
   (10, 15, 20 steps), float64. The protocols' validation split is not used.
-* **EGNN (direct)**: the published baseline, :class:`hamnet.predictors.EGNNPredictor`: one network per
+* **EGNN (direct)**: the published baseline, :class:`hamnet.egnn.EGNNPredictor`: one network per
   horizon mapping (positions, velocities, charges) at the start frame to the positions at the target,
   trained on those pairs only (one per training trajectory), Adam lr 5e-4, weight decay 1e-12, batch
   100 (the budget's batch at 100 bodies, where one step of batch 100 takes 24 s and 6.4 GB on one CPU
@@ -66,9 +66,10 @@ from hamnet.checkpoint import model_from_checkpoint
 from hamnet.composition import Composition
 from hamnet.integrate import INTEGRATORS, CompositionSolver, Integrator, register_integrator
 from hamnet.diagnostics import conservation_report
-from hamnet.io import Trajectories, atomic_path, load_trajectories, save_trajectories
+from hamnet.io import Trajectories, load_trajectories, save_trajectories
+from hamnet.paths import atomic_path
 from hamnet.models import ModelConfig
-from hamnet.predictors import EGNNPredictor, fit_predictor, position_mse
+from hamnet.egnn import EGNNPredictor, fit_predictor, position_mse
 from hamnet.protocols import PROTOCOLS, Protocol, check_protocol, generate_protocol
 from hamnet.rollouts import rollout_systems
 from hamnet.training import TrainConfig, train

@@ -23,7 +23,7 @@ from typing import Callable, Iterator, Sequence
 
 import torch
 
-from hamnet.io import atomic_path
+from hamnet.paths import atomic_path
 
 
 def run_script(main: Callable[[], None]) -> None:

@@ -86,9 +86,11 @@ from pathlib import Path
 
 import torch
 
-from hamnet.cli import build_parser, train_config_from_args
+from hamnet.cli import build_parser
+from hamnet.cli_train import train_config_from_args
 from hamnet.data import Windows
-from hamnet.io import Trajectories, atomic_path, load_trajectories, save_trajectories
+from hamnet.io import Trajectories, load_trajectories, save_trajectories
+from hamnet.paths import atomic_path
 from hamnet.simulation import generate
 from hamnet.training import TrainConfig, train, with_kernel_bound
 from hamnet.version import __version__

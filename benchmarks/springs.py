@@ -72,7 +72,8 @@ from hamnet.checkpoint import load_checkpoint, model_from_checkpoint
 from hamnet.data import Windows
 from hamnet.diagnostics import conservation_report
 from hamnet.evaluation import EVALUATION_WINDOWS, evaluate
-from hamnet.io import atomic_path, load_trajectories, save_trajectories
+from hamnet.io import load_trajectories, save_trajectories
+from hamnet.paths import atomic_path
 from hamnet.models import ModelConfig
 from hamnet.loss import window_mse
 from hamnet.rollouts import RolloutError, default_method, rollout_systems

@@ -11,7 +11,8 @@ in a submodule of its own name, importable as such (``hamnet.groups``, ``hamnet.
 from .checkpoint import CheckpointError, model_from_checkpoint
 from .diagnostics import conservation_report
 from .dynamics import HamiltonianField
-from .equivariance import equivariance_error
+from . import egnn  # noqa: F401  (registers the EGNN models, egnn-h and egnn-node)
+from .equivariance import assert_equivariant, assert_invariant, equivariance_error, invariance_error
 from .evaluation import evaluate
 from .groups import LieGroup, get_group, register_group
 from .integrate import ConvergenceError, Integrator, register_integrator
@@ -28,7 +29,8 @@ __all__ = [
     # data and ground truth
     "Trajectories", "load_trajectories", "save_trajectories", "generate", "TrajectoryFileError",
     # symmetry
-    "LieGroup", "get_group", "register_group", "LieResNet", "equivariance_error",
+    "LieGroup", "get_group", "register_group", "LieResNet", "invariance_error", "assert_invariant",
+    "assert_equivariant", "equivariance_error",
     # models and their dynamics
     "ModelConfig", "ParticleModel", "build_model", "register_model", "HamiltonianField",
     # integration

@@ -28,7 +28,8 @@ from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 from torch import Tensor
 
-from .io import Trajectories, atomic_path
+from .io import Trajectories
+from .paths import atomic_path
 from .plots import (
     new_figure, particle_colour, align_with_truth, check_trajectories, default_label, principal_plane,
     project_to_plane,

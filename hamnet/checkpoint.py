@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from .version import __version__
-from .io import atomic_path
+from .paths import atomic_path
 from .models import ModelConfig, build_model
 
 CHECKPOINT_FORMAT = "hamnet-checkpoint"

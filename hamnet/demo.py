@@ -18,18 +18,17 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from .systems import Springs
-
 from .checkpoint import PRETRAINED_PREFIX, model_from_checkpoint, pretrained_models
 from .data import DEFAULT_CHUNK, Windows
 from .diagnostics import bounded_relative_error, conservation_report
 from .evaluation import geometric_mean, valid_prediction_time
-from .rollouts import predicted_trajectories
-from .io import Trajectories, atomic_path, load_trajectories, save_trajectories
-from .models import ModelConfig
-from .paths import check_output_folder
-from .simulation import generate
+from .io import Trajectories, load_trajectories, save_trajectories
 from .loss import window_mse
+from .models import ModelConfig
+from .paths import atomic_path, check_output_folder
+from .rollouts import predicted_trajectories
+from .simulation import generate
+from .systems import Springs
 from .training import TrainConfig, train
 
 log = logging.getLogger(__name__)

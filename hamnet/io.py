@@ -11,22 +11,18 @@ the target only when complete, so an interrupted run never leaves a broken file 
 from __future__ import annotations
 
 import contextlib
-import glob
 import json
 import math
 import os
-import secrets
-import signal
-import threading
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from .paths import atomic_path, interrupts_deferred
 from .resources import check_memory
 
 SCHEMA_VERSION = 1
@@ -134,10 +130,10 @@ def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     with open(path, "wb") as handle:
         archive = member = None
         try:  # a deferred interrupt is raised as a block ends: inside this try, so what it built is closed
-            with _interrupts_deferred():
+            with interrupts_deferred():
                 archive = zipfile.ZipFile(handle, "w", zipfile.ZIP_STORED, allowZip64=True)
             for name, array in arrays.items():
-                with _interrupts_deferred():
+                with interrupts_deferred():
                     member = archive.open(f"{name}.npy", "w", force_zip64=True)
                 np.lib.format.write_array(member, np.asanyarray(array), allow_pickle=False)
                 member.close()
@@ -148,100 +144,6 @@ def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
                     if opened is not None:
                         opened.close()
             raise
-
-
-@contextlib.contextmanager
-def _interrupts_deferred() -> Iterator[None]:
-    """Run a short block that must not be cut in half: SIGINT or SIGTERM arriving during it is held and
-    handed to the handler that was in place once the block ends. Main thread only (where Python runs
-    signal handlers); an interrupt already pending on entry is raised before the block starts."""
-    held = (signal.SIGINT, signal.SIGTERM)
-    # a handler installed outside Python reads as None and could not be put back: then defer nothing
-    if threading.current_thread() is not threading.main_thread() or any(signal.getsignal(n) is None for n in held):
-        yield
-        return
-    caught: list[int] = []
-    previous = {}
-    try:
-        for signum in held:
-            previous[signum] = signal.signal(signum, lambda number, frame: caught.append(number))
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-        if caught:
-            handler = previous[caught[0]]
-            if callable(handler):
-                handler(caught[0], None)
-            elif handler == signal.SIG_DFL:
-                signal.raise_signal(caught[0])
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``, renamed onto ``path`` only if the block succeeds.
-
-    On any failure (an exception, a KeyboardInterrupt) the temporary file is removed, so the target
-    is either untouched or complete. Raises ``OSError`` with a readable message naming ``path`` when
-    the folder does not exist or is not writable, before any work is done in the block, or when the
-    write fails (a full disk, a file too large). A temporary file left by a process that was killed
-    (SIGKILL leaves no chance to clean up) is removed by the next write to the same path.
-    """
-    path = Path(path)
-    folder = path.parent
-    if not folder.is_dir():
-        raise OSError(f"cannot write {path}: folder {folder} does not exist")
-    _remove_stale_temporaries(path)
-    tmp = None
-    try:
-        with _interrupts_deferred():  # an interrupt between creating the file and noting its name would strand it
-            tmp = _new_temporary(path)
-        try:
-            yield tmp
-            with open(tmp, "rb+") as handle:  # on disk before the rename makes it the real file
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
-        except OSError as error:
-            if error.filename is not None and str(path) in str(error):
-                raise
-            reason = error.strerror or str(error).splitlines()[0]
-            raise OSError(error.errno, f"cannot write {path}: {reason}") from error
-    finally:
-        if tmp is not None:
-            tmp.unlink(missing_ok=True)
-
-
-def _new_temporary(path: Path) -> Path:
-    """A new empty file ``.NAME.PID.RANDOM.tmp`` beside ``path``, created exclusively with the permissions a
-    plain ``open()`` gives (0666 less the umask, applied by the kernel: no process-wide umask juggling)."""
-    for _ in range(100):
-        tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-        try:
-            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-            return tmp
-        except FileExistsError:
-            continue
-        except OSError as error:
-            raise OSError(error.errno, f"cannot write {path}: {error.strerror}") from error
-    raise OSError(f"cannot write {path}: no free temporary name beside it")
-
-
-def _remove_stale_temporaries(path: Path) -> None:
-    """Remove ``atomic_path`` temporaries of ``path`` whose writing process no longer exists."""
-    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
-        pid = stale.name[len(path.name) + 2:].split(".", 1)[0]
-        if pid.isdigit() and not _process_alive(int(pid)):
-            stale.unlink(missing_ok=True)
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's live process
-    return True
 
 
 def load_trajectories(path: str | os.PathLike) -> Trajectories:

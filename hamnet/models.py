@@ -20,14 +20,14 @@ HLieConv and EGNN-H are separable (their kinetic energy is the known one), so th
 out with leapfrog / yoshida4; every Hamiltonian model works with implicit_midpoint / gauss4 / rk4,
 and FC-NODE and EGNN-NODE (not Hamiltonian) with the explicit torchdiffeq methods.
 
-Configuration is one frozen :class:`ModelConfig`; ``build_model(config)`` rebuilds a model, so a
+The EGNN models (``egnn-h``, ``egnn-node``) live in :mod:`hamnet.egnn`, which registers them here
+when ``hamnet`` is imported. Configuration is one frozen :class:`ModelConfig`; ``build_model(config)`` rebuilds a model, so a
 checkpoint stores ``dataclasses.asdict(model.config)`` and the ``state_dict``. Activations are
 Swish (SiLU): Hamiltonian training differentiates the network twice.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any, Mapping
@@ -37,19 +37,18 @@ from torch import Tensor, nn
 
 from .systems.base import kinetic_energy, velocity
 
+from .config import config_from_dict
 from .dynamics import potential_force
 from .groups import get_group
+from .layers import DEFAULT_INIT_SEED, init_parameters, mlp, pairs_of_others
 from .lieconv import LieResNet, centre, check_kernel_bound, resolve_lift
 from .registry import Registry
 
 Params = dict[str, Tensor]
 
-__all__ = ["ModelConfig", "ParticleModel", "SeparableModel", "HLieConv", "FCNODE", "FCHNN", "HOGN", "EGNNH",
-           "EGNNNODE", "EGNNLayer", "EGNN", "MODELS", "register_model", "build_model", "check_compatible",
-           "init_parameters", "parameter_count"]
+__all__ = ["ModelConfig", "ParticleModel", "SeparableModel", "HLieConv", "FCNODE", "FCHNN", "HOGN", "MODELS",
+           "register_model", "build_model", "check_compatible", "parameter_count"]
 
-#: seed of the generator that initialises weights when ``build_model`` is given none
-DEFAULT_INIT_SEED = 0
 # kernel-input pairs per forward pass while measuring their extent (a few tens of MiB)
 _EXTENT_PAIRS = 1 << 21
 
@@ -123,122 +122,6 @@ class ModelConfig:
                 stabilized = 0  # the constructor reports the bad group
             values = {**values, "lift": "monte-carlo" if stabilized else None}
         return config_from_dict(cls, values, "model config")
-
-
-def config_from_dict(cls, values: Mapping[str, Any], what: str):
-    """The frozen dataclass ``cls`` built from a dict (e.g. read back from JSON or a checkpoint).
-
-    Refuses, with a one-line ``ValueError``, keys it does not know (a config written by another
-    version or for another model) and values that are not of the field's annotated type: ``int``,
-    ``float`` (an int is taken), ``str``, ``bool``, ``X | None``, ``tuple[X, ...]`` (a JSON list is
-    taken) and nested dataclasses (a dict is built into one, as ``TrainConfig.model``).
-    """
-    import types  # here rather than at the top: only this function reads annotations
-    import typing
-
-    if not isinstance(values, Mapping):
-        raise ValueError(f"{what} must be a dict of settings, got {type(values).__name__}")
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ValueError(f"unknown {what} keys {unknown}; known keys: {sorted(known)}")
-
-    def describe(hint) -> str:
-        if typing.get_origin(hint) in (typing.Union, types.UnionType):
-            return " or ".join(describe(option) for option in typing.get_args(hint))
-        if typing.get_origin(hint) is tuple:
-            return f"a list of {describe(typing.get_args(hint)[0])}"
-        if dataclasses.is_dataclass(hint):
-            return f"a dict of {hint.__name__} settings"
-        return "None" if hint is type(None) else getattr(hint, "__name__", str(hint))
-
-    def converted(name: str, value: Any, hint: Any) -> Any:
-        """``value`` as the annotated type; raises TypeError if it is not one."""
-        origin, args = typing.get_origin(hint), typing.get_args(hint)
-        if origin in (typing.Union, types.UnionType):
-            if value is None and type(None) in args:
-                return None
-            for option in (arg for arg in args if arg is not type(None)):
-                try:
-                    return converted(name, value, option)
-                except TypeError:
-                    continue
-        elif origin is tuple and len(args) == 2 and args[1] is Ellipsis:
-            if isinstance(value, (list, tuple)):
-                return tuple(converted(name, item, args[0]) for item in value)
-        elif dataclasses.is_dataclass(hint):
-            if isinstance(value, hint):
-                return value
-            if isinstance(value, Mapping):
-                return config_from_dict(hint, value, f"{name} config")
-        elif hint in (int, float, str, bool):
-            if isinstance(value, bool) != (hint is bool):  # bool is an int to Python, not to a config
-                raise TypeError
-            if isinstance(value, hint) or (hint is float and isinstance(value, int)):
-                return hint(value)
-        else:
-            return value  # an annotation this check does not know: left to the class
-        raise TypeError
-
-    hints = typing.get_type_hints(cls)
-    checked = {}
-    for name, value in values.items():
-        try:
-            checked[name] = converted(name, value, hints[name])
-        except TypeError:
-            shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
-            raise ValueError(f"{what} field {name!r} must be {describe(hints[name])}, got {shown}") from None
-    return cls(**checked)
-
-
-# -- shared pieces ------------------------------------------------------------------------------
-
-def _mlp(in_features: int, width: int, depth: int, out_features: int) -> nn.Sequential:
-    """``depth`` hidden layers of ``width`` with Swish, then a linear output."""
-    layers: list[nn.Module] = []
-    size = in_features
-    for _ in range(depth):
-        layers += [nn.Linear(size, width), nn.SiLU()]
-        size = width
-    layers.append(nn.Linear(size, out_features))
-    return nn.Sequential(*layers)
-
-
-def _others(n: int, device: torch.device) -> Tensor:
-    """``(N, N - 1)``: row ``i`` lists every ``j != i`` in order. Arithmetic, not a boolean mask, so
-    building it never waits on the device."""
-    k = torch.arange(n - 1, device=device)
-    return k + (k >= torch.arange(n, device=device).unsqueeze(1))
-
-
-def _off_diagonal(pairwise: Tensor) -> Tensor:
-    """The entries ``j != i`` of every row ``i``, in order: ``(B, N, N, C)`` -> ``(B, N, N - 1, C)``."""
-    n = pairwise.shape[1]
-    return pairwise[:, torch.arange(n, device=pairwise.device).unsqueeze(1), _others(n, pairwise.device)]
-
-
-def _pairs_of_others(x: Tensor, *edges: Tensor) -> Tensor:
-    """The inputs ``[x_i, x_j, edges_ij]`` of every ordered pair of two different particles (self-pairs
-    are never computed: a particle sends itself no message, and at ``N = 6`` they would be a sixth of the
-    edge network's work); ``x: (B, N, F)`` and each of ``edges: (B, N, N, E)`` ->
-    ``(B, N, N - 1, 2 F + sum E)``, ``j`` running over the others of ``i`` in order. Sum over dim 2 for
-    ``sum_{j != i}``."""
-    n = x.shape[1]
-    x_j = x[:, _others(n, x.device)]
-    return torch.cat([x.unsqueeze(2).expand(-1, -1, n - 1, -1), x_j, *map(_off_diagonal, edges)], dim=-1)
-
-
-def init_parameters(module: nn.Module, generator: torch.Generator) -> None:
-    """Re-initialise every ``nn.Linear`` in ``module`` from ``generator`` (torch's default scheme:
-    weights and biases ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``), so building is reproducible."""
-    with torch.no_grad():
-        for layer in module.modules():
-            if isinstance(layer, nn.Linear):
-                bound = 1.0 / math.sqrt(layer.in_features)
-                for tensor in (layer.weight, layer.bias):
-                    if tensor is not None:
-                        noise = torch.rand(tensor.shape, generator=generator, dtype=torch.float64)
-                        tensor.copy_((2.0 * noise - 1.0) * bound)
 
 
 class ParticleModel(nn.Module):
@@ -406,7 +289,7 @@ class FCHNN(ParticleModel):
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__(config)
-        self.net = _mlp(self._flat_size(), config.width, config.depth, 1)
+        self.net = mlp(self._flat_size(), config.width, config.depth, 1)
 
     def hamiltonian(self, z: Tensor, params: Params) -> Tensor:
         """``H(z)``; ``z: (B, 2, N, D)`` -> ``(B,)``."""
@@ -427,7 +310,7 @@ class FCNODE(ParticleModel):
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__(config)
-        self.net = _mlp(self._flat_size(), config.width, config.depth, 2 * config.n_particles * config.dim)
+        self.net = mlp(self._flat_size(), config.width, config.depth, 2 * config.n_particles * config.dim)
 
     def vector_field(self, z: Tensor, params: Params) -> Tensor:
         """``dz/dt``; ``z: (B, 2, N, D)`` -> ``(B, 2, N, D)``."""
@@ -450,140 +333,21 @@ class HOGN(ParticleModel):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__(config)
         node_size = 2 * config.dim + self.n_features
-        self.edge_net = _mlp(2 * node_size, config.width, config.depth, config.width)
-        self.node_net = _mlp(node_size + config.width, config.width, config.depth, config.width)
-        self.global_net = _mlp(config.width, config.width, 1, 1)
+        self.edge_net = mlp(2 * node_size, config.width, config.depth, config.width)
+        self.node_net = mlp(node_size + config.width, config.width, config.depth, config.width)
+        self.global_net = mlp(config.width, config.width, 1, 1)
 
     def hamiltonian(self, z: Tensor, params: Params) -> Tensor:
         """``H(z)``; ``z: (B, 2, N, D)`` -> ``(B,)``."""
         self._check_state(z, fixed_n=False)
         q, p = z[:, 0], z[:, 1]
         x = torch.cat([q, p, self.features(params, q)], dim=-1)  # (B, N, F')
-        messages = self.edge_net(_pairs_of_others(x)).sum(2)  # (B, N, W)
+        messages = self.edge_net(pairs_of_others(x)).sum(2)  # (B, N, W)
         nodes = self.node_net(torch.cat([x, messages], dim=-1))
         return self.global_net(nodes.sum(1)).squeeze(-1)
 
     def forward(self, z: Tensor, params: Params) -> Tensor:
         return self.hamiltonian(z, params)
-
-
-# -- EGNN (Satorras, Hoogeboom, Welling, "E(n) Equivariant Graph Neural Networks", ICML 2021) ------
-
-def _squared_distances(q: Tensor) -> tuple[Tensor, Tensor]:
-    """``(q_i - q_j, |q_i - q_j|^2)`` of every ordered pair; ``q: (B, N, D)`` -> ``(B, N, N, D)``,
-    ``(B, N, N, 1)``. Smooth everywhere (no square root), and ``|q_j - q_i|^2`` equals ``|q_i - q_j|^2``
-    bit for bit, so a function of them is symmetric in each pair to round-off."""
-    differences = q.unsqueeze(2) - q.unsqueeze(1)
-    return differences, differences.square().sum(-1, keepdim=True)
-
-
-def _edge_net(width: int) -> nn.Sequential:
-    """EGNN's ``phi_e``: ``[h_i, h_j, |x_i - x_j|^2] -> m_ij``, two linear layers with Swish after each."""
-    return nn.Sequential(_mlp(2 * width + 1, width, 1, width), nn.SiLU())
-
-
-class EGNNLayer(nn.Module):
-    """One E(n)-invariant EGNN layer on node features ``h: (B, N, W)`` (the paper's eqs. 3, 5, 6)::
-
-        m_ij = phi_e(h_i, h_j, |x_i - x_j|^2),   m_i = sum_{j != i} m_ij,   h_i' = h_i + phi_h(h_i, m_i)
-
-    over all pairs (no edge attributes ``a_ij``), with a residual connection on ``h``. The coordinate
-    update (eq. 4) is left out: positions enter only through the squared distances, so ``h'`` is
-    invariant to rotations, reflections and translations and permutation equivariant.
-    """
-
-    def __init__(self, width: int) -> None:
-        super().__init__()
-        self.edge_net = _edge_net(width)
-        self.node_net = _mlp(2 * width, width, 1, width)
-
-    def forward(self, h: Tensor, squared_distances: Tensor) -> Tensor:
-        """``h: (B, N, W)``, ``squared_distances: (B, N, N, 1)`` -> ``h': (B, N, W)``."""
-        messages = self.edge_net(_pairs_of_others(h, squared_distances)).sum(2)
-        return h + self.node_net(torch.cat([h, messages], dim=-1))
-
-
-class EGNN(nn.Module):
-    """A linear embedding of per-particle inputs ``(B, N, F) -> (B, N, W)``, then ``depth``
-    :class:`EGNNLayer` s; invariant node features ``h: (B, N, W)``."""
-
-    def __init__(self, in_features: int, width: int, depth: int) -> None:
-        super().__init__()
-        self.embed = nn.Linear(in_features, width)
-        self.layers = nn.ModuleList(EGNNLayer(width) for _ in range(depth))
-
-    def forward(self, inputs: Tensor, squared_distances: Tensor) -> Tensor:
-        """``inputs: (B, N, F)``, ``squared_distances: (B, N, N, 1)`` -> ``(B, N, W)``."""
-        h = self.embed(inputs)
-        for layer in self.layers:
-            h = layer(h, squared_distances)
-        return h
-
-
-class EGNNH(SeparableModel):
-    """``H = sum_i |p_i|^2 / 2 m_i + V_theta(q, features)``, ``V = sum_i phi_V(h_i)`` over an invariant EGNN.
-
-    The node features start from the particle features and pass ``depth`` :class:`EGNNLayer` s whose
-    edges see squared distances only. An invariant scalar needs no coordinate updates (they would
-    carry equivariant information the energy cannot use), so only the ``h`` stream is kept.
-    ``V`` is invariant, by construction and to round-off, to rotations, reflections, translations
-    and permutations of the particles, for any ``N`` and any weights: rolled out with a symplectic
-    integrator, it conserves linear and angular momentum (Noether). Separable; Swish throughout, so
-    the force (by autograd) is smooth and can be differentiated again in training. Cost ``O(N^2)``.
-    """
-
-    def __init__(self, config: ModelConfig) -> None:
-        super().__init__(config)
-        self.network = EGNN(self.n_features, config.width, config.depth)
-        self.energy_net = _mlp(config.width, config.width, 1, 1)
-
-    def potential(self, q: Tensor, params: Params) -> Tensor:
-        """``V_theta(q)``; ``q: (B, N, D)`` -> ``(B,)``."""
-        _, squared_distances = _squared_distances(q)
-        h = self.network(self.features(params, q), squared_distances)
-        return self.energy_net(h).squeeze(-1).sum(-1)
-
-
-class EGNNNODE(ParticleModel):
-    """An E(n)-equivariant neural ODE: ``dq/dt = p / m`` (known) and an EGNN force::
-
-        dp_i/dt = sum_{j != i} (q_i - q_j) phi_x(m_ij) + phi_v(h_i) p_i,   m_ij = phi_e(h_i, h_j, |q_i - q_j|^2)
-
-    ``h`` comes from ``depth`` :class:`EGNNLayer` s on ``[features_i, |p_i|^2]``; the output is the
-    velocity variant's update of the paper (its eq. 7) taken as the force, with ``C = 1`` (a force is a
-    sum of pair forces, not a mean). Rotating or reflecting ``z`` rotates ``dz/dt``, translating ``q``
-    leaves it unchanged, and permuting the particles permutes it, for any ``N``.
-
-    Not Hamiltonian and not separable, so it conserves nothing by construction: ``phi_x(m_ij)`` is not
-    symmetric in ``i, j`` (``m_ij != m_ji``), so pair forces are not equal and opposite, and
-    ``phi_v(h_i) p_i`` rescales each momentum on its own; total linear momentum would be conserved only
-    with symmetric pair weights and without the ``phi_v`` term. Angular momentum would need more still.
-
-    The published EGNN N-body benchmark uses EGNN as a one-shot predictor of positions 1000
-    integration steps ahead, not as a vector field; that protocol is separate benchmark work.
-    """
-
-    def __init__(self, config: ModelConfig) -> None:
-        super().__init__(config)
-        self.network = EGNN(self.n_features + 1, config.width, config.depth)
-        self.edge_net = _edge_net(config.width)
-        self.pair_weight_net = _mlp(config.width, config.width, 1, 1)
-        self.momentum_gain_net = _mlp(config.width, config.width, 1, 1)
-
-    def vector_field(self, z: Tensor, params: Params) -> Tensor:
-        """``dz/dt``; ``z: (B, 2, N, D)`` -> ``(B, 2, N, D)``."""
-        self._check_state(z, fixed_n=False)
-        q, p = z[:, 0], z[:, 1]
-        differences, squared_distances = _squared_distances(q)
-        inputs = torch.cat([self.features(params, q), p.square().sum(-1, keepdim=True)], dim=-1)
-        h = self.network(inputs, squared_distances)
-        messages = self.edge_net(_pairs_of_others(h, squared_distances))
-        pulls = (_off_diagonal(differences) * self.pair_weight_net(messages)).sum(2)
-        force = pulls + self.momentum_gain_net(h) * p
-        return torch.stack([self.velocity(p, params), force], dim=1)
-
-    def forward(self, z: Tensor, params: Params) -> Tensor:
-        return self.vector_field(z, params)
 
 
 #: The model registry: ``ModelConfig.name`` -> model class.
@@ -600,8 +364,8 @@ def register_model(name: str, cls: type[ParticleModel], *, replace: bool = False
     MODELS.register(name, cls, replace=replace)
 
 
-for _name, _cls in (("hlieconv", HLieConv), ("fc-node", FCNODE), ("fc-hnn", FCHNN), ("hogn", HOGN),
-                   ("egnn-h", EGNNH), ("egnn-node", EGNNNODE)):
+# the EGNN models (egnn-h, egnn-node) live in hamnet.egnn, which registers them when hamnet is imported
+for _name, _cls in (("hlieconv", HLieConv), ("fc-node", FCNODE), ("fc-hnn", FCHNN), ("hogn", HOGN)):
     register_model(_name, _cls)
 
 

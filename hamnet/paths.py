@@ -4,16 +4,22 @@ An output must not be one of the command's inputs (the same file after resolving
 ``..`` and hard links), must carry the suffix of what is written there, and its folder must exist and
 be writable. A folder a command fills with several files (a demo) must be new, empty, or one the
 same command made before, which it marks with a small file of its own. Checks run before any work,
-so a refused command has changed nothing.
+so a refused command has changed nothing. Every file is written through :func:`atomic_path`, so a
+target is either untouched or complete.
 """
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import os
-from collections.abc import Iterable
+import secrets
+import signal
+import threading
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-__all__ = ["OutputPathError", "check_output", "check_output_folder", "same_file"]
+__all__ = ["OutputPathError", "atomic_path", "check_output", "check_output_folder", "interrupts_deferred", "same_file"]
 
 
 class OutputPathError(ValueError):
@@ -80,3 +86,97 @@ def _check_folder_writable(folder: Path, what: str) -> None:
         raise OutputPathError(f"cannot write {what}: folder {folder} does not exist")
     if not os.access(folder, os.W_OK | os.X_OK):
         raise OutputPathError(f"cannot write {what}: folder {folder} is not writable")
+
+
+@contextlib.contextmanager
+def interrupts_deferred() -> Iterator[None]:
+    """Run a short block that must not be cut in half: SIGINT or SIGTERM arriving during it is held and
+    handed to the handler that was in place once the block ends. Main thread only (where Python runs
+    signal handlers); an interrupt already pending on entry is raised before the block starts."""
+    held = (signal.SIGINT, signal.SIGTERM)
+    # a handler installed outside Python reads as None and could not be put back: then defer nothing
+    if threading.current_thread() is not threading.main_thread() or any(signal.getsignal(n) is None for n in held):
+        yield
+        return
+    caught: list[int] = []
+    previous = {}
+    try:
+        for signum in held:
+            previous[signum] = signal.signal(signum, lambda number, frame: caught.append(number))
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if caught:
+            handler = previous[caught[0]]
+            if callable(handler):
+                handler(caught[0], None)
+            elif handler == signal.SIG_DFL:
+                signal.raise_signal(caught[0])
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``, renamed onto ``path`` only if the block succeeds.
+
+    On any failure (an exception, a KeyboardInterrupt) the temporary file is removed, so the target
+    is either untouched or complete. Raises ``OSError`` with a readable message naming ``path`` when
+    the folder does not exist or is not writable, before any work is done in the block, or when the
+    write fails (a full disk, a file too large). A temporary file left by a process that was killed
+    (SIGKILL leaves no chance to clean up) is removed by the next write to the same path.
+    """
+    path = Path(path)
+    folder = path.parent
+    if not folder.is_dir():
+        raise OSError(f"cannot write {path}: folder {folder} does not exist")
+    _remove_stale_temporaries(path)
+    tmp = None
+    try:
+        with interrupts_deferred():  # an interrupt between creating the file and noting its name would strand it
+            tmp = _new_temporary(path)
+        try:
+            yield tmp
+            with open(tmp, "rb+") as handle:  # on disk before the rename makes it the real file
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        except OSError as error:
+            if error.filename is not None and str(path) in str(error):
+                raise
+            reason = error.strerror or str(error).splitlines()[0]
+            raise OSError(error.errno, f"cannot write {path}: {reason}") from error
+    finally:
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+
+
+def _new_temporary(path: Path) -> Path:
+    """A new empty file ``.NAME.PID.RANDOM.tmp`` beside ``path``, created exclusively with the permissions a
+    plain ``open()`` gives (0666 less the umask, applied by the kernel: no process-wide umask juggling)."""
+    for _ in range(100):
+        tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            return tmp
+        except FileExistsError:
+            continue
+        except OSError as error:
+            raise OSError(error.errno, f"cannot write {path}: {error.strerror}") from error
+    raise OSError(f"cannot write {path}: no free temporary name beside it")
+
+
+def _remove_stale_temporaries(path: Path) -> None:
+    """Remove ``atomic_path`` temporaries of ``path`` whose writing process no longer exists."""
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        pid = stale.name[len(path.name) + 2:].split(".", 1)[0]
+        if pid.isdigit() and not _process_alive(int(pid)):
+            stale.unlink(missing_ok=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's live process
+    return True

@@ -28,7 +28,8 @@ from matplotlib.lines import Line2D
 from torch import Tensor
 
 from .diagnostics import bounded_relative_error, conservation_series, energy, relative_change
-from .io import SystemUnavailable, Trajectories, atomic_path
+from .io import SystemUnavailable, Trajectories
+from .paths import atomic_path
 
 Hamiltonian = Callable[[Tensor, dict], Tensor]
 log = logging.getLogger(__name__)

@@ -4,24 +4,14 @@ Note to the reader: a batch holds windows ``z: (b, chunk, 2, N, D)`` (see :mod:`
 the loss is :class:`hamnet.loss.WindowLoss`, the squared error of the model integrated over each
 window against the window's other ``chunk - 1`` states.
 
-Optimiser: Adam with a cosine learning-rate decay over all steps of all epochs. A run folder holds
-``config.json``, ``metrics.jsonl`` (one line per epoch), ``last.pt`` (written at epoch 0, before
-training, then every epoch), ``best.pt`` (lowest validation loss) and ``.lock``. Resuming restores
-model, optimiser, scheduler, epoch and random states, so an interrupted run ends with bitwise the same
-weights as an uninterrupted one (on CPU).
-
-Nothing runs twice, nothing is lost, nothing is silent:
-
-- a run holds an advisory lock on its folder (``.lock``, the ``filelock`` package) from before its
-  first write to its end, so a second ``train`` on the same folder fails at once
-  (:class:`RunFolderInUse`);
-- every state a kill (SIGKILL included) can leave is accepted: ``--resume`` continues from
-  ``last.pt``, and a folder where no epoch completed may be started over by a new run;
-- the data file's sha256 is stored in ``config.json`` and in every checkpoint, and a resume on a
-  file that changed since is refused;
-- a loss or weights that stop being finite end the run at once (:class:`TrainingDiverged`) with
-  ``last.pt`` and ``best.pt`` as the last finite epoch left them: no checkpoint ever holds
-  non-finite weights.
+Optimiser: Adam with a cosine learning-rate decay over all steps of all epochs. The run folder
+(``config.json``, ``metrics.jsonl``, ``last.pt``, ``best.pt``, ``.lock``) and its rules, locking,
+resuming and fingerprinting, are :mod:`hamnet.runs`'. ``last.pt`` is written at epoch 0, before
+training, then every epoch; ``best.pt`` holds the lowest validation loss. Resuming restores model,
+optimiser, scheduler, epoch and random states, so an interrupted run ends with bitwise the same
+weights as an uninterrupted one (on CPU). A loss or weights that stop being finite end the run at once
+(:class:`TrainingDiverged`) with ``last.pt`` and ``best.pt`` as the last finite epoch left them: no
+checkpoint ever holds non-finite weights.
 
 Distributed: under ``torchrun --nproc_per_node=K`` each process takes a contiguous K-th of every
 global batch, the model is wrapped in DistributedDataParallel (gloo on CPU, nccl on GPU), and the
@@ -34,8 +24,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import hashlib
-import json
 import logging
 import math
 import os
@@ -48,24 +36,24 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from filelock import FileLock, Timeout
 from torch import nn
 from tqdm.auto import tqdm
 
 from .checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint, save_checkpoint
 from .data import DEFAULT_CHUNK, Windows, split_systems
 from .integrate import INTEGRATORS, get_integrator
-from .io import Trajectories, atomic_path, load_trajectories
+from .io import Trajectories, load_trajectories
 from .loss import WindowLoss, to_device, window_mse
-from .models import MODELS, ModelConfig, build_model, check_compatible, config_from_dict
+from .config import config_from_dict
+from .models import MODELS, ModelConfig, build_model, check_compatible
 from .rollouts import default_method
+from .runs import (RunFiles, append_metrics, checkpoint_epoch, claim, file_sha256, locked,
+                   make_run_folder, truncate_metrics, write_json)
 
 log = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
-#: bytes read at a time when fingerprinting a data file
-HASH_BLOCK_BYTES = 1 << 20
 #: a LieConv kernel's bound, as a multiple of the largest kernel input in the training windows: twice
 #: the data's reach leaves the data almost unbent (c tanh(x / c) is within 8% of x up to c / 2) and
 #: measured against no bound in benchmarks/results/divergence_escape.md
@@ -77,10 +65,6 @@ KERNEL_BOUND_SAMPLE_WINDOWS = 4096
 class TrainingDiverged(ValueError):
     """A training or validation loss, or the weights, stopped being finite; the run folder keeps the
     checkpoints of the last finite epoch."""
-
-
-class RunFolderInUse(ValueError):
-    """Another ``train`` process holds the run folder's lock."""
 
 
 @dataclass(frozen=True)
@@ -237,121 +221,14 @@ def _finite_everywhere(value: float, context: Context) -> bool:
     return finite
 
 
-# -- the run folder ---------------------------------------------------------------------------------
-@dataclass
-class RunFiles:
-    """The files of a run folder."""
-
-    folder: Path
-
-    @property
-    def config(self) -> Path:
-        return self.folder / "config.json"
-
-    @property
-    def metrics(self) -> Path:
-        return self.folder / "metrics.jsonl"
-
-    @property
-    def last(self) -> Path:
-        return self.folder / "last.pt"
-
-    @property
-    def best(self) -> Path:
-        return self.folder / "best.pt"
-
-    @property
-    def lock(self) -> Path:
-        return self.folder / ".lock"
-
-    def owns(self, name: str) -> bool:
-        """Whether a file called ``name`` in the folder is a run's own: one of its files, the lock, or
-        the temporary file of an atomic write that a kill interrupted."""
-        return name in self._names or name.startswith(self.lock.name) or self.is_temporary(name)
-
-    def is_temporary(self, name: str) -> bool:
-        """Whether ``name`` is the temporary file of an atomic write of one of the run's files."""
-        return name.endswith(".tmp") and any(name.startswith(f".{file}.") for file in self._names)
-
-    @property
-    def _names(self) -> list[str]:
-        return [path.name for path in (self.config, self.metrics, self.last, self.best)]
-
-
-def _make_folder(files: RunFiles, resume: bool) -> bool:
-    """Create the run folder unless it exists; returns whether this call made it.
-
-    There is no race: ``mkdir`` is atomic, so of two processes starting on one folder exactly one
-    creates it; both then try the lock, exactly one gets it, and only the holder reads or changes
-    what the folder holds. A folder holding anything that is not a run's own is refused here, before
-    the lock file is written, so nothing is ever written into someone else's folder.
-    """
-    folder = files.folder
-    if resume and not folder.is_dir():
-        raise ValueError(f"nothing to resume: run folder {folder} does not exist; drop --resume to start a new run")
-    try:
-        folder.mkdir(parents=True)
-        created = True
-    except FileExistsError:
-        if not folder.is_dir():
-            raise ValueError(f"run folder {folder} is a file; choose another --out") from None
-        created = False
-    except OSError as error:
-        raise OSError(f"cannot create run folder {folder}: {error.strerror or error}") from error
-    foreign = sorted(path.name for path in folder.iterdir() if not files.owns(path.name))
-    if foreign:
-        shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
-        raise ValueError(f"run folder {folder} already holds files that are not a hamnet run's ({shown}); "
-                         "choose another --out (nothing in it was changed)")
-    return created
-
-
-@contextlib.contextmanager
-def _locked(files: RunFiles):
-    """Hold the run folder's lock for the block; fail at once if another process holds it.
-
-    The lock is ``flock`` on ``.lock`` inside the folder: the kernel drops it when its holder exits,
-    however it exits, so a killed run never leaves the folder locked.
-    """
-    lock = FileLock(files.lock, timeout=0)
-    try:
-        lock.acquire()
-    except Timeout:
-        raise RunFolderInUse(f"run folder {files.folder} is in use by another hamnet train process"
-                             f"{_lock_holder(files.lock)}; wait for it to end or choose another --out") from None
-    except OSError as error:
-        raise OSError(f"cannot lock run folder {files.folder}: {error.strerror or error}") from error
-    try:
-        yield
-    finally:
-        lock.release()
-
-
-def _lock_holder(lock: Path) -> str:
-    """`` (pid N)`` for the process holding ``lock``, where the system tells (Linux's /proc/locks
-    lists every flock with its holder, device and inode); otherwise empty."""
-    try:
-        status = lock.stat()
-        with open("/proc/locks") as table:
-            entries = [line.split() for line in table]
-    except OSError:
-        return ""
-    # "1: FLOCK  ADVISORY  WRITE 4242 fe:00:2146851 0 EOF"; waiters' lines carry "->" and are skipped
-    device = f"{os.major(status.st_dev):02x}:{os.minor(status.st_dev):02x}:{status.st_ino}"
-    holders = {fields[5]: fields[4] for fields in entries if len(fields) > 5 and fields[1] == "FLOCK"}
-    same_inode = [pid for where, pid in holders.items() if where.rsplit(":", 1)[-1] == str(status.st_ino)]
-    pid = holders.get(device) or (same_inode[0] if len(same_inode) == 1 else None)  # overlay filesystems
-    return f" (pid {pid})" if pid else ""
-
-
 def _open_run(files: RunFiles, run: "_Run", config: TrainConfig, data_info: dict, resume: bool,
               held: contextlib.ExitStack) -> bool:
     """Main rank: create and lock the run folder (the lock joins ``held``), decide where the run
     starts and write its first files. Returns whether the run resumes a checkpoint."""
-    created = _make_folder(files, resume)
-    held.enter_context(_locked(files))  # if another process holds it, the folder is theirs: left alone
+    created = make_run_folder(files, resume)
+    held.enter_context(locked(files))  # if another process holds it, the folder is theirs: left alone
     try:
-        state = _claim(files, config, data_info, resume)
+        state = claim(files, config, data_info, resume)
         if state is not None:
             run.restore(state, files.last)
         _write_start(files, run, config, data_info, fresh=state is None)
@@ -360,35 +237,6 @@ def _open_run(files: RunFiles, run: "_Run", config: TrainConfig, data_info: dict
         if created and not files.last.exists():
             shutil.rmtree(files.folder, ignore_errors=True)  # nothing worth keeping: leave no half-made run
         raise
-
-
-def _claim(files: RunFiles, config: TrainConfig, data_info: dict, resume: bool) -> dict[str, Any] | None:
-    """With the lock held: the checkpoint the run resumes from, or None to start at epoch 0.
-
-    A folder where no epoch completed (no ``best.pt``; no ``last.pt``, or one of epoch 0: what a kill
-    before the end of the first epoch leaves) holds nothing worth keeping: it is cleared, and a new
-    run or ``--resume`` starts it at epoch 0. A run past that is refused to a new run and continued
-    by ``--resume``, after checking it was made with the same settings and data. Temporary files of
-    writes a kill cut short are removed: under the lock, no one else is writing them.
-    """
-    for path in files.folder.glob(".*.tmp"):
-        if files.is_temporary(path.name):
-            path.unlink(missing_ok=True)
-    last = load_checkpoint(files.last) if files.last.exists() else None
-    if resume and last is not None:
-        _check_resumable(files, last, config, data_info)
-        return last
-    if files.best.exists() or (last is not None and _epoch_of(last, files.last) > 0):
-        if resume:
-            raise ValueError(f"nothing to resume: {files.last} does not exist")
-        raise ValueError(f"run folder {files.folder} already holds files of a started run; resume it with "
-                         "--resume or choose another --out")
-    leftovers = [path for path in files.folder.iterdir() if path.name != files.lock.name]
-    if leftovers:
-        log.info("%s holds a run that completed no epoch; starting it over at epoch 0", files.folder)
-    for path in leftovers:
-        path.unlink(missing_ok=True)
-    return None
 
 
 def _write_start(files: RunFiles, run: "_Run", config: TrainConfig, data_info: dict, *, fresh: bool) -> None:
@@ -400,60 +248,10 @@ def _write_start(files: RunFiles, run: "_Run", config: TrainConfig, data_info: d
     ``last.pt`` (:func:`_epochs`). A kill between any two writes leaves a folder that ``--resume``
     continues and that, until an epoch completes, a new run may start over in.
     """
-    _write_json(files.config, {"train_config": config.as_dict(), "data": data_info})
-    _truncate_metrics(files.metrics, run.epoch)
+    write_json(files.config, {"train_config": config.as_dict(), "data": data_info})
+    truncate_metrics(files.metrics, run.epoch)
     if fresh:
         _save(files.last, run, config, data_info)
-
-
-def _check_resumable(files: RunFiles, state: dict[str, Any], config: TrainConfig, data_info: dict) -> None:
-    """Refuse a checkpoint made with other settings or other data (a CheckpointError naming it)."""
-    try:
-        saved = TrainConfig.from_dict(state.get("train_config"))
-    except ValueError as error:
-        raise CheckpointError(f"{files.last}: {str(error).splitlines()[0]}") from error
-    if saved != config:
-        changed = sorted(f.name for f in dataclasses.fields(config) if getattr(saved, f.name) != getattr(config, f.name))
-        bound = saved.model.kernel_bound
-        hint = (f" (it was trained with --kernel-bound {'none' if bound is None else f'{bound:g}'})"
-                if (bound, saved.kernel_bound_factor) != (config.model.kernel_bound, config.kernel_bound_factor)
-                else "")
-        raise CheckpointError(
-            f"{files.last} was trained with different settings ({', '.join(changed)}); "
-            f"resume with the run's own settings{hint} or start a new run folder"
-        )
-    saved_data = state.get("data") if isinstance(state.get("data"), dict) else {}
-    if _without_fingerprint(saved_data) != _without_fingerprint(data_info):
-        raise CheckpointError(f"{files.last} was trained on other data ({saved_data.get('path')}); "
-                              "resume with the same --data file")
-    # a checkpoint of a hamnet that did not fingerprint its data is taken on the description alone
-    before, now = saved_data.get("sha256", data_info["sha256"]), data_info["sha256"]
-    if before != now:
-        raise CheckpointError(
-            f"{files.last} was trained on other data: {data_info['path']} changed since the run started "
-            f"(sha256 {str(before)[:12]}... then, {now[:12]}... now); resume with the original file or start a "
-            "new run with another --out"
-        )
-
-
-def _without_fingerprint(data_info: dict) -> dict:
-    return {key: value for key, value in data_info.items() if key != "sha256"}
-
-
-def _epoch_of(state: dict[str, Any], path: Path) -> int:
-    epoch = state.get("epoch")
-    if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
-        raise CheckpointError(f"{path}: checkpoint epoch must be a non-negative int, got {epoch!r}")
-    return epoch
-
-
-def _sha256(path: str | os.PathLike) -> str:
-    """The sha256 of a file's bytes (hex), read in blocks so a large file is never held in memory."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(HASH_BLOCK_BYTES), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # -- the run ----------------------------------------------------------------------------------------
@@ -468,7 +266,7 @@ def train(config: TrainConfig, data_path: str | os.PathLike, run_dir: str | os.P
     the run exactly as if it had not stopped. Returns the last epoch's metrics.
 
     Everything is validated before ``run_dir`` is created, so bad input leaves nothing behind. The
-    folder is locked for the whole call: a second ``train`` on it raises :class:`RunFolderInUse` at
+    folder is locked for the whole call: a second ``train`` on it raises :class:`hamnet.runs.RunFolderInUse` at
     once. A loss or weights that stop being finite raise :class:`TrainingDiverged`, with ``last.pt``
     and ``best.pt`` as the last finite epoch wrote them.
     """
@@ -503,7 +301,7 @@ class _Run:
 
     def restore(self, state: dict[str, Any], path: Path) -> None:
         """Continue from a checkpoint read from ``path``; a malformed one is a CheckpointError naming it."""
-        epoch = _epoch_of(state, path)
+        epoch = checkpoint_epoch(state, path)
         try:
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
@@ -535,7 +333,7 @@ def _train(config, data_path, files, context, resume, progress, stop_after_epoch
         loss_module(*to_device(train_windows[torch.arange(1)], dtype, context.device))
     data_info = {"path": str(data_path), "system": data.meta.get("system"), "n_particles": data.n_particles,
                  "dim": data.dim, "dt": data.meta["dt"], "n_train_windows": len(train_windows),
-                 "sha256": _sha256(data_path)}
+                 "sha256": file_sha256(data_path)}
     with contextlib.ExitStack() as held:  # the folder's lock (main rank), held until the run ends
         resumed = _on_main(context, lambda: _open_run(files, run, config, data_info, resume, held))
         if resumed and not context.is_main:
@@ -629,7 +427,7 @@ def _epochs(run, loss_module, train_windows, validation_windows, config, context
             # metrics first, then best, then last: a kill between any two leaves a state that resume
             # repairs (metrics of epochs past last.pt are dropped, and the redone epoch, bitwise the
             # same, rewrites a best.pt that is ahead of last.pt)
-            _append_metrics(files.metrics, metrics)
+            append_metrics(files.metrics, metrics)
             if improved or not files.best.exists():
                 _save(files.best, run, config, data_info)
             _save(files.last, run, config, data_info)
@@ -705,37 +503,3 @@ def _save(path: Path, run: _Run, config: TrainConfig, data_info: dict) -> None:
     if not _finite_weights(run.model):
         raise TrainingDiverged(f"refusing to write {path}: the weights are not finite; {path} is left as it was")
     save_checkpoint(path, run.state(config, data_info))
-
-
-# -- metrics and config files -------------------------------------------------------------------------
-def _read_metrics(path: Path) -> list[dict]:
-    """Metric lines of a run; a line cut short by a kill mid-write is dropped."""
-    if not path.exists():
-        return []
-    lines = []
-    for line in path.read_text().splitlines():
-        try:
-            lines.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return lines
-
-
-def _write_metrics(path: Path, lines: list[dict]) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text("".join(json.dumps(line) + "\n" for line in lines))
-
-
-def _truncate_metrics(path: Path, epochs_done: int) -> None:
-    """Keep the metric lines of completed epochs only (a resumed run rewrites what it redoes)."""
-    if path.exists():
-        _write_metrics(path, [line for line in _read_metrics(path) if line.get("epoch", math.inf) <= epochs_done])
-
-
-def _append_metrics(path: Path, metrics: dict) -> None:
-    _write_metrics(path, _read_metrics(path) + [metrics])
-
-
-def _write_json(path: Path, value: dict) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(value, indent=2) + "\n")

@@ -6,6 +6,8 @@ from typing import NamedTuple
 import pytest
 import torch
 
+from hamnet.equivariance import ROUND_OFF
+
 # Small tensors are fastest on one thread, and a fixed thread count keeps timings and reductions
 # repeatable on any machine (CI has 2 cores; oversubscribing them slows the suite many times over).
 torch.set_num_threads(1)
@@ -20,7 +22,7 @@ class Tolerance(NamedTuple):
     #: results that should agree to round-off after a handful of operations
     close: tuple[float, float]
     #: largest ``|f(g x) - f(x)|`` of an exactly invariant network under a group element ``g``,
-    #: relative to the largest ``|f(x)|``: round-off of the dtype (100 units in the last place)
+    #: relative to the largest ``|f(x)|``: the library's own round-off, ``hamnet.equivariance.ROUND_OFF``
     invariance: float
     #: the same network or energy evaluated another way (another summation order, or in float32
     #: against the float64 computation of the same weights and inputs)
@@ -36,10 +38,10 @@ class Tolerance(NamedTuple):
 
 
 TOLERANCES = {
-    torch.float32: Tolerance(close=(1e-5, 1e-5), invariance=100 * torch.finfo(torch.float32).eps,
+    torch.float32: Tolerance(close=(1e-5, 1e-5), invariance=ROUND_OFF[torch.float32],
                              network=(1e-3, 1e-4), second_derivative=(1e-3, 2e-5), wrap=(1e-5, 1e-5),
                              search=1e-3),
-    torch.float64: Tolerance(close=(1e-10, 1e-12), invariance=100 * torch.finfo(torch.float64).eps,
+    torch.float64: Tolerance(close=(1e-10, 1e-12), invariance=ROUND_OFF[torch.float64],
                              network=(1e-10, 1e-12), second_derivative=(1e-6, 1e-10), wrap=(1e-9, 1e-11),
                              search=1e-7),
 }
@@ -64,8 +66,9 @@ def assert_close(actual: torch.Tensor, expected: torch.Tensor, kind: str = "clos
     torch.testing.assert_close(actual, expected, rtol=rtol, atol=atol)
 
 
-def assert_invariant(moved: torch.Tensor, reference: torch.Tensor) -> None:
-    """``moved`` equals ``reference`` to round-off: every difference within the ``invariance`` tolerance
+def assert_round_off(moved: torch.Tensor, reference: torch.Tensor) -> None:
+    """``moved`` equals ``reference`` to round-off (two tensors already computed; to check a model or an
+    energy under random group elements, use ``hamnet.equivariance``): every difference within the ``invariance`` tolerance
     of their dtype times the largest ``|reference|``."""
     scale = TOLERANCES[reference.dtype].invariance * reference.abs().max().item()
     torch.testing.assert_close(moved, reference, rtol=0, atol=scale)

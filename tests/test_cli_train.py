@@ -189,7 +189,7 @@ def test_kernel_bound_flag(files, tmp_path, capsys, flag, expected):
 
 
 def test_train_runs_on_the_threads_asked_and_gives_the_callers_count_back(files, tmp_path, capsys, monkeypatch):
-    import hamnet.cli
+    import hamnet.cli_train
 
     seen = []
 
@@ -197,7 +197,7 @@ def test_train_runs_on_the_threads_asked_and_gives_the_callers_count_back(files,
         seen.append(torch.get_num_threads())
         raise ValueError("stopped here by the test")
 
-    monkeypatch.setattr(hamnet.cli, "load_trajectories", failing_load)
+    monkeypatch.setattr(hamnet.cli_train, "load_trajectories", failing_load)
     before = torch.get_num_threads()
     asked = before + 1
     code, _, err = run_cli(["train", "--data", files["springs"], "--model", "fc-node", "--threads", str(asked),

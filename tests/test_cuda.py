@@ -12,7 +12,7 @@ import torch
 import problems
 from hamnet.checkpoint import load_checkpoint, model_from_checkpoint
 from hamnet.diagnostics import conservation_report
-from hamnet.equivariance import equivariance_error
+from hamnet.equivariance import invariance_error
 from hamnet.io import save_trajectories
 from hamnet.models import ModelConfig, build_model
 from hamnet.rollouts import rollout
@@ -84,7 +84,7 @@ def test_hlieconv_potential_is_invariant_on_cuda(generator, dtype, tolerance):
     _, params, z0 = problems.springs_batch(generator, n_systems=4, n_particles=4)
     features = model.features({k: v.cuda() for k, v in params.items()}, z0[:, 0].cuda().to(dtype))
     points = z0[:, 0].cuda().to(dtype)
-    error = equivariance_error(model.potential_net, model.group, points, features,
+    error = invariance_error(model.potential_net, model.group, points, features,
                                generator=torch.Generator().manual_seed(0))
     assert error < tolerance, error
 

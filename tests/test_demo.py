@@ -33,7 +33,7 @@ def test_demo_refuses_a_file_as_folder(tmp_path, capsys):
 def test_demo_runs_on_the_threads_asked_and_gives_the_callers_count_back(tmp_path, capsys, monkeypatch):
     import torch
 
-    import hamnet.demo
+    import hamnet.cli
 
     seen = []
 
@@ -41,7 +41,7 @@ def test_demo_runs_on_the_threads_asked_and_gives_the_callers_count_back(tmp_pat
         seen.append(torch.get_num_threads())
         raise ValueError("stopped here by the test")
 
-    monkeypatch.setattr(hamnet.demo, "run_demo", failing_demo)
+    monkeypatch.setattr(hamnet.cli, "demo", failing_demo)
     before = torch.get_num_threads()
     asked = before + 1  # differs from the caller's count, whatever it is
     assert main(["demo", "--quick", "--threads", str(asked), "--out", str(tmp_path / "demo")]) == 1

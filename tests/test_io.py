@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from hamnet.io import (SystemUnavailable, Trajectories, TrajectoryFileError, atomic_path, load_trajectories,
-                       save_trajectories)
+from hamnet import paths
+from hamnet.io import SystemUnavailable, Trajectories, TrajectoryFileError, load_trajectories, save_trajectories
+from hamnet.paths import atomic_path
 from hamnet.simulation import generate
 from hamnet.systems import Springs
 
@@ -188,20 +189,19 @@ def test_an_archive_entry_that_is_not_an_array_is_refused(tmp_path, data):
 def test_an_interrupt_during_a_zip_constructor_arrives_after_it():
     """SIGTERM landing while zipfile builds an object would leave a half-built ZipFile whose finaliser
     prints a traceback; the writer defers it over the constructor and hands it on right after."""
-    from hamnet import io
     seen = []
 
     def handler(signum, frame):
         seen.append("handler")
     previous = signal.signal(signal.SIGTERM, handler)
     try:
-        with io._interrupts_deferred():
+        with paths.interrupts_deferred():
             signal.raise_signal(signal.SIGTERM)
             seen.append("block finished")
         seen.append("after")
         assert signal.getsignal(signal.SIGTERM) is handler and seen == ["block finished", "handler", "after"]
         with pytest.raises(KeyboardInterrupt):  # Ctrl-C's default handler raises once the block is done
-            with io._interrupts_deferred():
+            with paths.interrupts_deferred():
                 signal.raise_signal(signal.SIGINT)
                 seen.append("second block finished")
         assert seen[-1] == "second block finished"

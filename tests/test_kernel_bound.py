@@ -11,7 +11,7 @@ import torch
 from conftest import TOLERANCES
 from problems import ALL_GROUPS, SENSITIVE, ids, point_cloud, small_lieresnet
 
-from hamnet.equivariance import equivariance_error
+from hamnet.equivariance import invariance_error
 from hamnet.groups import SO2, T
 from hamnet.lieconv import centre
 from hamnet.models import ModelConfig, build_model
@@ -62,7 +62,7 @@ def test_well_inside_the_bound_the_network_is_unchanged(group, generator):
 def test_bounded_networks_stay_exactly_invariant(group, generator, dtype):
     model = small_lieresnet(group, dtype=dtype, gain=SENSITIVE, kernel_bound=1.5)
     points, features = point_cloud(group, generator, dtype=dtype)
-    report = equivariance_error(model, group, points, features, generator=generator, translation_scale=3.0,
+    report = invariance_error(model, group, points, features, generator=generator, translation_scale=3.0,
                                 report=True)
     assert report.relative_change <= TOLERANCES[dtype].invariance
 

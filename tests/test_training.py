@@ -24,7 +24,8 @@ from hamnet.io import load_trajectories, save_trajectories
 from hamnet.models import ModelConfig, build_model
 from hamnet.simulation import generate
 from hamnet.loss import WindowLoss, window_mse
-from hamnet.training import RunFolderInUse, TrainConfig, TrainingDiverged, train
+from hamnet.runs import RunFolderInUse
+from hamnet.training import TrainConfig, TrainingDiverged, train
 from hamnet.systems import Springs
 
 TINY_MODEL = ModelConfig(name="hlieconv", group="T2", width=8, depth=1, kernel_width=8, kernel_channels=4,

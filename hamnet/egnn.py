@@ -1,13 +1,20 @@
-"""One-shot position predictors: EGNN as the N-body benchmark of its paper uses it.
+"""EGNN (Satorras, Hoogeboom and Welling, "E(n) Equivariant Graph Neural Networks", ICML 2021) in hamnet.
 
 Note to the reader: the state is hamnet's ``z: (B, 2, N, D)`` (``z[:, 0]`` positions ``q``, ``z[:, 1]``
-momenta ``p``) with ``params``, a dict of ``(B, N)`` tensors; velocities are ``v = p / m``. A predictor
-maps the state at one time to the positions ``(B, N, D)`` at one fixed later time.
+momenta ``p``) with ``params``, a dict of ``(B, N)`` tensors; velocities are ``v = p / m``. Three uses
+of one network family live here:
 
-Satorras, Hoogeboom and Welling ("E(n) Equivariant Graph Neural Networks", ICML 2021) benchmark on a
-charged 5-body set by predicting the positions 1000 integration steps ahead from one frame, with the
-velocity variant of EGNN (their eqs. 3-7). :class:`EGNNPredictor` is that model, over all pairs::
+- ``egnn-h`` (:class:`EGNNH`): a Hamiltonian ``H = sum |p|^2 / 2m + V(q)`` whose potential is an
+  E(n)-invariant EGNN, so it conserves both momenta when rolled out symplectically;
+- ``egnn-node`` (:class:`EGNNNODE`): an E(n)-equivariant vector field (a neural ODE, not Hamiltonian);
+- :class:`EGNNPredictor`: the one-shot position predictor of EGNN's own N-body benchmark.
 
+The two models register themselves in :data:`hamnet.models.MODELS` when this module is imported
+(``import hamnet`` does it).
+
+The predictor. EGNN's paper benchmarks on a charged 5-body set by predicting the positions 1000
+integration steps ahead from one frame, with the velocity variant of EGNN (its eqs. 3-7).
+:class:`EGNNPredictor` is that model, over all pairs::
     m_ij  = phi_e(h_i, h_j, |x_i - x_j|^2, a_ij)
     v_i'  = phi_v(h_i) v_i + 1/(N - 1) sum_{j != i} (x_i - x_j) phi_x(m_ij)
     x_i'  = x_i + v_i'
@@ -39,13 +46,133 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional
 
-from .models import DEFAULT_INIT_SEED, _mlp, _off_diagonal, _squared_distances, init_parameters
+from .layers import DEFAULT_INIT_SEED, init_parameters, mlp, off_diagonal, pairs_of_others, pairwise_differences
+from .models import ModelConfig, ParticleModel, SeparableModel, register_model
+
+__all__ = ["EGNN", "EGNNH", "EGNNLayer", "EGNNNODE", "EGNNPredictor", "fit_predictor", "position_mse"]
 
 Params = dict[str, Tensor]
+
+
+# -- the models: an invariant potential and an equivariant vector field -------------------------
+
+def _edge_net(width: int) -> nn.Sequential:
+    """EGNN's ``phi_e``: ``[h_i, h_j, |x_i - x_j|^2] -> m_ij``, two linear layers with Swish after each."""
+    return nn.Sequential(mlp(2 * width + 1, width, 1, width), nn.SiLU())
+
+
+class EGNNLayer(nn.Module):
+    """One E(n)-invariant EGNN layer on node features ``h: (B, N, W)`` (the paper's eqs. 3, 5, 6)::
+
+        m_ij = phi_e(h_i, h_j, |x_i - x_j|^2),   m_i = sum_{j != i} m_ij,   h_i' = h_i + phi_h(h_i, m_i)
+
+    over all pairs (no edge attributes ``a_ij``), with a residual connection on ``h``. The coordinate
+    update (eq. 4) is left out: positions enter only through the squared distances, so ``h'`` is
+    invariant to rotations, reflections and translations and permutation equivariant.
+    """
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.edge_net = _edge_net(width)
+        self.node_net = mlp(2 * width, width, 1, width)
+
+    def forward(self, h: Tensor, squared_distances: Tensor) -> Tensor:
+        """``h: (B, N, W)``, ``squared_distances: (B, N, N, 1)`` -> ``h': (B, N, W)``."""
+        messages = self.edge_net(pairs_of_others(h, squared_distances)).sum(2)
+        return h + self.node_net(torch.cat([h, messages], dim=-1))
+
+
+class EGNN(nn.Module):
+    """A linear embedding of per-particle inputs ``(B, N, F) -> (B, N, W)``, then ``depth``
+    :class:`EGNNLayer` s; invariant node features ``h: (B, N, W)``."""
+
+    def __init__(self, in_features: int, width: int, depth: int) -> None:
+        super().__init__()
+        self.embed = nn.Linear(in_features, width)
+        self.layers = nn.ModuleList(EGNNLayer(width) for _ in range(depth))
+
+    def forward(self, inputs: Tensor, squared_distances: Tensor) -> Tensor:
+        """``inputs: (B, N, F)``, ``squared_distances: (B, N, N, 1)`` -> ``(B, N, W)``."""
+        h = self.embed(inputs)
+        for layer in self.layers:
+            h = layer(h, squared_distances)
+        return h
+
+
+class EGNNH(SeparableModel):
+    """``H = sum_i |p_i|^2 / 2 m_i + V_theta(q, features)``, ``V = sum_i phi_V(h_i)`` over an invariant EGNN.
+
+    The node features start from the particle features and pass ``depth`` :class:`EGNNLayer` s whose
+    edges see squared distances only. An invariant scalar needs no coordinate updates (they would
+    carry equivariant information the energy cannot use), so only the ``h`` stream is kept.
+    ``V`` is invariant, by construction and to round-off, to rotations, reflections, translations
+    and permutations of the particles, for any ``N`` and any weights: rolled out with a symplectic
+    integrator, it conserves linear and angular momentum (Noether). Separable; Swish throughout, so
+    the force (by autograd) is smooth and can be differentiated again in training. Cost ``O(N^2)``.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__(config)
+        self.network = EGNN(self.n_features, config.width, config.depth)
+        self.energy_net = mlp(config.width, config.width, 1, 1)
+
+    def potential(self, q: Tensor, params: Params) -> Tensor:
+        """``V_theta(q)``; ``q: (B, N, D)`` -> ``(B,)``."""
+        _, squared_distances = pairwise_differences(q)
+        h = self.network(self.features(params, q), squared_distances)
+        return self.energy_net(h).squeeze(-1).sum(-1)
+
+
+class EGNNNODE(ParticleModel):
+    """An E(n)-equivariant neural ODE: ``dq/dt = p / m`` (known) and an EGNN force::
+
+        dp_i/dt = sum_{j != i} (q_i - q_j) phi_x(m_ij) + phi_v(h_i) p_i,   m_ij = phi_e(h_i, h_j, |q_i - q_j|^2)
+
+    ``h`` comes from ``depth`` :class:`EGNNLayer` s on ``[features_i, |p_i|^2]``; the output is the
+    velocity variant's update of the paper (its eq. 7) taken as the force, with ``C = 1`` (a force is a
+    sum of pair forces, not a mean). Rotating or reflecting ``z`` rotates ``dz/dt``, translating ``q``
+    leaves it unchanged, and permuting the particles permutes it, for any ``N``.
+
+    Not Hamiltonian and not separable, so it conserves nothing by construction: ``phi_x(m_ij)`` is not
+    symmetric in ``i, j`` (``m_ij != m_ji``), so pair forces are not equal and opposite, and
+    ``phi_v(h_i) p_i`` rescales each momentum on its own; total linear momentum would be conserved only
+    with symmetric pair weights and without the ``phi_v`` term. Angular momentum would need more still.
+
+    The published EGNN N-body benchmark uses EGNN as a one-shot predictor of positions 1000
+    integration steps ahead, not as a vector field; that protocol is separate benchmark work.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__(config)
+        self.network = EGNN(self.n_features + 1, config.width, config.depth)
+        self.edge_net = _edge_net(config.width)
+        self.pair_weight_net = mlp(config.width, config.width, 1, 1)
+        self.momentum_gain_net = mlp(config.width, config.width, 1, 1)
+
+    def vector_field(self, z: Tensor, params: Params) -> Tensor:
+        """``dz/dt``; ``z: (B, 2, N, D)`` -> ``(B, 2, N, D)``."""
+        self._check_state(z, fixed_n=False)
+        q, p = z[:, 0], z[:, 1]
+        differences, squared_distances = pairwise_differences(q)
+        inputs = torch.cat([self.features(params, q), p.square().sum(-1, keepdim=True)], dim=-1)
+        h = self.network(inputs, squared_distances)
+        messages = self.edge_net(pairs_of_others(h, squared_distances))
+        pulls = (off_diagonal(differences) * self.pair_weight_net(messages)).sum(2)
+        force = pulls + self.momentum_gain_net(h) * p
+        return torch.stack([self.velocity(p, params), force], dim=1)
+
+    def forward(self, z: Tensor, params: Params) -> Tensor:
+        return self.vector_field(z, params)
+
+
+register_model("egnn-h", EGNNH)
+register_model("egnn-node", EGNNNODE)
+
+
+# -- the one-shot predictor ------------------------------------------------------------------------
+
 #: ``(z0: (B, 2, N, D), params, target positions: (B, N, D))``
 Dataset = tuple[Tensor, Params, Tensor]
-
-__all__ = ["EGNNPredictor", "fit_predictor", "position_mse"]
 
 #: xavier-uniform gain of ``phi_x``'s last layer: the paper's, small so a fresh model starts near ``x + g v``
 PAIR_WEIGHT_INIT_GAIN = 1e-3
@@ -70,19 +197,19 @@ class VelocityEGNNLayer(nn.Module):
         super().__init__()
         self.edge_in = nn.Linear(2 * width + 1 + EDGE_ATTRIBUTES, width)
         self.edge_out = nn.Linear(width, width)
-        self.node_net = _mlp(2 * width, width, 1, width)
+        self.node_net = mlp(2 * width, width, 1, width)
         self.pair_weight_net = nn.Sequential(nn.Linear(width, width), nn.SiLU(), nn.Linear(width, 1, bias=False))
-        self.velocity_gain_net = _mlp(width, width, 1, 1)
+        self.velocity_gain_net = mlp(width, width, 1, 1)
 
     def forward(self, h: Tensor, x: Tensor, v: Tensor, attributes: Tensor) -> tuple[Tensor, Tensor]:
         """``h: (B, N, W)``, positions ``x: (B, N, D)``, input velocities ``v: (B, N, D)`` and
         ``attributes: (B, N, N, 2)`` -> ``(h', x')``, shaped as ``h`` and ``x``."""
-        differences, squared_distances = _squared_distances(x)
+        differences, squared_distances = pairwise_differences(x)
         edges = torch.cat([squared_distances, attributes], dim=-1)
         # the pairs of two different particles only, from the first layer on: self-pairs send nothing
-        first = _off_diagonal(_pair_linear(self.edge_in, h, edges))  # (B, N, N - 1, W)
+        first = off_diagonal(_pair_linear(self.edge_in, h, edges))  # (B, N, N - 1, W)
         messages = functional.silu(self.edge_out(functional.silu(first)))
-        pulls = (_off_diagonal(differences) * self.pair_weight_net(messages)).sum(2) / (x.shape[1] - 1)
+        pulls = (off_diagonal(differences) * self.pair_weight_net(messages)).sum(2) / (x.shape[1] - 1)
         velocity = self.velocity_gain_net(h) * v + pulls
         return h + self.node_net(torch.cat([h, messages.sum(2)], dim=-1)), x + velocity
 
@@ -114,7 +241,7 @@ class EGNNPredictor(nn.Module):
         """Predicted positions ``(B, N, D)`` from ``z: (B, 2, N, D)`` and ``params`` (``"m": (B, N)``
         and, if present, ``params[charge_key]: (B, N)``), in ``z``'s dtype."""
         q, v, charges = self._inputs(z, params)
-        _, squared_distances = _squared_distances(q)
+        _, squared_distances = pairwise_differences(q)
         attributes = torch.cat([(charges.unsqueeze(2) * charges.unsqueeze(1)).unsqueeze(-1), squared_distances], -1)
         h = self.embed(torch.linalg.vector_norm(v, dim=-1, keepdim=True))  # its gradient at v = 0 is 0
         x = q

@@ -1,4 +1,4 @@
-"""EGNN as a one-shot position predictor (hamnet.predictors).
+"""EGNN as a one-shot position predictor (hamnet.egnn).
 
 Equivariance under random rotations, reflections, translations and permutations in float32 and
 float64; the velocity term of a fresh and of a hand-set model; gradcheck; the memory-saving pair
@@ -11,7 +11,7 @@ import torch
 from conftest import TOLERANCES
 from problems import cast, transform
 
-from hamnet.predictors import EGNNPredictor, VelocityEGNNLayer, _pair_linear, fit_predictor, position_mse
+from hamnet.egnn import EGNNPredictor, VelocityEGNNLayer, _pair_linear, fit_predictor, position_mse
 
 F64 = torch.float64
 #: small enough to be quick, deep enough that coordinates are updated twice

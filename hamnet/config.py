@@ -1,0 +1,79 @@
+"""Configurations as frozen dataclasses, rebuilt from the dicts they were saved as.
+
+``ModelConfig`` and ``TrainConfig`` are written into run folders and checkpoints as
+``dataclasses.asdict``; reading one back goes through :func:`config_from_dict`, which checks every key
+and the type of every value against the dataclass's annotations, so a foreign or hand-edited
+configuration is refused in one line instead of failing deep inside a build.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from typing import Any, Mapping
+
+__all__ = ["config_from_dict"]
+
+
+def config_from_dict(cls, values: Mapping[str, Any], what: str):
+    """The frozen dataclass ``cls`` built from a dict (e.g. read back from JSON or a checkpoint).
+
+    Refuses, with a one-line ``ValueError``, keys it does not know (a config written by another
+    version or for another model) and values that are not of the field's annotated type: ``int``,
+    ``float`` (an int is taken), ``str``, ``bool``, ``X | None``, ``tuple[X, ...]`` (a JSON list is
+    taken) and nested dataclasses (a dict is built into one, as ``TrainConfig.model``).
+    """
+    if not isinstance(values, Mapping):
+        raise ValueError(f"{what} must be a dict of settings, got {type(values).__name__}")
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"unknown {what} keys {unknown}; known keys: {sorted(known)}")
+
+    def describe(hint) -> str:
+        if typing.get_origin(hint) in (typing.Union, types.UnionType):
+            return " or ".join(describe(option) for option in typing.get_args(hint))
+        if typing.get_origin(hint) is tuple:
+            return f"a list of {describe(typing.get_args(hint)[0])}"
+        if dataclasses.is_dataclass(hint):
+            return f"a dict of {hint.__name__} settings"
+        return "None" if hint is type(None) else getattr(hint, "__name__", str(hint))
+
+    def converted(name: str, value: Any, hint: Any) -> Any:
+        """``value`` as the annotated type; raises TypeError if it is not one."""
+        origin, args = typing.get_origin(hint), typing.get_args(hint)
+        if origin in (typing.Union, types.UnionType):
+            if value is None and type(None) in args:
+                return None
+            for option in (arg for arg in args if arg is not type(None)):
+                try:
+                    return converted(name, value, option)
+                except TypeError:
+                    continue
+        elif origin is tuple and len(args) == 2 and args[1] is Ellipsis:
+            if isinstance(value, (list, tuple)):
+                return tuple(converted(name, item, args[0]) for item in value)
+        elif dataclasses.is_dataclass(hint):
+            if isinstance(value, hint):
+                return value
+            if isinstance(value, Mapping):
+                return config_from_dict(hint, value, f"{name} config")
+        elif hint in (int, float, str, bool):
+            if isinstance(value, bool) != (hint is bool):  # bool is an int to Python, not to a config
+                raise TypeError
+            if isinstance(value, hint) or (hint is float and isinstance(value, int)):
+                return hint(value)
+        else:
+            return value  # an annotation this check does not know: left to the class
+        raise TypeError
+
+    hints = typing.get_type_hints(cls)
+    checked = {}
+    for name, value in values.items():
+        try:
+            checked[name] = converted(name, value, hints[name])
+        except TypeError:
+            shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+            raise ValueError(f"{what} field {name!r} must be {describe(hints[name])}, got {shown}") from None
+    return cls(**checked)
