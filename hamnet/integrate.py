@@ -9,8 +9,10 @@ yoshida6, yoshida8; separable H only) and the implicit Gauss methods (implicit_m
 H), and the torchdiffeq methods hamnet users reach for (euler, midpoint, rk4, dopri5, dopri8).
 Each entry says its order, whether it is symplectic, needs a separable H, or steps on a fixed grid.
 Importing this module registers hamnet's solvers in torchdiffeq's solver table
-(``torchdiffeq._impl.odeint.SOLVERS``, tested against torchdiffeq 0.2.5, whose maintainers
-recommend exactly this for new fixed-grid solvers); pass ``method=solver_key(name)`` to ``odeint``.
+(``torchdiffeq._impl.odeint.SOLVERS``). torchdiffeq has no public way to add a solver, so this uses its
+private table and its step callbacks (torchdiffeq 0.2.4 and later); ``pyproject.toml`` bounds the
+versions to the ones CI tests (0.2.4, the lowest, and the pinned 0.2.5). Pass
+``method=solver_key(name)`` to ``odeint``.
 Where torchdiffeq already has a different solver of the same name (its development branch has an
 ``implicit_midpoint``), hamnet's goes in as ``hamnet_<name>`` and torchdiffeq's stays untouched.
 

@@ -18,7 +18,8 @@ from torch import Tensor, nn
 
 from hamnet.groups import SE2, SE3, SO2, SO3, LieGroup, T, Trivial
 from hamnet.lieconv import LieResNet
-from hamnet.models import ModelConfig, build_model, init_parameters
+from hamnet.layers import init_parameters
+from hamnet.models import ModelConfig, build_model
 from hamnet.systems import NBody, Springs
 
 F64 = torch.float64
@@ -26,11 +27,12 @@ Params = dict[str, Tensor]
 
 # -- groups -------------------------------------------------------------------------------------
 
-#: groups whose lift is deterministic: a network over them is invariant to round-off
-EXACT_GROUPS = (Trivial(2), T(2), T(3), SO2())
-#: groups whose lift samples the stabilizer (Monte Carlo): invariant given transformed lifts, or in distribution
-SAMPLED_GROUPS = (SE2(), SO3(), SE3())
-ALL_GROUPS = EXACT_GROUPS + SAMPLED_GROUPS
+#: groups that act freely on points (no stabilizer): one lift per point, nothing to choose
+FREE_GROUPS = (Trivial(2), T(2), T(3), SO2())
+#: groups whose action has a stabilizer: exactly invariant with the default (exact) lift, invariant only in
+#: distribution with the paper's Monte Carlo lift (``lift="monte-carlo"``), which samples the stabilizer
+STABILIZED_GROUPS = (SE2(), SO3(), SE3())
+ALL_GROUPS = FREE_GROUPS + STABILIZED_GROUPS
 
 
 def ids(items: Iterable) -> list[str]:
