@@ -6,7 +6,7 @@ window against the window's other ``chunk - 1`` states.
 
 Optimiser: Adam with a cosine learning-rate decay over all steps of all epochs. The run folder
 (``config.json``, ``metrics.jsonl``, ``last.pt``, ``best.pt``, ``.lock``) and its rules, locking,
-resuming and fingerprinting, are :mod:`hamnet.runs`'. ``last.pt`` is written at epoch 0, before
+resuming and fingerprinting, are :mod:`hamnet.runs`'s. ``last.pt`` is written at epoch 0, before
 training, then every epoch; ``best.pt`` holds the lowest validation loss. Resuming restores model,
 optimiser, scheduler, epoch and random states, so an interrupted run ends with bitwise the same
 weights as an uninterrupted one (on CPU). A loss or weights that stop being finite end the run at once
@@ -14,9 +14,8 @@ weights as an uninterrupted one (on CPU). A loss or weights that stop being fini
 checkpoint ever holds non-finite weights.
 
 Distributed: under ``torchrun --nproc_per_node=K`` each process takes a contiguous K-th of every
-global batch, the model is wrapped in DistributedDataParallel (gloo on CPU, nccl on GPU), and the
-loss is scaled so the averaged gradient is that of the global batch. Only the main rank locks and
-writes the run folder; the others learn its verdict (go on, or the same error) by a broadcast.
+global batch and the loss is scaled so the averaged gradient is that of the global batch; how the
+processes agree is :mod:`hamnet.distributed`. :class:`TrainingStep` is the step taken on each batch.
 """
 
 from __future__ import annotations
@@ -41,6 +40,7 @@ from tqdm.auto import tqdm
 
 from .checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint, save_checkpoint
 from .data import DEFAULT_CHUNK, Windows, split_systems
+from .distributed import Context, close_distributed, distributed_context, finite_everywhere, on_main
 from .integrate import INTEGRATORS, get_integrator
 from .io import Trajectories, load_trajectories
 from .loss import WindowLoss, to_device, window_mse
@@ -154,73 +154,6 @@ class TrainConfig:
         return config_from_dict(cls, values, "train config")
 
 
-# -- distributed ------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Context:
-    """Where this process sits: rank, world size and device."""
-
-    rank: int = 0
-    world_size: int = 1
-    device: torch.device = torch.device("cpu")
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def distributed_context(device: str = "cpu") -> Context:
-    """Join the process group when started by ``torchrun`` (WORLD_SIZE > 1); else a single process."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size == 1:
-        return Context(device=torch.device(device))
-    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    use_cuda = device.startswith("cuda")
-    if use_cuda:
-        torch.cuda.set_device(local_rank)  # before the group exists, so NCCL binds each rank to its own GPU
-    if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
-    return Context(rank=rank, world_size=world_size,
-                   device=torch.device(f"cuda:{local_rank}") if use_cuda else torch.device("cpu"))
-
-
-def close_distributed(context: Context, *, succeeded: bool) -> None:
-    """Leave the process group. After success every rank meets at a barrier first, so teardown never
-    races; after a failure the group is destroyed at once (a barrier could meet another rank's
-    all-reduce and hang)."""
-    if context.world_size > 1 and dist.is_initialized():
-        if succeeded:
-            dist.barrier()
-        dist.destroy_process_group()
-
-
-def _on_main(context: Context, work: Callable[[], Any]) -> Any:
-    """``work()`` done by the main rank alone; its result, or its ``ValueError`` / ``OSError`` raised,
-    on every rank, so that all ranks go on together or all fail with the same line."""
-    if context.world_size == 1:
-        return work()
-    outcome: list[Any] = [None]
-    if context.is_main:
-        try:
-            outcome[0] = work()
-        except (ValueError, OSError) as error:
-            outcome[0] = error
-    dist.broadcast_object_list(outcome, src=0)
-    if isinstance(outcome[0], (ValueError, OSError)):
-        raise outcome[0]
-    return outcome[0]
-
-
-def _finite_everywhere(value: float, context: Context) -> bool:
-    """Whether ``value`` is finite on every rank (all ranks then stop at the same batch, none left
-    waiting in an all-reduce)."""
-    finite = math.isfinite(value)
-    if context.world_size > 1:
-        flag = torch.tensor([1.0 if finite else 0.0], device=context.device)
-        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
-        finite = bool(flag.item() == 1.0)
-    return finite
-
-
 def _open_run(files: RunFiles, run: "_Run", config: TrainConfig, data_info: dict, resume: bool,
               held: contextlib.ExitStack) -> bool:
     """Main rank: create and lock the run folder (the lock joins ``held``), decide where the run
@@ -281,16 +214,72 @@ def train(config: TrainConfig, data_path: str | os.PathLike, run_dir: str | os.P
         close_distributed(context, succeeded=succeeded)
 
 
+class NonFiniteLoss(ValueError):
+    """A batch's loss was not finite (here or, under DistributedDataParallel, in another process); the
+    step that raised it changed nothing. ``loss`` is this process's value."""
+
+    def __init__(self, loss: float) -> None:
+        super().__init__(f"the training loss is {loss}")
+        self.loss = loss
+
+
+class TrainingStep:
+    """The optimiser step :func:`train` takes on every batch, public so that benchmarks time exactly it.
+
+    Built from a :class:`TrainConfig`: the model (``build_model`` from ``config.seed``, unless one is
+    given), Adam with ``config.lr`` and ``config.weight_decay``, a cosine decay to 0 over ``total_steps``,
+    and the window loss (:class:`hamnet.loss.WindowLoss`) with ``config.method`` at the data's ``dt``, in
+    ``config.dtype`` on ``device``. ``step(z, params, scale=...)`` on a batch of windows
+    ``z: (b, chunk, 2, N, D)``: the summed squared error times ``scale`` (``1 / elements`` for the
+    batch's mean), its gradient, one host synchronisation to read the loss, then, if ``finite(loss)``,
+    Adam's step and the schedule's; otherwise it raises :class:`NonFiniteLoss` with nothing changed.
+    Returns the scaled loss.
+    """
+
+    def __init__(self, config: TrainConfig, dt: float, total_steps: int, *, device: str | torch.device = "cpu",
+                 model: nn.Module | None = None) -> None:
+        model = model if model is not None else build_model(config.model, torch.Generator().manual_seed(config.seed))
+        self.model = model.to(device=device, dtype=DTYPES[config.dtype])
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=max(total_steps, 1))
+        #: the module whose output is the loss: DistributedDataParallel wraps it under torchrun
+        self.loss_module: nn.Module = WindowLoss(self.model, dt, config.method)
+
+    def __call__(self, z: torch.Tensor, params: dict[str, torch.Tensor], *, scale: float,
+                 finite: Callable[[float], bool] = math.isfinite) -> float:
+        loss = self.loss_module(z, params) * scale
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        # the batch's one host synchronisation, after the backward pass is queued (on a GPU the check
+        # then waits for work already running instead of stalling the queue before the backward)
+        value = float(loss.detach())
+        if not finite(value):
+            raise NonFiniteLoss(value)
+        self.optimizer.step()
+        self.scheduler.step()
+        return value
+
+
 @dataclass
 class _Run:
-    """Everything one training run updates: model, optimiser, schedule, shuffling, progress."""
+    """Everything one training run updates: its step (model, optimiser, schedule), shuffling, progress."""
 
-    model: nn.Module
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LRScheduler
+    step: TrainingStep
     shuffle: torch.Generator
     epoch: int = 0
     best: float = math.inf
+
+    @property
+    def model(self) -> nn.Module:
+        return self.step.model
+
+    @property
+    def optimizer(self) -> torch.optim.Optimizer:
+        return self.step.optimizer
+
+    @property
+    def scheduler(self) -> torch.optim.lr_scheduler.LRScheduler:
+        return self.step.scheduler
 
     def state(self, config: TrainConfig, data_info: dict) -> dict[str, Any]:
         """The checkpoint contents (see :mod:`hamnet.checkpoint`)."""
@@ -321,28 +310,26 @@ def _train(config, data_path, files, context, resume, progress, stop_after_epoch
     model = build_model(config.model, torch.Generator().manual_seed(config.seed))
     if config.init_from is not None and not resume:  # a resumed run continues from its own checkpoint
         _load_initial_weights(model, config)
-    model = model.to(device=context.device, dtype=dtype)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     steps = config.epochs * math.ceil(len(train_windows) / config.batch_size)
-    run = _Run(model, optimizer, torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps),
+    run = _Run(TrainingStep(config, dt, steps, device=context.device, model=model),
                torch.Generator().manual_seed(config.seed))
-    loss_module = WindowLoss(model, dt, config.method)
     # one window through the model before anything is written: a model/integrator/neighbourhood
     # mismatch fails here, not after the run folder exists
     with torch.no_grad():
-        loss_module(*to_device(train_windows[torch.arange(1)], dtype, context.device))
+        run.step.loss_module(*to_device(train_windows[torch.arange(1)], dtype, context.device))
     data_info = {"path": str(data_path), "system": data.meta.get("system"), "n_particles": data.n_particles,
                  "dim": data.dim, "dt": data.meta["dt"], "n_train_windows": len(train_windows),
                  "sha256": file_sha256(data_path)}
     with contextlib.ExitStack() as held:  # the folder's lock (main rank), held until the run ends
-        resumed = _on_main(context, lambda: _open_run(files, run, config, data_info, resume, held))
+        resumed = on_main(context, lambda: _open_run(files, run, config, data_info, resume, held))
         if resumed and not context.is_main:
             run.restore(load_checkpoint(files.last), files.last)  # checked by the main rank
         if context.world_size > 1:
             # a Hamiltonian's constant offset (the output bias) never reaches the force, so it gets no
             # gradient; DDP must be told such parameters exist
-            loss_module = nn.parallel.DistributedDataParallel(loss_module, find_unused_parameters=True)
-        return _epochs(run, loss_module, train_windows, validation_windows, config, context, files, data_info,
+            run.step.loss_module = nn.parallel.DistributedDataParallel(run.step.loss_module,
+                                                                       find_unused_parameters=True)
+        return _epochs(run, train_windows, validation_windows, config, context, files, data_info,
                        progress, stop_after_epochs)
 
 
@@ -402,7 +389,7 @@ def _prepare_data(config: TrainConfig, data_path: Path, context: Context):
     return data, train_windows, validation_windows
 
 
-def _epochs(run, loss_module, train_windows, validation_windows, config, context, files, data_info, progress,
+def _epochs(run, train_windows, validation_windows, config, context, files, data_info, progress,
             stop_after_epochs) -> dict[str, Any]:
     dt = float(train_windows.data.meta["dt"])
     diverged = functools.partial(_diverged, run, config, files, train_windows, data_info["path"])
@@ -410,7 +397,7 @@ def _epochs(run, loss_module, train_windows, validation_windows, config, context
     metrics: dict[str, Any] = {}
     while run.epoch < last_epoch:
         started = time.perf_counter()
-        train_loss = _train_epoch(run, loss_module, train_windows, config, context, progress and context.is_main,
+        train_loss = _train_epoch(run, train_windows, config, context, progress and context.is_main,
                                   diverged)
         seconds = time.perf_counter() - started
         validation = (window_mse(run.model, validation_windows, dt, method=config.method, dtype=DTYPES[config.dtype])
@@ -436,7 +423,7 @@ def _epochs(run, loss_module, train_windows, validation_windows, config, context
     return metrics
 
 
-def _train_epoch(run, loss_module, windows, config, context, progress,
+def _train_epoch(run, windows, config, context, progress,
                  diverged: Callable[[str], TrainingDiverged]) -> float:
     """One pass over the training windows; returns the mean loss. A batch whose loss is not finite
     (on any rank) raises ``diverged(what)`` before any step is taken with it, and so do weights that
@@ -452,17 +439,12 @@ def _train_epoch(run, loss_module, windows, config, context, progress,
         global_elements = global_index.numel() * elements_per_window
         # DDP averages gradients over processes; scaling by world_size / global count makes that
         # average the gradient of the global batch's mean, whatever the split sizes
-        loss = loss_module(z, params) * (context.world_size / global_elements)
-        run.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        # the batch's one host synchronisation, after the backward pass is queued (on a GPU the check
-        # then waits for work already running instead of stalling the queue before the backward)
-        batch_loss = float(loss.detach())
-        if not _finite_everywhere(batch_loss, context):
-            value = batch_loss if not math.isfinite(batch_loss) else "not finite (in another process)"
-            raise diverged(f"the training loss is {value} in epoch {run.epoch + 1}, batch {number}")
-        run.optimizer.step()
-        run.scheduler.step()
+        try:
+            batch_loss = run.step(z, params, scale=context.world_size / global_elements,
+                                  finite=functools.partial(finite_everywhere, context=context))
+        except NonFiniteLoss as error:
+            value = error.loss if not math.isfinite(error.loss) else "not finite (in another process)"
+            raise diverged(f"the training loss is {value} in epoch {run.epoch + 1}, batch {number}") from None
         total += batch_loss / context.world_size * global_elements
         count += global_elements
     if not _finite_weights(run.model):  # an overflowing gradient at the last step: the next loss would show it

@@ -22,7 +22,7 @@ TIERS = {
     "numerics": ["composition", "diagnostics", "dynamics", "integrate", "io", "data", "simulation", "protocols",
                  "lie_group", "rigid_groups", "groups", "equivariance", "lieconv", "layers"],
     "models": ["models", "egnn", "checkpoint", "rollouts", "loss"],
-    "workflows": ["runs", "training", "evaluation"],
+    "workflows": ["runs", "distributed", "training", "evaluation"],
     "figures": ["plots", "animate"],
     "interface": ["demo", "cli_common", "cli_train", "cli_visual", "cli", "__init__"],
 }

@@ -25,7 +25,8 @@ from hamnet.models import ModelConfig, build_model
 from hamnet.simulation import generate
 from hamnet.loss import WindowLoss, window_mse
 from hamnet.runs import RunFolderInUse
-from hamnet.training import TrainConfig, TrainingDiverged, train
+from hamnet.training import (NonFiniteLoss, TrainConfig, TrainingDiverged, TrainingStep, train,
+                             with_kernel_bound)
 from hamnet.systems import Springs
 
 TINY_MODEL = ModelConfig(name="hlieconv", group="T2", width=8, depth=1, kernel_width=8, kernel_channels=4,
@@ -130,6 +131,37 @@ def test_training_lowers_the_window_error(springs_file, tmp_path):
     assert lines[-1]["train_loss"] < 0.25 * lines[0]["train_loss"]
     best = load_checkpoint(tmp_path / "run" / "best.pt")
     assert best["best_validation"] == min(line["validation_mse"] for line in lines)
+
+
+def test_the_public_training_step_is_the_one_train_takes(springs_file, tmp_path):
+    """Benchmarks time ``TrainingStep``: driven over the same batches, it ends on ``train``'s weights bit for bit."""
+    config = tiny_config(epochs=2, validation=0.0, test=0.0)
+    train(config, springs_file, tmp_path / "run")
+    data = load_trajectories(springs_file)
+    data.z, data.params = data.z.float(), {key: value.float() for key, value in data.params.items()}
+    split = split_systems(data.n_systems, config.validation, config.test, config.seed)
+    windows = Windows(data, config.chunk, split.train, config.max_windows, seed=config.seed)
+    config = with_kernel_bound(config, windows)  # what train decides from the data
+    batches_per_epoch = math.ceil(len(windows) / config.batch_size)
+    step = TrainingStep(config, float(data.meta["dt"]), config.epochs * batches_per_epoch)
+    shuffle = torch.Generator().manual_seed(config.seed)
+    elements_per_window = (config.chunk - 1) * math.prod(data.z.shape[2:])
+    for _ in range(config.epochs):
+        for index in windows.batches(config.batch_size, shuffle):
+            step(*windows[index], scale=1 / (index.numel() * elements_per_window))
+    assert same_weights(step.model.state_dict(), weights(tmp_path / "run"))
+
+
+def test_a_step_whose_loss_is_not_finite_changes_nothing(springs_file):
+    data = load_trajectories(springs_file)
+    z, params = Windows(data, 5)[torch.arange(4)]
+    step = TrainingStep(tiny_config(dtype="float64"), 0.01, 10)
+    before = {name: value.clone() for name, value in step.model.state_dict().items()}
+    with pytest.raises(NonFiniteLoss) as refused:
+        step(z, params, scale=math.inf)
+    assert refused.value.loss == math.inf and step.scheduler.last_epoch == 0
+    assert same_weights(step.model.state_dict(), before) and not step.optimizer.state
+    assert math.isfinite(step(z, params, scale=1.0)) and step.scheduler.last_epoch == 1
 
 
 def test_resume_is_bitwise_exact(springs_file, tmp_path):
