@@ -1,0 +1,296 @@
+"""Every results table of README.md and docs/, generated from benchmarks/results/*.json.
+
+A page marks each table it shows with ``<!-- table: NAME -->`` and ``<!-- /table -->``; this script
+rewrites what lies between from the results files, so a figure on a page changes only when its result
+does, and withdrawing a figure means deleting or re-running its result. ``--check`` writes nothing and
+exits 1 naming every page whose tables differ from their results (the test suite runs it).
+
+Usage: python benchmarks/tables.py [--check]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import statistics
+import sys
+from collections.abc import Callable
+from functools import cache
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+BLOCK = re.compile(r"(<!-- table: (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /table -->)", re.S)
+
+TABLES: dict[str, Callable[[], str]] = {}
+
+
+def table(function: Callable[[], list[str]]) -> Callable[[], list[str]]:
+    """Register ``function`` (its name with dashes) as a table: it returns the table's markdown lines."""
+    TABLES[function.__name__.replace("_", "-")] = lambda: "\n".join(function()) + "\n"
+    return function
+
+
+@cache
+def result(name: str) -> dict:
+    return json.loads((RESULTS / name).read_text())
+
+
+def sci(value: float | str) -> str:
+    """Two significant figures, ``1.3e-5`` rather than ``1.3e-05``; JSON's ``"inf"`` / ``"nan"`` (a run
+    that diverged) as ``diverged``."""
+    value = float(value)
+    if value != value or value in (float("inf"), float("-inf")):
+        return "diverged"
+    if value == 0:
+        return "0"
+    if 1e-2 <= abs(value) < 1e3:
+        return f"{value:.2g}" if abs(value) < 1 else f"{value:.3g}"
+    mantissa, exponent = f"{value:.1e}".split("e")
+    return f"{mantissa}e{int(exponent)}"
+
+
+def percent(value: float) -> str:
+    return f"{100 * value:.2g}%"
+
+
+def rows(header: list[str], body: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(row) + " |"
+                                                                          for row in body]
+
+
+# -- springs -----------------------------------------------------------------------------------------
+
+SPRINGS_MODELS = ["HLieConv T(2)", "HLieConv SO(2)", "HLieConv Trivial", "HOGN", "FC-NODE", "FC-HNN"]
+
+
+def _springs(name: str, key: str, with_spread: bool) -> list[str]:
+    summary = result(name)["summary"]
+    models = [model for model in SPRINGS_MODELS if model in summary]
+    body = []
+    for size in sorted(summary[models[0]], key=int, reverse=True):
+        cells = []
+        for model in models:
+            figure = summary[model][size][key]
+            mean = f"{figure['mean']:.3g}" if key == "valid_prediction_time_median" else sci(figure["mean"])
+            spread = f" ± {sci(figure['std'])}" if with_spread and len(summary[model][size]["seeds"]) > 1 else ""
+            cells.append(mean + spread)
+        body.append([size] + cells)
+    return rows(["windows"] + models, body)
+
+
+@table
+def springs_paper_mse() -> list[str]:
+    return _springs("springs_paper.json", "window_mse_with_initial", with_spread=False)
+
+
+@table
+def springs_paper_vpt() -> list[str]:
+    return _springs("springs_paper.json", "valid_prediction_time_median", with_spread=False)
+
+
+@table
+def springs_paper_energy() -> list[str]:
+    """The true energy's relative change over 10,000 float64 leapfrog steps, median over test systems."""
+    return _springs("springs_paper.json", "drift_energy_median", with_spread=False)
+
+
+@table
+def springs_small_mse() -> list[str]:
+    return _springs("springs_small.json", "window_mse_with_initial", with_spread=True)
+
+
+@table
+def pretrained() -> list[str]:
+    body = []
+    for name in ("springs-so2", "springs-t2"):
+        card = result(f"pretrained_{name}.json")
+        scores, long = card["evaluate"], card["long_rollout"]
+        body.append([f"`{name}`", sci(scores["window_mse"]), f"{scores['rollout_error']['final']:.2g}",
+                     f"{scores['valid_prediction_time']['median']:.3g}",
+                     f"{long['diverged']} of {long['systems']}", percent(long["energy_drift"]["median"]),
+                     sci(long["linear_momentum_drift"]["max"]), sci(long["angular_momentum_drift"]["max"]),
+                     f"{card['train_seconds']:.0f} s"])
+    return rows(["model", "window MSE", "500-step error (final)", "valid prediction time, median",
+                 "diverged over 10,000 float64 leapfrog steps", "true-energy drift, median",
+                 "linear momentum, largest change", "angular momentum, largest change", "training"], body)
+
+
+# -- the reference implementation, side by side --------------------------------------------------------
+
+def _seeds(side: str, group: str, key: str) -> list[float]:
+    runs = result("reference_side_by_side.json")["runs"]
+    return [run[key] for name, run in runs.items() if name.startswith(f"{side}_{group}_seed")]
+
+
+@table
+def reference_accuracy() -> list[str]:
+    body = []
+    sides = [("hamnet-own", "hamnet, its defaults, in the reference's time"),
+             ("hamnet", "hamnet at the reference's protocol"), ("reference", "reference at its protocol")]
+    for group in result("reference_side_by_side.json")["settings"]["groups"]:
+        for side, label in sides:
+            body.append([group, label,
+                         f"{statistics.mean(_seeds(side, group, 'valid_prediction_time_median')):.2g}",
+                         sci(statistics.mean(_seeds(side, group, "window_mse_with_initial"))),
+                         f"{statistics.mean(_seeds(side, group, 'rollout_error_final')):.2g}",
+                         f"{sum(_seeds(side, group, 'diverged'))} of {sum(_seeds(side, group, 'n_systems'))}",
+                         f"{statistics.mean(_seeds(side, group, 'train_seconds')):.0f} s"])
+    return rows(["group", "side", "valid prediction time, median", "window MSE", "500-step error (final)",
+                 "diverged", "training"], body)
+
+
+@table
+def reference_speed() -> list[str]:
+    report = result("reference_side_by_side.json")
+    body = []
+    for timing in report["timing"]:
+        seconds = timing["seconds_per_1000_windows"]
+        peaks = {memory["side"]: memory["peak_rss_bytes"] / 2**30 for memory in report["memory"]
+                 if memory["width"] == timing["width"]}
+        body.append([str(timing["width"]), f"{statistics.mean(seconds['hamnet']):.1f} s",
+                     f"{statistics.mean(seconds['reference']):.1f} s", f"{peaks['hamnet']:.2f} GiB",
+                     f"{peaks['reference']:.2f} GiB"])
+    return rows(["width", "hamnet, per 1000 windows", "reference, per 1000 windows", "hamnet, peak memory",
+                 "reference, peak memory"], body)
+
+
+# -- N-body sets of the equivariant graph networks -------------------------------------------------------
+
+def _peers(protocol: str) -> list[str]:
+    report = result("nbody_peers_small.json")
+    body = [[model] + [f"{sci(figures[h]['mean'])} ± {sci(figures[h]['std'])}" for h in ("1000", "1500", "2000")]
+            for model, figures in report["summary"][protocol].items()]
+    body += [[f"{model} (published, 10x the data)"] + [sci(value) for value in values]
+             for model, values in report["published"].get(protocol, {}).items()]
+    return rows(["model", "1000 steps", "1500 steps", "2000 steps"], body)
+
+
+@table
+def peers_charged() -> list[str]:
+    return _peers("egnn-charged5")
+
+
+@table
+def peers_gravity() -> list[str]:
+    return _peers("segno-gravity5")
+
+
+# -- speed, scale and long rollouts ------------------------------------------------------------------
+
+@table
+def speed() -> list[str]:
+    generate = result("generate_speed.json")["results"][0]
+    fits = {fit["group"]: fit for fit in result("lieconv_scale.json")["fits"] if fit["layout"].startswith("k=")}
+    largest = max(result("lieconv_scale.json")["rows"], key=lambda row: (row["n"], row["neighbours"] or 0))
+    throughput = {row["method"]: row for row in result("rollout_speed.json")["throughput"]}
+    long = {(row["hamiltonian"], row["method"]): row for row in result("long_rollout.json")["results"]}
+    leapfrog = long[("HLieConv SO(2)", "leapfrog")]
+    momenta = result("momenta_3d.json")["largest_relative_change"]
+    fit = next(iter(fits.values()))
+    return rows(["what", "measured", "results file"], [
+        ["ground truth, 10,000 springs x 500 steps, one thread",
+         f"{generate['seconds']:.2g} s ({generate['systems_per_second']:,.0f} systems/s), energy error at most "
+         f"{sci(generate['max_relative_energy_error'])}", "`generate_speed.json`"],
+        [f"LieResNet forward + backward, {largest['neighbours']} neighbours, {largest['n']} points",
+         f"{largest['seconds']:.2g} s, {largest['peak_mib']:.0f} MiB; time ~ N^{fit['time_exponent']:.2f}, "
+         f"memory ~ N^{fit['memory_exponent']:.2f}", "`lieconv_scale.json`"],
+        ["rollout throughput, HLieConv at equal accuracy, simulated time per second",
+         f"leapfrog {throughput['leapfrog']['system_time_units_per_second']:.3g}, "
+         f"rk4 {throughput['rk4']['system_time_units_per_second']:.3g}", "`rollout_speed.json`"],
+        [f"{result('long_rollout.json')['setting']['steps']:,}-step float64 leapfrog rollout, HLieConv SO(2)",
+         f"learned-energy error {sci(leapfrog['energy']['first_tenth'])} early, "
+         f"{sci(leapfrog['energy']['last_tenth'])} late; momenta {sci(leapfrog['linear_momentum'])}",
+         "`long_rollout.json`"],
+        [f"{result('momenta_3d.json')['steps']:,}-step float64 leapfrog rollout, HLieConv SE(3), 3D gravity",
+         f"linear momentum {sci(momenta['linear_momentum'])}, angular {sci(momenta['angular_momentum'])}",
+         "`momenta_3d.json`"],
+    ])
+
+
+@table
+def gpu() -> list[str]:
+    report = result("gpu/gpu_speed.json")
+    body = [[f"{row['group']} {row['width']}x{row['depth']}", row["method"],
+             f"{row['gpu_seconds_per_1000_windows']:.2f} s", f"{row['cpu_seconds_per_1000_windows']:.2f} s",
+             f"{row['speedup']:.1f}x"] for row in report["training"]]
+    return rows(["HLieConv", "windows", f"{report['gpu']}, per 1000 windows",
+                 f"its CPU ({report['cpu_threads']} threads)", "speed-up"], body)
+
+
+# -- the front page ---------------------------------------------------------------------------------
+
+@table
+def headline() -> list[str]:
+    paper = result("springs_paper.json")["summary"]
+    at = lambda model, key: paper[model]["3000"][key]["mean"]  # noqa: E731
+    card = result("pretrained_springs-so2.json")["long_rollout"]
+    charged = result("nbody_peers_small.json")["summary"]["egnn-charged5"]
+    speed = result("reference_side_by_side.json")["timing"][0]
+    return rows(["what", "hamnet", "against"], [
+        ["springs, paper scale, 3000 windows: window MSE",
+         f"HLieConv T(2) {sci(at('HLieConv T(2)', 'window_mse_with_initial'))}, "
+         f"SO(2) {sci(at('HLieConv SO(2)', 'window_mse_with_initial'))}",
+         f"HOGN {sci(at('HOGN', 'window_mse_with_initial'))}, FC-HNN {sci(at('FC-HNN', 'window_mse_with_initial'))}"],
+        ["the same: valid prediction time (median, time units)",
+         f"{at('HLieConv T(2)', 'valid_prediction_time_median'):.1f}, "
+         f"{at('HLieConv SO(2)', 'valid_prediction_time_median'):.1f}",
+         f"HOGN {at('HOGN', 'valid_prediction_time_median'):.2g}"],
+        ["pretrained `springs-so2`, 10,000 float64 leapfrog steps, 300 held-out systems",
+         f"{card['diverged']} diverged; true energy {percent(card['energy_drift']['median'])} (median); momenta "
+         f"{sci(card['linear_momentum_drift']['max'])}", "-"],
+        ["same data as the paper's code, equal training time: valid prediction time, T(2) / SO(2)",
+         " / ".join(f"{statistics.mean(_seeds('hamnet-own', g, 'valid_prediction_time_median')):.2g}"
+                    for g in ("T2", "SO2")),
+         "reference " + " / ".join(f"{statistics.mean(_seeds('reference', g, 'valid_prediction_time_median')):.2g}"
+                                   for g in ("T2", "SO2"))],
+        [f"training step, width {speed['width']}, one thread, per 1000 windows",
+         f"{statistics.mean(speed['seconds_per_1000_windows']['hamnet']):.1f} s",
+         f"reference {statistics.mean(speed['seconds_per_1000_windows']['reference']):.1f} s"],
+        ["charged 5-body, a tenth of the data: position MSE at 1000 steps",
+         f"HLieConv SE(3) {sci(charged['HLieConv SE(3)']['1000']['mean'])}, EGNN-H {sci(charged['EGNN-H']['1000']['mean'])}",
+         f"EGNN one-shot {sci(charged['EGNN (direct)']['1000']['mean'])} (hamnet is behind here)"],
+    ])
+
+
+# -- pages ------------------------------------------------------------------------------------------------
+
+def pages() -> list[Path]:
+    return [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+
+
+def render(text: str, page: str = "page") -> str:
+    """``text`` with every marked table regenerated; an unknown table name is an error."""
+    def replace(match: re.Match) -> str:
+        name = match["name"]
+        if name not in TABLES:
+            raise KeyError(f"{page}: unknown table {name!r}; known: {', '.join(sorted(TABLES))}")
+        return match.group(1) + TABLES[name]() + match.group(4)
+
+    return BLOCK.sub(replace, text)
+
+
+def stale_pages() -> list[Path]:
+    """Pages whose tables differ from what their results files give."""
+    return [page for page in pages() if render(page.read_text(), page.name) != page.read_text()]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="write nothing; exit 1 if a page is stale")
+    args = parser.parse_args(argv)
+    stale = stale_pages()
+    if args.check:
+        for page in stale:
+            print(f"{page.relative_to(ROOT)}: a table differs from its results; run python benchmarks/tables.py",
+                  file=sys.stderr)
+        return 1 if stale else 0
+    for page in stale:
+        page.write_text(render(page.read_text(), page.name))
+        print(f"rewrote the tables of {page.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
