@@ -71,7 +71,7 @@ class Trajectories:
     def system(self, spec: str | None = None):
         """The true system of this file, rebuilt with the settings in ``meta``.
 
-        Data files are data: a system is found only by a name registered in ``systems.SYSTEMS`` (the
+        Data files are data: a system is found only by a name registered in ``hamnet.systems.SYSTEMS`` (the
         built-ins, or one a ``--plugin`` registered). A file made by a user's system loaded from a
         file (``meta["system"] = "path.py:Class"``) is never imported because the file says so:
         :class:`SystemUnavailable` says how to name it yourself, with ``spec`` (``--true-system`` on the

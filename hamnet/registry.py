@@ -2,7 +2,7 @@
 
 hamnet keeps one :class:`Registry` per concept: groups (``hamnet.groups.GROUPS``), models
 (``hamnet.models.MODELS``) and integrators (``hamnet.integrate.INTEGRATORS``); physical systems
-have theirs in ``systems.SYSTEMS``, since ``systems`` does not depend on hamnet. Configurations,
+have theirs in ``hamnet.systems.SYSTEMS``, since ``systems`` does not depend on hamnet. Configurations,
 checkpoints, the command line and validation all look names up here, so an entry a user registers
 from their own code works everywhere a built-in one does. Names are matched case-insensitively
 and reported with their registered spelling.

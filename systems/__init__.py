@@ -31,7 +31,7 @@ def register_system(cls: type[HamiltonianSystem], name: str | None = None, *, re
     """Make a system class available by ``name`` (default: ``cls.name``) to :func:`get_system_class`,
     and so to ``hamnet generate --system name`` (with ``--plugin file.py`` holding this call)."""
     if not (inspect.isclass(cls) and issubclass(cls, HamiltonianSystem)) or inspect.isabstract(cls):
-        raise TypeError(f"register_system needs a concrete subclass of systems.HamiltonianSystem, got {cls!r} "
+        raise TypeError(f"register_system needs a concrete subclass of hamnet.systems.HamiltonianSystem, got {cls!r} "
                         "(implement sample_params, sample_state and potential)")
     name = name or cls.name
     if name in SYSTEMS and SYSTEMS[name] is not cls and not replace:
@@ -60,7 +60,7 @@ def get_system_class(spec: str) -> type[HamiltonianSystem]:
         raise ValueError(f"system file {path!r} has no class {class_name!r}")
     if not (inspect.isclass(cls) and issubclass(cls, HamiltonianSystem)) or inspect.isabstract(cls):
         raise ValueError(
-            f"{class_name!r} in {path!r} must be a concrete subclass of systems.HamiltonianSystem "
+            f"{class_name!r} in {path!r} must be a concrete subclass of hamnet.systems.HamiltonianSystem "
             "(implement sample_params, sample_state and potential)"
         )
     return cls
