@@ -32,9 +32,9 @@ import torch
 from hamnet.training import TrainConfig, train
 
 sys.path.insert(0, str(Path(__file__).parent))
-from ablation_reference_protocol import side_by_side_files, train_and_score  # noqa: E402
-from pieces import run_script, write_json, write_result_files  # noqa: E402
-from reference_side_by_side import SCALES, hamnet_config, hamnet_flags  # noqa: E402
+# the side by side's settings, training and scoring, for identical figures
+from pieces import (SCALES, hamnet_config, hamnet_flags, run_script, side_by_side_files,  # noqa: E402
+                    train_and_score, write_json, write_result_files)
 
 HERE = Path(__file__).resolve().parent
 BATCHES = (200, 50)

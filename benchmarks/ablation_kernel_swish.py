@@ -31,7 +31,7 @@ from hamnet.models import HLieConv, ModelConfig, register_model
 from hamnet.training import TrainConfig, train
 
 sys.path.insert(0, str(Path(__file__).parent))
-from pretrained_card import long_rollout  # noqa: E402  (benchmarks share their measurements)
+from pieces import long_rollout  # noqa: E402  (the pretrained cards' long rollout)
 
 
 class SwishKernelHLieConv(HLieConv):

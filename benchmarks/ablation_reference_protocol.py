@@ -39,16 +39,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from hamnet.checkpoint import model_from_checkpoint
-from hamnet.io import load_trajectories
 from hamnet.lieconv import LieConv
 from hamnet.models import HLieConv, ModelConfig, register_model
-from hamnet.training import TrainConfig
 
 sys.path.insert(0, str(Path(__file__).parent))
-from reference_adapter import score_model  # noqa: E402  (the side-by-side's scoring, for identical figures)
-from reference_side_by_side import SCALES, hamnet_config, hamnet_flags, train_hamnet  # noqa: E402
-from pieces import run_script, write_json, write_result_files  # noqa: E402
+# the side by side's settings, training and scoring, for identical figures
+from pieces import (SCALES, hamnet_config, hamnet_flags, run_script, side_by_side_files,  # noqa: E402
+                    train_and_score, write_result_files)
 
 HERE = Path(__file__).resolve().parent
 
@@ -88,17 +85,6 @@ def register_variants() -> None:
         register_model(f"hlieconv-{name}", _variant(mean_bias, kernel_swish), replace=True)
 
 
-def side_by_side_files(folder: Path) -> tuple[Path, Path, Path]:
-    """The side-by-side's windows file, test file and scores folder (the one of its default rollouts)."""
-    windows = sorted((folder / "data").glob("windows*_chunk5_*.npz"))
-    tests = sorted((folder / "data").glob("springs_*_systems300_seed1.npz"))
-    runs = sorted(folder.glob("windows*_test*/scores_default"))
-    if len(windows) != 1 or len(tests) != 1 or len(runs) != 1:
-        raise SystemExit(f"{folder} does not hold one side-by-side run at the protocol scale: run "
-                         "benchmarks/reference_side_by_side.py --scale protocol first")
-    return windows[0], tests[0], runs[0]
-
-
 def run_variant(name: str, group: str, seed: int, windows: Path, test: Path, work: Path) -> dict:
     """Train (or resume) and score one variant and seed (cached in ``work``): its score and training figures."""
     out = work / "scores" / f"{name}_{group}_seed{seed}.json"
@@ -108,18 +94,6 @@ def run_variant(name: str, group: str, seed: int, windows: Path, test: Path, wor
                                  kernel_bound_factor=config.kernel_bound_factor if bounded else None)
     training, score = train_and_score(config, windows, test, work / "runs" / f"{name}_{group}_seed{seed}", out)
     return score | {"training": training}
-
-
-def train_and_score(config: TrainConfig, windows: Path, test: Path, folder: Path, out: Path) -> tuple[dict, dict]:
-    """Train (or resume) ``config`` into ``folder`` and score its last weights as the side-by-side does,
-    the score cached in ``out``: ``(training figures, score)``. Training comes first even when scored,
-    so a cached run of other settings is refused rather than reused."""
-    training = train_hamnet(config, windows, folder)
-    if not out.exists():
-        score = score_model(model_from_checkpoint(folder / "last.pt")[0], load_trajectories(test), None)
-        write_json(out, score)
-        logging.info("%s trained (%.0f s of epochs) and scored", folder.name, training["epoch_seconds"])
-    return training, json.loads(out.read_text())
 
 
 def row(label: str, scores: list[dict]) -> str:

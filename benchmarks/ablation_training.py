@@ -35,7 +35,7 @@ from hamnet.models import ModelConfig
 from hamnet.training import DEFAULT_KERNEL_BOUND_FACTOR, TrainConfig, train
 
 sys.path.insert(0, str(Path(__file__).parent))
-from pretrained_card import long_rollout  # noqa: E402  (benchmarks share their measurements)
+from pieces import long_rollout  # noqa: E402  (the pretrained cards' long rollout)
 
 HERE = Path(__file__).parent
 #: the batch the shipped models were first made with; runs at it keep their labels from before --batch-size

@@ -2,8 +2,9 @@
 
     python benchmarks/gpu_speed.py [--out benchmarks/results] [--windows-cpu 400] [--windows-gpu 2000]
 
-The training step timed is the one ``hamnet train`` runs (``hamnet.loss.WindowLoss`` through
-torchdiffeq over 5-state windows, forward, double backward and an Adam step, batch 200, float32,
+The training step timed is the one ``hamnet train`` runs, ``hamnet.training.TrainingStep``
+(``hamnet.loss.WindowLoss`` through torchdiffeq over 5-state windows, forward, double backward, the loss
+read and checked, an Adam step at lr 1e-3 and the cosine schedule's step, batch 200, float32,
 springs N = 6 in 2D), for HLieConv at the paper's width 384 and at width 128, with rk4 windows (the
 paper's) and leapfrog windows. The rollout timed is HLieConv SO(2) in float64 with leapfrog, as
 ``hamnet rollout`` runs it. Each figure is the best of ``--repeats`` after a warm-up; the CPU uses
@@ -24,10 +25,10 @@ import torch
 
 from hamnet import systems
 from hamnet.data import Windows
-from hamnet.loss import WindowLoss
 from hamnet.models import ModelConfig, build_model
 from hamnet.rollouts import rollout
 from hamnet.simulation import generate
+from hamnet.training import TrainConfig, TrainingStep
 
 BATCH, CHUNK, DT = 200, 5, 0.01
 TRAIN_CONFIGS = (("T2", 128, 4), ("T2", 384, 4), ("SO2", 384, 4))
@@ -42,22 +43,17 @@ def synchronize(device: str) -> None:
 def training_seconds(group: str, width: int, depth: int, method: str, device: str, windows: int,
                      repeats: int, data, batch: int = BATCH) -> float:
     """Best seconds per 1000 windows of the training step on ``device``, ``batch`` windows a step."""
-    config = ModelConfig(name="hlieconv", group=group, width=width, depth=depth)
-    model = build_model(config, torch.Generator().manual_seed(0)).to(device)
-    loss_module = WindowLoss(model, DT, method)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    n_batches = max(1, windows // batch)
+    config = TrainConfig(model=ModelConfig(name="hlieconv", group=group, width=width, depth=depth),
+                         batch_size=batch, lr=1e-3, chunk=CHUNK, method=method, seed=0)
+    train_step = TrainingStep(config, DT, total_steps=repeats * (n_batches + 1), device=device)
     all_windows = Windows(data, CHUNK)
     batches = all_windows.batches(batch, torch.Generator().manual_seed(0))
     elements = batch * (CHUNK - 1) * math.prod(data.z.shape[2:])
 
     def step(index) -> None:
-        z, params = all_windows[index]
-        loss = loss_module(z, params) / elements
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        train_step(*all_windows[index], scale=1 / elements)
 
-    n_batches = max(1, windows // batch)
     best = math.inf
     for repeat in range(repeats):
         step(batches[0])  # warm-up: allocator, kernels, autotuning

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -21,8 +22,10 @@ import torch
 
 import hamnet
 from hamnet.diagnostics import energy
-from rollout_speed import fit_to_springs
 from hamnet.systems import Springs
+
+sys.path.insert(0, str(Path(__file__).parent))
+from pieces import fit_to_springs  # noqa: E402  (rollout_speed.py's stand-in for a trained model)
 
 RESULTS = Path(__file__).parent / "results"
 ENERGY_EVERY = 100  # steps between energy evaluations (the learned H is a network call)

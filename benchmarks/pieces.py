@@ -1,5 +1,6 @@
-"""What the long, resumable benchmarks share: running in pieces on several processes, logging, and
-results files any JSON parser reads.
+"""What the benchmarks share: running in pieces on several processes, logging, results files any JSON
+parser reads, the side by side's hamnet side (shared with its ablations) and two measurements. It is the
+one module the benchmark scripts import from one another; no script imports another script.
 
 Several processes started with the same command share a benchmark's runs: each takes the next run of the
 list that no live process holds (a claim is a lock on ``<work>/claims/<run>.claim``, which the system
@@ -7,6 +8,11 @@ drops when its process ends, killed or not), so one long run does not leave a co
 split can; at the end each waits for the runs it passed over (resuming any whose holder died), so the
 last report written has every run. ``--part K/N`` still restricts a process to every N-th run, from the
 K-th (for machines that share no folder); ``--report`` writes the results from the scores present.
+
+The side by side (``reference_side_by_side.py``) and its ablations (``ablation_reference_protocol.py``,
+``ablation_batch_size.py``) train hamnet with :data:`SCALES`' settings through :func:`hamnet_config` and
+:func:`train_hamnet`, and score every model with :func:`score_model`, the reference's models too (in the
+reference's environment, ``reference_adapter.py``'s ``evaluate`` job imports it from here).
 """
 
 from __future__ import annotations
@@ -16,14 +22,26 @@ import fcntl
 import json
 import logging
 import math
+import shutil
 import sys
+import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 import torch
+from torch import nn
 
+from hamnet.checkpoint import model_from_checkpoint
+from hamnet.cli import build_parser
+from hamnet.cli_train import train_config_from_args
+from hamnet.diagnostics import conservation_report
+from hamnet.evaluation import evaluate
+from hamnet.io import Trajectories, load_trajectories
 from hamnet.paths import atomic_path
+from hamnet.rollouts import RolloutError, rollout_systems
+from hamnet.training import TrainConfig, train
 
 
 def run_script(main: Callable[[], None]) -> None:
@@ -118,3 +136,172 @@ def write_result_files(stem: Path, results: dict, lines: list[str]) -> None:
     with atomic_path(stem.parent / f"{stem.name}.md") as tmp:
         tmp.write_text("\n".join(lines) + "\n")
     logging.info("wrote %s.md", stem)
+
+
+# -- the side by side's hamnet side, shared with its ablations -------------------------------------
+@dataclass(frozen=True)
+class Scale:
+    """A scale of the side by side (its ``--scale``); everything it decides: data sizes, the protocol (both sides), hamnet's own settings, and
+    the speed and memory measurements."""
+
+    train_systems: int
+    test_systems: int
+    steps: int
+    windows: int
+    width: int
+    depth: int
+    epochs: int
+    lr: float
+    batch_size: int
+    groups: tuple[str, ...]
+    seeds: tuple[int, ...]
+    timing_widths: tuple[int, ...]
+    timing_windows: int
+    timing_repeats: int
+    memory_batches: int
+    note: str = ""
+
+
+SCALES = {
+    "protocol": Scale(train_systems=1000, test_systems=300, steps=500, windows=1000, width=128, depth=4, epochs=30,
+                      lr=1e-3, batch_size=200, groups=("T2", "SO2"), seeds=(0, 1, 2), timing_widths=(384, 128),
+                      timing_windows=1000, timing_repeats=4, memory_batches=3,
+                      note="the reference's springs protocol: width 128, 4 layers, 30 epochs, 1000 windows, lr 1e-3, "
+                           "rk4 windows, batch 200; 300 test systems over 500 steps of dt 0.01"),
+    "smoke": Scale(train_systems=60, test_systems=20, steps=50, windows=50, width=16, depth=4, epochs=2, lr=1e-3,
+                   batch_size=25, groups=("T2", "SO2"), seeds=(0,), timing_widths=(16,), timing_windows=50,
+                   timing_repeats=2, memory_batches=2,
+                   note="a check that the script runs end to end (width 16, 2 epochs, 50 windows, 20 test systems "
+                        "over 50 steps); its numbers mean nothing"),
+}
+
+
+def hamnet_flags(scale: Scale, group: str, seed: int | str, *, width: int | None = None,
+                 own_epochs: int | str | None = None) -> list[str]:
+    """The flags given to ``hamnet train``: the network's size and the protocol's training settings
+    (epochs, batch, lr, rk4 windows); with ``own_epochs``, hamnet's own settings: ``hamnet train``'s
+    defaults for all of training but the epoch count. Both give validation and test fractions 0 (every
+    given window trains) and the seed. (A string seed or epoch count is a placeholder, for
+    the command lines shown in the results.)"""
+    network = ["--model", "hlieconv", "--group", group, "--width", str(width or scale.width), "--depth", str(scale.depth)]
+    split = ["--validation", "0", "--test", "0", "--seed", str(seed)]
+    if own_epochs is not None:
+        return [*network, "--epochs", str(own_epochs), *split]
+    return [*network, "--epochs", str(scale.epochs), "--batch-size", str(scale.batch_size), "--lr", f"{scale.lr:g}",
+            "--method", "rk4", *split]
+
+
+def hamnet_config(flags: list[str], data_path: Path) -> TrainConfig:
+    """The TrainConfig ``hamnet train --data DATA --out RUN FLAGS`` would train with."""
+    args = build_parser().parse_args(["train", "--data", str(data_path), "--out", "RUN", *flags])
+    return train_config_from_args(args, load_trajectories(data_path))
+
+
+def train_hamnet(config: TrainConfig, data_path: Path, folder: Path) -> dict:
+    """Train (or resume) into ``folder``; returns the epochs' summed seconds and, for a run done in one
+    call, its wall-clock seconds (recorded in ``folder/wall.json``)."""
+    metrics, last, wall = folder / "metrics.jsonl", folder / "last.pt", folder / "wall.json"
+    if (folder / "config.json").exists():
+        saved = json.loads((folder / "config.json").read_text())["train_config"]
+        wanted = json.loads(json.dumps(config.as_dict()))  # as saved: tuples read back as lists
+        if wanted["model"]["kernel_bound"] is None:
+            saved["model"]["kernel_bound"] = None  # decided in the run, from the data
+        if saved != wanted:
+            changed = sorted(key for key in wanted.keys() | saved.keys() if saved.get(key) != wanted.get(key))
+            raise ValueError(f"{folder} holds a run with other settings ({', '.join(changed)} differ, e.g. after a "
+                             "change of hamnet train's defaults); delete that run and the scores made from it to "
+                             "retrain")
+    done = metrics.exists() and len(metrics.read_text().splitlines()) >= config.epochs
+    if not done:
+        if not last.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+        resumed = last.exists()
+        started = time.perf_counter()
+        train(config, data_path, folder, resume=resumed)
+        seconds = time.perf_counter() - started
+        with atomic_path(wall) as tmp:
+            tmp.write_text(json.dumps({"wall_seconds": None if resumed else seconds}))
+    lines = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+    saved = json.loads((folder / "config.json").read_text())["train_config"]
+    return {"epochs": len(lines), "epoch_seconds": sum(line["seconds"] for line in lines),
+            "wall_seconds": json.loads(wall.read_text())["wall_seconds"] if wall.exists() else None,
+            "kernel_bound": saved["model"]["kernel_bound"], "final_train_loss": lines[-1]["train_loss"]}
+
+
+def side_by_side_files(folder: Path) -> tuple[Path, Path, Path]:
+    """The side-by-side's windows file, test file and scores folder (the one of its default rollouts)."""
+    windows = sorted((folder / "data").glob("windows*_chunk5_*.npz"))
+    tests = sorted((folder / "data").glob("springs_*_systems300_seed1.npz"))
+    runs = sorted(folder.glob("windows*_test*/scores_default"))
+    if len(windows) != 1 or len(tests) != 1 or len(runs) != 1:
+        raise SystemExit(f"{folder} does not hold one side-by-side run at the protocol scale: run "
+                         "benchmarks/reference_side_by_side.py --scale protocol first")
+    return windows[0], tests[0], runs[0]
+
+
+def train_and_score(config: TrainConfig, windows: Path, test: Path, folder: Path, out: Path) -> tuple[dict, dict]:
+    """Train (or resume) ``config`` into ``folder`` and score its last weights as the side-by-side does,
+    the score cached in ``out``: ``(training figures, score)``. Training comes first even when scored,
+    so a cached run of other settings is refused rather than reused."""
+    training = train_hamnet(config, windows, folder)
+    if not out.exists():
+        score = score_model(model_from_checkpoint(folder / "last.pt")[0], load_trajectories(test), None)
+        write_json(out, score)
+        logging.info("%s trained (%.0f s of epochs) and scored", folder.name, training["epoch_seconds"])
+    return training, json.loads(out.read_text())
+
+
+def score_model(model: nn.Module, test: Trajectories, method: str | None) -> dict:
+    """The evaluator's figures for one model, without per-time and per-system arrays."""
+    try:
+        scores = evaluate(model, test, method=method)
+    except RolloutError as error:
+        return {"rollout_error": str(error).splitlines()[0], "n_systems": test.n_systems}
+    error, valid = scores["rollout_error"], scores["valid_prediction_time"]
+    return {"n_systems": scores["n_systems"], "window_mse": scores["window_mse"],
+            "window_mse_with_initial": scores["window_mse_with_initial"],
+            "window_method": scores["window_method"], "rollout_method": scores["rollout_method"],
+            "rollout_error_geometric_mean": error["geometric_mean_over_time"], "rollout_error_final": error["final"],
+            "valid_prediction_time": {key: valid[key] for key in ("threshold", "min", "q1", "median", "q3", "max",
+                                                                  "never_exceeded")},
+            "diverged": len(scores["divergence"]["systems"]), "diverged_steps": scores["divergence"]["steps"],
+            "drift": scores["drift"]}
+
+
+# -- measurements shared by several benchmarks ------------------------------------------------------
+def long_rollout(model: nn.Module, test: Trajectories, steps: int) -> dict:
+    """Divergence and drifts of a float64 leapfrog rollout of ``steps`` steps from every test system (the
+    pretrained cards' measure, which the training ablations repeat)."""
+    started = time.perf_counter()
+    result = rollout_systems(model, test.z[:, 0], test.params, steps, float(test.meta["dt"]), method="leapfrog")
+    healthy = result.diverged_at < 0
+    report = conservation_report(result.z[healthy], test.system().hamiltonian,
+                                 {k: v[healthy] for k, v in test.params.items()})
+    return {"steps": steps, "systems": test.n_systems, "diverged": len(result.diverged),
+            "seconds": round(time.perf_counter() - started, 1),
+            **{f"{name}_drift": {"median": float(values.median()), "max": float(values.max())}
+               for name, values in report.items()}}
+
+
+#: Adam steps, states per step and learning rate of :func:`fit_to_springs`
+FIT_STEPS = 300
+FIT_BATCH = 64
+FIT_LR = 3e-3
+
+
+def fit_to_springs(model, system, generator):
+    """Force matching on sampled spring states: a stand-in for a trained model (``rollout_speed.py``,
+    ``long_rollout.py``). Returns the final relative force error on a fresh batch."""
+    optimiser = torch.optim.Adam(model.parameters(), lr=FIT_LR)
+    for _ in range(FIT_STEPS):
+        params = {k: v.float() for k, v in system.sample_params(FIT_BATCH, generator).items()}
+        q = system.sample_state(params, generator)[:, 0].float()
+        loss = (model.forces(q, params) - system.forces(q, params)).square().mean()
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    params = {k: v.float() for k, v in system.sample_params(FIT_BATCH, generator).items()}
+    q = system.sample_state(params, generator)[:, 0].float()
+    truth = system.forces(q, params)
+    with torch.no_grad():
+        return float((model.forces(q, params) - truth).norm() / truth.norm())

@@ -20,32 +20,19 @@ import json
 import os
 import platform
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 from hamnet.checkpoint import PRETRAINED, load_checkpoint, model_from_checkpoint, save_checkpoint
-from hamnet.diagnostics import conservation_report
 from hamnet.evaluation import evaluate
 from hamnet.io import load_trajectories
-from hamnet.rollouts import rollout_systems
+
+sys.path.insert(0, str(Path(__file__).parent))
+from pieces import long_rollout  # noqa: E402  (shared with the training ablations)
 
 RESULTS = Path(__file__).parent / "results"
 SHIPPED_KEYS = ("model_config", "train_config", "model", "epoch", "best_validation", "data")
-
-
-def long_rollout(model, test, steps: int) -> dict:
-    """Divergence and drifts of a float64 leapfrog rollout of ``steps`` steps from every test system."""
-    started = time.perf_counter()
-    result = rollout_systems(model, test.z[:, 0], test.params, steps, float(test.meta["dt"]), method="leapfrog")
-    healthy = result.diverged_at < 0
-    report = conservation_report(result.z[healthy], test.system().hamiltonian,
-                                 {k: v[healthy] for k, v in test.params.items()})
-    return {"steps": steps, "systems": test.n_systems, "diverged": len(result.diverged),
-            "seconds": round(time.perf_counter() - started, 1),
-            **{f"{name}_drift": {"median": float(values.median()), "max": float(values.max())}
-               for name, values in report.items()}}
 
 
 def card(name: str, args, state: dict, scores: dict, long: dict, train_seconds: float) -> str:

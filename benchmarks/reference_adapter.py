@@ -11,8 +11,9 @@ environment, see the side-by-side script's docstring) and runs one job there::
 ``SPEC.json`` holds the job's settings and ``out``, the JSON file the job writes its result to
 (atomically); ``JOB`` is one of ``probe``, ``train``, ``evaluate``, ``timing`` and ``memory``. The
 jobs ``evaluate`` and ``timing`` import hamnet too (from this repository, on ``sys.path``): the
-evaluator is hamnet's, one function for both models, and the timing interleaves both sides' training
-steps in one process. ``memory`` imports only the side it measures.
+evaluator is hamnet's, one function for both models (``pieces.score_model``, beside this module, which
+the ablations score with too), and the timing interleaves both sides' training steps in one process.
+``memory`` imports only the side it measures. No script imports this module: it is run.
 
 Data: a *windows file* is a hamnet trajectory file (``.npz``, schema 1) whose every system is one
 training window of ``chunk`` states, ``z: (W, chunk, 2, N, D)`` at times ``0, dt, ...``. The
@@ -255,6 +256,7 @@ def job_evaluate(spec: dict) -> dict:
     sys.path.insert(0, str(REPOSITORY))
     from hamnet.checkpoint import model_from_checkpoint
     from hamnet.io import load_trajectories
+    from pieces import score_model  # beside this script, so on sys.path; the ablations score with it too
 
     ref = import_reference(spec["reference"], spec["oil"])
     test = load_trajectories(spec["test"])
@@ -275,26 +277,6 @@ def job_evaluate(spec: dict) -> dict:
         _atomic_write_json(out, score)
         done.append(entry["label"])
     return {"scored": done}
-
-
-def score_model(model: nn.Module, test, method: str | None) -> dict:
-    """The evaluator's figures for one model, without per-time and per-system arrays."""
-    from hamnet.evaluation import evaluate
-    from hamnet.rollouts import RolloutError
-
-    try:
-        scores = evaluate(model, test, method=method)
-    except RolloutError as error:
-        return {"rollout_error": str(error).splitlines()[0], "n_systems": test.n_systems}
-    error, valid = scores["rollout_error"], scores["valid_prediction_time"]
-    return {"n_systems": scores["n_systems"], "window_mse": scores["window_mse"],
-            "window_mse_with_initial": scores["window_mse_with_initial"],
-            "window_method": scores["window_method"], "rollout_method": scores["rollout_method"],
-            "rollout_error_geometric_mean": error["geometric_mean_over_time"], "rollout_error_final": error["final"],
-            "valid_prediction_time": {key: valid[key] for key in ("threshold", "min", "q1", "median", "q3", "max",
-                                                                  "never_exceeded")},
-            "diverged": len(scores["divergence"]["systems"]), "diverged_steps": scores["divergence"]["steps"],
-            "drift": scores["drift"]}
 
 
 def reference_own_window_mse(ref, network: nn.Module, test, batch_size: int = 500) -> float:
@@ -324,7 +306,8 @@ def job_timing(spec: dict) -> dict:
     per repetition every batch runs on one side and then the other (the order flips each repetition),
     each side timed on its own steps. A step is what each side's training loop does per batch, data
     included: the reference's ``DataLoader``/``LoaderTo`` batch, ``trainer.step`` and its scheduler step;
-    hamnet's batch cut, ``WindowLoss`` forward and backward, Adam step and scheduler step. Not timed:
+    hamnet's batch cut and ``hamnet.training.TrainingStep`` (``WindowLoss`` forward and backward, the loss
+    read and checked, Adam step and scheduler step). Not timed:
     logging, checkpoints, validation. One warm-up batch per side first."""
     torch.set_num_threads(spec["threads"])
     windows = load_windows(spec["windows"])
@@ -373,34 +356,25 @@ def reference_stepper(spec: dict, windows: dict, batches: list[list[int]], epoch
 
 
 def hamnet_stepper(spec: dict, batches: list[list[int]], total_steps: int):
-    """``step(number)``: one batch of ``hamnet.train``'s loop (``hamnet.training._train_epoch``'s body on
-    one process) with the model ``spec["hamnet_config"]`` describes, over the same windows."""
+    """``step(number)``: one batch of ``hamnet.train``'s loop on one process (the batch cut, then
+    ``hamnet.training.TrainingStep``, the step ``train`` takes) with the model ``spec["hamnet_config"]``
+    describes, over the same windows."""
     sys.path.insert(0, str(REPOSITORY))
     from hamnet.data import Windows
     from hamnet.io import load_trajectories
-    from hamnet.loss import WindowLoss, to_device
-    from hamnet.models import build_model
-    from hamnet.training import DTYPES, TrainConfig
+    from hamnet.loss import to_device
+    from hamnet.training import DTYPES, TrainConfig, TrainingStep
 
     config = TrainConfig.from_dict(spec["hamnet_config"])
-    dtype = DTYPES[config.dtype]
     data = load_trajectories(spec["windows"])
     windows = Windows(data, config.chunk)
-    model = build_model(config.model, torch.Generator().manual_seed(config.seed)).to(dtype=dtype)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
-    loss_module = WindowLoss(model, float(data.meta["dt"]), config.method)
+    train_step = TrainingStep(config, float(data.meta["dt"]), total_steps)
     elements_per_window = (windows.chunk - 1) * math.prod(data.z.shape[2:])
     indices = [torch.tensor(batch) for batch in batches]
 
     def step(number: int) -> None:
-        z, params = to_device(windows[indices[number]], dtype, torch.device("cpu"))
-        loss = loss_module(z, params) / (len(indices[number]) * elements_per_window)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        float(loss.detach())
-        optimizer.step()
-        scheduler.step()
+        z, params = to_device(windows[indices[number]], DTYPES[config.dtype], torch.device("cpu"))
+        train_step(z, params, scale=1 / (len(indices[number]) * elements_per_window))
     return step
 
 

@@ -86,18 +86,18 @@ from pathlib import Path
 
 import torch
 
-from hamnet.cli import build_parser
-from hamnet.cli_train import train_config_from_args
 from hamnet.data import Windows
 from hamnet.io import Trajectories, load_trajectories, save_trajectories
 from hamnet.paths import atomic_path
 from hamnet.simulation import generate
-from hamnet.training import TrainConfig, train, with_kernel_bound
+from hamnet.training import train, with_kernel_bound
 from hamnet.version import __version__
 from hamnet.systems import make_system
 
 sys.path.insert(0, str(Path(__file__).parent))
-from pieces import run_script, write_result_files  # noqa: E402  (the benchmarks' shared results format)
+# the benchmarks' shared helpers; the scales and hamnet's cached training are the ablations' too
+from pieces import (SCALES, Scale, hamnet_config, hamnet_flags, run_script, train_hamnet,  # noqa: E402
+                    write_result_files)
 
 HERE = Path(__file__).resolve().parent
 ADAPTER = HERE / "reference_adapter.py"
@@ -108,43 +108,6 @@ TIMING_GROUP = "T2"
 #: (key, label): the three models of every group and seed
 MODELS = (("reference", "reference, its protocol"), ("hamnet", "hamnet, the protocol"),
           ("hamnet-own", "hamnet, its defaults, same time"))
-
-
-@dataclass(frozen=True)
-class Scale:
-    """Everything a scale decides: data sizes, the protocol (both sides), hamnet's own settings, and
-    the speed and memory measurements."""
-
-    train_systems: int
-    test_systems: int
-    steps: int
-    windows: int
-    width: int
-    depth: int
-    epochs: int
-    lr: float
-    batch_size: int
-    groups: tuple[str, ...]
-    seeds: tuple[int, ...]
-    timing_widths: tuple[int, ...]
-    timing_windows: int
-    timing_repeats: int
-    memory_batches: int
-    note: str = ""
-
-
-SCALES = {
-    "protocol": Scale(train_systems=1000, test_systems=300, steps=500, windows=1000, width=128, depth=4, epochs=30,
-                      lr=1e-3, batch_size=200, groups=("T2", "SO2"), seeds=(0, 1, 2), timing_widths=(384, 128),
-                      timing_windows=1000, timing_repeats=4, memory_batches=3,
-                      note="the reference's springs protocol: width 128, 4 layers, 30 epochs, 1000 windows, lr 1e-3, "
-                           "rk4 windows, batch 200; 300 test systems over 500 steps of dt 0.01"),
-    "smoke": Scale(train_systems=60, test_systems=20, steps=50, windows=50, width=16, depth=4, epochs=2, lr=1e-3,
-                   batch_size=25, groups=("T2", "SO2"), seeds=(0,), timing_widths=(16,), timing_windows=50,
-                   timing_repeats=2, memory_batches=2,
-                   note="a check that the script runs end to end (width 16, 2 epochs, 50 windows, 20 test systems "
-                        "over 50 steps); its numbers mean nothing"),
-}
 
 
 # -- data ---------------------------------------------------------------------------------------
@@ -194,62 +157,10 @@ def windows_file(folder: Path, source: Path, n_windows: int, seed: int) -> Path:
     return path
 
 
-# -- hamnet's side --------------------------------------------------------------------------------
-def hamnet_flags(scale: Scale, group: str, seed: int | str, *, width: int | None = None,
-                 own_epochs: int | str | None = None) -> list[str]:
-    """The flags given to ``hamnet train``: the network's size and the protocol's training settings
-    (epochs, batch, lr, rk4 windows); with ``own_epochs``, hamnet's own settings: ``hamnet train``'s
-    defaults for all of training but the epoch count. Both give validation and test fractions 0 (every
-    given window trains) and the seed. (A string seed or epoch count is a placeholder, for
-    the command lines shown in the results.)"""
-    network = ["--model", "hlieconv", "--group", group, "--width", str(width or scale.width), "--depth", str(scale.depth)]
-    split = ["--validation", "0", "--test", "0", "--seed", str(seed)]
-    if own_epochs is not None:
-        return [*network, "--epochs", str(own_epochs), *split]
-    return [*network, "--epochs", str(scale.epochs), "--batch-size", str(scale.batch_size), "--lr", f"{scale.lr:g}",
-            "--method", "rk4", *split]
-
-
+# -- hamnet's side (its flags, config and cached training: pieces.py) --------------------------------
 def hamnet_command(data_path: Path, flags: list[str]) -> str:
     """The ``hamnet train`` command line equivalent to a run (placeholders in capitals)."""
     return shlex.join(["hamnet", "train", "--data", data_path.name, "--out", "RUN", *flags, "--threads", "1"])
-
-
-def hamnet_config(flags: list[str], data_path: Path) -> TrainConfig:
-    """The TrainConfig ``hamnet train --data DATA --out RUN FLAGS`` would train with."""
-    args = build_parser().parse_args(["train", "--data", str(data_path), "--out", "RUN", *flags])
-    return train_config_from_args(args, load_trajectories(data_path))
-
-
-def train_hamnet(config: TrainConfig, data_path: Path, folder: Path) -> dict:
-    """Train (or resume) into ``folder``; returns the epochs' summed seconds and, for a run done in one
-    call, its wall-clock seconds (recorded in ``folder/wall.json``)."""
-    metrics, last, wall = folder / "metrics.jsonl", folder / "last.pt", folder / "wall.json"
-    if (folder / "config.json").exists():
-        saved = json.loads((folder / "config.json").read_text())["train_config"]
-        wanted = json.loads(json.dumps(config.as_dict()))  # as saved: tuples read back as lists
-        if wanted["model"]["kernel_bound"] is None:
-            saved["model"]["kernel_bound"] = None  # decided in the run, from the data
-        if saved != wanted:
-            changed = sorted(key for key in wanted.keys() | saved.keys() if saved.get(key) != wanted.get(key))
-            raise ValueError(f"{folder} holds a run with other settings ({', '.join(changed)} differ, e.g. after a "
-                             "change of hamnet train's defaults); delete that run and the scores made from it to "
-                             "retrain")
-    done = metrics.exists() and len(metrics.read_text().splitlines()) >= config.epochs
-    if not done:
-        if not last.exists():
-            shutil.rmtree(folder, ignore_errors=True)
-        resumed = last.exists()
-        started = time.perf_counter()
-        train(config, data_path, folder, resume=resumed)
-        seconds = time.perf_counter() - started
-        with atomic_path(wall) as tmp:
-            tmp.write_text(json.dumps({"wall_seconds": None if resumed else seconds}))
-    lines = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
-    saved = json.loads((folder / "config.json").read_text())["train_config"]
-    return {"epochs": len(lines), "epoch_seconds": sum(line["seconds"] for line in lines),
-            "wall_seconds": json.loads(wall.read_text())["wall_seconds"] if wall.exists() else None,
-            "kernel_bound": saved["model"]["kernel_bound"], "final_train_loss": lines[-1]["train_loss"]}
 
 
 def own_settings_epochs(scale: Scale, group: str, windows: Path, budget: float, folder: Path) -> dict:
@@ -571,7 +482,7 @@ FAIRNESS_NOTES = (
 def parse_arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--scale", choices=tuple(SCALES), default="smoke", help="settings (see SCALES)")
+    parser.add_argument("--scale", choices=tuple(SCALES), default="smoke", help="settings (see pieces.SCALES)")
     parser.add_argument("--reference", type=Path, help="checkout of mfinzi/LieConv (holds lie_conv/); needed unless "
                         "--report")
     parser.add_argument("--oil", type=Path, default=None,

@@ -27,6 +27,7 @@ import argparse
 import json
 import math
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -36,12 +37,12 @@ from hamnet.models import ModelConfig, build_model
 from hamnet.rollouts import rollout
 from hamnet.systems import Springs
 
+sys.path.insert(0, str(Path(__file__).parent))
+from pieces import FIT_BATCH, FIT_STEPS, fit_to_springs  # noqa: E402  (shared with long_rollout.py)
+
 RESULTS = Path(__file__).parent / "results"
 DATASET_DT = 0.01
 STEP_SIZES = {"leapfrog": (0.02, 0.01, 0.005, 0.0025), "rk4": (0.08, 0.04, 0.02, 0.01, 0.005)}
-FIT_STEPS = 300
-FIT_BATCH = 64
-FIT_LR = 3e-3
 
 
 class CountingModel:
@@ -61,24 +62,6 @@ class CountingModel:
     def forces(self, q, params):
         self.force_evaluations += 1
         return self.model.forces(q, params)
-
-
-def fit_to_springs(model, system, generator):
-    """Force matching on sampled spring states: a stand-in for a trained model. Returns the final
-    relative force error on a fresh batch."""
-    optimiser = torch.optim.Adam(model.parameters(), lr=FIT_LR)
-    for _ in range(FIT_STEPS):
-        params = {k: v.float() for k, v in system.sample_params(FIT_BATCH, generator).items()}
-        q = system.sample_state(params, generator)[:, 0].float()
-        loss = (model.forces(q, params) - system.forces(q, params)).square().mean()
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
-    params = {k: v.float() for k, v in system.sample_params(FIT_BATCH, generator).items()}
-    q = system.sample_state(params, generator)[:, 0].float()
-    truth = system.forces(q, params)
-    with torch.no_grad():
-        return float((model.forces(q, params) - truth).norm() / truth.norm())
 
 
 def error_at_horizon(model, z0, params, method, dt, horizon, reference):

@@ -1,9 +1,10 @@
 """Training speed of HLieConv on springs: seconds per 1000 training windows, on one thread.
 
-The step timed is exactly the one ``hamnet.train`` runs: ``hamnet.loss.WindowLoss`` (torchdiffeq
-rk4 over 5-state windows, the force ``-dV/dq`` by autograd with its graph kept, so the loss's
-backward is a double backward through the LieResNet), then ``loss.backward()`` and an Adam step,
-in float32 with batches of 200 windows of springs (N = 6, D = 2) from
+The step timed is the one ``hamnet.train`` runs, ``hamnet.training.TrainingStep``:
+``hamnet.loss.WindowLoss`` (torchdiffeq rk4 over 5-state windows, the force ``-dV/dq`` by autograd
+with its graph kept, so the loss's backward is a double backward through the LieResNet), then
+``loss.backward()``, the loss read and checked, an Adam step (lr 1e-3) and the cosine schedule's
+step, in float32 with batches of 200 windows of springs (N = 6, D = 2) from
 ``hamnet.simulation.generate``. Each configuration runs in a fresh subprocess with one torch thread
 (``OMP_NUM_THREADS=1``), so that its peak resident memory (VmHWM) is its own. Per repeat: one
 warm-up batch, then ``--windows`` windows timed; the figure reported is the best of ``--repeats``
@@ -68,9 +69,9 @@ def measure(group: str, width: int, depth: int, windows: int, repeats: int, prof
 
     from hamnet import systems
     from hamnet.data import Windows
-    from hamnet.models import ModelConfig, build_model
+    from hamnet.models import ModelConfig
     from hamnet.simulation import generate
-    from hamnet.loss import WindowLoss
+    from hamnet.training import TrainConfig, TrainingStep
 
     torch.set_num_threads(1)
     n_batches = math.ceil(windows / BATCH)
@@ -83,19 +84,14 @@ def measure(group: str, width: int, depth: int, windows: int, repeats: int, prof
     all_windows = Windows(data, CHUNK)
     batches = iter(all_windows.batches(BATCH, torch.Generator().manual_seed(0)))
 
-    config = ModelConfig(name="hlieconv", group=group, width=width, depth=depth)
-    model = build_model(config, torch.Generator().manual_seed(0))
-    loss_module = WindowLoss(model, DT, method)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    config = TrainConfig(model=ModelConfig(name="hlieconv", group=group, width=width, depth=depth),
+                         batch_size=BATCH, lr=1e-3, chunk=CHUNK, method=method, seed=0)
+    train_step = TrainingStep(config, DT, total_steps=repeats * (n_batches + 1) + profile)
     elements = BATCH * (CHUNK - 1) * math.prod(data.z.shape[2:])
 
     def step() -> float:
         z, params = all_windows[next(batches)]
-        loss = loss_module(z, params) / elements
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        return float(loss.detach())
+        return train_step(z, params, scale=1 / elements)
 
     times, cpu_times, losses = [], [], []
     for _ in range(repeats):
@@ -107,7 +103,7 @@ def measure(group: str, width: int, depth: int, windows: int, repeats: int, prof
     result = {"group": group, "width": width, "depth": depth, "seconds_per_1000_windows": times,
               "best": min(times), "cpu_seconds_per_1000_windows": cpu_times, "best_cpu": min(cpu_times),
               "peak_rss_mib": _status_kib("VmHWM") / 1024,
-              "parameters": sum(p.numel() for p in model.parameters()), "first_loss": losses[0],
+              "parameters": sum(p.numel() for p in train_step.model.parameters()), "first_loss": losses[0],
               "threads": torch.get_num_threads(), "torch": torch.__version__}
     if profile:
         from torch.profiler import ProfilerActivity, profile as torch_profile
