@@ -86,3 +86,20 @@ def test_a_foreseen_failure_ends_a_benchmark_with_one_line_naming_it(monkeypatch
         assert end.__cause__ is None and end.__suppress_context__
     else:
         raise AssertionError("run_script let a failing main pass")
+
+
+def test_no_benchmark_script_imports_another_and_the_index_lists_every_one():
+    """What scripts share lives in pieces.py; benchmarks/README.md names every script."""
+    import ast
+
+    scripts = {path.stem for path in BENCHMARKS.glob("*.py")}
+    for path in sorted(BENCHMARKS.glob("*.py")):
+        tree = ast.parse(path.read_text())
+        imported = {node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+        imported |= {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
+                     for alias in node.names}
+        assert imported & scripts <= {"pieces"}, f"{path.name} imports {sorted(imported & scripts - {'pieces'})}"
+    index = (BENCHMARKS / "README.md").read_text()
+    missing = [path.name for path in sorted(BENCHMARKS.glob("*")) if path.suffix in (".py", ".sh")
+               and f"`{path.name}`" not in index]
+    assert not missing, f"benchmarks/README.md does not list {missing}"
