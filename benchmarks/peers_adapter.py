@@ -1,27 +1,26 @@
-"""Train SEGNO with its own code on files ``peers_side_by_side.py`` wrote, and save its test predictions.
+"""Train a peer with its own code on files ``peers_side_by_side.py`` wrote, and save its test predictions.
 
-Run as ``python peers_adapter.py SPEC.json`` by ``peers_side_by_side.py``, in a fresh process whose path
-holds SEGNO's ``N-body`` folder (extracted from its own checkout; nothing of it is copied into hamnet).
-Nothing of hamnet is imported here: the process sees SEGNO's code and numpy files only.
+Run as ``python peers_adapter.py PEER SPEC.json`` (``PEER``: ``segno`` or ``egnn``) by
+``peers_side_by_side.py``, in a fresh process whose working folder is the peer's code, extracted from its
+own checkout (nothing of it is copied into hamnet). Nothing of hamnet is imported here: the process sees
+the peer's code and numpy files only.
 
-What is SEGNO's and what is ours:
+What is the peer's and what is ours:
 
-* SEGNO's: the model (``models.model.SEGNO``, built as its ``main.py`` builds it), the data loaders
-  (``nbody/dataset_nbody.py``, ``nbody/dataset_gravity.py``), and every training and evaluation pass
-  (``run_epoch`` of ``nbody/train_nbody.py`` or ``nbody/train_gravity.py``), with its optimiser (Adam),
-  loss and defaults;
-* ours: the epoch loop, which is its ``train`` with one difference: it keeps the weights of the epoch with
-  the best validation loss (its ``train`` only prints that epoch's test loss), so that the test positions
-  are predicted by the model SEGNO's own selection picks; and the predictions are captured from its
-  ``run_epoch`` on the test set through the loss function it is handed, so the forward pass is its own.
+* the peer's: the model (SEGNO's ``models.model.SEGNO``, EGNN's ``EGNN_vel``, built as their scripts build
+  them), the data loaders (SEGNO's ``nbody/dataset_nbody.py`` and ``nbody/dataset_gravity.py``, EGNN's
+  ``n_body_system/dataset_nbody.py``), and every training and evaluation pass (SEGNO's ``run_epoch``,
+  EGNN's ``train`` in ``main_nbody.py``) with its optimiser (Adam), loss and defaults;
+* ours: the epoch loop, which is the peer's own with one difference: it keeps the weights of the epoch
+  with the best validation loss (the peers only print that epoch's test loss), so that the test
+  positions come from the model the peer's own selection picks; and those predictions are captured
+  from the peer's test pass through the loss function it calls, so the forward pass is its own;
 * stand-ins: SEGNO's training scripts import ``torch_geometric`` and ``torch_scatter``, which have no
   wheel for this torch. Only ``knn_graph`` is called (gravity, with ``k = N - 1``: every other particle of
   the same system), so a stand-in builds that complete graph; the rest are names that are never used.
 
-The spec (JSON): ``nbody`` (SEGNO's N-body folder), ``dataset`` (``charged`` or ``gravity``),
-``dataset_dir``, ``interval`` (start and target frame), ``epochs``, ``batch_size``, ``lr``,
-``weight_decay``, ``layers``, ``hidden``, ``max_samples``, ``test_interval``, ``seed``, ``out`` (folder for
-``predictions.npy``, ``result.json`` and ``log.txt``).
+The spec (JSON) holds the peer's settings (see ``peers_side_by_side.py``), ``seed`` and ``out``, the
+folder for ``predictions.npy`` (``(B, 5, 3)``, test systems in file order), ``result.json`` and ``log.txt``.
 """
 
 from __future__ import annotations
@@ -35,13 +34,14 @@ import resource
 import sys
 import time
 import types
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-#: SEGNO's N-body scripts hard-code five bodies per system
+#: both peers' N-body scripts hard-code five bodies per system
 BODIES = 5
 
 
@@ -82,15 +82,48 @@ def install_stand_ins() -> None:
 
 
 def seed_everything(seed: int) -> None:
-    """What SEGNO's ``main.py`` seeds (its shuffling draws from the global generators)."""
+    """What the peers' scripts seed (their shuffling draws from the global generators)."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
 
 
-def train(spec: dict) -> dict:
+def loaders(dataset: Callable[..., object], batch_size: int, max_samples: int) -> dict:
+    """The peers' three loaders, as their scripts make them (only training shuffles and drops the last batch)."""
+    return {partition: torch.utils.data.DataLoader(
+        dataset(partition, **({"max_samples": max_samples} if partition == "train" else {})),
+        batch_size=batch_size, num_workers=0, shuffle=partition == "train", drop_last=partition == "train")
+        for partition in ("train", "val", "test")}
+
+
+def fit(model: nn.Module, run: Callable[[str, int], float], epochs: int, checked: Callable[[int], bool]) -> dict:
+    """The peer's loop: a training pass per epoch and, at the epochs ``checked`` says, a validation and a
+    test pass (each draws from the global generator, so both are run as the peer runs them); the weights of
+    the best validation epoch are kept and loaded back at the end."""
+    best = {"val": float("inf"), "epoch": None, "state": None, "test": None}
+    started = time.perf_counter()
+    for epoch in range(epochs):
+        run("train", epoch)
+        if checked(epoch):
+            val, test = run("val", epoch), run("test", epoch)
+            if val < best["val"]:
+                best.update(val=val, epoch=epoch, state=copy.deepcopy(model.state_dict()), test=test)
+    seconds = time.perf_counter() - started
+    model.load_state_dict(best.pop("state"))
+    return best | {"seconds": seconds}
+
+
+def capturing(loss: Callable, into: list[torch.Tensor]) -> Callable:
+    """``loss`` that also keeps every prediction it is handed, as ``(systems, BODIES, 3)``."""
+    def criterion(predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        into.append(predicted.detach().reshape(-1, BODIES, predicted.shape[-1]))
+        return loss(predicted, target)
+    return criterion
+
+
+def train_segno(spec: dict) -> tuple[dict, list[torch.Tensor]]:
     install_stand_ins()
-    sys.path.insert(0, spec["nbody"])
+    sys.path.insert(0, str(Path.cwd()))
     from models.model import SEGNO  # noqa: E402  (SEGNO's own code, from its checkout)
 
     if spec["dataset"] == "charged":
@@ -100,53 +133,69 @@ def train(spec: dict) -> dict:
         from nbody import train_gravity as trainer
         from nbody.dataset_gravity import NBodyDataset
     seed_everything(spec["seed"])
-    args = argparse.Namespace(batch_size=spec["batch_size"], dataset_dir=spec["dataset_dir"], time_exp=False,
-                              max_samples=spec["max_samples"])
+    args = argparse.Namespace(batch_size=spec["batch_size"], dataset_dir=spec["dataset_dir"], time_exp=False)
     model = SEGNO(in_node_nf=1, in_edge_nf=2 if spec["dataset"] == "charged" else 1, hidden_nf=spec["hidden"],
                   device="cpu", n_layers=spec["layers"], recurrent=True, norm_diff=False, tanh=False)
-    loaders = {partition: torch.utils.data.DataLoader(
-        NBodyDataset(partition=partition, dataset_name=spec["dataset_dir"],
-                     **({"max_samples": spec["max_samples"]} if partition == "train" else {})),
-        batch_size=spec["batch_size"], num_workers=0, shuffle=partition == "train", drop_last=partition == "train")
-        for partition in ("train", "val", "test")}
+    data = loaders(lambda partition, **kw: NBodyDataset(partition=partition, dataset_name=spec["dataset_dir"], **kw),
+                   spec["batch_size"], spec["max_samples"])
     optimizer = torch.optim.Adam(model.parameters(), lr=spec["lr"], weight_decay=spec["weight_decay"])
-    loss = nn.MSELoss()
-    interval, best = spec["interval"], {"val": float("inf"), "epoch": None, "state": None, "test": None}
 
-    def epoch_of(partition: str, epoch: int, criterion=loss) -> float:
-        return trainer.run_epoch(model, optimizer, criterion, epoch, loaders[partition], interval, "cpu", args,
+    def run(partition: str, epoch: int, criterion: Callable = nn.MSELoss()) -> float:
+        return trainer.run_epoch(model, optimizer, criterion, epoch, data[partition], spec["interval"], "cpu", args,
                                  backprop=partition == "train")[0]
 
-    started = time.perf_counter()
-    for epoch in range(spec["epochs"]):
-        epoch_of("train", epoch)
-        if (epoch % spec["test_interval"] == 0 or epoch == spec["epochs"] - 1) and epoch > 0:
-            # as SEGNO's train: validation and test at every check (each pass draws from the global generator)
-            val, test = epoch_of("val", epoch), epoch_of("test", epoch)
-            if val < best["val"]:
-                best.update(val=val, epoch=epoch, state=copy.deepcopy(model.state_dict()), test=test)
-    seconds = time.perf_counter() - started
-    model.load_state_dict(best["state"])
+    # SEGNO's train: validation and test every test_interval epochs after the first, and at the last
+    best = fit(model, run, spec["epochs"],
+               lambda epoch: (epoch % spec["test_interval"] == 0 or epoch == spec["epochs"] - 1) and epoch > 0)
     predictions: list[torch.Tensor] = []
-
-    def capturing(predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        predictions.append(predicted.detach().reshape(-1, BODIES, predicted.shape[-1]))
-        return loss(predicted, target)
-
     with torch.no_grad():
-        epoch_of("test", best["epoch"], capturing)
-    np.save(Path(spec["out"]) / "predictions.npy", torch.cat(predictions).double().numpy())
-    return {"best_epoch": best["epoch"], "best_validation_mse": best["val"], "own_test_mse": best["test"],
-            "train_seconds": round(seconds, 1), "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-            "threads": torch.get_num_threads(), "torch": torch.__version__}
+        run("test", best["epoch"], capturing(nn.MSELoss(), predictions))
+    return best, predictions
+
+
+def train_egnn(spec: dict) -> tuple[dict, list[torch.Tensor]]:
+    # main_nbody.py parses its flags and makes its log folders when imported: give it the spec's
+    sys.argv = ["main_nbody.py", "--no-cuda", "--model", "egnn_vel", "--dataset", "nbody_small",
+                "--epochs", str(spec["epochs"]), "--lr", str(spec["lr"]), "--nf", str(spec["hidden"]),
+                "--n_layers", str(spec["layers"]), "--batch_size", str(spec["batch_size"]),
+                "--max_training_samples", str(spec["max_samples"]), "--test_interval", str(spec["test_interval"]),
+                "--weight_decay", str(spec["weight_decay"]), "--seed", str(spec["seed"]),
+                "--outf", str(Path(spec["out"]) / "egnn-logs")]
+    sys.path.insert(0, str(Path.cwd()))
+    seed_everything(spec["seed"])
+    import main_nbody as egnn  # noqa: E402  (EGNN's own script, from its checkout)
+
+    model = egnn.EGNN_vel(in_node_nf=1, in_edge_nf=2, hidden_nf=spec["hidden"], device="cpu",
+                          n_layers=spec["layers"], recurrent=True, norm_diff=False, tanh=False)
+    data = loaders(lambda partition, **kw: egnn.NBodyDataset(partition=partition, dataset_name="nbody_small", **kw),
+                   spec["batch_size"], spec["max_samples"])
+    optimizer = torch.optim.Adam(model.parameters(), lr=spec["lr"], weight_decay=spec["weight_decay"])
+
+    def run(partition: str, epoch: int) -> float:
+        return egnn.train(model, optimizer, epoch, data[partition], backprop=partition == "train")
+
+    best = fit(model, run, spec["epochs"], lambda epoch: epoch % spec["test_interval"] == 0)  # EGNN's main
+    predictions: list[torch.Tensor] = []
+    egnn.loss_mse = capturing(egnn.loss_mse, predictions)  # the loss its train pass calls
+    with torch.no_grad():
+        run("test", best["epoch"])
+    return best, predictions
+
+
+PEERS = {"segno": train_segno, "egnn": train_egnn}
 
 
 def main() -> None:
-    spec = json.loads(Path(sys.argv[1]).read_text())
+    peer, spec = sys.argv[1], json.loads(Path(sys.argv[2]).read_text())
     torch.set_num_threads(spec.get("threads", 1))
     out = Path(spec["out"])
-    with open(out / "log.txt", "w") as log, contextlib.redirect_stdout(log):  # SEGNO prints every epoch
-        result = train(spec)
+    with open(out / "log.txt", "w") as log, contextlib.redirect_stdout(log):  # the peers print every epoch
+        best, predictions = PEERS[peer](spec)
+    np.save(out / "predictions.npy", torch.cat(predictions).double().numpy())
+    result = {"best_epoch": best["epoch"], "best_validation_mse": best["val"], "own_test_mse": best["test"],
+              "train_seconds": round(best["seconds"], 1),
+              "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+              "threads": torch.get_num_threads(), "torch": torch.__version__}
     (out / "result.json").write_text(json.dumps(result, indent=2) + "\n")
 
 

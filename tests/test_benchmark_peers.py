@@ -1,4 +1,4 @@
-"""benchmarks/peers_side_by_side.py and peers_adapter.py without SEGNO's code: the checkout checks, the
+"""benchmarks/peers_side_by_side.py and peers_adapter.py without the peers' code: the checkout checks, the
 conversion to SEGNO's layout (frames, axes, velocities), the refusal of a wrong split and of a cached run
 of other settings, and the stand-in complete graph."""
 
@@ -45,19 +45,22 @@ def fake_segno(tmp_path_factory) -> tuple[Path, str]:
     return folder, git(folder, "rev-parse", "HEAD")
 
 
-def test_a_checkout_that_is_not_segno_at_its_commit_is_refused_in_one_line(tmp_path, fake_segno):
+def test_a_checkout_that_is_not_the_peer_at_its_commit_is_refused_in_one_line(tmp_path, fake_segno):
     folder, head = fake_segno
-    with pytest.raises(peers.PeerCheckoutError, match="no such folder"):
-        peers.segno_commit(tmp_path / "nowhere")
-    with pytest.raises(peers.PeerCheckoutError, match="not a git checkout"):
-        peers.segno_commit(tmp_path)
-    with pytest.raises(peers.PeerCheckoutError, match=f"HEAD is {head[:7]}, not SEGNO's {peers.SEGNO_COMMIT}"):
-        peers.segno_commit(folder)
-    assert peers.segno_commit(folder, commit=head) == head  # the commit asked for, with its N-body folder
+    segno, egnn = peers.PEERS["segno"], peers.PEERS["egnn"]
+    with pytest.raises(peers.PeerCheckoutError, match="--segno .*nowhere: no such folder"):
+        peers.peer_commit(segno, tmp_path / "nowhere")
+    with pytest.raises(peers.PeerCheckoutError, match="not a git checkout; clone yliukj/SEGNO there"):
+        peers.peer_commit(segno, tmp_path)
+    with pytest.raises(peers.PeerCheckoutError, match=f"HEAD is {head[:7]}, not yliukj/SEGNO's {segno.commit}"):
+        peers.peer_commit(segno, folder)
+    assert peers.peer_commit(segno, folder, commit=head) == head  # the commit asked for, with its N-body folder
+    with pytest.raises(peers.PeerCheckoutError, match="has no main_nbody.py; is it vgsatorras/egnn"):
+        peers.peer_commit(egnn, folder, commit=head)  # SEGNO's repository given as EGNN's
     (folder / "N-body" / "main.py").unlink()
     git(folder, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "gone")
     with pytest.raises(peers.PeerCheckoutError, match="has no N-body/main.py"):
-        peers.segno_commit(folder, commit=git(folder, "rev-parse", "HEAD"))
+        peers.peer_commit(segno, folder, commit=git(folder, "rev-parse", "HEAD"))
 
 
 @pytest.fixture(scope="module")
@@ -102,12 +105,12 @@ def test_a_protocol_file_of_another_split_is_refused(tmp_path, charged):
 
 def test_a_cached_run_of_other_settings_is_refused_before_anything_runs(tmp_path, charged):
     scale = peers.SCALES["smoke"]
-    name = peers.run_name("egnn-charged5", 1000, 0)
+    name = peers.run_name("segno", "egnn-charged5", 1000, 0)
     (tmp_path / "runs").mkdir()
     (tmp_path / "runs" / f"{name}.json").write_text(json.dumps({"settings": {"epochs": 1}}))
     with pytest.raises(ValueError, match="holds a run of other settings; delete it or give another --work"):
-        peers.run_segno(tmp_path, tmp_path / "no-segno-here", PROTOCOLS["egnn-charged5"], 1000, 0, scale, charged,
-                        {"train": "x"})
+        peers.run_peer(tmp_path, tmp_path / "no-segno-here", peers.PEERS["segno"], PROTOCOLS["egnn-charged5"], 1000,
+                       0, scale, charged, {"train": "x"})
     assert not (tmp_path / "runs" / name).exists()
 
 
