@@ -1,6 +1,7 @@
 """Every example runs end to end on its tiny setting and shows what it claims."""
 
 import json
+import os
 import runpy
 import subprocess
 import sys
@@ -48,3 +49,19 @@ def test_extend_hamnet_through_the_command_line(tmp_path):
     assert summary["refused_exit"] == 1 and not summary["refused_file_exists"]
     assert "unknown group 'TX'" in summary["refused_message"] and "--plugin" in summary["refused_message"]
     assert summary["refused_message"].count("\n") == 1 and "Traceback" not in summary["refused_message"]
+
+
+@pytest.mark.slow
+def test_the_quickstart_notebook_runs_and_keeps_both_momenta(tmp_path):
+    """Every code cell of examples/quickstart.ipynb, in order, in one namespace, in a fresh process (as a
+    kernel would run them; matplotlib draws off screen)."""
+    notebook = json.loads((EXAMPLES / "quickstart.ipynb").read_text())
+    cells = ["".join(cell["source"]) for cell in notebook["cells"] if cell["cell_type"] == "code"]
+    script = tmp_path / "notebook.py"
+    report = "import json\nprint(json.dumps({name: float(value.max()) for name, value in drift.items()}))\n"
+    script.write_text("\n\n".join(cells) + "\n\n" + report)
+    done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=900,
+                          env={**os.environ, "MPLBACKEND": "Agg", "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    drift = json.loads(done.stdout.strip().splitlines()[-1])
+    assert drift["linear_momentum"] < 1e-12 and drift["angular_momentum"] < 1e-12
