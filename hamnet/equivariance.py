@@ -143,12 +143,9 @@ def energy_invariance_error(energy: Callable[[Tensor, Params], Tensor], group: L
                             translation_scale: float = 1.0) -> float:
     """``max |energy(g z) - energy(z)|`` over ``n_transforms`` random elements per system (each system
     its own ``g``); ``energy(z, params) -> (B,)``, for example a model's or a system's ``hamiltonian``.
-    Runs without gradients into the result, but calls ``energy`` with gradients on, since a
-    Hamiltonian model may differentiate inside."""
-    reference = energy(z, params).detach()
-    moved = (energy(act_on_state(group, g, z), params).detach() for g in _elements(group, z, n_transforms, generator,
-                                                                                    translation_scale))
-    return max((value - reference).abs().max().item() for value in moved)
+    Gradients stay on while ``energy`` runs (a Hamiltonian model may differentiate inside); the
+    results are detached."""
+    return _energy_change(energy, group, z, params, n_transforms, generator, translation_scale)[0]
 
 
 def field_equivariance_error(field: Callable[[Tensor, Params], Tensor], group: LieGroup, z: Tensor, params: Params,
@@ -158,30 +155,46 @@ def field_equivariance_error(field: Callable[[Tensor, Params], Tensor], group: L
     rotates both halves of the output ``(B, 2, N, D)`` (a velocity and a force are vectors, unmoved by a
     translation); ``field(z, params)``, for example a model's ``vector_field`` or
     ``hamnet.HamiltonianField(model, params)`` wrapped as ``lambda z, params: field(0, z)``."""
+    return _field_change(field, group, z, params, n_transforms, generator, translation_scale)[0]
+
+
+def assert_invariant(energy: Callable[[Tensor, Params], Tensor], group: LieGroup, z: Tensor, params: Params, *,
+                     n_transforms: int = 8, generator: torch.Generator | None = None,
+                     translation_scale: float = 1.0) -> None:
+    """Raise ``AssertionError`` unless ``energy`` is invariant under ``group`` to the round-off of ``z``'s
+    dtype (:data:`ROUND_OFF` times the largest ``|energy(z)|``); the options as for
+    :func:`energy_invariance_error`."""
+    change, reference = _energy_change(energy, group, z, params, n_transforms, generator, translation_scale)
+    _assert_round_off("energy", change, reference, group, "invariant")
+
+
+def assert_equivariant(field: Callable[[Tensor, Params], Tensor], group: LieGroup, z: Tensor, params: Params, *,
+                       n_transforms: int = 8, generator: torch.Generator | None = None,
+                       translation_scale: float = 1.0) -> None:
+    """Raise ``AssertionError`` unless ``field`` is equivariant under ``group`` to the round-off of ``z``'s
+    dtype (:data:`ROUND_OFF` times the largest ``|field(z)|``); the options as for
+    :func:`field_equivariance_error`."""
+    change, reference = _field_change(field, group, z, params, n_transforms, generator, translation_scale)
+    _assert_round_off("vector field", change, reference, group, "equivariant")
+
+
+def _energy_change(energy, group, z, params, n_transforms, generator, translation_scale) -> tuple[float, Tensor]:
+    """The largest change of ``energy`` under the random elements, and ``energy(z)``."""
+    elements = _elements(group, z, n_transforms, generator, translation_scale)
+    reference = energy(z, params).detach()
+    return max((energy(act_on_state(group, g, z), params).detach() - reference).abs().max().item()
+               for g in elements), reference
+
+
+def _field_change(field, group, z, params, n_transforms, generator, translation_scale) -> tuple[float, Tensor]:
+    """The largest ``|field(g z) - g field(z)|`` under the random elements, and ``field(z)``."""
+    elements = _elements(group, z, n_transforms, generator, translation_scale)
     reference = field(z, params).detach()
     worst = 0.0
-    for g in _elements(group, z, n_transforms, generator, translation_scale):
+    for g in elements:
         expected = torch.stack([_linear_part(group, g.unsqueeze(1), reference[:, i]) for i in range(2)], dim=1)
         worst = max(worst, (field(act_on_state(group, g, z), params).detach() - expected).abs().max().item())
-    return worst
-
-
-def assert_invariant(energy: Callable[[Tensor, Params], Tensor], group: LieGroup, z: Tensor, params: Params,
-                     **options) -> None:
-    """Raise ``AssertionError`` unless ``energy`` is invariant under ``group`` to the round-off of ``z``'s
-    dtype (:data:`ROUND_OFF` times the largest ``|energy(z)|``); ``options`` as for
-    :func:`energy_invariance_error`."""
-    _assert_round_off("energy", energy_invariance_error(energy, group, z, params, **options),
-                      energy(z, params).detach(), group, "invariant")
-
-
-def assert_equivariant(field: Callable[[Tensor, Params], Tensor], group: LieGroup, z: Tensor, params: Params,
-                       **options) -> None:
-    """Raise ``AssertionError`` unless ``field`` is equivariant under ``group`` to the round-off of ``z``'s
-    dtype (:data:`ROUND_OFF` times the largest ``|field(z)|``); ``options`` as for
-    :func:`field_equivariance_error`."""
-    _assert_round_off("vector field", field_equivariance_error(field, group, z, params, **options),
-                      field(z, params).detach(), group, "equivariant")
+    return worst, reference
 
 
 def _assert_round_off(what: str, change: float, reference: Tensor, group: LieGroup, kind: str) -> None:
@@ -193,13 +206,15 @@ def _assert_round_off(what: str, change: float, reference: Tensor, group: LieGro
 
 
 def _elements(group: LieGroup, z: Tensor, n_transforms: int, generator: torch.Generator | None,
-              translation_scale: float):
+              translation_scale: float) -> list[Tensor]:
+    """``n_transforms`` random elements ``(B, n, n)``, one per system each, once ``z`` is shown to be a state
+    the group acts on."""
     if z.ndim != 4 or z.shape[1] != 2 or z.shape[-1] != group.space_dim:
         raise ValueError(f"{group.name} acts on {group.space_dim}-dimensional points: expected a state of shape "
                          f"(B, 2, N, {group.space_dim}), got {tuple(z.shape)}")
     generator = generator if generator is not None else torch.Generator().manual_seed(DEFAULT_LIFT_SEED)
-    for _ in range(n_transforms):
-        yield group.sample((z.shape[0],), generator, z.dtype, z.device, scale=translation_scale)
+    return [group.sample((z.shape[0],), generator, z.dtype, z.device, scale=translation_scale)
+            for _ in range(n_transforms)]
 
 
 def _linear_part(group: LieGroup, g: Tensor, vectors: Tensor) -> Tensor:
