@@ -75,20 +75,26 @@ class Trajectories:
         built-ins, or one a ``--plugin`` registered). A file made by a user's system loaded from a
         file (``meta["system"] = "path.py:Class"``) is never imported because the file says so:
         :class:`SystemUnavailable` says how to name it yourself, with ``spec`` (``--true-system`` on the
-        command line), which is then trusted as the user's own choice. Raises ValueError when the
-        system cannot be built or lacks a parameter it needs.
+        command line), which is then trusted as the user's own choice; the message never spells out a
+        command naming the file's code, which only the user can vouch for. ``spec`` must name the
+        system that made the file (:func:`_check_same_system`). Raises ValueError when the system cannot
+        be built, is another one, or lacks a parameter it needs.
         """
         from .systems import SYSTEMS, make_system
 
-        name = spec if spec is not None else self.meta["system"]
+        recorded = self.meta["system"]
+        name = spec if spec is not None else recorded
         where = self.source or "this trajectory file"
         if spec is None and name not in SYSTEMS:
             if ":" in name:
                 raise SystemUnavailable(
                     f"{where} was made by the user system {name!r}; hamnet never runs code that a data file "
-                    f"names. To use its true Hamiltonian, name it yourself: --true-system {name} (system= in Python)")
+                    "names. To use its true Hamiltonian, read that code and, if you trust it, name its file "
+                    "yourself: --true-system PATH.py:CLASS (system= in Python)")
             raise SystemUnavailable(f"{where} names the system {name!r}, which is not registered here; if it is "
                                     "your own, load the file that registers it with --plugin FILE.py")
+        if spec is not None:
+            _check_same_system(spec, recorded, where)
         try:
             system = make_system(name, **self.meta["system_settings"])
         except (KeyboardInterrupt, SystemExit, ValueError):
@@ -96,6 +102,8 @@ class Trajectories:
         except Exception as error:  # a user's system can fail in any way; say so in one line
             raise ValueError(f"cannot rebuild system {name!r} with the settings in {where} "
                              f"({self.meta['system_settings']}): {type(error).__name__}: {error}") from error
+        if spec is not None:
+            _check_same_system(spec, recorded, where, system)
         system.check_params(self.params, where)
         return system
 
@@ -103,6 +111,26 @@ class Trajectories:
         """The subset of systems ``index`` (a slice, index tensor or boolean mask)."""
         return Trajectories(self.t, self.z[index], {k: v[index] for k, v in self.params.items()}, dict(self.meta),
                             self.source)
+
+
+def _check_same_system(spec: str, recorded: str, where: str, built: object = None) -> None:
+    """Refuse ``spec`` (a system named by the user) when it is not the system ``recorded`` in a file's
+    ``meta``, whose true energy would then be of other physics. Two registered names must be equal, and
+    two ``file.py:Class`` specs name the same class (the file may have moved); this is checked on the
+    text, before any file is imported. A registered name against a file spec is checked on the ``built``
+    system: its ``name`` is the recorded name, or its class the recorded class."""
+    def identity(text: str) -> str:
+        return text.rsplit(":", 1)[1] if ":" in text else text
+
+    if (":" in spec) == (":" in recorded):
+        same = identity(spec) == identity(recorded)
+    elif built is None:
+        return  # only the built system can tell
+    else:
+        same = getattr(built, "name", None) == recorded or type(built).__name__ == identity(recorded)
+    if not same:
+        raise ValueError(f"{where} was made by the system {recorded!r}, not {spec!r}; measuring it with another "
+                         "system's energy would report the drift of the wrong physics")
 
 
 def save_trajectories(path: str | os.PathLike, data: Trajectories) -> None:
