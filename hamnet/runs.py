@@ -9,7 +9,8 @@ and ``.lock`` (:class:`RunFiles`). Nothing runs twice and nothing is lost:
 - every state a kill (SIGKILL included) can leave is accepted: a resume continues from ``last.pt``,
   and a folder where no epoch completed may be started over by a new run (:func:`claim`);
 - the data file's sha256 (:func:`file_sha256`) is stored with the run, and a resume on a file that
-  changed since, or with other settings, is refused (:func:`check_resumable`).
+  changed since, or with other settings, is refused (:func:`check_resumable`); the same bytes moved to
+  another path are the same data.
 
 ``config`` below is a :class:`hamnet.training.TrainConfig` (anything with ``from_dict`` and the same
 fields); this module does not import the training loop, which builds on it.
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import json
 import logging
 import math
@@ -32,14 +32,12 @@ from filelock import FileLock, Timeout
 
 from .checkpoint import CheckpointError, load_checkpoint
 from .paths import atomic_path
+from .provenance import file_sha256
 
 log = logging.getLogger(__name__)
 
 __all__ = ["RunFiles", "RunFolderInUse", "append_metrics", "check_resumable", "checkpoint_epoch", "claim",
            "file_sha256", "locked", "make_run_folder", "read_metrics", "truncate_metrics", "write_json"]
-
-#: bytes read at a time when fingerprinting a data file
-HASH_BLOCK_BYTES = 1 << 20
 
 
 class RunFolderInUse(ValueError):
@@ -197,22 +195,28 @@ def check_resumable(files: RunFiles, state: dict[str, Any], config: Any, data_in
             f"{files.last} was trained with different settings ({', '.join(changed)}); "
             f"resume with the run's own settings{hint} or start a new run folder"
         )
-    saved_data = state.get("data") if isinstance(state.get("data"), dict) else {}
-    if _without_fingerprint(saved_data) != _without_fingerprint(data_info):
-        raise CheckpointError(f"{files.last} was trained on other data ({saved_data.get('path')}); "
-                              "resume with the same --data file")
-    # a checkpoint of a hamnet that did not fingerprint its data is taken on the description alone
-    before, now = saved_data.get("sha256", data_info["sha256"]), data_info["sha256"]
+    _check_same_data(files, state.get("data") if isinstance(state.get("data"), dict) else {}, data_info)
+
+
+def _check_same_data(files: RunFiles, saved: dict, data_info: dict) -> None:
+    """Refuse a resume on other data. Data is its bytes: the same sha256 at another path is the same data
+    (the move is logged); a checkpoint of a hamnet that did not fingerprint its data is taken on its
+    description (path, system, sizes) alone."""
+    if "sha256" not in saved:
+        if any(data_info.get(key) != value for key, value in saved.items()):
+            raise CheckpointError(f"{files.last} was trained on other data ({saved.get('path')}); "
+                                  "resume with the same --data file")
+        return
+    before, now, path = str(saved["sha256"]), data_info["sha256"], data_info["path"]
     if before != now:
-        raise CheckpointError(
-            f"{files.last} was trained on other data: {data_info['path']} changed since the run started "
-            f"(sha256 {str(before)[:12]}... then, {now[:12]}... now); resume with the original file or start a "
-            "new run with another --out"
-        )
-
-
-def _without_fingerprint(data_info: dict) -> dict:
-    return {key: value for key, value in data_info.items() if key != "sha256"}
+        what = (f"{path} changed since the run started (sha256 {before[:12]}... then, {now[:12]}... now)"
+                if saved.get("path") == path else
+                f"{saved.get('path')} (sha256 {before[:12]}...), not {path} ({now[:12]}...)")
+        raise CheckpointError(f"{files.last} was trained on other data: {what}; resume with the original file "
+                              "or start a new run with another --out")
+    if saved.get("path") != path:
+        log.info("%s: the run's data moved from %s to %s (the same sha256); resuming", files.last,
+                 saved.get("path"), path)
 
 
 def checkpoint_epoch(state: dict[str, Any], path: Path) -> int:
@@ -220,15 +224,6 @@ def checkpoint_epoch(state: dict[str, Any], path: Path) -> int:
     if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
         raise CheckpointError(f"{path}: checkpoint epoch must be a non-negative int, got {epoch!r}")
     return epoch
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """The sha256 of a file's bytes (hex), read in blocks so a large file is never held in memory."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(HASH_BLOCK_BYTES), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # -- metrics and config files ---------------------------------------------------------------------
