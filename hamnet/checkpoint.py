@@ -10,16 +10,26 @@ refused. Layout (``CHECKPOINT_FORMAT``, version ``CHECKPOINT_VERSION``)::
      "rng": {"shuffle": ByteTensor}, "data": dict (what the model was trained on)}
 
 ``epoch`` is 0 in the checkpoint a run writes before training (its initial state). ``data`` describes
-the training file (path, system, sizes, dt) and holds its ``sha256``, so a resume can tell that the
-file changed; checkpoints of earlier hamnet versions lack it.
+the training file (path, sha256, dt and its kind, :func:`hamnet.provenance.data_kind`: system, protocol,
+dimension, particle count, parameters and settings), so a resume can tell that the file changed and
+``rollout`` and ``evaluate`` that a file is of another kind; a run started from other weights adds
+``init_from`` (:func:`checkpoint_provenance`). Checkpoints of earlier hamnet versions lack some of
+this, which then counts as unknown.
+
+A checkpoint is named by a path or by a pretrained model's name (:func:`locate_checkpoint`); files
+that record one (rollouts, metrics) record it as :attr:`CheckpointSource.reference` with its sha256,
+and :func:`check_recorded_checkpoint` refuses a file of that name that is not the same checkpoint.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
 import re
 import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +38,9 @@ import torch
 from .version import __version__
 from .paths import atomic_path
 from .models import ModelConfig, build_model
+from .provenance import file_sha256
+
+log = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = "hamnet-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -71,32 +84,106 @@ def pretrained_models() -> dict[str, Path]:
     return {path.stem: path for path in sorted(PRETRAINED.glob("*.pt"))}
 
 
-def resolve_checkpoint(spec: str | os.PathLike) -> Path:
-    """The checkpoint file ``spec`` names: a path, or the name of a pretrained model (``springs-so2`` or
-    ``pretrained:springs-so2``; a bare name counts only when no file of that name exists)."""
-    path = Path(spec)
+@dataclass(frozen=True)
+class CheckpointSource:
+    """A checkpoint as named by a user: ``path``, the file; ``reference``, how a file that records it
+    names it again, unambiguously (``pretrained:NAME`` for a shipped model; otherwise the path as given,
+    written ``./NAME`` where the bare name is also a pretrained model's); ``pretrained``, the shipped
+    model's name; ``shadows``, the pretrained name that a local path given bare hides."""
+
+    path: Path
+    reference: str
+    pretrained: str | None = None
+    shadows: str | None = None
+
+
+def locate_checkpoint(spec: str | os.PathLike) -> CheckpointSource:
+    """Where the checkpoint ``spec`` names is: a path, or the name of a pretrained model (``springs-so2``
+    or ``pretrained:springs-so2``). ``pretrained:NAME`` is always the shipped model; a bare name is a
+    local file or folder when one of that name exists (it wins, and :func:`load_checkpoint` says so
+    aloud), else the shipped model."""
     text = str(spec)
-    if text.startswith(PRETRAINED_PREFIX) or (not path.exists() and text in pretrained_models()):
+    known = pretrained_models()
+    if text.startswith(PRETRAINED_PREFIX) or (text in known and not Path(text).exists()):
         name = text.removeprefix(PRETRAINED_PREFIX)
-        known = pretrained_models()
         if name not in known:
             raise CheckpointError(f"no pretrained model {name!r}; shipped: {', '.join(known) or 'none'} "
                                   "(hamnet pretrained lists them with their model cards)")
-        return known[name]
-    return path
+        return CheckpointSource(known[name], PRETRAINED_PREFIX + name, pretrained=name)
+    shadows = text if text in known else None
+    return CheckpointSource(Path(spec), f"./{text}" if shadows else text, shadows=shadows)
+
+
+def resolve_checkpoint(spec: str | os.PathLike) -> Path:
+    """The checkpoint file ``spec`` names (:func:`locate_checkpoint`)."""
+    return locate_checkpoint(spec).path
+
+
+def checkpoint_provenance(source: CheckpointSource) -> dict[str, Any]:
+    """What a file made with a checkpoint records of it: ``checkpoint`` (its reference),
+    ``checkpoint_sha256`` and ``pretrained`` (``{"name", "hamnet_version"}`` of a shipped model, the
+    version of the hamnet that ships it; None for a file of the user's)."""
+    pretrained = None if source.pretrained is None else {"name": source.pretrained, "hamnet_version": __version__}
+    return {"checkpoint": source.reference, "checkpoint_sha256": file_sha256(source.path), "pretrained": pretrained}
+
+
+def made_from(checkpoint: str | os.PathLike, data: str | os.PathLike) -> dict[str, Any]:
+    """What a file made with the checkpoint ``checkpoint`` (a path or pretrained name) from the trajectory
+    file ``data`` records of both: :func:`checkpoint_provenance`, ``data`` (its path) and ``data_sha256``."""
+    return {**checkpoint_provenance(locate_checkpoint(checkpoint)), "data": str(data), "data_sha256": file_sha256(data)}
+
+
+def check_recorded_checkpoint(meta: Mapping[str, Any], where: str) -> tuple[CheckpointSource, bool]:
+    """The checkpoint a file (``where``, whose ``meta`` records it as :func:`checkpoint_provenance` does)
+    was made with, and whether it is verified: refused in one line when the file that name leads to now
+    is missing or is not the same checkpoint (another sha256). A file written before hamnet recorded
+    the sha256 cannot be checked: its checkpoint comes back unverified (False), for the caller to say so."""
+    source = locate_checkpoint(meta["checkpoint"])
+    if not source.path.is_file():
+        raise CheckpointError(f"{where} was made with the checkpoint {meta['checkpoint']}, which is not a file here "
+                              "(paths are as given to hamnet rollout: run from the same folder)")
+    recorded = meta.get("checkpoint_sha256")
+    if recorded is None:
+        return source, False
+    now = file_sha256(source.path)
+    if now != recorded:
+        pretrained = meta.get("pretrained")
+        then = pretrained.get("hamnet_version") if isinstance(pretrained, dict) else None
+        shipped = f" (shipped with hamnet {then}; this is hamnet {__version__})" if source.pretrained and then else ""
+        raise CheckpointError(f"{where} was made with the checkpoint {meta['checkpoint']} of sha256 "
+                              f"{str(recorded)[:12]}..., but {source.path} is another file now (sha256 {now[:12]}...)"
+                              f"{shipped}; refused: it is not the model that made the file")
+    return source, True
+
+
+def _shadow_hint(source: CheckpointSource) -> str:
+    """For a message about a local path that hides a pretrained model: how to name that model."""
+    return (f" (it hides the pretrained model {source.shadows}: name that one pretrained:{source.shadows})"
+            if source.shadows else "")
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Read and check a checkpoint (a path, or a pretrained model's name: :func:`resolve_checkpoint`);
-    raises :class:`CheckpointError` naming the problem."""
-    path = resolve_checkpoint(path)
+    """Read and check a checkpoint (a path, or a pretrained model's name: :func:`locate_checkpoint`);
+    raises :class:`CheckpointError` naming the problem. A local path that hides a pretrained model of
+    its name is loaded and logged as a warning."""
+    source = locate_checkpoint(path)
+    state = _read(source.path, _shadow_hint(source))
+    if source.shadows:
+        log.warning("warning: %s is the local file %s, not the pretrained model of that name (name that one "
+                    "pretrained:%s; write %s for this file)", path, source.reference, source.shadows, source.reference)
+    return state
+
+
+def _read(path: Path, hint: str) -> dict[str, Any]:
+    """The checked contents of the checkpoint file ``path``; ``hint`` ends the messages of a file that
+    is no checkpoint at all."""
     if path.is_dir():
-        raise CheckpointError(f"{path} is a folder; give a checkpoint file (RUN/best.pt or RUN/last.pt)")
+        raise CheckpointError(f"{path} is a folder; give a checkpoint file (RUN/best.pt or RUN/last.pt){hint}")
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file (nor a pretrained model: "
                               f"{', '.join(pretrained_models()) or 'none shipped'})")
     if not zipfile.is_zipfile(path):
-        raise CheckpointError(f"{path}: not a torch checkpoint (truncated, corrupt or another kind of file)")
+        raise CheckpointError(f"{path}: not a torch checkpoint (truncated, corrupt or another kind of file){hint}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
@@ -107,7 +194,8 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     except (RuntimeError, EOFError, OSError, ValueError) as error:
         raise CheckpointError(f"{path}: truncated or corrupt checkpoint ({str(error).splitlines()[0]})") from error
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path}: not a hamnet checkpoint (a foreign file; expected one written by hamnet train)")
+        raise CheckpointError(f"{path}: not a hamnet checkpoint (a foreign file; expected one written by hamnet "
+                              f"train){hint}")
     if state.get("version") != CHECKPOINT_VERSION:
         raise CheckpointError(
             f"{path}: checkpoint version {state.get('version')!r}; this hamnet reads version {CHECKPOINT_VERSION}"

@@ -18,7 +18,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from .checkpoint import PRETRAINED_PREFIX, model_from_checkpoint, pretrained_models
+from .checkpoint import PRETRAINED_PREFIX, made_from, model_from_checkpoint, pretrained_models
 from .data import DEFAULT_CHUNK, Windows
 from .diagnostics import bounded_relative_error, conservation_report
 from .evaluation import geometric_mean, valid_prediction_time
@@ -97,8 +97,8 @@ def run_demo(out: str | Path, *, seed: int = 0, settings: DemoSettings = DemoSet
         model, state = model_from_checkpoint(run / "best.pt")
         metrics = {"train_seconds": sum(json.loads(line)["seconds"] for line in (run / "metrics.jsonl").open())}
         # the demo shows how far a baseline runs away, so a diverging rollout is kept, not refused
-        predicted = predicted_trajectories(model, truth, model_config=state["model_config"],
-                                           checkpoint=str(run / "best.pt"), keep_diverged=True)
+        predicted = predicted_trajectories(model, truth, model_config=state["model_config"], keep_diverged=True,
+                                           sources=made_from(run / "best.pt", test_file))
         save_trajectories(out / f"rollout-{name}.npz", predicted)
         rollouts[name] = predicted
         table[name] = _scores(model, truth, predicted, metrics)
@@ -106,8 +106,8 @@ def run_demo(out: str | Path, *, seed: int = 0, settings: DemoSettings = DemoSet
         log.info("rolling out the pretrained %s", PRETRAINED_MODEL)
         shipped = PRETRAINED_PREFIX + PRETRAINED_MODEL  # never a file of that name in the working folder
         model, state = model_from_checkpoint(shipped)
-        predicted = predicted_trajectories(model, truth, model_config=state["model_config"], checkpoint=shipped,
-                                           keep_diverged=True)
+        predicted = predicted_trajectories(model, truth, model_config=state["model_config"], keep_diverged=True,
+                                           sources=made_from(shipped, test_file))
         save_trajectories(out / f"rollout-{PRETRAINED_MODEL}.npz", predicted)
         rollouts[f"pretrained {PRETRAINED_MODEL}"] = predicted
         table[f"pretrained {PRETRAINED_MODEL}"] = _scores(model, truth, predicted, {"train_seconds": None})

@@ -35,10 +35,15 @@ def rollout_errors(model: Any, truth: Trajectories, *, method: str | None = None
     """
     result = rollout_systems(model, truth.z[:, 0], truth.params, truth.n_times - 1, float(truth.meta["dt"]),
                              method=method or default_method(model), dtype=dtype)
-    error = bounded_relative_error(result.z, truth.z.to(dtype))
+    return result, _errors(result, truth)
+
+
+def _errors(result: Rollout, truth: Trajectories) -> Tensor:
+    """The bounded relative error ``(B, T)`` of ``result`` against ``truth``, 1 from a system's divergence on."""
+    error = bounded_relative_error(result.z, truth.z.to(result.z.dtype))
     steps = torch.arange(truth.n_times, device=error.device)
     after = (result.diverged_at.unsqueeze(-1) >= 0) & (steps >= result.diverged_at.unsqueeze(-1))
-    return result, error.masked_fill(after, 1.0)
+    return error.masked_fill(after, 1.0)
 
 
 def valid_prediction_time(error: Tensor, t: Tensor, threshold: float = VALID_ERROR) -> Tensor:
@@ -78,7 +83,18 @@ def evaluate(model: Any, truth: Trajectories, *, chunk: int = DEFAULT_CHUNK, met
     # a learned model is scored in its own dtype; a true system (no weights) in float64
     model_dtype = next(model.parameters()).dtype if isinstance(model, nn.Module) else torch.float64
     scores = window_mse(model, windows, float(truth.meta["dt"]), method=window_method, dtype=model_dtype)
-    result, error = rollout_errors(model, truth, method=method)
+    result, _ = rollout_errors(model, truth, method=method)
+    return {"n_systems": truth.n_systems, "window_mse": scores["mse"],
+            "window_mse_with_initial": scores["mse_with_initial"], "window_method": window_method,
+            "rollout_method": method or default_method(model), **score_rollout(result, truth, system=system)}
+
+
+def score_rollout(result: Rollout, truth: Trajectories, *, system: Any = None) -> dict[str, Any]:
+    """The scores of :func:`evaluate` that need only a rollout: ``rollout_error``,
+    ``valid_prediction_time``, ``divergence`` and ``drift`` (and ``notes``), for ``result`` (``z: (B, T,
+    2, N, D)`` and ``diverged_at: (B,)``, from ``truth``'s initial states on its times; a model's, or one
+    read back from a rollout file)."""
+    error = _errors(result, truth)
     curve = error.mean(0)
     vpt = valid_prediction_time(error, truth.t)
     notes = []
@@ -95,11 +111,6 @@ def evaluate(model: Any, truth: Trajectories, *, chunk: int = DEFAULT_CHUNK, met
                                  {k: v[healthy] for k, v in truth.params.items()})
     diverged = result.diverged
     return {
-        "n_systems": truth.n_systems,
-        "window_mse": scores["mse"],
-        "window_mse_with_initial": scores["mse_with_initial"],
-        "window_method": window_method,
-        "rollout_method": method or default_method(model),
         "rollout_error": {
             "time": truth.t.tolist(),
             "mean_over_systems": curve.tolist(),

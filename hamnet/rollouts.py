@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +20,7 @@ from torchdiffeq import odeint
 from .dynamics import HamiltonianField
 from .integrate import solver_key
 from .io import Trajectories
+from .provenance import protocol_name
 from .models import MODELS
 from .resources import check_memory
 from .version import __version__
@@ -236,10 +238,14 @@ def default_method(model: Any) -> str:
 def predicted_trajectories(model: Any, data: Trajectories, *, model_config: dict, steps: int | None = None,
                            dt: float | None = None, method: str | None = None,
                            dtype: torch.dtype = torch.float64, checkpoint: str | None = None,
-                           options: dict | None = None, keep_diverged: bool = False) -> Trajectories:
+                           options: dict | None = None, keep_diverged: bool = False,
+                           sources: Mapping[str, Any] | None = None) -> Trajectories:
     """Roll ``model`` out from every initial state of ``data`` and package the result as a
     trajectory file's contents (schema 1): the system of ``data`` in ``meta`` (so true energy can
-    be measured), plus the model (``model_config``, a label), integrator, dtype and checkpoint.
+    be measured; the name of its benchmark protocol too, if any, as ``data_protocol``), plus the model
+    (``model_config``, a label), integrator, dtype and checkpoint, and ``sources``: what else the
+    rollout came from (the checkpoint's and data's sha256, :func:`hamnet.checkpoint.checkpoint_provenance`;
+    a ``"checkpoint"`` there wins).
     ``steps`` and ``dt`` default to the data's own; ``options`` and ``keep_diverged`` go to
     :func:`rollout_systems`. Systems that diverge are listed in ``meta["diverged"]`` (``{"system",
     "step"}`` each, in the order they diverged; their states from that step on are held at the last
@@ -257,9 +263,11 @@ def predicted_trajectories(model: Any, data: Trajectories, *, model_config: dict
                            step=first["step"], systems=[d["system"] for d in diverged], trajectory=result.z)
     meta = {"system": data.meta["system"], "system_settings": data.meta["system_settings"], "dt": dt,
             "hamnet_version": __version__,
+            **({"data_protocol": protocol_name(data)} if protocol_name(data) else {}),
             "steps": steps, "model": model_label(model_config), "model_config": model_config, "method": method,
             "dtype": str(dtype).removeprefix("torch."), "checkpoint": checkpoint,
-            "diverged": diverged, "divergence_factor": None if keep_diverged else DIVERGENCE_FACTOR}
+            "diverged": diverged, "divergence_factor": None if keep_diverged else DIVERGENCE_FACTOR,
+            **(sources or {})}
     t = torch.arange(steps + 1, dtype=torch.float64) * dt
     return Trajectories(t, result.z.double().cpu(), data.params, meta)
 

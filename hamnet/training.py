@@ -38,7 +38,8 @@ import torch.distributed as dist
 from torch import nn
 from tqdm.auto import tqdm
 
-from .checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint, save_checkpoint
+from .checkpoint import (CheckpointError, checkpoint_provenance, load_checkpoint, locate_checkpoint,
+                         model_from_checkpoint, save_checkpoint)
 from .data import DEFAULT_CHUNK, Windows, split_systems
 from .distributed import Context, close_distributed, distributed_context, finite_everywhere, on_main
 from .integrate import INTEGRATORS, get_integrator
@@ -46,8 +47,9 @@ from .io import Trajectories, load_trajectories
 from .loss import WindowLoss, to_device, window_mse
 from .config import config_from_dict
 from .models import MODELS, ModelConfig, build_model, check_compatible
+from .provenance import data_kind, file_sha256, ground_truth, rollout_model
 from .rollouts import default_method
-from .runs import (RunFiles, append_metrics, checkpoint_epoch, claim, file_sha256, locked,
+from .runs import (RunFiles, append_metrics, checkpoint_epoch, claim, locked,
                    make_run_folder, truncate_metrics, write_json)
 
 log = logging.getLogger(__name__)
@@ -96,6 +98,9 @@ class TrainConfig:
     cannot gain unbounded momenta; see ``benchmarks/results/divergence_escape.md``); None leaves the
     kernel unbounded. With ``init_from`` the starting checkpoint's bound is kept. The checkpoint
     records the bound that was used.
+    ``allow_rollout``: accept a rollout file (a model's output, :func:`hamnet.provenance.rollout_model`)
+    as training data, without the systems it lists as diverged (counted in the checkpoint's ``data``
+    record); otherwise such a file is refused, since a model's output is not ground truth.
     """
 
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -113,6 +118,7 @@ class TrainConfig:
     validation_windows: int | None = 1000
     init_from: str | None = None
     kernel_bound_factor: float | None = DEFAULT_KERNEL_BOUND_FACTOR
+    allow_rollout: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.model, dict):
@@ -262,12 +268,14 @@ class TrainingStep:
 
 @dataclass
 class _Run:
-    """Everything one training run updates: its step (model, optimiser, schedule), shuffling, progress."""
+    """Everything one training run updates: its step (model, optimiser, schedule), shuffling, progress;
+    and ``init_from``, what it records of the checkpoint it started from (None: fresh weights)."""
 
     step: TrainingStep
     shuffle: torch.Generator
     epoch: int = 0
     best: float = math.inf
+    init_from: dict | None = None
 
     @property
     def model(self) -> nn.Module:
@@ -286,7 +294,8 @@ class _Run:
         return {"model_config": dataclasses.asdict(config.model), "train_config": config.as_dict(),
                 "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "epoch": self.epoch, "best_validation": self.best,
-                "rng": {"shuffle": self.shuffle.get_state()}, "data": data_info}
+                "rng": {"shuffle": self.shuffle.get_state()}, "data": data_info,
+                **({"init_from": self.init_from} if self.init_from is not None else {})}
 
     def restore(self, state: dict[str, Any], path: Path) -> None:
         """Continue from a checkpoint read from ``path``; a malformed one is a CheckpointError naming it."""
@@ -297,6 +306,7 @@ class _Run:
             self.scheduler.load_state_dict(state["scheduler"])
             self.shuffle.set_state(state["rng"]["shuffle"])
             self.best = float(state["best_validation"])
+            self.init_from = state.get("init_from")
         except (KeyError, TypeError, ValueError, RuntimeError) as error:
             raise CheckpointError(f"{path}: malformed checkpoint, cannot continue from it "
                                   f"({type(error).__name__}: {str(error).splitlines()[0]})") from error
@@ -304,22 +314,27 @@ class _Run:
 
 
 def _train(config, data_path, files, context, resume, progress, stop_after_epochs):
-    data, train_windows, validation_windows = _prepare_data(config, data_path, context)
-    config = with_kernel_bound(config, train_windows, files.last if resume and files.last.exists() else None)
+    data, train_windows, validation_windows, left_out = _prepare_data(config, data_path, context)
+    start = None  # the model of init_from, and its record; a resumed run continues from its own checkpoint
+    if config.init_from is not None and not resume:
+        start = model_from_checkpoint(config.init_from)[0], checkpoint_provenance(locate_checkpoint(config.init_from))
+    config = with_kernel_bound(config, train_windows, files.last if resume and files.last.exists() else None,
+                               start=start[0] if start else None)
     dtype, dt = DTYPES[config.dtype], float(data.meta["dt"])
     model = build_model(config.model, torch.Generator().manual_seed(config.seed))
-    if config.init_from is not None and not resume:  # a resumed run continues from its own checkpoint
-        _load_initial_weights(model, config)
+    if start is not None:
+        _load_initial_weights(model, config, start[0])
     steps = config.epochs * math.ceil(len(train_windows) / config.batch_size)
     run = _Run(TrainingStep(config, dt, steps, device=context.device, model=model),
-               torch.Generator().manual_seed(config.seed))
+               torch.Generator().manual_seed(config.seed), init_from=start[1] if start else None)
     # one window through the model before anything is written: a model/integrator/neighbourhood
     # mismatch fails here, not after the run folder exists
     with torch.no_grad():
         run.step.loss_module(*to_device(train_windows[torch.arange(1)], dtype, context.device))
-    data_info = {"path": str(data_path), "system": data.meta.get("system"), "n_particles": data.n_particles,
-                 "dim": data.dim, "dt": data.meta["dt"], "n_train_windows": len(train_windows),
-                 "sha256": file_sha256(data_path)}
+    data_info = {"path": str(data_path), **data_kind(data), "dt": data.meta["dt"],
+                 "n_train_windows": len(train_windows), "sha256": file_sha256(data_path)}
+    if rollout_model(data) is not None:
+        data_info["rollout"] = {"model": rollout_model(data), "diverged_left_out": len(left_out)}
     with contextlib.ExitStack() as held:  # the folder's lock (main rank), held until the run ends
         resumed = on_main(context, lambda: _open_run(files, run, config, data_info, resume, held))
         if resumed and not context.is_main:
@@ -333,10 +348,12 @@ def _train(config, data_path, files, context, resume, progress, stop_after_epoch
                        progress, stop_after_epochs)
 
 
-def with_kernel_bound(config: TrainConfig, windows: Windows, resumed: Path | None = None) -> TrainConfig:
+def with_kernel_bound(config: TrainConfig, windows: Windows, resumed: Path | None = None, *,
+                      start: nn.Module | None = None) -> TrainConfig:
     """``config`` with its model's ``kernel_bound`` decided: as given; the ``resumed`` checkpoint's, when
     the run continues (what it decided at its start; ``init_from`` may be gone by then); the
-    ``init_from`` checkpoint's; or ``kernel_bound_factor`` times the largest kernel input over (up to
+    ``init_from`` checkpoint's (``start``: its model, if already loaded); or
+    ``kernel_bound_factor`` times the largest kernel input over (up to
     :data:`KERNEL_BOUND_SAMPLE_WINDOWS` evenly spaced of) the training ``windows``. Unchanged for
     models without a LieConv kernel."""
     model = config.model
@@ -344,7 +361,9 @@ def with_kernel_bound(config: TrainConfig, windows: Windows, resumed: Path | Non
     if model.kernel_bound is not None or config.kernel_bound_factor is None or not bounded:
         return config
     if resumed is not None or config.init_from is not None:
-        bound = model_from_checkpoint(resumed or config.init_from)[0].config.kernel_bound
+        if resumed is not None or start is None:
+            start = model_from_checkpoint(resumed or config.init_from)[0]
+        bound = start.config.kernel_bound
     else:
         network = build_model(model, torch.Generator().manual_seed(0))
         network = network.to(device=windows.data.z.device, dtype=windows.data.z.dtype)
@@ -355,10 +374,9 @@ def with_kernel_bound(config: TrainConfig, windows: Windows, resumed: Path | Non
     return dataclasses.replace(config, model=dataclasses.replace(model, kernel_bound=bound))
 
 
-def _load_initial_weights(model: nn.Module, config: TrainConfig) -> None:
-    """Copy the weights of ``config.init_from`` into ``model``; a checkpoint of another model is refused in
-    one line (a CheckpointError or a ValueError) before anything is written."""
-    start, _ = model_from_checkpoint(config.init_from)
+def _load_initial_weights(model: nn.Module, config: TrainConfig, start: nn.Module) -> None:
+    """Copy the weights of ``start`` (the model of ``config.init_from``) into ``model``; a checkpoint of
+    another model is refused in one line before anything is written."""
     if start.config != config.model:
         theirs = dataclasses.asdict(start.config)
         differing = sorted(key for key, value in dataclasses.asdict(config.model).items() if theirs.get(key) != value)
@@ -368,8 +386,10 @@ def _load_initial_weights(model: nn.Module, config: TrainConfig) -> None:
 
 
 def _prepare_data(config: TrainConfig, data_path: Path, context: Context):
-    """The data in the training dtype and its training and validation windows, all checked."""
-    data = load_trajectories(data_path)
+    """The data in the training dtype, its training and validation windows, all checked, and how many
+    diverged systems of a rollout file (``config.allow_rollout``) were left out."""
+    data, left_out = ground_truth(load_trajectories(data_path), allow_rollout=config.allow_rollout,
+                                  flag="--allow-rollout (allow_rollout=True in TrainConfig)", use="training data")
     check_compatible(config.model, data, str(data_path))
     if config.batch_size < context.world_size:
         raise ValueError(f"batch size {config.batch_size} is smaller than the {context.world_size} processes")
@@ -386,7 +406,7 @@ def _prepare_data(config: TrainConfig, data_path: Path, context: Context):
     train_windows = Windows(data, config.chunk, split.train, config.max_windows, seed=config.seed)
     validation_windows = (Windows(data, config.chunk, split.validation, config.validation_windows, seed=config.seed)
                           if len(split.validation) else None)
-    return data, train_windows, validation_windows
+    return data, train_windows, validation_windows, left_out
 
 
 def _epochs(run, train_windows, validation_windows, config, context, files, data_info, progress,
@@ -463,21 +483,33 @@ def _finite_weights(model: nn.Module) -> bool:
 
 def _diverged(run: _Run, config: TrainConfig, files: RunFiles, windows: Windows, data_path: str,
               what: str) -> TrainingDiverged:
-    """The one-line error for a run that stopped being finite, while ``last.pt`` still holds ``run.epoch``.
-
-    Data whose squares overflow the training dtype make the loss infinite whatever the settings, so
-    they are named first; otherwise the step size is what to change.
-    """
-    largest = float(windows.data.z.abs().max())
-    if largest > math.sqrt(torch.finfo(DTYPES[config.dtype]).max):
-        wider = config.dtype == "float32" and largest <= math.sqrt(torch.finfo(torch.float64).max)
-        fix = (f"{data_path} holds values up to |z| = {largest:.3g}, whose squares overflow {config.dtype}; "
-               + ("train with --dtype float64 or rescale the data" if wider else "rescale the data"))
-    else:
-        fix = f"lower --lr (now {config.lr:g})"
+    """The one-line error for a run that stopped being finite, while ``last.pt`` still holds ``run.epoch``,
+    naming the likely cause (:func:`_likely_cause`)."""
     kept = (f"kept {files.last} (epoch {run.epoch}) and {files.best.name}, the last finite checkpoints" if run.epoch
             else f"kept {files.last} (epoch 0, the initial weights: no epoch completed)")
-    return TrainingDiverged(f"training diverged: {what}; {fix}; {kept}")
+    return TrainingDiverged(f"training diverged: {what}; {_likely_cause(run, config, windows, data_path)}; {kept}")
+
+
+def _likely_cause(run: _Run, config: TrainConfig, windows: Windows, data_path: str) -> str:
+    """What to change, from what was measured. Data whose squares overflow the training dtype make the
+    loss infinite whatever the settings, and so does a kernel bound beyond the dtype's range (``c tanh(x
+    / c)`` is then inf times 0): those are named first. A loss that is not finite before the optimiser
+    took any step comes from the initial model on this data, not from the step size; after steps, the
+    step size (``--lr``) is the likely cause."""
+    dtype = DTYPES[config.dtype]
+    largest = float(windows.data.z.abs().max())
+    bound = config.model.kernel_bound
+    if largest > math.sqrt(torch.finfo(dtype).max):
+        wider = config.dtype == "float32" and largest <= math.sqrt(torch.finfo(torch.float64).max)
+        return (f"{data_path} holds values up to |z| = {largest:.3g}, whose squares overflow {config.dtype}; "
+                + ("train with --dtype float64 or rescale the data" if wider else "rescale the data"))
+    if bound is not None and bound > torch.finfo(dtype).max:
+        return (f"the kernel bound {bound:g} is beyond {config.dtype}'s range ({torch.finfo(dtype).max:.3g}), so the "
+                "kernel inputs become inf times 0; use --kernel-bound auto or a smaller number")
+    if run.scheduler.last_epoch == 0:
+        return ("the initial weights already give it, before any optimiser step, so the learning rate is not the "
+                f"cause; check the data's scale (|z| up to {largest:.3g}) and the model's settings")
+    return f"lower --lr (now {config.lr:g})"
 
 
 def _save(path: Path, run: _Run, config: TrainConfig, data_info: dict) -> None:
