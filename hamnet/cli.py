@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import inspect
-import json
 import logging
 import os
 import sys
@@ -17,23 +16,17 @@ import time
 from pathlib import Path
 
 
-from . import cli_train, cli_visual
-from .checkpoint import PRETRAINED_PREFIX, model_from_checkpoint, pretrained_models, resolve_checkpoint
+from . import cli_rollout, cli_train, cli_visual
+from .checkpoint import PRETRAINED_PREFIX, pretrained_models, resolve_checkpoint
 from .cli_common import (InputError, Terminated, add_common_options, check_finite_positive,
-                         check_range, check_seed, load_plugins, one_line_error, terminate_as_interrupt,
-                         torch_threads, true_system)
-from .data import DEFAULT_CHUNK
+                         check_range, check_seed, load_plugins, one_line_error, refuse_given, terminate_as_interrupt,
+                         torch_threads)
 from .demo import DemoSettings, format_table, run_demo as demo
-from .evaluation import evaluate
 from .io import load_trajectories, save_trajectories
-from .models import check_compatible
-from .paths import atomic_path, check_output
+from .paths import check_output
 from .protocols import PROTOCOLS, generate_protocol
-from .resources import check_memory
-from .rollouts import model_label, predicted_trajectories
 from .simulation import generate
 from .systems import get_system_class
-from .training import DTYPES
 from .version import __version__
 
 EXIT_ERROR = 1
@@ -46,7 +39,9 @@ def main(argv: list[str] | None = None) -> int:
 
     Every failure ends here as one line on stderr, ``hamnet: error: ...``, and exit status 1 (see
     :func:`hamnet.cli_common.one_line_error`); a traceback only with ``--debug`` or ``HAMNET_DEBUG=1``.
-    Ctrl-C exits 130 and SIGTERM 143, with files being written left as they were.
+    Ctrl-C exits 130 and SIGTERM 143, with files being written left as they were. Every command runs on
+    ``--threads`` torch threads (:data:`hamnet.cli_common.DEFAULT_THREADS`, one, unless told otherwise),
+    and gives the caller's count back.
     """
     parser = build_parser()
     try:
@@ -59,8 +54,10 @@ def main(argv: list[str] | None = None) -> int:
     debug = args.debug or os.environ.get("HAMNET_DEBUG", "") not in ("", "0")
     try:
         with terminate_as_interrupt():
-            load_plugins(args.plugin)
-            return args.run(args) or 0
+            check_range("--threads", args.threads, 1, 4096)
+            with torch_threads(args.threads):
+                load_plugins(args.plugin)
+                return args.run(args) or 0
     except KeyboardInterrupt as interrupt:
         terminated = isinstance(interrupt, Terminated)
         print(f"hamnet: {'terminated' if terminated else 'interrupted'}; files being written were not replaced",
@@ -89,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"hamnet {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_generate, _add_info, cli_train.add_commands, _add_rollout, _add_evaluate,
+    for add in (_add_generate, _add_info, cli_train.add_commands, cli_rollout.add_commands,
                 cli_visual.add_commands, _add_demo, _add_pretrained):
         add(commands)
     for subcommand in commands.choices.values():
@@ -100,13 +97,13 @@ def build_parser() -> argparse.ArgumentParser:
 # -- generate --------------------------------------------------------------------------------------
 def _add_system_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("system")
-    group.add_argument("--system", default="springs",
+    group.add_argument("--system", default=None,
                        help="a built-in system (springs, nbody, charged), one a --plugin registers, or your own "
                        "class as path/to/file.py:ClassName (default: springs)")
     group.add_argument("--n-particles", type=int, default=None,
                        help="particles per system, at least 2 (default: the system's own: 6 for springs, 5 for "
                        "nbody and charged)")
-    group.add_argument("--dim", type=int, default=2, choices=(2, 3), help="spatial dimensions (default: 2)")
+    group.add_argument("--dim", type=int, default=None, choices=(2, 3), help="spatial dimensions (default: 2)")
     group.add_argument("--family", default=None,
                        help="nbody only: initial conditions, 'central' (light bodies orbiting a heavy one) or "
                        "'cluster' (a bound random cluster) (default: central)")
@@ -147,9 +144,9 @@ def _add_generate(commands) -> None:
     _add_system_options(parser)
     parser.add_argument("--n-systems", type=int, default=None,
                         help="number of independent systems (default: 1000, or the split's size with --protocol)")
-    parser.add_argument("--steps", type=int, default=500,
+    parser.add_argument("--steps", type=int, default=None,
                         help="output steps per trajectory; each file holds steps + 1 states (default: 500)")
-    parser.add_argument("--dt", type=float, default=0.01, help="time between output states, exact (default: 0.01)")
+    parser.add_argument("--dt", type=float, default=None, help="time between output states, exact (default: 0.01)")
     parser.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same file (default: 0)")
     parser.add_argument("--substeps", type=int, default=None,
                         help="integrator sub-steps per output step (default: chosen per system from its fastest "
@@ -164,21 +161,25 @@ def _add_generate(commands) -> None:
                            help="generate an N-body benchmark set of the equivariant-GNN papers on its own protocol "
                            "instead: egnn-charged5, segnn-gravity100 or segno-gravity5 (hamnet.protocols; it fixes "
                            "the system, the integrator and the frames)")
-    benchmark.add_argument("--split", default="train", choices=("train", "valid", "test"),
+    benchmark.add_argument("--split", default=None, choices=("train", "valid", "test"),
                            help="with --protocol: which split, for its default size (default: train); give each "
                            "split its own --seed")
-    # the flags a benchmark protocol decides, with their defaults (a protocol refuses any that was changed)
-    fixed = ("system", "n_particles", "dim", "family", "softening", "steps", "dt", "substeps", "max_substeps")
-    parser.set_defaults(run=run_generate, protocol_fixes={name: parser.get_default(name) for name in fixed})
+    parser.set_defaults(run=run_generate)
+
+
+#: the flags a benchmark protocol decides; with --protocol each is refused if given at all, at any value
+PROTOCOL_FIXES = ("--system", "--n-particles", "--dim", "--family", "--softening", "--steps", "--dt", "--substeps",
+                  "--max-substeps")
+#: what ``generate`` takes for the flags that default to None (so that a flag given can be told from one not given)
+GENERATE_DEFAULTS = {"system": "springs", "dim": 2, "steps": 500, "dt": 0.01, "n_systems": 1000}
 
 
 def run_generate(args: argparse.Namespace) -> None:
     if args.protocol is not None:
         return _generate_protocol(args)
-    if args.split != "train":
-        raise InputError(f"--split {args.split} applies only with --protocol (a benchmark set's split)")
-
-    args.n_systems = 1000 if args.n_systems is None else args.n_systems
+    refuse_given(args, ("--split",), "--split applies only with --protocol (a benchmark set's split)")
+    for name, default in GENERATE_DEFAULTS.items():
+        setattr(args, name, default if getattr(args, name) is None else getattr(args, name))
     check_range("--n-systems", args.n_systems, 1)
     check_range("--steps", args.steps, 1)
     check_finite_positive("--dt", args.dt)
@@ -196,10 +197,8 @@ def _generate_protocol(args: argparse.Namespace) -> None:
 
     if args.protocol not in PROTOCOLS:
         raise InputError(f"unknown protocol {args.protocol!r}; choose one of {', '.join(PROTOCOLS)}")
-    fixed = [f"--{name.replace('_', '-')}" for name, default in args.protocol_fixes.items()
-             if getattr(args, name) != default]
-    if fixed:
-        raise InputError(f"--protocol {args.protocol} fixes the system, its steps and dt; drop {', '.join(fixed)}")
+    refuse_given(args, PROTOCOL_FIXES, f"--protocol {args.protocol} fixes the system, its steps and dt")
+    args.split = args.split or "train"
     if args.n_systems is not None:
         check_range("--n-systems", args.n_systems, 1)
     check_seed(args.seed)
@@ -270,112 +269,6 @@ def describe(data, path: str) -> str:
     return "\n".join(lines)
 
 
-# -- rollout / evaluate --------------------------------------------------------------------------
-def _model_and_data(args: argparse.Namespace, suffix: str, what: str):
-    """The checkpoint's model, the checkpoint and the data of ``--checkpoint`` / ``--data``, checked to fit
-    together, after making sure ``--out`` can be written without touching either."""
-
-    check_output(args.out, inputs=[args.data, resolve_checkpoint(args.checkpoint)], suffixes=(suffix,), what=what)
-    model, state = model_from_checkpoint(args.checkpoint)
-    data = load_trajectories(args.data)
-    check_compatible(model.config, data, args.data)
-    return model, state, data
-
-
-def _add_rollout(commands) -> None:
-    parser = commands.add_parser(
-        "rollout", help="roll a trained model out from a file's initial states",
-        description="Integrate a trained model from the initial states of a trajectory file for a long horizon "
-        "and write the predicted trajectories as a trajectory file (schema 1) naming the model in meta.",
-    )
-    parser.add_argument("--checkpoint", required=True, help="a checkpoint from hamnet train (best.pt or last.pt)")
-    parser.add_argument("--data", required=True, help="trajectory file whose initial states and parameters to use")
-    parser.add_argument("--out", required=True, help="output .npz trajectory file (written atomically)")
-    parser.add_argument("--steps", type=int, default=None, help="steps to roll out (default: as many as the data holds)")
-    parser.add_argument("--dt", type=float, default=None, help="time step (default: the data's dt)")
-    parser.add_argument("--method", default=None,
-                        help="integrator: leapfrog, yoshida4, implicit_midpoint, gauss4, rk4, dopri5, ... "
-                        "(default: leapfrog for separable models, else rk4)")
-    parser.add_argument("--dtype", default="float64", choices=("float32", "float64"), help="precision (default: float64)")
-    parser.add_argument("--n-systems", type=int, default=None, help="roll out only the first n systems (default: all)")
-    parser.add_argument("--max-iters", type=int, default=None,
-                        help="implicit_midpoint and gauss4 only: fixed-point iterations allowed per step (default: 100)")
-    parser.add_argument("--keep-diverged", action="store_true",
-                        help="keep integrating a system whose state grows past a millionfold its start instead of "
-                        "stopping with an error (for studies of divergence; a non-finite state still stops)")
-    parser.set_defaults(run=run_rollout)
-
-
-def run_rollout(args: argparse.Namespace) -> None:
-
-    check_range("--n-systems", args.n_systems, 1)
-    check_range("--steps", args.steps, 1)
-    check_range("--max-iters", args.max_iters, 1, 10**6)
-    check_finite_positive("--dt", args.dt)
-    model, state, data = _model_and_data(args, ".npz", "a trajectory file")
-    if args.n_systems is not None:
-        data = data.select(slice(0, args.n_systems))
-    steps = args.steps or data.n_times - 1
-    # the trajectory, its float64 copy for the file, and the file's own buffer
-    check_memory(3 * data.n_systems * (steps + 1) * data.z[0, 0].numel() * 8, f"a rollout of {steps} steps",
-                 "use fewer --steps or --n-systems")
-    options = {"max_iters": args.max_iters} if args.max_iters is not None else None
-    predicted = predicted_trajectories(model, data, model_config=state["model_config"], steps=args.steps, dt=args.dt,
-                                       method=args.method, dtype=DTYPES[args.dtype], checkpoint=str(args.checkpoint),
-                                       options=options, keep_diverged=args.keep_diverged)
-    save_trajectories(args.out, predicted)
-    meta = predicted.meta
-    print(f"rolled out {meta['model']} with {meta['method']} for {meta['steps']} steps on "
-          f"{data.n_systems} systems -> {args.out}")
-    if meta["diverged"]:
-        first = meta["diverged"][0]
-        print(f"hamnet: warning: {len(meta['diverged'])} of {data.n_systems} systems diverged (the first, system "
-              f"{first['system']}, at step {first['step']}); the others are delivered, and the file's meta "
-              "'diverged' lists each with its step (its states from then on are held at the last healthy one)",
-              file=sys.stderr)
-
-
-def _add_evaluate(commands) -> None:
-    parser = commands.add_parser(
-        "evaluate", help="score a trained model against a trajectory file",
-        description="Window MSE, rollout error over time and momentum/energy drift of a trained model on a "
-        "trajectory file, written as JSON.",
-    )
-    parser.add_argument("--checkpoint", required=True, help="a checkpoint from hamnet train")
-    parser.add_argument("--data", required=True, help="trajectory file with the true trajectories")
-    parser.add_argument("--out", required=True, help="output metrics .json (written atomically)")
-    parser.add_argument("--method", default=None, help="rollout integrator (default: leapfrog if separable, else rk4)")
-    parser.add_argument("--true-system", default=None, metavar="SPEC",
-                        help="the system whose true energy to measure, when the data file was made by your own "
-                        "system class: path/to/file.py:ClassName (hamnet never imports a file because a data file "
-                        "names it; default: the file's registered system, or no true-energy drift)")
-    parser.set_defaults(run=run_evaluate)
-
-
-def run_evaluate(args: argparse.Namespace) -> None:
-
-
-    model, state, data = _model_and_data(args, ".json", "a metrics file")
-    trained = state.get("train_config") or {}  # windows as the model was trained on: its chunk and integrator
-    chunk, window_method = trained.get("chunk", DEFAULT_CHUNK), trained.get("method", "rk4")
-    system = true_system(data, args.true_system)
-    metrics = {"model": model_label(state["model_config"]), "checkpoint": str(args.checkpoint),
-               "data": str(args.data), **evaluate(model, data, chunk=chunk, method=args.method, system=system,
-                                                  window_method=window_method)}
-    with atomic_path(args.out) as tmp:
-        tmp.write_text(json.dumps(metrics, indent=2) + "\n")
-    error, valid = metrics["rollout_error"], metrics["valid_prediction_time"]
-    energy = metrics["drift"].get("energy")
-    print(f"{metrics['model']}: window MSE {metrics['window_mse']:.4g} "
-          f"(paper convention {metrics['window_mse_with_initial']:.4g}), rollout error geometric mean "
-          f"{error['geometric_mean_over_time']:.3g}, final {error['final']:.3g}; valid prediction time median "
-          f"{valid['median']:.3g} (error <= {valid['threshold']:g}); diverged {len(metrics['divergence']['systems'])} "
-          f"of {metrics['n_systems']}; max angular momentum drift {metrics['drift']['angular_momentum']['max']:.2e}"
-          + (f", median true-energy drift {energy['median']:.2e}" if energy else "") + f" -> {args.out}")
-    for note in metrics.get("notes", []):
-        print(f"note: {note}", file=sys.stderr)
-
-
 # -- demo ------------------------------------------------------------------------------------------
 def _add_demo(commands) -> None:
     parser = commands.add_parser(
@@ -388,24 +281,16 @@ def _add_demo(commands) -> None:
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     parser.add_argument("--quick", action="store_true", help="a tiny version in seconds (for tests)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    # One thread by default, measured with `time hamnet demo --quiet` on 2 cores: idle, 61 s on one thread against
-    # 57 s on torch's default two; with two other processes on the cores, 105 s against 191 s (two threads
-    # spin-wait for each other). The demo's networks are too small to gain from a second thread.
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch CPU threads (default: 1; the demo's small networks gain little from more, and "
-                        "lose much when other work shares the cores)")
     parser.set_defaults(run=run_demo)
 
 
 def run_demo(args: argparse.Namespace) -> None:
 
     check_seed(args.seed)
-    check_range("--threads", args.threads, 1, 4096)
     out = Path(args.out)
     start = time.perf_counter()
     settings = DemoSettings.quick() if args.quick else DemoSettings()
-    with torch_threads(args.threads):
-        table = demo(out, seed=args.seed, settings=settings, progress=not args.quiet)
+    table = demo(out, seed=args.seed, settings=settings, progress=not args.quiet)
     print(format_table(table))
     print(f"\nrelative changes are maxima over {settings.test_systems} test systems and "
           f"{settings.rollout_steps} steps; rollout error is |a-b|/(|a|+|b|), 0 perfect, 1 unrelated; VPT is the "

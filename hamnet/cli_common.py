@@ -22,7 +22,15 @@ from .resources import check_memory
 
 __all__ = ["InputError", "Terminated", "add_common_options", "load_plugins", "one_line_error",
            "terminate_as_interrupt", "torch_threads", "check_seed", "check_finite_positive", "check_range",
-           "check_model_memory", "true_system"]
+           "check_in_dtype", "check_model_memory", "refuse_given", "true_system", "DEFAULT_THREADS"]
+
+#: torch CPU threads of every command unless --threads says otherwise. Measured on 2 cores: `time hamnet demo
+#: --quiet`, idle, 61 s on one thread against 57 s on torch's default two; with two other processes on the
+#: cores, 105 s against 191 s (two threads spin-wait for each other); `hamnet rollout` of the pretrained
+#: springs-so2, 16 systems x 1000 steps, with two other processes on the cores: 9.1-9.9 s on one thread,
+#: 52-59 s on two. hamnet's networks are small: they gain little from a second thread and lose much when
+#: others share the cores, so every command starts on one.
+DEFAULT_THREADS = 1
 
 #: phrases of torch's allocators when an allocation fails (CPU and CUDA)
 _OUT_OF_MEMORY = ("can't allocate memory", "not enough memory", "out of memory", "failed to allocate")
@@ -101,7 +109,11 @@ def _shorten(message: str, limit: int = 300) -> str:
 
 
 def add_common_options(parser: argparse.ArgumentParser) -> None:
-    """Options every subcommand takes."""
+    """Options every subcommand takes (``--threads`` is applied by :func:`hamnet.cli.main`)."""
+    parser.add_argument("--threads", type=int, default=DEFAULT_THREADS,
+                        help=f"torch CPU threads (default: {DEFAULT_THREADS}; hamnet's small networks gain little from "
+                        "more, and lose much when other work shares the cores; try more for wide models on an idle "
+                        "machine)")
     parser.add_argument("--debug", action="store_true",
                         help="on failure, show the full traceback instead of one line (also: HAMNET_DEBUG=1)")
     parser.add_argument("--plugin", action="append", default=[], metavar="FILE.py",
@@ -138,6 +150,29 @@ def check_range(flag: str, value: float | None, low: float, high: float | None =
     shown = str(value) if len(str(value)) <= 24 else f"{str(value)[:12]}...({len(str(value))} digits)"
     bounds = f"at least {low:g}" if high is None else f"between {low:g} and {high:g}"
     raise InputError(f"{flag} must be {bounds}, got {shown}")
+
+
+def check_in_dtype(flag: str, value: float | None, dtype: str, *, zero: bool = False) -> None:
+    """Refuse a setting that the dtype it will live in (``"float32"``, ``"float64"``) cannot hold: past its
+    largest finite value (it would become inf) or, a positive one, below its smallest normal value (it
+    would become 0 or lose its digits). ``zero=True`` lets 0 pass; None passes."""
+    if value is None or (zero and value == 0):
+        return
+    info = torch.finfo(getattr(torch, dtype))
+    if not info.tiny <= abs(value) <= info.max:
+        raise InputError(f"{flag} {value:g} cannot be held in {dtype}, where it is used (its range is {info.tiny:.3g} "
+                         f"to {info.max:.3g}); give a value inside it" + (" or use --dtype float64"
+                                                                           if dtype == "float32" else ""))
+
+
+def refuse_given(args: argparse.Namespace, flags: tuple[str, ...], reason: str) -> None:
+    """Refuse the flags of ``flags`` that were given, saying ``reason`` (why they do not apply) and which to
+    drop. Such a flag defaults to None or False, so one given at any value, its documented default's
+    included, counts as given."""
+    values = {flag: getattr(args, flag[2:].replace("-", "_")) for flag in flags}
+    given = [flag for flag, value in values.items() if value is not None and value is not False]  # 0 is given
+    if given:
+        raise InputError(f"{reason}; drop {', '.join(given)}")
 
 
 def check_model_memory(config, dtype: str) -> None:

@@ -1,8 +1,9 @@
 """``hamnet train``: its flags, their checks, and the configuration they make.
 
-Every flag is checked before the data file is read (:data:`TRAIN_RANGES`), and the configuration is
-complete (model, group, integrator) before the run folder is created, so a refused command leaves
-nothing behind.
+Every flag is checked before the data file is read (:data:`TRAIN_RANGES`, and against ``--dtype`` where
+its value is used in that precision), a flag the chosen model does not use is refused
+(:data:`GROUP_FLAGS`), and the configuration is complete (model, group, integrator) before the run
+folder is created, so a refused command leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -14,12 +15,12 @@ from pathlib import Path
 
 import torch
 
-from .cli_common import InputError, check_model_memory, check_range, check_seed, torch_threads
+from .cli_common import InputError, check_in_dtype, check_model_memory, check_range, check_seed, refuse_given
 from .io import load_trajectories
 from .models import MODELS, ModelConfig
 from .training import TrainConfig, train
 
-__all__ = ["TRAIN_RANGES", "add_commands", "run_train", "train_config_from_args"]
+__all__ = ["GROUP_FLAGS", "TRAIN_RANGES", "add_commands", "run_train", "train_config_from_args"]
 
 
 def add_commands(commands) -> None:
@@ -50,7 +51,7 @@ def add_commands(commands) -> None:
                        "distribution) (default: exact)")
     model.add_argument("--lift-samples", type=int, default=m.lift_samples,
                        help="hlieconv only, with --lift monte-carlo: lift samples per point (default: the group's)")
-    model.add_argument("--kernel-bound", default="auto", metavar="auto|none|C",
+    model.add_argument("--kernel-bound", default=None, metavar="auto|none|C",
                        help="hlieconv only: kernel inputs pass through C tanh(x / C), so the learned potential is "
                        "bounded far from the data and a rollout that leaves the data cannot run away; 'auto' sets C "
                        f"to {TrainConfig.kernel_bound_factor:g} times the largest kernel input in the training windows, "
@@ -82,14 +83,16 @@ def add_commands(commands) -> None:
                      "e.g. to finish a run with longer --chunk windows (default: fresh weights)")
     run = parser.add_argument_group("run")
     run.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
+    run.add_argument("--allow-rollout", action="store_true",
+                     help="accept a rollout file (a model's output) as training data, without the systems that "
+                     "diverged in it (default: refused; a model's output is not ground truth)")
     run.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
-    run.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(run=run_train)
 
 
 def train_config_from_args(args: argparse.Namespace, data) -> TrainConfig:
-    factor, kernel_bound = _kernel_bound(args.kernel_bound, MODELS.get(args.model).uses_group)
+    factor, kernel_bound = _kernel_bound(args.kernel_bound or "auto", MODELS.get(args.model).uses_group)
     per_particle = sorted(k for k, v in data.params.items() if v.dim() == 2)
     feature_keys = tuple(["m"] + [k for k in per_particle if k != "m"])
     model = ModelConfig(name=args.model, n_particles=data.n_particles, dim=data.dim, feature_keys=feature_keys,
@@ -98,7 +101,7 @@ def train_config_from_args(args: argparse.Namespace, data) -> TrainConfig:
     return TrainConfig(model=model, kernel_bound_factor=factor, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                        weight_decay=args.weight_decay, chunk=args.chunk, method=args.method, dtype=args.dtype,
                        seed=args.seed, validation=args.validation, test=args.test, max_windows=args.max_windows,
-                       init_from=args.init_from)
+                       init_from=args.init_from, allow_rollout=args.allow_rollout)
 
 
 def _kernel_bound(value: str, has_kernel: bool) -> tuple[float | None, float | None]:
@@ -117,20 +120,18 @@ def _kernel_bound(value: str, has_kernel: bool) -> tuple[float | None, float | N
 
 
 #: flags of `hamnet train` and their valid ranges, checked before anything is read (a config's own check
-#: would name the field, not the flag)
+#: would name the field, not the flag); --lr and --weight-decay are also checked against --dtype
 TRAIN_RANGES = (("--epochs", 1, None), ("--batch-size", 1, None), ("--lr", 1e-300, 1e300),
                 ("--weight-decay", 0, 1e300), ("--chunk", 2, None), ("--validation", 0, 0.99), ("--test", 0, 0.99),
                 ("--max-windows", 1, None), ("--width", 1, None), ("--depth", 1, 1000), ("--neighbours", 1, None),
                 ("--lift-samples", 1, 10**4))
 
 
+#: flags only a model with a group (HLieConv: ``uses_group``) uses; given to another model, refused
+GROUP_FLAGS = ("--group", "--neighbours", "--lift", "--lift-samples", "--kernel-bound")
+
+
 def run_train(args: argparse.Namespace) -> None:
-    check_range("--threads", args.threads, 1, 4096)
-    with torch_threads(args.threads):
-        _train(args)
-
-
-def _train(args: argparse.Namespace) -> None:
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise InputError(f"--device {args.device}: this machine has no CUDA device; use --device cpu")
     if args.device != "cpu" and not args.device.startswith("cuda"):
@@ -138,8 +139,12 @@ def _train(args: argparse.Namespace) -> None:
     check_seed(args.seed)
     for flag, low, high in TRAIN_RANGES:
         check_range(flag, getattr(args, flag[2:].replace("-", "_")), low, high)
-    MODELS.get(args.model)  # an unknown model fails before the data is read
-    _kernel_bound(args.kernel_bound, True)
+    if not MODELS.get(args.model).uses_group:  # an unknown model fails here, before the data is read
+        refuse_given(args, GROUP_FLAGS, f"{args.model} uses no group ({', '.join(GROUP_FLAGS)} are for hlieconv)")
+    _, bound = _kernel_bound(args.kernel_bound or "auto", True)
+    for flag, value, zero in (("--lr", args.lr, False), ("--weight-decay", args.weight_decay, True),
+                              ("--kernel-bound", bound, False)):
+        check_in_dtype(flag, value, args.dtype, zero=zero)
     if Path(args.out).exists() and not Path(args.out).is_dir():
         raise InputError(f"--out {args.out} is a file; give a run folder to create (or to continue with --resume)")
     data = load_trajectories(args.data)

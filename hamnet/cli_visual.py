@@ -8,9 +8,10 @@ raise ``ValueError`` or ``OSError``; :func:`hamnet.cli.main` turns them into one
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
-from .cli_common import check_range, true_system
+from .cli_common import check_range, refuse_given, true_system
 from .paths import check_output
 from .io import Trajectories, load_trajectories
 
@@ -42,16 +43,18 @@ def _add_plot(commands) -> None:
     parser.add_argument("--labels", nargs="+", metavar="LABEL", default=None,
                         help="legend labels, one per rollout file in order (default: the model and integrator "
                         "recorded in each file, or the file name where those repeat)")
-    parser.add_argument("--system", type=int, default=0, metavar="INDEX",
+    parser.add_argument("--system", type=int, default=None, metavar="INDEX",
                         help="paths only: index of the system to draw (default: 0)")
     parser.add_argument("--learned-energy", action="store_true",
                         help="conservation only: add a panel with the learned energy H_theta along each rollout, "
-                        "from the checkpoint its file names (rollouts without a checkpoint or without a learned "
-                        "H, like FC-NODE, are left out of that panel); costs one model evaluation per time step")
+                        "from the checkpoint its file names, refused if that file is no longer the same checkpoint "
+                        "(by sha256) (rollouts without a checkpoint or without a learned H, like FC-NODE, are left "
+                        "out of that panel); costs one model evaluation per time step")
     parser.add_argument("--true-system", default=None, metavar="SPEC",
                         help="conservation only: the system whose true energy to draw when the files were made by "
-                        "your own system class, path/to/file.py:ClassName (hamnet never imports a file because a "
-                        "data file names it; default: each file's registered system, else no true-energy curve)")
+                        "your own system class, path/to/file.py:ClassName, the class that made them (hamnet never "
+                        "imports a file because a data file names it; default: each file's registered system, else "
+                        "no true-energy curve)")
     parser.add_argument("--out", required=True, metavar="FIG",
                         help=f"output figure, {FIGURE_SUFFIXES} by its suffix (written atomically)")
     parser.set_defaults(run=run_plot)
@@ -92,6 +95,12 @@ def run_plot(args: argparse.Namespace) -> None:
 
     plots.check_figure_path(args.out)
     check_output(args.out, inputs=[*args.rollouts, args.truth], suffixes=plots.FIGURE_FORMATS, what="a figure")
+    if args.kind != "conservation":
+        refuse_given(args, ("--learned-energy", "--true-system"), f"plot {args.kind} draws no energy (those flags are "
+                     "for plot conservation)")
+    if args.kind != "paths":
+        refuse_given(args, ("--system",), f"plot {args.kind} draws every system (--system picks the one plot paths "
+                     "draws)")
     if args.kind == "paths" and len(args.rollouts) != 1:
         raise ValueError(f"plot paths draws one rollout, got {len(args.rollouts)} files")
     if args.kind == "error" and args.truth is None:
@@ -106,13 +115,13 @@ def run_plot(args: argparse.Namespace) -> None:
         if truth is not None:
             rollouts, labels = rollouts + [truth], list(labels) + ["truth"]
         learned = [_learned_hamiltonian(r) for r in rollouts] if args.learned_energy else None
-        system = true_system(rollouts[0], args.true_system) if args.true_system is not None else None
-        plots.plot_conservation(rollouts, labels, out=args.out, learned_energy=learned,
-                                true_systems=[system] * len(rollouts) if system is not None else None)
+        # --true-system must be the system of every file drawn
+        systems = [true_system(r, args.true_system) for r in rollouts] if args.true_system is not None else None
+        plots.plot_conservation(rollouts, labels, out=args.out, learned_energy=learned, true_systems=systems)
     elif args.kind == "error":
         plots.plot_error(rollouts, truth, labels, out=args.out)
     else:
-        plots.plot_paths(rollouts[0], truth, out=args.out, system_index=args.system, label=labels[0])
+        plots.plot_paths(rollouts[0], truth, out=args.out, system_index=args.system or 0, label=labels[0])
     print(f"wrote {args.out}")
 
 
@@ -133,16 +142,20 @@ def run_animate(args: argparse.Namespace) -> None:
 
 
 def _learned_hamiltonian(rollout: Trajectories):
-    """The float64 ``H_theta(z, params)`` of the model that made ``rollout``, or None if it has none."""
-    checkpoint = rollout.meta.get("checkpoint")
-    if checkpoint is None:
+    """The float64 ``H_theta(z, params)`` of the model that made ``rollout``, or None if it has none. The
+    checkpoint the file names must be the one that made it (its sha256, where the file records one:
+    :func:`hamnet.checkpoint.check_recorded_checkpoint`); a file of an earlier hamnet cannot say, and a note
+    says its checkpoint is taken unverified."""
+    if rollout.meta.get("checkpoint") is None:
         return None
-    from .checkpoint import model_from_checkpoint, resolve_checkpoint
+    from .checkpoint import check_recorded_checkpoint, model_from_checkpoint
 
-    if not resolve_checkpoint(checkpoint).is_file():
-        raise ValueError(f"--learned-energy: the rollout's checkpoint {checkpoint} does not exist "
-                         "(paths are as given to hamnet rollout; run from the same folder)")
-    model, _ = model_from_checkpoint(checkpoint)
+    where = rollout.source or "a rollout file"
+    _, verified = check_recorded_checkpoint(rollout.meta, f"--learned-energy: {where}")
+    model, _ = model_from_checkpoint(rollout.meta["checkpoint"])
+    if not verified:
+        print(f"note: {where} does not record its checkpoint's sha256 (an earlier hamnet's file): "
+              f"{rollout.meta['checkpoint']} is used as the model that made it, unverified", file=sys.stderr)
     return model.double().hamiltonian if hasattr(model, "hamiltonian") else None
 
 
