@@ -78,7 +78,7 @@ def test_generate_a_benchmark_protocol(tmp_path, capsys):
     (["--protocol", "egnn-charged5", "--system", "nbody"], "fixes the system, its steps and dt; drop --system"),
     (["--protocol", "egnn-charged5", "--steps", "10", "--dt", "0.1"], "drop --steps, --dt"),
     (["--protocol", "egnn-charged5", "--n-systems", "0"], "--n-systems must be at least 1"),
-    (["--split", "test"], "--split test applies only with --protocol"),
+    (["--split", "test"], "--split applies only with --protocol"),
 ])
 def test_generate_protocol_bad_input(tmp_path, capsys, flags, message):
     out = tmp_path / "x.npz"

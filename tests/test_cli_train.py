@@ -36,8 +36,8 @@ def files(tmp_path_factory):
 @pytest.fixture(scope="module")
 def trained(files, tmp_path_factory):
     runs = tmp_path_factory.mktemp("runs")
-    for model in ("hlieconv", "fc-hnn"):
-        assert main(["train", "--data", str(files["springs"]), "--model", model, "--group", "SO2",
+    for model, flags in (("hlieconv", ["--group", "SO2"]), ("fc-hnn", [])):  # a group only where it is used
+        assert main(["train", "--data", str(files["springs"]), "--model", model, *flags,
                      "--out", str(runs / model), *TINY]) == 0
     return runs
 
@@ -71,11 +71,15 @@ def test_valid_prediction_time_is_the_first_time_the_error_passes_the_threshold(
     assert valid_prediction_time(error, t).tolist() == [1.0, 2.0, 1.5]
 
 
-def test_hlieconv_runs_on_another_n(files, trained, tmp_path, capsys):
+def test_hlieconv_runs_on_another_n_as_a_study_of_transfer(files, trained, tmp_path, capsys):
     out = tmp_path / "n5.npz"
-    code, _, _ = run_cli(["rollout", "--checkpoint", str(trained / "hlieconv" / "best.pt"), "--data",
-                      str(files["springs5"]), "--out", str(out)], capsys)
+    argv = ["rollout", "--checkpoint", str(trained / "hlieconv" / "best.pt"), "--data", str(files["springs5"]),
+            "--out", str(out)]
+    code, _, err = run_cli(argv, capsys)
+    assert code == 1 and "n_particles 5 (trained on 4)" in err and "--transfer" in err and not out.exists()
+    code, _, _ = run_cli([*argv, "--transfer"], capsys)
     assert code == 0 and load_trajectories(out).n_particles == 5
+    assert load_trajectories(out).meta["transfer"]["differences"] == ["n_particles 5 (trained on 4)"]
 
 
 def test_fully_connected_model_refuses_another_n(files, trained, tmp_path, capsys):

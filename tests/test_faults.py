@@ -7,7 +7,9 @@ there before byte-for-byte unchanged, nothing new left behind (hidden temporarie
 from the outputs a case expects, no code run because a data file names it (such code would write
 the file :data:`MARKER`), and no hang. A few real processes take SIGTERM and SIGINT mid-run
 (exit 143 and 130). The inputs are tiny and made once per module, then copied into each case's
-folder, so a case that destroys an input destroys only its own copy.
+folder, so a case that destroys an input destroys only its own copy. The corpus also holds what a file
+records of where it came from (checkpoint and data by sha256, the kind of data a model was trained on)
+and the refusals that rest on it, the flags that mean nothing for what was chosen, and --threads.
 """
 
 from __future__ import annotations
@@ -59,20 +61,27 @@ INTERRUPT_PREFIXES = ("hamnet: error:", "hamnet: interrupted", "hamnet: terminat
 # -- shared tiny inputs -------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory) -> dict[str, Path]:
-    """A springs file (6 systems, 4 particles, 2D), another with other systems, a 3D nbody file and a
-    checkpoint of HLieConv SO2 (width 8, depth 1, one epoch) trained on the first."""
+    """A springs file (6 systems, 4 particles, 2D), another with other systems, a 3D nbody file, a checkpoint
+    of HLieConv SO2 (width 8, depth 1, one epoch) trained on the first; a 2D nbody file with a checkpoint
+    trained on it (its only feature the masses) and a 2D charged file (masses and charges), for data of
+    another kind than a model's; and a 6-particle springs file, the shipped models' kind."""
     from hamnet.cli import main
     from hamnet.io import save_trajectories
     from hamnet.simulation import generate
-    from hamnet.systems import NBody, Springs
+    from hamnet.systems import Charged, NBody, Springs
 
     folder = tmp_path_factory.mktemp("faults")
-    files = {"springs": folder / "springs.npz", "other": folder / "other.npz", "nbody": folder / "nbody3d.npz"}
+    files = {"springs": folder / "springs.npz", "other": folder / "other.npz", "nbody": folder / "nbody3d.npz",
+             "nbody2d": folder / "nbody2d.npz", "charged": folder / "charged.npz", "springs6": folder / "springs6.npz"}
     save_trajectories(files["springs"], generate(Springs(n_particles=4), n_systems=6, steps=8, dt=0.01, seed=0))
     save_trajectories(files["other"], generate(Springs(n_particles=4), n_systems=6, steps=8, dt=0.01, seed=9))
     save_trajectories(files["nbody"], generate(NBody(dim=3, n_particles=4), n_systems=3, steps=5, dt=0.01, seed=0))
+    save_trajectories(files["nbody2d"], generate(NBody(n_particles=4), n_systems=6, steps=8, dt=0.01, seed=0))
+    save_trajectories(files["charged"], generate(Charged(n_particles=4), n_systems=3, steps=5, dt=0.01, seed=0))
+    save_trajectories(files["springs6"], generate(Springs(), n_systems=2, steps=5, dt=0.01, seed=0))
     assert main(["train", "--data", str(files["springs"]), "--out", str(folder / "run"), *TRAIN.split()]) == 0
-    files["ckpt"] = folder / "run" / "best.pt"
+    assert main(["train", "--data", str(files["nbody2d"]), "--out", str(folder / "run-nbody"), *TRAIN.split()]) == 0
+    files["ckpt"], files["nbody_ckpt"] = folder / "run" / "best.pt", folder / "run-nbody" / "best.pt"
     return files
 
 
@@ -359,12 +368,177 @@ def weights_finite(tmp: Path, code: int) -> None:
             f"{path.name} holds non-finite weights"
 
 
+# -- builders and checks: provenance, files used for what they are, models and their data -----------------
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def chain(*builders):
+    """Builder: each of ``builders`` in turn, their names merged (a later one wins)."""
+    def build(tmp, shared):
+        names = {}
+        for builder in builders:
+            names.update(builder(tmp, shared))
+        return names
+    return build
+
+
+def from_shared(key: str, name: str, as_name: str = "file"):
+    """Builder: a copy of the shared input KEY as NAME, given to argv as {AS_NAME}."""
+    def build(tmp, shared):
+        shutil.copyfile(shared[key], tmp / name)
+        return {as_name: tmp / name}
+    return build
+
+
+def hamnet_in(tmp: Path, argv: list) -> None:
+    """``hamnet ARGV`` run by a builder from the case folder; it must succeed."""
+    from hamnet.cli import main
+
+    before = Path.cwd()
+    os.chdir(tmp)
+    try:
+        assert main([str(arg) for arg in argv]) == 0
+    finally:
+        os.chdir(before)
+
+
+def rollout_of(checkpoint: str = "model.pt", name: str = "roll.npz", change: Callable[[dict], object] | None = None):
+    """Builder: `hamnet rollout --checkpoint CHECKPOINT` (as given, from the case folder) from the springs file
+    into NAME, its meta then changed by ``change(meta)`` where given (a file of an earlier hamnet), as {file}."""
+    def build(tmp, shared):
+        hamnet_in(tmp, ["rollout", "--checkpoint", checkpoint, "--data", "springs.npz", "--out", name])
+        if change is not None:
+            arrays, meta = read_npz(tmp / name)
+            change(meta)
+            write_npz(tmp / name, arrays, meta)
+        return {"file": tmp / name}
+    return build
+
+
+def shadowing_file(tmp, shared):
+    """Builder: springs-so2, a copy of the staged checkpoint named like the shipped model."""
+    shutil.copyfile(tmp / "model.pt", tmp / "springs-so2")
+    return {}
+
+
+def shadow_gone(tmp, shared):
+    """Builder: the local file springs-so2, used by a rollout (roll.npz, as {file}) and then removed."""
+    names = chain(shadowing_file, rollout_of("springs-so2"))(tmp, shared)
+    (tmp / "springs-so2").unlink()
+    return names
+
+
+def checkpoint_replaced(tmp, shared):
+    """Builder: roll.npz (as {file}), a rollout of model.pt, whose weights then change (another sha256)."""
+    names = rollout_of()(tmp, shared)
+    state = torch.load(tmp / "model.pt", map_location="cpu", weights_only=True)
+    first = next(iter(state["model"]))
+    state["model"][first] = state["model"][first] + 1
+    torch.save(state, tmp / "model.pt")
+    return names
+
+
+def _fake_rollout(diverged: tuple[int, ...]):
+    """A change for :func:`variant`: the springs file as a rollout of a model (not this case's), in which
+    the systems ``diverged`` diverged at step 3 (held at step 2 from then on)."""
+    def change(arrays, meta):
+        meta.update(model="hlieconv SO2", checkpoint="elsewhere.pt", method="leapfrog",
+                    diverged=[{"system": b, "step": 3} for b in diverged])
+        for b in diverged:
+            arrays["z"][b, 3:] = arrays["z"][b, 2]
+    return change
+
+
+def _short_truth(arrays, meta):
+    arrays["z"], arrays["t"] = arrays["z"][:, :5], arrays["t"][:5]
+
+
+def short_truth(tmp, shared):
+    """Builder: the springs file cut to its first 4 steps, as {truth}."""
+    return {"truth": variant("short.npz", _short_truth)(tmp, shared)["file"]}
+
+
+def other_truth(tmp, shared):
+    """Builder: springs of other systems (other initial states), as {truth}."""
+    return from_shared("other", "other.npz", "truth")(tmp, shared)
+
+
+def _no_checkpoint_sha(meta):
+    del meta["checkpoint_sha256"]
+
+
+def _no_data_record(state, tmp):
+    del state["data"]
+
+
+def nbody_model_and(key: str):
+    """Builder: the checkpoint trained on 2D nbody (masses only) as {model}, and the shared file KEY as {file}."""
+    return chain(from_shared("nbody_ckpt", "nbody-model.pt", "model"), from_shared(key, f"{key}.npz"))
+
+
+def read_metrics(tmp: Path) -> dict:
+    return json.loads((tmp / "metrics.json").read_text())
+
+
+def records_shadowing_file(tmp: Path, code: int) -> None:
+    """Check: r.npz names the local file as ./springs-so2, with its sha256 and the data's."""
+    meta = read_npz(tmp / "r.npz")[1]
+    assert meta["checkpoint"] == "./springs-so2" and meta["checkpoint_sha256"] == sha256(tmp / "springs-so2")
+    assert meta["pretrained"] is None and meta["data_sha256"] == sha256(tmp / "springs.npz")
+
+
+def records_pretrained(tmp: Path, code: int) -> None:
+    """Check: r.npz names the shipped springs-so2 as pretrained:springs-so2, with its sha256 and version."""
+    from hamnet.checkpoint import pretrained_models
+    from hamnet.version import __version__
+
+    meta = read_npz(tmp / "r.npz")[1]
+    assert meta["checkpoint"] == "pretrained:springs-so2"
+    assert meta["checkpoint_sha256"] == sha256(pretrained_models()["springs-so2"])
+    assert meta["pretrained"] == {"name": "springs-so2", "hamnet_version": __version__}
+
+
+def records_sources(read: Callable[[Path], dict]):
+    """Check: the record ``read(case folder)`` names the checkpoint and data with their sha256."""
+    def check(tmp: Path, code: int) -> None:
+        record = read(tmp)
+        assert record["checkpoint"] == str(tmp / "model.pt") and record["checkpoint_sha256"] == sha256(tmp / "model.pt")
+        assert record["data"] == str(tmp / "springs.npz") and record["data_sha256"] == sha256(tmp / "springs.npz")
+    return check
+
+
+def left_out_diverged(tmp: Path, code: int) -> None:
+    assert read_metrics(tmp)["truth_left_out"]["systems"] == [1, 4] and read_metrics(tmp)["n_systems"] == 4
+
+
+def trained_without_diverged(tmp: Path, code: int) -> None:
+    record = json.loads((tmp / "run" / "config.json").read_text())["data"]
+    assert record["rollout"] == {"model": "hlieconv SO2", "diverged_left_out": 2}
+
+
+def scored_steps(steps: int):
+    """Check: the rollout file was scored over ``steps`` steps, with its own sha256 recorded."""
+    def check(tmp: Path, code: int) -> None:
+        metrics = read_metrics(tmp)
+        assert metrics["steps"] == steps and len(metrics["rollout_error"]["time"]) == steps + 1
+        assert metrics["rollout_sha256"] == sha256(tmp / "roll.npz")
+    return check
+
+
+def recorded_transfer(tmp: Path, code: int) -> None:
+    transfer = read_metrics(tmp)["transfer"]
+    assert "system 'charged' (trained on 'nbody')" in transfer["differences"]
+    assert transfer["trained_on"]["system"] == "nbody"
+
+
 # -- the command-line corpus ----------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Case:
     """One fault: ``argv`` (formatted with the staged paths, then split on spaces), the builder of its
     inputs, the exit statuses allowed, outputs allowed after exit status 0, leftovers allowed after
-    any status, strings stderr must hold (the flag at fault), an extra check, and its time limit."""
+    any status, strings stderr must hold (the flag at fault, or a warning on success), strings (formatted
+    as ``argv``) that neither stdout nor stderr may hold, an extra check, and its time limit."""
 
     name: str
     argv: str
@@ -375,6 +549,7 @@ class Case:
     mentions: tuple[str, ...] = ()
     check: Callable[[Path, int], None] | None = None
     seconds: float = WATCHDOG
+    absent: tuple[str, ...] = ()
 
 
 GEN = "generate --quiet"
@@ -382,6 +557,13 @@ OUT_NPZ = "--out {tmp}/x.npz"
 ROLL = "rollout --checkpoint {ckpt} --data {springs}"
 EVAL = "evaluate --checkpoint {ckpt} --data {springs}"
 DATA_IS_DATA = (0, 1)  # skip what needs the file's own system, or fail in one line; never run its code
+#: a hint naming the code a data file points to as a ready-to-run flag (the case folder holds evil.py)
+CODE_AS_A_COMMAND = ("--true-system {tmp}",)
+#: the tiny training run of a model that uses no group: TRAIN without --group and --kernel-bound
+PLAIN = TRAIN.replace("--model hlieconv --group SO2 ", "").replace("--kernel-bound none ", "")
+METRICS = "--out {tmp}/metrics.json"
+ROLL_FILE = "evaluate --rollout {file}"
+LEARNED = "plot conservation {file} --learned-energy"
 
 CASES = [
     # generate: absurd sizes refused before allocating; sub-step counts limited; flags named
@@ -436,11 +618,11 @@ CASES = [
     Case("info-negative-dt", "info {file}", build=variant("dt.npz", _negative_dt)),
     Case("info-pickle-npz", "info {file}", build=pickle_npz),
     Case("info-header-claims-terabytes", "info {file}", build=huge_header_npz, seconds=PREFLIGHT),
-    Case("info-data-names-code", "info {file}", build=data_naming_code, codes=DATA_IS_DATA),
+    Case("info-data-names-code", "info {file}", build=data_naming_code, codes=DATA_IS_DATA, absent=CODE_AS_A_COMMAND),
 
     # train: divergence, absurd sizes, flags out of range, unknown names, hostile data, run folders
     Case("train-lr-1e6", f"train --data {{springs}} --out {{tmp}}/run {TRAIN} --lr 1e6", leftovers=RUN_FOLDER,
-         check=weights_finite),
+         mentions=("lower --lr",), check=weights_finite),
     Case("train-weight-decay-inf", f"train --data {{springs}} --out {{tmp}}/run {TRAIN} --weight-decay inf",
          leftovers=RUN_FOLDER, check=weights_finite),
     Case("train-data-scaled-1e30", f"train --data {{file}} --out {{tmp}}/run {TRAIN}",
@@ -454,7 +636,7 @@ CASES = [
          mentions=("--kernel-bound",)),
     Case("train-kernel-bound-on-a-model-without-a-kernel",
          f"train --data {{springs}} --out {{tmp}}/run {TRAIN.replace('--group SO2 ', '')} --model hogn --kernel-bound 3",
-         mentions=("kernel_bound",)),
+         mentions=("--kernel-bound",)),
     Case("train-epochs-negative", f"train --data {{springs}} --out {{tmp}}/run {TRAIN} --epochs -1",
          mentions=("--epochs",)),
     Case("train-batch-size-negative", f"train --data {{springs}} --out {{tmp}}/run {TRAIN} --batch-size -5",
@@ -500,8 +682,8 @@ CASES = [
          build=variant("nan.npz", _nan)),
     Case("rollout-data-header-claims-terabytes", "rollout --checkpoint {ckpt} --data {file} --out {tmp}/r.npz",
          build=huge_header_npz, seconds=PREFLIGHT),
-    Case("rollout-data-names-code", "rollout --checkpoint {ckpt} --data {file} --out {tmp}/r.npz",
-         build=data_naming_code, codes=DATA_IS_DATA, outputs=("r.npz",)),
+    Case("rollout-data-names-code", "rollout --checkpoint {ckpt} --data {file} --transfer --out {tmp}/r.npz",
+         build=data_naming_code, codes=DATA_IS_DATA, outputs=("r.npz",), absent=CODE_AS_A_COMMAND),
 
     # evaluate
     Case("evaluate-out-is-the-checkpoint", f"{EVAL} --out {{ckpt}}"),
@@ -510,8 +692,8 @@ CASES = [
     Case("evaluate-out-missing-folder", f"{EVAL} --out {{tmp}}/missing/metrics.json"),
     Case("evaluate-springs-without-k", "evaluate --checkpoint {ckpt} --data {file} --out {tmp}/metrics.json",
          build=variant("nok.npz", _no_k)),
-    Case("evaluate-data-names-code", "evaluate --checkpoint {ckpt} --data {file} --out {tmp}/metrics.json",
-         build=data_naming_code, codes=DATA_IS_DATA, outputs=("metrics.json",)),
+    Case("evaluate-data-names-code", "evaluate --checkpoint {ckpt} --data {file} --transfer --out {tmp}/metrics.json",
+         build=data_naming_code, codes=DATA_IS_DATA, outputs=("metrics.json",), absent=CODE_AS_A_COMMAND),
     Case("evaluate-unknown-method", f"{EVAL} --method euler9 --out {{tmp}}/metrics.json"),
     Case("evaluate-2d-model-on-3d-data", "evaluate --checkpoint {ckpt} --data {nbody} --out {tmp}/metrics.json"),
     Case("evaluate-checkpoint-runs-code", "evaluate --checkpoint {file} --data {springs} --out {tmp}/metrics.json",
@@ -521,7 +703,7 @@ CASES = [
 
     # plot
     Case("plot-conservation-data-names-code", "plot conservation {file} --out {tmp}/fig.png", build=data_naming_code,
-         codes=DATA_IS_DATA, outputs=("fig.png",)),
+         codes=DATA_IS_DATA, outputs=("fig.png",), absent=CODE_AS_A_COMMAND),
     Case("plot-conservation-springs-without-k", "plot conservation {file} --out {tmp}/fig.png",
          build=variant("nok.npz", _no_k), codes=DATA_IS_DATA, outputs=("fig.png",)),
     Case("plot-conservation-learned-energy-checkpoint-runs-code", "plot conservation {file} --learned-energy "
@@ -551,7 +733,7 @@ CASES = [
     Case("animate-out-missing-folder", "animate {springs} --out {tmp}/missing/a.gif"),
     Case("animate-truth-of-another-shape", "animate {springs} --truth {nbody} --out {tmp}/a.gif"),
     Case("animate-data-names-code", "animate {file} --max-frames 2 --out {tmp}/a.gif", build=data_naming_code,
-         codes=DATA_IS_DATA, outputs=("a.gif",)),
+         codes=DATA_IS_DATA, outputs=("a.gif",), absent=CODE_AS_A_COMMAND),
 
     # demo: the refusal path only
     Case("demo-out-holds-a-user-file", "demo --quick --quiet --out {tmp}/mine",
@@ -560,6 +742,123 @@ CASES = [
          build=user_file_named_like_demo_output),
     Case("demo-out-is-a-file", "demo --quick --quiet --out {springs}"),
     Case("demo-seed-2**70", f"demo --quick --quiet --seed {2**70} --out {{tmp}}/new", mentions=("--seed",)),
+
+    # provenance: files record the checkpoint and data they came from; a model named in a file is that model
+    Case("rollout-records-its-sources", f"{ROLL} --out {{tmp}}/r.npz", codes=(0,), outputs=("r.npz",),
+         check=records_sources(lambda tmp: read_npz(tmp / "r.npz")[1])),
+    Case("evaluate-records-its-sources", f"{EVAL} {METRICS}", codes=(0,), outputs=("metrics.json",),
+         check=records_sources(read_metrics)),
+    Case("plot-learned-energy-of-a-replaced-checkpoint", f"{LEARNED} --out {{tmp}}/fig.png",
+         build=checkpoint_replaced, mentions=("sha256", "not the model that made the file")),
+    Case("plot-learned-energy-after-the-shadowing-file-is-gone", f"{LEARNED} --out {{tmp}}/fig.png", build=shadow_gone,
+         mentions=("./springs-so2",)),
+    Case("plot-learned-energy-of-an-earlier-hamnets-rollout", f"{LEARNED} --out {{tmp}}/fig.png",
+         build=rollout_of(change=_no_checkpoint_sha), codes=(0,), outputs=("fig.png",), mentions=("unverified",)),
+    Case("rollout-local-file-named-like-a-pretrained-model", "rollout --checkpoint springs-so2 --data {springs} "
+         "--out {tmp}/r.npz", build=shadowing_file, codes=(0,), outputs=("r.npz",), check=records_shadowing_file),
+    Case("rollout-local-folder-named-like-a-pretrained-model", "rollout --checkpoint springs-so2 --data {springs} "
+         "--out {tmp}/r.npz", build=folders("springs-so2"), mentions=("pretrained:springs-so2",)),
+    Case("rollout-pretrained-prefix-beside-a-local-folder-of-its-name", "rollout --checkpoint pretrained:springs-so2 "
+         "--data {file} --out {tmp}/r.npz", build=chain(folders("springs-so2"), from_shared("springs6", "six.npz")),
+         codes=(0,), outputs=("r.npz",), check=records_pretrained),
+
+    # files used for what they are: a rollout is no ground truth; a model is not scored on its own output
+    Case("train-on-a-rollout-file", f"train --data {{file}} --out {{tmp}}/run {TRAIN}",
+         build=variant("roll.npz", _fake_rollout((1, 4))), mentions=("--allow-rollout",)),
+    Case("train-on-a-rollout-file-allowed", f"train --data {{file}} --out {{tmp}}/run {TRAIN} --allow-rollout",
+         build=variant("roll.npz", _fake_rollout((1, 4))), codes=(0,), outputs=RUN_FOLDER, leftovers=RUN_FOLDER,
+         check=trained_without_diverged),
+    Case("train-on-a-rollout-file-whose-every-system-diverged", f"train --data {{file}} --out {{tmp}}/run {TRAIN} "
+         "--allow-rollout", build=variant("roll.npz", _fake_rollout(tuple(range(6)))), mentions=("every one",)),
+    Case("evaluate-against-a-rollout-file", f"evaluate --checkpoint {{ckpt}} --data {{file}} {METRICS}",
+         build=variant("roll.npz", _fake_rollout((1, 4))), mentions=("--allow-rollout",)),
+    Case("evaluate-against-another-models-rollout-allowed", f"evaluate --checkpoint {{ckpt}} --data {{file}} "
+         f"--allow-rollout {METRICS}", build=variant("roll.npz", _fake_rollout((1, 4))), codes=(0,),
+         outputs=("metrics.json",), check=left_out_diverged),
+    Case("evaluate-a-model-against-its-own-rollout", f"evaluate --checkpoint {{ckpt}} --data {{file}} --allow-rollout "
+         f"{METRICS}", build=rollout_of(), mentions=("own output",)),
+    Case("evaluate-a-model-against-its-own-rollout-of-an-earlier-hamnet", f"evaluate --checkpoint {{ckpt}} --data "
+         f"{{file}} --allow-rollout {METRICS}", build=rollout_of(change=_no_checkpoint_sha), mentions=("own output",)),
+    Case("evaluate-a-rollout-file", f"{ROLL_FILE} --data {{springs}} {METRICS}", build=rollout_of(), codes=(0,),
+         outputs=("metrics.json",), check=scored_steps(8)),
+    Case("evaluate-a-rollout-file-against-shorter-truth", f"{ROLL_FILE} --data {{truth}} {METRICS}",
+         build=chain(rollout_of(), short_truth), codes=(0,), outputs=("metrics.json",), check=scored_steps(4)),
+    Case("evaluate-a-rollout-file-at-a-shorter-horizon", f"{ROLL_FILE} --data {{springs}} --steps 3 {METRICS}",
+         build=rollout_of(), codes=(0,), outputs=("metrics.json",), check=scored_steps(3)),
+    Case("evaluate-a-rollout-file-past-its-horizon", f"{ROLL_FILE} --data {{springs}} --steps 20 {METRICS}",
+         build=rollout_of(), mentions=("--steps",)),
+    Case("evaluate-a-rollout-file-against-other-truth", f"{ROLL_FILE} --data {{truth}} {METRICS}",
+         build=chain(rollout_of(), other_truth), mentions=("initial states",)),
+    Case("evaluate-a-rollout-file-against-itself", f"{ROLL_FILE} --data {{file}} --allow-rollout {METRICS}",
+         build=rollout_of(), mentions=("same file",)),
+    Case("evaluate-a-generated-file-as-a-rollout", f"evaluate --rollout {{springs}} --data {{truth}} {METRICS}",
+         build=other_truth, mentions=("not a rollout file",)),
+    Case("evaluate-a-rollout-file-and-a-checkpoint", f"{ROLL_FILE} --checkpoint {{ckpt}} --data {{springs}} {METRICS}",
+         build=rollout_of(), mentions=("--checkpoint",)),
+    Case("evaluate-neither-a-rollout-file-nor-a-checkpoint", f"evaluate --data {{springs}} {METRICS}",
+         mentions=("--checkpoint", "--rollout")),
+    Case("evaluate-a-rollout-file-with-a-method", f"{ROLL_FILE} --data {{springs}} --method rk4 {METRICS}",
+         build=rollout_of(), mentions=("--method",)),
+    Case("evaluate-a-model-with-steps", f"{EVAL} --steps 3 {METRICS}", mentions=("--steps",)),
+
+    # models know their data: another system, protocol, N, parameters or settings takes --transfer
+    Case("evaluate-an-nbody-model-on-charged-data", f"evaluate --checkpoint {{model}} --data {{file}} {METRICS}",
+         build=nbody_model_and("charged"), mentions=("--transfer", "system 'charged' (trained on 'nbody')")),
+    Case("rollout-an-nbody-model-on-charged-data", "rollout --checkpoint {model} --data {file} --out {tmp}/r.npz",
+         build=nbody_model_and("charged"), mentions=("--transfer",)),
+    Case("evaluate-an-nbody-model-on-charged-data-as-transfer", f"evaluate --checkpoint {{model}} --data {{file}} "
+         f"--transfer {METRICS}", build=nbody_model_and("charged"), codes=(0,), outputs=("metrics.json",),
+         check=recorded_transfer),
+    Case("rollout-a-pretrained-model-on-another-particle-count", "rollout --checkpoint pretrained:springs-so2 "
+         "--data {springs} --out {tmp}/r.npz", mentions=("n_particles 4 (trained on 6)",)),
+    Case("rollout-a-checkpoint-that-does-not-record-its-data", "rollout --checkpoint {file} --data {springs} "
+         "--out {tmp}/r.npz", build=checkpoint(_no_data_record), codes=(0,), outputs=("r.npz",),
+         mentions=("does not record",)),
+    Case("evaluate-true-system-nbody-on-springs", f"{EVAL} --true-system nbody {METRICS}", mentions=("wrong physics",)),
+    Case("plot-conservation-true-system-nbody-on-springs", "plot conservation {springs} --true-system nbody "
+         "--out {tmp}/fig.png", mentions=("wrong physics",)),
+    Case("evaluate-true-system-another-class-than-the-datas", f"evaluate --checkpoint {{ckpt}} --data {{file}} "
+         f"--transfer --true-system {{py}}:Mine {METRICS}", build=chain(data_naming_code, user_system("    pass")),
+         mentions=("wrong physics",)),
+
+    # flags mean what they say: given at any value, unused by the model, or beyond the dtype they live in
+    Case("generate-protocol-with-system-at-its-default", f"{GEN} --protocol egnn-charged5 --system springs {OUT_NPZ}",
+         mentions=("--system",)),
+    Case("generate-protocol-with-dt-and-steps-at-their-defaults", f"{GEN} --protocol egnn-charged5 --dt 0.01 "
+         f"--steps 500 {OUT_NPZ}", mentions=("--steps, --dt",)),
+    Case("generate-protocol-with-dim-at-its-default", f"{GEN} --protocol segno-gravity5 --dim 2 {OUT_NPZ}",
+         mentions=("--dim",)),
+    Case("generate-split-at-its-default-without-protocol", f"{GEN} --split train --n-systems 2 --steps 5 {OUT_NPZ}",
+         mentions=("--split",)),
+    Case("train-egnn-h-with-a-group", f"train --data {{springs}} --out {{tmp}}/run --model egnn-h --group SO2 {PLAIN}",
+         mentions=("--group",)),
+    Case("train-hogn-with-a-lift", f"train --data {{springs}} --out {{tmp}}/run --model hogn --lift exact {PLAIN}",
+         mentions=("--lift",)),
+    Case("train-fc-hnn-with-neighbours", f"train --data {{springs}} --out {{tmp}}/run --model fc-hnn --neighbours 3 "
+         f"{PLAIN}", mentions=("--neighbours",)),
+    Case("train-hogn-with-kernel-bound-none", f"train --data {{springs}} --out {{tmp}}/run --model hogn "
+         f"--kernel-bound none {PLAIN}", mentions=("--kernel-bound",)),
+    Case("train-kernel-bound-1e308", f"train --data {{springs}} --out {{tmp}}/run {TRAIN} --kernel-bound 1e308",
+         mentions=("--kernel-bound", "float32")),
+    Case("train-lr-1e39", f"train --data {{springs}} --out {{tmp}}/run {TRAIN} --lr 1e39",
+         mentions=("--lr", "float32")),
+    Case("rollout-float32-dt-1e39", f"{ROLL} --dtype float32 --dt 1e39 --steps 2 --out {{tmp}}/r.npz",
+         mentions=("--dt", "float32")),
+    Case("plot-error-with-learned-energy", "plot error {springs} --truth {springs} --learned-energy "
+         "--out {tmp}/fig.png",
+         mentions=("--learned-energy",)),
+    Case("plot-conservation-with-a-system-index", "plot conservation {springs} --system 0 --out {tmp}/fig.png",
+         mentions=("--system",)),
+
+    # --threads on every command
+    Case("generate-threads-0", f"{GEN} --threads 0 --n-systems 2 --steps 5 {OUT_NPZ}", mentions=("--threads",)),
+    Case("info-threads-0", "info {springs} --threads 0", mentions=("--threads",)),
+    Case("rollout-threads-0", f"{ROLL} --threads 0 --out {{tmp}}/r.npz", mentions=("--threads",)),
+    Case("evaluate-threads-1e30", f"{EVAL} --threads {10**30} {METRICS}", mentions=("--threads",)),
+    Case("plot-threads-0", "plot conservation {springs} --threads 0 --out {tmp}/fig.png", mentions=("--threads",)),
+    Case("animate-threads-0", "animate {springs} --threads 0 --out {tmp}/a.gif", mentions=("--threads",)),
+    Case("demo-threads-0", "demo --quick --quiet --threads 0 --out {tmp}/new", mentions=("--threads",)),
+    Case("pretrained-threads-0", "pretrained --threads 0", mentions=("--threads",)),
 ]
 
 
@@ -570,11 +869,11 @@ def test_cli_fault(case: Case, shared, tmp_path, capsys, monkeypatch):
     capsys.readouterr()
     before = snapshot(tmp_path)
     threads = torch.get_num_threads()
-    code, err = None, ""
+    code, out, err = None, "", ""
     try:
         with watchdog(case.seconds):
             try:
-                code, _, err = run_cli(argv, capsys)
+                code, out, err = run_cli(argv, capsys)
             except SystemExit as exit:  # argparse, or a user's sys.exit that got through
                 code, err = exit.code, capsys.readouterr().err
             except Exception as error:
@@ -588,8 +887,10 @@ def test_cli_fault(case: Case, shared, tmp_path, capsys, monkeypatch):
     assert "Traceback" not in err
     if code != 0:
         assert_one_line(err)
-        for text in case.mentions:
-            assert text in err, f"the error does not name {text}: {err!r}"
+    for text in case.mentions:
+        assert text in err, f"stderr does not name {text}: {err!r}"
+    for text in (text.format(**names) for text in case.absent):
+        assert text not in out + err, f"the output holds {text!r}: {(out + err)[-600:]!r}"
     assert_nothing_lost(before, after, case.leftovers + (case.outputs if code == 0 else ()))
     if case.check is not None:
         case.check(tmp_path, code)
@@ -770,6 +1071,124 @@ def test_api_fault(case: ApiCase, shared, tmp_path, monkeypatch):
         assert message and "\n" not in message, f"not a one-line message: {message[:600]!r}"
     assert_nothing_lost(before, after, case.leftovers)
     weights_finite(tmp_path, 1)
+
+
+# -- provenance, intent and threads: cases that need more than one command ---------------------------------
+def test_a_local_file_named_like_a_pretrained_model_is_said_aloud(shared, tmp_path, capsys, monkeypatch, caplog):
+    """`--checkpoint springs-so2` with a file of that name here uses the file, and says so in a warning that
+    names the shipped model unambiguously; `./springs-so2` names the file without a warning."""
+    names = stage(tmp_path, shared, shadowing_file, monkeypatch)
+    for spec, warned in (("springs-so2", True), ("./springs-so2", False)):
+        caplog.clear()
+        code, _, err = run_cli(["rollout", "--checkpoint", spec, "--data", names["springs"], "--out", "r.npz"], capsys)
+        assert code == 0, err
+        warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+        assert bool(warnings) == warned and all("pretrained:springs-so2" in w for w in warnings), warnings
+        assert read_npz(tmp_path / "r.npz")[1]["checkpoint_sha256"] == sha256(tmp_path / "springs-so2")
+
+
+def test_a_resume_of_the_same_data_at_a_new_path_continues(shared, tmp_path, capsys, monkeypatch):
+    """The data of a run is its bytes: moved to another path (same sha256), a resume goes on; the run's
+    records then name the new path."""
+    from hamnet.training import TrainConfig, train
+
+    monkeypatch.delenv("HAMNET_DEBUG", raising=False)
+    data, moved, run = tmp_path / "data.npz", tmp_path / "moved.npz", tmp_path / "run"
+    shutil.copyfile(shared["springs"], data)
+    flags = TRAIN.replace("--epochs 1", "--epochs 2").split()
+    assert run_cli(["train", "--data", data, "--out", run, *flags], capsys)[0] == 0  # the command's own config,
+    config = TrainConfig.from_dict(json.loads((run / "config.json").read_text())["train_config"])
+    shutil.rmtree(run)
+    train(config, str(data), run, stop_after_epochs=1)  # then epoch 1 alone of the same run
+    data.rename(moved)
+    with watchdog(WATCHDOG):
+        code, _, err = run_cli(["train", "--data", moved, "--out", run, *flags, "--resume"], capsys)
+    assert code == 0, err
+    assert _epochs(run) == [1, 2] and torch.load(run / "last.pt", weights_only=True)["data"]["path"] == str(moved)
+
+
+def test_checkpoints_record_their_data_and_starting_point(shared, tmp_path, capsys, monkeypatch):
+    """A checkpoint records its data's sha256 and kind (system, protocol, dimension, particle count,
+    parameters, settings), and a run started with --init-from the checkpoint it started from."""
+    monkeypatch.delenv("HAMNET_DEBUG", raising=False)
+    record = torch.load(shared["ckpt"], weights_only=True)["data"]
+    assert record["sha256"] == sha256(shared["springs"])
+    assert {key: record[key] for key in ("system", "protocol", "dim", "n_particles", "params")} == \
+        {"system": "springs", "protocol": None, "dim": 2, "n_particles": 4, "params": ["k", "m"]}
+    assert record["system_settings"] == {"n_particles": 4, "dim": 2}
+    bound = torch.load(shared["ckpt"], weights_only=True)["model_config"]["kernel_bound"]
+    flags = TRAIN.replace("--kernel-bound none", "" if bound is None else f"--kernel-bound {bound}").split()
+    code, _, err = run_cli(["train", "--data", shared["springs"], "--out", tmp_path / "run", *flags,
+                            "--init-from", shared["ckpt"]], capsys)
+    assert code == 0, err
+    started = torch.load(tmp_path / "run" / "last.pt", weights_only=True)["init_from"]
+    assert started == {"checkpoint": str(shared["ckpt"]), "checkpoint_sha256": sha256(shared["ckpt"]),
+                       "pretrained": None}
+
+
+def _nan_from_the_start(forward):
+    return lambda self, z, params: forward(self, z, params) * math.nan
+
+
+@pytest.mark.parametrize("kernel_bound, patch, cause", [
+    (1e308, False, "the kernel bound 1e+308 is beyond float32's range"),
+    (None, True, "before any optimiser step, so the learning rate is not the cause"),
+])
+def test_a_divergence_names_its_likely_cause(shared, tmp_path, monkeypatch, kernel_bound, patch, cause):
+    """A loss that is not finite at the first batch, before any step, is not blamed on the learning rate:
+    a kernel bound beyond the dtype's range is named, or the initial model on this data."""
+    from hamnet.loss import WindowLoss
+    from hamnet.models import ModelConfig
+    from hamnet.training import TrainConfig, TrainingDiverged, train
+
+    if patch:
+        monkeypatch.setattr(WindowLoss, "forward", _nan_from_the_start(WindowLoss.forward))
+    model = ModelConfig(name="hlieconv", group="SO2", n_particles=4, dim=2, width=8, depth=1, kernel_bound=kernel_bound)
+    config = TrainConfig(model=model, epochs=1, batch_size=8, max_windows=16, validation=0.2, test=0.0, chunk=3,
+                         kernel_bound_factor=None)
+    with pytest.raises(TrainingDiverged) as raised:
+        train(config, shared["springs"], tmp_path / "run")
+    assert cause in str(raised.value) and "--lr" not in str(raised.value), str(raised.value)
+
+
+#: each command with inputs that stop it right after its plugins ran (files that do not exist, a bad seed)
+STOPPED_AFTER_PLUGINS = {
+    "generate": "generate --system none --out x.npz", "info": "info none.npz",
+    "train": "train --data none.npz --out run", "rollout": "rollout --checkpoint none.pt --data none.npz --out r.npz",
+    "evaluate": "evaluate --checkpoint none.pt --data none.npz --out m.json",
+    "plot": "plot conservation none.npz --out fig.png", "animate": "animate none.npz --out a.gif",
+    "demo": "demo --quick --seed -1 --out new", "pretrained": "pretrained none",
+}
+
+
+@pytest.mark.parametrize("command", STOPPED_AFTER_PLUGINS)
+def test_every_command_runs_on_one_thread_unless_told(tmp_path, capsys, monkeypatch, command):
+    """--threads on every command, one thread by default (the demo's measurement, hamnet.cli_common.DEFAULT_THREADS):
+    a plugin, imported once the command's threads are set, records them; the caller's count comes back."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("HAMNET_DEBUG", raising=False)
+    caller = torch.get_num_threads()
+    for run, extra in enumerate(([], ["--threads", "3"])):
+        plugin_file = tmp_path / f"count{run}.py"  # a file is imported once per process: one per run
+        plugin_file.write_text("import pathlib, torch\npathlib.Path('threads.txt').open('a').write("
+                               "f'{torch.get_num_threads()}\\n')\n")
+        code, _, err = run_cli([*STOPPED_AFTER_PLUGINS[command].split(), "--plugin", plugin_file, *extra], capsys)
+        assert code == 1 and err.count("\n") == 1 and torch.get_num_threads() == caller
+    assert (tmp_path / "threads.txt").read_text().split() == ["1", "3"]
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["count0.py", "count1.py", "threads.txt"]
+
+
+def test_hints_never_spell_out_a_command_naming_a_data_files_code(shared, tmp_path, monkeypatch):
+    """A file made by a user's system class says how to name it (--true-system PATH.py:CLASS), never with
+    the path it records: that code is the user's to read and vouch for."""
+    from hamnet.io import SystemUnavailable, load_trajectories
+
+    names = stage(tmp_path, shared, data_naming_code, monkeypatch)
+    with pytest.raises(SystemUnavailable) as raised:
+        load_trajectories(names["file"]).system()
+    message = str(raised.value)
+    assert "--true-system PATH.py:CLASS" in message and f"--true-system {tmp_path}" not in message
+    assert MARKER not in snapshot(tmp_path)
 
 
 # -- run folders: in use, killed --------------------------------------------------------------------------

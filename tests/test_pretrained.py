@@ -6,6 +6,7 @@ import torch
 from hamnet.checkpoint import CheckpointError, model_from_checkpoint, pretrained_models, resolve_checkpoint
 from hamnet.diagnostics import angular_momentum, drift, linear_momentum
 from hamnet.io import load_trajectories, save_trajectories
+from hamnet.provenance import file_sha256
 from hamnet.simulation import generate
 from hamnet.systems import Springs
 
@@ -45,7 +46,9 @@ def test_a_pretrained_so2_model_rolls_out_from_the_cli_keeping_both_momenta(tmp_
     angular_scale = (q[..., 0] * p[..., 1] - q[..., 1] * p[..., 0]).abs().sum(-1).amax(1)
     assert float(drift(linear_momentum(rolled.z), linear_scale).max()) < 1e-13
     assert float(drift(angular_momentum(rolled.z), angular_scale).max()) < 1e-13
-    assert rolled.meta["checkpoint"] == "springs-so2"
+    assert rolled.meta["checkpoint"] == "pretrained:springs-so2"  # recorded unambiguously
+    assert rolled.meta["pretrained"]["name"] == "springs-so2"
+    assert rolled.meta["checkpoint_sha256"] == file_sha256(pretrained_models()["springs-so2"])
 
 
 def test_unknown_names_and_listing(tmp_path, capsys, monkeypatch):
