@@ -268,10 +268,19 @@ def summarise(runs: list[dict]) -> dict:
                        for peer, horizons in peers.items()} for protocol, peers in grouped.items()}
 
 
-def hamnet_side(scale_name: str) -> dict:
-    """hamnet's figures on the same files, from nbody_peers.py's results at this scale (empty if absent)."""
-    path = RESULTS / f"nbody_peers_{scale_name}.json"
-    return json.loads(path.read_text()) if path.exists() else {}
+def hamnet_side(data_folder: Path) -> tuple[dict, dict]:
+    """hamnet's figures on these very files: ``nbody_peers.py``'s scores in the work folder that holds
+    ``data_folder`` (protocol -> model -> horizon -> mean, std, n), and the published figures it records."""
+    grouped: dict = {}
+    for path in sorted((data_folder.parent / "scores").glob("*.json")):
+        score = json.loads(path.read_text())
+        for horizon, value in zip(("1000", "1500", "2000"), score["mse"]):
+            grouped.setdefault(score["protocol"], {}).setdefault(score["model"], {}).setdefault(horizon, []).append(value)
+    summary = {protocol: {model: {h: {"mean": statistics.mean(v), "std": statistics.pstdev(v), "n": len(v)}
+                                  for h, v in horizons.items()} for model, horizons in models.items()}
+               for protocol, models in grouped.items()}
+    published = RESULTS / "nbody_peers_small.json"
+    return summary, json.loads(published.read_text()).get("published", {}) if published.exists() else {}
 
 
 def _cells(figures: dict) -> str:
@@ -279,25 +288,29 @@ def _cells(figures: dict) -> str:
                       for h in ("1000", "1500", "2000"))
 
 
-def report(scale_name: str, scale: Scale, runs: list[dict], commits: dict[str, str], command: str) -> None:
-    summary, hamnet = summarise(runs), hamnet_side(scale_name)
+def report(scale_name: str, scale: Scale, runs: list[dict], commits: dict[str, str], command: str,
+           data_folder: Path) -> None:
+    summary, (hamnet, published) = summarise(runs), hamnet_side(data_folder)
     lines = [f"# The peers' own code against hamnet, on identical N-body files ({scale_name} scale)", "",
              f"`{command}`: {scale.train} / {scale.valid} / {scale.test} trajectories, seeds "
              f"{', '.join(map(str, scale.seeds))}, one thread; "
              + "; ".join(f"{PEERS[name].repository} at {commit[:7]}, {asdict(scale.training[name])}"
                          for name, commit in commits.items())
              + ". Position MSE at 1000 / 1500 / 2000 steps, mean ± std over seeds, scored by hamnet's evaluator; "
-             "hamnet's rows are `nbody_peers.py`'s on the same files.", ""]
+             "hamnet's rows are `nbody_peers.py`'s runs on these very files (its cache, where they were read from), "
+             "with their seed counts.",
+             ""]
     for protocol, peers in summary.items():
         lines += [f"## {protocol}", "", "| model | 1000 steps | 1500 steps | 2000 steps |", "|---|---|---|---|"]
         lines += [f"| {PEERS[name].label} | {_cells(figures)} |" for name, figures in peers.items()]
-        lines += [f"| {model} (hamnet) | {_cells(figures)} |"
-                  for model, figures in hamnet.get("summary", {}).get(protocol, {}).items()]
+        lines += [f"| {model} (hamnet, {figures['1000']['n']} seeds) | {_cells(figures)} |"
+                  for model, figures in hamnet.get(protocol, {}).items()]
         lines += [f"| {model} (published, 10x the data) | " + " | ".join(f"{v:.4f}" for v in values) + " |"
-                  for model, values in hamnet.get("published", {}).get(protocol, {}).items()]
+                  for model, values in published.get(protocol, {}).items()]
         lines.append("")
     results = {"scale": scale_name, "settings": asdict(scale), "commits": commits, "command": command,
-               "summary": summary, "runs": runs}
+               "summary": summary, "hamnet": hamnet, "published": published,
+               "data_sha256": {run["protocol"]: run["settings"]["data_sha256"] for run in runs}, "runs": runs}
     write_result_files(RESULTS / f"peers_side_by_side_{scale_name}", results, lines)
 
 
@@ -333,7 +346,7 @@ def main() -> None:
     if runs:
         command = "python benchmarks/peers_side_by_side.py " + " ".join(f"--{name} PATH" for name in checkouts) \
             + f" --scale {args.scale}"
-        report(args.scale, scale, runs, commits, command)
+        report(args.scale, scale, runs, commits, command, data_folder)
 
 
 def run_plan(plan: list[tuple], checkouts: dict[str, Path], commits: dict[str, str], scale: Scale, work: Path,

@@ -121,3 +121,16 @@ def test_the_stand_in_knn_graph_joins_every_pair_of_each_system_only():
     assert pairs == {(i, j) for i in range(3) for j in range(3) if i != j} | {(3, 4), (4, 3)}
     with pytest.raises(NotImplementedError, match="complete graphs only"):
         adapter.complete_graph(torch.zeros(5, 3), 1, batch)
+
+
+def test_hamnets_rows_come_from_the_runs_on_the_same_files(tmp_path):
+    """nbody_peers.py's scores beside the data folder the peers read, averaged over the seeds present."""
+    (tmp_path / "data").mkdir()
+    (tmp_path / "scores").mkdir()
+    for seed, mse in ((0, [0.1, 0.2, 0.3]), (1, [0.3, 0.4, 0.5])):
+        (tmp_path / "scores" / f"run{seed}.json").write_text(json.dumps(
+            {"protocol": "egnn-charged5", "model": "EGNN-H", "seed": seed, "mse": mse}))
+    summary, _ = peers.hamnet_side(tmp_path / "data")
+    figures = summary["egnn-charged5"]["EGNN-H"]
+    assert figures["1000"] == {"mean": pytest.approx(0.2), "std": pytest.approx(0.1), "n": 2}
+    assert figures["2000"]["mean"] == pytest.approx(0.4)
