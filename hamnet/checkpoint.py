@@ -127,10 +127,17 @@ def checkpoint_provenance(source: CheckpointSource) -> dict[str, Any]:
     return {"checkpoint": source.reference, "checkpoint_sha256": file_sha256(source.path), "pretrained": pretrained}
 
 
-def made_from(checkpoint: str | os.PathLike, data: str | os.PathLike) -> dict[str, Any]:
-    """What a file made with the checkpoint ``checkpoint`` (a path or pretrained name) from the trajectory
-    file ``data`` records of both: :func:`checkpoint_provenance`, ``data`` (its path) and ``data_sha256``."""
-    return {**checkpoint_provenance(locate_checkpoint(checkpoint)), "data": str(data), "data_sha256": file_sha256(data)}
+def made_from(checkpoint: str | os.PathLike | Mapping[str, Any], data: str | os.PathLike, *,
+              data_sha256: str | None = None) -> dict[str, Any]:
+    """What a file made with the checkpoint ``checkpoint`` from the trajectory file ``data`` records of
+    both: :func:`checkpoint_provenance`, ``data`` (its path) and ``data_sha256`` (computed unless given).
+    ``checkpoint`` is a path or pretrained name, or the record of one that a file already holds (a
+    rollout's ``meta``), whose keys are taken as they are (None where it lacks one)."""
+    if isinstance(checkpoint, Mapping):
+        record = {key: checkpoint.get(key) for key in ("checkpoint", "checkpoint_sha256", "pretrained")}
+    else:
+        record = checkpoint_provenance(locate_checkpoint(checkpoint))
+    return {**record, "data": str(data), "data_sha256": file_sha256(data) if data_sha256 is None else data_sha256}
 
 
 def check_recorded_checkpoint(meta: Mapping[str, Any], where: str) -> tuple[CheckpointSource, bool]:
@@ -169,7 +176,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     source = locate_checkpoint(path)
     state = _read(source.path, _shadow_hint(source))
     if source.shadows:
-        log.warning("warning: %s is the local file %s, not the pretrained model of that name (name that one "
+        log.warning("hamnet: warning: %s is the local file %s, not the pretrained model of that name (name that one "
                     "pretrained:%s; write %s for this file)", path, source.reference, source.shadows, source.reference)
     return state
 

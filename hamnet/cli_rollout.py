@@ -118,16 +118,18 @@ def _model_and_data(args: argparse.Namespace, suffix: str, what: str):
 
 def _transfer(args: argparse.Namespace, state: dict, data: Trajectories) -> dict:
     """Refuse data of another kind than the checkpoint's training data, unless ``--transfer``; then the
-    record of it that the output keeps. A checkpoint that does not say what it was trained on (an
-    earlier hamnet's) leaves the kind unknown: said on stderr, not refused."""
+    record of it that the output keeps. What a checkpoint does not record of the kind it was trained on
+    (an earlier hamnet's) is unknown: a note on stderr names it, and it is not refused."""
     trained = state.get("data") if isinstance(state.get("data"), dict) else {}
-    if "system" not in trained:
-        print(f"note: {args.checkpoint} does not record what it was trained on (an earlier hamnet's checkpoint); "
-              f"whether {args.data} is data of that kind is unknown", file=sys.stderr)
     differences = kind_differences(trained, data)
     if differences and not args.transfer:
         raise InputError(f"{args.data} is not the kind of data {args.checkpoint} was trained on: "
                          f"{', '.join(differences)}; for a study of transfer pass --transfer (recorded in the output)")
+    unrecorded = [key for key in KIND_KEYS if key not in trained]
+    if unrecorded:
+        print(f"note: {args.checkpoint} does not record the {', '.join(unrecorded)} of the data it was trained on "
+              f"(an earlier hamnet's checkpoint); whether {args.data} is data of that kind is unknown there",
+              file=sys.stderr)
     if not args.transfer:
         return {}
     return {"transfer": {"trained_on": {key: trained[key] for key in KIND_KEYS if key in trained},
@@ -225,21 +227,27 @@ def _score_rollout_file(args: argparse.Namespace) -> dict:
     if rollout_model(rollout) is None:
         raise InputError(f"--rollout {args.rollout} is not a rollout file (its meta names no model); a generated file "
                          "is truth, not something to score")
-    if same_file(args.rollout, args.data) or file_sha256(args.rollout) == file_sha256(args.data):
+    rollout_sha256, data_sha256 = file_sha256(args.rollout), file_sha256(args.data)
+    if same_file(args.rollout, args.data) or rollout_sha256 == data_sha256:
         raise InputError(f"--rollout {args.rollout} and --data {args.data} are the same file; score a rollout against "
                          "the truth it started from")
     if rollout.meta.get("checkpoint_sha256") is not None:
         _refuse_own_output(truth, rollout.meta["checkpoint_sha256"], None)
+    elif rollout.meta.get("checkpoint") is not None:
+        print(f"note: --rollout {args.rollout} does not record its checkpoint's sha256 (an earlier hamnet's file); "
+              "the checkpoint_sha256 recorded in the metrics is unknown (null)", file=sys.stderr)
     steps = _horizon(rollout, truth, args)
     _, left_out = ground_truth(truth, allow_rollout=args.allow_rollout, flag="--allow-rollout", use="ground truth")
     keep = [b for b in range(rollout.n_systems) if b not in set(left_out)]
+    if not keep:
+        raise InputError(f"every one of the {rollout.n_systems} systems of --rollout {args.rollout} diverged in "
+                         f"{args.data}, a rollout file given as truth; nothing is left to score it against")
     truth = _first_steps(truth.select(keep), steps)
     diverged = diverged_steps(rollout)
     result = Rollout(rollout.z[keep, : steps + 1], torch.tensor(
         [diverged[b] if diverged.get(b, steps + 1) <= steps else -1 for b in keep], dtype=torch.int64))
-    recorded = {key: rollout.meta.get(key) for key in ("checkpoint", "checkpoint_sha256", "pretrained")}
-    return {"model": rollout_model(rollout), "rollout": str(args.rollout), "rollout_sha256": file_sha256(args.rollout),
-            **recorded, "data": str(args.data), "data_sha256": file_sha256(args.data),
+    return {"model": rollout_model(rollout), "rollout": str(args.rollout), "rollout_sha256": rollout_sha256,
+            **made_from(rollout.meta, args.data, data_sha256=data_sha256),
             **_left_out([b for b in left_out if b < rollout.n_systems]), "n_systems": len(keep), "steps": steps,
             "rollout_method": rollout.meta.get("method"),
             **score_rollout(result, truth, system=true_system(truth, args.true_system))}
@@ -256,10 +264,17 @@ def _horizon(rollout: Trajectories, truth: Trajectories, args: argparse.Namespac
     if abs(rollout_dt - truth_dt) > 1e-9 * truth_dt:
         raise InputError(f"{where} steps by dt = {rollout_dt:g}, {args.data} by {truth_dt:g}; score it against truth "
                          "on its own time grid")
+    shapes = {name: tuple(value.shape[1:]) for name, value in rollout.params.items()}
+    if (rollout.dim, rollout.n_particles, shapes) != (truth.dim, truth.n_particles, {
+            name: tuple(truth.params[name].shape[1:]) for name in shapes if name in truth.params}):
+        raise InputError(f"{where} holds {rollout.n_particles} particles in {rollout.dim}D with parameters {shapes}, "
+                         f"{args.data} {truth.n_particles} in {truth.dim}D with "
+                         f"{ {name: tuple(value.shape[1:]) for name, value in truth.params.items()} }; score it "
+                         "against the truth it started from")
     first = truth.select(slice(0, rollout.n_systems))
     same_start = torch.allclose(rollout.z[:, 0], first.z[:, 0], rtol=1e-6, atol=1e-12) and all(
-        name in first.params and torch.allclose(value, first.params[name]) for name, value in rollout.params.items())
-    if rollout.dim != truth.dim or rollout.n_particles != truth.n_particles or not same_start:
+        torch.allclose(value, first.params[name]) for name, value in rollout.params.items())
+    if not same_start:
         raise InputError(f"{where} did not start from the initial states and parameters of {args.data}; score it "
                          "against the truth it started from")
     available = min(rollout.n_times, truth.n_times) - 1

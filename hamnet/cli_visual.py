@@ -38,7 +38,8 @@ def _add_plot(commands) -> None:
     parser.add_argument("rollouts", nargs="+", metavar="ROLLOUT.npz",
                         help="one or more rollout files (paths takes exactly one)")
     parser.add_argument("--truth", metavar="FILE", default=None,
-                        help="ground-truth trajectory file the rollouts started from; required by 'error', "
+                        help="ground-truth trajectory file the rollouts started from (a rollout file is refused); "
+                        "required by 'error', "
                         "optional for 'paths', and drawn as one more curve by 'conservation'")
     parser.add_argument("--labels", nargs="+", metavar="LABEL", default=None,
                         help="legend labels, one per rollout file in order (default: the model and integrator "
@@ -70,7 +71,8 @@ def _add_animate(commands) -> None:
     )
     parser.add_argument("rollout", metavar="ROLLOUT.npz", help="the rollout file to animate")
     parser.add_argument("--truth", metavar="FILE", default=None,
-                        help="ground-truth trajectory file the rollout started from, drawn beside or under it")
+                        help="ground-truth trajectory file the rollout started from, drawn beside or under it "
+                        "(a rollout file is refused)")
     parser.add_argument("--out", required=True, metavar="FILE",
                         help="output animation, .gif or .mp4 by its suffix (written atomically)")
     parser.add_argument("--fps", type=float, default=20.0, help="frames per second of the animation (default: 20)")
@@ -107,14 +109,14 @@ def run_plot(args: argparse.Namespace) -> None:
         raise ValueError("plot error needs --truth FILE, the trajectories the rollouts are measured against")
     files = list(args.rollouts)
     rollouts = [load_trajectories(file) for file in files]
-    truth = load_trajectories(args.truth) if args.truth is not None else None
+    truth = _truth(args.truth)
     labels = args.labels if args.labels is not None else _default_labels(rollouts, files)
     if len(labels) != len(files):
         raise ValueError(f"--labels gives {len(labels)} labels for {len(files)} rollout files; give one per file")
     if args.kind == "conservation":
         if truth is not None:
             rollouts, labels = rollouts + [truth], list(labels) + ["truth"]
-        learned = [_learned_hamiltonian(r) for r in rollouts] if args.learned_energy else None
+        learned = _learned_hamiltonians(rollouts) if args.learned_energy else None
         # --true-system must be the system of every file drawn
         systems = [true_system(r, args.true_system) for r in rollouts] if args.true_system is not None else None
         plots.plot_conservation(rollouts, labels, out=args.out, learned_energy=learned, true_systems=systems)
@@ -135,10 +137,34 @@ def run_animate(args: argparse.Namespace) -> None:
                              ("--trail", args.trail, 0), ("--system", args.system, 0)):
         check_range(flag, value, low)
     rollout = load_trajectories(args.rollout)
-    truth = load_trajectories(args.truth) if args.truth is not None else None
+    truth = _truth(args.truth)
     frames = animate(rollout, truth, out=args.out, fps=args.fps, stride=args.stride, max_frames=args.max_frames,
                      trail=args.trail, layout=args.layout, system_index=args.system, label=args.label)
     print(f"wrote {args.out} ({frames} frames at {args.fps:g} fps)")
+
+
+def _truth(path: str | None) -> Trajectories | None:
+    """The trajectory file ``--truth`` names, refused in one line when it is a rollout file (a model's
+    output, a rollout against itself included: :func:`hamnet.provenance.ground_truth`). Figures draw the
+    truth system by system beside its rollout, so there is no --allow-rollout here: leaving out the
+    systems that diverged in it would draw them against other systems."""
+    if path is None:
+        return None
+    from .provenance import ground_truth
+
+    truth, _ = ground_truth(load_trajectories(path), allow_rollout=False, flag=None, use="--truth")
+    return truth
+
+
+def _learned_hamiltonians(rollouts: list[Trajectories]) -> list:
+    """:func:`_learned_hamiltonian` of each rollout, each distinct checkpoint (by the reference and
+    sha256 a file records) hashed and loaded once."""
+    models: dict[tuple, object] = {}
+    for rollout in rollouts:
+        key = (rollout.meta.get("checkpoint"), rollout.meta.get("checkpoint_sha256"))
+        if key not in models:
+            models[key] = _learned_hamiltonian(rollout)
+    return [models[(r.meta.get("checkpoint"), r.meta.get("checkpoint_sha256"))] for r in rollouts]
 
 
 def _learned_hamiltonian(rollout: Trajectories):

@@ -102,8 +102,6 @@ class Trajectories:
         except Exception as error:  # a user's system can fail in any way; say so in one line
             raise ValueError(f"cannot rebuild system {name!r} with the settings in {where} "
                              f"({self.meta['system_settings']}): {type(error).__name__}: {error}") from error
-        if spec is not None:
-            _check_same_system(spec, recorded, where, system)
         system.check_params(self.params, where)
         return system
 
@@ -113,22 +111,21 @@ class Trajectories:
                             self.source)
 
 
-def _check_same_system(spec: str, recorded: str, where: str, built: object = None) -> None:
-    """Refuse ``spec`` (a system named by the user) when it is not the system ``recorded`` in a file's
-    ``meta``, whose true energy would then be of other physics. Two registered names must be equal, and
-    two ``file.py:Class`` specs name the same class (the file may have moved); this is checked on the
-    text, before any file is imported. A registered name against a file spec is checked on the ``built``
-    system: its ``name`` is the recorded name, or its class the recorded class."""
-    def identity(text: str) -> str:
-        return text.rsplit(":", 1)[1] if ":" in text else text
+def system_label(spec: object) -> object:
+    """A system spec as it is compared with another: a registered name as it is, ``path/file.py:Class``
+    as ``file.py:Class`` (the file may have moved, its name and the class may not). Two specs name the
+    same system when their labels are equal, so a registered name is never a file's class."""
+    if not isinstance(spec, str) or ":" not in spec:
+        return spec
+    path, class_name = spec.rsplit(":", 1)
+    return f"{Path(path).name}:{class_name}"
 
-    if (":" in spec) == (":" in recorded):
-        same = identity(spec) == identity(recorded)
-    elif built is None:
-        return  # only the built system can tell
-    else:
-        same = getattr(built, "name", None) == recorded or type(built).__name__ == identity(recorded)
-    if not same:
+
+def _check_same_system(spec: str, recorded: str, where: str) -> None:
+    """Refuse ``spec`` (a system named by the user) when it is not the system ``recorded`` in a file's
+    ``meta`` (by :func:`system_label`), whose true energy would then be of other physics; checked on the
+    text, before any file is imported."""
+    if system_label(spec) != system_label(recorded):
         raise ValueError(f"{where} was made by the system {recorded!r}, not {spec!r}; measuring it with another "
                          "system's energy would report the drift of the wrong physics")
 

@@ -5,7 +5,7 @@ Every record hamnet writes says what it was made from: the sha256 of each input 
 the kind of data it was trained on (:func:`data_kind`: system, protocol, dimension, particle count,
 parameter names and system settings). A command that meets such a record again compares it with what
 it is given (:func:`kind_differences`). A record that a file written by an earlier hamnet lacks is
-unknown: it is reported as such and never the reason for a refusal.
+unknown: never the reason for a refusal; the commands say in one ``note:`` line what it does not record.
 
 A rollout file (its ``meta["model"]`` names the model that made it) is a model's output, not ground
 truth: :func:`ground_truth` refuses one unless asked, and then leaves out the systems its ``meta``
@@ -19,12 +19,11 @@ import json
 import logging
 import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from .io import Trajectories
+from .io import Trajectories, system_label
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +74,7 @@ def kind_differences(trained: Mapping[str, Any], data: Trajectories) -> list[str
     for key in (key for key in KIND_KEYS if key in trained):
         theirs, ours = _plain(trained[key]), _plain(kind[key])
         if key == "system":
-            theirs, ours = _system_label(theirs), _system_label(ours)
+            theirs, ours = system_label(theirs), system_label(ours)
         if key == "params" and isinstance(theirs, list):
             theirs = sorted(map(str, theirs))
         if key == "system_settings" and isinstance(theirs, dict) and isinstance(ours, dict):
@@ -91,14 +90,6 @@ def _plain(value: Any) -> Any:
     """``value`` as JSON gives it back (tuples as lists), so a record from a checkpoint compares with one
     read from a file; what JSON cannot hold (a tensor in a hand-made record) as its text."""
     return json.loads(json.dumps(value, default=str))
-
-
-def _system_label(spec: Any) -> Any:
-    """A system spec as it is compared: a registered name as it is; ``path/file.py:Class`` as ``file.py:Class``."""
-    if not isinstance(spec, str) or ":" not in spec:
-        return spec
-    path, class_name = spec.rsplit(":", 1)
-    return f"{Path(path).name}:{class_name}"
 
 
 def rollout_model(data: Trajectories) -> str | None:
@@ -120,18 +111,22 @@ def diverged_steps(data: Trajectories) -> dict[int, int]:
     return steps
 
 
-def ground_truth(data: Trajectories, *, allow_rollout: bool, flag: str, use: str) -> tuple[Trajectories, list[int]]:
+def ground_truth(data: Trajectories, *, allow_rollout: bool, flag: str | None, use: str
+                 ) -> tuple[Trajectories, list[int]]:
     """``data`` as ground truth for ``use`` (``"training data"``, ``"ground truth"``) and the systems left
     out of it. A generated file is taken as it is. A rollout file (:func:`rollout_model`) is refused in
-    one line naming ``flag`` unless ``allow_rollout``; then the systems it lists as diverged are left
-    out (and logged), and a file whose every system diverged is refused."""
+    one line naming ``flag`` (or, with ``flag`` None, where no flag can accept one: the generated file
+    to give instead) unless ``allow_rollout``; then the systems it lists as diverged are left out (and
+    logged), and a file whose every system diverged is refused."""
     model = rollout_model(data)
     if model is None:
         return data, []
     where = data.source or "this file"
     if not allow_rollout:
+        hint = (f"To use it anyway, without the systems that diverged in it, pass {flag}" if flag is not None
+                else "Give the generated file it started from")
         raise ValueError(f"{where} is a rollout of {model}, a model's output and not ground truth; refused as {use}. "
-                         f"To use it anyway, without the systems that diverged in it, pass {flag}")
+                         + hint)
     diverged = sorted(diverged_steps(data))
     if len(diverged) == data.n_systems:
         raise ValueError(f"every one of the {data.n_systems} systems of {where} diverged; nothing is left to use as "

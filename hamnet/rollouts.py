@@ -237,15 +237,14 @@ def default_method(model: Any) -> str:
 
 def predicted_trajectories(model: Any, data: Trajectories, *, model_config: dict, steps: int | None = None,
                            dt: float | None = None, method: str | None = None,
-                           dtype: torch.dtype = torch.float64, checkpoint: str | None = None,
-                           options: dict | None = None, keep_diverged: bool = False,
+                           dtype: torch.dtype = torch.float64, options: dict | None = None, keep_diverged: bool = False,
                            sources: Mapping[str, Any] | None = None) -> Trajectories:
     """Roll ``model`` out from every initial state of ``data`` and package the result as a
     trajectory file's contents (schema 1): the system of ``data`` in ``meta`` (so true energy can
     be measured; the name of its benchmark protocol too, if any, as ``data_protocol``), plus the model
-    (``model_config``, a label), integrator, dtype and checkpoint, and ``sources``: what else the
-    rollout came from (the checkpoint's and data's sha256, :func:`hamnet.checkpoint.checkpoint_provenance`;
-    a ``"checkpoint"`` there wins).
+    (``model_config``, a label), integrator and dtype, and ``sources``: what the rollout came from
+    (:func:`hamnet.checkpoint.made_from`: the checkpoint with its sha256, the data with its sha256;
+    without them ``meta["checkpoint"]`` is None, a model that no file holds).
     ``steps`` and ``dt`` default to the data's own; ``options`` and ``keep_diverged`` go to
     :func:`rollout_systems`. Systems that diverge are listed in ``meta["diverged"]`` (``{"system",
     "step"}`` each, in the order they diverged; their states from that step on are held at the last
@@ -265,7 +264,7 @@ def predicted_trajectories(model: Any, data: Trajectories, *, model_config: dict
             "hamnet_version": __version__,
             **({"data_protocol": protocol_name(data)} if protocol_name(data) else {}),
             "steps": steps, "model": model_label(model_config), "model_config": model_config, "method": method,
-            "dtype": str(dtype).removeprefix("torch."), "checkpoint": checkpoint,
+            "dtype": str(dtype).removeprefix("torch."), "checkpoint": None,
             "diverged": diverged, "divergence_factor": None if keep_diverged else DIVERGENCE_FACTOR,
             **(sources or {})}
     t = torch.arange(steps + 1, dtype=torch.float64) * dt

@@ -532,6 +532,46 @@ def recorded_transfer(tmp: Path, code: int) -> None:
     assert transfer["trained_on"]["system"] == "nbody"
 
 
+def same_class_elsewhere(tmp, shared):
+    """Builder: other/mine.py, which defines a class Evil too (evil.py's class name in another file), as {py}."""
+    (tmp / "other").mkdir()
+    (tmp / "other" / "mine.py").write_text("from hamnet.systems import Springs\n\n\nclass Evil(Springs):\n"
+                                           "    name = 'evil'\n")
+    return {"py": tmp / "other" / "mine.py"}
+
+
+def _made_by_a_class_named_springs(arrays, meta):
+    meta["system"] = "x.py:Springs"
+
+
+def rollout_on_six_particles(tmp, shared):
+    """Builder: r6.npz (as {file}), a rollout with --transfer of the 4-particle model on 6-particle springs."""
+    shutil.copyfile(shared["springs6"], tmp / "six.npz")
+    hamnet_in(tmp, ["rollout", "--checkpoint", "model.pt", "--data", "six.npz", "--transfer", "--out", "r6.npz"])
+    return {"file": tmp / "r6.npz"}
+
+
+def first_two_rolled_out_and_diverged_in_truth(tmp, shared):
+    """Builder: roll.npz (as {file}), a rollout of the first 2 systems of springs, and truth.npz (as {truth}),
+    springs as a rollout file in which exactly those 2 systems diverged."""
+    hamnet_in(tmp, ["rollout", "--checkpoint", "model.pt", "--data", "springs.npz", "--n-systems", "2",
+                    "--out", "roll.npz"])
+    return {"file": tmp / "roll.npz", "truth": variant("truth.npz", _fake_rollout((0, 1)))(tmp, shared)["file"]}
+
+
+def records_made_from(tmp: Path, code: int) -> None:
+    """Check: the metrics of a rollout file hold what made_from records of the rollout's checkpoint and the data."""
+    from hamnet.checkpoint import made_from
+
+    metrics, meta = read_metrics(tmp), read_npz(tmp / "roll.npz")[1]
+    expected = made_from(meta, tmp / "springs.npz")
+    assert {key: metrics[key] for key in expected} == expected and expected["checkpoint_sha256"] is not None
+
+
+def _params_unrecorded(state, tmp):
+    del state["data"]["params"]
+
+
 # -- the command-line corpus ----------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Case:
@@ -821,6 +861,36 @@ CASES = [
          f"--transfer --true-system {{py}}:Mine {METRICS}", build=chain(data_naming_code, user_system("    pass")),
          mentions=("wrong physics",)),
 
+    # review fixes: one rule for the system (file and class names), rollouts never truth for figures,
+    # evaluate --rollout checks shapes and kept systems first, records made_from, and notes what is unknown
+    Case("evaluate-true-system-of-the-same-class-in-another-file", f"evaluate --checkpoint {{ckpt}} --data {{file}} "
+         f"--transfer --true-system {{py}}:Evil {METRICS}", build=chain(data_naming_code, same_class_elsewhere),
+         mentions=("wrong physics",)),
+    Case("evaluate-true-system-registered-for-a-files-class-of-its-name", f"evaluate --checkpoint {{ckpt}} --data "
+         f"{{file}} --transfer --true-system springs {METRICS}", build=variant("x.npz", _made_by_a_class_named_springs),
+         mentions=("wrong physics",)),
+    Case("plot-error-against-a-rollout-file-as-truth", "plot error {springs} --truth {file} --out {tmp}/fig.png",
+         build=variant("roll.npz", _fake_rollout(())), mentions=("not ground truth",)),
+    Case("plot-error-of-a-rollout-against-itself", "plot error {file} --truth {file} --out {tmp}/fig.png",
+         build=rollout_of(), mentions=("not ground truth",)),
+    Case("plot-paths-against-a-rollout-file-as-truth", "plot paths {springs} --truth {file} --out {tmp}/fig.png",
+         build=variant("roll.npz", _fake_rollout(())), mentions=("not ground truth",)),
+    Case("animate-against-a-rollout-file-as-truth", "animate {springs} --truth {file} --max-frames 2 "
+         "--out {tmp}/a.gif",
+         build=variant("roll.npz", _fake_rollout(())), mentions=("not ground truth",)),
+    Case("evaluate-a-rollout-file-against-truth-of-another-particle-count", f"{ROLL_FILE} --data {{springs}} {METRICS}",
+         build=rollout_on_six_particles, mentions=("6 particles",)),
+    Case("evaluate-a-rollout-file-whose-systems-all-diverged-in-the-truth", f"{ROLL_FILE} --data {{truth}} "
+         f"--allow-rollout {METRICS}", build=first_two_rolled_out_and_diverged_in_truth, mentions=("every one",)),
+    Case("evaluate-a-rollout-file-records-made-from", f"{ROLL_FILE} --data {{springs}} {METRICS}", build=rollout_of(),
+         codes=(0,), outputs=("metrics.json",), check=records_made_from),
+    Case("evaluate-a-checkpoint-that-does-not-record-its-datas-params", "evaluate --checkpoint {file} --data {springs} "
+         f"{METRICS}", build=checkpoint(_params_unrecorded), codes=(0,), outputs=("metrics.json",),
+         mentions=("does not record the params",)),
+    Case("evaluate-an-earlier-hamnets-rollout-file", f"{ROLL_FILE} --data {{springs}} {METRICS}",
+         build=rollout_of(change=_no_checkpoint_sha), codes=(0,), outputs=("metrics.json",),
+         mentions=("does not record its checkpoint's sha256",)),
+
     # flags mean what they say: given at any value, unused by the model, or beyond the dtype they live in
     Case("generate-protocol-with-system-at-its-default", f"{GEN} --protocol egnn-charged5 --system springs {OUT_NPZ}",
          mentions=("--system",)),
@@ -997,6 +1067,17 @@ def _plot_paths(names):
     return plot_paths(load_trajectories(names["springs"]), None, out=names["tmp"] / "fig.png", system_index=99)
 
 
+def _predicted_with_checkpoint(names):
+    """predicted_trajectories(checkpoint=...): gone, since sources (made_from) records a checkpoint with its sha256."""
+    from hamnet.checkpoint import model_from_checkpoint
+    from hamnet.io import load_trajectories
+    from hamnet.rollouts import predicted_trajectories
+
+    model, state = model_from_checkpoint(names["ckpt"])
+    predicted_trajectories(model, load_trajectories(names["springs"]), model_config=state["model_config"],
+                           checkpoint=str(names["ckpt"]))
+
+
 @dataclass(frozen=True)
 class ApiCase:
     """One fault of the Python API: ``call(names)`` must raise one of ``raises`` with a one-line message
@@ -1044,6 +1125,7 @@ API_CASES = [
     ApiCase("animate-fps-1e-300", _animate(fps=1e-300)),
     ApiCase("animate-stride-0", _animate(stride=0)),
     ApiCase("plot-paths-system-99", _plot_paths),
+    ApiCase("predicted-trajectories-checkpoint-keyword", _predicted_with_checkpoint, raises=(TypeError,)),
 ]
 
 
@@ -1084,6 +1166,7 @@ def test_a_local_file_named_like_a_pretrained_model_is_said_aloud(shared, tmp_pa
         assert code == 0, err
         warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
         assert bool(warnings) == warned and all("pretrained:springs-so2" in w for w in warnings), warnings
+        assert all(w.startswith("hamnet: warning: ") for w in warnings), warnings  # as rollout's own warnings
         assert read_npz(tmp_path / "r.npz")[1]["checkpoint_sha256"] == sha256(tmp_path / "springs-so2")
 
 
@@ -1335,3 +1418,35 @@ def test_generate_signalled(tmp_path, sig, moment, codes):
     assert "Traceback" not in err
     assert_one_line(err, INTERRUPT_PREFIXES)
     assert sorted(p.name for p in out.iterdir()) == [], "an output or temporary file was left behind"
+
+
+def _counting(monkeypatch, module, name: str, calls: list) -> None:
+    """Replace ``module.name`` by a wrapper that appends its first argument (as a resolved path) to ``calls``."""
+    original = getattr(module, name)
+
+    def counted(first, *args, **kwargs):
+        calls.append(Path(first).resolve() if not isinstance(first, dict) else first.get("checkpoint"))
+        return original(first, *args, **kwargs)
+    monkeypatch.setattr(module, name, counted)
+
+
+def test_evaluate_rollout_and_learned_energy_hash_and_load_each_file_once(shared, tmp_path, capsys, monkeypatch):
+    """`evaluate --rollout` hashes the rollout and the truth once each; `plot conservation --learned-energy`
+    of two rollouts of one checkpoint hashes and loads that checkpoint once."""
+    import hamnet.checkpoint
+    import hamnet.cli_rollout
+
+    names = stage(tmp_path, shared, chain(rollout_of(name="r1.npz"), rollout_of(name="r2.npz")), monkeypatch)
+    before = snapshot(tmp_path)
+    hashed, loaded = [], []
+    for module in (hamnet.checkpoint, hamnet.cli_rollout):
+        _counting(monkeypatch, module, "file_sha256", hashed)
+    _counting(monkeypatch, hamnet.checkpoint, "model_from_checkpoint", loaded)
+    code, _, err = run_cli(["evaluate", "--rollout", "r1.npz", "--data", names["springs"], "--out", "m.json"], capsys)
+    assert code == 0, err
+    assert sorted(map(str, hashed)) == sorted(str(tmp_path / name) for name in ("r1.npz", "springs.npz")), hashed
+    hashed.clear()
+    code, _, err = run_cli(["plot", "conservation", "r1.npz", "r2.npz", "--learned-energy", "--out", "f.png"], capsys)
+    assert code == 0, err
+    assert hashed == [tmp_path / "model.pt"] and len(loaded) == 1, (hashed, loaded)
+    assert_nothing_lost(before, snapshot(tmp_path), ("m.json", "f.png"))
