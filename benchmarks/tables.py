@@ -177,6 +177,32 @@ def peers_gravity() -> list[str]:
     return _peers("segno-gravity5")
 
 
+def _peer_code(protocol: str) -> list[str]:
+    """The peers' own code on hamnet's files beside hamnet's Hamiltonians trained on the same files, and the
+    published figures (all as peers_side_by_side.py records them)."""
+    code = result("peers_side_by_side_small.json")
+    horizons = ("1000", "1500", "2000")
+    cell = lambda figures, h: f"{sci(figures[h]['mean'])} ± {sci(figures[h]['std'])}" if h in figures else "-"  # noqa: E731
+    labels = {"segno": "SEGNO, its code", "egnn": "EGNN, its code"}
+    body = [[labels[peer]] + [cell(figures, h) for h in horizons]
+            for peer, figures in code["summary"].get(protocol, {}).items()]
+    body += [[f"{model} (hamnet)"] + [cell(figures, h) for h in horizons]
+             for model, figures in code["hamnet"].get(protocol, {}).items()]
+    body += [[f"{model}, published (10x the data)"] + [sci(value) for value in values]
+             for model, values in code["published"].get(protocol, {}).items() if model in ("EGNN", "SEGNO")]
+    return rows(["model", "1000 steps", "1500 steps", "2000 steps"], body)
+
+
+@table
+def peers_code_charged() -> list[str]:
+    return _peer_code("egnn-charged5")
+
+
+@table
+def peers_code_gravity() -> list[str]:
+    return _peer_code("segno-gravity5")
+
+
 # -- speed, scale and long rollouts ------------------------------------------------------------------
 
 @table
@@ -226,7 +252,7 @@ def headline() -> list[str]:
     paper = result("springs_paper.json")["summary"]
     at = lambda model, key: paper[model]["3000"][key]["mean"]  # noqa: E731
     card = result("pretrained_springs-so2.json")["long_rollout"]
-    charged = result("nbody_peers_small.json")["summary"]["egnn-charged5"]
+    code = result("peers_side_by_side_small.json")
     speed = result("reference_side_by_side.json")["timing"][0]
     return rows(["what", "hamnet", "against"], [
         ["springs, paper scale, 3000 windows: window MSE",
@@ -248,9 +274,11 @@ def headline() -> list[str]:
         [f"training step, width {speed['width']}, one thread, per 1000 windows",
          f"{statistics.mean(speed['seconds_per_1000_windows']['hamnet']):.1f} s",
          f"reference {statistics.mean(speed['seconds_per_1000_windows']['reference']):.1f} s"],
-        ["charged 5-body, a tenth of the data: position MSE at 1000 steps",
-         f"HLieConv SE(3) {sci(charged['HLieConv SE(3)']['1000']['mean'])}, EGNN-H {sci(charged['EGNN-H']['1000']['mean'])}",
-         f"EGNN one-shot {sci(charged['EGNN (direct)']['1000']['mean'])} (hamnet is behind here)"],
+        ["N-body, a tenth of the data, 1000 steps: position MSE on SEGNO's gravity / EGNN's charged set",
+         " / ".join(sci(code["hamnet"][p]["EGNN-H"]["1000"]["mean"]) for p in ("segno-gravity5", "egnn-charged5"))
+         + " (EGNN-H)",
+         "SEGNO's own code " + " / ".join(sci(code["summary"][p]["segno"]["1000"]["mean"])
+                                          for p in ("segno-gravity5", "egnn-charged5"))],
     ])
 
 
