@@ -47,7 +47,7 @@ import torch
 
 from hamnet.io import Trajectories, load_trajectories, save_trajectories
 from hamnet.protocols import PROTOCOLS, Protocol, check_protocol, generate_protocol
-from hamnet.runs import file_sha256
+from hamnet.provenance import file_sha256
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pieces import add_piece_arguments, my_runs, run_script, start_pieces, write_json, write_result_files  # noqa: E402

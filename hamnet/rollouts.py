@@ -262,7 +262,7 @@ def predicted_trajectories(model: Any, data: Trajectories, *, model_config: dict
                            step=first["step"], systems=[d["system"] for d in diverged], trajectory=result.z)
     meta = {"system": data.meta["system"], "system_settings": data.meta["system_settings"], "dt": dt,
             "hamnet_version": __version__,
-            **({"data_protocol": protocol_name(data)} if protocol_name(data) else {}),
+            **({"data_protocol": protocol} if (protocol := protocol_name(data)) else {}),
             "steps": steps, "model": model_label(model_config), "model_config": model_config, "method": method,
             "dtype": str(dtype).removeprefix("torch."), "checkpoint": None,
             "diverged": diverged, "divergence_factor": None if keep_diverged else DIVERGENCE_FACTOR,

@@ -8,7 +8,7 @@ and ``.lock`` (:class:`RunFiles`). Nothing runs twice and nothing is lost:
 - a folder holding anything that is not a run's own is refused before anything is written into it;
 - every state a kill (SIGKILL included) can leave is accepted: a resume continues from ``last.pt``,
   and a folder where no epoch completed may be started over by a new run (:func:`claim`);
-- the data file's sha256 (:func:`file_sha256`) is stored with the run, and a resume on a file that
+- the data file's sha256 (:func:`hamnet.provenance.file_sha256`) is stored with the run, and a resume on a file that
   changed since, or with other settings, is refused (:func:`check_resumable`); the same bytes moved to
   another path are the same data.
 
@@ -32,12 +32,11 @@ from filelock import FileLock, Timeout
 
 from .checkpoint import CheckpointError, load_checkpoint
 from .paths import atomic_path
-from .provenance import file_sha256
 
 log = logging.getLogger(__name__)
 
 __all__ = ["RunFiles", "RunFolderInUse", "append_metrics", "check_resumable", "checkpoint_epoch", "claim",
-           "file_sha256", "locked", "make_run_folder", "read_metrics", "truncate_metrics", "write_json"]
+           "locked", "make_run_folder", "read_metrics", "truncate_metrics", "write_json"]
 
 
 class RunFolderInUse(ValueError):
