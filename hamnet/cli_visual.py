@@ -30,9 +30,11 @@ def _add_plot(commands) -> None:
         "plot", help="draw conservation, rollout error or particle paths of trajectory files",
         description="Draw a figure from rollout files (trajectory files written by `hamnet rollout` or "
         "`hamnet generate`). 'conservation': change of linear momentum, angular momentum and true energy "
-        "over time, on a log scale, one curve per rollout. 'error': mean square and bounded relative error "
-        "against --truth over time, one curve per rollout. 'paths': particle paths and a phase-space "
-        "portrait of one system of one rollout, against --truth when given.",
+        "over time, on a log scale. 'error': mean square and bounded relative error against --truth over "
+        "time. Both show every system of each rollout: the median over systems as a line, the 10th-90th "
+        "percentile band shaded and the worst system (the highest curve in that panel) as a thin line "
+        "labelled with its index; --systems draws chosen systems one by one instead. 'paths': particle "
+        "paths and a phase-space portrait of one system of one rollout, against --truth when given.",
     )
     parser.add_argument("kind", choices=PLOT_KINDS, help="which figure: conservation, error or paths")
     parser.add_argument("rollouts", nargs="+", metavar="ROLLOUT.npz",
@@ -46,6 +48,10 @@ def _add_plot(commands) -> None:
                         "recorded in each file, or the file name where those repeat)")
     parser.add_argument("--system", type=int, default=None, metavar="INDEX",
                         help="paths only: index of the system to draw (default: 0)")
+    parser.add_argument("--systems", type=int, nargs="+", default=None, metavar="INDEX",
+                        help="conservation and error only: draw just these systems (indices from 0, at most "
+                        "10, each in every file drawn), each as its own curve, instead of the median, "
+                        "percentile band and worst system over all of them")
     parser.add_argument("--learned-energy", action="store_true",
                         help="conservation only: add a panel with the learned energy H_theta along each rollout, "
                         "from the checkpoint its file names, refused if that file is no longer the same checkpoint "
@@ -102,7 +108,11 @@ def run_plot(args: argparse.Namespace) -> None:
                      "for plot conservation)")
     if args.kind != "paths":
         refuse_given(args, ("--system",), f"plot {args.kind} draws every system (--system picks the one plot paths "
-                     "draws)")
+                     "draws; --systems picks some for conservation and error)")
+    else:
+        refuse_given(args, ("--systems",), "plot paths draws one system (pick it with --system)")
+    for index in args.systems or ():
+        check_range("--systems", index, 0)
     if args.kind == "paths" and len(args.rollouts) != 1:
         raise ValueError(f"plot paths draws one rollout, got {len(args.rollouts)} files")
     if args.kind == "error" and args.truth is None:
@@ -113,15 +123,18 @@ def run_plot(args: argparse.Namespace) -> None:
     labels = args.labels if args.labels is not None else _default_labels(rollouts, files)
     if len(labels) != len(files):
         raise ValueError(f"--labels gives {len(labels)} labels for {len(files)} rollout files; give one per file")
+    if args.kind == "conservation" and truth is not None:
+        rollouts, labels = rollouts + [truth], list(labels) + ["truth"]
+    if args.systems is not None:
+        _check_systems(args.systems, rollouts)
     if args.kind == "conservation":
-        if truth is not None:
-            rollouts, labels = rollouts + [truth], list(labels) + ["truth"]
         learned = _learned_hamiltonians(rollouts) if args.learned_energy else None
         # --true-system must be the system of every file drawn
         systems = [true_system(r, args.true_system) for r in rollouts] if args.true_system is not None else None
-        plots.plot_conservation(rollouts, labels, out=args.out, learned_energy=learned, true_systems=systems)
+        plots.plot_conservation(rollouts, labels, out=args.out, learned_energy=learned, true_systems=systems,
+                                systems=args.systems)
     elif args.kind == "error":
-        plots.plot_error(rollouts, truth, labels, out=args.out)
+        plots.plot_error(rollouts, truth, labels, out=args.out, systems=args.systems)
     else:
         plots.plot_paths(rollouts[0], truth, out=args.out, system_index=args.system or 0, label=labels[0])
     print(f"wrote {args.out}")
@@ -141,6 +154,17 @@ def run_animate(args: argparse.Namespace) -> None:
     frames = animate(rollout, truth, out=args.out, fps=args.fps, stride=args.stride, max_frames=args.max_frames,
                      trail=args.trail, layout=args.layout, system_index=args.system, label=args.label)
     print(f"wrote {args.out} ({frames} frames at {args.fps:g} fps)")
+
+
+def _check_systems(systems: list[int], rollouts: list[Trajectories]) -> None:
+    """Refuse ``--systems`` in one line naming the flag unless every file drawn has each index."""
+    from .population import check_systems
+
+    for rollout in rollouts:
+        try:
+            check_systems(systems, rollout.n_systems, rollout.source or "a file")
+        except ValueError as error:
+            raise ValueError(f"--systems: {error}") from None
 
 
 def _truth(path: str | None) -> Trajectories | None:

@@ -10,6 +10,10 @@ drawing needs no display and changes no global state. Each function returns its 
 Curves differ by line style and marker as well as colour, so figures read in black-and-white print.
 Quantities are in the system's own (dimensionless) simulation units.
 
+Conservation and error figures show every system of a file: per rollout the median over systems, the
+10th-90th percentile band and the worst system, labelled; or, with ``systems=[0, 3, 7]``, just those
+systems one by one (:mod:`hamnet.population` says exactly what is drawn).
+
 3D positions are drawn projected orthogonally onto the plane of largest spread: the two leading
 principal axes of all positions shown (truth and prediction together), see :func:`principal_plane`.
 """
@@ -30,19 +34,18 @@ from torch import Tensor
 from .diagnostics import bounded_relative_error, conservation_series, energy, relative_change
 from .io import SystemUnavailable, Trajectories
 from .paths import atomic_path
+from .population import BAND, ZERO_FLOOR, add_legend, check_band, check_systems, describe, draw_curves
 
 Hamiltonian = Callable[[Tensor, dict], Tensor]
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "FIGURE_FORMATS", "ZERO_FLOOR", "align_with_truth", "check_figure_path", "default_label",
+    "BAND", "FIGURE_FORMATS", "ZERO_FLOOR", "align_with_truth", "check_figure_path", "default_label",
     "plot_conservation", "plot_error", "plot_paths", "principal_plane", "project_to_plane",
     "rollout_error", "save_figure",
 ]
 
 FIGURE_FORMATS = (".png", ".pdf", ".svg")
-#: on a log axis an exact zero (e.g. a perfectly conserved momentum) is drawn at this value
-ZERO_FLOOR = 1e-20
 FIGURE_DPI = 120
 #: float64 machine epsilon, drawn as the round-off reference on conservation plots
 FLOAT64_EPS = torch.finfo(torch.float64).eps
@@ -141,7 +144,7 @@ def rollout_error(prediction: Tensor, truth: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def _conservation_series(data: Trajectories, learned: Hamiltonian | None, system) -> dict[str, Tensor]:
-    """Worst system's relative change at each time, ``(T,)`` per quantity. The true energy only when
+    """Each system's relative change at each time, ``(B, T)`` per quantity. The true energy only when
     ``system`` is given or the file's own system is registered (a file never makes code run)."""
     z, params = data.z, data.params
     if system is None:
@@ -155,7 +158,7 @@ def _conservation_series(data: Trajectories, learned: Hamiltonian | None, system
             h = energy(learned, z, params).to(z.dtype)
             series["learned"] = relative_change(h, h[:, 0].abs())
     names = {"linear_momentum": "linear", "angular_momentum": "angular"}
-    return {names.get(key, key): value.amax(0) for key, value in series.items()}
+    return {names.get(key, key): value for key, value in series.items()}
 
 
 # -- drawing helpers -------------------------------------------------------------------------------
@@ -180,13 +183,24 @@ def save_figure(figure: Figure, out: str | os.PathLike) -> Path:
     return path
 
 
-def _check_all(rollouts: Sequence[Trajectories], out: str | os.PathLike | None) -> None:
+def _check_all(rollouts: Sequence[Trajectories], out: str | os.PathLike | None,
+               systems: Sequence[int] | None = None, band: Sequence[float] = BAND) -> list[int] | None:
+    """Check ``out``, ``band`` and every rollout; returns ``systems`` (if given) checked against every rollout."""
+    check_band(band)
     if out is not None:
         check_figure_path(out)
     if len(rollouts) == 0:
         raise ValueError("no rollouts to plot; give at least one")
     for index, data in enumerate(rollouts):
         check_trajectories(data, f"rollout {index + 1}")
+    chosen = None
+    for index, data in enumerate(rollouts if systems is not None else ()):
+        chosen = check_systems(systems, data.n_systems, data.source or f"rollout {index + 1}")
+    return chosen
+
+
+def _styles(first: int, count: int, n_points: int) -> list[dict]:
+    return [_style(first + offset, n_points) for offset in range(count)]
 
 
 # -- figures ---------------------------------------------------------------------------------------
@@ -205,19 +219,22 @@ def plot_conservation(
     *,
     learned_energy: Sequence[Hamiltonian | None] | None = None,
     true_systems: Sequence[Any] | None = None,
+    systems: Sequence[int] | None = None,
+    band: Sequence[float] = BAND,
 ) -> Figure:
     """Change of the conserved quantities over time, several rollouts side by side.
 
     One panel each for linear momentum, angular momentum and the true energy (of ``true_systems``,
     one per rollout, or rebuilt from each file's ``meta`` when its system is registered; a file made
     by a user's own system class gets no true-energy curve unless its system is given), plus learned energy when ``learned_energy`` gives a Hamiltonian
-    ``H(z: (B, 2, N, D), params) -> (B,)`` for at least one rollout (``None`` for the others). Each
-    curve is the largest change over the rollout's systems, relative to the scales of
-    :mod:`hamnet.diagnostics`, on a log axis with float64 round-off marked; exact zeros are drawn at
-    ``ZERO_FLOOR``. ``rollouts``: each ``z: (B, T, 2, N, D)``; ``labels``: one per rollout
-    (default from ``meta``).
+    ``H(z: (B, 2, N, D), params) -> (B,)`` for at least one rollout (``None`` for the others). Changes
+    are relative to the scales of :mod:`hamnet.diagnostics`, on a log axis with float64 round-off
+    marked; exact zeros are drawn at ``ZERO_FLOOR``. Per rollout: the median over its systems, the band
+    between the ``band`` percentiles and the worst system (largest change in that panel), labelled; or,
+    with ``systems`` (indices every rollout has), those systems one by one (:mod:`hamnet.population`).
+    ``rollouts``: each ``z: (B, T, 2, N, D)``; ``labels``: one per rollout (default from ``meta``).
     """
-    _check_all(rollouts, out)
+    chosen = _check_all(rollouts, out, systems, band)
     labels = _labels(rollouts, labels)
     learned = list(learned_energy) if learned_energy is not None else [None] * len(rollouts)
     if len(learned) != len(rollouts):
@@ -229,18 +246,21 @@ def plot_conservation(
     panels = [panel for panel in CONSERVATION_PANELS if any(panel[0] in s for s in series)]
     figure = new_figure(4.0 * len(panels), 4.2)
     axes = figure.subplots(1, len(panels), sharex=True)
+    count = len(chosen) if chosen is not None else 1  # styles per rollout
     for ax, (key, title, ylabel) in zip(axes, panels):
+        used = 0
         for index, (data, values) in enumerate(zip(rollouts, series)):
             if key in values:  # from the second time: at t = 0 the change is zero by definition
-                ax.plot(data.t[1:], values[key][1:].clamp_min(ZERO_FLOOR), label=labels[index],
-                        **_style(index, data.n_times - 1))
+                t = data.t[1:].double().numpy()
+                draw_curves(ax, t, values[key][:, 1:], labels[index], _styles(used, count, len(t)), chosen, band)
+            used += count  # a rollout keeps its styles in every panel, drawn there or not
         ax.axhline(FLOAT64_EPS, color="0.4", linestyle=(0, (1, 2)), linewidth=1.0, label="float64 round-off")
         ax.set_yscale("log")
         ax.set(title=title, xlabel=TIME_LABEL, ylabel=f"{ylabel}\n(relative; exact 0 drawn at {ZERO_FLOOR:.0e})")
         ax.grid(True, which="major", color="0.9")
-    handles, names = axes[0].get_legend_handles_labels()
-    figure.legend(handles, names, loc="outside lower center", ncols=min(len(names), 4), frameon=False)
-    figure.suptitle("Conservation over time (largest change over systems)")
+    population = chosen is None and any(r.n_systems > 1 for r in rollouts)
+    add_legend(figure, axes[0], population, band)
+    figure.suptitle(f"Conservation over time ({describe(chosen, band, population)})")
     if out is not None:
         save_figure(figure, out)
     return figure
@@ -251,23 +271,31 @@ def plot_error(
     truth: Trajectories,
     labels: Sequence[str] | None = None,
     out: str | os.PathLike | None = None,
+    *,
+    systems: Sequence[int] | None = None,
+    band: Sequence[float] = BAND,
 ) -> Figure:
     """Rollout error against ``truth`` over time for several models, on log axes.
 
-    Left: mean square error of the state, averaged over systems. Right: bounded relative error
-    ``|a - b| / (|a| + |b|)`` (see :func:`rollout_error`), averaged over systems. Every rollout,
+    Left: mean square error of the state. Right: bounded relative error ``|a - b| / (|a| + |b|)``
+    (see :func:`rollout_error`). Per rollout: the median over its systems, the band between the
+    ``band`` percentiles and the worst system (highest error in that panel), labelled; or, with
+    ``systems``, those systems one by one (:mod:`hamnet.population`). Every rollout,
     ``z: (B, T, 2, N, D)``, must start from truth's states; times are cut to the shorter of the two.
     """
-    _check_all(rollouts, out)
+    chosen = _check_all(rollouts, out, systems, band)
     labels = _labels(rollouts, labels)
     figure = new_figure(9.0, 4.2)
     axes = figure.subplots(1, 2, sharex=True)
+    used = 0
     for index, data in enumerate(rollouts):
         t, pred, true = align_with_truth(data, truth)
         mse, relative = rollout_error(pred[:, 1:], true[:, 1:])  # at t = 0 both start from the same state
-        style = _style(index, len(t) - 1)
-        axes[0].plot(t[1:], mse.mean(0).clamp_min(ZERO_FLOOR), label=labels[index], **style)
-        axes[1].plot(t[1:], relative.mean(0).clamp_min(ZERO_FLOOR), label=labels[index], **style)
+        t = t[1:].double().numpy()
+        styles = _styles(used, len(chosen) if chosen is not None else 1, len(t))
+        for ax, values in zip(axes, (mse, relative)):
+            draw_curves(ax, t, values, labels[index], styles, chosen, band)
+        used += len(styles)
     axes[0].set(title="mean square error",
                 ylabel=f"MSE of (q, p)\n(simulation units$^2$; exact 0 drawn at {ZERO_FLOOR:.0e})")
     axes[1].set(title="bounded relative error",
@@ -277,9 +305,9 @@ def plot_error(
         ax.set_yscale("log")
         ax.set_xlabel(TIME_LABEL)
         ax.grid(True, which="major", color="0.9")
-    handles, names = axes[0].get_legend_handles_labels()
-    figure.legend(handles, names, loc="outside lower center", ncols=min(len(names), 4), frameon=False)
-    figure.suptitle(f"Rollout error against truth (mean over {rollouts[0].n_systems} systems)")
+    population = chosen is None and any(r.n_systems > 1 for r in rollouts)
+    add_legend(figure, axes[0], population, band)
+    figure.suptitle(f"Rollout error against truth ({describe(chosen, band, population)})")
     if out is not None:
         save_figure(figure, out)
     return figure

@@ -23,7 +23,7 @@ TIERS = {
                  "protocols", "lie_group", "rigid_groups", "groups", "equivariance", "lieconv", "layers"],
     "models": ["models", "egnn", "checkpoint", "rollouts", "loss"],
     "workflows": ["runs", "distributed", "training", "evaluation"],
-    "figures": ["plots", "animate"],
+    "figures": ["population", "plots", "animate"],
     "interface": ["demo", "cli_common", "cli_train", "cli_visual", "cli_rollout", "cli", "__init__"],
 }
 RANK = {module: rank for rank, modules in enumerate(TIERS.values()) for module in modules}

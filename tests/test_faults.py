@@ -759,6 +759,19 @@ CASES = [
     Case("plot-input-truncated", "plot conservation {file} --out {tmp}/fig.png",
          build=raw("half.npz", lambda content: content[: len(content) // 2])),
     Case("plot-unknown-kind", "plot histogram {springs} --out {tmp}/fig.png"),
+    Case("plot-conservation-systems-6-of-6", "plot conservation {springs} --systems 0 6 --out {tmp}/fig.png",
+         mentions=("--systems", "system 6 is out of range", "6 systems")),
+    Case("plot-error-systems-negative", "plot error {springs} --truth {springs} --systems -1 --out {tmp}/fig.png",
+         mentions=("--systems",)),
+    Case("plot-conservation-systems-repeated", "plot conservation {springs} --systems 1 1 --out {tmp}/fig.png",
+         mentions=("--systems", "more than once")),
+    Case("plot-conservation-systems-not-an-integer", "plot conservation {springs} --systems one --out {tmp}/fig.png",
+         mentions=("--systems",)),
+    Case("plot-conservation-systems-eleven", "plot conservation {springs} --systems 0 1 2 3 4 5 6 7 8 9 10 "
+         "--out {tmp}/fig.png", mentions=("--systems", "at most 10")),
+    Case("plot-conservation-systems-beyond-the-truth", "plot conservation {springs} --truth {nbody} --systems 4 "
+         "--out {tmp}/fig.png", mentions=("--systems", "nbody3d.npz has 3 systems")),
+    Case("plot-paths-with-systems", "plot paths {springs} --systems 0 --out {tmp}/fig.png", mentions=("--systems",)),
 
     # animate
     Case("animate-fps-1e-300", "animate {springs} --fps 1e-300 --out {tmp}/a.gif", mentions=("--fps",)),
@@ -1060,6 +1073,18 @@ def _animate(**settings):
     return call
 
 
+def _plot_population(plot: str, **settings):
+    def call(names):
+        from hamnet.io import load_trajectories
+        from hamnet import plots
+
+        data = load_trajectories(names["springs"])
+        if plot == "error":
+            return plots.plot_error([data], data, out=names["tmp"] / "fig.png", **settings)
+        return plots.plot_conservation([data], out=names["tmp"] / "fig.png", **settings)
+    return call
+
+
 def _plot_paths(names):
     from hamnet.io import load_trajectories
     from hamnet.plots import plot_paths
@@ -1125,6 +1150,9 @@ API_CASES = [
     ApiCase("animate-fps-1e-300", _animate(fps=1e-300)),
     ApiCase("animate-stride-0", _animate(stride=0)),
     ApiCase("plot-paths-system-99", _plot_paths),
+    ApiCase("plot-conservation-systems-99", _plot_population("conservation", systems=[0, 99])),
+    ApiCase("plot-error-systems-negative", _plot_population("error", systems=[-1])),
+    ApiCase("plot-error-band-reversed", _plot_population("error", band=(90, 10))),
     ApiCase("predicted-trajectories-checkpoint-keyword", _predicted_with_checkpoint, raises=(TypeError,)),
 ]
 

@@ -2,12 +2,15 @@
 
 import io
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
 
 from hamnet import systems
 from hamnet import plots
+from hamnet.diagnostics import conservation_series
+from hamnet.population import MAX_SYSTEMS_SHOWN, summarize_population
 from hamnet.io import Trajectories, save_trajectories
 from hamnet.rollouts import rollout
 from hamnet.simulation import generate
@@ -17,8 +20,8 @@ from problems import run_cli
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-def make_truth(dim=2):
-    return generate(systems.Springs(n_particles=3, dim=dim), n_systems=2, steps=20, dt=0.01, seed=0)
+def make_truth(dim=2, n_systems=2):
+    return generate(systems.Springs(n_particles=3, dim=dim), n_systems=n_systems, steps=20, dt=0.01, seed=0)
 
 
 def make_rollout(truth, method="rk4", dt=0.01, model="true springs"):
@@ -52,9 +55,26 @@ def assert_png(path, figure):
         assert image.format == "PNG" and image.size == (round(width), round(height))
 
 
-def curves(ax):
-    """Lines with at least two points (reference lines such as the round-off level excluded)."""
-    return [line for line in ax.get_lines() if len(line.get_xdata()) > 1 and line.get_label() != "float64 round-off"]
+def curves(ax, gid="median"):
+    """The lines drawn with ``gid``: by default one median (or single-system curve) per rollout."""
+    return [line for line in ax.get_lines() if line.get_gid() == gid]
+
+
+def band(ax):
+    """The percentile bands of ``ax`` read back from their polygons, each as (x, low, high) along x."""
+    found = []
+    for collection in ax.collections:
+        if collection.get_gid() == "band":
+            vertices = collection.get_paths()[0].vertices
+            xs = np.unique(vertices[:, 0])
+            low = np.array([vertices[vertices[:, 0] == x, 1].min() for x in xs])
+            high = np.array([vertices[vertices[:, 0] == x, 1].max() for x in xs])
+            found.append((xs, low, high))
+    return found
+
+
+def worst_labels(ax):
+    return [text.get_text() for text in ax.texts if text.get_gid() == "worst-label"]
 
 
 def test_conservation_figure(tmp_path, data):
@@ -70,7 +90,11 @@ def test_conservation_figure(tmp_path, data):
         assert len({line.get_marker() for line in lines}) == 3
         for line in lines:
             assert (line.get_ydata() >= plots.ZERO_FLOOR).all() and len(line.get_xdata()) == truth.n_times - 1
-    assert {text.get_text() for text in figure.legends[0].get_texts()} >= {"rk4", "leapfrog", "truth"}
+        # two systems per rollout: a band and a labelled worst system each
+        assert len(band(ax)) == 3 and len(curves(ax, "worst")) == 3 and len(worst_labels(ax)) == 3
+    legend = {text.get_text() for text in figure.legends[0].get_texts()}
+    assert legend >= {"rk4", "leapfrog", "truth", "worst system (labelled)"}
+    assert any("10th-90th percentile" in name for name in legend)
 
 
 def test_learned_energy_adds_a_panel(data):
@@ -121,7 +145,7 @@ def test_paths_figure(tmp_path, dim):
     for ax in figure.axes:
         # truth and prediction: a path and a start marker per particle each
         assert len(ax.get_lines()) == 2 * 2 * truth.n_particles
-        assert len(curves(ax)) == 2 * truth.n_particles
+        assert len([line for line in ax.get_lines() if len(line.get_xdata()) > 1]) == 2 * truth.n_particles
     assert ("principal axis" in figure.axes[0].get_xlabel()) == (dim == 3)
 
 
@@ -189,6 +213,13 @@ def test_cli_plot_bad_input(tmp_path, files, data, capsys):
         (["plot", "error", files["rk4"], "--truth", empty, "--out", tmp_path / "a.png"], "truth is empty"),
         (["plot", "conservation", files["rk4"], "--labels", "a", "b", "--out", tmp_path / "a.png"], "2 labels for 1"),
         (["plot", "conservation", files["rk4"], "--out", tmp_path / "missing" / "a.png"], "does not exist"),
+        (["plot", "conservation", files["rk4"], "--systems", "2", "--out", tmp_path / "a.png"],
+         "--systems: system 2 is out of range: " + str(files["rk4"]) + " has 2 systems, indices 0 to 1"),
+        (["plot", "conservation", files["rk4"], "--truth", files["truth"], "--systems", "0", "0", "--out",
+          tmp_path / "a.png"], "--systems: system 0 is chosen more than once"),
+        (["plot", "error", files["rk4"], "--truth", files["truth"], "--systems", "-1", "--out", tmp_path / "a.png"],
+         "--systems must be at least 0, got -1"),
+        (["plot", "paths", files["rk4"], "--systems", "0", "--out", tmp_path / "a.png"], "drop --systems"),
     ]
     before = set(tmp_path.iterdir())
     for args, message in cases:
@@ -196,3 +227,113 @@ def test_cli_plot_bad_input(tmp_path, files, data, capsys):
         assert code == 1, args
         assert err.count("\n") == 1 and err.startswith("hamnet: error:") and message in err, err
     assert set(tmp_path.iterdir()) == before  # nothing written, no temporary files left behind
+
+
+# -- the population: median, band and worst system, or chosen systems ----------------------------------
+@pytest.fixture(scope="module")
+def population():
+    """Eight systems, truth and a coarse rk4 rollout whose errors and energy changes differ by system."""
+    truth = make_truth(n_systems=8)
+    return truth, make_rollout(truth, "rk4", dt=0.05)
+
+
+def test_summary_is_numpy_percentiles_and_the_argmax():
+    values = torch.tensor([[0.0, 1.0, 2.0], [0.0, 5.0, 1.0], [0.0, 0.5, 0.5], [0.0, 2.0, 3.0]])
+    summary = summarize_population(values, (25, 75))
+    expected = np.percentile(values.numpy(), [25, 50, 75], axis=0)
+    assert np.allclose([summary.low, summary.median, summary.high], expected)
+    assert summary.worst == 1  # reaches 5, though system 3 ends higher
+    assert summarize_population(torch.ones(3, 2)).worst == 0  # a tie: the first
+
+
+@pytest.mark.parametrize("band_percentiles", [plots.BAND, (25.0, 75.0)])
+def test_conservation_band_is_the_percentiles_of_every_system(population, band_percentiles):
+    truth, coarse = population
+    figure = plots.plot_conservation([coarse], ["rk4"], band=band_percentiles)
+    series = conservation_series(coarse.z, truth.system().hamiltonian, coarse.params)
+    for ax, key in zip(figure.axes, ("linear_momentum", "angular_momentum", "energy")):
+        per_system = series[key][:, 1:].numpy()  # (B, T - 1): the figure starts at the second time
+        low, median, high = np.maximum(np.percentile(per_system, [band_percentiles[0], 50, band_percentiles[1]],
+                                                     axis=0), plots.ZERO_FLOOR)
+        [(xs, drawn_low, drawn_high)] = band(ax)
+        assert np.allclose(xs, coarse.t[1:].numpy())
+        assert np.allclose(drawn_low, low, rtol=1e-12) and np.allclose(drawn_high, high, rtol=1e-12)
+        [line] = curves(ax)
+        assert np.allclose(line.get_ydata(), median, rtol=1e-12)
+        worst = int(per_system.max(axis=1).argmax())
+        [worst_line] = curves(ax, "worst")
+        assert np.allclose(worst_line.get_ydata(), np.maximum(per_system[worst], plots.ZERO_FLOOR), rtol=1e-12)
+        assert worst_labels(ax) == [f"worst: system {worst}"]
+    # the energy of this coarse rollout changes far more in some systems than others: a real band
+    assert (high > 2 * low).any()
+
+
+def test_error_band_and_worst_system(population):
+    truth, coarse = population
+    figure = plots.plot_error([coarse], truth, ["rk4"])
+    mse, relative = plots.rollout_error(coarse.z[:, 1:], truth.z[:, 1:])
+    for ax, per_system in zip(figure.axes, (mse.numpy(), relative.numpy())):
+        [(_, low, high)] = band(ax)
+        assert np.allclose(low, np.maximum(np.percentile(per_system, 10, axis=0), plots.ZERO_FLOOR), rtol=1e-12)
+        assert np.allclose(high, np.percentile(per_system, 90, axis=0), rtol=1e-12)
+        assert np.allclose(curves(ax)[0].get_ydata(), np.median(per_system, axis=0), rtol=1e-12)
+        assert worst_labels(ax) == [f"worst: system {int(per_system.max(axis=1).argmax())}"]
+    assert "percentile band" in figure.get_suptitle()
+
+
+@pytest.mark.parametrize("plot", ["conservation", "error"])
+def test_chosen_systems_are_drawn_one_by_one(population, plot):
+    truth, coarse = population
+    chosen = [0, 3, 7]
+    if plot == "conservation":
+        figure = plots.plot_conservation([coarse], ["rk4"], systems=chosen)
+        per_system = conservation_series(coarse.z, truth.system().hamiltonian, coarse.params)["energy"][:, 1:]
+        ax = figure.axes[2]
+    else:
+        figure = plots.plot_error([coarse], truth, ["rk4"], systems=chosen)
+        per_system = plots.rollout_error(coarse.z[:, 1:], truth.z[:, 1:])[1]
+        ax = figure.axes[1]
+    lines = curves(ax, "system")
+    assert [line.get_label() for line in lines] == [f"rk4, system {i}" for i in chosen]
+    for line, index in zip(lines, chosen):
+        assert np.allclose(line.get_ydata(), np.maximum(per_system[index].numpy(), plots.ZERO_FLOOR), rtol=1e-12)
+    assert len({(line.get_color(), line.get_linestyle()) for line in lines}) == 3
+    for ax in figure.axes:
+        assert band(ax) == [] and curves(ax) == [] and worst_labels(ax) == []
+    assert figure.get_suptitle().endswith("(systems 0, 3, 7)")
+
+
+def test_one_system_is_its_own_curve(population):
+    truth, coarse = population
+    one = coarse.select(slice(2, 3))
+    figure = plots.plot_error([one], truth.select(slice(2, 3)))
+    per_system = plots.rollout_error(one.z[:, 1:], truth.z[2:3, 1:])[1]
+    assert band(figure.axes[1]) == [] and worst_labels(figure.axes[1]) == []
+    assert np.allclose(curves(figure.axes[1])[0].get_ydata(), per_system[0].numpy())
+    assert "one system" in figure.get_suptitle()
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"systems": [8]}, r"system 8 is out of range: rollout 1 has 8 systems, indices 0 to 7"),
+    ({"systems": [-1]}, "system -1 is out of range"),
+    ({"systems": [2, 2]}, "system 2 is chosen more than once"),
+    ({"systems": []}, "no systems chosen"),
+    ({"systems": [1.5]}, "system indices must be integers"),
+    ({"systems": list(range(MAX_SYSTEMS_SHOWN + 1))}, f"at most {MAX_SYSTEMS_SHOWN} are drawn one by one"),
+    ({"band": (90, 10)}, "band must be two percentiles"),
+    ({"band": (0, 101)}, "band must be two percentiles"),
+])
+def test_bad_population_settings(tmp_path, population, settings, message):
+    truth, coarse = population
+    with pytest.raises(ValueError, match=message):
+        plots.plot_conservation([coarse], out=tmp_path / "c.png", **settings)
+    with pytest.raises(ValueError, match=message):
+        plots.plot_error([coarse], truth, out=tmp_path / "e.png", **settings)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_plot_chosen_systems(tmp_path, files, capsys):
+    out = tmp_path / "chosen.png"
+    code, stdout, _ = run_cli(["plot", "error", files["rk4"], "--truth", files["truth"], "--systems", "1", "0",
+                               "--out", out], capsys)
+    assert code == 0 and str(out) in stdout and out.read_bytes().startswith(PNG_SIGNATURE)
