@@ -7,6 +7,13 @@ they are; 3D systems are projected orthogonally onto their plane of largest spre
 principal axes of all positions shown, see :func:`hamnet.plots.principal_plane`), one projection for
 every frame and panel.
 
+By default an animation covers the whole rollout: at most ``max_frames`` frames (200), spread evenly
+from the first time step to the last (every step when there are no more than that), and a note logged
+at INFO says how the steps were subsampled. An explicit ``stride`` takes every ``stride``-th step from
+the first instead, and a note says when those frames stop before the rollout ends. A truth shorter
+than the rollout is drawn while it lasts and hidden after it ends (its panel title and the clock say
+when); a note logged as a warning says so.
+
 Frames are drawn on a ``matplotlib.figure.Figure`` with the Agg canvas (no pyplot, no display) and
 written by matplotlib's movie writers: a GIF with ``PillowWriter``, always available, or an H.264 MP4
 with ``FFMpegWriter`` when ``ffmpeg`` is on ``PATH``. Output is atomic: a failed or interrupted run
@@ -16,6 +23,7 @@ leaves no file behind.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
 import subprocess
@@ -35,7 +43,9 @@ from .plots import (
     project_to_plane,
 )
 
-__all__ = ["ANIMATION_FORMATS", "LAYOUTS", "MIN_FPS", "MAX_FPS", "animate", "check_animation_path"]
+__all__ = ["ANIMATION_FORMATS", "LAYOUTS", "MIN_FPS", "MAX_FPS", "animate", "check_animation_path", "frame_steps"]
+
+log = logging.getLogger(__name__)
 
 ANIMATION_FORMATS = (".gif", ".mp4")
 #: frame rates an animation may have: GIF delays are whole hundredths of a second (100 fps at most, and
@@ -66,10 +76,10 @@ def check_animation_path(out: str | os.PathLike) -> Path:
     return path
 
 
-def _check_settings(fps: float, stride: int, max_frames: int, trail: int, layout: str) -> None:
+def _check_settings(fps: float, stride: int | None, max_frames: int, trail: int, layout: str) -> None:
     if not MIN_FPS <= fps <= MAX_FPS:
         raise ValueError(f"fps must be between {MIN_FPS:g} and {MAX_FPS:g}, got {fps:g}")
-    if int(stride) != stride or stride < 1:
+    if stride is not None and (int(stride) != stride or stride < 1):
         raise ValueError(f"stride must be a positive integer, got {stride}")
     if int(max_frames) != max_frames or max_frames < 1:
         raise ValueError(f"max_frames must be a positive integer, got {max_frames}")
@@ -79,13 +89,28 @@ def _check_settings(fps: float, stride: int, max_frames: int, trail: int, layout
         raise ValueError(f"unknown layout {layout!r}; use one of {', '.join(LAYOUTS)}")
 
 
+def frame_steps(n_times: int, stride: int | None = None, max_frames: int = 200) -> list[int]:
+    """The time steps (indices into ``T = n_times`` times) an animation shows, in order.
+
+    ``stride=None``: every step when ``n_times <= max_frames``, else ``max_frames`` steps spread evenly
+    from the first to the last (rounded to whole steps, so consecutive frames are ``n_times /
+    max_frames`` steps apart give or take one). A ``stride``: every ``stride``-th step from the first,
+    at most ``max_frames`` of them, which may stop before the last step.
+    """
+    if stride is None:
+        if n_times <= max_frames:
+            return list(range(n_times))
+        return [int(step) for step in np.rint(np.linspace(0, n_times - 1, int(max_frames)))]
+    return list(range(0, n_times, int(stride)))[: int(max_frames)]
+
+
 def animate(
     rollout: Trajectories,
     truth: Trajectories | None = None,
     *,
     out: str | os.PathLike,
     fps: float = 20.0,
-    stride: int = 1,
+    stride: int | None = None,
     max_frames: int = 200,
     trail: int = 15,
     layout: str = "side-by-side",
@@ -95,9 +120,10 @@ def animate(
     """Write an animation of one system of ``rollout`` (and of ``truth``, if given) to ``out``.
 
     ``rollout``, ``truth``: ``z: (B, T, 2, N, D)`` with ``D`` = 2 or 3; a truth must start from the
-    rollout's states, and frames stop at the shorter of the two. Every ``stride``-th time becomes a
-    frame, at most ``max_frames`` of them, shown at ``fps`` frames per second. ``trail``: how many
-    frames back each particle's path is drawn (0 for none). ``layout``: ``"side-by-side"`` (truth
+    rollout's states; one shorter than the rollout is shown while it lasts (a note says so). Frames
+    (:func:`frame_steps`): by default at most ``max_frames`` spread evenly over the whole rollout; with
+    ``stride``, every ``stride``-th time from the first, at most ``max_frames`` of them; shown at
+    ``fps`` frames per second. ``trail``: how many frames back each particle's path is drawn (0 for none). ``layout``: ``"side-by-side"`` (truth
     left, prediction right) or ``"overlay"`` (one panel; truth hollow markers with solid trails,
     prediction filled with dashed trails). ``out``: ``.gif`` or ``.mp4`` (needs ffmpeg).
     Returns the number of frames written.
@@ -107,14 +133,13 @@ def animate(
     check_trajectories(rollout, "rollout")
     if not -rollout.n_systems <= system_index < rollout.n_systems:
         raise ValueError(f"system index {system_index} is out of range; the rollout has {rollout.n_systems} systems")
-    if truth is None:
-        t, pred, true = rollout.t, rollout.z[system_index], None
-    else:
-        t, pred, true = align_with_truth(rollout, truth)
-        pred, true = pred[system_index], true[system_index]
-    frames = list(range(0, len(t), int(stride)))[: int(max_frames)]
-    scene = _Scene(rollout, pred, true, frames, trail=int(trail) * int(stride), layout=layout,
-                   system_index=system_index, label=label or default_label(rollout))
+    t, pred, true = rollout.t, rollout.z[system_index], None
+    if truth is not None:  # the truth while it lasts: align_with_truth cuts to the shorter of the two
+        true = align_with_truth(rollout, truth)[2][system_index]
+    frames = frame_steps(len(t), stride, max_frames)
+    spacing = int(stride) if stride is not None else max(1, round(frames[-1] / max(1, len(frames) - 1)))
+    scene = _Scene(rollout, pred, true, frames, trail=int(trail) * spacing, layout=layout,
+                   system_index=system_index, label=label or default_label(rollout), t=t)
     with atomic_path(path) as tmp:
         # the writers choose the file format by suffix, which atomic_path's temporary file lacks
         staged = tmp.with_name(tmp.name + path.suffix.lower())
@@ -123,7 +148,24 @@ def animate(
             os.replace(staged, tmp)
         finally:
             staged.unlink(missing_ok=True)
+    _notes(path, t, frames, stride, None if true is None else len(true))
     return len(frames)
+
+
+def _notes(path: Path, t: Tensor, frames: list[int], stride: int | None, truth_times: int | None) -> None:
+    """Say, once the animation is written, how its frames cover the rollout and where the truth ends."""
+    n_times, last = len(t), frames[-1]
+    if stride is None and len(frames) < n_times:
+        log.info("note: %s shows %d of the %d time steps, spread evenly over t = %g to %g (a frame every %.1f "
+                 "steps on average; max_frames or a stride, --max-frames or --stride, changes this)", path.name,
+                 len(frames), n_times, float(t[0]), float(t[last]), last / max(1, len(frames) - 1))
+    elif last < n_times - 1:
+        log.info("note: %s covers t = %g to %g of a rollout to t = %g (stride %d, %d frames); without a stride "
+                 "(--stride) the frames cover all of it", path.name, float(t[0]), float(t[last]), float(t[-1]),
+                 stride, len(frames))
+    if truth_times is not None and truth_times <= last:
+        log.warning("note: the truth ends at t = %g, before the animated rollout (to t = %g): %s shows it until then, "
+                    "the prediction alone after", float(t[truth_times - 1]), float(t[last]), path.name)
 
 
 def _writer(path: Path, fps: float) -> AbstractMovieWriter:
@@ -171,8 +213,10 @@ class _Scene:
     """The figure and its artists, updated in place for each frame."""
 
     def __init__(self, rollout: Trajectories, pred: Tensor, true: Tensor | None, frames: list[int], *,
-                 trail: int, layout: str, system_index: int, label: str) -> None:
+                 trail: int, layout: str, system_index: int, label: str, t: Tensor) -> None:
         shown = [z[: frames[-1] + 1] for z in (true, pred) if z is not None]  # each (T', 2, N, D)
+        # a truth that ends before the last frame: its time, shown in titles and on the clock after it
+        self.truth_end = float(t[len(true) - 1]) if true is not None and len(true) <= frames[-1] else None
         basis = principal_plane(torch.cat([z[:, 0] for z in shown])) if rollout.dim == 3 else None
         self.trail = trail
         masses = rollout.params["m"][system_index]
@@ -183,10 +227,12 @@ class _Scene:
         width, height = (5.0, 5.6) if overlay else (9.0, 5.0)
         self.figure: Figure = new_figure(width, height, dpi=ANIMATION_DPI)
         axes = [self.figure.subplots()] if overlay else list(self.figure.subplots(1, 2))
-        # framed on the truth when there is one: a diverging prediction leaves the frame instead of
-        # shrinking the truth to a dot
-        limits = _square_limits(positions[0] if true is not None else np.concatenate(positions))
-        names = ["truth", label] if true is not None else [label]
+        # framed on the truth when it lasts to the end: a diverging prediction leaves the frame instead
+        # of shrinking the truth to a dot; after a shorter truth ends, the prediction must stay in view
+        framed = positions[:1] if true is not None and self.truth_end is None else positions
+        limits = _square_limits(np.concatenate([q.reshape(-1, 2) for q in framed]))
+        truth_name = "truth" if self.truth_end is None else f"truth (until t = {self.truth_end:g})"
+        names = [truth_name, label] if true is not None else [label]
         self.layers = []
         for index, (q, name) in enumerate(zip(positions, names)):
             ax = axes[0] if overlay else axes[index]
@@ -209,13 +255,21 @@ class _Scene:
         self.title = f"{rollout.meta.get('system', 'system')} system {system_index}" + (
             " (3D, projected)" if basis is not None else "")
         self.clock = self.figure.suptitle("")
+        # side by side, the truth's panel says it has ended rather than going blank without a word
+        self.ended = None if overlay or self.truth_end is None else axes[0].text(
+            0.5, 0.5, f"truth ended at t = {self.truth_end:g}", transform=axes[0].transAxes, ha="center",
+            va="center", color="0.4", visible=False)
         self.layout_fixed = False
 
     def show(self, index: int, time: float) -> None:
         """Put the artists at time step ``index``; a movie writer's ``grab_frame`` draws them."""
         for layer in self.layers:
             layer.update(index, self.trail)
-        self.clock.set_text(f"{self.title}, t = {time:.3f}")
+        ended = self.truth_end is not None and time > self.truth_end
+        if self.ended is not None:
+            self.ended.set_visible(ended)
+        self.clock.set_text(f"{self.title}, t = {time:.3f}" + (f" (truth ended at t = {self.truth_end:g})"
+                                                               if ended else ""))
         if not self.layout_fixed:
             # the layout is the same in every frame: solve it once, then draw frames about twice as fast
             self.figure.draw_without_rendering()
@@ -242,8 +296,17 @@ class _Layer:
         edges = colours if hollow else ["black"] * n
         self.particles = ax.scatter(q[0, :, 0], q[0, :, 1], s=areas, facecolors=faces, edgecolors=edges,
                                     linewidths=1.8 if hollow else 0.8, zorder=3)
+        self.visible = True
 
     def update(self, index: int, trail: int) -> None:
+        """Show time step ``index``, with ``trail`` steps of path; hidden past the trajectory's end."""
+        visible = index < len(self.q)
+        if visible != self.visible:
+            for artist in [self.particles, *self.trails, *([self.springs] if self.springs is not None else [])]:
+                artist.set_visible(visible)
+            self.visible = visible
+        if not visible:
+            return
         now = self.q[index]
         self.particles.set_offsets(now)
         past = self.q[max(0, index - trail): index + 1]

@@ -72,8 +72,10 @@ def _add_animate(commands) -> None:
         "animate", help="animate the particles of a rollout, against truth when given",
         description="Animate one system of a rollout file: particles (marker area proportional to mass), "
         "springs (line width proportional to k_i k_j) and trails, next to or on top of the truth. 3D "
-        "systems are projected onto their plane of largest spread. Writes a GIF (always available) or an "
-        "MP4 (needs ffmpeg on PATH).",
+        "systems are projected onto their plane of largest spread. Frames cover the whole rollout: at most "
+        "--max-frames of them, spread evenly from the first time step to the last, unless --stride is given; "
+        "a note says how the steps were subsampled, and when --truth ends before the rollout (the truth is "
+        "shown while it lasts). Writes a GIF (always available) or an MP4 (needs ffmpeg on PATH).",
     )
     parser.add_argument("rollout", metavar="ROLLOUT.npz", help="the rollout file to animate")
     parser.add_argument("--truth", metavar="FILE", default=None,
@@ -82,10 +84,12 @@ def _add_animate(commands) -> None:
     parser.add_argument("--out", required=True, metavar="FILE",
                         help="output animation, .gif or .mp4 by its suffix (written atomically)")
     parser.add_argument("--fps", type=float, default=20.0, help="frames per second of the animation (default: 20)")
-    parser.add_argument("--stride", type=int, default=1,
-                        help="draw every STRIDE-th time step as a frame; larger is faster and smaller (default: 1)")
+    parser.add_argument("--stride", type=int, default=None,
+                        help="draw every STRIDE-th time step from the first as a frame, at most --max-frames of them, "
+                        "which may stop before the rollout ends (default: --max-frames frames spread evenly over the "
+                        "whole rollout, every step when it has no more)")
     parser.add_argument("--max-frames", type=int, default=200,
-                        help="stop after this many frames; with --stride it sets the time span shown (default: 200)")
+                        help="at most this many frames; more is smoother, slower to write and larger (default: 200)")
     parser.add_argument("--trail", type=int, default=15,
                         help="frames of past path drawn behind each particle, 0 for none (default: 15)")
     parser.add_argument("--layout", choices=("side-by-side", "overlay"), default="side-by-side",

@@ -143,13 +143,13 @@ def _figures(out: Path, truth: Trajectories, rollouts: dict[str, Trajectories], 
     labels = [f"{name} ({data.meta['method']})" for name, data in rollouts.items()]
     plot_conservation([*rollouts.values(), truth], [*labels, "truth (yoshida8)"], out / "conservation.png")
     plot_error(list(rollouts.values()), truth, labels, out / "error.png")
-    stride = max(1, truth.n_times // settings.frames)
-    animate(rollouts["hlieconv-SO2"], truth, out=out / "springs-hlieconv.gif", stride=stride,
-            max_frames=settings.frames, trail=8, label="HLieConv SO(2)")
+    # frames spread evenly over the whole rollout (animate's default)
+    animate(rollouts["hlieconv-SO2"], truth, out=out / "springs-hlieconv.gif", max_frames=settings.frames, trail=8,
+            label="HLieConv SO(2)")
     pretrained = rollouts.get(f"pretrained {PRETRAINED_MODEL}")
     if pretrained is not None:
-        animate(pretrained, truth, out=out / "springs-pretrained.gif", stride=stride, max_frames=settings.frames,
-                trail=8, label=f"pretrained {PRETRAINED_MODEL}")
+        animate(pretrained, truth, out=out / "springs-pretrained.gif", max_frames=settings.frames, trail=8,
+                label=f"pretrained {PRETRAINED_MODEL}")
 
 
 def format_table(table: dict) -> str:

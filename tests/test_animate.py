@@ -1,5 +1,6 @@
 """Animations: the expected number of frames and size, and one clear line for every bad input."""
 
+import logging
 import shutil
 from pathlib import Path
 
@@ -9,7 +10,7 @@ from PIL import Image, ImageSequence
 
 from hamnet import systems
 from hamnet import animate as animate_module
-from hamnet.animate import ANIMATION_DPI, animate
+from hamnet.animate import ANIMATION_DPI, animate, frame_steps
 from hamnet.io import Trajectories, save_trajectories
 from hamnet.rollouts import rollout
 from hamnet.simulation import generate
@@ -153,6 +154,71 @@ def test_bad_settings(tmp_path, pair, settings, message):
     assert list(tmp_path.iterdir()) == []
 
 
+# -- frames over the whole rollout, and a truth that ends early -----------------------------------------
+def record_frames(monkeypatch):
+    """Spy on every frame drawn: (time step, [is each layer's particles visible], clock text, and whether
+    the side-by-side truth panel says the truth has ended: None where it has no such line)."""
+    show, seen = animate_module._Scene.show, []
+
+    def recording_show(scene, index, time):
+        show(scene, index, time)
+        seen.append((index, [layer.particles.get_visible() for layer in scene.layers], scene.clock.get_text(),
+                     None if scene.ended is None else scene.ended.get_visible()))
+
+    monkeypatch.setattr(animate_module._Scene, "show", recording_show)
+    return seen
+
+
+def test_frame_steps_spread_evenly_to_the_last_step():
+    steps = frame_steps(10001, None, 200)
+    gaps = set(int(gap) for gap in torch.tensor(steps).diff())
+    assert len(steps) == 200 and steps[0] == 0 and steps[-1] == 10000 and gaps <= {50, 51}
+    assert frame_steps(21, None, 200) == list(range(21))  # no more steps than frames: every step
+    assert frame_steps(21, 4, 200) == [0, 4, 8, 12, 16, 20]
+    assert frame_steps(21, 4, 3) == [0, 4, 8]  # an explicit stride may stop early
+
+
+def test_default_frames_cover_the_whole_rollout(tmp_path, pair, monkeypatch, caplog):
+    seen = record_frames(monkeypatch)
+    caplog.set_level(logging.INFO, logger="hamnet.animate")
+    out = tmp_path / "whole.gif"
+    assert animate(pair[1], out=out, max_frames=5, trail=2) == 5
+    assert [index for index, *_ in seen] == [0, 5, 10, 15, 20] and seen[-1][2].endswith("t = 0.200")
+    assert frames_and_size(out)[0] == 5
+    [note] = [record.getMessage() for record in caplog.records]
+    assert "note: whole.gif shows 5 of the 21 time steps, spread evenly over t = 0 to 0.2" in note
+
+
+def test_a_stride_that_stops_early_says_so(tmp_path, pair, caplog):
+    caplog.set_level(logging.INFO, logger="hamnet.animate")
+    assert animate(pair[1], out=tmp_path / "early.gif", stride=2, max_frames=3) == 3
+    [note] = [record.getMessage() for record in caplog.records]
+    assert "covers t = 0 to 0.04 of a rollout to t = 0.2" in note
+
+
+@pytest.mark.parametrize("layout", ["side-by-side", "overlay"])
+def test_a_shorter_truth_is_shown_while_it_lasts(tmp_path, pair, monkeypatch, caplog, layout):
+    truth, prediction = pair
+    short = Trajectories(truth.t[:11], truth.z[:, :11], truth.params, truth.meta)  # to t = 0.1 of 0.2
+    seen = record_frames(monkeypatch)
+    out = tmp_path / "short.gif"
+    assert animate(prediction, short, out=out, trail=3, layout=layout) == 21  # the whole rollout, every step
+    assert [index for index, *_ in seen] == list(range(21))
+    for index, (truth_visible, prediction_visible), clock, ended in seen:
+        assert prediction_visible and truth_visible == (index <= 10)
+        assert ("truth ended at t = 0.1" in clock) == (index > 10)
+        assert ended == (None if layout == "overlay" else index > 10)
+    assert frames_and_size(out)[0] == 21
+    [warning] = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
+    assert warning.startswith("note: the truth ends at t = 0.1, before the animated rollout (to t = 0.2)")
+
+
+def test_a_truth_that_lasts_draws_no_note(tmp_path, pair, caplog):
+    caplog.set_level(logging.INFO, logger="hamnet.animate")
+    assert animate(pair[1], pair[0], out=tmp_path / "full.gif") == 21
+    assert caplog.records == []
+
+
 # -- the command line --------------------------------------------------------------------------------
 def test_cli_animate(tmp_path, pair, capsys):
     truth_file, rollout_file, out = tmp_path / "truth.npz", tmp_path / "rollout.npz", tmp_path / "movie.gif"
@@ -162,6 +228,20 @@ def test_cli_animate(tmp_path, pair, capsys):
                            "--stride", "4", "--max-frames", "4", "--layout", "overlay", "--system", "1"], capsys)
     assert code == 0 and "4 frames" in stdout
     assert frames_and_size(out)[:2] == (4, (round(5.0 * ANIMATION_DPI), round(5.6 * ANIMATION_DPI)))
+
+
+def test_cli_animate_covers_a_long_rollout_and_a_short_truth(tmp_path, pair, capsys, caplog):
+    truth, prediction = pair
+    truth_file, rollout_file, out = tmp_path / "truth.npz", tmp_path / "rollout.npz", tmp_path / "movie.gif"
+    save_trajectories(truth_file, Trajectories(truth.t[:8], truth.z[:, :8], truth.params, truth.meta))
+    save_trajectories(rollout_file, prediction)
+    caplog.set_level(logging.INFO, logger="hamnet.animate")
+    code, stdout, _ = run_cli(["animate", rollout_file, "--truth", truth_file, "--max-frames", "6", "--out", out],
+                              capsys)
+    assert code == 0 and "6 frames" in stdout and frames_and_size(out)[0] == 6
+    notes = [record.getMessage() for record in caplog.records]
+    assert len(notes) == 2 and "shows 6 of the 21 time steps" in notes[0]
+    assert "the truth ends at t = 0.07" in notes[1]
 
 
 def test_cli_animate_bad_input(tmp_path, pair, capsys):
@@ -175,6 +255,7 @@ def test_cli_animate_bad_input(tmp_path, pair, capsys):
         (["animate", good, "--out", tmp_path / "a.avi"], "unsupported animation format '.avi'; use one of .gif, .mp4"),
         (["animate", empty, "--out", tmp_path / "a.gif"], "rollout is empty"),
         (["animate", good, "--stride", "0", "--out", tmp_path / "a.gif"], "--stride must be at least 1"),
+        (["animate", good, "--max-frames", "-3", "--out", tmp_path / "a.gif"], "--max-frames must be at least 1"),
     ]
     before = set(tmp_path.iterdir())
     for args, message in cases:
