@@ -22,8 +22,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .conversion import IMPORTED_SYSTEM, ArrayProblems, CheckedArrays, checked_arrays
 from .paths import atomic_path, interrupts_deferred
 from .resources import check_memory
+from .version import __version__
 
 SCHEMA_VERSION = 1
 REQUIRED_META = ("schema_version", "system", "system_settings", "dt")
@@ -104,6 +106,37 @@ class Trajectories:
                              f"({self.meta['system_settings']}): {type(error).__name__}: {error}") from error
         system.check_params(self.params, where)
         return system
+
+    @classmethod
+    def from_arrays(cls, *, positions, momenta=None, velocities=None, masses=None, t=None, dt: float | None = None,
+                    params: dict | None = None, system: str = IMPORTED_SYSTEM, system_settings: dict | None = None,
+                    source: str | None = None) -> "Trajectories":
+        """Trajectories from another simulator's arrays, NumPy or torch, float32 or float64.
+
+        ``positions`` and ``momenta`` (or ``velocities``, multiplied by ``masses``): ``(B, T, N, D)``, or
+        ``(T, N, D)`` for one system; ``masses`` and each of ``params``: a number, ``(N,)`` (the same in every
+        system) or ``(B, N)``; ``t: (T,)`` evenly spaced (to float32 round-off: ``dt`` is then inferred, the
+        shortest decimal that fits) or ``dt``; ``system``: a name for ``meta`` (a registered system's, with
+        its ``system_settings``, lets commands measure the true energy). Every problem is named in one
+        :class:`TrajectoryFileError` (``source`` leads it); ``meta["converted"]`` says in one line what was
+        converted (``"float32 -> float64, velocities x masses -> momenta, dt 0.01 inferred from t"``).
+        """
+        try:
+            checked = checked_arrays(positions=positions, momenta=momenta, velocities=velocities, masses=masses, t=t,
+                                     dt=dt, params=params, system=system, system_settings=system_settings)
+        except ArrayProblems as error:
+            raise TrajectoryFileError(f"{source or 'arrays'}: {error}") from None
+        return cls.from_checked(checked, source)
+
+    @classmethod
+    def from_checked(cls, checked: CheckedArrays, source: str | None = None, **meta) -> "Trajectories":
+        """Trajectories of arrays that :func:`hamnet.conversion.checked_arrays` checked and converted; ``meta``
+        adds keys to the file's ``meta`` (a reader records the files it read)."""
+        record = {"schema_version": SCHEMA_VERSION, "system": checked.system,
+                  "system_settings": checked.system_settings, "dt": checked.dt, "hamnet_version": __version__,
+                  "converted": checked.converted, **meta}
+        params = {name: torch.from_numpy(value) for name, value in checked.params.items()}
+        return cls(torch.from_numpy(checked.t), torch.from_numpy(checked.z), params, record, source)
 
     def select(self, index) -> "Trajectories":
         """The subset of systems ``index`` (a slice, index tensor or boolean mask)."""

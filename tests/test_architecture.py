@@ -19,7 +19,8 @@ ROOT = Path(__file__).resolve().parents[1]
 #: lowest first, with what each is for; a module imports from its own tier and those below
 TIERS = {
     "foundation": ["version", "registry", "resources", "paths", "config"],
-    "numerics": ["composition", "diagnostics", "dynamics", "integrate", "io", "provenance", "data", "simulation",
+    "numerics": ["composition", "diagnostics", "dynamics", "integrate", "conversion", "io", "provenance", "data",
+                 "simulation",
                  "protocols", "lie_group", "rigid_groups", "groups", "equivariance", "lieconv", "layers"],
     "models": ["models", "egnn", "checkpoint", "rollouts", "loss"],
     "workflows": ["runs", "distributed", "training", "evaluation"],
