@@ -41,6 +41,10 @@ ALLOW_ROLLOUT_HELP = ("accept a rollout file (a model's output) as the truth, wi
                       "it (default: refused; a model's output is not ground truth)")
 
 
+SUBSTEPS_HELP = ("integration steps per step of the output (default: the model's training run's, recorded in its "
+                 "checkpoint; 1 for a run without)")
+
+
 def add_commands(commands) -> None:
     """Register ``rollout`` and ``evaluate`` on an argparse subparsers object."""
     _add_rollout(commands)
@@ -65,6 +69,7 @@ def _add_rollout(commands) -> None:
                         help="integrator: leapfrog, yoshida4, implicit_midpoint, gauss4, rk4, dopri5, ... "
                         "(default: leapfrog for separable models, else rk4)")
     parser.add_argument("--dtype", default="float64", choices=("float32", "float64"), help="precision (default: float64)")
+    parser.add_argument("--substeps", type=int, default=None, help=SUBSTEPS_HELP)
     parser.add_argument("--n-systems", type=int, default=None, help="roll out only the first n systems (default: all)")
     parser.add_argument("--max-iters", type=int, default=None,
                         help="implicit_midpoint and gauss4 only: fixed-point iterations allowed per step (default: 100)")
@@ -79,6 +84,7 @@ def run_rollout(args: argparse.Namespace) -> None:
     check_range("--n-systems", args.n_systems, 1)
     check_range("--steps", args.steps, 1)
     check_range("--max-iters", args.max_iters, 1, 10**6)
+    check_range("--substeps", args.substeps, 1, 10**4)
     check_finite_positive("--dt", args.dt)
     check_in_dtype("--dt", args.dt, args.dtype)
     model, state, data, sources = _model_and_data(args, ".npz", "a trajectory file")
@@ -91,7 +97,8 @@ def run_rollout(args: argparse.Namespace) -> None:
     options = {"max_iters": args.max_iters} if args.max_iters is not None else None
     predicted = predicted_trajectories(model, data, model_config=state["model_config"], steps=args.steps, dt=args.dt,
                                        method=args.method, dtype=DTYPES[args.dtype], options=options,
-                                       keep_diverged=args.keep_diverged, sources=sources)
+                                       keep_diverged=args.keep_diverged, sources=sources,
+                                       substeps=_substeps(args, state))
     save_trajectories(args.out, predicted)
     meta = predicted.meta
     print(f"rolled out {meta['model']} with {meta['method']} for {meta['steps']} steps on "
@@ -152,6 +159,7 @@ def _add_evaluate(commands) -> None:
     parser.add_argument("--out", required=True, help="output metrics .json (written atomically)")
     parser.add_argument("--method", default=None,
                         help="with --checkpoint: rollout integrator (default: leapfrog if separable, else rk4)")
+    parser.add_argument("--substeps", type=int, default=None, help=f"with --checkpoint: {SUBSTEPS_HELP}")
     parser.add_argument("--steps", type=int, default=None,
                         help="with --rollout: score the first STEPS steps (default: as many as both files hold)")
     parser.add_argument("--true-system", default=None, metavar="SPEC",
@@ -169,8 +177,8 @@ def run_evaluate(args: argparse.Namespace) -> None:
         raise InputError("evaluate scores a model (--checkpoint) or a rollout file (--rollout) against --data; "
                          "give one of them")
     if args.rollout is not None:
-        refuse_given(args, ("--method", "--transfer"), "--method and --transfer concern a model (--checkpoint), "
-                     "not a rollout file")
+        refuse_given(args, ("--method", "--transfer", "--substeps"), "--method, --substeps and --transfer concern a "
+                     "model (--checkpoint), not a rollout file")
         metrics = _score_rollout_file(args)
     else:
         refuse_given(args, ("--steps",), "--steps applies with --rollout; a model (--checkpoint) is scored over the "
@@ -185,6 +193,7 @@ def run_evaluate(args: argparse.Namespace) -> None:
 
 def _score_model(args: argparse.Namespace) -> dict:
     """The metrics of ``--checkpoint``'s model on ``--data``."""
+    check_range("--substeps", args.substeps, 1, 10**4)
     model, state, data, sources = _model_and_data(args, ".json", "a metrics file")
     _refuse_own_output(data, sources["checkpoint_sha256"], locate_checkpoint(args.checkpoint).path)
     truth, left_out = ground_truth(data, allow_rollout=args.allow_rollout, flag="--allow-rollout", use="ground truth")
@@ -192,7 +201,16 @@ def _score_model(args: argparse.Namespace) -> dict:
     chunk, window_method = trained.get("chunk", DEFAULT_CHUNK), trained.get("method", "rk4")
     system = true_system(truth, args.true_system)
     return {"model": model_label(state["model_config"]), **sources, **_left_out(left_out),
-            **evaluate(model, truth, chunk=chunk, method=args.method, system=system, window_method=window_method)}
+            **evaluate(model, truth, chunk=chunk, method=args.method, system=system, window_method=window_method,
+                       substeps=_substeps(args, state))}
+
+
+def _substeps(args: argparse.Namespace, state: dict) -> int:
+    """``--substeps``, or the training run's (integration steps per stored interval), or 1."""
+    if args.substeps is not None:
+        return args.substeps
+    trained = (state.get("train_config") or {}).get("substeps", 1)
+    return trained if isinstance(trained, int) and not isinstance(trained, bool) and trained >= 1 else 1
 
 
 def _refuse_own_output(data: Trajectories, checkpoint_sha256: str, checkpoint: Path | None) -> None:

@@ -78,6 +78,18 @@ def add_commands(commands) -> None:
                      help=f"fraction of systems held out for testing (default: {t.test:g})")
     opt.add_argument("--max-windows", type=int, default=t.max_windows,
                      help="train on a seeded subset of this many windows (default: every window of the training systems)")
+    opt.add_argument("--substeps", default=str(t.substeps), metavar="K|auto",
+                     help="integration steps per interval between stored states, in training and in the model's "
+                     "rollouts (recorded in the checkpoint); 'auto' chooses from the data's closest approaches, for "
+                     "frames stored far apart (default: 1)")
+    opt.add_argument("--warmup", type=float, default=t.warmup,
+                     help="fraction of the steps over which the learning rate rises to --lr (default: 0)")
+    opt.add_argument("--clip-grad", type=float, default=t.clip_grad, help="largest gradient norm (default: unclipped)")
+    opt.add_argument("--select", default=t.select, choices=("window", "rollout"),
+                     help="what picks best.pt: the validation window MSE, or the position MSE of the validation "
+                     "systems rolled out --select-steps steps (default: window)")
+    opt.add_argument("--select-steps", type=int, default=t.select_steps,
+                     help="with --select rollout: steps of the selection rollouts (default: the whole trajectory)")
     opt.add_argument("--init-from", default=t.init_from,
                      help="start from this checkpoint's weights (a path or a pretrained name; the same model settings), "
                      "e.g. to finish a run with longer --chunk windows (default: fresh weights)")
@@ -101,7 +113,18 @@ def train_config_from_args(args: argparse.Namespace, data) -> TrainConfig:
     return TrainConfig(model=model, kernel_bound_factor=factor, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                        weight_decay=args.weight_decay, chunk=args.chunk, method=args.method, dtype=args.dtype,
                        seed=args.seed, validation=args.validation, test=args.test, max_windows=args.max_windows,
-                       init_from=args.init_from, allow_rollout=args.allow_rollout)
+                       init_from=args.init_from, allow_rollout=args.allow_rollout, substeps=_substeps(args.substeps),
+                       warmup=args.warmup, clip_grad=args.clip_grad, select=args.select,
+                       select_steps=args.select_steps)
+
+
+def _substeps(value: str) -> int | str:
+    """``--substeps`` as ``TrainConfig.substeps``: a positive integer or ``"auto"``."""
+    if value == "auto":
+        return value
+    if not value.isdigit() or int(value) < 1 or int(value) > 10**4:
+        raise InputError(f"--substeps must be auto or an integer from 1 to 10000, got {value!r}")
+    return int(value)
 
 
 def _kernel_bound(value: str, has_kernel: bool) -> tuple[float | None, float | None]:
@@ -124,7 +147,8 @@ def _kernel_bound(value: str, has_kernel: bool) -> tuple[float | None, float | N
 TRAIN_RANGES = (("--epochs", 1, None), ("--batch-size", 1, None), ("--lr", 1e-300, 1e300),
                 ("--weight-decay", 0, 1e300), ("--chunk", 2, None), ("--validation", 0, 0.99), ("--test", 0, 0.99),
                 ("--max-windows", 1, None), ("--width", 1, None), ("--depth", 1, 1000), ("--neighbours", 1, None),
-                ("--lift-samples", 1, 10**4))
+                ("--lift-samples", 1, 10**4), ("--warmup", 0, 0.99), ("--clip-grad", 1e-300, 1e300),
+                ("--select-steps", 1, None))
 
 
 #: flags only a model with a group (HLieConv: ``uses_group``) uses; given to another model, refused
@@ -142,6 +166,9 @@ def run_train(args: argparse.Namespace) -> None:
     if not MODELS.get(args.model).uses_group:  # an unknown model fails here, before the data is read
         refuse_given(args, GROUP_FLAGS, f"{args.model} uses no group ({', '.join(GROUP_FLAGS)} are for hlieconv)")
     _, bound = _kernel_bound(args.kernel_bound or "auto", True)
+    _substeps(args.substeps)
+    if args.select != "rollout":
+        refuse_given(args, ("--select-steps",), "--select-steps is the length of the rollouts of --select rollout")
     for flag, value, zero in (("--lr", args.lr, False), ("--weight-decay", args.weight_decay, True),
                               ("--kernel-bound", bound, False)):
         check_in_dtype(flag, value, args.dtype, zero=zero)

@@ -27,14 +27,15 @@ VALID_ERROR = 0.1
 
 
 def rollout_errors(model: Any, truth: Trajectories, *, method: str | None = None,
-                   dtype: torch.dtype = torch.float64) -> tuple[Rollout, Tensor]:
-    """Roll ``model`` out from the true initial states over the file's times.
+                   dtype: torch.dtype = torch.float64, substeps: int = 1) -> tuple[Rollout, Tensor]:
+    """Roll ``model`` out from the true initial states over the file's times (``substeps`` integration
+    steps per interval, as the model was trained).
 
     Returns the :class:`~hamnet.rollouts.Rollout` (``z: (B, T, 2, N, D)``, ``diverged_at: (B,)``) and
     the bounded relative error ``(B, T)``, which is 1 (unrelated) from a system's divergence on.
     """
     result = rollout_systems(model, truth.z[:, 0], truth.params, truth.n_times - 1, float(truth.meta["dt"]),
-                             method=method or default_method(model), dtype=dtype)
+                             method=method or default_method(model), dtype=dtype, substeps=substeps)
     return result, _errors(result, truth)
 
 
@@ -61,12 +62,13 @@ def _distribution(values: Tensor) -> dict[str, float]:
 
 
 def evaluate(model: Any, truth: Trajectories, *, chunk: int = DEFAULT_CHUNK, method: str | None = None,
-             seed: int = 0, system: Any = None, window_method: str = "rk4") -> dict[str, Any]:
+             seed: int = 0, system: Any = None, window_method: str = "rk4", substeps: int = 1) -> dict[str, Any]:
     """Every headline number for one model on one trajectory file, as a JSON-ready dict.
 
     ``window_mse``: mean squared error over ``chunk``-state windows, integrated with ``window_method``
     (pass the training run's, as ``hamnet evaluate`` does; rk4 is the paper's) in the model's own dtype
-    (``window_mse_with_initial``: the paper code's convention).
+    (``window_mse_with_initial``: the paper code's convention). ``substeps``: integration steps per
+    stored interval, in windows and rollouts (pass the training run's, as ``hamnet evaluate`` does).
     ``rollout_error``: bounded relative error over the whole horizon in float64 with ``method``
     (default: leapfrog for separable models, else rk4): its mean over systems at every time, the
     geometric mean over time and the final value. ``valid_prediction_time``: per system the time until
@@ -82,10 +84,12 @@ def evaluate(model: Any, truth: Trajectories, *, chunk: int = DEFAULT_CHUNK, met
                       > EVALUATION_WINDOWS else None, seed=seed)
     # a learned model is scored in its own dtype; a true system (no weights) in float64
     model_dtype = next(model.parameters()).dtype if isinstance(model, nn.Module) else torch.float64
-    scores = window_mse(model, windows, float(truth.meta["dt"]), method=window_method, dtype=model_dtype)
-    result, _ = rollout_errors(model, truth, method=method)
+    scores = window_mse(model, windows, float(truth.meta["dt"]), method=window_method, substeps=substeps,
+                        dtype=model_dtype)
+    result, _ = rollout_errors(model, truth, method=method, substeps=substeps)
     return {"n_systems": truth.n_systems, "window_mse": scores["mse"],
             "window_mse_with_initial": scores["mse_with_initial"], "window_method": window_method,
+            "substeps": substeps,
             "rollout_method": method or default_method(model), **score_rollout(result, truth, system=system)}
 
 

@@ -5,7 +5,10 @@ model is integrated with torchdiffeq from each window's first state over the win
 the error is taken over the other ``chunk - 1`` states; the first state, where the error is zero by
 construction, is left out (the paper's code averaged it in, which scales its reported figures by
 ``(chunk - 1) / chunk``; :func:`window_mse` gives both). Training minimises it
-(:mod:`hamnet.training`) and evaluation reports it (:mod:`hamnet.evaluation`).
+(:mod:`hamnet.training`) and evaluation reports it (:mod:`hamnet.evaluation`). With ``substeps`` K the
+integrator takes K equal steps between consecutive states of a window (data whose states are far apart
+in time, such as frames stored every 100 simulation steps) and only the states at the data's times are
+compared.
 """
 
 from __future__ import annotations
@@ -27,34 +30,43 @@ class WindowLoss(nn.Module):
     """Sum of squared errors of the integrated model over windows, as a module (so DDP can wrap it).
 
     ``forward(z, params)`` with ``z: (b, chunk, 2, N, D)`` returns the sum over the ``chunk - 1``
-    predicted states of every window; the caller divides by the element count it wants.
+    predicted states of every window; the caller divides by the element count it wants. ``substeps``:
+    integration steps per interval ``dt`` between the window's states.
     """
 
-    def __init__(self, model: nn.Module, dt: float, method: str) -> None:
+    def __init__(self, model: nn.Module, dt: float, method: str, substeps: int = 1, *,
+                 positions_only: bool = False) -> None:
         super().__init__()
-        self.model, self.dt, self.method = model, dt, method
+        if isinstance(substeps, bool) or int(substeps) != substeps or substeps < 1:
+            raise ValueError(f"substeps must be a positive integer, got {substeps!r}")
+        self.model, self.dt, self.method, self.substeps = model, dt, method, int(substeps)
+        self.positions_only = positions_only
 
     def forward(self, z: Tensor, params: dict[str, Tensor]) -> Tensor:
-        t = torch.arange(z.shape[1], dtype=z.dtype, device=z.device) * self.dt
-        predicted = odeint(HamiltonianField(self.model, params), z[:, 0], t, method=solver_key(self.method))
-        return (predicted[1:].transpose(0, 1) - z[:, 1:]).square().sum()
+        k = self.substeps
+        t = torch.arange((z.shape[1] - 1) * k + 1, dtype=z.dtype, device=z.device) * (self.dt / k)
+        predicted = odeint(HamiltonianField(self.model, params), z[:, 0], t, method=solver_key(self.method))[::k]
+        error = predicted[1:].transpose(0, 1) - z[:, 1:]  # (b, chunk - 1, 2, N, D)
+        return (error[:, :, 0] if self.positions_only else error).square().sum()
 
 
-def window_mse(model: Any, windows: Windows, dt: float, *, method: str = "rk4",
-               dtype: torch.dtype = torch.float32, batch_size: int = 500) -> dict[str, float]:
+def window_mse(model: Any, windows: Windows, dt: float, *, method: str = "rk4", substeps: int = 1,
+               dtype: torch.dtype = torch.float32, batch_size: int = 500,
+               positions_only: bool = False) -> dict[str, float]:
     """Mean squared error of the model over ``windows``: ``mse`` excludes each window's initial
     state, ``mse_with_initial`` includes it (the reference implementation's convention).
+    ``positions_only``: the error of the positions alone (the N-body benchmarks' metric).
 
     Runs under ``torch.no_grad()``: the field still differentiates ``H`` locally for its forces,
     but no graph through the weights is built.
     """
-    loss = WindowLoss(model, dt, method)
+    loss = WindowLoss(model, dt, method, substeps, positions_only=positions_only)
     total, count = 0.0, 0
     with torch.no_grad():
         for index in windows.batches(batch_size):
             z, params = to_device(windows[index], dtype, _device_of(model))
             total += float(loss(z, params))
-            count += z[:, 1:].numel()
+            count += z[:, 1:].numel() // (2 if positions_only else 1)
     chunk = windows.chunk
     return {"mse": total / count, "mse_with_initial": total / count * (chunk - 1) / chunk}
 

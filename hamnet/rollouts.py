@@ -94,6 +94,7 @@ def rollout(
     chunk_steps: int = DEFAULT_CHUNK_STEPS,
     options: dict | None = None,
     keep_diverged: bool = False,
+    substeps: int = 1,
 ) -> Tensor:
     """Integrate ``steps`` steps of size ``dt`` from ``z0`` with torchdiffeq's ``odeint``.
 
@@ -111,10 +112,11 @@ def rollout(
     state is no longer finite or has grown past ``DIVERGENCE_FACTOR`` times its initial largest
     coordinate (diverged); ``keep_diverged=True`` keeps integrating such a system, for studies of
     divergence (a non-finite state still raises). :func:`rollout_systems` instead delivers the
-    systems that stay healthy and says which diverged.
+    systems that stay healthy and says which diverged. ``substeps`` K: each step of ``dt`` is taken as
+    K steps of ``dt / K`` (a model trained with ``substeps``; the output is still every ``dt``).
     """
     return _integrate(model_or_system, z0, params, steps, dt, method, dtype, chunk_steps, options, keep_diverged,
-                      stop_at_divergence=True).z
+                      stop_at_divergence=True, substeps=substeps).z
 
 
 def rollout_systems(
@@ -129,6 +131,7 @@ def rollout_systems(
     chunk_steps: int = DEFAULT_CHUNK_STEPS,
     options: dict | None = None,
     keep_diverged: bool = False,
+    substeps: int = 1,
 ) -> Rollout:
     """:func:`rollout` for a batch in which some systems may diverge: each diverging system is taken out
     of the batch (at the end of the chunk in which it diverged; a diverging system's non-finite values
@@ -137,13 +140,16 @@ def rollout_systems(
     healthy state, and the rest are integrated to the end. Returns a :class:`Rollout`; arguments as
     :func:`rollout` (``keep_diverged=True``: only a non-finite state counts as diverged)."""
     return _integrate(model_or_system, z0, params, steps, dt, method, dtype, chunk_steps, options, keep_diverged,
-                      stop_at_divergence=False)
+                      stop_at_divergence=False, substeps=substeps)
 
 
 def _integrate(model_or_system, z0, params, steps, dt, method, dtype, chunk_steps, options, keep_diverged,
-               stop_at_divergence: bool) -> Rollout:
+               stop_at_divergence: bool, substeps: int = 1) -> Rollout:
     if steps < 0 or int(steps) != steps:
         raise ValueError(f"steps must be a non-negative integer, got {steps}")
+    if isinstance(substeps, bool) or int(substeps) != substeps or substeps < 1:
+        raise ValueError(f"substeps must be a positive integer, got {substeps!r}")
+    k = int(substeps)
     if not (dt > 0 and math.isfinite(dt)):
         raise ValueError(f"dt must be a positive finite number, got {dt}")
     if chunk_steps < 1:
@@ -156,8 +162,8 @@ def _integrate(model_or_system, z0, params, steps, dt, method, dtype, chunk_step
                      "use fewer steps or systems")
     device = z0.device
     z0 = z0.detach().to(dtype)
-    params = {k: (v.detach().to(device=device, dtype=dtype) if v.is_floating_point() else v.detach().to(device))
-              for k, v in params.items()}
+    params = {name: (v.detach().to(device=device, dtype=dtype) if v.is_floating_point() else v.detach().to(device))
+              for name, v in params.items()}
     key = solver_key(method)  # an unknown method fails before any work
     model = _as_dtype(model_or_system, dtype, device)
 
@@ -174,10 +180,10 @@ def _integrate(model_or_system, z0, params, steps, dt, method, dtype, chunk_step
             n = min(chunk_steps, int(steps) - done)
             # fields are autonomous, so each chunk runs on its own grid from 0: steps t1 - t0 then
             # differ from dt by round-off of times up to chunk_steps * dt, not of the whole horizon
-            t = torch.arange(n + 1, dtype=dtype, device=device) * dt
-            field = HamiltonianField(model, {k: v[active] for k, v in params.items()})
-            try:
-                states = odeint(field, trajectory[active, done], t, method=key, options=options)  # (n + 1, b, 2, N, D)
+            t = torch.arange(n * k + 1, dtype=dtype, device=device) * (dt / k)
+            field = HamiltonianField(model, {name: v[active] for name, v in params.items()})
+            try:  # (n + 1, b, 2, N, D): every k-th state of the fine grid
+                states = odeint(field, trajectory[active, done], t, method=key, options=options)[::k]
             except AssertionError as error:  # torchdiffeq's adaptive solvers assert when the step size underflows
                 raise RolloutError(f"the {method} rollout failed between steps {done} and {done + n}: {error}; a "
                                    "system is likely diverging: a fixed-step method (leapfrog, rk4) reports which",
@@ -238,22 +244,22 @@ def default_method(model: Any) -> str:
 def predicted_trajectories(model: Any, data: Trajectories, *, model_config: dict, steps: int | None = None,
                            dt: float | None = None, method: str | None = None,
                            dtype: torch.dtype = torch.float64, options: dict | None = None, keep_diverged: bool = False,
-                           sources: Mapping[str, Any] | None = None) -> Trajectories:
+                           sources: Mapping[str, Any] | None = None, substeps: int = 1) -> Trajectories:
     """Roll ``model`` out from every initial state of ``data`` and package the result as a
     trajectory file's contents (schema 1): the system of ``data`` in ``meta`` (so true energy can
     be measured; the name of its benchmark protocol too, if any, as ``data_protocol``), plus the model
     (``model_config``, a label), integrator and dtype, and ``sources``: what the rollout came from
     (:func:`hamnet.checkpoint.made_from`: the checkpoint with its sha256, the data with its sha256;
     without them ``meta["checkpoint"]`` is None, a model that no file holds).
-    ``steps`` and ``dt`` default to the data's own; ``options`` and ``keep_diverged`` go to
-    :func:`rollout_systems`. Systems that diverge are listed in ``meta["diverged"]`` (``{"system",
+    ``steps`` and ``dt`` default to the data's own; ``options``, ``keep_diverged`` and ``substeps`` go to
+    :func:`rollout_systems` (``meta["substeps"]`` records the last). Systems that diverge are listed in ``meta["diverged"]`` (``{"system",
     "step"}`` each, in the order they diverged; their states from that step on are held at the last
     healthy one) and the others delivered; :class:`RolloutError` only when every system diverged."""
     steps = data.n_times - 1 if steps is None else steps
     dt = float(data.meta["dt"]) if dt is None else dt
     method = method or default_method(model)
     result = rollout_systems(model, data.z[:, 0], data.params, steps, dt, method=method, dtype=dtype,
-                             options=options, keep_diverged=keep_diverged)
+                             options=options, keep_diverged=keep_diverged, substeps=substeps)
     diverged = [{"system": b, "step": int(result.diverged_at[b])} for b in result.diverged]
     if diverged and len(diverged) == data.n_systems:
         first = diverged[0]
@@ -264,7 +270,7 @@ def predicted_trajectories(model: Any, data: Trajectories, *, model_config: dict
             "hamnet_version": __version__,
             **({"data_protocol": protocol} if (protocol := protocol_name(data)) else {}),
             "steps": steps, "model": model_label(model_config), "model_config": model_config, "method": method,
-            "dtype": str(dtype).removeprefix("torch."), "checkpoint": None,
+            "substeps": int(substeps), "dtype": str(dtype).removeprefix("torch."), "checkpoint": None,
             "diverged": diverged, "divergence_factor": None if keep_diverged else DIVERGENCE_FACTOR,
             **(sources or {})}
     t = torch.arange(steps + 1, dtype=torch.float64) * dt

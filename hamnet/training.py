@@ -44,24 +44,17 @@ from .data import DEFAULT_CHUNK, Windows, split_systems
 from .distributed import Context, close_distributed, distributed_context, finite_everywhere, on_main
 from .integrate import INTEGRATORS, get_integrator
 from .io import Trajectories, load_trajectories
-from .loss import WindowLoss, to_device, window_mse
+from .loss import to_device, window_mse
 from .config import config_from_dict
 from .models import MODELS, ModelConfig, build_model, check_compatible
+from .optimisation import DTYPES, NonFiniteLoss, TrainingStep
+from .run_settings import DEFAULT_KERNEL_BOUND_FACTOR, with_kernel_bound, with_substeps
 from .provenance import data_kind, file_sha256, ground_truth, rollout_model
 from .rollouts import default_method
 from .runs import (RunFiles, append_metrics, checkpoint_epoch, claim, locked,
                    make_run_folder, truncate_metrics, write_json)
 
 log = logging.getLogger(__name__)
-
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
-
-#: a LieConv kernel's bound, as a multiple of the largest kernel input in the training windows: twice
-#: the data's reach leaves the data almost unbent (c tanh(x / c) is within 8% of x up to c / 2) and
-#: measured against no bound in benchmarks/results/divergence_escape.md
-DEFAULT_KERNEL_BOUND_FACTOR = 2.0
-#: training windows (evenly spaced) whose states decide the kernel bound
-KERNEL_BOUND_SAMPLE_WINDOWS = 4096
 
 
 class TrainingDiverged(ValueError):
@@ -101,6 +94,14 @@ class TrainConfig:
     ``allow_rollout``: accept a rollout file (a model's output, :func:`hamnet.provenance.rollout_model`)
     as training data, without the systems it lists as diverged (counted in the checkpoint's ``data``
     record); otherwise such a file is refused, since a model's output is not ground truth.
+    ``substeps``: integration steps per interval between stored states, in training and in every rollout
+    of the model (recorded in its checkpoint); ``"auto"`` chooses it from the training systems when the
+    run starts (:func:`hamnet.data.suggest_substeps`), and the saved config holds the number chosen.
+    ``warmup``: the fraction of all optimiser steps over which the learning rate rises linearly to
+    ``lr`` before the cosine decay; ``clip_grad``: the largest gradient norm (None: unclipped); see
+    :mod:`hamnet.optimisation`. ``select``: what picks ``best.pt``, the validation ``"window"`` MSE or
+    ``"rollout"``, the position MSE of the validation systems rolled out ``select_steps`` stored steps
+    (None: their whole length) from their states at ``validation_windows`` seeded starts.
     """
 
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -119,6 +120,11 @@ class TrainConfig:
     init_from: str | None = None
     kernel_bound_factor: float | None = DEFAULT_KERNEL_BOUND_FACTOR
     allow_rollout: bool = False
+    substeps: int | str = 1
+    warmup: float = 0.0
+    clip_grad: float | None = None
+    select: str = "window"
+    select_steps: int | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.model, dict):
@@ -142,6 +148,17 @@ class TrainConfig:
                              f"Choose one of {', '.join(fixed)}")
         if self.chunk < 2:
             raise ValueError(f"chunk must be at least 2 states, got {self.chunk}")
+        if self.substeps != "auto" and (isinstance(self.substeps, (bool, str)) or self.substeps < 1):
+            raise ValueError(f"substeps must be a positive integer or 'auto', got {self.substeps!r} (--substeps)")
+        if not (0 <= self.warmup < 1):
+            raise ValueError(f"warmup must be a fraction of the steps in [0, 1), got {self.warmup} (--warmup)")
+        if self.clip_grad is not None and not (self.clip_grad > 0 and math.isfinite(self.clip_grad)):
+            raise ValueError(f"clip_grad must be a positive finite norm or None, got {self.clip_grad} (--clip-grad)")
+        if self.select not in ("window", "rollout"):
+            raise ValueError(f"select must be 'window' or 'rollout', got {self.select!r} (--select)")
+        if self.select_steps is not None and (self.select != "rollout" or self.select_steps < 1):
+            raise ValueError(f"select_steps must be a positive number of steps, with select='rollout'; got "
+                             f"{self.select_steps} with select={self.select!r} (--select-steps)")
         if self.kernel_bound_factor is not None and not (math.isfinite(self.kernel_bound_factor)
                                                          and self.kernel_bound_factor >= 1):
             raise ValueError(f"kernel bound factor must be a finite number >= 1 (a bound inside the data would bend "
@@ -220,52 +237,6 @@ def train(config: TrainConfig, data_path: str | os.PathLike, run_dir: str | os.P
         close_distributed(context, succeeded=succeeded)
 
 
-class NonFiniteLoss(ValueError):
-    """A batch's loss was not finite (here or, under DistributedDataParallel, in another process); the
-    step that raised it changed nothing. ``loss`` is this process's value."""
-
-    def __init__(self, loss: float) -> None:
-        super().__init__(f"the training loss is {loss}")
-        self.loss = loss
-
-
-class TrainingStep:
-    """The optimiser step :func:`train` takes on every batch, public so that benchmarks time exactly it.
-
-    Built from a :class:`TrainConfig`: the model (``build_model`` from ``config.seed``, unless one is
-    given), Adam with ``config.lr`` and ``config.weight_decay``, a cosine decay to 0 over ``total_steps``,
-    and the window loss (:class:`hamnet.loss.WindowLoss`) with ``config.method`` at the data's ``dt``, in
-    ``config.dtype`` on ``device``. ``step(z, params, scale=...)`` on a batch of windows
-    ``z: (b, chunk, 2, N, D)``: the summed squared error times ``scale`` (``1 / elements`` for the
-    batch's mean), its gradient, one host synchronisation to read the loss, then, if ``finite(loss)``,
-    Adam's step and the schedule's; otherwise it raises :class:`NonFiniteLoss` with nothing changed.
-    Returns the scaled loss.
-    """
-
-    def __init__(self, config: TrainConfig, dt: float, total_steps: int, *, device: str | torch.device = "cpu",
-                 model: nn.Module | None = None) -> None:
-        model = model if model is not None else build_model(config.model, torch.Generator().manual_seed(config.seed))
-        self.model = model.to(device=device, dtype=DTYPES[config.dtype])
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=max(total_steps, 1))
-        #: the module whose output is the loss: DistributedDataParallel wraps it under torchrun
-        self.loss_module: nn.Module = WindowLoss(self.model, dt, config.method)
-
-    def __call__(self, z: torch.Tensor, params: dict[str, torch.Tensor], *, scale: float,
-                 finite: Callable[[float], bool] = math.isfinite) -> float:
-        loss = self.loss_module(z, params) * scale
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        # the batch's one host synchronisation, after the backward pass is queued (on a GPU the check
-        # then waits for work already running instead of stalling the queue before the backward)
-        value = float(loss.detach())
-        if not finite(value):
-            raise NonFiniteLoss(value)
-        self.optimizer.step()
-        self.scheduler.step()
-        return value
-
-
 @dataclass
 class _Run:
     """Everything one training run updates: its step (model, optimiser, schedule), shuffling, progress;
@@ -318,6 +289,9 @@ def _train(config, data_path, files, context, resume, progress, stop_after_epoch
     start = None  # the model of init_from, and its record; a resumed run continues from its own checkpoint
     if config.init_from is not None and not resume:
         start = model_from_checkpoint(config.init_from)[0], checkpoint_provenance(locate_checkpoint(config.init_from))
+    origin = files.last if resume and files.last.exists() else (config.init_from if start else None)
+    config = with_substeps(config, train_windows,
+                           load_checkpoint(origin) if origin is not None and config.substeps == "auto" else None)
     config = with_kernel_bound(config, train_windows, files.last if resume and files.last.exists() else None,
                                start=start[0] if start else None)
     dtype, dt = DTYPES[config.dtype], float(data.meta["dt"])
@@ -346,32 +320,6 @@ def _train(config, data_path, files, context, resume, progress, stop_after_epoch
                                                                        find_unused_parameters=True)
         return _epochs(run, train_windows, validation_windows, config, context, files, data_info,
                        progress, stop_after_epochs)
-
-
-def with_kernel_bound(config: TrainConfig, windows: Windows, resumed: Path | None = None, *,
-                      start: nn.Module | None = None) -> TrainConfig:
-    """``config`` with its model's ``kernel_bound`` decided: as given; the ``resumed`` checkpoint's, when
-    the run continues (what it decided at its start; ``init_from`` may be gone by then); the
-    ``init_from`` checkpoint's (``start``: its model, if already loaded); or
-    ``kernel_bound_factor`` times the largest kernel input over (up to
-    :data:`KERNEL_BOUND_SAMPLE_WINDOWS` evenly spaced of) the training ``windows``. Unchanged for
-    models without a LieConv kernel."""
-    model = config.model
-    bounded = hasattr(MODELS.get(model.name), "kernel_input_extent")
-    if model.kernel_bound is not None or config.kernel_bound_factor is None or not bounded:
-        return config
-    if resumed is not None or config.init_from is not None:
-        if resumed is not None or start is None:
-            start = model_from_checkpoint(resumed or config.init_from)[0]
-        bound = start.config.kernel_bound
-    else:
-        network = build_model(model, torch.Generator().manual_seed(0))
-        network = network.to(device=windows.data.z.device, dtype=windows.data.z.dtype)
-        picked = torch.linspace(0, len(windows) - 1, min(len(windows), KERNEL_BOUND_SAMPLE_WINDOWS),
-                                device=windows.data.z.device).round().long()
-        extent = network.kernel_input_extent(windows[picked][0][:, :, 0].flatten(0, 1))  # every picked state
-        bound = float(f"{config.kernel_bound_factor * extent:.4g}") if extent > 0 else None
-    return dataclasses.replace(config, model=dataclasses.replace(model, kernel_bound=bound))
 
 
 def _load_initial_weights(model: nn.Module, config: TrainConfig, start: nn.Module) -> None:
@@ -406,11 +354,22 @@ def _prepare_data(config: TrainConfig, data_path: Path, context: Context):
     train_windows = Windows(data, config.chunk, split.train, config.max_windows, seed=config.seed)
     validation_windows = (Windows(data, config.chunk, split.validation, config.validation_windows, seed=config.seed)
                           if len(split.validation) else None)
-    return data, train_windows, validation_windows, left_out
+    selection = None  # long windows of the validation systems, whose rollout picks best.pt
+    if config.select == "rollout":
+        steps = config.select_steps or data.n_times - 1
+        if not len(split.validation) or steps >= data.n_times:
+            raise ValueError(f"select='rollout' rolls the validation systems out {steps} steps: it needs validation "
+                             f"systems (--validation > 0) and select_steps below the data's {data.n_times} states")
+        selection = Windows(data, steps + 1, split.validation, config.validation_windows, seed=config.seed)
+    return data, train_windows, (validation_windows, selection), left_out
 
 
-def _epochs(run, train_windows, validation_windows, config, context, files, data_info, progress,
+def _epochs(run, train_windows, validation, config, context, files, data_info, progress,
             stop_after_epochs) -> dict[str, Any]:
+    """Train the remaining epochs; ``validation``: the validation windows and the selection windows of
+    ``select="rollout"`` (either None). ``best.pt`` holds the epoch of the lowest window MSE, or of the
+    lowest rollout position MSE with ``select="rollout"``."""
+    validation_windows, selection = validation
     dt = float(train_windows.data.meta["dt"])
     diverged = functools.partial(_diverged, run, config, files, train_windows, data_info["path"])
     last_epoch = min(config.epochs, run.epoch + (stop_after_epochs or config.epochs))
@@ -420,14 +379,19 @@ def _epochs(run, train_windows, validation_windows, config, context, files, data
         train_loss = _train_epoch(run, train_windows, config, context, progress and context.is_main,
                                   diverged)
         seconds = time.perf_counter() - started
-        validation = (window_mse(run.model, validation_windows, dt, method=config.method, dtype=DTYPES[config.dtype])
-                      ["mse"] if validation_windows is not None else math.nan)
+        scored = functools.partial(window_mse, run.model, dt=dt, method=config.method, substeps=config.substeps,
+                                   dtype=DTYPES[config.dtype])
+        validation = scored(validation_windows)["mse"] if validation_windows is not None else math.nan
         if validation_windows is not None and not math.isfinite(validation):
             raise diverged(f"the validation MSE is {validation} after epoch {run.epoch + 1}")
+        # a rollout that leaves the data may not stay finite: that epoch is simply not the best
+        rolled = scored(selection, positions_only=True)["mse"] if selection is not None else None
+        score = validation if rolled is None else (rolled if math.isfinite(rolled) else math.inf)
         run.epoch += 1
-        improved = validation < run.best
-        run.best = min(run.best, validation) if improved else run.best
+        improved = score < run.best
+        run.best = min(run.best, score) if improved else run.best
         metrics = {"epoch": run.epoch, "train_loss": train_loss, "validation_mse": validation,
+                   **({"validation_rollout_mse": rolled} if rolled is not None else {}),
                    "lr": run.scheduler.get_last_lr()[0], "seconds": round(seconds, 3),
                    "windows_per_second": round(len(train_windows) / seconds, 1)}
         if context.is_main:
@@ -509,7 +473,10 @@ def _likely_cause(run: _Run, config: TrainConfig, windows: Windows, data_path: s
     if run.scheduler.last_epoch == 0:
         return ("the initial weights already give it, before any optimiser step, so the learning rate is not the "
                 f"cause; check the data's scale (|z| up to {largest:.3g}) and the model's settings")
-    return f"lower --lr (now {config.lr:g})"
+    # many sub-steps per window make early gradients large: warm-up and clipping are what steadied them
+    unsteady = config.substeps != 1 and not (config.warmup and config.clip_grad)
+    steadier = ", or warm up and clip (--warmup 0.05 --clip-grad 1)" if unsteady else ""
+    return f"lower --lr (now {config.lr:g}){steadier}"
 
 
 def _save(path: Path, run: _Run, config: TrainConfig, data_info: dict) -> None:

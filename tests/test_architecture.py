@@ -23,7 +23,7 @@ TIERS = {
                  "simulation",
                  "protocols", "lie_group", "rigid_groups", "groups", "equivariance", "lieconv", "layers"],
     "models": ["models", "egnn", "checkpoint", "rollouts", "loss"],
-    "workflows": ["runs", "distributed", "training", "evaluation"],
+    "workflows": ["runs", "distributed", "optimisation", "run_settings", "training", "evaluation"],
     "figures": ["population", "plots", "animate"],
     "interface": ["demo", "cli_common", "cli_train", "cli_visual", "cli_rollout", "cli", "__init__"],
 }

@@ -1,0 +1,220 @@
+"""A training recipe for frame data, measured one step at a time on the peers' 5-body sets.
+
+The peers' N-body sets store a frame every 100 simulation steps (0.1 time units). Trained on those
+frames with one leapfrog step per frame interval, a learned Hamiltonian must stand for the 100-step
+map in a single step, and on EGNN's charged set it trails SEGNO's own code by 1.5x
+(``peers_side_by_side_small.md``). Each row below adds one step of a recipe; every row is three seeds
+of HLieConv SE(3) at the small scale of ``nbody_peers.py`` (its data cache, read by path: 300
+training trajectories, width 64, depth 3, 20 epochs over at most 6000 windows of 5 frames, lr 3e-3,
+batch 100, 10% of the training trajectories held out for validation and selection):
+
+* ``plain``: one leapfrog step per frame interval (``nbody_peers.py``'s setting);
+* ``substeps4``: four leapfrog steps per frame interval, in training and rollout;
+* ``substeps4-steady``: and a linear learning-rate warm-up over 5% of the steps, gradients clipped to norm 1;
+* ``auto``: sub-steps chosen from the data (``--substeps auto``: a tenth of the closest approaches' time
+  scale, 10 on the charged set, 11 on the gravity set), warm-up and clipping, ``best.pt`` picked by the
+  position MSE of the validation trajectories rolled out 20 frames (2000 steps, the benchmark's longest
+  horizon) instead of the window MSE; scored at its last epoch too (what selection adds);
+* ``auto+long``: then 2 epochs on windows of 9 frames (lr 1e-3, from ``auto``'s best.pt);
+* ``auto+long+f64``: then 1 epoch in float64 (lr 3e-4).
+
+Prediction as ``nbody_peers.py``: leapfrog from the protocol's start frame with the run's sub-steps,
+float64, position MSE at 1000 / 1500 / 2000 steps over the 300 test trajectories.
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/frame_recipe.py &
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/frame_recipe.py &
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/frame_recipe.py --report
+
+Resumable (runs and scores under ``benchmarks/work/frame_recipe/``); writes
+``benchmarks/results/frame_recipe_small.{md,json}`` from the scores present.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from hamnet.checkpoint import model_from_checkpoint
+from hamnet.diagnostics import conservation_report
+from hamnet.io import load_trajectories
+from hamnet.models import ModelConfig
+from hamnet.protocols import PROTOCOLS, Protocol, check_protocol
+from hamnet.rollouts import rollout_systems
+from hamnet.training import TrainConfig, train
+
+sys.path.insert(0, str(Path(__file__).parent))
+from pieces import add_piece_arguments, my_runs, run_script, start_pieces, write_result_files  # noqa: E402
+
+HERE = Path(__file__).parent
+#: the small scale's cached splits, as nbody_peers.py names them (its DATA_SEEDS and sizes)
+DATA = HERE / "work" / "nbody_peers_small" / "data"
+SPLITS = {"train": ("n300", 43), "test": ("n300", 45)}
+PROTOCOL_NAMES = ("egnn-charged5", "segno-gravity5")
+SEEDS = (0, 1, 2)
+BASE = {"epochs": 20, "batch_size": 100, "lr": 3e-3, "chunk": 5, "method": "leapfrog", "validation": 0.1,
+        "test": 0.0, "max_windows": 6000, "validation_windows": 1000}
+STEADY = {"warmup": 0.05, "clip_grad": 1.0}
+SELECT = {"select": "rollout", "select_steps": 20}
+#: recipe -> its phases: (row name, settings over BASE, whether it starts from the previous phase's best.pt)
+RECIPES = {
+    "plain": [("plain", {}, False)],
+    "substeps4": [("substeps4", {"substeps": 4}, False)],
+    "substeps4-steady": [("substeps4-steady", {"substeps": 4, **STEADY}, False)],
+    "auto": [("auto", {"substeps": "auto", **STEADY, **SELECT}, False),
+             ("auto+long", {"substeps": "auto", **STEADY, **SELECT, "chunk": 9, "epochs": 2, "lr": 1e-3}, True),
+             ("auto+long+f64", {"substeps": "auto", **STEADY, **SELECT, "chunk": 9, "epochs": 1, "lr": 3e-4,
+                                "dtype": "float64"}, True)],
+}
+#: rows of the table, in order: (row, how the figure was made)
+ROWS = (("plain", "1 leapfrog step per frame interval"),
+        ("substeps4", "4 steps per frame interval"),
+        ("substeps4-steady", "4 steps, 5% warm-up, gradient norm clipped to 1"),
+        ("auto (last epoch)", "sub-steps from the data, warm-up and clipping; last epoch"),
+        ("auto", "the same run, best.pt picked by the 20-frame validation rollout"),
+        ("auto+long", "then 2 epochs on 9-frame windows"),
+        ("auto+long+f64", "then 1 epoch in float64"))
+
+
+def data_path(protocol: str, split: str, data: Path) -> Path:
+    size, seed = SPLITS[split]
+    return data / f"{protocol}_{split}_{size}_seed{seed}.npz"
+
+
+def model_config(protocol: Protocol) -> ModelConfig:
+    features = ("m", "charge") if protocol.system == "charged" else ("m",)
+    return ModelConfig(name="hlieconv", group="SE3", n_particles=protocol.n_particles, dim=protocol.dim,
+                       feature_keys=features, width=64, depth=3)
+
+
+def score(checkpoint: Path, protocol: Protocol, test_path: Path) -> dict:
+    """Position MSE at the protocol's horizons from its start frame, float64, with the run's sub-steps."""
+    model, state = model_from_checkpoint(checkpoint)
+    test = load_trajectories(test_path)
+    check_protocol(test, protocol.name, str(test_path))
+    substeps = state["train_config"]["substeps"]
+    start = protocol.frame_of(protocol.start_step)
+    frames = [protocol.frame_of(protocol.start_step + h) - start for h in protocol.horizons]
+    rolled = rollout_systems(model, test.z[:, start], test.params, frames[-1], float(test.meta["dt"]),
+                             method="leapfrog", dtype=torch.float64, substeps=substeps)
+    mse = [float((rolled.z[:, f, 0] - test.z[:, start + f, 0]).square().mean()) for f in frames]
+    healthy = rolled.diverged_at < 0
+    report = conservation_report(rolled.z[healthy]) if healthy.any() else None
+    return {"mse": mse, "diverged": int((~healthy).sum()), "substeps": substeps,
+            "momentum_drift": None if report is None else {
+                "linear": float(report["linear_momentum"].max()), "angular": float(report["angular_momentum"].max())}}
+
+
+def run_recipe(work: Path, data: Path, protocol: Protocol, recipe: str, seed: int) -> None:
+    """Train (or resume) every phase of ``recipe`` for ``seed`` and score each; scores are cached."""
+    name = f"{protocol.name}_{recipe}_seed{seed}"
+    previous = None
+    for row, settings, chained in RECIPES[recipe]:
+        folder = work / "runs" / name / row
+        score_path = work / "scores" / f"{protocol.name}_{row}_seed{seed}.json"
+        config = TrainConfig(model=model_config(protocol), seed=seed, **{**BASE, **settings},
+                             init_from=str(previous / "best.pt") if chained else None)
+        if not score_path.exists():
+            started = time.perf_counter()
+            metrics = folder / "metrics.jsonl"
+            done = metrics.exists() and len(metrics.read_text().splitlines()) >= config.epochs
+            if not done:
+                train(config, data_path(protocol.name, "train", data), folder, resume=(folder / "last.pt").exists())
+            epochs = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+            test = data_path(protocol.name, "test", data)
+            result = {"protocol": protocol.name, "row": row, "seed": seed, **score(folder / "best.pt", protocol, test),
+                      "train_seconds": round(sum(e["seconds"] for e in epochs), 1), "threads": torch.get_num_threads(),
+                      "settings": {**BASE, **settings}, "wall_seconds": round(time.perf_counter() - started, 1)}
+            if row == "auto":  # what the rollout selection adds: the same run at its last epoch
+                result["last_epoch"] = score(folder / "last.pt", protocol, test)
+            score_path.parent.mkdir(parents=True, exist_ok=True)
+            score_path.write_text(json.dumps(result, indent=2) + "\n")
+            logging.info("%s %s seed %d: %s (%.0f s)", protocol.name, row, seed,
+                         ", ".join(f"{m:.4g}" for m in result["mse"]), result["wall_seconds"])
+        previous = folder
+
+
+def summary(work: Path) -> dict:
+    table: dict = {}
+    for path in sorted((work / "scores").glob("*.json")):
+        result = json.loads(path.read_text())
+        rows = [(result["row"], result)]
+        if "last_epoch" in result:
+            rows.append(("auto (last epoch)", {**result, **result["last_epoch"]}))
+        for row, values in rows:
+            entry = table.setdefault(result["protocol"], {}).setdefault(row, {"seeds": [], "mse": [], "diverged": 0,
+                                                                             "train_seconds": [], "substeps": []})
+            entry["seeds"].append(result["seed"])
+            entry["mse"].append(values["mse"])
+            entry["diverged"] += values["diverged"]
+            entry["train_seconds"].append(result["train_seconds"])
+            entry["substeps"].append(values["substeps"])
+    return table
+
+
+def markdown(table: dict, command: str) -> list[str]:
+    lines = ["# A training recipe for frame data: the ablation", "",
+             f"Command: `{command}` ({platform.machine()}, torch {torch.__version__}, one torch thread per process, "
+             "two processes sharing the two cores). HLieConv SE(3), width 64, depth 3, on `nbody_peers.py`'s small "
+             "scale (300 training trajectories); position MSE on the 300 test trajectories from the protocol's "
+             "start frame, mean ± standard deviation over the seeds. Each row adds one step to the row above it "
+             "(see `frame_recipe.py`'s docstring).", ""]
+    for protocol in PROTOCOL_NAMES:
+        horizons = PROTOCOLS[protocol].horizons
+        lines += [f"## {protocol}", "",
+                  "| row | what it adds | " + " | ".join(f"MSE at {h} steps" for h in horizons)
+                  + " | seeds | sub-steps | diverged | train s (mean) |", "|---" * (len(horizons) + 6) + "|"]
+        for row, what in ROWS:
+            entry = table.get(protocol, {}).get(row)
+            if entry is None:
+                lines.append(f"| {row} | {what} | " + " | ".join("not run" for _ in horizons) + " | - | - | - | - |")
+                continue
+            cells = []
+            for index in range(len(horizons)):
+                values = [mse[index] for mse in entry["mse"]]
+                spread = statistics.stdev(values) if len(values) > 1 else 0.0
+                cells.append(f"{statistics.fmean(values):.5f} ± {spread:.5f}")
+            lines.append(f"| {row} | {what} | " + " | ".join(cells) + f" | {', '.join(map(str, entry['seeds']))} | "
+                         f"{', '.join(map(str, sorted(set(entry['substeps']))))} | {entry['diverged']} | "
+                         f"{statistics.fmean(entry['train_seconds']):.0f} |")
+        lines.append("")
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=DATA, help="nbody_peers.py's small-scale data cache")
+    parser.add_argument("--work", type=Path, default=HERE / "work" / "frame_recipe", help="runs and scores")
+    parser.add_argument("--protocols", nargs="+", choices=PROTOCOL_NAMES, default=list(PROTOCOL_NAMES))
+    parser.add_argument("--recipes", nargs="+", choices=tuple(RECIPES), default=list(RECIPES))
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
+    add_piece_arguments(parser)
+    args, part, parts = start_pieces(parser)
+    for protocol in args.protocols:
+        for split in SPLITS:
+            if not data_path(protocol, split, args.data).exists():
+                raise ValueError(f"{data_path(protocol, split, args.data)} is missing: run "
+                                 "benchmarks/nbody_peers.py --scale small first (it generates the data cache)")
+    plan = {f"{protocol}_{recipe}_seed{seed}": (protocol, recipe, seed) for recipe in args.recipes
+            for seed in args.seeds for protocol in args.protocols}
+    if not args.report:
+        for run in my_runs(list(plan), part, parts, args.work / "claims"):
+            protocol, recipe, seed = plan[run]
+            run_recipe(args.work, args.data, PROTOCOLS[protocol], recipe, seed)
+    table = summary(args.work)
+    command = "python benchmarks/frame_recipe.py" + (
+        f" --recipes {' '.join(args.recipes)}" if args.recipes != list(RECIPES) else "")
+    write_result_files(HERE / "results" / "frame_recipe_small", {"table": table, "recipes": RECIPES, "base": BASE},
+                       markdown(table, command))
+
+
+if __name__ == "__main__":
+    run_script(main)

@@ -1,0 +1,164 @@
+"""The training recipe for frame data: sub-steps, warm-up, clipping, selection on a rollout metric."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from hamnet.checkpoint import load_checkpoint, model_from_checkpoint
+from hamnet.cli import main
+from hamnet.data import SUBSTEP_FRACTION, Windows, split_systems, suggest_substeps
+from hamnet.io import Trajectories, load_trajectories, save_trajectories
+from hamnet.loss import WindowLoss
+from hamnet.models import ModelConfig
+from hamnet.optimisation import learning_rate_factor
+from hamnet.rollouts import rollout, rollout_systems
+from hamnet.simulation import generate
+from hamnet.systems import Springs
+from hamnet.training import TrainConfig, TrainingStep, train
+
+TINY = ModelConfig(name="hlieconv", group="T2", width=8, depth=1, kernel_width=8, kernel_channels=4, n_particles=4,
+                   feature_keys=("m", "k"))
+
+
+@pytest.fixture(scope="module")
+def frames(tmp_path_factory):
+    """Springs stored every 0.1 time units (frames far apart, as the peers' N-body sets store them)."""
+    path = tmp_path_factory.mktemp("frames") / "frames.npz"
+    save_trajectories(path, generate(Springs(n_particles=4), n_systems=20, steps=10, dt=0.1, seed=3))
+    return path
+
+
+def tiny(**changes) -> TrainConfig:
+    return TrainConfig(**{**dict(model=TINY, epochs=3, batch_size=16, max_windows=48, validation_windows=16,
+                                 validation=0.2, test=0.0), **changes})
+
+
+def test_window_loss_converges_at_second_order_in_the_substep(frames):
+    """The true Hamiltonian through leapfrog with K sub-steps misses accurate frames 0.1 apart by O((0.1 / K)^2):
+    doubling K quarters the position error."""
+    data = load_trajectories(frames)
+    z = data.z[:6, :4].double()
+    params = {k: v[:6].double() for k, v in data.params.items()}
+    errors = [math.sqrt(float(WindowLoss(Springs(n_particles=4), 0.1, "leapfrog", k)(z, params))) for k in (4, 8, 16)]
+    for coarse, fine in zip(errors, errors[1:]):
+        assert 3.6 < coarse / fine < 4.4, errors
+
+
+def test_rollout_substeps_equal_the_fine_rollout_every_kth_state(frames):
+    data = load_trajectories(frames)
+    z0, params = data.z[:3, 0].double(), {k: v[:3].double() for k, v in data.params.items()}
+    system = Springs(n_particles=4)
+    coarse = rollout(system, z0, params, 6, 0.1, substeps=4)
+    fine = rollout(system, z0, params, 24, 0.025)
+    torch.testing.assert_close(coarse, fine[:, ::4], rtol=0, atol=1e-13)
+    healthy = rollout_systems(system, z0, params, 6, 0.1, substeps=4)
+    assert torch.equal(healthy.z, coarse) and bool((healthy.diverged_at < 0).all())
+
+
+def two_bodies(distance: float, speed: float, dt: float) -> Trajectories:
+    """Two unit masses ``distance`` apart closing at ``speed``, in every one of 3 stored states."""
+    z = torch.zeros(2, 3, 2, 2, 2, dtype=torch.float64)
+    z[:, :, 0, 1, 0] = distance
+    z[:, :, 1, 1, 0] = -speed
+    return Trajectories(torch.arange(3) * dt, z, {"m": torch.ones(2, 2, dtype=torch.float64)}, {"dt": dt})
+
+
+def test_suggested_substeps_resolve_the_closest_approaches():
+    # approach time r / |dv| = 1: a sub-step of at most a tenth of it
+    assert suggest_substeps(two_bodies(1.0, 1.0, 0.25)) == math.ceil(0.25 / SUBSTEP_FRACTION) == 3
+    assert suggest_substeps(two_bodies(1.0, 3.0, 0.25)) == 8  # three times faster: 7.5 rounded up
+    assert suggest_substeps(two_bodies(1.0, 0.0, 0.25)) == 1  # nothing moves
+    assert suggest_substeps(two_bodies(1.0, 1.0, 0.001)) == 1  # states already close in time
+
+
+def test_warmup_rises_linearly_then_decays_by_a_cosine():
+    total, warm = 20, 5
+    factors = [learning_rate_factor(step, total, warm) for step in range(total + 1)]
+    assert factors[:warm] == pytest.approx([0.2, 0.4, 0.6, 0.8, 1.0])
+    assert factors[warm] == 1.0 and factors[-1] == pytest.approx(0.0, abs=1e-12)
+    assert all(a >= b for a, b in zip(factors[warm:], factors[warm + 1:]))
+    step = TrainingStep(tiny(dtype="float64", warmup=0.25, lr=1e-2), 0.1, total)
+    data = generate(Springs(n_particles=4), n_systems=4, steps=4, dt=0.1, seed=0)
+    z, params = data.z[:, :3].double(), {k: v.double() for k, v in data.params.items()}
+    seen = []
+    for _ in range(total):
+        seen.append(step.optimizer.param_groups[0]["lr"])
+        step(z, params, scale=1.0)
+    assert seen == pytest.approx([1e-2 * f for f in factors[:total]])
+
+
+def test_clipping_bounds_the_gradient_norm_of_every_step():
+    data = generate(Springs(n_particles=4), n_systems=4, steps=4, dt=0.1, seed=0)
+    z, params = data.z[:, :3].double(), {k: v.double() for k, v in data.params.items()}
+    for clip in (None, 1e-4):
+        step = TrainingStep(tiny(dtype="float64", clip_grad=clip), 0.1, 10)
+        step(z, params, scale=1.0)
+        norm = float(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in step.model.parameters()
+                                                           if p.grad is not None])))
+        if clip is None:
+            assert norm > 1e-3  # the unclipped gradient is far larger than the clip below
+        else:
+            assert norm <= clip * (1 + 1e-9)
+
+
+def test_selection_on_the_rollout_keeps_the_epoch_with_the_lowest_rollout_error(frames, tmp_path):
+    train(tiny(select="rollout", select_steps=6, epochs=4, lr=3e-2), frames, tmp_path / "run")
+    epochs = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    rolled = [e["validation_rollout_mse"] for e in epochs]
+    assert load_checkpoint(tmp_path / "run" / "best.pt")["epoch"] == 1 + rolled.index(min(rolled))
+    # the figure is the position MSE of the validation systems rolled out 6 steps from each start
+    model, _ = model_from_checkpoint(tmp_path / "run" / "last.pt")
+    data = load_trajectories(frames)
+    validation = split_systems(data.n_systems, 0.2, 0.0, 0).validation
+    windows = Windows(data, 7, validation, 16, seed=0)
+    z, params = windows[torch.arange(len(windows))]
+    predicted = rollout(model, z[:, 0], params, 6, 0.1, dtype=torch.float32)
+    expected = float((predicted[:, 1:, 0] - z[:, 1:, 0]).square().mean())
+    assert rolled[-1] == pytest.approx(expected, rel=1e-4)
+
+
+def test_auto_substeps_are_chosen_from_the_data_recorded_and_kept_by_a_second_phase(frames, tmp_path):
+    data = load_trajectories(frames)
+    small = dict(max_windows=16, validation_windows=4)
+    train(tiny(substeps="auto", epochs=2, **small), frames, tmp_path / "first", stop_after_epochs=1)
+    training = split_systems(data.n_systems, 0.2, 0.0, 0).train
+    windows = Windows(data, 5, training, 16, seed=0)
+    chosen = suggest_substeps(data, windows.system_index.unique())
+    assert chosen > 1  # frames 0.1 apart of these springs need sub-steps
+    recorded = json.loads((tmp_path / "first" / "config.json").read_text())["train_config"]["substeps"]
+    assert recorded == chosen == load_checkpoint(tmp_path / "first" / "best.pt")["train_config"]["substeps"]
+    train(tiny(substeps="auto", epochs=2, **small), frames, tmp_path / "first", resume=True)  # "auto" resumes the same run
+    # a second phase starting from it keeps its sub-steps, whatever its own data would suggest
+    train(tiny(substeps="auto", epochs=1, chunk=3, init_from=str(tmp_path / "first" / "best.pt"), **small),
+          frames, tmp_path / "second")
+    assert load_checkpoint(tmp_path / "second" / "best.pt")["train_config"]["substeps"] == chosen
+
+
+def test_rollout_and_evaluate_use_the_substeps_the_model_was_trained_with(frames, tmp_path):
+    train(tiny(substeps=3, epochs=1), frames, tmp_path / "run")
+    checkpoint = tmp_path / "run" / "best.pt"
+    model, _ = model_from_checkpoint(checkpoint)
+    data = load_trajectories(frames)
+    out = tmp_path / "r.npz"
+    assert main(["rollout", "--checkpoint", str(checkpoint), "--data", str(frames), "--out", str(out), "--steps", "4",
+                 "--n-systems", "2", "--threads", "1"]) == 0
+    rolled = load_trajectories(out)
+    expected = rollout(model, data.z[:2, 0], {k: v[:2] for k, v in data.params.items()}, 4, 0.1, substeps=3)
+    assert rolled.meta["substeps"] == 3 and torch.equal(rolled.z, expected)
+    assert main(["rollout", "--checkpoint", str(checkpoint), "--data", str(frames), "--out", str(tmp_path / "one.npz"),
+                 "--steps", "4", "--n-systems", "2", "--substeps", "1", "--threads", "1"]) == 0
+    assert load_trajectories(tmp_path / "one.npz").meta["substeps"] == 1
+    metrics = tmp_path / "m.json"
+    assert main(["evaluate", "--checkpoint", str(checkpoint), "--data", str(frames), "--out", str(metrics),
+                 "--threads", "1"]) == 0
+    assert json.loads(metrics.read_text())["substeps"] == 3
+
+
+@pytest.mark.parametrize("changes, flag", [({"substeps": 0}, "--substeps"), ({"substeps": "some"}, "--substeps"),
+                                           ({"warmup": 1.0}, "--warmup"), ({"clip_grad": 0.0}, "--clip-grad"),
+                                           ({"select": "best"}, "--select"), ({"select_steps": 4}, "--select-steps")])
+def test_impossible_recipe_settings_are_refused_naming_the_flag(changes, flag):
+    with pytest.raises(ValueError, match=flag):
+        tiny(**changes)
