@@ -19,6 +19,7 @@ from .integrate import ConvergenceError, Integrator, register_integrator
 from .io import Trajectories, TrajectoryFileError, load_trajectories, save_trajectories
 from .lieconv import LieResNet
 from .models import ModelConfig, ParticleModel, build_model, register_model
+from .readers import import_trajectories
 from .rollouts import RolloutError, rollout
 from .simulation import generate
 from .training import TrainConfig, train
@@ -27,7 +28,7 @@ from .version import __version__
 __all__ = [
     "__version__",
     # data and ground truth
-    "Trajectories", "load_trajectories", "save_trajectories", "generate", "TrajectoryFileError",
+    "Trajectories", "load_trajectories", "save_trajectories", "generate", "TrajectoryFileError", "import_trajectories",
     # symmetry
     "LieGroup", "get_group", "register_group", "LieResNet", "invariance_error", "assert_invariant",
     "assert_equivariant", "equivariance_error",

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 
-from . import cli_rollout, cli_train, cli_visual
+from . import cli_import, cli_rollout, cli_train, cli_visual
 from .checkpoint import PRETRAINED_PREFIX, pretrained_models, resolve_checkpoint
 from .cli_common import (InputError, Terminated, add_common_options, check_finite_positive,
                          check_range, check_seed, load_plugins, one_line_error, refuse_given, terminate_as_interrupt,
@@ -86,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"hamnet {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_generate, _add_info, cli_train.add_commands, cli_rollout.add_commands,
+    for add in (_add_generate, cli_import.add_commands, _add_info, cli_train.add_commands, cli_rollout.add_commands,
                 cli_visual.add_commands, _add_demo, _add_pretrained):
         add(commands)
     for subcommand in commands.choices.values():

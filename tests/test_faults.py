@@ -1288,6 +1288,7 @@ STOPPED_AFTER_PLUGINS = {
     "evaluate": "evaluate --checkpoint none.pt --data none.npz --out m.json",
     "plot": "plot conservation none.npz --out fig.png", "animate": "animate none.npz --out a.gif",
     "demo": "demo --quick --seed -1 --out new", "pretrained": "pretrained none",
+    "import": "import none.npz --out x.npz",
 }
 
 
