@@ -94,7 +94,8 @@ def test_dt_from_float32_time_stamps_is_the_decimal_they_were_written_from(n_tim
     zeros = np.zeros((n_times, 2, 2), dtype=np.float32)
     data = Trajectories.from_arrays(positions=zeros, momenta=zeros, masses=1, t=t + np.float32(3 * dt))
     assert data.meta["dt"] == dt
-    assert f"dt {dt:g} inferred from t" in data.meta["converted"] and "t shifted to start at 0" in data.meta["converted"]
+    converted = data.meta["converted"]
+    assert f"dt {dt:g} inferred from t" in converted and "t shifted to start at 0" in converted
 
 
 def test_times_uneven_beyond_float32_round_off_are_refused():
@@ -172,6 +173,17 @@ def test_several_ase_trajectory_files_are_several_systems(tmp_path):
     assert "masses of the elements from ASE's table" in data.meta["converted"]
 
 
+def test_an_xyz_file_of_velocities_gives_momenta(tmp_path):
+    """Codes that write velocities (the extended-XYZ column vel) and masses: p = m v, per atom."""
+    frame = ("2\nProperties=species:S:1:pos:R:3:vel:R:3:masses:R:1 time={time}\n"
+             "H {x} 0 0 1.5 0 0 1.0\nHe 1 0 0 -1 2 0 4.0\n")
+    (tmp_path / "vel.xyz").write_text("".join(frame.format(time=0.5 * i, x=0.1 * i) for i in range(3)))
+    data = hamnet.import_trajectories(tmp_path / "vel.xyz")
+    momenta = torch.tensor([[1.5, 0.0, 0.0], [-4.0, 8.0, 0.0]], dtype=torch.float64)
+    assert torch.equal(data.z[0, :, 1], momenta.expand(3, 2, 3)) and data.meta["dt"] == 0.5
+    assert data.meta["converted"] == "velocities x masses -> momenta, dt 0.5 inferred from t"
+
+
 def test_velocities_and_masses_given_by_name_and_flag(tmp_path, capsys):
     arrays = foreign_simulator()
     np.savez(tmp_path / "odd.npz", pos=arrays["positions"][0], vel=arrays["velocities"][0], other=np.ones(3))
@@ -246,7 +258,8 @@ CASES = [
          "a.npz", ("4 problems", "(1) velocities have shape", "(2) positions hold 1 NaN", "(3) masses must be positive",
                    "(4) t is not increasing")),
     Case("names-not-found", _npz("a.npz", positions=None, masses=None), "a.npz --t stamps",
-         ("3 problems", "no positions: none of the file's arrays", "--positions KEY", "no masses", "no array 'stamps'")),
+         ("3 problems", "no positions: none of the file's arrays", "--positions KEY", "no masses",
+          "no array 'stamps'")),
     Case("npy-positions-alone", lambda tmp: np.save(tmp / "q.npy", foreign_simulator()["positions"]), "q.npy",
          ("3 problems", "--momenta FILE.npy", "--masses", "--dt")),
     Case("xyz-not-a-trajectory", _xyz("a.xyz", text="this is not\nan xyz file\n"), "a.xyz",
