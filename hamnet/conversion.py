@@ -140,10 +140,10 @@ def _as_floats(given: dict, dtypes: dict[str, str], problems: list[str]) -> dict
 def _as_numbers(masses, params: Mapping, dtypes: dict[str, str], problems: list[str]) -> dict[str, np.ndarray]:
     """Masses (as ``m``) and the parameters as float64 arrays, from floats, integers or plain numbers;
     parameter names checked. Records the dtype of each one given as an array in ``dtypes``."""
-    entries = [] if masses is None else [("m", masses, "masses")]
-    entries += [(key, value, f"parameter {key!r}") for key, value in params.items()]
+    entries = [] if masses is None else [("m", masses, "masses", "masses")]  # key, value, in messages, in notes
+    entries += [(key, value, f"parameter {key!r}", key) for key, value in params.items()]
     arrays = {}
-    for key, value, label in entries:
+    for key, value, label, name in entries:
         if label != "masses" and (not isinstance(key, str) or not key.isidentifier() or key in RESERVED):
             problems.append(f"parameter name {key!r} is not allowed: use a Python identifier other than "
                             f"{', '.join(RESERVED)} (masses are given as masses)")
@@ -153,7 +153,7 @@ def _as_numbers(masses, params: Mapping, dtypes: dict[str, str], problems: list[
             problems.append(f"{label} have dtype {array.dtype} (give float32, float64 or integer numbers)")
         elif array is not None:
             if isinstance(value, np.ndarray) or _is_torch(value):  # a plain number or list has no dtype of its own
-                dtypes[label.removeprefix("parameter ").strip("'")] = str(array.dtype)
+                dtypes[name] = str(array.dtype)
             arrays[key] = array.astype(np.float64)
     return arrays
 

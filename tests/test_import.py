@@ -88,6 +88,14 @@ def test_from_arrays_takes_one_system_as_torch_tensors(generator):
     assert torch.equal(data.t, torch.arange(7, dtype=torch.float64) * 0.5)
 
 
+def test_the_line_names_what_came_in_float32():
+    q = np.zeros((5, 2, 2), dtype=np.float32)  # (T, N, D)
+    data = Trajectories.from_arrays(positions=q, momenta=q, masses=np.ones(2), dt=0.1)
+    assert data.meta["converted"] == "positions and momenta float32 -> float64"
+    data = Trajectories.from_arrays(positions=q, momenta=q, masses=np.ones(2, dtype=np.float32), dt=0.1)
+    assert data.meta["converted"] == "float32 -> float64"
+
+
 @pytest.mark.parametrize("n_times, dt", [(10001, 0.01), (201, 0.001), (64, 0.25), (1000, 0.002), (50, 1e-5)])
 def test_dt_from_float32_time_stamps_is_the_decimal_they_were_written_from(n_times, dt):
     t = np.linspace(0, dt * (n_times - 1), n_times, dtype=np.float32)
