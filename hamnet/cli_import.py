@@ -37,7 +37,7 @@ def add_commands(commands) -> None:
     for name, what in (("positions", "positions (default: positions or q)"),
                        ("momenta", "momenta p = m v (default: momenta or p)"),
                        ("velocities", "velocities, multiplied by the masses (default: velocities or v)"),
-                       ("t", "the times, evenly spaced (default: t or time)")):
+                       ("t", "times, evenly spaced (default: t or time)")):
         arrays.add_argument(f"--{name}", default=None, metavar="KEY", help=f"the array of the {what}")
     arrays.add_argument("--masses", default=None, metavar="KEY|NUMBER",
                         help="the array of the masses, (N,) or (B, N) (default: masses or m), or one number for "
