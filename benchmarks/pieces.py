@@ -13,23 +13,32 @@ The side by side (``reference_side_by_side.py``) and its ablations (``ablation_r
 ``ablation_batch_size.py``) train hamnet with :data:`SCALES`' settings through :func:`hamnet_config` and
 :func:`train_hamnet`, and score every model with :func:`score_model`, the reference's models too (in the
 reference's environment, ``reference_adapter.py``'s ``evaluate`` job imports it from here).
+
+The peers' side (``peers_side_by_side.py``, ``long_horizon.py``): SEGNO's and EGNN's checkouts checked
+against their pinned commits (:data:`PEERS`), their code extracted, hamnet's protocol files converted to
+the layout their loaders read, and a peer model trained by its own code through ``peers_adapter.py`` in a
+fresh process (:func:`run_peer`).
 """
 
 from __future__ import annotations
 
 import argparse
 import fcntl
+import io
 import json
 import logging
 import math
 import shutil
+import subprocess
 import sys
+import tarfile
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -38,8 +47,9 @@ from hamnet.cli import build_parser
 from hamnet.cli_train import train_config_from_args
 from hamnet.diagnostics import conservation_report
 from hamnet.evaluation import evaluate
-from hamnet.io import Trajectories, load_trajectories
+from hamnet.io import Trajectories, load_trajectories, save_trajectories
 from hamnet.paths import atomic_path
+from hamnet.protocols import Protocol, check_protocol, generate_protocol
 from hamnet.rollouts import RolloutError, rollout_systems
 from hamnet.training import TrainConfig, train
 
@@ -305,3 +315,207 @@ def fit_to_springs(model, system, generator):
     truth = system.forces(q, params)
     with torch.no_grad():
         return float((model.forces(q, params) - truth).norm() / truth.norm())
+
+
+# -- the peers' own code (SEGNO, EGNN), run from their checkouts by peers_side_by_side.py and long_horizon.py -----
+ADAPTER = Path(__file__).resolve().parent / "peers_adapter.py"
+#: seeds of the data splits: nbody_peers.py's, so both benchmarks use the same files
+DATA_SEEDS = {"train": 43, "valid": 44, "test": 45}
+
+
+@dataclass(frozen=True)
+class Peer:
+    """A peer's public code: where it lives, what of it runs, and which sets and horizons its loader knows."""
+
+    name: str
+    label: str
+    repository: str
+    commit: str  # the commit whose code is run (its README's commands are at this commit)
+    entry: str  # a file the commit must have, to tell its repository from another
+    paths: tuple[str, ...]  # what is extracted (a whole archive of SEGNO fails on a missing large file)
+    code: str  # the folder, inside the extraction, that the adapter runs in
+    files: dict  # protocol -> (folder of the loader's files, relative to ``code``; the files' suffix)
+    horizons: tuple[int, ...] | None  # None: the protocol's three
+
+
+PEERS = {
+    "segno": Peer("segno", "SEGNO (its code)", "yliukj/SEGNO", "46e748b", "N-body/main.py", ("N-body",), "N-body",
+                  {"egnn-charged5": ("nbody/dataset", "charged5_initvel1small"),
+                   "segno-gravity5": ("nbody/dataset_gravity", "gravity5_initvel1small")}, None),
+    # EGNN's loader knows the charged set and the 1000-step horizon only (frames 30 -> 40), as its paper
+    "egnn": Peer("egnn", "EGNN (its code)", "vgsatorras/egnn", "e9ca6c0", "main_nbody.py",
+                 ("main_nbody.py", "n_body_system", "models"), ".",
+                 {"egnn-charged5": ("n_body_system/dataset", "charged5_initvel1small")}, (1000,)),
+}
+
+
+@dataclass(frozen=True)
+class Training:
+    """A peer's training settings: its scripts' flags."""
+
+    epochs: int
+    layers: int
+    hidden: int
+    lr: float
+    test_interval: int
+    batch_size: int = 100
+    weight_decay: float = 1e-12
+
+
+@dataclass(frozen=True)
+class PeerScale:
+    """Data sizes per split, and each peer's training settings."""
+
+    train: int
+    valid: int
+    test: int
+    training: dict  # peer name -> Training
+    seeds: tuple[int, ...] = (0, 1, 2)
+
+
+PEER_SCALES = {
+    # SEGNO at its README's settings; EGNN at its own sweep's for egnn_vel at the nearest larger training
+    # size (2000 epochs at 400 samples, a check every 10000 / samples epochs)
+    "small": PeerScale(train=300, valid=200, test=300,
+                   training={"segno": Training(epochs=500, layers=8, hidden=64, lr=5e-3, test_interval=5),
+                             "egnn": Training(epochs=2000, layers=4, hidden=64, lr=5e-4, test_interval=33)}),
+    # the papers' sizes and their READMEs' commands
+    "full": PeerScale(train=3000, valid=2000, test=2000,
+                  training={"segno": Training(epochs=500, layers=8, hidden=64, lr=5e-3, test_interval=5),
+                            "egnn": Training(epochs=10000, layers=4, hidden=64, lr=5e-4, test_interval=5)}),
+    "smoke": PeerScale(train=100, valid=100, test=100, seeds=(0,),
+                   training={"segno": Training(epochs=2, layers=2, hidden=16, lr=5e-3, test_interval=1),
+                             "egnn": Training(epochs=2, layers=2, hidden=16, lr=5e-4, test_interval=1)}),
+}
+
+
+class PeerCheckoutError(ValueError):
+    """A peer checkout that is missing, not a git repository, or at another commit."""
+
+
+def peer_commit(peer: Peer, checkout: Path, commit: str | None = None) -> str:
+    """The full hash of ``commit`` (default: the peer's pinned one) in ``checkout``, once the checkout is shown
+    to be the peer's at that commit (a work tree or a bare repository); a one-line :class:`PeerCheckoutError`
+    otherwise."""
+    commit, flag = commit or peer.commit, f"--{peer.name} {checkout}"
+    if not checkout.is_dir():
+        raise PeerCheckoutError(f"{flag}: no such folder; give a git checkout of {peer.repository}")
+    head = _git(checkout, "rev-parse", "HEAD")
+    if head is None:
+        raise PeerCheckoutError(f"{flag}: not a git checkout; clone {peer.repository} there (commit {peer.commit})")
+    wanted = _git(checkout, "rev-parse", "--verify", "--quiet", f"{commit}^{{commit}}")
+    if wanted != head:
+        raise PeerCheckoutError(f"{flag}: HEAD is {head[:7]}, not {peer.repository}'s {commit}; check out {commit} "
+                                "(the figures are for that commit's code)")
+    if _git(checkout, "cat-file", "-e", f"{wanted}:{peer.entry}") is None:
+        raise PeerCheckoutError(f"{flag}: commit {wanted[:7]} has no {peer.entry}; is it {peer.repository}?")
+    return wanted
+
+
+def _git(checkout: Path, *args: str) -> str | None:
+    done = subprocess.run(["git", "-C", str(checkout), *args], capture_output=True, text=True)
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def extract(peer: Peer, checkout: Path, commit: str, work: Path) -> Path:
+    """The folder the peer's code runs in: its ``paths`` at ``commit``, extracted once into ``work``."""
+    target = work / f"{peer.name}-{commit[:7]}"
+    if not (target / peer.entry).exists():
+        archive = subprocess.run(["git", "-C", str(checkout), "archive", "--format=tar", commit, *peer.paths],
+                                 capture_output=True, check=True).stdout
+        target.mkdir(parents=True, exist_ok=True)
+        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+            tar.extractall(target, filter="data")
+    return target / peer.code
+
+
+# -- data -------------------------------------------------------------------------------------------------
+
+def protocol_file(data: Path, protocol: Protocol, split: str, n_systems: int) -> Path:
+    """nbody_peers.py's cached split (its name holds every generation parameter), generated on first use."""
+    path = data / f"{protocol.name}_{split}_n{n_systems}_seed{DATA_SEEDS[split]}.npz"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_trajectories(path, generate_protocol(protocol.name, split, n_systems, seed=DATA_SEEDS[split]))
+    return path
+
+
+def load_split(path: Path, protocol: Protocol, split: str) -> Trajectories:
+    """A protocol file, refused in one line unless it is ``split`` of ``protocol``."""
+    data = load_trajectories(path)
+    check_protocol(data, protocol.name, str(path))
+    made = data.meta["protocol"].get("split")
+    if made != split:
+        raise ValueError(f"{path} holds the {made!r} split of {protocol.name}, not {split!r}; "
+                         f"generate it with `hamnet generate --protocol {protocol.name} --split {split}`")
+    return data
+
+
+def segno_arrays(data: Trajectories, protocol: Protocol) -> dict[str, np.ndarray]:
+    """The arrays SEGNO's loader reads, from a hamnet protocol file. Charged: ``loc`` and ``vel``
+    ``(B, T - 1, 3, N)`` (EGNN's layout, hamnet's frame 0 dropped), ``charges`` ``(B, N, 1)``, ``edges``
+    ``(B, N, N)`` (products of charges). Gravity: ``loc`` and ``vel`` ``(B, T, N, 3)`` (SEGNN's layout)."""
+    velocity = data.z[:, :, 1] / data.params["m"][:, None, :, None]
+    positions = data.z[:, :, 0]
+    if protocol.name == "egnn-charged5":
+        charge = data.params["charge"]
+        return {"loc": positions[:, 1:].transpose(2, 3).numpy(), "vel": velocity[:, 1:].transpose(2, 3).numpy(),
+                "charges": charge[..., None].numpy(), "edges": (charge[:, :, None] * charge[:, None, :]).numpy()}
+    return {"loc": positions.numpy(), "vel": velocity.numpy()}
+
+
+def segno_interval(protocol: Protocol, horizon: int) -> list[int]:
+    """SEGNO's ``interval``: the start and target frame in the arrays of :func:`segno_arrays`."""
+    dropped = 1 if protocol.name == "egnn-charged5" else 0
+    return [protocol.frame_of(protocol.start_step) - dropped, protocol.frame_of(protocol.start_step + horizon) - dropped]
+
+
+def write_peer_files(code: Path, peer: Peer, protocol: Protocol, splits: dict[str, Trajectories]) -> None:
+    """The arrays of :func:`segno_arrays` where the peer's loader reads them (EGNN's and SEGNO's loaders
+    read the same layout and names)."""
+    folder, suffix = peer.files[protocol.name]
+    target = code / folder
+    target.mkdir(parents=True, exist_ok=True)
+    for split, data in splits.items():
+        for key, array in segno_arrays(data, protocol).items():
+            np.save(target / f"{key}_{split}_{suffix}.npy", array)
+
+
+# -- runs ---------------------------------------------------------------------------------------------------
+
+def run_name(peer: str, protocol: str, horizon: int, seed: int) -> str:
+    return f"{peer}_{protocol}_h{horizon}_seed{seed}"
+
+
+def run_peer(work: Path, code: Path, peer: Peer, protocol: Protocol, horizon: int, seed: int, scale: PeerScale,
+             test: Trajectories, data_sha: dict[str, str]) -> dict:
+    """One peer model trained by its own code (in a fresh process), scored here; cached by name, and a
+    cached run of other settings refused in one line."""
+    name = run_name(peer.name, protocol.name, horizon, seed)
+    training = scale.training[peer.name]
+    path = work / "runs" / f"{name}.json"
+    settings = {"peer": peer.name, "commit": peer.commit, "train": scale.train, "valid": scale.valid,
+                "test": scale.test, **asdict(training), "data_sha256": data_sha}
+    if path.exists():
+        cached = json.loads(path.read_text())
+        if cached.get("settings") != settings:
+            raise ValueError(f"{path} holds a run of other settings; delete it or give another --work")
+        return cached
+    folder = work / "runs" / name
+    folder.mkdir(parents=True, exist_ok=True)
+    spec = {**asdict(training), "max_samples": scale.train, "seed": seed, "out": str(folder.resolve()),
+            "threads": torch.get_num_threads(), "interval": segno_interval(protocol, horizon),
+            "dataset": "charged" if protocol.name == "egnn-charged5" else "gravity",
+            "dataset_dir": Path(peer.files[protocol.name][0]).name}
+    (folder / "spec.json").write_text(json.dumps(spec, indent=2) + "\n")
+    subprocess.run([sys.executable, str(ADAPTER), peer.name, str(folder.resolve() / "spec.json")], check=True,
+                   cwd=code)
+    result = json.loads((folder / "result.json").read_text())
+    predicted = torch.from_numpy(np.load(folder / "predictions.npy"))
+    truth = test.z[:, protocol.frame_of(protocol.start_step + horizon), 0]
+    result |= {"peer": peer.name, "protocol": protocol.name, "horizon": horizon, "seed": seed, "settings": settings,
+               "position_mse": float((predicted - truth).square().mean())}
+    write_json(path, result)
+    return result
+
+

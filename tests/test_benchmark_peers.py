@@ -1,6 +1,6 @@
-"""benchmarks/peers_side_by_side.py and peers_adapter.py without the peers' code: the checkout checks, the
-conversion to SEGNO's layout (frames, axes, velocities), the refusal of a wrong split and of a cached run
-of other settings, and the stand-in complete graph."""
+"""benchmarks/peers_side_by_side.py, the peers' side it shares in pieces.py, and peers_adapter.py without the
+peers' code: the checkout checks, the conversion to SEGNO's layout (frames, axes, velocities), the refusal
+of a wrong split and of a cached run of other settings, and the stand-in complete graph."""
 
 import importlib.util
 import json
@@ -27,6 +27,7 @@ def load(name: str):
 
 peers = load("peers_side_by_side")
 adapter = load("peers_adapter")
+import pieces  # noqa: E402  (the peers' side the two benchmarks share)
 
 
 def git(folder: Path, *args: str) -> str:
@@ -47,20 +48,20 @@ def fake_segno(tmp_path_factory) -> tuple[Path, str]:
 
 def test_a_checkout_that_is_not_the_peer_at_its_commit_is_refused_in_one_line(tmp_path, fake_segno):
     folder, head = fake_segno
-    segno, egnn = peers.PEERS["segno"], peers.PEERS["egnn"]
-    with pytest.raises(peers.PeerCheckoutError, match="--segno .*nowhere: no such folder"):
-        peers.peer_commit(segno, tmp_path / "nowhere")
-    with pytest.raises(peers.PeerCheckoutError, match="not a git checkout; clone yliukj/SEGNO there"):
-        peers.peer_commit(segno, tmp_path)
-    with pytest.raises(peers.PeerCheckoutError, match=f"HEAD is {head[:7]}, not yliukj/SEGNO's {segno.commit}"):
-        peers.peer_commit(segno, folder)
-    assert peers.peer_commit(segno, folder, commit=head) == head  # the commit asked for, with its N-body folder
-    with pytest.raises(peers.PeerCheckoutError, match="has no main_nbody.py; is it vgsatorras/egnn"):
-        peers.peer_commit(egnn, folder, commit=head)  # SEGNO's repository given as EGNN's
+    segno, egnn = pieces.PEERS["segno"], pieces.PEERS["egnn"]
+    with pytest.raises(pieces.PeerCheckoutError, match="--segno .*nowhere: no such folder"):
+        pieces.peer_commit(segno, tmp_path / "nowhere")
+    with pytest.raises(pieces.PeerCheckoutError, match="not a git checkout; clone yliukj/SEGNO there"):
+        pieces.peer_commit(segno, tmp_path)
+    with pytest.raises(pieces.PeerCheckoutError, match=f"HEAD is {head[:7]}, not yliukj/SEGNO's {segno.commit}"):
+        pieces.peer_commit(segno, folder)
+    assert pieces.peer_commit(segno, folder, commit=head) == head  # the commit asked for, with its N-body folder
+    with pytest.raises(pieces.PeerCheckoutError, match="has no main_nbody.py; is it vgsatorras/egnn"):
+        pieces.peer_commit(egnn, folder, commit=head)  # SEGNO's repository given as EGNN's
     (folder / "N-body" / "main.py").unlink()
     git(folder, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "gone")
-    with pytest.raises(peers.PeerCheckoutError, match="has no N-body/main.py"):
-        peers.peer_commit(segno, folder, commit=git(folder, "rev-parse", "HEAD"))
+    with pytest.raises(pieces.PeerCheckoutError, match="has no N-body/main.py"):
+        pieces.peer_commit(segno, folder, commit=git(folder, "rev-parse", "HEAD"))
 
 
 @pytest.fixture(scope="module")
@@ -70,8 +71,8 @@ def charged():
 
 def test_charged_files_drop_hamnets_frame_zero_and_use_egnns_axes(charged):
     protocol = PROTOCOLS["egnn-charged5"]
-    arrays = peers.segno_arrays(charged, protocol)
-    start, target = peers.segno_interval(protocol, 1000)
+    arrays = pieces.segno_arrays(charged, protocol)
+    start, target = pieces.segno_interval(protocol, 1000)
     assert (start, target) == (30, 40)  # EGNN's frames, as SEGNO's main.py names them
     assert arrays["loc"].shape == (3, charged.n_times - 1, 3, 5)
     # EGNN's frame 30 is the state after 3100 steps: hamnet's frame 31
@@ -86,8 +87,8 @@ def test_charged_files_drop_hamnets_frame_zero_and_use_egnns_axes(charged):
 def test_gravity_files_keep_the_initial_state_in_segnns_axes():
     protocol = PROTOCOLS["segno-gravity5"]
     data = generate_protocol("segno-gravity5", "test", 2, seed=5)
-    arrays = peers.segno_arrays(data, protocol)
-    assert peers.segno_interval(protocol, 2000) == [0, 20]
+    arrays = pieces.segno_arrays(data, protocol)
+    assert pieces.segno_interval(protocol, 2000) == [0, 20]
     assert arrays["loc"].shape == (2, data.n_times, 5, 3) and set(arrays) == {"loc", "vel"}
     torch.testing.assert_close(torch.from_numpy(arrays["loc"][:, 20]), data.z[:, 20, 0])
 
@@ -98,18 +99,18 @@ def test_a_protocol_file_of_another_split_is_refused(tmp_path, charged):
     path = tmp_path / "charged.npz"
     save_trajectories(path, charged)
     with pytest.raises(ValueError, match="holds the 'test' split of egnn-charged5, not 'train'"):
-        peers.load_split(path, PROTOCOLS["egnn-charged5"], "train")
+        pieces.load_split(path, PROTOCOLS["egnn-charged5"], "train")
     with pytest.raises(ValueError, match="holds the 'egnn-charged5' set, not 'segno-gravity5'"):
-        peers.load_split(path, PROTOCOLS["segno-gravity5"], "test")
+        pieces.load_split(path, PROTOCOLS["segno-gravity5"], "test")
 
 
 def test_a_cached_run_of_other_settings_is_refused_before_anything_runs(tmp_path, charged):
-    scale = peers.SCALES["smoke"]
-    name = peers.run_name("segno", "egnn-charged5", 1000, 0)
+    scale = pieces.PEER_SCALES["smoke"]
+    name = pieces.run_name("segno", "egnn-charged5", 1000, 0)
     (tmp_path / "runs").mkdir()
     (tmp_path / "runs" / f"{name}.json").write_text(json.dumps({"settings": {"epochs": 1}}))
     with pytest.raises(ValueError, match="holds a run of other settings; delete it or give another --work"):
-        peers.run_peer(tmp_path, tmp_path / "no-segno-here", peers.PEERS["segno"], PROTOCOLS["egnn-charged5"], 1000,
+        pieces.run_peer(tmp_path, tmp_path / "no-segno-here", pieces.PEERS["segno"], PROTOCOLS["egnn-charged5"], 1000,
                        0, scale, charged, {"train": "x"})
     assert not (tmp_path / "runs" / name).exists()
 
