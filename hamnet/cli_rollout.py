@@ -98,7 +98,7 @@ def run_rollout(args: argparse.Namespace) -> None:
     predicted = predicted_trajectories(model, data, model_config=state["model_config"], steps=args.steps, dt=args.dt,
                                        method=args.method, dtype=DTYPES[args.dtype], options=options,
                                        keep_diverged=args.keep_diverged, sources=sources,
-                                       substeps=_substeps(args, state))
+                                       substeps=_substeps(args, state), region=_region(state))
     save_trajectories(args.out, predicted)
     meta = predicted.meta
     print(f"rolled out {meta['model']} with {meta['method']} for {meta['steps']} steps on "
@@ -109,6 +109,22 @@ def run_rollout(args: argparse.Namespace) -> None:
               f"{first['system']}, at step {first['step']}); the others are delivered, and the file's meta "
               "'diverged' lists each with its step (its states from then on are held at the last healthy one)",
               file=sys.stderr)
+    _warn_left_region(meta.get("left_region"), data.n_systems, "the file's meta 'left_region' lists each")
+
+
+def _region(state: dict) -> dict | None:
+    """The training region a checkpoint records (None for one of an earlier hamnet)."""
+    record = state.get("data")
+    return record.get("region") if isinstance(record, dict) else None
+
+
+def _warn_left_region(left: list | None, n_systems: int, where: str) -> None:
+    """One warning line when systems of a rollout left the model's training region."""
+    if left:
+        first = left[0]
+        print(f"hamnet: warning: {len(left)} of {n_systems} systems left the model's training region (the first, "
+              f"system {first['system']}, at step {first['step']}, with {first['what']}): its forces there are an "
+              f"extrapolation; {where}", file=sys.stderr)
 
 
 def _model_and_data(args: argparse.Namespace, suffix: str, what: str):
@@ -187,6 +203,11 @@ def run_evaluate(args: argparse.Namespace) -> None:
     with atomic_path(args.out) as tmp:
         tmp.write_text(json.dumps(metrics, indent=2) + "\n")
     print(_summary(metrics, args.out))
+    left = metrics.get("left_region")
+    if left and left["count"]:
+        _warn_left_region([{"system": b, "step": s, "what": w} for b, s, w in
+                           zip(left["systems"], left["steps"], left["what"])], metrics["n_systems"],
+                          "the metrics' 'left_region' lists each")
     for note in metrics.get("notes", []):
         print(f"note: {note}", file=sys.stderr)
 
@@ -202,7 +223,7 @@ def _score_model(args: argparse.Namespace) -> dict:
     system = true_system(truth, args.true_system)
     return {"model": model_label(state["model_config"]), **sources, **_left_out(left_out),
             **evaluate(model, truth, chunk=chunk, method=args.method, system=system, window_method=window_method,
-                       substeps=_substeps(args, state))}
+                       substeps=_substeps(args, state), region=_region(state))}
 
 
 def _substeps(args: argparse.Namespace, state: dict) -> int:
@@ -268,7 +289,8 @@ def _score_rollout_file(args: argparse.Namespace) -> dict:
             **made_from(rollout.meta, args.data, data_sha256=data_sha256),
             **_left_out([b for b in left_out if b < rollout.n_systems]), "n_systems": len(keep), "steps": steps,
             "rollout_method": rollout.meta.get("method"),
-            **score_rollout(result, truth, system=true_system(truth, args.true_system))}
+            **score_rollout(result, truth, system=true_system(truth, args.true_system),
+                            region=rollout.meta.get("region"))}
 
 
 def _horizon(rollout: Trajectories, truth: Trajectories, args: argparse.Namespace) -> int:
@@ -315,6 +337,8 @@ def _summary(metrics: dict, out: str) -> str:
               if "window_mse" in metrics else f"rollout file over {metrics['steps']} steps: ")
     return (f"{metrics['model']}: {window}rollout error geometric mean {error['geometric_mean_over_time']:.3g}, "
             f"final {error['final']:.3g}; valid prediction time median {valid['median']:.3g} (error <= "
-            f"{valid['threshold']:g}); diverged {len(metrics['divergence']['systems'])} of {metrics['n_systems']}; "
+            f"{valid['threshold']:g}); diverged {len(metrics['divergence']['systems'])} of {metrics['n_systems']}"
+            + (f", left the training region {metrics['left_region']['count']}" if "left_region" in metrics else "")
+            + "; "
             f"max angular momentum drift {metrics['drift']['angular_momentum']['max']:.2e}"
             + (f", median true-energy drift {energy['median']:.2e}" if energy else "") + f" -> {out}")

@@ -98,7 +98,7 @@ def run_demo(out: str | Path, *, seed: int = 0, settings: DemoSettings = DemoSet
         metrics = {"train_seconds": sum(json.loads(line)["seconds"] for line in (run / "metrics.jsonl").open())}
         # the demo shows how far a baseline runs away, so a diverging rollout is kept, not refused
         predicted = predicted_trajectories(model, truth, model_config=state["model_config"], keep_diverged=True,
-                                           sources=made_from(run / "best.pt", test_file))
+                                           sources=made_from(run / "best.pt", test_file), region=state["data"]["region"])
         save_trajectories(out / f"rollout-{name}.npz", predicted)
         rollouts[name] = predicted
         table[name] = _scores(model, truth, predicted, metrics)
@@ -124,6 +124,8 @@ def _scores(model, truth: Trajectories, predicted: Trajectories, metrics: dict) 
     report = conservation_report(predicted.z, truth.system().hamiltonian, truth.params)
     scores = {name: float(values.max()) for name, values in report.items()}
     scores["method"] = predicted.meta.get("method", truth.meta.get("integrator"))
+    if "left_region" in predicted.meta:  # systems whose rollout left the model's training region
+        scores["left_region"] = len(predicted.meta["left_region"])
     if model is not None:
         windows = Windows(truth, DEFAULT_CHUNK, max_windows=500, seed=0)
         scores["window_mse"] = window_mse(model, windows, float(truth.meta["dt"]))["mse"]
@@ -155,13 +157,14 @@ def _figures(out: Path, truth: Trajectories, rollouts: dict[str, Trajectories], 
 def format_table(table: dict) -> str:
     """The demo's summary as an aligned text table."""
     header = (f"{'model':<24} {'method':<9} {'window MSE':>10} {'rollout err':>11} {'final err':>9} {'VPT':>6} "
-              f"{'|dP| rel':>9} {'|dL| rel':>9} {'|dE| rel':>9}")
+              f"{'|dP| rel':>9} {'|dL| rel':>9} {'|dE| rel':>9} {'left':>5}")
     lines = [header, "-" * len(header)]
     for name, row in table.items():
         mse = f"{row['window_mse']:.2e}" if "window_mse" in row else "-"
         gm = f"{row['rollout_error_geometric_mean']:.3f}" if "rollout_error_geometric_mean" in row else "-"
         final = f"{row['rollout_error_final']:.3f}" if "rollout_error_final" in row else "-"
         vpt = f"{row['valid_prediction_time_median']:.2f}" if "valid_prediction_time_median" in row else "-"
+        left = str(row["left_region"]) if "left_region" in row else "-"
         lines.append(f"{name:<24} {row['method']:<9} {mse:>10} {gm:>11} {final:>9} {vpt:>6} "
-                     f"{row['linear_momentum']:>9.1e} {row['angular_momentum']:>9.1e} {row['energy']:>9.1e}")
+                     f"{row['linear_momentum']:>9.1e} {row['angular_momentum']:>9.1e} {row['energy']:>9.1e} {left:>5}")
     return "\n".join(lines)

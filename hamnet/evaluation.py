@@ -17,6 +17,7 @@ from .data import DEFAULT_CHUNK, Windows
 from .diagnostics import bounded_relative_error, conservation_report
 from .io import SystemUnavailable, Trajectories
 from .loss import window_mse
+from .region import check_region, region_exits
 from .rollouts import Rollout, default_method, rollout_systems
 
 #: windows scored by :func:`evaluate` (a seeded subset when the file holds more)
@@ -62,13 +63,15 @@ def _distribution(values: Tensor) -> dict[str, float]:
 
 
 def evaluate(model: Any, truth: Trajectories, *, chunk: int = DEFAULT_CHUNK, method: str | None = None,
-             seed: int = 0, system: Any = None, window_method: str = "rk4", substeps: int = 1) -> dict[str, Any]:
+             seed: int = 0, system: Any = None, window_method: str = "rk4", substeps: int = 1,
+             region: dict | None = None) -> dict[str, Any]:
     """Every headline number for one model on one trajectory file, as a JSON-ready dict.
 
     ``window_mse``: mean squared error over ``chunk``-state windows, integrated with ``window_method``
     (pass the training run's, as ``hamnet evaluate`` does; rk4 is the paper's) in the model's own dtype
     (``window_mse_with_initial``: the paper code's convention). ``substeps``: integration steps per
     stored interval, in windows and rollouts (pass the training run's, as ``hamnet evaluate`` does).
+    ``region``: the model's training region (its checkpoint's ``data["region"]``), for ``left_region``.
     ``rollout_error``: bounded relative error over the whole horizon in float64 with ``method``
     (default: leapfrog for separable models, else rk4): its mean over systems at every time, the
     geometric mean over time and the final value. ``valid_prediction_time``: per system the time until
@@ -90,14 +93,17 @@ def evaluate(model: Any, truth: Trajectories, *, chunk: int = DEFAULT_CHUNK, met
     return {"n_systems": truth.n_systems, "window_mse": scores["mse"],
             "window_mse_with_initial": scores["mse_with_initial"], "window_method": window_method,
             "substeps": substeps,
-            "rollout_method": method or default_method(model), **score_rollout(result, truth, system=system)}
+            "rollout_method": method or default_method(model),
+            **score_rollout(result, truth, system=system, region=region)}
 
 
-def score_rollout(result: Rollout, truth: Trajectories, *, system: Any = None) -> dict[str, Any]:
+def score_rollout(result: Rollout, truth: Trajectories, *, system: Any = None,
+                  region: dict | None = None) -> dict[str, Any]:
     """The scores of :func:`evaluate` that need only a rollout: ``rollout_error``,
-    ``valid_prediction_time``, ``divergence`` and ``drift`` (and ``notes``), for ``result`` (``z: (B, T,
-    2, N, D)`` and ``diverged_at: (B,)``, from ``truth``'s initial states on its times; a model's, or one
-    read back from a rollout file)."""
+    ``valid_prediction_time``, ``divergence``, ``drift`` and, with the model's training ``region``,
+    ``left_region`` (the systems whose rollout left it, each with its first step outside: see
+    :mod:`hamnet.region`), and ``notes``, for ``result`` (``z: (B, T, 2, N, D)`` and ``diverged_at: (B,)``,
+    from ``truth``'s initial states on its times; a model's, or one read back from a rollout file)."""
     error = _errors(result, truth)
     curve = error.mean(0)
     vpt = valid_prediction_time(error, truth.t)
@@ -128,8 +134,22 @@ def score_rollout(result: Rollout, truth: Trajectories, *, system: Any = None) -
                        "steps": [int(result.diverged_at[b]) for b in diverged]},
         "drift": {name: {"median": float(values.median()), "max": float(values.max())}
                   for name, values in report.items()},
+        **_left_region(result, region, notes),
         **({"notes": notes} if notes else {}),
     }
+
+
+def _left_region(result: Rollout, region: dict | None, notes: list[str]) -> dict[str, Any]:
+    """``{"left_region": {...}}`` for a rollout of a model whose training region is known, else a note."""
+    region = check_region(region) if region is not None else None
+    if region is None:
+        notes.append("no training region recorded for this model (a checkpoint of an earlier hamnet, or no model): "
+                     "leaving the data is not reported")
+        return {}
+    first, reasons = region_exits(result.z, region)
+    left = sorted((b for b in range(len(first)) if first[b] >= 0), key=lambda b: (int(first[b]), b))
+    return {"left_region": {"count": len(left), "systems": left, "steps": [int(first[b]) for b in left],
+                            "what": [reasons[b] for b in left], "region": region}}
 
 
 def geometric_mean(values: Tensor) -> float:

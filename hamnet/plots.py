@@ -175,6 +175,21 @@ def _style(index: int, n_points: int) -> dict:
             "markevery": max(1, n_points // MARKERS_PER_CURVE), "linewidth": 1.4}
 
 
+def mark_region_exits(axes: Sequence[Any], data: Trajectories, label: str, colour: str) -> None:
+    """A dotted vertical line in each of ``axes`` at the first step at which a system of the rollout ``data``
+    left its model's training region (``meta["left_region"]``, :mod:`hamnet.region`), labelled with how many
+    did; nothing when none did or the file does not say."""
+    left = data.meta.get("left_region") or []
+    if not left:
+        return
+    first = min(int(entry["step"]) for entry in left)
+    time = float(data.t[min(first, data.n_times - 1)])
+    for index, ax in enumerate(axes):
+        ax.axvline(time, color=colour, linestyle=(0, (1, 1.5)), linewidth=1.2,
+                   label=f"{label}: {len(left)} of {data.n_systems} left the training region (first at t = {time:.3g})"
+                   if index == 0 else None)
+
+
 def save_figure(figure: Figure, out: str | os.PathLike) -> Path:
     """Write ``figure`` atomically in the format of ``out``'s suffix; returns the path."""
     path = check_figure_path(out)
@@ -232,7 +247,9 @@ def plot_conservation(
     marked; exact zeros are drawn at ``ZERO_FLOOR``. Per rollout: the median over its systems, the band
     between the ``band`` percentiles and the worst system (largest change in that panel), labelled; or,
     with ``systems`` (indices every rollout has), those systems one by one (:mod:`hamnet.population`).
-    ``rollouts``: each ``z: (B, T, 2, N, D)``; ``labels``: one per rollout (default from ``meta``).
+    A rollout whose systems left its model's training region gets a dotted line at the first exit
+    (:func:`mark_region_exits`). ``rollouts``: each ``z: (B, T, 2, N, D)``; ``labels``: one per rollout
+    (default from ``meta``).
     """
     chosen = _check_all(rollouts, out, systems, band)
     labels = _labels(rollouts, labels)
@@ -258,6 +275,8 @@ def plot_conservation(
         ax.set_yscale("log")
         ax.set(title=title, xlabel=TIME_LABEL, ylabel=f"{ylabel}\n(relative; exact 0 drawn at {ZERO_FLOOR:.0e})")
         ax.grid(True, which="major", color="0.9")
+    for index, data in enumerate(rollouts):
+        mark_region_exits(axes, data, labels[index], _style(index * count, 1)["color"])
     population = chosen is None and any(r.n_systems > 1 for r in rollouts)
     add_legend(figure, axes[0], population, band)
     figure.suptitle(f"Conservation over time ({describe(chosen, band, population)})")
@@ -280,7 +299,8 @@ def plot_error(
     Left: mean square error of the state. Right: bounded relative error ``|a - b| / (|a| + |b|)``
     (see :func:`rollout_error`). Per rollout: the median over its systems, the band between the
     ``band`` percentiles and the worst system (highest error in that panel), labelled; or, with
-    ``systems``, those systems one by one (:mod:`hamnet.population`). Every rollout,
+    ``systems``, those systems one by one (:mod:`hamnet.population`); a dotted line at the first step at
+    which a system left its model's training region (:func:`mark_region_exits`). Every rollout,
     ``z: (B, T, 2, N, D)``, must start from truth's states; times are cut to the shorter of the two.
     """
     chosen = _check_all(rollouts, out, systems, band)
@@ -295,6 +315,7 @@ def plot_error(
         styles = _styles(used, len(chosen) if chosen is not None else 1, len(t))
         for ax, values in zip(axes, (mse, relative)):
             draw_curves(ax, t, values, labels[index], styles, chosen, band)
+        mark_region_exits(axes, data, labels[index], styles[0]["color"])
         used += len(styles)
     axes[0].set(title="mean square error",
                 ylabel=f"MSE of (q, p)\n(simulation units$^2$; exact 0 drawn at {ZERO_FLOOR:.0e})")

@@ -21,6 +21,7 @@ from .dynamics import HamiltonianField
 from .integrate import solver_key
 from .io import Trajectories
 from .provenance import protocol_name
+from .region import check_region, region_exits
 from .models import MODELS
 from .resources import check_memory
 from .version import __version__
@@ -244,7 +245,8 @@ def default_method(model: Any) -> str:
 def predicted_trajectories(model: Any, data: Trajectories, *, model_config: dict, steps: int | None = None,
                            dt: float | None = None, method: str | None = None,
                            dtype: torch.dtype = torch.float64, options: dict | None = None, keep_diverged: bool = False,
-                           sources: Mapping[str, Any] | None = None, substeps: int = 1) -> Trajectories:
+                           sources: Mapping[str, Any] | None = None, substeps: int = 1,
+                           region: Mapping[str, Any] | None = None) -> Trajectories:
     """Roll ``model`` out from every initial state of ``data`` and package the result as a
     trajectory file's contents (schema 1): the system of ``data`` in ``meta`` (so true energy can
     be measured; the name of its benchmark protocol too, if any, as ``data_protocol``), plus the model
@@ -252,7 +254,10 @@ def predicted_trajectories(model: Any, data: Trajectories, *, model_config: dict
     (:func:`hamnet.checkpoint.made_from`: the checkpoint with its sha256, the data with its sha256;
     without them ``meta["checkpoint"]`` is None, a model that no file holds).
     ``steps`` and ``dt`` default to the data's own; ``options``, ``keep_diverged`` and ``substeps`` go to
-    :func:`rollout_systems` (``meta["substeps"]`` records the last). Systems that diverge are listed in ``meta["diverged"]`` (``{"system",
+    :func:`rollout_systems` (``meta["substeps"]`` records the last). ``region``: the model's training
+    region (:func:`hamnet.region.data_region`, recorded in its checkpoint); with it, ``meta["left_region"]``
+    lists the systems that left it (``{"system", "step", "what"}`` each, by step) and ``meta["region"]``
+    keeps it. Systems that diverge are listed in ``meta["diverged"]`` (``{"system",
     "step"}`` each, in the order they diverged; their states from that step on are held at the last
     healthy one) and the others delivered; :class:`RolloutError` only when every system diverged."""
     steps = data.n_times - 1 if steps is None else steps
@@ -273,6 +278,12 @@ def predicted_trajectories(model: Any, data: Trajectories, *, model_config: dict
             "substeps": int(substeps), "dtype": str(dtype).removeprefix("torch."), "checkpoint": None,
             "diverged": diverged, "divergence_factor": None if keep_diverged else DIVERGENCE_FACTOR,
             **(sources or {})}
+    region = check_region(region) if region is not None else None
+    if region is not None:
+        first, reasons = region_exits(result.z, region)
+        left = sorted((b for b in range(data.n_systems) if first[b] >= 0), key=lambda b: (int(first[b]), b))
+        meta |= {"region": region, "left_region": [{"system": b, "step": int(first[b]), "what": reasons[b]}
+                                                   for b in left]}
     t = torch.arange(steps + 1, dtype=torch.float64) * dt
     return Trajectories(t, result.z.double().cpu(), data.params, meta)
 

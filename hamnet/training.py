@@ -50,6 +50,7 @@ from .models import MODELS, ModelConfig, build_model, check_compatible
 from .optimisation import DTYPES, NonFiniteLoss, TrainingStep
 from .run_settings import DEFAULT_KERNEL_BOUND_FACTOR, with_kernel_bound, with_substeps
 from .provenance import data_kind, file_sha256, ground_truth, rollout_model
+from .region import data_region
 from .rollouts import default_method
 from .runs import (RunFiles, append_metrics, checkpoint_epoch, claim, locked,
                    make_run_folder, truncate_metrics, write_json)
@@ -285,7 +286,7 @@ class _Run:
 
 
 def _train(config, data_path, files, context, resume, progress, stop_after_epochs):
-    data, train_windows, validation_windows, left_out = _prepare_data(config, data_path, context)
+    data, train_windows, validation_windows, left_out, region = _prepare_data(config, data_path, context)
     start = None  # the model of init_from, and its record; a resumed run continues from its own checkpoint
     if config.init_from is not None and not resume:
         start = model_from_checkpoint(config.init_from)[0], checkpoint_provenance(locate_checkpoint(config.init_from))
@@ -306,7 +307,8 @@ def _train(config, data_path, files, context, resume, progress, stop_after_epoch
     with torch.no_grad():
         run.step.loss_module(*to_device(train_windows[torch.arange(1)], dtype, context.device))
     data_info = {"path": str(data_path), **data_kind(data), "dt": data.meta["dt"],
-                 "n_train_windows": len(train_windows), "sha256": file_sha256(data_path)}
+                 "n_train_windows": len(train_windows), "sha256": file_sha256(data_path),
+                 "region": region}
     if rollout_model(data) is not None:
         data_info["rollout"] = {"model": rollout_model(data), "diverged_left_out": len(left_out)}
     with contextlib.ExitStack() as held:  # the folder's lock (main rank), held until the run ends
@@ -334,8 +336,9 @@ def _load_initial_weights(model: nn.Module, config: TrainConfig, start: nn.Modul
 
 
 def _prepare_data(config: TrainConfig, data_path: Path, context: Context):
-    """The data in the training dtype, its training and validation windows, all checked, and how many
-    diverged systems of a rollout file (``config.allow_rollout``) were left out."""
+    """The data in the training dtype, its training and validation windows, all checked, how many
+    diverged systems of a rollout file (``config.allow_rollout``) were left out, and the training
+    systems' region (:func:`hamnet.region.data_region`)."""
     data, left_out = ground_truth(load_trajectories(data_path), allow_rollout=config.allow_rollout,
                                   flag="--allow-rollout (allow_rollout=True in TrainConfig)", use="training data")
     check_compatible(config.model, data, str(data_path))
@@ -347,6 +350,7 @@ def _prepare_data(config: TrainConfig, data_path: Path, context: Context):
         raise ValueError(f"{data_path} holds values up to {largest:.3g}, beyond {config.dtype}'s range; "
                          "train with --dtype float64")
     split = split_systems(data.n_systems, config.validation, config.test, config.seed)
+    region = data_region(data.z[split.train])  # in the file's float64, before the training dtype
     # the whole file moves to the training device once, so batches are cut there without host copies
     device = context.device
     data = Trajectories(data.t, data.z.to(device=device, dtype=dtype),
@@ -361,7 +365,7 @@ def _prepare_data(config: TrainConfig, data_path: Path, context: Context):
             raise ValueError(f"select='rollout' rolls the validation systems out {steps} steps: it needs validation "
                              f"systems (--validation > 0) and select_steps below the data's {data.n_times} states")
         selection = Windows(data, steps + 1, split.validation, config.validation_windows, seed=config.seed)
-    return data, train_windows, (validation_windows, selection), left_out
+    return data, train_windows, (validation_windows, selection), left_out, region
 
 
 def _epochs(run, train_windows, validation, config, context, files, data_info, progress,
