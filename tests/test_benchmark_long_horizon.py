@@ -1,0 +1,163 @@
+"""benchmarks/long_horizon.py without the peers' code: the ground truth continued past the protocol's last
+step is the cached split's systems, the scoring of any row (held divergence, conservation, velocity error),
+which hamnet checkpoint is taken and the one line when a required one is missing, a cached score of other
+settings refused, and peers_adapter.py's chain (file layout and loop) driven by a stand-in peer."""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from hamnet.protocols import PROTOCOLS, generate_protocol
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+
+import long_horizon as horizon  # noqa: E402  (benchmarks are scripts, not a package)
+import peers_adapter as adapter  # noqa: E402
+import pieces  # noqa: E402
+
+SMOKE = horizon.SCALES["smoke"]
+
+
+@pytest.fixture(scope="module")
+def charged_truth(tmp_path_factory):
+    """The smoke scale's charged test split (100 systems), continued 2000 steps past the start."""
+    folder = tmp_path_factory.mktemp("long")
+    path = horizon.truth_file(folder / "work", folder / "data", PROTOCOLS["egnn-charged5"], SMOKE)
+    return path, pieces.load_split(path, PROTOCOLS["egnn-charged5"], "test")
+
+
+def test_the_continued_truth_is_the_cached_split_then_goes_on(charged_truth):
+    path, truth = charged_truth
+    protocol = PROTOCOLS["egnn-charged5"]
+    assert path.name == "egnn-charged5_test_n100_seed45_to5100.npz"
+    assert truth.n_times == 5100 // 100 + 1 and truth.meta["protocol"]["horizons"][-1] == 2000
+    cached = pieces.load_split(path.parents[2] / "data" / "egnn-charged5_test_n100_seed45.npz", protocol, "test")
+    torch.testing.assert_close(truth.z[:, : cached.n_times], cached.z, rtol=0, atol=0)
+    other = generate_protocol("egnn-charged5", "test", 100, seed=46)
+    with pytest.raises(ValueError, match="does not reproduce the cached test split bit for bit"):
+        horizon.check_continuation(cached, other)
+
+
+def test_a_protocol_file_of_another_split_is_refused_in_one_line(tmp_path, charged_truth):
+    _, truth = charged_truth
+    from hamnet.io import save_trajectories
+
+    data = tmp_path / "data"
+    data.mkdir()
+    truth.meta["protocol"]["split"] = "train"
+    save_trajectories(data / "egnn-charged5_test_n100_seed45.npz", truth)
+    truth.meta["protocol"]["split"] = "test"
+    with pytest.raises(ValueError, match="holds the 'train' split of egnn-charged5, not 'test'"):
+        horizon.truth_file(tmp_path / "work", data, PROTOCOLS["egnn-charged5"], SMOKE)
+
+
+def test_the_truth_scores_zero_error_and_a_diverged_system_is_held_and_counted(charged_truth):
+    _, truth = charged_truth
+    protocol = PROTOCOLS["egnn-charged5"]
+    z = truth.z[:, horizon.link_frames(protocol, SMOKE)].clone()
+    exact = horizon.score(z.clone(), truth, protocol, SMOKE)
+    assert exact["mse"] == {"1000": 0.0, "2000": 0.0} and exact["diverged"] == 0
+    assert exact["velocity_error_first_link"] == 0.0
+    assert set(exact) >= {"energy", "linear_momentum", "angular_momentum"}
+    z[3, 2, 0, 1, 2] = float("nan")  # system 3 breaks at the second link
+    z[5, 1, 1] *= 1e9  # system 5 leaves at the first
+    scored = horizon.score(z, truth, protocol, SMOKE)
+    assert scored["diverged"] == 2
+    torch.testing.assert_close(z[3, 2], z[3, 1])  # held at the last healthy state
+    torch.testing.assert_close(z[5, 2], z[5, 0])
+    assert np.isfinite(scored["mse"]["2000"]) and scored["mse"]["2000"] > 0
+
+
+def _finished_run(folder: Path, epochs: int, done: int) -> None:
+    folder.mkdir(parents=True)
+    (folder / "best.pt").write_bytes(b"")
+    (folder / "config.json").write_text(json.dumps({"train_config": {"epochs": epochs}}))
+    (folder / "metrics.jsonl").write_text("{}\n" * done)
+
+
+def test_hamnets_checkpoints_the_last_finished_phase_and_a_missing_one_named(tmp_path):
+    small = horizon.SCALES["small"]
+    required, recipe = horizon.HAMNET[0], horizon.HAMNET[2]
+    with pytest.raises(ValueError, match=r"hlieconv-se3_seed1/best.pt is missing .* run `python "
+                                         r"benchmarks/nbody_peers.py --scale small --models hlieconv-se3 egnn-h`"):
+        horizon.hamnet_checkpoint(tmp_path, required, small, "egnn-charged5", 1)
+    assert horizon.hamnet_checkpoint(tmp_path, recipe, small, "egnn-charged5", 0) is None  # optional
+    runs = tmp_path / "frame_recipe" / "runs" / "egnn-charged5_auto_seed0"
+    _finished_run(runs / "auto", epochs=20, done=20)
+    _finished_run(runs / "auto+long+f64", epochs=1, done=0)  # still training
+    assert horizon.hamnet_checkpoint(tmp_path, recipe, small, "egnn-charged5", 0) == (runs / "auto" / "best.pt", "auto")
+    (runs / "auto+long+f64" / "metrics.jsonl").write_text("{}\n")
+    assert horizon.hamnet_checkpoint(tmp_path, recipe, small, "egnn-charged5", 0)[1] == "auto+long+f64"
+
+
+def test_a_cached_score_of_other_settings_is_refused(tmp_path):
+    path = tmp_path / "score.json"
+    made = horizon.cached_score(path, {"steps": 10}, lambda: {"mse": 1.0})
+    assert made["mse"] == 1.0 and horizon.cached_score(path, {"steps": 10}, lambda: {"mse": 2.0})["mse"] == 1.0
+    with pytest.raises(ValueError, match="holds a score of other settings .* delete it to score again"):
+        horizon.cached_score(path, {"steps": 20}, lambda: {})
+
+
+def test_the_chain_writes_states_in_the_layout_the_peers_were_trained_on(charged_truth):
+    """A state laid out by the adapter is, at the start frame, what pieces.segno_arrays gave the peer in training."""
+    _, truth = charged_truth
+    protocol = PROTOCOLS["egnn-charged5"]
+    trained = pieces.segno_arrays(truth, protocol)
+    spec = {"interval": pieces.segno_interval(protocol, 1000), "dataset": "charged"}
+    frame = protocol.start_step // protocol.frame_steps
+    x, v = truth.z[:, frame, 0].numpy(), truth.z[:, frame, 1].numpy()
+    arrays = adapter.state_arrays(spec, x, v, truth.params["charge"].numpy())
+    start = spec["interval"][0]
+    for key in ("loc", "vel"):
+        np.testing.assert_array_equal(arrays[key][:, start], trained[key][:, start])
+    for key in ("charges", "edges"):
+        np.testing.assert_array_equal(arrays[key], trained[key])
+    gravity = adapter.state_arrays({"interval": [0, 10], "dataset": "gravity"}, x, v, None)
+    assert gravity["loc"].shape == (100, 11, 5, 3) and set(gravity) == {"loc", "vel"}
+
+
+class _Files:
+    """A stand-in peer dataset: reads the chain's files of one partition as the peers' loaders name them."""
+
+    def __init__(self, folder: Path, suffix: str, partition: str) -> None:
+        self.loc = np.load(folder / f"loc_{partition}_{suffix}.npy")[:, 0]  # (B, T, N, 3) -> the start frame
+        self.vel = np.load(folder / f"vel_{partition}_{suffix}.npy")[:, 0]
+
+    def __len__(self) -> int:
+        return len(self.loc)
+
+    def __getitem__(self, i):
+        return torch.from_numpy(self.loc[i]), torch.from_numpy(self.vel[i])
+
+
+def test_the_chain_hands_each_link_the_state_the_last_reached(tmp_path):
+    """A stand-in peer moving every particle in a straight line for one time unit: chained with the finite
+    difference it stays on the line (the difference is then the true velocity)."""
+    def run(model, optimizer, loader, epoch, backprop, into):
+        for loc, vel in loader:
+            into.append(loc + vel)
+        return 0.0
+
+    code = adapter.PeerCode(build=lambda: nn.Linear(1, 1), dataset=lambda partition: _Files(tmp_path, "s", partition),
+                            run=run)
+    weights = tmp_path / "weights.pt"
+    torch.save(nn.Linear(1, 1).state_dict(), weights)
+    x, v = np.random.default_rng(0).normal(size=(2, 6, 5, 3))
+    np.savez(tmp_path / "start.npz", x=x, v=v)
+    spec = {"weights": str(weights), "start": str(tmp_path / "start.npz"), "links": 3, "velocity": "difference",
+            "link_time": 1.0, "interval": [0, 1], "dataset": "gravity", "files_folder": str(tmp_path),
+            "files_suffix": "s", "batch_size": 4, "layers": 1}
+    states = adapter.chain("egnn", code, spec)
+    assert states["x"].shape == (4, 6, 5, 3)
+    for k in range(4):
+        np.testing.assert_allclose(states["x"][k], x + k * v, atol=1e-12)
+    np.testing.assert_allclose(states["v"][3], v, atol=1e-12)
+    assert not list(tmp_path.glob("*_chain*_s.npy"))  # the chain's files are removed
+    with pytest.raises(SystemExit, match="egnn: its model carries no velocity state"):
+        adapter.chain("egnn", code, spec | {"velocity": "model"})
