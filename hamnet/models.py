@@ -28,7 +28,9 @@ Swish (SiLU): Hamiltonian training differentiates the network twice.
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import os
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -40,17 +42,29 @@ from .systems.base import kinetic_energy, velocity
 from .config import config_from_dict
 from .dynamics import potential_force
 from .groups import get_group
+from .io import load_trajectories
 from .layers import DEFAULT_INIT_SEED, init_parameters, mlp, pairs_of_others
 from .lieconv import LieResNet, centre, check_kernel_bound, resolve_lift
 from .registry import Registry
 
 Params = dict[str, Tensor]
 
-__all__ = ["ModelConfig", "ParticleModel", "SeparableModel", "HLieConv", "FCNODE", "FCHNN", "HOGN", "MODELS",
+__all__ = ["WITHOUT_DATA", "ModelConfig", "ParticleModel", "SeparableModel", "HLieConv", "FCNODE", "FCHNN", "HOGN", "MODELS",
            "register_model", "build_model", "check_compatible", "parameter_count"]
 
 # kernel-input pairs per forward pass while measuring their extent (a few tens of MiB)
 _EXTENT_PAIRS = 1 << 21
+#: what a :class:`ModelConfig` leaves to the data is, for a model built with no data to take it from: the
+#: paper's springs (six particles in 2D, features masses and spring constants), the defaults of old
+WITHOUT_DATA = {"n_particles": 6, "dim": 2, "feature_keys": ("m", "k")}
+
+
+def _acts_in(group: str, dim: int) -> bool:
+    try:
+        get_group(group, dim)
+    except ValueError:
+        return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -59,7 +73,11 @@ class ModelConfig:
 
     ``name``: a name in :data:`MODELS` (the built-ins or one added with :func:`register_model`). ``n_particles`` and ``dim``: the systems the model is for (the
     fully connected models are tied to ``n_particles``; the others accept any ``N``).
-    ``feature_keys``: the parameters stacked into per-particle features. ``width`` and ``depth``:
+    ``feature_keys``: the parameters stacked into per-particle features. These three default to None,
+    "from the data": training (``hamnet.train``, ``hamnet.fit``, ``hamnet train``) takes them from the
+    file it trains on (:meth:`for_data`), so ``ModelConfig(group="SE3")`` trains on any 3D data; a value
+    given is kept, and checked against the data. A model built with nothing to take them from
+    (:func:`build_model` on such a config) is for the paper's springs, :data:`WITHOUT_DATA`. ``width`` and ``depth``:
     hidden width and number of hidden layers (LieConv residual blocks for HLieConv, message
     passing MLP layers for HOGN, EGNN layers for EGNN-H and EGNN-NODE). HLieConv only: ``group``
     (a name for ``hamnet.groups.get_group``; default: the translations of ``dim``, ``"T2"`` or ``"T3"``),
@@ -75,9 +93,9 @@ class ModelConfig:
     """
 
     name: str = "hlieconv"
-    n_particles: int = 6
-    dim: int = 2
-    feature_keys: tuple[str, ...] = ("m", "k")
+    n_particles: int | None = None
+    dim: int | None = None
+    feature_keys: tuple[str, ...] | None = None
     width: int = 128
     depth: int = 4
     group: str | None = None
@@ -90,24 +108,47 @@ class ModelConfig:
     kernel_bound: float | None = None
 
     def __post_init__(self) -> None:
-        # a config read back from JSON carries a list
-        object.__setattr__(self, "feature_keys", tuple(self.feature_keys))
-        if self.group is None:
+        if self.feature_keys is not None:  # a config read back from JSON carries a list
+            object.__setattr__(self, "feature_keys", tuple(self.feature_keys))
+        if self.group is None and self.dim is not None:
             object.__setattr__(self, "group", f"T{self.dim}")
         model_class = MODELS.get(self.name)  # unknown names fail here, with the known ones listed
-        if self.dim not in (2, 3):
+        if self.dim is not None and self.dim not in (2, 3):
             raise ValueError(f"dim must be 2 or 3, got {self.dim}")
-        if self.n_particles < 1 or self.width < 1 or self.depth < 1:
+        if (self.n_particles is not None and self.n_particles < 1) or self.width < 1 or self.depth < 1:
             raise ValueError(
                 f"n_particles, width and depth must be positive, got {self.n_particles}, {self.width}, {self.depth}"
             )
-        if not self.feature_keys or "m" not in self.feature_keys:
+        if self.feature_keys is not None and (not self.feature_keys or "m" not in self.feature_keys):
             raise ValueError(f"feature_keys must include the masses 'm', got {self.feature_keys}")
         if self.kernel_bound is not None and not model_class.uses_group:
             raise ValueError(f"kernel_bound applies to hlieconv (a LieConv kernel), not to {self.name}; leave it None")
         check_kernel_bound(self.kernel_bound)
-        if model_class.uses_group:  # an unknown group, a wrong dimension or an impossible lift fails before any build
-            resolve_lift(get_group(self.group, self.dim), self.lift, self.lift_samples)
+        if model_class.uses_group and self.group is not None:
+            # an unknown group, a wrong dimension or an impossible lift fails before any build; with the
+            # dimension left to the data, the group must act in one the data can have
+            dims = [self.dim] if self.dim is not None else [d for d in (2, 3) if _acts_in(self.group, d)] or [2]
+            resolve_lift(get_group(self.group, dims[0]), self.lift, self.lift_samples)
+
+    def for_data(self, data: Any) -> "ModelConfig":
+        """This config with what it leaves to the data (None) taken from ``data``, a
+        :class:`hamnet.io.Trajectories` or the path of a trajectory file: ``dim`` and ``n_particles`` of its
+        systems and, as ``feature_keys``, the masses ``m`` then its other per-particle parameters (those of
+        shape ``(B, N)``) in sorted order, as ``hamnet train`` does. What is set is kept as it is; training
+        then checks it against the data."""
+        if isinstance(data, (str, os.PathLike)):
+            data = load_trajectories(data)
+        others = sorted(key for key, value in data.params.items() if value.dim() == 2 and key != "m")
+        found = {"n_particles": data.n_particles, "dim": data.dim, "feature_keys": ("m", *others)}
+        try:
+            return dataclasses.replace(self, **{key: value for key, value in found.items() if getattr(self, key) is None})
+        except ValueError as error:
+            raise ValueError(f"the data holds {data.dim}D systems: {error}") from None
+
+    def without_data(self) -> "ModelConfig":
+        """This config with what it leaves to the data (None) set as :data:`WITHOUT_DATA` says."""
+        return dataclasses.replace(self, **{key: value for key, value in WITHOUT_DATA.items()
+                                            if getattr(self, key) is None})
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> "ModelConfig":
@@ -370,12 +411,15 @@ for _name, _cls in (("hlieconv", HLieConv), ("fc-node", FCNODE), ("fc-hnn", FCHN
 
 
 def build_model(config: ModelConfig, generator: torch.Generator | None = None) -> nn.Module:
-    """The model named by ``config.name``, with ``model.config = config``, in float32.
+    """The model named by ``config.name``, with ``model.config = config``, in float32; what ``config``
+    leaves to the data (None) is set first (:meth:`ModelConfig.without_data`; for data, build
+    ``config.for_data(data)``).
 
     Linear layers are initialised from ``generator`` (a fresh one seeded ``DEFAULT_INIT_SEED``
     when None), so the same config and generator give the same weights. To restore a
     checkpoint: ``build_model(ModelConfig.from_dict(saved_config)).load_state_dict(saved_state)``.
     """
+    config = config.without_data()
     model = MODELS.get(config.name)(config)
     init_parameters(model, generator if generator is not None else torch.Generator().manual_seed(DEFAULT_INIT_SEED))
     return model
@@ -385,19 +429,21 @@ def parameter_count(config: ModelConfig) -> int:
     """How many weights ``build_model(config)`` would have, counted without allocating them (the model is
     built on torch's meta device), so that an impossible width can be refused before it is built."""
     with torch.device("meta"):
-        model = MODELS.get(config.name)(config)
+        model = MODELS.get(config.name)(config.without_data())
     return sum(weight.numel() for weight in model.parameters())
 
 
 def check_compatible(config: ModelConfig, data: Any, source: str) -> None:
     """Refuse data a model cannot take, in one line: wrong ``D``, wrong ``N`` for a model tied to its
-    particle count, or missing feature parameters. ``data`` is a :class:`hamnet.io.Trajectories`."""
-    if data.dim != config.dim:
+    particle count, or missing feature parameters. ``data`` is a :class:`hamnet.io.Trajectories`; what
+    ``config`` leaves to the data (None) fits any."""
+    if config.dim is not None and data.dim != config.dim:
         raise ValueError(f"{source} holds {data.dim}D systems; the model is for {config.dim}D")
-    missing = [key for key in config.feature_keys if key not in data.params]
+    missing = [key for key in config.feature_keys or () if key not in data.params]
     if missing:
         raise ValueError(f"{source} lacks the parameters {missing} the model uses as features")
-    if MODELS.get(config.name).fixed_particles and data.n_particles != config.n_particles:
+    fixed = MODELS.get(config.name).fixed_particles and config.n_particles is not None
+    if fixed and data.n_particles != config.n_particles:
         flexible = [name for name in MODELS.names() if not MODELS.get(name).fixed_particles]
         raise ValueError(
             f"{config.name} is fully connected over {config.n_particles} particles and cannot run on {source} "

@@ -287,6 +287,7 @@ class _Run:
 
 def _train(config, data_path, files, context, resume, progress, stop_after_epochs):
     data, train_windows, validation_windows, left_out, region = _prepare_data(config, data_path, context)
+    config = dataclasses.replace(config, model=config.model.for_data(data))  # what it leaves to the data
     start = None  # the model of init_from, and its record; a resumed run continues from its own checkpoint
     if config.init_from is not None and not resume:
         start = model_from_checkpoint(config.init_from)[0], checkpoint_provenance(locate_checkpoint(config.init_from))

@@ -78,7 +78,8 @@ def test_registered_group_and_model_work_in_configs_and_checkpoints(registered, 
     assert torch.allclose(model.potential(q @ rotation.transpose(-1, -2), params), model.potential(q, params),
                           rtol=1e-12, atol=1e-12)
     path = tmp_path / "user.pt"
-    save_checkpoint(path, {"model_config": config.__dict__ | {"feature_keys": list(config.feature_keys)},
+    built = model.config  # the config with what it left to the data set (build_model: WITHOUT_DATA)
+    save_checkpoint(path, {"model_config": built.__dict__ | {"feature_keys": list(built.feature_keys)},
                            "model": build_model(config).state_dict()})
     loaded, _ = model_from_checkpoint(path)
     assert isinstance(loaded, Doubled) and MODELS.get("doubled").label({"name": "doubled", "group": "Planar"}) \

@@ -439,7 +439,8 @@ def test_truncated_and_foreign_checkpoints_are_refused(springs_file, tmp_path):
     with pytest.raises(CheckpointError, match="not a hamnet checkpoint"):
         load_checkpoint(foreign)
     model, state = model_from_checkpoint(tmp_path / "run" / "last.pt")
-    assert state["epoch"] == 1 and model.config == ModelConfig(**{**TINY_MODEL.__dict__, "kernel_bound": model.config.kernel_bound})
+    assert state["epoch"] == 1 and model.config == ModelConfig(**{**TINY_MODEL.__dict__, "dim": 2,  # from the data
+                                                                   "kernel_bound": model.config.kernel_bound})
 
 
 class _RunsCode:
