@@ -14,6 +14,7 @@ from .dynamics import HamiltonianField
 from . import egnn  # noqa: F401  (registers the EGNN models, egnn-h and egnn-node)
 from .equivariance import assert_equivariant, assert_invariant, equivariance_error, invariance_error
 from .evaluation import evaluate
+from .fitting import fit
 from .groups import LieGroup, get_group, register_group
 from .integrate import ConvergenceError, Integrator, register_integrator
 from .io import Trajectories, TrajectoryFileError, load_trajectories, save_trajectories
@@ -37,5 +38,5 @@ __all__ = [
     # integration
     "rollout", "Integrator", "register_integrator", "RolloutError", "ConvergenceError",
     # training and evaluation
-    "TrainConfig", "train", "model_from_checkpoint", "CheckpointError", "evaluate", "conservation_report",
+    "TrainConfig", "train", "fit", "model_from_checkpoint", "CheckpointError", "evaluate", "conservation_report",
 ]

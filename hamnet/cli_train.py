@@ -1,27 +1,37 @@
-"""``hamnet train``: its flags, their checks, and the configuration they make.
+"""``hamnet train``: its flags, its settings files, their checks, and the configuration they make.
 
-Every flag is checked before the data file is read (:data:`TRAIN_RANGES`, and against ``--dtype`` where
-its value is used in that precision), a flag the chosen model does not use is refused
+Every setting is checked before the data file is read (:data:`TRAIN_RANGES`, and against ``--dtype``
+where its value is used in that precision), a flag the chosen model does not use is refused
 (:data:`GROUP_FLAGS`), and the configuration is complete (model, group, integrator) before the run
 folder is created, so a refused command leaves nothing behind.
+
+Settings files (:mod:`hamnet.settings_file`): ``--config FILE`` reads every setting from a TOML file,
+``--print-config`` writes the settings the command line and file give, and every run folder keeps
+its own as ``config.toml``. The rule: a flag given on the command line overrides the file's value
+for that setting; a setting neither gives keeps its default. :data:`FLAG_KEYS` maps each flag to
+its key in the file.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import os
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from .cli_common import InputError, check_in_dtype, check_model_memory, check_range, check_seed, refuse_given
+from .config import config_from_dict
 from .io import load_trajectories
 from .models import MODELS, ModelConfig
+from .settings_file import RunSettings, read_settings, settings_text
 from .training import TrainConfig, train
+from .version import __version__
 
-__all__ = ["GROUP_FLAGS", "TRAIN_RANGES", "add_commands", "run_train", "train_config_from_args"]
-
+__all__ = ["FLAG_KEYS", "GROUP_FLAGS", "TRAIN_RANGES", "add_commands", "run_train", "train_config_from_args"]
 
 def add_commands(commands) -> None:
     """Add ``hamnet train`` to the subcommands."""
@@ -29,27 +39,40 @@ def add_commands(commands) -> None:
         "train", help="train a model on a trajectory file",
         description="Train a learned Hamiltonian (or the FC-NODE baseline) on windows of a trajectory file, "
         "integrating it over each window and minimising the squared error. Writes RUN_DIR/config.json, "
-        "metrics.jsonl, last.pt and best.pt. Under `torchrun --nproc_per_node=K` the same command trains with "
+        "config.toml (every setting, for --config), metrics.jsonl, last.pt and best.pt. The model's dimension, "
+        "particle count and features come from the data. A flag given on the command line overrides the "
+        "--config file's value. Under `torchrun --nproc_per_node=K` the same command trains with "
         "DistributedDataParallel.",
     )
-    parser.add_argument("--data", required=True, help="training trajectory file (.npz from hamnet generate)")
-    parser.add_argument("--out", required=True, help="run folder to create (or to continue, with --resume)")
+    parser.add_argument("--data", default=None,
+                        help="training trajectory file (.npz from hamnet generate or hamnet import); required, "
+                        "here or in the --config file")
+    parser.add_argument("--out", default=None,
+                        help="run folder to create (or to continue, with --resume); required, here or in the "
+                        "--config file")
+    files = parser.add_argument_group("settings files")
+    files.add_argument("--config", default=None, metavar="FILE.toml",
+                       help="read every setting from this TOML file (one that --print-config wrote, or a run "
+                       "folder's config.toml, which repeats that run); a flag given here overrides the file's value")
+    files.add_argument("--print-config", action="store_true",
+                       help="print the settings that the flags and --config give as a TOML file, and stop (nothing "
+                       "is read or written): hamnet train --print-config ... > run.toml")
     model, m = parser.add_argument_group("model"), ModelConfig
-    model.add_argument("--model", default=m.name, help=f"one of {', '.join(MODELS)} or one a --plugin registers "
+    model.add_argument("--model", default=None, help=f"one of {', '.join(MODELS)} or one a --plugin registers "
                        f"(default: {m.name})")
     model.add_argument("--group", default=None,
                        help="hlieconv only: symmetry group, one of Trivial, T2, T3, SO2, SE2, SO3, SE3 or one a "
                        "--plugin registers (default: translations of the data's dimension, T2 or T3)")
-    model.add_argument("--width", type=int, default=m.width, help=f"hidden width (default: {m.width})")
-    model.add_argument("--depth", type=int, default=m.depth,
+    model.add_argument("--width", type=int, default=None, help=f"hidden width (default: {m.width})")
+    model.add_argument("--depth", type=int, default=None,
                        help=f"hidden layers / residual blocks (default: {m.depth})")
-    model.add_argument("--neighbours", type=int, default=m.neighbours,
+    model.add_argument("--neighbours", type=int, default=None,
                        help="hlieconv only: k nearest neighbours in group distance (default: all particles)")
-    model.add_argument("--lift", default=m.lift, choices=("exact", "monte-carlo"),
+    model.add_argument("--lift", default=None, choices=("exact", "monte-carlo"),
                        help="hlieconv only: 'exact' (one lift per point, kernel inputs invariant under the stabilizer: "
                        "invariant to round-off) or 'monte-carlo' (the paper's sampled lift, invariant in "
                        "distribution) (default: exact)")
-    model.add_argument("--lift-samples", type=int, default=m.lift_samples,
+    model.add_argument("--lift-samples", type=int, default=None,
                        help="hlieconv only, with --lift monte-carlo: lift samples per point (default: the group's)")
     model.add_argument("--kernel-bound", default=None, metavar="auto|none|C",
                        help="hlieconv only: kernel inputs pass through C tanh(x / C), so the learned potential is "
@@ -57,40 +80,40 @@ def add_commands(commands) -> None:
                        f"to {TrainConfig.kernel_bound_factor:g} times the largest kernel input in the training windows, "
                        "'none' leaves the kernel unbounded (default: auto)")
     opt, t = parser.add_argument_group("optimisation"), TrainConfig
-    opt.add_argument("--epochs", type=int, default=t.epochs, help=f"epochs over the training windows (default: {t.epochs})")
-    opt.add_argument("--batch-size", type=int, default=t.batch_size,
+    opt.add_argument("--epochs", type=int, default=None, help=f"epochs over the training windows (default: {t.epochs})")
+    opt.add_argument("--batch-size", type=int, default=None,
                      help=f"windows per global batch (default: {t.batch_size})")
-    opt.add_argument("--lr", type=float, default=t.lr,
+    opt.add_argument("--lr", type=float, default=None,
                      help=f"Adam learning rate, decayed by a cosine (default: {t.lr:g})")
-    opt.add_argument("--weight-decay", type=float, default=t.weight_decay,
+    opt.add_argument("--weight-decay", type=float, default=None,
                      help=f"Adam weight decay (default: {t.weight_decay:g})")
-    opt.add_argument("--chunk", type=int, default=t.chunk,
+    opt.add_argument("--chunk", type=int, default=None,
                      help=f"states per training window: the initial one and chunk - 1 targets (default: {t.chunk})")
-    opt.add_argument("--method", default=t.method,
+    opt.add_argument("--method", default=None,
                      help="fixed-step integrator over each window (default: auto, the one the model's rollouts use: "
                      "leapfrog for separable Hamiltonians, rk4 otherwise); see docs/integrators.md")
-    opt.add_argument("--dtype", default=t.dtype, choices=("float32", "float64"),
+    opt.add_argument("--dtype", default=None, choices=("float32", "float64"),
                      help=f"training precision (default: {t.dtype})")
-    opt.add_argument("--seed", type=int, default=t.seed, help=f"seed of weights, split and shuffling (default: {t.seed})")
-    opt.add_argument("--validation", type=float, default=t.validation,
+    opt.add_argument("--seed", type=int, default=None, help=f"seed of weights, split and shuffling (default: {t.seed})")
+    opt.add_argument("--validation", type=float, default=None,
                      help=f"fraction of systems for validation (default: {t.validation:g})")
-    opt.add_argument("--test", type=float, default=t.test,
+    opt.add_argument("--test", type=float, default=None,
                      help=f"fraction of systems held out for testing (default: {t.test:g})")
-    opt.add_argument("--max-windows", type=int, default=t.max_windows,
+    opt.add_argument("--max-windows", type=int, default=None,
                      help="train on a seeded subset of this many windows (default: every window of the training systems)")
-    opt.add_argument("--substeps", default=str(t.substeps), metavar="K|auto",
+    opt.add_argument("--substeps", default=None, metavar="K|auto",
                      help="integration steps per interval between stored states, in training and in the model's "
                      "rollouts (recorded in the checkpoint); 'auto' chooses from the data's closest approaches, for "
                      "frames stored far apart (default: 1)")
-    opt.add_argument("--warmup", type=float, default=t.warmup,
+    opt.add_argument("--warmup", type=float, default=None,
                      help="fraction of the steps over which the learning rate rises to --lr (default: 0)")
-    opt.add_argument("--clip-grad", type=float, default=t.clip_grad, help="largest gradient norm (default: unclipped)")
-    opt.add_argument("--select", default=t.select, choices=("window", "rollout"),
+    opt.add_argument("--clip-grad", type=float, default=None, help="largest gradient norm (default: unclipped)")
+    opt.add_argument("--select", default=None, choices=("window", "rollout"),
                      help="what picks best.pt: the validation window MSE, or the position MSE of the validation "
                      "systems rolled out --select-steps steps (default: window)")
-    opt.add_argument("--select-steps", type=int, default=t.select_steps,
+    opt.add_argument("--select-steps", type=int, default=None,
                      help="with --select rollout: steps of the selection rollouts (default: the whole trajectory)")
-    opt.add_argument("--init-from", default=t.init_from,
+    opt.add_argument("--init-from", default=None,
                      help="start from this checkpoint's weights (a path or a pretrained name; the same model settings), "
                      "e.g. to finish a run with longer --chunk windows (default: fresh weights)")
     run = parser.add_argument_group("run")
@@ -98,24 +121,78 @@ def add_commands(commands) -> None:
     run.add_argument("--allow-rollout", action="store_true",
                      help="accept a rollout file (a model's output) as training data, without the systems that "
                      "diverged in it (default: refused; a model's output is not ground truth)")
-    run.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    run.add_argument("--device", default=None, help="cpu or cuda (default: cpu)")
+    run.add_argument("--tensorboard", action="store_true",
+                     help="also write each epoch's metrics as TensorBoard scalars into the run folder, beside "
+                     "metrics.jsonl (needs pip install 'hamnet[tensorboard]'; watch with tensorboard --logdir "
+                     "RUNS_FOLDER); changes nothing the run computes")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(run=run_train)
 
 
-def train_config_from_args(args: argparse.Namespace, data) -> TrainConfig:
-    factor, kernel_bound = _kernel_bound(args.kernel_bound or "auto", MODELS.get(args.model).uses_group)
-    per_particle = sorted(k for k, v in data.params.items() if v.dim() == 2)
-    feature_keys = tuple(["m"] + [k for k in per_particle if k != "m"])
-    model = ModelConfig(name=args.model, n_particles=data.n_particles, dim=data.dim, feature_keys=feature_keys,
-                        width=args.width, depth=args.depth, group=args.group, neighbours=args.neighbours,
-                        lift_samples=args.lift_samples, lift=args.lift, kernel_bound=kernel_bound)
-    return TrainConfig(model=model, kernel_bound_factor=factor, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                       weight_decay=args.weight_decay, chunk=args.chunk, method=args.method, dtype=args.dtype,
-                       seed=args.seed, validation=args.validation, test=args.test, max_windows=args.max_windows,
-                       init_from=args.init_from, allow_rollout=args.allow_rollout, substeps=_substeps(args.substeps),
-                       warmup=args.warmup, clip_grad=args.clip_grad, select=args.select,
-                       select_steps=args.select_steps)
+#: each flag that is a setting, and its table and key in a settings file; --kernel-bound sets two keys
+#: (:func:`_kernel_bound`), and a flag missing here is no setting (--resume, --quiet, --config, ...)
+FLAG_KEYS = {
+    "--data": ("run", "data"), "--out": ("run", "out"), "--device": ("run", "device"),
+    "--tensorboard": ("run", "tensorboard"), "--model": ("model", "name"), "--group": ("model", "group"),
+    "--width": ("model", "width"), "--depth": ("model", "depth"), "--neighbours": ("model", "neighbours"),
+    "--lift": ("model", "lift"), "--lift-samples": ("model", "lift_samples"),
+    **{f"--{key.replace('_', '-')}": ("train", key)
+       for key in ("epochs", "batch_size", "lr", "weight_decay", "chunk", "method", "dtype", "seed", "validation",
+                   "test", "max_windows", "substeps", "warmup", "clip_grad", "select", "select_steps", "init_from",
+                   "allow_rollout")},
+}
+
+
+def train_config_from_args(args: argparse.Namespace, data=None) -> TrainConfig:
+    """The TrainConfig the flags and the ``--config`` file give (flags first), with what the model leaves
+    to the data taken from ``data`` (a :class:`hamnet.io.Trajectories`; None: left open)."""
+    config = config_from_dict(TrainConfig, _Settings.of(args).train, "train config")
+    return config if data is None else dataclasses.replace(config, model=config.model.for_data(data))
+
+
+@dataclasses.dataclass
+class _Settings:
+    """The ``[train]`` values (``[model]``'s under ``"model"``) and ``[run]`` values that the flags and the
+    ``--config`` file give, flags first, and what gave each: ``origin[(table, key)]`` is the flag or
+    ``FILE [table] key``, for the error that names it. Settings neither gives are absent (defaults)."""
+
+    train: dict[str, Any]
+    run: dict[str, Any]
+    origin: dict[tuple[str, str], str]
+
+    @classmethod
+    def of(cls, args: argparse.Namespace) -> "_Settings":
+        train, run, origin = {"model": {}}, {}, {}
+        if args.config is not None:
+            train, settings = read_settings(args.config, TrainConfig)
+            run = {key: value for key, value in dataclasses.asdict(settings).items() if value is not None}
+            for table, values in (("train", train), ("model", train["model"]), ("run", run)):
+                origin.update({(table, key): f"{args.config} [{table}] {key}" for key in values if key != "model"})
+        settings = cls({**train, "model": dict(train["model"])}, run, origin)
+        for flag, (table, key) in FLAG_KEYS.items():
+            value = getattr(args, flag[2:].replace("-", "_"))
+            if value is not None and value is not False:  # given (a store_true flag given is True)
+                settings.set(table, key, _substeps(value) if flag == "--substeps" else value, flag)
+        uses_group = MODELS.get(settings.get("model", "name", ModelConfig.name)).uses_group  # unknown: fails here
+        bound_keys = {("train", "kernel_bound_factor"), ("model", "kernel_bound")}
+        if args.kernel_bound is not None or not bound_keys & set(origin):
+            factor, bound = _kernel_bound(args.kernel_bound or "auto", uses_group)
+            settings.set("train", "kernel_bound_factor", factor, "--kernel-bound")
+            settings.set("model", "kernel_bound", bound, "--kernel-bound")
+        return settings
+
+    def set(self, table: str, key: str, value: Any, origin: str) -> None:
+        {"train": self.train, "model": self.train["model"], "run": self.run}[table][key] = value
+        self.origin[(table, key)] = origin
+
+    def get(self, table: str, key: str, default: Any = None) -> Any:
+        return {"train": self.train, "model": self.train["model"], "run": self.run}[table].get(key, default)
+
+    def given(self, flag: str) -> tuple[str, Any] | None:
+        """``(what gave it, value)`` for the setting of ``flag``, or None where neither flag nor file gives it."""
+        where = self.origin.get(FLAG_KEYS[flag])
+        return None if where is None else (where, self.get(*FLAG_KEYS[flag]))
 
 
 def _substeps(value: str) -> int | str:
@@ -155,29 +232,58 @@ TRAIN_RANGES = (("--epochs", 1, None), ("--batch-size", 1, None), ("--lr", 1e-30
 GROUP_FLAGS = ("--group", "--neighbours", "--lift", "--lift-samples", "--kernel-bound")
 
 
+#: the comment at the top of what --print-config writes
+PRINT_HEADER = f"""hamnet train settings (hamnet {__version__}), for hamnet train --config FILE; a flag
+given on the command line overrides the value here. [train] holds hamnet.TrainConfig's fields,
+[model] hamnet.ModelConfig's, [run] the data, the run folder, the device and TensorBoard.
+"none" stands for None: for n_particles, dim and feature_keys, taken from the data; for group,
+the translations of the data's dimension. Relative paths are from the working directory."""
+
+
 def run_train(args: argparse.Namespace) -> None:
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError(f"--device {args.device}: this machine has no CUDA device; use --device cpu")
-    if args.device != "cpu" and not args.device.startswith("cuda"):
-        raise InputError(f"--device must be cpu or cuda, got {args.device!r}")
-    check_seed(args.seed)
-    for flag, low, high in TRAIN_RANGES:
-        check_range(flag, getattr(args, flag[2:].replace("-", "_")), low, high)
-    if not MODELS.get(args.model).uses_group:  # an unknown model fails here, before the data is read
-        refuse_given(args, GROUP_FLAGS, f"{args.model} uses no group ({', '.join(GROUP_FLAGS)} are for hlieconv)")
-    _, bound = _kernel_bound(args.kernel_bound or "auto", True)
-    _substeps(args.substeps)
-    if args.select != "rollout":
-        refuse_given(args, ("--select-steps",), "--select-steps is the length of the rollouts of --select rollout")
-    for flag, value, zero in (("--lr", args.lr, False), ("--weight-decay", args.weight_decay, True),
-                              ("--kernel-bound", bound, False)):
-        check_in_dtype(flag, value, args.dtype, zero=zero)
-    if Path(args.out).exists() and not Path(args.out).is_dir():
-        raise InputError(f"--out {args.out} is a file; give a run folder to create (or to continue with --resume)")
-    data = load_trajectories(args.data)
-    config = train_config_from_args(args, data)  # an unknown group or integrator fails here, before any write
+    settings = _Settings.of(args)  # a bad --config file, an unknown --model or a bad --substeps fails here
+    _check(args, settings)
+    config = config_from_dict(TrainConfig, settings.train, "train config")  # an unknown group or integrator too
+    run = RunSettings(**settings.run)
+    if args.print_config:
+        print(settings_text(config, run, PRINT_HEADER), end="")
+        return
+    for flag, value in (("--data", run.data), ("--out", run.out)):
+        if value is None:
+            raise InputError(f"{flag} is required: give it on the command line or as {flag[2:]} in the [run] table of "
+                             "the --config file")
+    if Path(run.out).exists() and not Path(run.out).is_dir():
+        raise InputError(f"--out {run.out} is a file; give a run folder to create (or to continue with --resume)")
+    data = load_trajectories(run.data)
+    config = dataclasses.replace(config, model=config.model.for_data(data))  # a group of another dimension fails here
     check_model_memory(config.model, config.dtype)
-    metrics = train(config, args.data, args.out, resume=args.resume, device=args.device, progress=not args.quiet)
+    metrics = train(config, run.data, run.out, resume=args.resume, device=run.device, progress=not args.quiet,
+                    tensorboard=run.tensorboard)
     if metrics and os.environ.get("RANK", "0") == "0":  # one report, not one per torchrun process
         print(f"trained {config.model.name} to epoch {metrics['epoch']}: train loss {metrics['train_loss']:.4g}, "
-              f"validation MSE {metrics['validation_mse']:.4g}; run in {args.out}")
+              f"validation MSE {metrics['validation_mse']:.4g}; run in {run.out}")
+
+
+def _check(args: argparse.Namespace, settings: _Settings) -> None:
+    """Check every setting given, by flag or file, before anything is read, naming where it came from."""
+    device = settings.get("run", "device", RunSettings.device)
+    where = settings.origin.get(FLAG_KEYS["--device"], "--device")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(f"{where} {device}: this machine has no CUDA device; use --device cpu")
+    if device != "cpu" and not device.startswith("cuda"):
+        raise InputError(f"{where} must be cpu or cuda, got {device!r}")
+    if args.seed is not None:
+        check_seed(args.seed)
+    for flag, low, high in (("--seed", 0, 2**63 - 1), *TRAIN_RANGES):
+        given = settings.given(flag)
+        if given is not None:
+            check_range(*given, low, high)
+    name = settings.get("model", "name", ModelConfig.name)
+    if not MODELS.get(name).uses_group:
+        refuse_given(args, GROUP_FLAGS, f"{name} uses no group ({', '.join(GROUP_FLAGS)} are for hlieconv)")
+    if settings.get("train", "select", TrainConfig.select) != "rollout":
+        refuse_given(args, ("--select-steps",), "--select-steps is the length of the rollouts of --select rollout")
+    dtype = settings.get("train", "dtype", TrainConfig.dtype)
+    for table, key, zero in (("train", "lr", False), ("train", "weight_decay", True), ("model", "kernel_bound", False)):
+        if (table, key) in settings.origin:
+            check_in_dtype(settings.origin[(table, key)], settings.get(table, key), dtype, zero=zero)

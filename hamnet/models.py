@@ -49,8 +49,8 @@ from .registry import Registry
 
 Params = dict[str, Tensor]
 
-__all__ = ["WITHOUT_DATA", "ModelConfig", "ParticleModel", "SeparableModel", "HLieConv", "FCNODE", "FCHNN", "HOGN", "MODELS",
-           "register_model", "build_model", "check_compatible", "parameter_count"]
+__all__ = ["WITHOUT_DATA", "ModelConfig", "ParticleModel", "SeparableModel", "HLieConv", "FCNODE", "FCHNN", "HOGN",
+           "MODELS", "register_model", "build_model", "check_compatible", "parameter_count"]
 
 # kernel-input pairs per forward pass while measuring their extent (a few tens of MiB)
 _EXTENT_PAIRS = 1 << 21
@@ -141,7 +141,8 @@ class ModelConfig:
         others = sorted(key for key, value in data.params.items() if value.dim() == 2 and key != "m")
         found = {"n_particles": data.n_particles, "dim": data.dim, "feature_keys": ("m", *others)}
         try:
-            return dataclasses.replace(self, **{key: value for key, value in found.items() if getattr(self, key) is None})
+            return dataclasses.replace(self, **{key: value for key, value in found.items()
+                                                if getattr(self, key) is None})
         except ValueError as error:
             raise ValueError(f"the data holds {data.dim}D systems: {error}") from None
 

@@ -1,7 +1,9 @@
 """Run folders: what a training run writes, how it is locked, and when it may be resumed.
 
-A run folder holds ``config.json``, ``metrics.jsonl`` (one line per epoch), ``last.pt``, ``best.pt``
-and ``.lock`` (:class:`RunFiles`). Nothing runs twice and nothing is lost:
+A run folder holds ``config.json``, ``config.toml`` (every setting, for ``hamnet train --config``),
+``metrics.jsonl`` (one line per epoch), ``last.pt``, ``best.pt`` and ``.lock`` (:class:`RunFiles`); with
+TensorBoard logging, its event files (:data:`hamnet.monitor.EVENT_FILE_PREFIX`), and when ``hamnet.fit``
+was given arrays, the file it trains on, ``data.npz``. Nothing runs twice and nothing is lost:
 
 - a run holds an advisory lock on its folder (``.lock``, the ``filelock`` package) from before its
   first write to its end, so a second run on the same folder fails at once (:class:`RunFolderInUse`);
@@ -31,12 +33,13 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from .checkpoint import CheckpointError, load_checkpoint
+from .monitor import EVENT_FILE_PREFIX
 from .paths import atomic_path
 
 log = logging.getLogger(__name__)
 
 __all__ = ["RunFiles", "RunFolderInUse", "append_metrics", "check_resumable", "checkpoint_epoch", "claim",
-           "locked", "make_run_folder", "read_metrics", "truncate_metrics", "write_json"]
+           "locked", "make_run_folder", "read_metrics", "truncate_metrics", "write_json", "write_text"]
 
 
 class RunFolderInUse(ValueError):
@@ -52,6 +55,14 @@ class RunFiles:
     @property
     def config(self) -> Path:
         return self.folder / "config.json"
+
+    @property
+    def settings(self) -> Path:
+        return self.folder / "config.toml"
+
+    @property
+    def data(self) -> Path:
+        return self.folder / "data.npz"
 
     @property
     def metrics(self) -> Path:
@@ -70,9 +81,10 @@ class RunFiles:
         return self.folder / ".lock"
 
     def owns(self, name: str) -> bool:
-        """Whether a file called ``name`` in the folder is a run's own: one of its files, the lock, or
-        the temporary file of an atomic write that a kill interrupted."""
-        return name in self._names or name.startswith(self.lock.name) or self.is_temporary(name)
+        """Whether a file called ``name`` in the folder is a run's own: one of its files, the lock, a
+        TensorBoard event file, or the temporary file of an atomic write that a kill interrupted."""
+        return (name in self._names or name.startswith((self.lock.name, EVENT_FILE_PREFIX))
+                or self.is_temporary(name))
 
     def is_temporary(self, name: str) -> bool:
         """Whether ``name`` is the temporary file of an atomic write of one of the run's files."""
@@ -80,7 +92,7 @@ class RunFiles:
 
     @property
     def _names(self) -> list[str]:
-        return [path.name for path in (self.config, self.metrics, self.last, self.best)]
+        return [path.name for path in (self.config, self.settings, self.data, self.metrics, self.last, self.best)]
 
 
 def make_run_folder(files: RunFiles, resume: bool) -> bool:
@@ -154,9 +166,10 @@ def claim(files: RunFiles, config: Any, data_info: dict, resume: bool) -> dict[s
 
     A folder where no epoch completed (no ``best.pt``; no ``last.pt``, or one of epoch 0: what a kill
     before the end of the first epoch leaves) holds nothing worth keeping: it is cleared, and a new
-    run or ``--resume`` starts it at epoch 0. A run past that is refused to a new run and continued
-    by ``--resume``, after checking it was made with the same settings and data. Temporary files of
-    writes a kill cut short are removed: under the lock, no one else is writing them.
+    run or ``--resume`` starts it at epoch 0 (on ``data.npz``, if ``hamnet.fit`` wrote it). A run past
+    that is refused to a new run and continued by ``--resume``, after checking it was made with the same
+    settings and data. Temporary files of writes a kill cut short are removed: under the lock, no one
+    else is writing them.
     """
     for path in files.folder.glob(".*.tmp"):
         if files.is_temporary(path.name):
@@ -170,7 +183,7 @@ def claim(files: RunFiles, config: Any, data_info: dict, resume: bool) -> dict[s
             raise ValueError(f"nothing to resume: {files.last} does not exist")
         raise ValueError(f"run folder {files.folder} already holds files of a started run; resume it with "
                          "--resume or choose another --out")
-    leftovers = [path for path in files.folder.iterdir() if path.name != files.lock.name]
+    leftovers = [path for path in files.folder.iterdir() if path.name not in (files.lock.name, files.data.name)]
     if leftovers:
         log.info("%s holds a run that completed no epoch; starting it over at epoch 0", files.folder)
     for path in leftovers:
@@ -257,3 +270,8 @@ def append_metrics(path: Path, metrics: dict) -> None:
 def write_json(path: Path, value: dict) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(value, indent=2) + "\n")
+
+
+def write_text(path: Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)

@@ -5,13 +5,14 @@ the loss is :class:`hamnet.loss.WindowLoss`, the squared error of the model inte
 window against the window's other ``chunk - 1`` states.
 
 Optimiser: Adam with a cosine learning-rate decay over all steps of all epochs. The run folder
-(``config.json``, ``metrics.jsonl``, ``last.pt``, ``best.pt``, ``.lock``) and its rules, locking,
-resuming and fingerprinting, are :mod:`hamnet.runs`'s. ``last.pt`` is written at epoch 0, before
-training, then every epoch; ``best.pt`` holds the lowest validation loss. Resuming restores model,
-optimiser, scheduler, epoch and random states, so an interrupted run ends with bitwise the same
-weights as an uninterrupted one (on CPU). A loss or weights that stop being finite end the run at once
-(:class:`TrainingDiverged`) with ``last.pt`` and ``best.pt`` as the last finite epoch left them: no
-checkpoint ever holds non-finite weights.
+(``config.json``, ``config.toml``, ``metrics.jsonl``, ``last.pt``, ``best.pt``, ``.lock``) and its rules,
+locking, resuming and fingerprinting, are :mod:`hamnet.runs`'s; what a run shows while it trains
+(progress, TensorBoard) is :mod:`hamnet.monitor`'s, and changes nothing it computes. ``last.pt`` is
+written at epoch 0, before training, then every epoch; ``best.pt`` holds the lowest validation loss.
+Resuming restores model, optimiser, scheduler, epoch and random states, so an interrupted run ends
+with bitwise the same weights as an uninterrupted one (on CPU). A loss or weights that stop being
+finite end the run at once (:class:`TrainingDiverged`) with ``last.pt`` and ``best.pt`` as the last
+finite epoch left them: no checkpoint ever holds non-finite weights.
 
 Distributed: under ``torchrun --nproc_per_node=K`` each process takes a contiguous K-th of every
 global batch and the loss is scaled so the averaged gradient is that of the global batch; how the
@@ -36,7 +37,6 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import nn
-from tqdm.auto import tqdm
 
 from .checkpoint import (CheckpointError, checkpoint_provenance, load_checkpoint, locate_checkpoint,
                          model_from_checkpoint, save_checkpoint)
@@ -47,13 +47,15 @@ from .io import Trajectories, load_trajectories
 from .loss import to_device, window_mse
 from .config import config_from_dict
 from .models import MODELS, ModelConfig, build_model, check_compatible
+from .monitor import Monitor, MonitorSettings, check_tensorboard
 from .optimisation import DTYPES, NonFiniteLoss, TrainingStep
 from .run_settings import DEFAULT_KERNEL_BOUND_FACTOR, with_kernel_bound, with_substeps
 from .provenance import data_kind, file_sha256, ground_truth, rollout_model
 from .region import data_region
 from .rollouts import default_method
 from .runs import (RunFiles, append_metrics, checkpoint_epoch, claim, locked,
-                   make_run_folder, truncate_metrics, write_json)
+                   make_run_folder, truncate_metrics, write_json, write_text)
+from .settings_file import RunSettings, settings_text
 
 log = logging.getLogger(__name__)
 
@@ -179,7 +181,7 @@ class TrainConfig:
 
 
 def _open_run(files: RunFiles, run: "_Run", config: TrainConfig, data_info: dict, resume: bool,
-              held: contextlib.ExitStack) -> bool:
+              held: contextlib.ExitStack, settings: RunSettings) -> bool:
     """Main rank: create and lock the run folder (the lock joins ``held``), decide where the run
     starts and write its first files. Returns whether the run resumes a checkpoint."""
     created = make_run_folder(files, resume)
@@ -188,7 +190,7 @@ def _open_run(files: RunFiles, run: "_Run", config: TrainConfig, data_info: dict
         state = claim(files, config, data_info, resume)
         if state is not None:
             run.restore(state, files.last)
-        _write_start(files, run, config, data_info, fresh=state is None)
+        _write_start(files, run, config, data_info, settings, fresh=state is None)
         return state is not None
     except BaseException:
         if created and not files.last.exists():
@@ -196,16 +198,22 @@ def _open_run(files: RunFiles, run: "_Run", config: TrainConfig, data_info: dict
         raise
 
 
-def _write_start(files: RunFiles, run: "_Run", config: TrainConfig, data_info: dict, *, fresh: bool) -> None:
+def _write_start(files: RunFiles, run: "_Run", config: TrainConfig, data_info: dict, settings: RunSettings, *,
+                 fresh: bool) -> None:
     """The run's first writes.
 
-    Order of writes, each one atomic: ``config.json``; ``metrics.jsonl`` cut to the epochs ``last.pt``
-    holds; for a run starting at epoch 0, ``last.pt`` of epoch 0 (initial weights, optimiser,
+    Order of writes, each one atomic: ``config.json``; ``config.toml`` (the settings, resolved, as
+    ``hamnet train --config`` reads them: :mod:`hamnet.settings_file`); ``metrics.jsonl`` cut to the
+    epochs ``last.pt`` holds; for a run starting at epoch 0, ``last.pt`` of epoch 0 (initial weights, optimiser,
     scheduler, random state). Each epoch then appends its metrics line and writes ``best.pt`` and
     ``last.pt`` (:func:`_epochs`). A kill between any two writes leaves a folder that ``--resume``
     continues and that, until an epoch completes, a new run may start over in.
     """
     write_json(files.config, {"train_config": config.as_dict(), "data": data_info})
+    write_text(files.settings, settings_text(config, settings, f"the settings of the run in {files.folder}, as it "
+                                             "resolved them; repeat it with\n  hamnet train --config "
+                                             f"{files.settings} --out NEW_RUN_FOLDER\n(a flag given overrides "
+                                             "the value here; \"none\" stands for None)"))
     truncate_metrics(files.metrics, run.epoch)
     if fresh:
         _save(files.last, run, config, data_info)
@@ -213,9 +221,16 @@ def _write_start(files: RunFiles, run: "_Run", config: TrainConfig, data_info: d
 
 # -- the run ----------------------------------------------------------------------------------------
 def train(config: TrainConfig, data_path: str | os.PathLike, run_dir: str | os.PathLike, *,
-          resume: bool = False, device: str = "cpu", progress: bool = False,
-          stop_after_epochs: int | None = None) -> dict[str, Any]:
+          resume: bool = False, device: str = "cpu", progress: bool | None = None,
+          stop_after_epochs: int | None = None, tensorboard: bool = False) -> dict[str, Any]:
     """Train ``config.model`` on the trajectories in ``data_path``, writing the run to ``run_dir``.
+
+    What ``config.model`` leaves to the data (``dim``, ``n_particles``, ``feature_keys``: None by default)
+    is taken from the file (:meth:`hamnet.models.ModelConfig.for_data`), so ``TrainConfig()`` trains on
+    any file. ``progress``: progress bars (``tqdm.auto``: text in a terminal, a widget in a notebook);
+    None shows them where someone is likely watching, a terminal or a notebook, not in logs.
+    ``tensorboard``: write each epoch's metrics as TensorBoard scalars into ``run_dir`` too (needs
+    ``hamnet[tensorboard]``). Neither changes the result (:mod:`hamnet.monitor`).
 
     ``resume=True`` continues the run in ``run_dir`` from ``last.pt``; its stored configuration must
     equal ``config`` and the data file must be the one it was trained on (same sha256).
@@ -227,10 +242,14 @@ def train(config: TrainConfig, data_path: str | os.PathLike, run_dir: str | os.P
     once. A loss or weights that stop being finite raise :class:`TrainingDiverged`, with ``last.pt``
     and ``best.pt`` as the last finite epoch wrote them.
     """
+    if tensorboard:
+        check_tensorboard()
     context = distributed_context(device)
+    watching = MonitorSettings(progress if context.is_main else False, tensorboard and context.is_main)
+    settings = RunSettings(data=str(data_path), out=str(run_dir), device=device, tensorboard=tensorboard)
     succeeded = False
     try:
-        metrics = _train(config, Path(data_path), RunFiles(Path(run_dir)), context, resume, progress,
+        metrics = _train(config, Path(data_path), RunFiles(Path(run_dir)), context, resume, (watching, settings),
                          stop_after_epochs)
         succeeded = True
         return metrics
@@ -285,7 +304,7 @@ class _Run:
         self.epoch = epoch
 
 
-def _train(config, data_path, files, context, resume, progress, stop_after_epochs):
+def _train(config, data_path, files, context, resume, run_settings, stop_after_epochs):
     data, train_windows, validation_windows, left_out, region = _prepare_data(config, data_path, context)
     config = dataclasses.replace(config, model=config.model.for_data(data))  # what it leaves to the data
     start = None  # the model of init_from, and its record; a resumed run continues from its own checkpoint
@@ -313,7 +332,8 @@ def _train(config, data_path, files, context, resume, progress, stop_after_epoch
     if rollout_model(data) is not None:
         data_info["rollout"] = {"model": rollout_model(data), "diverged_left_out": len(left_out)}
     with contextlib.ExitStack() as held:  # the folder's lock (main rank), held until the run ends
-        resumed = on_main(context, lambda: _open_run(files, run, config, data_info, resume, held))
+        watching, settings = run_settings
+        resumed = on_main(context, lambda: _open_run(files, run, config, data_info, resume, held, settings))
         if resumed and not context.is_main:
             run.restore(load_checkpoint(files.last), files.last)  # checked by the main rank
         if context.world_size > 1:
@@ -321,8 +341,9 @@ def _train(config, data_path, files, context, resume, progress, stop_after_epoch
             # gradient; DDP must be told such parameters exist
             run.step.loss_module = nn.parallel.DistributedDataParallel(run.step.loss_module,
                                                                        find_unused_parameters=True)
+        monitor = held.enter_context(watching.open(files.folder, config.epochs, run.epoch))
         return _epochs(run, train_windows, validation_windows, config, context, files, data_info,
-                       progress, stop_after_epochs)
+                       monitor, stop_after_epochs)
 
 
 def _load_initial_weights(model: nn.Module, config: TrainConfig, start: nn.Module) -> None:
@@ -369,7 +390,7 @@ def _prepare_data(config: TrainConfig, data_path: Path, context: Context):
     return data, train_windows, (validation_windows, selection), left_out, region
 
 
-def _epochs(run, train_windows, validation, config, context, files, data_info, progress,
+def _epochs(run, train_windows, validation, config, context, files, data_info, monitor: Monitor,
             stop_after_epochs) -> dict[str, Any]:
     """Train the remaining epochs; ``validation``: the validation windows and the selection windows of
     ``select="rollout"`` (either None). ``best.pt`` holds the epoch of the lowest window MSE, or of the
@@ -381,8 +402,7 @@ def _epochs(run, train_windows, validation, config, context, files, data_info, p
     metrics: dict[str, Any] = {}
     while run.epoch < last_epoch:
         started = time.perf_counter()
-        train_loss = _train_epoch(run, train_windows, config, context, progress and context.is_main,
-                                  diverged)
+        train_loss = _train_epoch(run, train_windows, config, context, monitor, diverged)
         seconds = time.perf_counter() - started
         scored = functools.partial(window_mse, run.model, dt=dt, method=config.method, substeps=config.substeps,
                                    dtype=DTYPES[config.dtype])
@@ -407,12 +427,13 @@ def _epochs(run, train_windows, validation, config, context, files, data_info, p
             if improved or not files.best.exists():
                 _save(files.best, run, config, data_info)
             _save(files.last, run, config, data_info)
+            monitor.epoch_done(metrics)
             log.info("epoch %d/%d  train %.3g  validation %.3g  %.1f s", run.epoch, config.epochs,
                      train_loss, validation, seconds)
     return metrics
 
 
-def _train_epoch(run, windows, config, context, progress,
+def _train_epoch(run, windows, config, context, monitor: Monitor,
                  diverged: Callable[[str], TrainingDiverged]) -> float:
     """One pass over the training windows; returns the mean loss. A batch whose loss is not finite
     (on any rank) raises ``diverged(what)`` before any step is taken with it, and so do weights that
@@ -421,8 +442,7 @@ def _train_epoch(run, windows, config, context, progress,
     elements_per_window = (windows.chunk - 1) * math.prod(windows.data.z.shape[2:])
     total, count = 0.0, 0
     batches = windows.batches(config.batch_size, run.shuffle)
-    for number, global_index in enumerate(tqdm(batches, disable=not progress, desc=f"epoch {run.epoch + 1}",
-                                               leave=False), start=1):
+    for number, global_index in enumerate(monitor.batches(batches, run.epoch + 1), start=1):
         local_index = global_index.tensor_split(context.world_size)[context.rank]
         z, params = to_device(windows[local_index], dtype, context.device)
         global_elements = global_index.numel() * elements_per_window

@@ -18,12 +18,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 #: lowest first, with what each is for; a module imports from its own tier and those below
 TIERS = {
-    "foundation": ["version", "registry", "resources", "paths", "config"],
+    "foundation": ["version", "registry", "resources", "paths", "config", "settings_file"],
     "numerics": ["composition", "diagnostics", "dynamics", "integrate", "conversion", "io", "provenance", "readers",
                  "data", "region", "simulation",
                  "protocols", "lie_group", "rigid_groups", "groups", "equivariance", "lieconv", "layers"],
     "models": ["models", "egnn", "checkpoint", "rollouts", "loss"],
-    "workflows": ["runs", "distributed", "optimisation", "run_settings", "training", "evaluation"],
+    "workflows": ["monitor", "runs", "distributed", "optimisation", "run_settings", "training", "fitting",
+                  "evaluation"],
     "figures": ["population", "plots", "animate"],
     "interface": ["demo", "cli_common", "cli_import", "cli_train", "cli_visual", "cli_rollout", "cli", "__init__"],
 }

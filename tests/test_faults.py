@@ -209,6 +209,14 @@ def folders(*names: str, files: dict[str, str] | None = None, read_only: str | N
     return build
 
 
+def settings(text: str):
+    """Builder: the settings file run.toml holding ``text`` (for ``hamnet train --config``)."""
+    def build(tmp, shared):
+        (tmp / "run.toml").write_text(text)
+        return {}
+    return build
+
+
 def plugin(text: str):
     """Builder: a Python file of the user's, as {py} (its path without the .py suffix in {mod})."""
     def build(tmp, shared):
@@ -602,6 +610,8 @@ CODE_AS_A_COMMAND = ("--true-system {tmp}",)
 #: the tiny training run of a model that uses no group: TRAIN without --group and --kernel-bound
 PLAIN = TRAIN.replace("--model hlieconv --group SO2 ", "").replace("--kernel-bound none ", "")
 METRICS = "--out {tmp}/metrics.json"
+#: a training command reading the settings file run.toml of the case folder
+CONFIG_RUN = "train --data {springs} --out {tmp}/run --config {tmp}/run.toml"
 ROLL_FILE = "evaluate --rollout {file}"
 LEARNED = "plot conservation {file} --learned-energy"
 
@@ -709,6 +719,31 @@ CASES = [
          build=huge_header_npz, seconds=PREFLIGHT),
     Case("train-resume-after-data-changed", f"train --data {{file}} --out {{tmp}}/run {TRAIN} --resume",
          build=_run_trained_on_changed_data),
+
+    # train --config: a settings file missing, not TOML, or holding what is no setting (checked whole, flags aside)
+    Case("train-config-missing", f"{CONFIG_RUN} {TRAIN}", mentions=("run.toml does not exist",)),
+    Case("train-config-is-a-folder", f"train --data {{springs}} --out {{tmp}}/run --config {{tmp}} {TRAIN}",
+         mentions=("is a folder",)),
+    Case("train-config-not-toml", f"{CONFIG_RUN} {TRAIN}", build=settings("[train]\nepochs = = 3\n"),
+         mentions=("not valid TOML", "line 2")),
+    Case("train-config-not-text", f"{CONFIG_RUN} {TRAIN}", build=raw("run.toml", lambda content: content[:256]),
+         mentions=("not UTF-8",)),
+    Case("train-config-unknown-key", f"{CONFIG_RUN} {TRAIN}", build=settings("[train]\nepoch = 3\n"),
+         mentions=("[train] has no setting epoch",)),
+    Case("train-config-unknown-table", f"{CONFIG_RUN} {TRAIN}", build=settings("[optimiser]\nlr = 0.1\n"),
+         mentions=("[optimiser]",)),
+    Case("train-config-key-outside-a-table", f"{CONFIG_RUN} {TRAIN}", build=settings("epochs = 3\n"),
+         mentions=("epochs outside a table",)),
+    Case("train-config-wrong-type", f"{CONFIG_RUN} {TRAIN}", build=settings('[model]\nwidth = "wide"\n'),
+         mentions=("[model] field 'width' must be int",)),
+    Case("train-config-run-wrong-type", f"{CONFIG_RUN} {TRAIN}", build=settings("[run]\ntensorboard = 1\n"),
+         mentions=("[run] field 'tensorboard' must be bool",)),
+    Case("train-config-epochs-0", f"{CONFIG_RUN} {TRAIN}", build=settings("[train]\nepochs = 0\n"),
+         mentions=("epochs must be at least 1",)),
+    Case("train-config-depth-1e5", f"{CONFIG_RUN} {TRAIN.replace('--depth 1 ', '')}",
+         build=settings("[model]\ndepth = 100000\n"), mentions=("[model] depth must be between 1 and 1000",)),
+    Case("train-config-without-data", "train --config {tmp}/run.toml --quiet",
+         build=settings('[run]\nout = "run"\n'), mentions=("--data is required",)),
 
     # rollout: outputs never destroy inputs; hostile checkpoints; divergence; sizes
     Case("rollout-out-is-the-data", f"{ROLL} --out {{springs}}"),
@@ -1060,6 +1095,15 @@ def _train(**settings):
     return call
 
 
+def _fit(**settings):
+    def call(names):
+        from hamnet.fitting import fit
+
+        tiny = {"width": 8, "depth": 1, "epochs": 1, "batch_size": 8, "max_windows": 16}
+        return fit(names["springs"], run_dir=names["tmp"] / "run", **{**tiny, **settings})
+    return call
+
+
 def _rollout(steps: int, dt: float):
     def call(names):
         from hamnet.io import load_trajectories
@@ -1161,6 +1205,8 @@ API_CASES = [
     ApiCase("train-lr-1e6", _train(lr=1e6), leftovers=RUN_FOLDER),
     ApiCase("train-weight-decay-inf", _train(weight_decay=math.inf), leftovers=RUN_FOLDER),
     ApiCase("train-data-scaled-1e30", _train(), variant("big.npz", _scaled), leftovers=RUN_FOLDER),
+    ApiCase("fit-unknown-setting", _fit(widht=8), raises=(TypeError,)),
+    ApiCase("fit-group-of-another-dimension", _fit(group="SO3")),
     ApiCase("rollout-diverges", _rollout(steps=10, dt=1e3)),
     ApiCase("rollout-steps-1e12", _rollout(steps=10**12, dt=0.01), raises=FILE_ERRORS, seconds=PREFLIGHT),
     ApiCase("evaluate-springs-without-k", _evaluate, variant("nok.npz", _no_k)),

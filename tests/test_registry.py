@@ -105,7 +105,7 @@ def test_registered_system_is_found_by_name(registered):
 
 
 def test_public_api_is_small_and_complete():
-    assert len(hamnet.__all__) <= 30
+    assert len(hamnet.__all__) <= 32  # 30, then import_trajectories and fit (issue 24)
     for name in hamnet.__all__:
         assert hasattr(hamnet, name), name
     for verb in ("generate", "train", "rollout", "evaluate", "register_group", "register_model",

@@ -393,7 +393,7 @@ def test_a_failed_checkpoint_write_names_the_file_and_keeps_the_previous_one(one
     monkeypatch.undo()
     assert {name: (run / name).read_bytes() for name in before} == before
     assert sorted(path.name for path in run.iterdir() if path.name != ".lock") == [
-        "best.pt", "config.json", "last.pt", "metrics.jsonl"], "no temporary file is left behind"
+        "best.pt", "config.json", "config.toml", "last.pt", "metrics.jsonl"], "no temporary file is left behind"
     train(tiny_config(epochs=2), springs_file, run, resume=True)  # once there is room, the run goes on
     assert load_checkpoint(run / "last.pt")["epoch"] == 2
 
