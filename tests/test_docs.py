@@ -42,7 +42,7 @@ def test_the_readme_example_runs_as_written_and_keeps_both_momenta(tmp_path):
     assert done.returncode == 0, done.stderr
     drift = ast.literal_eval(done.stdout.strip().splitlines()[-1])
     assert float(drift["linear_momentum"]) < 1e-12 and float(drift["angular_momentum"]) < 1e-12
-    assert (tmp_path / "runs" / "so2" / "best.pt").exists()
+    assert (tmp_path / "runs" / "hlieconv-SO2-1" / "best.pt").exists()
 
 
 def test_getting_started_shows_the_readme_example():
