@@ -402,7 +402,7 @@ def _cell(entry: dict, key: str, form: str) -> str:
 
 
 def markdown(scale_name: str, scale: Scale, table: dict, references: dict, reproduced: list[dict], commits: dict,
-             command: str) -> list[str]:
+             command: str, absent: dict[str, list[str]]) -> list[str]:
     reported = " / ".join(f"{s:,}" for s in scale.reported)
     lines = [f"# Past the peers' horizon: {scale.steps:,} steps ({scale_name} scale)", "",
              f"Command: `{command}` (torch {torch.__version__}, one torch thread per process). Scale: {scale.note}. "
@@ -432,6 +432,8 @@ def markdown(scale_name: str, scale: Scale, table: dict, references: dict, repro
             lines.append(f"| {row} | - | " + " | ".join(_cell(single, f"mse_{s}", ".4g") for s in scale.reported)
                          + " | " + " | ".join(_cell(single, f"{name}_{kind}", ".2e") for name, kind in CONSERVATION)
                          + f" | {_cell(single, 'velocity_error_first_link', '.3f')} | - |")
+        if absent.get(protocol):
+            lines += ["", "Not in the table: " + "; ".join(absent[protocol]) + "."]
         lines.append("")
     if reproduced:
         lines += ["## The peers' 1000-step models", "",
@@ -564,11 +566,18 @@ def report(args: argparse.Namespace, scale: Scale, work: Path, truths: dict[str,
         f" --scale {args.scale}" if args.scale != "small" else "") + (
         f" --seeds {' '.join(map(str, args.seeds))}" if args.seeds else "")
     table = summarise(scores)
+    absent = {protocol: [f"{model.label}, seed {seed} (no finished run: `python "
+                         f"{model.command.format(scale=scale.peers)}` makes it)"
+                         for model in HAMNET for seed in scale.seeds
+                         if not any(s["row"] == model.label and s["protocol"] == protocol and s["seed"] == seed
+                                    for s in scores)]
+              for protocol in truths}
     results = {"scale": args.scale, "settings": dataclasses.asdict(scale), "command": command, "commits": commits,
                "link_steps": LINK, "table": table, "references": references, "peer_models": list(peer_models.values()),
-               "truth_sha256": sha, "scores": scores}
+               "truth_sha256": sha, "absent": absent, "scores": scores}
     write_result_files(RESULTS / f"long_horizon_{args.scale}", results,
-                       markdown(args.scale, scale, table, references, list(peer_models.values()), commits, command))
+                       markdown(args.scale, scale, table, references, list(peer_models.values()), commits, command,
+                                absent))
 
 
 if __name__ == "__main__":
