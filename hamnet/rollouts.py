@@ -15,7 +15,6 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torchdiffeq import odeint
 
 from .dynamics import HamiltonianField
 from .integrate import solver_key
@@ -24,6 +23,7 @@ from .provenance import protocol_name
 from .region import check_region, region_exits
 from .models import MODELS
 from .resources import check_memory
+from .stepping import integrate_every
 from .version import __version__
 
 Params = dict[str, Tensor]
@@ -97,7 +97,8 @@ def rollout(
     keep_diverged: bool = False,
     substeps: int = 1,
 ) -> Tensor:
-    """Integrate ``steps`` steps of size ``dt`` from ``z0`` with torchdiffeq's ``odeint``.
+    """Integrate ``steps`` steps of size ``dt`` from ``z0``: the states of torchdiffeq's ``odeint`` (a
+    fixed-step method steps in :func:`hamnet.stepping.integrate_fixed_grid`'s loop, bit for bit the same).
 
     ``model_or_system`` follows the protocol of :mod:`hamnet.dynamics`; ``z0: (B, 2, N, D)``;
     ``params``: tensors with leading axis ``B``; ``method``: a name in
@@ -184,7 +185,7 @@ def _integrate(model_or_system, z0, params, steps, dt, method, dtype, chunk_step
             t = torch.arange(n * k + 1, dtype=dtype, device=device) * (dt / k)
             field = HamiltonianField(model, {name: v[active] for name, v in params.items()})
             try:  # (n + 1, b, 2, N, D): every k-th state of the fine grid
-                states = odeint(field, trajectory[active, done], t, method=key, options=options)[::k]
+                states = integrate_every(field, trajectory[active, done], t, key, options, every=k)
             except AssertionError as error:  # torchdiffeq's adaptive solvers assert when the step size underflows
                 raise RolloutError(f"the {method} rollout failed between steps {done} and {done + n}: {error}; a "
                                    "system is likely diverging: a fixed-step method (leapfrog, rk4) reports which",

@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TIERS = {
     "foundation": ["version", "registry", "resources", "paths", "config", "settings_file"],
     "numerics": ["composition", "diagnostics", "dynamics", "integrate", "conversion", "io", "provenance", "readers",
-                 "data", "region", "simulation",
+                 "data", "region", "simulation", "stepping",
                  "protocols", "lie_group", "rigid_groups", "groups", "equivariance", "lieconv", "layers"],
     "models": ["models", "egnn", "checkpoint", "rollouts", "loss"],
     "workflows": ["monitor", "runs", "distributed", "optimisation", "run_settings", "training", "fitting",
