@@ -161,3 +161,39 @@ def test_the_chain_hands_each_link_the_state_the_last_reached(tmp_path):
     assert not list(tmp_path.glob("*_chain*_s.npy"))  # the chain's files are removed
     with pytest.raises(SystemExit, match="egnn: its model carries no velocity state"):
         adapter.chain("egnn", code, spec | {"velocity": "model"})
+
+
+def test_the_smoke_scale_runs_end_to_end_on_hamnets_side(tmp_path, monkeypatch):
+    """Without the peers' checkouts: one-epoch models where nbody_peers.py keeps its runs, the continued truth,
+    their rollouts and the results files (written to a temporary folder)."""
+    from hamnet.io import save_trajectories
+    from hamnet.models import ModelConfig
+    from hamnet.training import TrainConfig, train
+
+    for protocol in horizon.PROTOCOL_NAMES:
+        data = tmp_path / "data" / f"{protocol}_train.npz"
+        data.parent.mkdir(exist_ok=True)
+        save_trajectories(data, generate_protocol(protocol, "train", 4, seed=43))
+        features = ("m", "charge") if protocol == "egnn-charged5" else ("m",)
+        for key, extra in (("hlieconv-se3", {"name": "hlieconv", "group": "SE3"}), ("egnn-h", {"name": "egnn-h"})):
+            model = ModelConfig(n_particles=5, dim=3, feature_keys=features, width=8, depth=1, **extra)
+            train(TrainConfig(model=model, epochs=1, batch_size=10, chunk=2, max_windows=20, validation=0.25,
+                              test=0.0, method="leapfrog"),
+                  data, tmp_path / "runs" / "nbody_peers_smoke" / "runs" / f"{protocol}_{key}_seed0")
+    monkeypatch.setattr(horizon, "RESULTS", tmp_path / "results")
+    monkeypatch.setattr(sys, "argv", ["long_horizon.py", "--scale", "smoke", "--runs", str(tmp_path / "runs"),
+                                      "--work", str(tmp_path / "work")])
+    threads = torch.get_num_threads()
+    try:
+        horizon.main()
+    finally:
+        torch.set_num_threads(threads)  # main sets the benchmark's one thread
+    results = json.loads((tmp_path / "results" / "long_horizon_smoke.json").read_text())
+    assert set(results["table"]) == set(horizon.PROTOCOL_NAMES)
+    for protocol, rows in results["table"].items():
+        assert set(rows) == {"HLieConv SE(3)", "EGNN-H"}
+        for row in rows.values():  # exactly invariant Hamiltonians rolled out with leapfrog in float64
+            assert row["linear_momentum_max"]["mean"] < 1e-12 and row["angular_momentum_max"]["mean"] < 1e-12
+        assert results["absent"][protocol] == ["HLieConv SE(3), frame recipe, seed 0 (no finished run: `python "
+                                               "benchmarks/frame_recipe.py --recipes auto` makes it)"]
+    assert "## segno-gravity5" in (tmp_path / "results" / "long_horizon_smoke.md").read_text()
