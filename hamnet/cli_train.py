@@ -257,6 +257,7 @@ def run_train(args: argparse.Namespace) -> None:
     data = load_trajectories(run.data)
     config = dataclasses.replace(config, model=config.model.for_data(data))  # a group of another dimension fails here
     check_model_memory(config.model, config.dtype)
+    del data  # train() reads the file itself: this float64 copy would otherwise be held for the whole run
     metrics = train(config, run.data, run.out, resume=args.resume, device=run.device, progress=not args.quiet,
                     tensorboard=run.tensorboard)
     if metrics and os.environ.get("RANK", "0") == "0":  # one report, not one per torchrun process

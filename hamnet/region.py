@@ -15,6 +15,8 @@ states at the data's edge, which a test system drawn like the training ones reac
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -40,18 +42,30 @@ def _blocks(states: Tensor) -> list[Tensor]:
     return list(states.split(per_block))
 
 
-def data_region(z: Tensor) -> dict[str, Any]:
+def data_region(z: Tensor, systems: Tensor | None = None) -> dict[str, Any]:
     """The region of the states ``z: (..., 2, N, D)``, JSON-ready: ``{"pair_distance": [min, max] or None
-    (one particle), "momentum": max |p_i|, "margin": REGION_MARGIN}``."""
-    states = z.reshape(-1, *z.shape[-3:]).double()
-    momentum = max(float(block[:, 1].norm(dim=-1).amax()) for block in _blocks(states))
-    if states.shape[-2] < 2:
-        return {"pair_distance": None, "momentum": momentum, "margin": REGION_MARGIN}
-    low, high = float("inf"), 0.0
-    for block in _blocks(states):
-        distances = _pair_distances(block[:, 0])
-        low, high = min(low, float(distances.amin())), max(high, float(distances.amax()))
-    return {"pair_distance": [low, high], "momentum": momentum, "margin": REGION_MARGIN}
+    (one particle), "momentum": max |p_i|, "margin": REGION_MARGIN}``. ``systems``: indices into the first
+    axis of ``z: (B, T, 2, N, D)``; the region of those systems' states alone, the same as
+    ``data_region(z[systems])`` without that copy of them (a few systems are copied at a time)."""
+    momentum, low, high = 0.0, math.inf, 0.0
+    for part in _parts(z, systems):
+        for block in _blocks(part.reshape(-1, *z.shape[-3:]).double()):
+            momentum = max(momentum, float(block[:, 1].norm(dim=-1).amax()))
+            if z.shape[-2] >= 2:
+                distances = _pair_distances(block[:, 0])
+                low, high = min(low, float(distances.amin())), max(high, float(distances.amax()))
+    return {"pair_distance": [low, high] if z.shape[-2] >= 2 else None, "momentum": momentum,
+            "margin": REGION_MARGIN}
+
+
+def _parts(z: Tensor, systems: Tensor | None) -> Iterator[Tensor]:
+    """``z`` whole, or the ``systems`` of ``z: (B, T, 2, N, D)`` a block's worth of states at a time."""
+    if systems is None:
+        yield z
+        return
+    states = math.prod(z.shape[1:-3])
+    for index in systems.split(max(1, _BLOCK_PAIRS // max(1, z.shape[-2] ** 2) // max(1, states))):
+        yield z[index]
 
 
 def check_region(region: Any) -> dict[str, Any] | None:

@@ -367,12 +367,13 @@ def _prepare_data(config: TrainConfig, data_path: Path, context: Context):
     if config.batch_size < context.world_size:
         raise ValueError(f"batch size {config.batch_size} is smaller than the {context.world_size} processes")
     dtype = DTYPES[config.dtype]
-    largest = max(float(values.abs().max()) for values in (data.z, *data.params.values()))
+    # the largest |value| from the extremes, without a copy of the file's largest array as abs() would make
+    largest = max(max(-float(low), float(high)) for low, high in map(torch.aminmax, (data.z, *data.params.values())))
     if largest > torch.finfo(dtype).max:
         raise ValueError(f"{data_path} holds values up to {largest:.3g}, beyond {config.dtype}'s range; "
                          "train with --dtype float64")
     split = split_systems(data.n_systems, config.validation, config.test, config.seed)
-    region = data_region(data.z[split.train])  # in the file's float64, before the training dtype
+    region = data_region(data.z, split.train)  # in the file's float64, before the training dtype
     # the whole file moves to the training device once, so batches are cut there without host copies
     device = context.device
     data = Trajectories(data.t, data.z.to(device=device, dtype=dtype),

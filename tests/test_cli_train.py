@@ -208,3 +208,29 @@ def test_train_runs_on_the_threads_asked_and_gives_the_callers_count_back(files,
                             "--out", tmp_path / "run", *TINY], capsys)
     assert code == 1 and "stopped here by the test" in err
     assert seen == [asked] and torch.get_num_threads() == before
+
+
+def test_train_keeps_no_copy_of_the_data_while_training(files, tmp_path, capsys, monkeypatch):
+    # training reads the file itself; a float64 copy kept by the command line would be held for the whole run
+    import gc
+    import weakref
+
+    import hamnet.cli_train
+
+    loaded, alive = [], []
+
+    def load(path):
+        data = load_trajectories(path)
+        loaded.append(weakref.ref(data))
+        return data
+
+    def train(*args, **kwargs):
+        gc.collect()
+        alive.extend(ref() is not None for ref in loaded)
+        return {}
+
+    monkeypatch.setattr(hamnet.cli_train, "load_trajectories", load)
+    monkeypatch.setattr(hamnet.cli_train, "train", train)
+    code, _, _ = run_cli(["train", "--data", files["springs"], "--model", "fc-node", "--out", tmp_path / "run", *TINY],
+                         capsys)
+    assert code == 0 and alive == [False]

@@ -69,6 +69,14 @@ def test_the_region_is_the_extremes_of_the_training_states():
     assert check_region(region) == region and check_region({"momentum": 1}) is None
 
 
+def test_the_region_of_some_systems_is_that_of_their_copy(monkeypatch):
+    z = torch.randn(7, 5, 2, 3, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    systems = torch.tensor([5, 0, 3, 6])
+    monkeypatch.setattr("hamnet.region._BLOCK_PAIRS", 2 * 5 * 9)  # two systems' states a block: several blocks
+    region = data_region(z, systems)
+    assert region == data_region(z[systems]) and region != data_region(z)
+
+
 def test_a_system_leaves_when_it_passes_the_extremes_by_the_margin():
     # two particles separating at unit speed from distance 1: a training region of distances [1, 2]
     region = {"pair_distance": [1.0, 2.0], "momentum": 10.0, "margin": REGION_MARGIN}
