@@ -225,7 +225,12 @@ def markdown(results: dict) -> list[str]:
                   f"x {compiled['steps']} steps: {compiled['speedup']:.2f}x the eager rollout after "
                   f"{compiled['compile_seconds']:.0f} s of compiling (per batch size); states equal to round-off, "
                   f"not bitwise (largest difference {compiled['largest_relative_difference']:.1e} of the largest "
-                  "|state|)."]
+                  "|state|). Not in hamnet: a rollout's default must stay bitwise the same; the batch shrinks "
+                  "whenever a system diverges (`rollout_systems`), and each new size compiles again; the compiled "
+                  "potential needs weights that require no gradient (a trial compiling the model as it is gained nothing); "
+                  "and torch.compile falls back to eager after 8 recompilations of one function (its "
+                  "recompile_limit), which new batch sizes and model instances use up. A GPU "
+                  "session's capture (CUDA graphs) is where this belongs (issue 21, item 2)."]
     return lines + [""]
 
 
