@@ -248,7 +248,18 @@ def _add_info(commands) -> None:
                                  description="Validate a trajectory file and print its contents: shapes, "
                                  "system, parameters, integrator and measured conservation errors.")
     parser.add_argument("file", help="a .npz trajectory file")
-    parser.set_defaults(run=lambda args: print(describe(load_trajectories(args.file), args.file)))
+    parser.set_defaults(run=run_info)
+
+
+def run_info(args: argparse.Namespace) -> None:
+    loading = logging.getLogger("hamnet.io")  # its warnings are part of the summary printed here
+    level = loading.level
+    loading.setLevel(logging.ERROR)
+    try:
+        data = load_trajectories(args.file)
+    finally:
+        loading.setLevel(level)
+    print(describe(data, args.file))
 
 
 def describe(data, path: str) -> str:
@@ -263,6 +274,7 @@ def describe(data, path: str) -> str:
     ]
     for name, value in sorted(data.params.items()):
         lines.append(f"  param {name:<5} shape {tuple(value.shape)}, range [{float(value.min()):.4g}, {float(value.max()):.4g}]")
+    lines += [f"  warning     {problem}" for problem in data.unphysical()]
     for key in sorted(set(meta) - {"system", "system_settings", "dt", "schema_version"}):
         value = meta[key]
         lines.append(f"  {key:<11} {value:.3g}" if isinstance(value, float) else f"  {key:<11} {value}")

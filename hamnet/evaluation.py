@@ -83,6 +83,9 @@ def evaluate(model: Any, truth: Trajectories, *, chunk: int = DEFAULT_CHUNK, met
     the file's own system when it is registered; a file made by a user's own system class (which is
     never imported because a file names it) gets no energy drift, and ``notes`` says so.
     """
+    if not isinstance(truth, Trajectories):
+        raise TypeError(f"truth must be a hamnet.Trajectories (hamnet.load_trajectories(path) reads a file), got "
+                        f"{type(truth).__name__}")
     windows = Windows(truth, chunk, max_windows=EVALUATION_WINDOWS if truth.n_systems * (truth.n_times - chunk + 1)
                       > EVALUATION_WINDOWS else None, seed=seed)
     # a learned model is scored in its own dtype; a true system (no weights) in float64

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import os
 import zipfile
@@ -26,6 +27,8 @@ from .conversion import IMPORTED_SYSTEM, ArrayProblems, CheckedArrays, checked_a
 from .paths import atomic_path, interrupts_deferred
 from .resources import check_memory
 from .version import __version__
+
+log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 REQUIRED_META = ("schema_version", "system", "system_settings", "dt")
@@ -69,6 +72,21 @@ class Trajectories:
     @property
     def dim(self) -> int:
         return self.z.shape[4]
+
+    def unphysical(self) -> list[str]:
+        """What is unphysical in this file's parameters for its system (say, a spring constant that is not
+        positive), one line each; empty when nothing is, or when the system is not registered here (a
+        data file never runs code; see :meth:`system`). ``load_trajectories`` logs them as warnings and
+        ``hamnet info`` prints them."""
+        from .systems import SYSTEMS
+
+        if self.meta.get("system") not in SYSTEMS:
+            return []
+        try:
+            system = self.system()
+        except ValueError:
+            return []  # a file whose system cannot be rebuilt says so where the system is needed
+        return list(system.unphysical(self.params))
 
     def system(self, spec: str | None = None):
         """The true system of this file, rebuilt with the settings in ``meta``.
@@ -228,7 +246,10 @@ def load_trajectories(path: str | os.PathLike) -> Trajectories:
         raise TrajectoryFileError(f"{path}: 'meta' is not valid JSON ({error})") from error
     _validate(arrays, meta, source=str(path))
     params = {k: torch.from_numpy(v) for k, v in arrays.items() if k not in RESERVED_KEYS}
-    return Trajectories(torch.from_numpy(arrays["t"]), torch.from_numpy(arrays["z"]), params, meta, str(path))
+    data = Trajectories(torch.from_numpy(arrays["t"]), torch.from_numpy(arrays["z"]), params, meta, str(path))
+    for problem in data.unphysical():
+        log.warning("hamnet: warning: %s: %s", path, problem)
+    return data
 
 
 def _stored_bytes(path: Path) -> int:
@@ -308,3 +329,8 @@ def _validate(arrays: dict[str, np.ndarray], meta: dict, source: str) -> None:
         fail(f"'t' is not spaced by meta's dt = {dt}")
     if not isinstance(meta["system"], str) or not isinstance(meta["system_settings"], dict):
         fail("'meta' system must be a name and system_settings a JSON object")
+    for key, actual, axis in (("n_particles", n_particles, "N"), ("dim", z.shape[4], "D")):
+        stated = meta["system_settings"].get(key)
+        if isinstance(stated, int) and not isinstance(stated, bool) and stated != actual:
+            fail(f"'meta' system_settings say {key} = {stated}, but 'z' holds {axis} = {actual}; the settings must "
+                 "describe the arrays (fix meta or the arrays)")

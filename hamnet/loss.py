@@ -13,6 +13,8 @@ compared.
 
 from __future__ import annotations
 
+import math
+import numbers
 from typing import Any
 
 import torch
@@ -60,6 +62,10 @@ def window_mse(model: Any, windows: Windows, dt: float, *, method: str = "rk4", 
     Runs under ``torch.no_grad()``: the field still differentiates ``H`` locally for its forces,
     but no graph through the weights is built.
     """
+    if isinstance(dt, bool) or not isinstance(dt, numbers.Real) or not (dt > 0 and math.isfinite(dt)):
+        raise ValueError(f"dt must be a positive number, got {dt!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     loss = WindowLoss(model, dt, method, substeps, positions_only=positions_only)
     total, count = 0.0, 0
     with torch.no_grad():

@@ -39,7 +39,7 @@ from torch import Tensor, nn
 
 from .systems.base import kinetic_energy, velocity
 
-from .config import config_from_dict
+from .config import check_field_types, config_from_dict
 from .dynamics import potential_force
 from .groups import get_group
 from .io import load_trajectories
@@ -108,8 +108,7 @@ class ModelConfig:
     kernel_bound: float | None = None
 
     def __post_init__(self) -> None:
-        if self.feature_keys is not None:  # a config read back from JSON carries a list
-            object.__setattr__(self, "feature_keys", tuple(self.feature_keys))
+        check_field_types(self, "model config")  # a list of feature keys (read back from JSON) becomes a tuple
         if self.group is None and self.dim is not None:
             object.__setattr__(self, "group", f"T{self.dim}")
         model_class = MODELS.get(self.name)  # unknown names fail here, with the known ones listed
@@ -420,6 +419,9 @@ def build_model(config: ModelConfig, generator: torch.Generator | None = None) -
     when None), so the same config and generator give the same weights. To restore a
     checkpoint: ``build_model(ModelConfig.from_dict(saved_config)).load_state_dict(saved_state)``.
     """
+    if not isinstance(config, ModelConfig):
+        raise TypeError(f"config must be a hamnet.ModelConfig (ModelConfig.from_dict reads a dict), got "
+                        f"{type(config).__name__}")
     config = config.without_data()
     model = MODELS.get(config.name)(config)
     init_parameters(model, generator if generator is not None else torch.Generator().manual_seed(DEFAULT_INIT_SEED))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import math
+import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -145,10 +146,35 @@ def rollout_systems(
                       stop_at_divergence=False, substeps=substeps)
 
 
+def check_batch(z0: Any, params: Any) -> None:
+    """Refuse, naming the argument, a start state that is not a ``(B, 2, N, D)`` tensor or parameters that
+    are not a dict of tensors with ``B`` first: before any work, in one line."""
+    if not isinstance(z0, Tensor):
+        raise TypeError(f"z0 must be a torch.Tensor of shape (B, 2, N, D), got {type(z0).__name__} "
+                        "(torch.as_tensor(array) converts a NumPy array)")
+    if z0.dim() != 4 or z0.shape[1] != 2:
+        raise ValueError(f"z0 must have shape (B, 2, N, D), got {tuple(z0.shape)}")
+    if not isinstance(params, Mapping) or not all(isinstance(v, Tensor) for v in params.values()):
+        raise TypeError("params must be a dict of torch.Tensors (per system (B,) or per particle (B, N)), got "
+                        f"{type(params).__name__}")
+    wrong = sorted(name for name, v in params.items() if v.dim() == 0 or v.shape[0] != z0.shape[0]
+                   or (v.dim() == 2 and v.shape[1] != z0.shape[2]) or v.dim() > 2)
+    if wrong:
+        raise ValueError(f"params {wrong} do not fit z0 of {z0.shape[0]} systems of {z0.shape[2]} particles: each must "
+                         f"have shape ({z0.shape[0]},) or ({z0.shape[0]}, {z0.shape[2]})")
+
+
 def _integrate(model_or_system, z0, params, steps, dt, method, dtype, chunk_steps, options, keep_diverged,
                stop_at_divergence: bool, substeps: int = 1) -> Rollout:
-    if steps < 0 or int(steps) != steps:
-        raise ValueError(f"steps must be a non-negative integer, got {steps}")
+    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 0:
+        raise ValueError(f"steps must be a non-negative integer, got {steps!r}")
+    if isinstance(dt, bool) or not isinstance(dt, numbers.Real):
+        raise TypeError(f"dt must be a number, got {dt!r}")
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(f"dtype must be a floating torch dtype such as torch.float64, got {dtype!r}")
+    if not isinstance(method, str):
+        raise TypeError(f"method must be an integrator's name such as 'leapfrog', got {method!r}")
+    check_batch(z0, params)
     if isinstance(substeps, bool) or int(substeps) != substeps or substeps < 1:
         raise ValueError(f"substeps must be a positive integer, got {substeps!r}")
     k = int(substeps)
@@ -156,8 +182,6 @@ def _integrate(model_or_system, z0, params, steps, dt, method, dtype, chunk_step
         raise ValueError(f"dt must be a positive finite number, got {dt}")
     if chunk_steps < 1:
         raise ValueError(f"chunk_steps must be at least 1, got {chunk_steps}")
-    if z0.dim() != 4 or z0.shape[1] != 2:
-        raise ValueError(f"z0 must have shape (B, 2, N, D), got {tuple(z0.shape)}")
     if z0.device.type == "cpu":  # before allocating the trajectory: a size that cannot fit is refused in one line
         itemsize = torch.finfo(dtype).bits // 8
         check_memory(z0.shape[0] * (int(steps) + 1) * z0[0].numel() * itemsize, f"a rollout of {int(steps)} steps",

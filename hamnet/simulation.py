@@ -334,6 +334,8 @@ def generate(
     trajectory or a measured energy that is not finite.
     """
     _check_count("n_systems", n_systems)
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2**63:
+        raise ValueError(f"seed must be an integer from 0 to 2**63 - 1, got {seed!r}")
     _check_run(steps, dt, METHOD, substeps, max_substeps)
     system_settings = _json_settings(system)
     if substeps is None and not hasattr(system, "timescale"):

@@ -45,7 +45,7 @@ from .distributed import Context, close_distributed, distributed_context, finite
 from .integrate import INTEGRATORS, get_integrator
 from .io import Trajectories, load_trajectories
 from .loss import to_device, window_mse
-from .config import config_from_dict
+from .config import check_field_types, config_from_dict
 from .models import MODELS, ModelConfig, build_model, check_compatible
 from .monitor import Monitor, MonitorSettings, check_tensorboard
 from .optimisation import DTYPES, NonFiniteLoss, TrainingStep
@@ -130,8 +130,12 @@ class TrainConfig:
     select_steps: int | None = None
 
     def __post_init__(self) -> None:
-        if isinstance(self.model, dict):
-            object.__setattr__(self, "model", ModelConfig.from_dict(self.model))
+        check_field_types(self, "train config")  # a dict for the model becomes a ModelConfig
+        for name in ("max_windows", "validation_windows"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"{name} must be a positive number or None, got {getattr(self, name)}")
+        if self.seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {self.seed}")
         if self.epochs < 1:
             raise ValueError(f"epochs must be at least 1, got {self.epochs}")
         if self.batch_size < 1:

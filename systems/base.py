@@ -65,6 +65,15 @@ class HamiltonianSystem(abc.ABC):
     def potential(self, q: Tensor, params: Params) -> Tensor:
         """Potential energy ``V(q)``; ``q: (B, N, D)`` -> ``(B,)``. Differentiable."""
 
+    def unphysical(self, params: Params) -> list[str]:
+        """What is unphysical in ``params`` for this system, one line each (empty if nothing is): masses
+        that are not positive here; a subclass adds its own parameters' conditions."""
+        m = params.get("m")
+        if m is not None and bool((m <= 0).any()):
+            count = int((m <= 0).reshape(m.shape[0], -1).any(-1).sum())
+            return [f"masses 'm' must be positive; {count} of {m.shape[0]} systems have one that is not"]
+        return []
+
     def settings(self) -> dict:
         """The constructor settings, JSON-serialisable, so that ``type(self)(**settings())`` rebuilds it."""
         return {"n_particles": self.n_particles, "dim": self.dim}

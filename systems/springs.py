@@ -48,6 +48,17 @@ class Springs(HamiltonianSystem):
         p = MOMENTUM_SCALE * torch.randn(shape, generator=generator, dtype=torch.float64)
         return torch.stack([q, remove_total_momentum(p)], dim=1)
 
+    def unphysical(self, params: Params) -> list[str]:
+        """Besides the masses: spring constants ``k`` that are not positive (a pair's stiffness is
+        ``k_i k_j``, so one negative ``k`` makes springs that push apart without bound)."""
+        problems = super().unphysical(params)
+        k = params.get("k")
+        if k is not None and bool((k <= 0).any()):
+            count = int((k <= 0).reshape(k.shape[0], -1).any(-1).sum())
+            problems.append(f"spring constants 'k' must be positive; {count} of {k.shape[0]} systems have one that "
+                            f"is not (smallest {float(k.min()):.3g})")
+        return problems
+
     def potential(self, q: Tensor, params: Params) -> Tensor:
         # sum_{i<j} k_i k_j |q_i - q_j|^2 = K sum_i k_i |q_i|^2 - |sum_i k_i q_i|^2, with K = sum_i k_i:
         # O(N) and exact for zero-rest-length springs with product constants.
