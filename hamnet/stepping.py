@@ -58,6 +58,7 @@ def integrate_fixed_grid(func: Any, y0: Tensor, t: Tensor, key: str, options: Ma
                          "use odeint")
     if every < 1 or (len(t) - 1) % every:
         raise ValueError(f"the grid's {len(t) - 1} steps are not a whole number of {every}-step outputs")
+    # odeint's own preparation, with its default tolerances (which fixed-grid solvers ignore)
     _, func, y0, t, rtol, atol, key, options, _, reversed_ = _check_inputs(func, y0, t, 1e-7, 1e-9, key, options,
                                                                            None, SOLVERS)
     if reversed_:
