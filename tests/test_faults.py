@@ -298,6 +298,10 @@ def _unregistered_model(state, tmp):
     state["model_config"]["name"] = "made-up-model"
 
 
+def _settings_say_six(arrays, meta):
+    meta["system_settings"]["n_particles"] = 6  # the arrays hold 4
+
+
 def _nan(arrays, meta):
     arrays["z"][0, 3, 0, 0, 0] = np.nan
 
@@ -669,6 +673,10 @@ CASES = [
     Case("info-pickle-npz", "info {file}", build=pickle_npz),
     Case("info-header-claims-terabytes", "info {file}", build=huge_header_npz, seconds=PREFLIGHT),
     Case("info-data-names-code", "info {file}", build=data_naming_code, codes=DATA_IS_DATA, absent=CODE_AS_A_COMMAND),
+    Case("info-settings-contradict-the-arrays", "info {file}", build=variant("sixth.npz", _settings_say_six),
+         mentions=("n_particles = 6",)),
+    Case("train-settings-contradict-the-arrays", f"train --data {{file}} --out {{tmp}}/run {TRAIN}",
+         build=variant("sixth.npz", _settings_say_six), mentions=("n_particles = 6",)),
 
     # train: divergence, absurd sizes, flags out of range, unknown names, hostile data, run folders
     Case("train-lr-1e6", f"train --data {{springs}} --out {{tmp}}/run {TRAIN} --lr 1e6", leftovers=RUN_FOLDER,
@@ -1114,6 +1122,18 @@ def _rollout(steps: int, dt: float):
     return call
 
 
+def _rollout_with(change: Callable):
+    """``rollout`` of the staged model from the springs file's first states, ``(z0, params)`` changed first."""
+    def call(names):
+        from hamnet.io import load_trajectories
+        from hamnet.rollouts import rollout
+
+        data = load_trajectories(names["springs"])
+        z0, params = change(data.z[:, 0], data.params)
+        return rollout(_model(names), z0, params, 3, 0.01)
+    return call
+
+
 def _evaluate(names):
     from hamnet.evaluation import evaluate
     from hamnet.io import load_trajectories
@@ -1219,6 +1239,13 @@ API_CASES = [
     ApiCase("plot-error-systems-negative", _plot_population("error", systems=[-1])),
     ApiCase("plot-error-band-reversed", _plot_population("error", band=(90, 10))),
     ApiCase("predicted-trajectories-checkpoint-keyword", _predicted_with_checkpoint, raises=(TypeError,)),
+    ApiCase("train-config-epochs-2.5", _train(epochs=2.5), raises=(TypeError,)),
+    ApiCase("train-config-lr-a-string", _train(lr="1e-3"), raises=(TypeError,)),
+    ApiCase("train-config-validation-windows-0", _train(validation_windows=0)),
+    ApiCase("rollout-params-of-other-systems", _rollout_with(lambda z0, params: (z0, {k: v[:1] for k, v in
+                                                                                    params.items()}))),
+    ApiCase("rollout-z0-numpy", _rollout_with(lambda z0, params: (z0.numpy(), params)), raises=(TypeError,)),
+    ApiCase("load-settings-contradict-the-arrays", _load(), variant("sixth.npz", _settings_say_six)),
 ]
 
 
