@@ -1,0 +1,216 @@
+"""Peak memory of whole `hamnet train` runs, each in a fresh process, for the code of two commits.
+
+    OMP_NUM_THREADS=1 python benchmarks/train_memory.py --before REV [--after REV] [--repeats 2]
+
+Data: the springs training file of springs.py's paper scale (4000 systems x 500 steps of dt 0.01,
+N = 6, 2D; 385 MB in float64), generated once into benchmarks/work/train_memory/. Runs: `hamnet train`
+of HLieConv SO(2) 128 x 4 with the paper scale's training settings (rk4 windows, batch 200, lr 1e-3,
+3000 windows, the default validation and test fractions) for 3 epochs, and the same network at 32 x 2,
+where the data is a larger part of the whole. Each run is a fresh process under `/usr/bin/time -v`
+(its maximum resident set size; where /usr/bin/time is missing, the child's own getrusage), running
+the code of one commit, exported with `git archive` into the work folder and put first on
+PYTHONPATH; the two commits alternate. A thread in the child samples the resident memory every 5 ms
+with the hamnet functions on the main thread's stack, so that the results also say the memory after
+the imports, just before the first training batch and at the peak of data preparation, and where the
+memory first came within 1% of its peak. One more run of the after code per network fixes glibc's
+mmap threshold at 128 KiB (``MALLOC_MMAP_THRESHOLD_=131072``): what the allocator keeps of freed
+memory, which the default lets grow, then shows as the difference.
+Writes results/train_memory.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from hamnet.io import save_trajectories
+from hamnet.simulation import generate
+from hamnet.systems import make_system
+
+sys.path.insert(0, str(Path(__file__).parent))
+from pieces import write_result_files  # noqa: E402  (benchmarks are scripts, not a package)
+
+ROOT = Path(__file__).resolve().parent.parent
+WORK = ROOT / "benchmarks" / "work" / "train_memory"
+DATA = "springs_N6_D2_steps500_dt0.01_systems4000_seed0.npz"
+TIME = Path("/usr/bin/time")
+GIB = 2**30
+#: (label, hamnet train flags of the network); the training settings are TRAINING's
+NETWORKS = (("HLieConv SO(2) 128x4", ["--width", "128", "--depth", "4"]),
+            ("HLieConv SO(2) 32x2", ["--width", "32", "--depth", "2"]))
+TRAINING = ["--model", "hlieconv", "--group", "SO2", "--epochs", "3", "--batch-size", "200", "--lr", "1e-3",
+            "--max-windows", "3000", "--method", "rk4", "--quiet"]
+#: glibc returns every freed block above 128 KiB at once (its default raises the threshold as blocks are freed)
+FIXED_THRESHOLD = {"MALLOC_MMAP_THRESHOLD_": "131072"}
+#: the issue's whole-run figures at width 128 (springs, paper scale), measured before this benchmark
+ISSUE_FIGURES = {"hamnet_train_gib": 2.76, "reference_trainer_gib": 2.14}
+
+#: run in the child: `python -c CHILD SUMMARY.json hamnet-train-arguments...`
+CHILD = r'''
+import json, os, resource, sys, threading, time
+page, main_thread, samples, running = os.sysconf("SC_PAGE_SIZE"), threading.get_ident(), [], True
+def resident():
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * page
+def sample():
+    while running:
+        frame, names = sys._current_frames().get(main_thread), []
+        while frame is not None:
+            if "/hamnet/" in frame.f_code.co_filename:
+                names.append(os.path.basename(frame.f_code.co_filename)[:-3] + "." + frame.f_code.co_name)
+            frame = frame.f_back
+        samples.append((resident(), names[::-1]))
+        time.sleep(0.005)
+from hamnet.cli import main
+imported = resident()
+thread = threading.Thread(target=sample, daemon=True)
+thread.start()
+status = main(["train", *sys.argv[2:]])
+running = False
+thread.join()
+peak = max(r for r, _ in samples)
+def highest(name):
+    return max((r for r, names in samples if name in names), default=None)
+first = next((i for i, (_, names) in enumerate(samples) if "training._train_epoch" in names), None)
+training = samples[first - 1][0] if first else None
+reached = next(names for r, names in samples if r >= 0.99 * peak)
+json.dump({"status": status, "getrusage_max_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+           "after_imports_bytes": imported, "training_start_bytes": training,
+           "data_preparation_peak_bytes": highest("training._prepare_data"),
+           "sampled_peak_bytes": peak, "peak_in": " > ".join(reached[-3:])}, open(sys.argv[1], "w"))
+'''
+
+
+def data_file() -> Path:
+    path = WORK / DATA
+    if not path.exists():
+        WORK.mkdir(parents=True, exist_ok=True)
+        save_trajectories(path, generate(make_system("springs", n_particles=6, dim=2), n_systems=4000, steps=500,
+                                         dt=0.01, seed=0))
+    return path
+
+
+def exported(rev: str) -> tuple[str, Path]:
+    """The commit ``rev`` names and its hamnet package, exported once into the work folder."""
+    commit = subprocess.run(["git", "rev-parse", "--short", rev], cwd=ROOT, check=True, capture_output=True,
+                            text=True).stdout.strip()
+    folder = WORK / f"code_{commit}"
+    if not (folder / "hamnet").exists():
+        partial = Path(tempfile.mkdtemp(dir=WORK))
+        archive = subprocess.run(["git", "archive", commit, "hamnet", "systems"], cwd=ROOT, check=True,
+                                 capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(partial)], input=archive, check=True)
+        partial.rename(folder)
+    return commit, folder
+
+
+def measure(code: Path, flags: list[str], data: Path, environment: dict | None = None) -> dict:
+    """One `hamnet train` run in a fresh process with ``code`` first on the path (and ``environment``)."""
+    with tempfile.TemporaryDirectory(dir=WORK) as scratch:
+        summary = Path(scratch) / "summary.json"
+        command = [sys.executable, "-c", CHILD, str(summary), "--data", str(data), "--out",
+                   str(Path(scratch) / "run"), *TRAINING, *flags]
+        timed = [str(TIME), "-v", *command] if TIME.exists() else command
+        started = time.perf_counter()
+        done = subprocess.run(timed, cwd=scratch, env={**os.environ, "PYTHONPATH": str(code), "OMP_NUM_THREADS": "1",
+                                                       **(environment or {})}, capture_output=True, text=True)
+        if done.returncode:
+            raise SystemExit(f"hamnet train failed with {code}:\n{done.stderr[-3000:]}")
+        result = json.loads(summary.read_text())
+    found = re.search(r"Maximum resident set size \(kbytes\): (\d+)", done.stderr)
+    result["max_rss_bytes"] = int(found.group(1)) * 1024 if found else result["getrusage_max_bytes"]
+    result["max_rss_from"] = "/usr/bin/time -v" if found else "getrusage in the child"
+    result["seconds"] = round(time.perf_counter() - started, 1)
+    print(f"{code.name} {' '.join(flags)}: {result['max_rss_bytes'] / GIB:.3f} GiB ({result['seconds']} s)", flush=True)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--before", required=True, help="the commit measured as before (any git revision)")
+    parser.add_argument("--after", default="HEAD", help="the commit measured as after")
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "train_memory"))
+    args = parser.parse_args()
+    data = data_file()
+    codes = {"before": exported(args.before), "after": exported(args.after)}
+    started = time.perf_counter()
+    rows = []
+    for label, flags in NETWORKS:
+        runs: dict[str, list[dict]] = {"before": [], "after": []}
+        for repeat in range(args.repeats):
+            for side in ("before", "after") if repeat % 2 == 0 else ("after", "before"):
+                runs[side].append(measure(codes[side][1], flags, data))
+        fixed = measure(codes["after"][1], flags, data, FIXED_THRESHOLD)
+        rows.append({"network": label, "flags": flags, **runs, "after_fixed_mmap_threshold": fixed})
+    results = {
+        "command": f"OMP_NUM_THREADS=1 python benchmarks/train_memory.py --before {codes['before'][0]} --after "
+                   f"{codes['after'][0]} --repeats {args.repeats}",
+        "commits": {side: commit for side, (commit, _) in codes.items()},
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, shared with two training processes (memory is "
+                   "per process; the seconds are not comparable)",
+        "torch": torch.__version__, "data": DATA, "training": TRAINING, "issue_figures": ISSUE_FIGURES,
+        "time_v": TIME.exists(), "rows": rows, "seconds": round(time.perf_counter() - started, 1),
+    }
+    write_result_files(Path(args.out), results, markdown(results))
+    for _, code in codes.values():  # cheap to export again; stale copies of hamnet are not kept
+        shutil.rmtree(code, ignore_errors=True)
+
+
+def gib(value: int | None) -> str:
+    return "-" if value is None else f"{value / GIB:.2f}"
+
+
+def markdown(results: dict) -> list[str]:
+    issue = results["issue_figures"]
+    lines = ["# Peak memory of whole `hamnet train` runs, before and after", "",
+             f"Command: `{results['command']}` ({results['seconds']:.0f} s); {results['machine']}; torch "
+             f"{results['torch']}. Data: `{results['data']}` (springs.py's paper-scale training file, 385 MB in "
+             f"float64). Training flags: `{' '.join(results['training'])}`. Each run is a fresh process; max RSS "
+             "from `/usr/bin/time -v`; the other columns from the child's own sampling of its resident memory "
+             "(every 5 ms).", "",
+             "| network | code | max RSS (GiB) | after imports | before the first training batch | peak of data "
+             "preparation | where memory came within 1% of its peak |", "|---|---|---|---|---|---|---|"]
+    for row in results["rows"]:
+        for side in ("before", "after"):
+            for run in row[side]:
+                lines.append(f"| {row['network']} | {side} ({results['commits'][side]}) | {gib(run['max_rss_bytes'])} "
+                             f"| {gib(run['after_imports_bytes'])} | {gib(run['training_start_bytes'])} | "
+                             f"{gib(run['data_preparation_peak_bytes'])} | `{run['peak_in']}` |")
+        run = row["after_fixed_mmap_threshold"]
+        lines.append(f"| {row['network']} | after, `MALLOC_MMAP_THRESHOLD_=131072` | {gib(run['max_rss_bytes'])} | "
+                     f"{gib(run['after_imports_bytes'])} | {gib(run['training_start_bytes'])} | "
+                     f"{gib(run['data_preparation_peak_bytes'])} | `{run['peak_in']}` |")
+    lines.append("")
+    for row in results["rows"]:
+        before = min(run["max_rss_bytes"] for run in row["before"])
+        after = min(run["max_rss_bytes"] for run in row["after"])
+        fixed = row["after_fixed_mmap_threshold"]["max_rss_bytes"]
+        lines.append(f"- {row['network']}: {gib(before)} GiB before, {gib(after)} GiB after "
+                     f"({100 * (after / before - 1):+.0f}%); after, with glibc's mmap threshold fixed at 128 KiB, "
+                     f"{gib(fixed)} GiB: {gib(after - fixed)} GiB of the peak is freed memory the allocator kept.")
+    state = 2 * 6 * 2 * 4  # bytes of one float32 state of springs N = 6 in 2D
+    lines += ["", f"Held for the whole run after the change: the imports, and the training data in float32, the "
+              f"whole file ({gib(4000 * 501 * state)} GiB) though the 3000 training and 1000 validation windows of 5 "
+              f"states read {20000 * state / 2**20:.1f} MiB of it: cutting the windows out once would leave that, "
+              "but `substeps='auto'` and the divergence message read the training systems' "
+              "whole trajectories (a change to hamnet/training.py beyond its data preparation)."]
+    lines += ["", f"Context (not measured here): the issue measured whole three-epoch runs at width 128 on springs at "
+              f"paper scale: `hamnet train` {issue['hamnet_train_gib']} GiB, the reference trainer "
+              f"{issue['reference_trainer_gib']} GiB.", ""]
+    return lines
+
+
+if __name__ == "__main__":
+    main()
