@@ -98,18 +98,19 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_system_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("system")
     group.add_argument("--system", default=None,
-                       help="a built-in system (springs, nbody, charged), one a --plugin registers, or your own "
-                       "class as path/to/file.py:ClassName (default: springs)")
+                       help="a built-in system (springs, nbody, charged, lennard-jones), one a --plugin registers, "
+                       "or your own class as path/to/file.py:ClassName (default: springs)")
     group.add_argument("--n-particles", type=int, default=None,
-                       help="particles per system, at least 2 (default: the system's own: 6 for springs, 5 for "
-                       "nbody and charged)")
+                       help="particles per system, at least 2 (default: the system's own: 6 for springs and "
+                       "lennard-jones, 5 for nbody and charged)")
     group.add_argument("--dim", type=int, default=None, choices=(2, 3), help="spatial dimensions (default: 2)")
     group.add_argument("--family", default=None,
                        help="nbody only: initial conditions, 'central' (light bodies orbiting a heavy one) or "
                        "'cluster' (a bound random cluster) (default: central)")
     group.add_argument("--softening", type=float, default=None,
-                       help="nbody and charged only: softening length eps of the 1/r potential, the same in force "
-                       "and potential (default: 0.1)")
+                       help="nbody, charged and lennard-jones only: softening length of the potential, the same in "
+                       "force and potential: eps of the 1/r law (default: 0.1), the core radius a of lennard-jones "
+                       "(default: 0.5)")
 
 
 def system_from_args(args: argparse.Namespace):

@@ -15,6 +15,7 @@ from types import ModuleType
 
 from .base import HamiltonianSystem, Params, autograd_gradient, gradient_force, remove_total_momentum
 from .charged import Charged
+from .lennard_jones import LennardJones
 from .nbody import NBody
 from .springs import Springs
 
@@ -22,8 +23,8 @@ from .springs import Springs
 #: dict, changed only through :func:`register_system`.
 SYSTEMS: dict[str, type[HamiltonianSystem]] = {}
 
-__all__ = ["HamiltonianSystem", "autograd_gradient", "Params", "SYSTEMS", "Charged", "NBody", "Springs",
-           "get_system_class", "gradient_force", "import_file", "make_system", "register_system",
+__all__ = ["HamiltonianSystem", "autograd_gradient", "Params", "SYSTEMS", "Charged", "LennardJones", "NBody",
+           "Springs", "get_system_class", "gradient_force", "import_file", "make_system", "register_system",
            "remove_total_momentum"]
 
 
@@ -42,6 +43,7 @@ def register_system(cls: type[HamiltonianSystem], name: str | None = None, *, re
 register_system(Springs)
 register_system(NBody)
 register_system(Charged)
+register_system(LennardJones)
 
 
 def get_system_class(spec: str) -> type[HamiltonianSystem]:

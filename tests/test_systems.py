@@ -9,7 +9,7 @@ from conftest import assert_close
 from problems import sample_batch
 
 from hamnet import systems
-from hamnet.systems import NBody, Springs, get_system_class, make_system
+from hamnet.systems import LennardJones, NBody, Springs, get_system_class, make_system
 
 ALL_SYSTEMS = [
     Springs(),
@@ -18,6 +18,8 @@ ALL_SYSTEMS = [
     NBody(family="central", dim=3),
     NBody(family="cluster"),
     NBody(family="cluster", dim=3, n_particles=7),
+    LennardJones(),
+    LennardJones(n_particles=7, dim=3, softening=0.0),
 ]
 
 
@@ -138,7 +140,7 @@ def test_check_params_names_what_is_missing():
 def test_registry():
     assert get_system_class("springs") is Springs
     assert isinstance(make_system("nbody", dim=3, family="cluster"), NBody)
-    with pytest.raises(ValueError, match="unknown system 'spring'; choose one of charged, nbody, springs"):
+    with pytest.raises(ValueError, match="unknown system 'spring'; choose one of charged, lennard-jones, nbody, springs"):
         get_system_class("spring")
 
 
