@@ -214,7 +214,9 @@ def _read(path: Path, hint: str) -> dict[str, Any]:
 
 
 def model_from_checkpoint(path: str | os.PathLike) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """The trained model (float32, eval mode) and the checkpoint it came from.
+    """The trained model (float32, eval mode) and the checkpoint it came from. ``model.trained_substeps``
+    holds the integration steps per stored interval it was trained with (1 for a checkpoint without the
+    record), which :func:`hamnet.rollouts.rollout` and :func:`hamnet.evaluation.evaluate` use by default.
 
     A checkpoint names its model and group; a name that is not registered in this process (your
     own model or group) is refused with a line saying how to register it. Nothing is imported
@@ -234,4 +236,7 @@ def model_from_checkpoint(path: str | os.PathLike) -> tuple[torch.nn.Module, dic
         model.load_state_dict(state["model"])
     except (TypeError, ValueError, RuntimeError) as error:
         raise CheckpointError(f"{path}: model does not match its config ({str(error).splitlines()[0]})") from error
+    # the integration steps per stored interval it was trained with, which its rollouts take by default
+    trained = (state.get("train_config") or {}).get("substeps", 1)
+    model.trained_substeps = trained if isinstance(trained, int) and not isinstance(trained, bool) and trained >= 1 else 1
     return model.eval(), state

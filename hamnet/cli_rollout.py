@@ -289,8 +289,17 @@ def _score_rollout_file(args: argparse.Namespace) -> dict:
             **made_from(rollout.meta, args.data, data_sha256=data_sha256),
             **_left_out([b for b in left_out if b < rollout.n_systems]), "n_systems": len(keep), "steps": steps,
             "rollout_method": rollout.meta.get("method"),
-            **score_rollout(result, truth, system=true_system(truth, args.true_system),
-                            region=rollout.meta.get("region"))}
+            **_in_file_numbers(score_rollout(result, truth, system=true_system(truth, args.true_system),
+                                             region=rollout.meta.get("region")), keep)}
+
+
+def _in_file_numbers(scores: dict, keep: list[int]) -> dict:
+    """``scores`` of the systems ``keep`` of a rollout file with the systems they list (diverged, left the
+    training region) numbered as in the file, not by their place among the kept ones."""
+    for key in ("divergence", "left_region"):
+        if key in scores:
+            scores[key]["systems"] = [keep[b] for b in scores[key]["systems"]]
+    return scores
 
 
 def _horizon(rollout: Trajectories, truth: Trajectories, args: argparse.Namespace) -> int:

@@ -199,7 +199,7 @@ def _substeps(value: str) -> int | str:
     """``--substeps`` as ``TrainConfig.substeps``: a positive integer or ``"auto"``."""
     if value == "auto":
         return value
-    if not value.isdigit() or int(value) < 1 or int(value) > 10**4:
+    if not (value.isascii() and value.isdigit()) or int(value) < 1 or int(value) > 10**4:
         raise InputError(f"--substeps must be auto or an integer from 1 to 10000, got {value!r}")
     return int(value)
 

@@ -118,20 +118,21 @@ def suggest_substeps(data: Trajectories, systems: Tensor | None = None) -> int:
     For every pair of particles in a state, ``r_ij / |v_i - v_j|`` is the time in which their
     separation could close at their relative speed (the time-step criterion of direct N-body codes);
     the sub-step is at most :data:`SUBSTEP_FRACTION` of its :data:`APPROACH_QUANTILE` quantile over
-    the states of ``systems`` (all if None; evenly spaced ones, up to :data:`SUBSTEP_SAMPLE_PAIRS` pairs). Frames 100 simulation
-    steps apart of EGNN's charged set give 10. Velocities are ``p / m``; 1 for one-particle systems or
-    data that does not move.
+    the states of ``systems`` (all if None; evenly spaced ones, up to :data:`SUBSTEP_SAMPLE_PAIRS` pairs,
+    and only those are copied). Frames 100 simulation steps apart of EGNN's charged set give 10.
+    Velocities are ``p / m``; 1 for one-particle systems or data that does not move.
     """
-    z = data.z if systems is None else data.z[systems]
-    if z.shape[3] < 2:
+    n_particles, n_times = data.z.shape[3], data.z.shape[1]
+    if n_particles < 2:
         return 1
-    states = z.flatten(0, 1)  # (B * T, 2, N, D)
-    wanted = max(1, SUBSTEP_SAMPLE_PAIRS // (z.shape[3] * (z.shape[3] - 1) // 2))
-    picked = torch.linspace(0, states.shape[0] - 1, min(states.shape[0], wanted)).round().long()
-    states = states[picked].double()
-    m = data.params["m"] if systems is None else data.params["m"][systems]
-    m = (m if m.dim() == 2 else m.unsqueeze(-1).expand(-1, z.shape[3])).double()
-    m = m.unsqueeze(1).expand(-1, z.shape[1], -1).flatten(0, 1)[picked]  # (S, N)
+    systems = torch.arange(data.n_systems) if systems is None else systems.cpu()
+    wanted = max(1, SUBSTEP_SAMPLE_PAIRS // (n_particles * (n_particles - 1) // 2))
+    count = systems.numel() * n_times
+    picked = torch.linspace(0, count - 1, min(count, wanted)).round().long()
+    rows, times = systems[picked // n_times].to(data.z.device), (picked % n_times).to(data.z.device)
+    states = data.z[rows, times].double()  # (S, 2, N, D): the picked states alone
+    m = data.params["m"][rows].double()
+    m = m if m.dim() == 2 else m.unsqueeze(-1).expand(-1, n_particles)  # (S, N)
     q, v = states[:, 0], states[:, 1] / m.unsqueeze(-1)
     i, j = torch.triu_indices(q.shape[1], q.shape[1], offset=1)
     approach = (q[:, i] - q[:, j]).norm(dim=-1) / (v[:, i] - v[:, j]).norm(dim=-1)  # inf where still

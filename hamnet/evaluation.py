@@ -18,7 +18,7 @@ from .diagnostics import bounded_relative_error, conservation_report
 from .io import SystemUnavailable, Trajectories
 from .loss import window_mse
 from .region import check_region, region_exits
-from .rollouts import Rollout, default_method, rollout_systems
+from .rollouts import Rollout, default_method, rollout_systems, trained_substeps
 
 #: windows scored by :func:`evaluate` (a seeded subset when the file holds more)
 EVALUATION_WINDOWS = 2000
@@ -28,7 +28,7 @@ VALID_ERROR = 0.1
 
 
 def rollout_errors(model: Any, truth: Trajectories, *, method: str | None = None,
-                   dtype: torch.dtype = torch.float64, substeps: int = 1) -> tuple[Rollout, Tensor]:
+                   dtype: torch.dtype = torch.float64, substeps: int | None = None) -> tuple[Rollout, Tensor]:
     """Roll ``model`` out from the true initial states over the file's times (``substeps`` integration
     steps per interval, as the model was trained).
 
@@ -63,14 +63,15 @@ def _distribution(values: Tensor) -> dict[str, float]:
 
 
 def evaluate(model: Any, truth: Trajectories, *, chunk: int = DEFAULT_CHUNK, method: str | None = None,
-             seed: int = 0, system: Any = None, window_method: str = "rk4", substeps: int = 1,
+             seed: int = 0, system: Any = None, window_method: str = "rk4", substeps: int | None = None,
              region: dict | None = None) -> dict[str, Any]:
     """Every headline number for one model on one trajectory file, as a JSON-ready dict.
 
     ``window_mse``: mean squared error over ``chunk``-state windows, integrated with ``window_method``
     (pass the training run's, as ``hamnet evaluate`` does; rk4 is the paper's) in the model's own dtype
     (``window_mse_with_initial``: the paper code's convention). ``substeps``: integration steps per
-    stored interval, in windows and rollouts (pass the training run's, as ``hamnet evaluate`` does).
+    stored interval, in windows and rollouts (None: the model's ``trained_substeps``, its training run's
+    for a model read from a checkpoint).
     ``region``: the model's training region (its checkpoint's ``data["region"]``), for ``left_region``.
     ``rollout_error``: bounded relative error over the whole horizon in float64 with ``method``
     (default: leapfrog for separable models, else rk4): its mean over systems at every time, the
@@ -86,6 +87,7 @@ def evaluate(model: Any, truth: Trajectories, *, chunk: int = DEFAULT_CHUNK, met
     if not isinstance(truth, Trajectories):
         raise TypeError(f"truth must be a hamnet.Trajectories (hamnet.load_trajectories(path) reads a file), got "
                         f"{type(truth).__name__}")
+    substeps = trained_substeps(model) if substeps is None else substeps
     windows = Windows(truth, chunk, max_windows=EVALUATION_WINDOWS if truth.n_systems * (truth.n_times - chunk + 1)
                       > EVALUATION_WINDOWS else None, seed=seed)
     # a learned model is scored in its own dtype; a true system (no weights) in float64

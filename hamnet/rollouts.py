@@ -29,7 +29,8 @@ from .version import __version__
 
 Params = dict[str, Tensor]
 
-__all__ = ["Rollout", "RolloutError", "rollout", "rollout_systems", "default_method", "predicted_trajectories", "model_label", "DEFAULT_CHUNK_STEPS",
+__all__ = ["Rollout", "RolloutError", "rollout", "rollout_systems", "default_method", "predicted_trajectories", "model_label", "trained_substeps",
+           "DEFAULT_CHUNK_STEPS",
            "DIVERGENCE_FACTOR"]
 
 #: a system whose largest coordinate grows past this multiple of its initial largest coordinate has
@@ -96,7 +97,7 @@ def rollout(
     chunk_steps: int = DEFAULT_CHUNK_STEPS,
     options: dict | None = None,
     keep_diverged: bool = False,
-    substeps: int = 1,
+    substeps: int | None = None,
 ) -> Tensor:
     """Integrate ``steps`` steps of size ``dt`` from ``z0``: the states of torchdiffeq's ``odeint`` (a
     fixed-step method steps in :func:`hamnet.stepping.integrate_fixed_grid`'s loop, bit for bit the same).
@@ -116,7 +117,8 @@ def rollout(
     coordinate (diverged); ``keep_diverged=True`` keeps integrating such a system, for studies of
     divergence (a non-finite state still raises). :func:`rollout_systems` instead delivers the
     systems that stay healthy and says which diverged. ``substeps`` K: each step of ``dt`` is taken as
-    K steps of ``dt / K`` (a model trained with ``substeps``; the output is still every ``dt``).
+    K steps of ``dt / K`` (the output is still every ``dt``); None: the model's ``trained_substeps``
+    (:func:`trained_substeps`: those of its training run, for a model read from a checkpoint), else 1.
     """
     return _integrate(model_or_system, z0, params, steps, dt, method, dtype, chunk_steps, options, keep_diverged,
                       stop_at_divergence=True, substeps=substeps).z
@@ -134,7 +136,7 @@ def rollout_systems(
     chunk_steps: int = DEFAULT_CHUNK_STEPS,
     options: dict | None = None,
     keep_diverged: bool = False,
-    substeps: int = 1,
+    substeps: int | None = None,
 ) -> Rollout:
     """:func:`rollout` for a batch in which some systems may diverge: each diverging system is taken out
     of the batch (at the end of the chunk in which it diverged; a diverging system's non-finite values
@@ -165,7 +167,7 @@ def check_batch(z0: Any, params: Any) -> None:
 
 
 def _integrate(model_or_system, z0, params, steps, dt, method, dtype, chunk_steps, options, keep_diverged,
-               stop_at_divergence: bool, substeps: int = 1) -> Rollout:
+               stop_at_divergence: bool, substeps: int | None = None) -> Rollout:
     if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 0:
         raise ValueError(f"steps must be a non-negative integer, got {steps!r}")
     if isinstance(dt, bool) or not isinstance(dt, numbers.Real):
@@ -175,7 +177,8 @@ def _integrate(model_or_system, z0, params, steps, dt, method, dtype, chunk_step
     if not isinstance(method, str):
         raise TypeError(f"method must be an integrator's name such as 'leapfrog', got {method!r}")
     check_batch(z0, params)
-    if isinstance(substeps, bool) or int(substeps) != substeps or substeps < 1:
+    substeps = trained_substeps(model_or_system) if substeps is None else substeps
+    if isinstance(substeps, bool) or not isinstance(substeps, numbers.Integral) or substeps < 1:
         raise ValueError(f"substeps must be a positive integer, got {substeps!r}")
     k = int(substeps)
     if not (dt > 0 and math.isfinite(dt)):
@@ -262,6 +265,12 @@ def _raise_if_unhealthy(trajectory: Tensor, first: int, last: int, limit: Tensor
     )
 
 
+def trained_substeps(model: Any) -> int:
+    """The integration steps per stored interval ``model`` was trained with: ``model.trained_substeps``
+    (set by :func:`hamnet.checkpoint.model_from_checkpoint`), else 1 (a true system, a fresh model)."""
+    return getattr(model, "trained_substeps", 1)
+
+
 def default_method(model: Any) -> str:
     """Leapfrog for separable Hamiltonians; rk4 for the rest."""
     return "leapfrog" if getattr(model, "separable", False) else "rk4"
@@ -270,7 +279,7 @@ def default_method(model: Any) -> str:
 def predicted_trajectories(model: Any, data: Trajectories, *, model_config: dict, steps: int | None = None,
                            dt: float | None = None, method: str | None = None,
                            dtype: torch.dtype = torch.float64, options: dict | None = None, keep_diverged: bool = False,
-                           sources: Mapping[str, Any] | None = None, substeps: int = 1,
+                           sources: Mapping[str, Any] | None = None, substeps: int | None = None,
                            region: Mapping[str, Any] | None = None) -> Trajectories:
     """Roll ``model`` out from every initial state of ``data`` and package the result as a
     trajectory file's contents (schema 1): the system of ``data`` in ``meta`` (so true energy can
@@ -288,6 +297,7 @@ def predicted_trajectories(model: Any, data: Trajectories, *, model_config: dict
     steps = data.n_times - 1 if steps is None else steps
     dt = float(data.meta["dt"]) if dt is None else dt
     method = method or default_method(model)
+    substeps = trained_substeps(model) if substeps is None else substeps
     result = rollout_systems(model, data.z[:, 0], data.params, steps, dt, method=method, dtype=dtype,
                              options=options, keep_diverged=keep_diverged, substeps=substeps)
     diverged = [{"system": b, "step": int(result.diverged_at[b])} for b in result.diverged]

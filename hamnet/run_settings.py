@@ -64,8 +64,10 @@ def with_substeps(config: Any, windows: Windows, start: dict | None = None) -> A
     Unchanged when ``substeps`` is a number."""
     if config.substeps != "auto":
         return config
-    chosen = (start or {}).get("train_config", {}).get("substeps")
-    if not isinstance(chosen, int) or isinstance(chosen, bool) or chosen < 1:
+    if start is not None:  # a checkpoint from before sub-steps existed was trained with one
+        chosen = (start.get("train_config") or {}).get("substeps", 1)
+        chosen = chosen if isinstance(chosen, int) and not isinstance(chosen, bool) and chosen >= 1 else 1
+    else:
         chosen = suggest_substeps(windows.data, windows.system_index.unique().cpu())
         log.info("substeps auto: %d integration steps per stored interval, chosen from the training data", chosen)
     return dataclasses.replace(config, substeps=chosen)

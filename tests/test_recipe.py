@@ -154,6 +154,21 @@ def test_rollout_and_evaluate_use_the_substeps_the_model_was_trained_with(frames
     assert main(["evaluate", "--checkpoint", str(checkpoint), "--data", str(frames), "--out", str(metrics),
                  "--threads", "1"]) == 0
     assert json.loads(metrics.read_text())["substeps"] == 3
+    # in Python too: a model read from its checkpoint rolls out with the sub-steps it was trained with
+    z0, params = data.z[:2, 0], {k: v[:2] for k, v in data.params.items()}
+    assert model.trained_substeps == 3 and torch.equal(rollout(model, z0, params, 4, 0.1), expected)
+    assert not torch.equal(rollout(model, z0, params, 4, 0.1, substeps=1), expected)
+
+
+def test_a_run_with_warmup_clipping_and_rollout_selection_resumes_bitwise(frames, tmp_path):
+    config = tiny(substeps=2, warmup=0.3, clip_grad=0.5, select="rollout", select_steps=4, epochs=3)
+    train(config, frames, tmp_path / "whole")
+    train(config, frames, tmp_path / "parts", stop_after_epochs=1)
+    train(config, frames, tmp_path / "parts", resume=True)
+    for name in ("last.pt", "best.pt"):
+        whole, parts = load_checkpoint(tmp_path / "whole" / name), load_checkpoint(tmp_path / "parts" / name)
+        assert whole["epoch"] == parts["epoch"]
+        assert all(torch.equal(whole["model"][key], parts["model"][key]) for key in whole["model"])
 
 
 @pytest.mark.parametrize("changes, flag", [({"substeps": 0}, "--substeps"), ({"substeps": "some"}, "--substeps"),

@@ -150,3 +150,22 @@ def test_a_checkpoint_without_a_region_reports_nothing_and_says_so(cluster_run):
     data = load_trajectories(cluster_run / "hot.npz")
     scores = score_rollout(Rollout(data.z, torch.full((6,), -1)), data, region=None)
     assert "left_region" not in scores and any("no training region" in note for note in scores["notes"])
+
+
+def test_a_truth_with_systems_left_out_keeps_the_files_numbering(cluster_run):
+    """``evaluate --rollout`` against a truth that is itself a rollout file, whose system 0 diverged and is
+    left out: the systems it lists are numbered as in the files, not by their place among those kept."""
+    folder = cluster_run
+    assert main(["rollout", "--checkpoint", str(folder / "run" / "best.pt"), "--data", str(folder / "hot.npz"),
+                 "--out", str(folder / "roll-again.npz"), "--keep-diverged", "--threads", "1"]) == 0
+    rolled = load_trajectories(folder / "roll-again.npz")
+    hot = load_trajectories(folder / "hot.npz")
+    truth = Trajectories(hot.t, hot.z.clone(), hot.params, {**hot.meta, "model": "elsewhere", "checkpoint": "x.pt",
+                                                            "method": "leapfrog", "diverged": [{"system": 0, "step": 3}]})
+    truth.z[0, 3:] = truth.z[0, 2]
+    save_trajectories(folder / "truth-rolled.npz", truth)
+    assert main(["evaluate", "--rollout", str(folder / "roll-again.npz"), "--data", str(folder / "truth-rolled.npz"),
+                 "--out", str(folder / "kept.json"), "--allow-rollout", "--threads", "1"]) == 0
+    left = json.loads((folder / "kept.json").read_text())["left_region"]
+    expected = {entry["system"]: entry["step"] for entry in rolled.meta["left_region"] if entry["system"] != 0}
+    assert expected and dict(zip(left["systems"], left["steps"])) == expected and 0 not in left["systems"]
