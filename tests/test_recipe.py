@@ -66,10 +66,10 @@ def two_bodies(distance: float, speed: float, dt: float) -> Trajectories:
 
 
 def test_suggested_substeps_resolve_the_closest_approaches():
-    # approach time r / |dv| = 1: a sub-step of at most a tenth of it
-    assert suggest_substeps(two_bodies(1.0, 1.0, 0.25)) == math.ceil(0.25 / SUBSTEP_FRACTION) == 3
-    assert suggest_substeps(two_bodies(1.0, 3.0, 0.25)) == 8  # three times faster: 7.5 rounded up
-    assert suggest_substeps(two_bodies(1.0, 0.0, 0.25)) == 1  # nothing moves
+    # approach time r / |dv| = 1: a sub-step of at most a quarter of it
+    assert suggest_substeps(two_bodies(1.0, 1.0, 0.6)) == math.ceil(0.6 / SUBSTEP_FRACTION) == 3
+    assert suggest_substeps(two_bodies(1.0, 3.0, 0.6)) == 8  # three times faster: 7.2 rounded up
+    assert suggest_substeps(two_bodies(1.0, 0.0, 0.6)) == 1  # nothing moves
     assert suggest_substeps(two_bodies(1.0, 1.0, 0.001)) == 1  # states already close in time
 
 

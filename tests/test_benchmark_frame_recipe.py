@@ -1,0 +1,56 @@
+"""benchmarks/frame_recipe.py at a tiny size: a recipe's phases chain (each starts from the last one's
+best.pt and keeps its sub-steps), every phase is scored from the protocol's start frame, and the table
+reads the scores."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from hamnet.checkpoint import load_checkpoint
+from hamnet.io import save_trajectories
+from hamnet.protocols import PROTOCOLS, generate_protocol
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+
+import frame_recipe as recipe  # noqa: E402  (benchmarks are scripts, not a package)
+
+
+@pytest.fixture
+def tiny(monkeypatch, tmp_path):
+    """The charged protocol's train and test splits at 6 systems, and the recipe at a tiny size."""
+    data = tmp_path / "data"
+    data.mkdir()
+    for split, (size, seed) in recipe.SPLITS.items():
+        save_trajectories(recipe.data_path("egnn-charged5", split, data),
+                          generate_protocol("egnn-charged5", split, 6, seed=seed))
+    monkeypatch.setattr(recipe, "BASE", {**recipe.BASE, "epochs": 1, "max_windows": 24, "validation_windows": 4,
+                                         "validation": 0.34})
+    monkeypatch.setattr(recipe, "RECIPES", {"auto": [(row, {**settings, "epochs": 1}, chained)
+                                                     for row, settings, chained in recipe.RECIPES["auto"][:3]]})
+    monkeypatch.setattr(recipe, "model_config", lambda protocol: recipe.ModelConfig(
+        name="hlieconv", group="SE3", n_particles=5, dim=3, feature_keys=("m", "charge"), width=4, depth=1,
+        kernel_width=4, kernel_channels=2))
+    return data, tmp_path / "work"
+
+
+def test_the_phases_chain_and_each_is_scored(tiny):
+    data, work = tiny
+    recipe.run_recipe(work, data, PROTOCOLS["egnn-charged5"], "auto", 0)
+    runs = work / "runs" / "egnn-charged5_auto_seed0"
+    first = load_checkpoint(runs / "auto" / "best.pt")
+    second = load_checkpoint(runs / "auto+long" / "best.pt")
+    assert second["init_from"]["checkpoint"].endswith("auto/best.pt")
+    assert second["train_config"]["substeps"] == first["train_config"]["substeps"] > 1
+    assert second["train_config"]["chunk"] == 9 and load_checkpoint(runs / "auto+long+f64" / "best.pt")[
+        "train_config"]["dtype"] == "float64"
+    scores = {path.name: json.loads(path.read_text()) for path in (work / "scores").glob("*.json")}
+    assert sorted(scores) == ["egnn-charged5_auto+long+f64_seed0.json", "egnn-charged5_auto+long_seed0.json",
+                              "egnn-charged5_auto_seed0.json"]
+    assert all(len(s["mse"]) == 3 and s["diverged"] == 0 for s in scores.values())
+    assert "last_epoch" in scores["egnn-charged5_auto_seed0.json"]
+    table = recipe.summary(work)["egnn-charged5"]
+    assert table["auto"]["mse"] == [scores["egnn-charged5_auto_seed0.json"]["mse"]]
+    assert table["auto (last epoch)"]["mse"] == [scores["egnn-charged5_auto_seed0.json"]["last_epoch"]["mse"]]
