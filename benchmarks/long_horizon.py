@@ -15,11 +15,14 @@ same).
 The rows, and exactly what each does:
 
 * **hamnet's learned Hamiltonians**: ``nbody_peers.py``'s HLieConv SE(3) and EGNN-H (small scale: one
-  leapfrog step per frame interval) and, where its runs are finished, ``frame_recipe.py``'s ``auto`` recipe
-  (HLieConv SE(3), the last finished phase of ``auto+long+f64`` and ``auto``; sub-steps chosen from the
-  data). Each ``best.pt`` is rolled out from the start state with leapfrog in float64 at the frame interval
-  (0.1 time units, 100 protocol steps), taking the sub-steps its checkpoint records
-  (``train_config["substeps"]``; 1 where it records none) per interval: 100 intervals.
+  leapfrog step per frame interval) and, where their runs are finished, two of ``frame_recipe.py``'s
+  HLieConv SE(3) recipes: ``substeps4-steady`` (4 sub-steps, warm-up and clipping, then longer windows: per
+  seed the phase of ``steady4+long`` and ``steady4+long+longer`` with the lower validation rollout error,
+  as its row "steady4 recipe" picks, else ``substeps4-steady``) and ``auto`` (10 sub-steps: the last
+  finished phase of ``auto+long+f64`` and ``auto``). Each ``best.pt`` is rolled out from the start state
+  with leapfrog in float64 at the frame interval (0.1 time units, 100 protocol steps), taking the sub-steps
+  its checkpoint records (``train_config["substeps"]``; 1 where it records none) per interval: 100
+  intervals.
 * **SEGNO and EGNN, chained**: their 1000-step predictors (one per seed, trained by their own code at
   ``peers_side_by_side.py``'s small settings on the same 300 training trajectories, the weights of the
   best validation epoch kept under the work folder), applied 10 times, each link from the state the last
@@ -121,7 +124,9 @@ SCALES = {
 @dataclass(frozen=True)
 class HamnetModel:
     """Where a hamnet model's runs are (``folder`` under ``--runs``, formatted with the scale, protocol and
-    seed), the phases to take, the last finished first (``""``: the folder itself), and how to make them."""
+    seed), which phase to take and how to make them: of ``choice``, when all are finished, the one whose
+    best epoch has the lowest validation rollout error (as ``frame_recipe.py`` chooses); otherwise the first
+    finished of ``phases`` (``""``: the folder itself)."""
 
     key: str
     label: str
@@ -129,6 +134,7 @@ class HamnetModel:
     phases: tuple[str, ...]
     required: bool
     command: str
+    choice: tuple[str, ...] = ()
 
 
 HAMNET = (
@@ -136,7 +142,10 @@ HAMNET = (
                 ("",), True, "benchmarks/nbody_peers.py --scale {scale} --models hlieconv-se3 egnn-h"),
     HamnetModel("egnn-h", "EGNN-H", "nbody_peers_{scale}/runs/{protocol}_egnn-h_seed{seed}", ("",), True,
                 "benchmarks/nbody_peers.py --scale {scale} --models hlieconv-se3 egnn-h"),
-    HamnetModel("recipe", "HLieConv SE(3), frame recipe", "frame_recipe/runs/{protocol}_auto_seed{seed}",
+    HamnetModel("steady4", "HLieConv SE(3), frame recipe substeps4-steady",
+                "frame_recipe/runs/{protocol}_substeps4-steady_seed{seed}", ("substeps4-steady",), False,
+                "benchmarks/frame_recipe.py --recipes substeps4-steady", ("steady4+long", "steady4+long+longer")),
+    HamnetModel("recipe", "HLieConv SE(3), frame recipe auto", "frame_recipe/runs/{protocol}_auto_seed{seed}",
                 ("auto+long+f64", "auto"), False, "benchmarks/frame_recipe.py --recipes auto"),
 )
 #: (peer, velocity handed to the next link, label)
@@ -242,20 +251,29 @@ def cached_score(path: Path, settings: dict, make) -> dict:
 # -- hamnet's models ---------------------------------------------------------------------------------------------
 def hamnet_checkpoint(runs: Path, model: HamnetModel, scale: Scale, protocol: str,
                       seed: int) -> tuple[Path, str] | None:
-    """``best.pt`` of the last finished phase of ``model``'s run, and the phase; None if none is finished
-    (refused in one line, saying which command makes it, if ``model`` is required)."""
+    """``best.pt`` of the phase of ``model``'s run to take (see :class:`HamnetModel`), and the phase; None if
+    none is finished (refused in one line, saying which command makes it, if ``model`` is required)."""
     folder = runs / model.folder.format(scale=scale.peers, protocol=protocol, seed=seed)
+    epochs = {phase: _finished_epochs(folder / phase if phase else folder) for phase in (*model.choice, *model.phases)}
+    if model.choice and all(epochs[phase] for phase in model.choice):
+        phase = min(model.choice, key=lambda phase: min(epoch["validation_rollout_mse"] for epoch in epochs[phase]))
+        return folder / phase / "best.pt", phase
     for phase in model.phases:
-        run = folder / phase if phase else folder
-        config, metrics = run / "config.json", run / "metrics.jsonl"
-        if (run / "best.pt").exists() and config.exists() and metrics.exists():
-            epochs = json.loads(config.read_text())["train_config"]["epochs"]
-            if len([line for line in metrics.read_text().splitlines() if line.strip()]) >= epochs:
-                return run / "best.pt", phase
+        if epochs[phase]:
+            return (folder / phase if phase else folder) / "best.pt", phase
     if model.required:
         raise ValueError(f"{folder / 'best.pt'} is missing or its training is not finished: run `python "
                          f"{model.command.format(scale=scale.peers)}` first")
     return None
+
+
+def _finished_epochs(run: Path) -> list[dict]:
+    """The epochs of the metrics of ``run`` once it holds a ``best.pt`` and all its epochs; [] otherwise."""
+    config, metrics = run / "config.json", run / "metrics.jsonl"
+    if not ((run / "best.pt").exists() and config.exists() and metrics.exists()):
+        return []
+    epochs = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+    return epochs if len(epochs) >= json.loads(config.read_text())["train_config"]["epochs"] else []
 
 
 def score_hamnet(checkpoint: Path, truth_path: Path, protocol: Protocol, scale: Scale) -> dict:

@@ -74,16 +74,16 @@ def test_the_truth_scores_zero_error_and_a_diverged_system_is_held_and_counted(c
     assert np.isfinite(scored["mse"]["2000"]) and scored["mse"]["2000"] > 0
 
 
-def _finished_run(folder: Path, epochs: int, done: int) -> None:
+def _finished_run(folder: Path, epochs: int, done: int, validation: float = 1.0) -> None:
     folder.mkdir(parents=True)
     (folder / "best.pt").write_bytes(b"")
     (folder / "config.json").write_text(json.dumps({"train_config": {"epochs": epochs}}))
-    (folder / "metrics.jsonl").write_text("{}\n" * done)
+    (folder / "metrics.jsonl").write_text((json.dumps({"validation_rollout_mse": validation}) + "\n") * done)
 
 
 def test_hamnets_checkpoints_the_last_finished_phase_and_a_missing_one_named(tmp_path):
     small = horizon.SCALES["small"]
-    required, recipe = horizon.HAMNET[0], horizon.HAMNET[2]
+    required, steady, recipe = horizon.HAMNET[0], horizon.HAMNET[2], horizon.HAMNET[3]
     with pytest.raises(ValueError, match=r"hlieconv-se3_seed1/best.pt is missing .* run `python "
                                          r"benchmarks/nbody_peers.py --scale small --models hlieconv-se3 egnn-h`"):
         horizon.hamnet_checkpoint(tmp_path, required, small, "egnn-charged5", 1)
@@ -94,6 +94,13 @@ def test_hamnets_checkpoints_the_last_finished_phase_and_a_missing_one_named(tmp
     assert horizon.hamnet_checkpoint(tmp_path, recipe, small, "egnn-charged5", 0) == (runs / "auto" / "best.pt", "auto")
     (runs / "auto+long+f64" / "metrics.jsonl").write_text("{}\n")
     assert horizon.hamnet_checkpoint(tmp_path, recipe, small, "egnn-charged5", 0)[1] == "auto+long+f64"
+    # the substeps4-steady recipe: of its two last phases, the lower validation rollout error, once both are done
+    runs = tmp_path / "frame_recipe" / "runs" / "segno-gravity5_substeps4-steady_seed2"
+    _finished_run(runs / "substeps4-steady", epochs=1, done=1)
+    _finished_run(runs / "steady4+long", epochs=1, done=1, validation=0.2)
+    assert horizon.hamnet_checkpoint(tmp_path, steady, small, "segno-gravity5", 2)[1] == "substeps4-steady"
+    _finished_run(runs / "steady4+long+longer", epochs=1, done=1, validation=0.1)
+    assert horizon.hamnet_checkpoint(tmp_path, steady, small, "segno-gravity5", 2)[1] == "steady4+long+longer"
 
 
 def test_a_cached_score_of_other_settings_is_refused(tmp_path):
@@ -194,6 +201,6 @@ def test_the_smoke_scale_runs_end_to_end_on_hamnets_side(tmp_path, monkeypatch):
         assert set(rows) == {"HLieConv SE(3)", "EGNN-H"}
         for row in rows.values():  # exactly invariant Hamiltonians rolled out with leapfrog in float64
             assert row["linear_momentum_max"]["mean"] < 1e-12 and row["angular_momentum_max"]["mean"] < 1e-12
-        assert results["absent"][protocol] == ["HLieConv SE(3), frame recipe, seed 0 (no finished run: `python "
-                                               "benchmarks/frame_recipe.py --recipes auto` makes it)"]
+        assert [line.split(" (")[0] for line in results["absent"][protocol]] == [
+            "HLieConv SE(3), frame recipe substeps4-steady, seed 0", "HLieConv SE(3), frame recipe auto, seed 0"]
     assert "## segno-gravity5" in (tmp_path / "results" / "long_horizon_smoke.md").read_text()
