@@ -365,7 +365,7 @@ def reproduction(work_root: Path, scale: Scale, peer: str, protocol: str, seed: 
 COLUMNS = ("energy", "linear_momentum", "angular_momentum", "learned_energy")
 #: the conservation columns of the tables: (figure, median or largest over the test systems)
 CONSERVATION = (("energy", "median"), ("energy", "max"), ("linear_momentum", "max"), ("angular_momentum", "max"),
-                ("learned_energy", "max"))
+                ("learned_energy", "median"), ("learned_energy", "max"))
 
 
 def reference_rows(truth_path: Path, protocol: Protocol, scale: Scale) -> dict:
@@ -397,18 +397,23 @@ def summarise(scores: list[dict]) -> dict:
             figures["velocity_error_first_link"] = [m["velocity_error_first_link"] for m in members]
             table.setdefault(protocol, {})[row] = {
                 "seeds": [m["seed"] for m in members], "diverged": sum(m["diverged"] for m in members),
-                "sources": sorted({_source(m) for m in members} - {""}),
+                "sources": _sources(members),
                 **{key: {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
                          "per_seed": values} for key, values in figures.items() if values}}
     return table
 
 
-def _source(score: dict) -> str:
-    """What a hamnet row's seed was rolled out from: the recipe's phase and the sub-steps per frame interval."""
-    if "substeps" not in score:
-        return ""
-    steps = f"{score['substeps']} leapfrog step{'s' if score['substeps'] > 1 else ''} per frame"
-    return f"{score['source']}, {steps}" if score.get("source") else steps
+def _sources(members: list[dict]) -> list[str]:
+    """What a hamnet row was rolled out from: the recipe's phase of each seed, and the sub-steps per frame
+    interval; nothing for a peer's row."""
+    seeds: dict[str, list[str]] = {}
+    for m in members:
+        if m.get("source"):
+            seeds.setdefault(m["source"], []).append(str(m["seed"]))
+    phases = [f"{phase}: seed{'s' if len(of) > 1 else ''} {', '.join(of)}" for phase, of in seeds.items()]
+    steps = sorted({m["substeps"] for m in members if "substeps" in m})
+    return phases + [f"{'/'.join(map(str, steps))} leapfrog step{'s' if max(steps) > 1 else ''} per frame"
+                     for _ in steps[:1]]
 
 
 def _cell(entry: dict, key: str, form: str) -> str:
@@ -432,12 +437,13 @@ def markdown(scale_name: str, scale: Scale, table: dict, references: dict, repro
              + ". `long_horizon.py`'s docstring says what each row does.", ""]
     header = ("| model | seeds | " + " | ".join(f"MSE at {s:,}" for s in scale.reported)
               + " | energy change, median | energy change, largest | linear momentum, largest "
-                "| angular momentum, largest | its own energy change, largest | velocity error at 1000 | diverged |")
+                "| angular momentum, largest | its own energy change, median | its own energy change, largest "
+                "| velocity error at 1000 | diverged |")
     for protocol in PROTOCOL_NAMES:
         rows, reference = table.get(protocol, {}), references.get(protocol, {})
         if not rows and not reference:
             continue
-        lines += [f"## {protocol}", "", header, "|---" * (len(scale.reported) + 9) + "|"]
+        lines += [f"## {protocol}", "", header, "|---" * (len(scale.reported) + 10) + "|"]
         for row, entry in rows.items():
             sources = f" ({'; '.join(entry['sources'])})" if entry["sources"] else ""
             lines.append(f"| {row}{sources} | {', '.join(map(str, entry['seeds']))} | "
@@ -457,7 +463,8 @@ def markdown(scale_name: str, scale: Scale, table: dict, references: dict, repro
         lines += ["## The peers' 1000-step models", "",
                   "Trained here by their own code with the weights kept; test position MSE at 1000 steps, and the "
                   "largest difference of their test predictions from `peers_side_by_side.py`'s run of the same "
-                  "settings and seed (its cache; 0 means the same model).", "",
+                  "settings and seed (its cache; 0 means the same model). Training seconds are wall-clock: a "
+                  "model trained while other work held the cores took longer.", "",
                   "| model | protocol | seed | MSE at 1000 | best epoch | train s | difference from the side by side |",
                   "|---|---|---|---|---|---|---|"]
         for run in reproduced:
