@@ -98,7 +98,7 @@ def run_rollout(args: argparse.Namespace) -> None:
     predicted = predicted_trajectories(model, data, model_config=state["model_config"], steps=args.steps, dt=args.dt,
                                        method=args.method, dtype=DTYPES[args.dtype], options=options,
                                        keep_diverged=args.keep_diverged, sources=sources,
-                                       substeps=_substeps(args, state), region=_region(state))
+                                       substeps=args.substeps, region=_region(state))
     save_trajectories(args.out, predicted)
     meta = predicted.meta
     print(f"rolled out {meta['model']} with {meta['method']} for {meta['steps']} steps on "
@@ -223,15 +223,7 @@ def _score_model(args: argparse.Namespace) -> dict:
     system = true_system(truth, args.true_system)
     return {"model": model_label(state["model_config"]), **sources, **_left_out(left_out),
             **evaluate(model, truth, chunk=chunk, method=args.method, system=system, window_method=window_method,
-                       substeps=_substeps(args, state), region=_region(state))}
-
-
-def _substeps(args: argparse.Namespace, state: dict) -> int:
-    """``--substeps``, or the training run's (integration steps per stored interval), or 1."""
-    if args.substeps is not None:
-        return args.substeps
-    trained = (state.get("train_config") or {}).get("substeps", 1)
-    return trained if isinstance(trained, int) and not isinstance(trained, bool) and trained >= 1 else 1
+                       substeps=args.substeps, region=_region(state))}
 
 
 def _refuse_own_output(data: Trajectories, checkpoint_sha256: str, checkpoint: Path | None) -> None:
