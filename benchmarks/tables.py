@@ -250,6 +250,33 @@ def frame_recipe_gravity() -> list[str]:
     return _frame_recipe("segno-gravity5")
 
 
+def _long_horizon(protocol: str) -> list[str]:
+    """10,000 steps from the test states (long_horizon.py): position MSE, the true energy's change (median over
+    systems) and the momenta's largest change, mean ± standard deviation over the seeds."""
+    report = result("long_horizon_small.json")
+    cell = lambda entry, key: f"{sci(entry[key]['mean'])} ± {sci(entry[key]['std'])}"  # noqa: E731
+    keys = ("mse_2000", "mse_5000", "mse_10000", "energy_median", "linear_momentum_max", "angular_momentum_max")
+    body = [[model, str(len(entry["seeds"]))] + [cell(entry, key) for key in keys] + [str(entry["diverged"])]
+            for model, entry in report["table"][protocol].items()]
+    for name, entry in report["references"][protocol].items():
+        conserved = [sci(entry[key]["median" if key == "energy" else "max"]) if key in entry else "-"
+                     for key in ("energy", "linear_momentum", "angular_momentum")]
+        body.append([name, "-"] + [sci(entry["mse"][h]) for h in ("2000", "5000", "10000")] + conserved
+                    + [str(entry.get("diverged", "-"))])
+    return rows(["model", "seeds", "MSE at 2,000", "MSE at 5,000", "MSE at 10,000", "true energy change, median",
+                 "linear momentum, largest", "angular momentum, largest", "diverged"], body)
+
+
+@table
+def long_horizon_charged() -> list[str]:
+    return _long_horizon("egnn-charged5")
+
+
+@table
+def long_horizon_gravity() -> list[str]:
+    return _long_horizon("segno-gravity5")
+
+
 # -- speed, scale and long rollouts ------------------------------------------------------------------
 
 @table
