@@ -65,7 +65,7 @@ def import_trajectories(paths: str | os.PathLike | Sequence[str | os.PathLike], 
     else:
         found, reported, notes = _ase_arrays(files, masses, element_masses, dict(params or {}), dt, format)
     where = str(files[0]) if len(files) == 1 else f"{len(files)} files ({files[0]}, ...)"
-    if "dt" in found:  # an .npz's own dt, used when no dt is given
+    if "dt" in found:  # an .npz's own dt, used when no dt is given (and checked against t)
         stored = found.pop("dt")
         if stored.shape == () and stored.dtype.kind in "fiu":
             dt = exact_number(stored)
@@ -166,7 +166,7 @@ def _npz_keys(held: list[str], names: dict, params: dict, dt) -> tuple[dict[str,
     if not motion_named and {"momenta", "velocities"} <= set(keys):
         reported["momenta"] = (f"the file holds momenta {keys.pop('momenta')!r} and velocities "
                                f"{keys.pop('velocities')!r}: choose one with --momenta KEY or --velocities KEY")
-    if "dt" in held and dt is None and names["t"] is None and "t" not in keys:
+    if "dt" in held and dt is None:  # the file's dt: the step, or checked against its t where both are there
         keys["dt"] = "dt"
     given = {"masses": names["masses"] is not None, "t": dt is not None or names["t"] is not None,
              "momenta": motion_named, "positions": names["positions"] is not None}

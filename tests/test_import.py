@@ -212,6 +212,13 @@ def test_an_npz_of_float32_with_its_own_dt_keeps_the_decimal(tmp_path):
     assert torch.equal(data.z[:, :, 1], torch.from_numpy(arrays["velocities"]).double())  # momenta as they are
 
 
+def test_an_npz_with_t_and_a_dt_that_agree_imports(tmp_path):
+    np.savez(tmp_path / "a.npz", **foreign_simulator(), dt=np.float32(DT))
+    data = hamnet.import_trajectories(tmp_path / "a.npz")
+    # the file's dt is used (and checked against t), not set aside while dt is inferred from t
+    assert data.meta["dt"] == 0.01 and data.meta["converted"] == "float32 -> float64, velocities x masses -> momenta"
+
+
 # -- the fault corpus: one line naming every problem, exit 1, nothing written ---------------------------------
 def _npz(name: str, **changes):
     """Builder: the foreign simulator's .npz as NAME, each array of ``changes`` changed by its function (or
@@ -282,6 +289,8 @@ CASES = [
     Case("out-is-the-input", _npz("a.npz"), "a.npz --out a.npz", ("is the input",)),
     Case("already-a-hamnet-file", _hamnet_file, "mine.npz", ("a hamnet trajectory file already",)),
     Case("param-given-twice", _npz("a.npz"), "a.npz --param k --param k", ("give each parameter once",)),
+    Case("t-and-dt-disagree", lambda tmp: np.savez(tmp / "a.npz", **foreign_simulator(), dt=np.float64(2 * DT)),
+         "a.npz", ("t is spaced by 0.01, not by dt = 0.02",)),
 ]
 
 
