@@ -175,18 +175,22 @@ def _style(index: int, n_points: int) -> dict:
             "markevery": max(1, n_points // MARKERS_PER_CURVE), "linewidth": 1.4}
 
 
-def mark_region_exits(axes: Sequence[Any], data: Trajectories, label: str, colour: str) -> None:
+def mark_region_exits(axes: Sequence[Any], data: Trajectories, label: str, colour: str,
+                      systems: Sequence[int] | None = None) -> None:
     """A dotted vertical line in each of ``axes`` at the first step at which a system of the rollout ``data``
-    left its model's training region (``meta["left_region"]``, :mod:`hamnet.region`), labelled with how many
-    did; nothing when none did or the file does not say."""
+    (of ``systems``, the file's indices, when given) left its model's training region (``meta["left_region"]``,
+    :mod:`hamnet.region`), labelled with how many did; nothing when none did or the file does not say."""
     left = data.meta.get("left_region") or []
+    if systems is not None:
+        left = [entry for entry in left if int(entry["system"]) in set(systems)]
     if not left:
         return
     first = min(int(entry["step"]) for entry in left)
     time = float(data.t[min(first, data.n_times - 1)])
+    of = f"{len(systems)} drawn" if systems is not None else str(data.n_systems)
     for index, ax in enumerate(axes):
         ax.axvline(time, color=colour, linestyle=(0, (1, 1.5)), linewidth=1.2,
-                   label=f"{label}: {len(left)} of {data.n_systems} left the training region (first at t = {time:.3g})"
+                   label=f"{label}: {len(left)} of {of} left the training region (first at t = {time:.3g})"
                    if index == 0 else None)
 
 
@@ -276,7 +280,7 @@ def plot_conservation(
         ax.set(title=title, xlabel=TIME_LABEL, ylabel=f"{ylabel}\n(relative; exact 0 drawn at {ZERO_FLOOR:.0e})")
         ax.grid(True, which="major", color="0.9")
     for index, data in enumerate(rollouts):
-        mark_region_exits(axes, data, labels[index], _style(index * count, 1)["color"])
+        mark_region_exits(axes, data, labels[index], _style(index * count, 1)["color"], chosen)
     population = chosen is None and any(r.n_systems > 1 for r in rollouts)
     add_legend(figure, axes[0], population, band)
     figure.suptitle(f"Conservation over time ({describe(chosen, band, population)})")
@@ -315,7 +319,7 @@ def plot_error(
         styles = _styles(used, len(chosen) if chosen is not None else 1, len(t))
         for ax, values in zip(axes, (mse, relative)):
             draw_curves(ax, t, values, labels[index], styles, chosen, band)
-        mark_region_exits(axes, data, labels[index], styles[0]["color"])
+        mark_region_exits(axes, data, labels[index], styles[0]["color"], chosen)
         used += len(styles)
     axes[0].set(title="mean square error",
                 ylabel=f"MSE of (q, p)\n(simulation units$^2$; exact 0 drawn at {ZERO_FLOOR:.0e})")

@@ -141,6 +141,15 @@ def test_rollout_evaluate_and_plot_report_the_systems_that_left(cluster_run, cap
     figure = plot_error([rolled], load_trajectories(folder / "hot.npz"), ["model"])
     marks = [line for line in figure.axes[0].get_lines() if "left the training region" in str(line.get_label())]
     assert len(marks) == 1 and marks[0].get_xdata()[0] == pytest.approx(float(rolled.t[first["step"]]))
+    # with --systems, only the systems drawn count: the line moves to the first exit among them
+    latest = sorted(recorded, key=recorded.get)[-2:]  # the two systems that left last
+    assert recorded[latest[0]] > first["step"]
+    for chosen in (latest[1:], latest):
+        figure = plot_error([rolled], load_trajectories(folder / "hot.npz"), ["model"], systems=chosen)
+        marks = [str(line.get_label()) for line in figure.axes[0].get_lines() if "left the training" in str(line.get_label())]
+        step = min(recorded[b] for b in chosen)
+        assert marks == [f"model: {len(chosen)} of {len(chosen)} drawn left the training region (first at t = "
+                         f"{float(rolled.t[step]):.3g})"]
 
 
 def test_a_checkpoint_without_a_region_reports_nothing_and_says_so(cluster_run):
