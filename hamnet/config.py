@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 import numbers
+import os
 import types
 import typing
 from typing import Any, Mapping
+
+import numpy as np
 
 __all__ = ["config_from_dict", "check_field_types"]
 
@@ -91,11 +94,14 @@ def _converted(name: str, value: Any, hint: Any) -> Any:
         if isinstance(value, Mapping):
             return config_from_dict(hint, value, f"{name} config")
     elif hint in (int, float, str, bool):
-        if isinstance(value, bool) != (hint is bool):  # bool is an int to Python, not to a config
+        if isinstance(value, (bool, np.bool_)) != (hint is bool):  # bool is an int to Python, not to a config
             raise TypeError
         if isinstance(value, hint) or (hint is int and isinstance(value, numbers.Integral)) or (
-                hint is float and isinstance(value, numbers.Real)):  # NumPy's scalars too
+                hint is float and isinstance(value, numbers.Real)) or (
+                hint is bool and isinstance(value, np.bool_)):  # NumPy's scalars too
             return hint(value)
+        if hint is str and isinstance(value, os.PathLike):  # a path (e.g. init_from) as the string it stands for
+            return os.fspath(value)
     else:
         return value  # an annotation this check does not know: left to the class
     raise TypeError

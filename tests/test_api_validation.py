@@ -72,6 +72,13 @@ def test_numbers_of_numpy_and_lists_are_taken_as_what_they_stand_for():
     assert config.model.feature_keys == ("m",)
 
 
+def test_numpy_booleans_and_paths_are_taken_as_bool_and_str(tmp_path):
+    config = TrainConfig(allow_rollout=np.bool_(True), init_from=tmp_path / "run" / "best.pt")
+    assert config.allow_rollout is True and config.init_from == str(tmp_path / "run" / "best.pt")
+    with pytest.raises(TypeError, match="'epochs' must be int, got np.True_|'epochs' must be int, got True"):
+        TrainConfig(epochs=np.bool_(True))
+
+
 def test_rollout_checks_arrive_before_any_integration(monkeypatch):
     import hamnet.rollouts as rollouts
 
