@@ -24,7 +24,7 @@ from .provenance import protocol_name
 from .region import check_region, region_exits
 from .models import MODELS
 from .resources import check_memory
-from .stepping import integrate_every
+from .stepping import integrate_every, steps_on_the_grid
 from .version import __version__
 
 Params = dict[str, Tensor]
@@ -204,9 +204,12 @@ def _integrate(model_or_system, z0, params, steps, dt, method, dtype, chunk_step
     diverged_at = torch.full((z0.shape[0],), -1, dtype=torch.int64, device=device)
     active = torch.arange(z0.shape[0], device=device)
     done = 0
+    # odeint (adaptive methods, grid-changing options) holds every fine state of a chunk: with k sub-steps a
+    # chunk is cut to chunk_steps / k output steps, so that memory stays one chunk of chunk_steps states
+    per_chunk = chunk_steps if steps_on_the_grid(key, options) else max(1, chunk_steps // k)
     with torch.no_grad():
         while done < steps and active.numel():
-            n = min(chunk_steps, int(steps) - done)
+            n = min(per_chunk, int(steps) - done)
             # fields are autonomous, so each chunk runs on its own grid from 0: steps t1 - t0 then
             # differ from dt by round-off of times up to chunk_steps * dt, not of the whole horizon
             t = torch.arange(n * k + 1, dtype=dtype, device=device) * (dt / k)

@@ -57,6 +57,23 @@ def test_rollout_substeps_equal_the_fine_rollout_every_kth_state(frames):
     assert torch.equal(healthy.z, coarse) and bool((healthy.diverged_at < 0).all())
 
 
+def test_an_adaptive_rollout_with_substeps_holds_one_chunk_of_fine_states(frames, monkeypatch):
+    """odeint keeps every state of its grid: with K sub-steps a chunk is cut to chunk_steps / K output steps,
+    so its grid holds at most chunk_steps + 1 states, and the result is the same as in one long chunk."""
+    import hamnet.stepping as stepping
+
+    data = load_trajectories(frames)
+    z0, params = data.z[:2, 0].double(), {k: v[:2].double() for k, v in data.params.items()}
+    grids = []
+    odeint = stepping.odeint
+    monkeypatch.setattr(stepping, "odeint", lambda f, y, t, **kw: grids.append(len(t)) or odeint(f, y, t, **kw))
+    system = Springs(n_particles=4)
+    chunked = rollout(system, z0, params, 12, 0.1, "dopri5", substeps=5, chunk_steps=10)
+    assert max(grids) <= 11 and sum(grid - 1 for grid in grids) == 12 * 5
+    whole = rollout(system, z0, params, 12, 0.1, "dopri5", substeps=5, chunk_steps=60)
+    torch.testing.assert_close(chunked, whole, rtol=1e-5, atol=1e-6)  # dopri5 to its tolerance on either grid
+
+
 def two_bodies(distance: float, speed: float, dt: float) -> Trajectories:
     """Two unit masses ``distance`` apart closing at ``speed``, in every one of 3 stored states."""
     z = torch.zeros(2, 3, 2, 2, 2, dtype=torch.float64)
