@@ -28,18 +28,8 @@ negative (tests check it for every sampled system).
 Units: none of its own (see docs/units.md). Lengths in units of ``sigma`` and energies in units of
 ``eps`` give reduced units; ``temperature`` is ``kT`` in those units of energy.
 
-The learned-model measurement of issue 24 (HLieConv SO(2) on 3000 windows; the median change of the
-true energy over 10,000 float64 leapfrog steps from 300 held-out systems, and the momenta) is not
-made here; on a machine with the CPU time for it (hours on one core) it runs as::
-
-    hamnet generate --system lennard-jones --n-systems 1000 --steps 500 --seed 0 --out lj.npz
-    hamnet generate --system lennard-jones --n-systems 300 --steps 10000 --seed 1 --out lj-test.npz
-    hamnet train --data lj.npz --model hlieconv --group SO2 --max-windows 3000 --epochs 30 --out runs/lj-so2
-    hamnet rollout --checkpoint runs/lj-so2/best.pt --data lj-test.npz --method leapfrog --dtype float64 \\
-        --out lj-so2-rollout.npz
-    hamnet evaluate --rollout lj-so2-rollout.npz --data lj-test.npz --out lj-so2.json
-
-whose ``drift`` entry holds the median true-energy and momentum changes.
+How well learned models keep this cluster's energy, and what their training needs (a longer schedule
+than springs' for SO(2)), is measured by ``benchmarks/lennard_jones.py`` (docs/results/lennard-jones.md).
 """
 
 from __future__ import annotations
