@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .conversion import IMPORTED_SYSTEM, ArrayProblems, checked_arrays, exact_number
+from .conversion import IMPORTED_SYSTEM, ArrayProblems, checked_arrays, exact_number, inferred_step
 from .io import Trajectories, TrajectoryFileError
 from .provenance import file_sha256
 
@@ -67,7 +67,17 @@ def import_trajectories(paths: str | os.PathLike | Sequence[str | os.PathLike], 
     where = str(files[0]) if len(files) == 1 else f"{len(files)} files ({files[0]}, ...)"
     if "dt" in found:  # an .npz's own dt, used when no dt is given (and checked against t)
         stored = found.pop("dt")
-        if stored.shape == () and stored.dtype.kind in "fiu":
+        number = stored.shape == () and stored.dtype.kind in "fiu"
+        if "t" in found:
+            mismatch = _file_dt_mismatch(found["t"], exact_number(stored)) if number else None
+            if mismatch:
+                reported["t"] = mismatch
+            elif number:
+                dt = exact_number(stored)
+            else:
+                notes.append(f"the file's dt ignored (not a number: shape {stored.shape}, dtype {stored.dtype}); "
+                             "the step comes from t")
+        elif number:
             dt = exact_number(stored)
         else:
             reported["t"] = f"no t or dt: the file's dt is not a number (shape {stored.shape}, dtype {stored.dtype})"
@@ -141,6 +151,19 @@ def _npz_arrays(path: Path, names: dict, params: dict, dt) -> tuple[dict, dict, 
     found["params"] = {name: found.pop(f"param {name}") for name in params if f"param {name}" in found}
     ignored = [key for key in held if key not in keys.values()]
     return found, reported, [f"ignored arrays {', '.join(map(repr, ignored))}"] if ignored else []
+
+
+def _file_dt_mismatch(t, dt: float) -> str | None:
+    """Why a file's own ``dt`` contradicts its times ``t``, or None (when they agree, or ``t`` has problems of its
+    own, which the checks of ``t`` report)."""
+    t = np.asarray(t, dtype=np.float64)
+    if t.ndim != 1 or len(t) < 2 or not np.isfinite(t).all():
+        return None
+    step = inferred_step(t, None, [])
+    if step is None or inferred_step(t, dt, []) is not None:
+        return None
+    return (f"the file's dt {dt:g} does not match its t (spaced by {step:g}): give --dt {step:g} to take t's "
+            "spacing, or correct the file")
 
 
 def _npz_keys(held: list[str], names: dict, params: dict, dt) -> tuple[dict[str, str], dict[str, str]]:

@@ -111,11 +111,12 @@ def rollout(
     The state, the parameters and the model are cast to ``dtype``; a model whose weights have
     another dtype is copied first, never changed in place. Nothing keeps an autograd graph: the
     rollout runs under ``torch.no_grad()`` and the vector field enables autograd locally only to
-    differentiate ``H``. Steps are integrated in chunks of ``chunk_steps``; memory is the output
-    plus one chunk. Raises :class:`RolloutError` naming the first step and the systems whose
-    state is no longer finite or has grown past ``DIVERGENCE_FACTOR`` times its initial largest
-    coordinate (diverged); ``keep_diverged=True`` keeps integrating such a system, for studies of
-    divergence (a non-finite state still raises). :func:`rollout_systems` instead delivers the
+    differentiate ``H``. Steps are integrated in chunks of ``chunk_steps`` (an adaptive method with
+    ``substeps`` K: ``chunk_steps // K``); memory is the output plus one chunk. Raises
+    :class:`RolloutError` naming the first step and the systems whose state is no longer finite or
+    has grown past ``DIVERGENCE_FACTOR`` times its initial largest coordinate (diverged);
+    ``keep_diverged=True`` keeps integrating such a system, for studies of divergence (a non-finite
+    state still raises). :func:`rollout_systems` instead delivers the
     systems that stay healthy and says which diverged. ``substeps`` K: each step of ``dt`` is taken as
     K steps of ``dt / K`` (the output is still every ``dt``); None: the model's ``trained_substeps``
     (:func:`trained_substeps`: those of its training run, for a model read from a checkpoint), else 1.
@@ -205,7 +206,7 @@ def _integrate(model_or_system, z0, params, steps, dt, method, dtype, chunk_step
     active = torch.arange(z0.shape[0], device=device)
     done = 0
     # odeint (adaptive methods, grid-changing options) holds every fine state of a chunk: with k sub-steps a
-    # chunk is cut to chunk_steps / k output steps, so that memory stays one chunk of chunk_steps states
+    # chunk is cut to chunk_steps // k output steps (at least one), so it holds about chunk_steps fine states
     per_chunk = chunk_steps if steps_on_the_grid(key, options) else max(1, chunk_steps // k)
     with torch.no_grad():
         while done < steps and active.numel():

@@ -212,6 +212,16 @@ def test_an_npz_of_float32_with_its_own_dt_keeps_the_decimal(tmp_path):
     assert torch.equal(data.z[:, :, 1], torch.from_numpy(arrays["velocities"]).double())  # momenta as they are
 
 
+def test_a_file_dt_that_is_no_number_is_set_aside_when_t_gives_the_step(tmp_path):
+    np.savez(tmp_path / "a.npz", **foreign_simulator(), dt=np.full(41, DT))
+    assert hamnet.import_trajectories(tmp_path / "a.npz").meta["dt"] == 0.01
+
+
+def test_dt_given_overrides_a_file_dt_that_contradicts_t(tmp_path):
+    np.savez(tmp_path / "a.npz", **foreign_simulator(), dt=np.float64(DT / 10))
+    assert hamnet.import_trajectories(tmp_path / "a.npz", dt=0.01).meta["dt"] == 0.01
+
+
 def test_an_npz_with_t_and_a_dt_that_agree_imports(tmp_path):
     np.savez(tmp_path / "a.npz", **foreign_simulator(), dt=np.float32(DT))
     data = hamnet.import_trajectories(tmp_path / "a.npz")
@@ -289,8 +299,8 @@ CASES = [
     Case("out-is-the-input", _npz("a.npz"), "a.npz --out a.npz", ("is the input",)),
     Case("already-a-hamnet-file", _hamnet_file, "mine.npz", ("a hamnet trajectory file already",)),
     Case("param-given-twice", _npz("a.npz"), "a.npz --param k --param k", ("give each parameter once",)),
-    Case("t-and-dt-disagree", lambda tmp: np.savez(tmp / "a.npz", **foreign_simulator(), dt=np.float64(2 * DT)),
-         "a.npz", ("t is spaced by 0.01, not by dt = 0.02",)),
+    Case("t-and-dt-disagree", lambda tmp: np.savez(tmp / "a.npz", **foreign_simulator(), dt=np.float64(DT / 10)),
+         "a.npz", ("the file's dt 0.001 does not match its t (spaced by 0.01): give --dt 0.01",)),
 ]
 
 
