@@ -31,6 +31,7 @@ to end in a minute (its numbers mean nothing). Writes ``benchmarks/results/lenna
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import logging
 import statistics
@@ -46,7 +47,7 @@ from hamnet.data import DEFAULT_CHUNK, Windows
 from hamnet.evaluation import EVALUATION_WINDOWS, evaluate
 from hamnet.loss import window_mse
 from hamnet.io import Trajectories, load_trajectories, save_trajectories
-from hamnet.rollouts import rollout_systems
+from hamnet.rollouts import rollout_systems, trained_substeps
 from hamnet.simulation import generate
 from hamnet.diagnostics import conservation_report
 from hamnet.systems import LennardJones, Springs
@@ -129,6 +130,7 @@ def equilibrated_file(work: Path, scale: Scale) -> Path:
     path = work / "data" / f"equilibrated_systems{scale.train_systems}_steps{scale.train_steps}_seed0.npz"
     if not path.exists():
         logging.info("generating %s (each system over %d steps)", path.name, scale.test_steps + scale.train_steps)
+        path.parent.mkdir(parents=True, exist_ok=True)
         full = generate(LennardJones(), n_systems=scale.train_systems, steps=scale.test_steps + scale.train_steps,
                         dt=0.01, seed=0)
         starts = torch.randint(0, scale.test_steps + 1, (scale.train_systems,), generator=torch.Generator().manual_seed(0))
@@ -153,8 +155,9 @@ def flags(scale: Scale, row: tuple, seed: int) -> list[str]:
 
 
 def probe(model, test: Trajectories, every: int) -> dict:
-    """Force error and potential error spread of ``model`` on the held-out systems' true states."""
-    model = model.double()
+    """Force error and potential error spread of ``model`` on the held-out systems' true states (a float64
+    copy of ``model``; the caller's keeps its dtype)."""
+    model = copy.deepcopy(model).double()
     system = test.system()
     z = test.z[:, ::every].double()
     b, t = z.shape[:2]
@@ -193,7 +196,8 @@ def windows_by_time(model, test: Trajectories, method: str) -> dict:
     for key, span in spans.items():
         part = Trajectories(test.t[: SPAN_STEPS + 1], test.z[:, span], test.params, dict(test.meta))
         windows = Windows(part, DEFAULT_CHUNK, max_windows=EVALUATION_WINDOWS, seed=0)
-        out[key] = window_mse(model, windows, float(test.meta["dt"]), method=method, dtype=dtype)["mse"]
+        out[key] = window_mse(model, windows, float(test.meta["dt"]), method=method, dtype=dtype,
+                              substeps=trained_substeps(model))["mse"]
     return out
 
 

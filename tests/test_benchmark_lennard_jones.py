@@ -54,6 +54,34 @@ def test_probe_reads_a_known_potential_error(clusters):
     assert off["states"] == 4 * z.shape[1]
 
 
+def test_windows_by_time_scores_the_first_and_the_last_span(clusters, monkeypatch):
+    from hamnet.data import Windows
+    from hamnet.io import Trajectories
+    from hamnet.loss import window_mse
+
+    monkeypatch.setattr(lj, "SPAN_STEPS", 10)
+    system = clusters.system()
+    scores = lj.windows_by_time(system, clusters, "leapfrog")
+    for key, span in (("window_mse_first", slice(0, 11)), ("window_mse_last", slice(30, 41))):
+        part = Trajectories(clusters.t[:11], clusters.z[:, span], clusters.params, dict(clusters.meta))
+        expected = window_mse(system, Windows(part, 5, seed=0), 0.01, method="leapfrog", dtype=torch.float64)
+        assert scores[key] == pytest.approx(expected["mse"], rel=1e-12)
+    assert scores["window_mse_first"] != scores["window_mse_last"]
+
+
+def test_equilibrated_systems_are_pieces_of_one_longer_run(tmp_path):
+    scale = lj.Scale(3, 5, 2, 20, 10, None, 1.0, 1, "test")
+    path = lj.equilibrated_file(tmp_path, scale)
+    from hamnet.io import load_trajectories
+
+    pieces = load_trajectories(path)
+    full = generate(LennardJones(), n_systems=3, steps=25, dt=0.01, seed=0)
+    starts = [next(s for s in range(21) if torch.equal(full.z[b, s], pieces.z[b, 0])) for b in range(3)]
+    for b, start in enumerate(starts):
+        assert torch.equal(pieces.z[b], full.z[b, start:start + 6])
+    assert len(set(starts)) > 1 and pieces.meta["steps"] == 5
+
+
 def test_the_smoke_scale_runs_end_to_end(monkeypatch, tmp_path):
     monkeypatch.setattr(lj, "HERE", tmp_path)
     monkeypatch.setattr(sys, "argv", ["lennard_jones.py", "--scale", "smoke"])
