@@ -233,9 +233,9 @@ def main() -> None:
     args, part, parts = start_pieces(parser)
     scale = SCALES[args.scale]
     work = HERE / "work" / ("lennard_jones" if args.scale == "small" else f"lennard_jones_{args.scale}")
-    train_file, test_file = data_files(work, scale)
-    test = load_trajectories(test_file)
     if not args.report:
+        train_file, test_file = data_files(work, scale)
+        test = load_trajectories(test_file)
         by_name = {run_name(row[0], seed): (row, seed) for row in ROWS for seed in row[4]}
         for name in my_runs(["integrator", "springs", *run_names(scale)], part, parts, work / "claims"):
             out = work / "scores" / f"{name}.json"
@@ -250,20 +250,11 @@ def main() -> None:
             training = train_hamnet(config, data, work / "runs" / name)
             write_json(out, {**score(work / "runs" / name, test, scale), "train_seconds": training["epoch_seconds"]})
             logging.info("%s scored", name)
-    report(work, scale, args, test)
+    report(work, scale, args)
 
 
-def report(work: Path, scale: Scale, args: argparse.Namespace, test: Trajectories) -> None:
+def report(work: Path, scale: Scale, args: argparse.Namespace) -> None:
     scores = {path.stem: json.loads(path.read_text()) for path in (work / "scores").glob("*.json")}
-    for name, entry in scores.items():  # scores made before windows_by_time existed get it here
-        if name != "springs" and "window_mse_first" not in entry:
-            if name == "integrator":
-                model, method = test.system(), "leapfrog"
-            else:
-                model, state = model_from_checkpoint(work / "runs" / name / "best.pt")
-                method = state["train_config"]["method"]
-            entry.update(windows_by_time(model, test, method))
-            write_json(work / "scores" / f"{name}.json", entry)
     for name, entry in scores.items():
         metrics = work / "runs" / name / "metrics.jsonl"
         if metrics.exists():

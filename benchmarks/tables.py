@@ -51,6 +51,17 @@ def sci(value: float | str) -> str:
     return f"{mantissa}e{int(exponent)}"
 
 
+def mean_std(figures: dict) -> str:
+    """A results file's ``{"mean": ..., "std": ...}`` as ``mean ± std``."""
+    return f"{sci(figures['mean'])} ± {sci(figures['std'])}"
+
+
+def over_seeds(values: list[float]) -> str:
+    """The mean ± standard deviation of the seeds' ``values`` (the mean alone for one seed)."""
+    mean = statistics.fmean(values)
+    return f"{sci(mean)} ± {sci(statistics.stdev(values))}" if len(values) > 1 else sci(mean)
+
+
 def percent(value: float) -> str:
     return f"{100 * value:.2g}%"
 
@@ -160,7 +171,7 @@ def reference_speed() -> list[str]:
 
 def _peers(protocol: str) -> list[str]:
     report = result("nbody_peers_small.json")
-    body = [[model] + [f"{sci(figures[h]['mean'])} ± {sci(figures[h]['std'])}" for h in ("1000", "1500", "2000")]
+    body = [[model] + [mean_std(figures[h]) for h in ("1000", "1500", "2000")]
             for model, figures in report["summary"][protocol].items()]
     body += [[f"{model} (published, 10x the data)"] + [sci(value) for value in values]
              for model, values in report["published"].get(protocol, {}).items()]
@@ -182,7 +193,7 @@ def _peer_code(protocol: str) -> list[str]:
     published figures (all as peers_side_by_side.py records them)."""
     code = result("peers_side_by_side_small.json")
     horizons = ("1000", "1500", "2000")
-    cell = lambda figures, h: f"{sci(figures[h]['mean'])} ± {sci(figures[h]['std'])}" if h in figures else "-"  # noqa: E731
+    cell = lambda figures, h: mean_std(figures[h]) if h in figures else "-"  # noqa: E731
     labels = {"segno": "SEGNO, its code", "egnn": "EGNN, its code"}
     body = [[labels[peer]] + [cell(figures, h) for h in horizons]
             for peer, figures in code["summary"].get(protocol, {}).items()]
@@ -222,8 +233,7 @@ def recipe_row(protocol: str) -> tuple[str, dict] | None:
 
 def spread(entry: dict) -> list[str]:
     """Mean ± standard deviation over the seeds at each horizon of a ``frame_recipe.py`` entry."""
-    columns = list(zip(*entry["mse"]))  # per horizon, the seeds' figures
-    return [f"{sci(statistics.fmean(c))} ± {sci(statistics.stdev(c) if len(c) > 1 else 0)}" for c in columns]
+    return [over_seeds(list(column)) for column in zip(*entry["mse"])]  # per horizon, the seeds' figures
 
 
 def _frame_recipe(protocol: str) -> list[str]:
@@ -254,9 +264,8 @@ def _long_horizon(protocol: str) -> list[str]:
     """10,000 steps from the test states (long_horizon.py): position MSE, the true energy's change (median over
     systems) and the momenta's largest change, mean ± standard deviation over the seeds."""
     report = result("long_horizon_small.json")
-    cell = lambda entry, key: f"{sci(entry[key]['mean'])} ± {sci(entry[key]['std'])}"  # noqa: E731
     keys = ("mse_2000", "mse_5000", "mse_10000", "energy_median", "linear_momentum_max", "angular_momentum_max")
-    body = [[model, str(len(entry["seeds"]))] + [cell(entry, key) for key in keys] + [str(entry["diverged"])]
+    body = [[model, str(len(entry["seeds"]))] + [mean_std(entry[key]) for key in keys] + [str(entry["diverged"])]
             for model, entry in report["table"][protocol].items()]
     for name, entry in report["references"][protocol].items():
         conserved = [sci(entry[key]["median" if key == "energy" else "max"]) if key in entry else "-"
@@ -286,9 +295,7 @@ def lennard_jones() -> list[str]:
     report = result("lennard_jones.json")
 
     def cell(runs: list[dict], key: str, sub: str | None = None) -> str:
-        values = [run[key][sub] if sub else run[key] for run in runs]
-        mean = statistics.fmean(values)
-        return f"{sci(mean)} ± {sci(statistics.stdev(values))}" if len(values) > 1 else sci(mean)
+        return over_seeds([run[key][sub] if sub else run[key] for run in runs])
 
     body = [[row, entry["what"], str(len(entry["seeds"])), cell(entry["runs"], "energy", "median"),
              cell(entry["runs"], "energy", "max"), cell(entry["runs"], "force_error_median"),

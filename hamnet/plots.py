@@ -182,7 +182,8 @@ def mark_region_exits(axes: Sequence[Any], data: Trajectories, label: str, colou
     :mod:`hamnet.region`), labelled with how many did; nothing when none did or the file does not say."""
     left = data.meta.get("left_region") or []
     if systems is not None:
-        left = [entry for entry in left if int(entry["system"]) in set(systems)]
+        drawn = set(systems)
+        left = [entry for entry in left if int(entry["system"]) in drawn]
     if not left:
         return
     first = min(int(entry["step"]) for entry in left)
