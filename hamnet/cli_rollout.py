@@ -43,6 +43,8 @@ ALLOW_ROLLOUT_HELP = ("accept a rollout file (a model's output) as the truth, wi
 
 SUBSTEPS_HELP = ("integration steps per step of the output (default: the model's training run's, recorded in its "
                  "checkpoint; 1 for a run without)")
+COMPILE_HELP = ("compile the model's forces with torch.compile: the same states to round-off, faster on long "
+                "rollouts once compiled (the first compilation takes tens of seconds on a CPU)")
 
 
 def add_commands(commands) -> None:
@@ -77,6 +79,7 @@ def _add_rollout(commands) -> None:
                         help="keep integrating a system whose state grows past a millionfold its start instead of "
                         "stopping with an error (for studies of divergence; a non-finite state still stops)")
     parser.add_argument("--transfer", action="store_true", help=TRANSFER_HELP)
+    parser.add_argument("--compile", action="store_true", help=COMPILE_HELP)
     parser.set_defaults(run=run_rollout)
 
 
@@ -98,7 +101,7 @@ def run_rollout(args: argparse.Namespace) -> None:
     predicted = predicted_trajectories(model, data, model_config=state["model_config"], steps=args.steps, dt=args.dt,
                                        method=args.method, dtype=DTYPES[args.dtype], options=options,
                                        keep_diverged=args.keep_diverged, sources=sources,
-                                       substeps=args.substeps, region=_region(state))
+                                       substeps=args.substeps, region=_region(state), compile=args.compile)
     save_trajectories(args.out, predicted)
     meta = predicted.meta
     print(f"rolled out {meta['model']} with {meta['method']} for {meta['steps']} steps on "
@@ -185,6 +188,7 @@ def _add_evaluate(commands) -> None:
                         "system, or no true-energy drift)")
     parser.add_argument("--allow-rollout", action="store_true", help=ALLOW_ROLLOUT_HELP)
     parser.add_argument("--transfer", action="store_true", help=f"with --checkpoint: {TRANSFER_HELP}")
+    parser.add_argument("--compile", action="store_true", help=f"with --checkpoint: {COMPILE_HELP}")
     parser.set_defaults(run=run_evaluate)
 
 
@@ -193,8 +197,8 @@ def run_evaluate(args: argparse.Namespace) -> None:
         raise InputError("evaluate scores a model (--checkpoint) or a rollout file (--rollout) against --data; "
                          "give one of them")
     if args.rollout is not None:
-        refuse_given(args, ("--method", "--transfer", "--substeps"), "--method, --substeps and --transfer concern a "
-                     "model (--checkpoint), not a rollout file")
+        refuse_given(args, ("--method", "--transfer", "--substeps", "--compile"), "--method, --substeps, --transfer "
+                     "and --compile concern a model (--checkpoint), not a rollout file")
         metrics = _score_rollout_file(args)
     else:
         refuse_given(args, ("--steps",), "--steps applies with --rollout; a model (--checkpoint) is scored over the "
@@ -223,7 +227,7 @@ def _score_model(args: argparse.Namespace) -> dict:
     system = true_system(truth, args.true_system)
     return {"model": model_label(state["model_config"]), **sources, **_left_out(left_out),
             **evaluate(model, truth, chunk=chunk, method=args.method, system=system, window_method=window_method,
-                       substeps=args.substeps, region=_region(state))}
+                       substeps=args.substeps, region=_region(state), compile=args.compile)}
 
 
 def _refuse_own_output(data: Trajectories, checkpoint_sha256: str, checkpoint: Path | None) -> None:

@@ -113,6 +113,9 @@ def add_commands(commands) -> None:
                      "systems rolled out --select-steps steps (default: window)")
     opt.add_argument("--select-steps", type=int, default=None,
                      help="with --select rollout: steps of the selection rollouts (default: the whole trajectory)")
+    opt.add_argument("--compile", default=None, choices=("auto", "on", "off"),
+                     help="compile the training step with torch.compile: the same numbers to float32 round-off, "
+                     "faster after a compilation of minutes; auto compiles on CUDA and for long CPU runs (default: off)")
     opt.add_argument("--init-from", default=None,
                      help="start from this checkpoint's weights (a path or a pretrained name; the same model settings), "
                      "e.g. to finish a run with longer --chunk windows (default: fresh weights)")
@@ -140,7 +143,7 @@ FLAG_KEYS = {
     **{f"--{key.replace('_', '-')}": ("train", key)
        for key in ("epochs", "batch_size", "lr", "weight_decay", "chunk", "method", "dtype", "seed", "validation",
                    "test", "max_windows", "substeps", "warmup", "clip_grad", "select", "select_steps", "init_from",
-                   "allow_rollout")},
+                   "allow_rollout", "compile")},
 }
 
 

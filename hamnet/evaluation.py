@@ -28,15 +28,16 @@ VALID_ERROR = 0.1
 
 
 def rollout_errors(model: Any, truth: Trajectories, *, method: str | None = None,
-                   dtype: torch.dtype = torch.float64, substeps: int | None = None) -> tuple[Rollout, Tensor]:
+                   dtype: torch.dtype = torch.float64, substeps: int | None = None,
+                   compile: bool = False) -> tuple[Rollout, Tensor]:
     """Roll ``model`` out from the true initial states over the file's times (``substeps`` integration
-    steps per interval, as the model was trained).
+    steps per interval, as the model was trained; ``compile``: see :func:`hamnet.rollouts.rollout`).
 
     Returns the :class:`~hamnet.rollouts.Rollout` (``z: (B, T, 2, N, D)``, ``diverged_at: (B,)``) and
     the bounded relative error ``(B, T)``, which is 1 (unrelated) from a system's divergence on.
     """
     result = rollout_systems(model, truth.z[:, 0], truth.params, truth.n_times - 1, float(truth.meta["dt"]),
-                             method=method or default_method(model), dtype=dtype, substeps=substeps)
+                             method=method or default_method(model), dtype=dtype, substeps=substeps, compile=compile)
     return result, _errors(result, truth)
 
 
@@ -64,14 +65,15 @@ def _distribution(values: Tensor) -> dict[str, float]:
 
 def evaluate(model: Any, truth: Trajectories, *, chunk: int = DEFAULT_CHUNK, method: str | None = None,
              seed: int = 0, system: Any = None, window_method: str = "rk4", substeps: int | None = None,
-             region: dict | None = None) -> dict[str, Any]:
+             region: dict | None = None, compile: bool = False) -> dict[str, Any]:
     """Every headline number for one model on one trajectory file, as a JSON-ready dict.
 
     ``window_mse``: mean squared error over ``chunk``-state windows, integrated with ``window_method``
     (pass the training run's, as ``hamnet evaluate`` does; rk4 is the paper's) in the model's own dtype
     (``window_mse_with_initial``: the paper code's convention). ``substeps``: integration steps per
     stored interval, in windows and rollouts (None: the model's ``trained_substeps``, its training run's
-    for a model read from a checkpoint).
+    for a model read from a checkpoint). ``compile``: the rollout's forces compiled
+    (:func:`hamnet.rollouts.rollout`; the same figures to round-off).
     ``region``: the model's training region (its checkpoint's ``data["region"]``), for ``left_region``.
     ``rollout_error``: bounded relative error over the whole horizon in float64 with ``method``
     (default: leapfrog for separable models, else rk4): its mean over systems at every time, the
@@ -94,7 +96,7 @@ def evaluate(model: Any, truth: Trajectories, *, chunk: int = DEFAULT_CHUNK, met
     model_dtype = next(model.parameters()).dtype if isinstance(model, nn.Module) else torch.float64
     scores = window_mse(model, windows, float(truth.meta["dt"]), method=window_method, substeps=substeps,
                         dtype=model_dtype)
-    result, _ = rollout_errors(model, truth, method=method, substeps=substeps)
+    result, _ = rollout_errors(model, truth, method=method, substeps=substeps, compile=compile)
     return {"n_systems": truth.n_systems, "window_mse": scores["mse"],
             "window_mse_with_initial": scores["mse_with_initial"], "window_method": window_method,
             "substeps": substeps,

@@ -293,7 +293,10 @@ class HLieConv(SeparableModel):
         """``V_theta(q)``; ``q: (B, N, D)`` -> ``(B,)``. NaN for a system whose ``q`` is not finite, and
         only for that one: the network refuses such input, so it sees the finite systems alone, and a
         diverging system in a batch leaves the others' energies and forces as they would be without it
-        (its caller reports the divergence)."""
+        (its caller reports the divergence). Inside ``torch.compile`` (no host reads there) the network
+        takes every system as it is: a system that is not finite still gets NaN, through its own values."""
+        if torch.compiler.is_compiling():
+            return self._finite_potential(q, params)
         finite = torch.isfinite(q).flatten(1).all(-1)  # (B,)
         if bool(finite.all()):
             return self._finite_potential(q, params)

@@ -6,10 +6,18 @@ to 0 over all steps; with ``warmup`` the first fraction of those steps instead r
 ``lr / warmup_steps`` to ``lr`` and the cosine runs over the rest. Warm-up and clipping are for
 training that integrates many steps per window (``substeps``), where early gradients through the
 learned flow are large and a full-size first step can throw the weights where the loss is not finite.
+
+Compiled step (``compile``): the window loss goes through ``torch.compile`` (forces by ``torch.func.grad``
+there, :func:`systems.base.autograd_gradient`; on CUDA with CUDA graphs, ``mode="reduce-overhead"``), for
+batches of the run's batch size only; any other batch (an epoch's last, shorter one) takes the eager
+loss, so one compilation of static shapes serves the whole run. Both are the same function: loss and
+gradients agree to float32 round-off, not bitwise. :func:`compile_choice` resolves ``"auto"``.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import math
 from collections.abc import Callable
 from typing import Any
@@ -20,9 +28,33 @@ from torch import nn
 from .loss import WindowLoss
 from .models import build_model
 
-__all__ = ["DTYPES", "NonFiniteLoss", "TrainingStep", "learning_rate_factor"]
+__all__ = ["DTYPES", "COMPILE_CHOICES", "COMPILE_PAYS_STEPS", "NonFiniteLoss", "TrainingStep", "checked_step",
+           "compile_choice", "learning_rate_factor"]
+
+log = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
+COMPILE_CHOICES = ("auto", "on", "off")
+#: optimiser steps from which ``compile="auto"`` compiles on a CPU: on one thread the compiled step was 1.4
+#: to 1.9 times as fast and its first compilation paid for itself after 300 to 1,800 steps
+#: (``benchmarks/results/compile_speed.md``), so a run this long gains about three times what it spends
+COMPILE_PAYS_STEPS = 5000
+
+
+def compile_choice(choice: str, device: str | torch.device, total_steps: int, world_size: int = 1) -> str:
+    """``"on"`` or ``"off"`` for ``TrainConfig.compile``: ``"auto"`` compiles on a CUDA device, and on a CPU
+    for runs of at least :data:`COMPILE_PAYS_STEPS` optimiser steps; never under ``torchrun`` (several
+    processes: the compiled step is for one), where ``"on"`` is refused in one line."""
+    if choice not in COMPILE_CHOICES:
+        raise ValueError(f"compile must be one of {', '.join(COMPILE_CHOICES)}, got {choice!r} (--compile)")
+    if world_size > 1:
+        if choice == "on":
+            raise ValueError(f"--compile on compiles the step of one process; this run has {world_size} (torchrun): "
+                             "train with --compile off or auto")
+        return "off"
+    if choice != "auto":
+        return choice
+    return "on" if torch.device(device).type == "cuda" or total_steps >= COMPILE_PAYS_STEPS else "off"
 
 
 class NonFiniteLoss(ValueError):
@@ -54,11 +86,17 @@ class TrainingStep:
     ``z: (b, chunk, 2, N, D)``: the summed squared error times ``scale`` (``1 / elements`` for the
     batch's mean), its gradient, one host synchronisation to read the loss, then, if ``finite(loss)``,
     the gradient clipped to norm ``config.clip_grad`` (if set), Adam's step and the schedule's; otherwise
-    it raises :class:`NonFiniteLoss` with nothing changed. Returns the scaled loss.
+    it raises :class:`NonFiniteLoss` with nothing changed. Returns the scaled loss. ``config.compile``
+    ``"on"`` compiles the loss of batches of ``config.batch_size`` windows (see the module's note; ``"auto"``
+    must be resolved first, :func:`compile_choice`).
     """
 
     def __init__(self, config: Any, dt: float, total_steps: int, *, device: str | torch.device = "cpu",
                  model: nn.Module | None = None) -> None:
+        choice = getattr(config, "compile", "off")
+        if choice not in ("on", "off"):
+            raise ValueError(f"the training step needs compile 'on' or 'off', got {choice!r}; resolve 'auto' with "
+                             "hamnet.optimisation.compile_choice")
         model = model if model is not None else build_model(config.model, torch.Generator().manual_seed(config.seed))
         self.model = model.to(device=device, dtype=DTYPES[config.dtype])
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -71,10 +109,22 @@ class TrainingStep:
         self.clip_grad = config.clip_grad
         #: the module whose output is the loss: DistributedDataParallel wraps it under torchrun
         self.loss_module: nn.Module = WindowLoss(self.model, dt, config.method, config.substeps)
+        #: the batch size whose loss is compiled (None: every batch is eager)
+        self.compiled_batch = config.batch_size if choice == "on" else None
+        if self.compiled_batch is not None:
+            cuda = torch.device(device).type == "cuda"
+            self._compiled = torch.compile(self.loss_module, dynamic=False, mode="reduce-overhead" if cuda else None)
+
+    def loss(self, z: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The summed squared error of the batch (:class:`hamnet.loss.WindowLoss`), compiled for batches
+        of the compiled size."""
+        if self.compiled_batch is not None and z.shape[0] == self.compiled_batch:
+            return self._compiled(z, params)
+        return self.loss_module(z, params)
 
     def __call__(self, z: torch.Tensor, params: dict[str, torch.Tensor], *, scale: float,
                  finite: Callable[[float], bool] = math.isfinite) -> float:
-        loss = self.loss_module(z, params) * scale
+        loss = self.loss(z, params) * scale
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         # the batch's one host synchronisation, after the backward pass is queued (on a GPU the check
@@ -87,3 +137,35 @@ class TrainingStep:
         self.optimizer.step()
         self.scheduler.step()
         return value
+
+
+def checked_step(config: Any, dt: float, total_steps: int, batch: tuple, *, device: str | torch.device,
+                 model: nn.Module, processes: int = 1) -> tuple[Any, TrainingStep]:
+    """The :class:`TrainingStep` of ``config``, its ``compile`` resolved (:func:`compile_choice`), tried on ``batch``
+    ``(z, params)`` (the run's first windows, up to a full batch) without changing a weight: its first
+    window eagerly (a model that does not fit the data fails here, as it would at the first step) and, for
+    a compiled step and a full batch, the compiled loss and gradient, which compiles them (minutes on a CPU
+    the first time; seconds from the compiler's cache after). A compiler that fails is one line where
+    ``compile`` was ``"on"``; where it was ``"auto"``, the config and step come back eager. Returns
+    ``(config, step)``, the config with ``compile`` resolved."""
+    chosen = config.compile
+    config = dataclasses.replace(config, compile=compile_choice(chosen, device, total_steps, processes))
+    step = TrainingStep(config, dt, total_steps, device=device, model=model)
+    z, params = batch
+    with torch.no_grad():
+        step.loss_module(z[:1], {key: value[:1] for key, value in params.items()})
+    if step.compiled_batch is None or z.shape[0] != step.compiled_batch:
+        return config, step
+    try:
+        torch.autograd.grad(step.loss(z, params), [w for w in step.model.parameters() if w.requires_grad],
+                            allow_unused=True)
+    except Exception as error:  # the compiler's failures have many types (no C++ compiler, an unsupported op)
+        lines = str(error).strip().splitlines()
+        failure = (f"torch.compile could not compile the training step on {z.device} "
+                   f"({type(error).__name__}: {lines[0][:200] if lines else 'no message'})")
+        if chosen == "on":
+            raise ValueError(f"--compile on: {failure}; train with --compile off") from None
+        log.warning("compile auto: %s; training eagerly", failure)
+        config = dataclasses.replace(config, compile="off")
+        return config, TrainingStep(config, dt, total_steps, device=device, model=model)
+    return config, step

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .dynamics import HamiltonianField
+from .dynamics import CompiledDynamics, HamiltonianField
 from .integrate import solver_key
 from .io import Trajectories
 from .provenance import protocol_name
@@ -98,6 +98,7 @@ def rollout(
     options: dict | None = None,
     keep_diverged: bool = False,
     substeps: int | None = None,
+    compile: bool = False,
 ) -> Tensor:
     """Integrate ``steps`` steps of size ``dt`` from ``z0``: the states of torchdiffeq's ``odeint`` (a
     fixed-step method steps in :func:`hamnet.stepping.integrate_fixed_grid`'s loop, bit for bit the same).
@@ -120,9 +121,11 @@ def rollout(
     systems that stay healthy and says which diverged. ``substeps`` K: each step of ``dt`` is taken as
     K steps of ``dt / K`` (the output is still every ``dt``); None: the model's ``trained_substeps``
     (:func:`trained_substeps`: those of its training run, for a model read from a checkpoint), else 1.
+    ``compile=True``: the model's forces (or vector field) run compiled (:class:`hamnet.dynamics.CompiledDynamics`):
+    the same states to round-off, faster once compiled; the first compilation takes tens of seconds.
     """
     return _integrate(model_or_system, z0, params, steps, dt, method, dtype, chunk_steps, options, keep_diverged,
-                      stop_at_divergence=True, substeps=substeps).z
+                      stop_at_divergence=True, substeps=substeps, compile=compile).z
 
 
 def rollout_systems(
@@ -138,6 +141,7 @@ def rollout_systems(
     options: dict | None = None,
     keep_diverged: bool = False,
     substeps: int | None = None,
+    compile: bool = False,
 ) -> Rollout:
     """:func:`rollout` for a batch in which some systems may diverge: each diverging system is taken out
     of the batch (at the end of the chunk in which it diverged; a diverging system's non-finite values
@@ -146,7 +150,7 @@ def rollout_systems(
     healthy state, and the rest are integrated to the end. Returns a :class:`Rollout`; arguments as
     :func:`rollout` (``keep_diverged=True``: only a non-finite state counts as diverged)."""
     return _integrate(model_or_system, z0, params, steps, dt, method, dtype, chunk_steps, options, keep_diverged,
-                      stop_at_divergence=False, substeps=substeps)
+                      stop_at_divergence=False, substeps=substeps, compile=compile)
 
 
 def check_batch(z0: Any, params: Any) -> None:
@@ -168,7 +172,7 @@ def check_batch(z0: Any, params: Any) -> None:
 
 
 def _integrate(model_or_system, z0, params, steps, dt, method, dtype, chunk_steps, options, keep_diverged,
-               stop_at_divergence: bool, substeps: int | None = None) -> Rollout:
+               stop_at_divergence: bool, substeps: int | None = None, compile: bool = False) -> Rollout:
     if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 0:
         raise ValueError(f"steps must be a non-negative integer, got {steps!r}")
     if isinstance(dt, bool) or not isinstance(dt, numbers.Real):
@@ -196,6 +200,8 @@ def _integrate(model_or_system, z0, params, steps, dt, method, dtype, chunk_step
               for name, v in params.items()}
     key = solver_key(method)  # an unknown method fails before any work
     model = _as_dtype(model_or_system, dtype, device)
+    if compile:
+        model = CompiledDynamics(model)
 
     trajectory = torch.empty(z0.shape[0], int(steps) + 1, *z0.shape[1:], dtype=dtype, device=device)
     trajectory[:, 0] = z0
@@ -284,14 +290,14 @@ def predicted_trajectories(model: Any, data: Trajectories, *, model_config: dict
                            dt: float | None = None, method: str | None = None,
                            dtype: torch.dtype = torch.float64, options: dict | None = None, keep_diverged: bool = False,
                            sources: Mapping[str, Any] | None = None, substeps: int | None = None,
-                           region: Mapping[str, Any] | None = None) -> Trajectories:
+                           region: Mapping[str, Any] | None = None, compile: bool = False) -> Trajectories:
     """Roll ``model`` out from every initial state of ``data`` and package the result as a
     trajectory file's contents (schema 1): the system of ``data`` in ``meta`` (so true energy can
     be measured; the name of its benchmark protocol too, if any, as ``data_protocol``), plus the model
     (``model_config``, a label), integrator and dtype, and ``sources``: what the rollout came from
     (:func:`hamnet.checkpoint.made_from`: the checkpoint with its sha256, the data with its sha256;
     without them ``meta["checkpoint"]`` is None, a model that no file holds).
-    ``steps`` and ``dt`` default to the data's own; ``options``, ``keep_diverged`` and ``substeps`` go to
+    ``steps`` and ``dt`` default to the data's own; ``options``, ``keep_diverged``, ``substeps`` and ``compile`` go to
     :func:`rollout_systems` (``meta["substeps"]`` records the last). ``region``: the model's training
     region (:func:`hamnet.region.data_region`, recorded in its checkpoint); with it, ``meta["left_region"]``
     lists the systems that left it (``{"system", "step", "what"}`` each, by step) and ``meta["region"]``
@@ -303,7 +309,7 @@ def predicted_trajectories(model: Any, data: Trajectories, *, model_config: dict
     method = method or default_method(model)
     substeps = trained_substeps(model) if substeps is None else substeps
     result = rollout_systems(model, data.z[:, 0], data.params, steps, dt, method=method, dtype=dtype,
-                             options=options, keep_diverged=keep_diverged, substeps=substeps)
+                             options=options, keep_diverged=keep_diverged, substeps=substeps, compile=compile)
     diverged = [{"system": b, "step": int(result.diverged_at[b])} for b in result.diverged]
     if diverged and len(diverged) == data.n_systems:
         first = diverged[0]

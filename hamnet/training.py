@@ -48,7 +48,7 @@ from .loss import to_device, window_mse
 from .config import check_field_types, config_from_dict
 from .models import MODELS, ModelConfig, build_model, check_compatible
 from .monitor import Monitor, MonitorSettings, check_tensorboard
-from .optimisation import DTYPES, NonFiniteLoss, TrainingStep
+from .optimisation import COMPILE_CHOICES, DTYPES, NonFiniteLoss, TrainingStep, checked_step
 from .run_settings import DEFAULT_KERNEL_BOUND_FACTOR, with_kernel_bound, with_substeps
 from .provenance import data_kind, file_sha256, ground_truth, rollout_model
 from .region import data_region
@@ -105,6 +105,8 @@ class TrainConfig:
     :mod:`hamnet.optimisation`. ``select``: what picks ``best.pt``, the validation ``"window"`` MSE or
     ``"rollout"``, the position MSE of the validation systems rolled out ``select_steps`` stored steps
     (None: their whole length) from their states at ``validation_windows`` seeded starts.
+    ``compile``: the step through ``torch.compile`` (``"on"``; the eager numbers to float32 round-off), eagerly
+    (``"off"``) or ``"auto"``, resolved when the run starts (:func:`hamnet.optimisation.checked_step`).
     """
 
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -128,6 +130,7 @@ class TrainConfig:
     clip_grad: float | None = None
     select: str = "window"
     select_steps: int | None = None
+    compile: str = "off"
 
     def __post_init__(self) -> None:
         check_field_types(self, "train config")  # a dict for the model becomes a ModelConfig
@@ -166,6 +169,8 @@ class TrainConfig:
         if self.select_steps is not None and (self.select != "rollout" or self.select_steps < 1):
             raise ValueError(f"select_steps must be a positive number of steps, with select='rollout'; got "
                              f"{self.select_steps} with select={self.select!r} (--select-steps)")
+        if self.compile not in COMPILE_CHOICES:
+            raise ValueError(f"compile must be one of {', '.join(COMPILE_CHOICES)}, got {self.compile!r} (--compile)")
         if self.kernel_bound_factor is not None and not (math.isfinite(self.kernel_bound_factor)
                                                          and self.kernel_bound_factor >= 1):
             raise ValueError(f"kernel bound factor must be a finite number >= 1 (a bound inside the data would bend "
@@ -324,15 +329,14 @@ def _train(config, data_path, files, context, resume, run_settings, stop_after_e
     if start is not None:
         _load_initial_weights(model, config, start[0])
     steps = config.epochs * math.ceil(len(train_windows) / config.batch_size)
-    run = _Run(TrainingStep(config, dt, steps, device=context.device, model=model),
-               torch.Generator().manual_seed(config.seed), init_from=start[1] if start else None)
-    # one window through the model before anything is written: a model/integrator/neighbourhood
-    # mismatch fails here, not after the run folder exists
-    with torch.no_grad():
-        run.step.loss_module(*to_device(train_windows[torch.arange(1)], dtype, context.device))
+    # checked on the first full batch (or window) before anything is written: a model/integrator/neighbourhood
+    # mismatch, or a compiler that fails, ends the run here, not after the run folder exists
+    first = to_device(train_windows[torch.arange(min(config.batch_size, len(train_windows)))], dtype, context.device)
+    config, step = checked_step(config, dt, steps, first, device=context.device, model=model,
+                                processes=context.world_size)
+    run = _Run(step, torch.Generator().manual_seed(config.seed), init_from=start[1] if start else None)
     data_info = {"path": str(data_path), **data_kind(data), "dt": data.meta["dt"],
-                 "n_train_windows": len(train_windows), "sha256": file_sha256(data_path),
-                 "region": region}
+                 "n_train_windows": len(train_windows), "sha256": file_sha256(data_path), "region": region}
     if rollout_model(data) is not None:
         data_info["rollout"] = {"model": rollout_model(data), "diverged_left_out": len(left_out)}
     with contextlib.ExitStack() as held:  # the folder's lock (main rank), held until the run ends

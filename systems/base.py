@@ -150,8 +150,12 @@ def autograd_gradient(scalar_fn, x: Tensor, params: Params, keep_graph: bool | N
 
     ``keep_graph``: keep the graph so the gradient can itself be differentiated (as training does);
     by default exactly when gradients are enabled and ``x`` already requires grad. Without a graph,
-    a detached copy of ``x`` is the leaf and the result is detached.
+    a detached copy of ``x`` is the leaf and the result is detached. Inside ``torch.compile`` the
+    gradient is ``torch.func.grad``'s instead (the same function, in a form the compiler traces; an
+    outer backward pass differentiates through it).
     """
+    if torch.compiler.is_compiling():
+        return torch.func.grad(lambda y: scalar_fn(y, params).sum())(x)
     if keep_graph is None:
         keep_graph = torch.is_grad_enabled() and x.requires_grad
     with torch.enable_grad():
