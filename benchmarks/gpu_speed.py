@@ -8,7 +8,10 @@ read and checked, an Adam step at lr 1e-3 and the cosine schedule's step, batch 
 springs N = 6 in 2D), for HLieConv at the paper's width 384 and at width 128, with rk4 windows (the
 paper's) and leapfrog windows. The rollout timed is HLieConv SO(2) in float64 with leapfrog, as
 ``hamnet rollout`` runs it. Each figure is the best of ``--repeats`` after a warm-up; the CPU uses
-all its cores (the thread count is reported). Writes gpu_speed.json and gpu_speed.md to ``--out``.
+all its cores (the thread count is reported). On the GPU each training configuration is also timed
+with the step compiled (``TrainConfig(compile="on")``: ``torch.compile`` with CUDA graphs), with the
+seconds its first compilation took. The same comparison on one CPU thread is
+``benchmarks/compile_speed.py``. Writes gpu_speed.json and gpu_speed.md to ``--out``.
 """
 
 from __future__ import annotations
@@ -41,14 +44,16 @@ def synchronize(device: str) -> None:
 
 
 def training_seconds(group: str, width: int, depth: int, method: str, device: str, windows: int,
-                     repeats: int, data, batch: int = BATCH) -> float:
-    """Best seconds per 1000 windows of the training step on ``device``, ``batch`` windows a step."""
+                     repeats: int, data, batch: int = BATCH, compile: str = "off") -> float:
+    """Best seconds per 1000 windows of the training step on ``device``, ``batch`` windows a step
+    (``compile="on"``: compiled; its compilation falls in the first warm-up batch, not in the figure)."""
     n_batches = max(1, windows // batch)
     config = TrainConfig(model=ModelConfig(name="hlieconv", group=group, width=width, depth=depth),
-                         batch_size=batch, lr=1e-3, chunk=CHUNK, method=method, seed=0)
+                         batch_size=batch, lr=1e-3, chunk=CHUNK, method=method, seed=0, compile=compile)
     train_step = TrainingStep(config, DT, total_steps=repeats * (n_batches + 1), device=device)
     all_windows = Windows(data, CHUNK)
-    batches = all_windows.batches(batch, torch.Generator().manual_seed(0))
+    batches = [index for index in all_windows.batches(batch, torch.Generator().manual_seed(0))
+               if index.numel() == batch]  # full batches: the compiled step's shape
     elements = batch * (CHUNK - 1) * math.prod(data.z.shape[2:])
 
     def step(index) -> None:
@@ -113,11 +118,16 @@ def main() -> None:
         for method in METHODS:
             cpu = training_seconds(group, width, depth, method, "cpu", args.windows_cpu, args.repeats, data)
             gpu = training_seconds(group, width, depth, method, "cuda", args.windows_gpu, args.repeats, on_gpu)
+            started = time.perf_counter()
+            compiled = training_seconds(group, width, depth, method, "cuda", args.windows_gpu, args.repeats, on_gpu,
+                                        compile="on")
             rows.append({"group": group, "width": width, "depth": depth, "method": method,
                          "cpu_seconds_per_1000_windows": cpu, "gpu_seconds_per_1000_windows": gpu,
-                         "speedup": cpu / gpu})
-            print(f"train {group} {width}x{depth} {method}: CPU {cpu:.2f} s, GPU {gpu:.3f} s per 1000 windows "
-                  f"({cpu / gpu:.1f}x)", flush=True)
+                         "speedup": cpu / gpu, "gpu_compiled_seconds_per_1000_windows": compiled,
+                         "compiled_speedup": gpu / compiled,
+                         "compile_and_time_seconds": time.perf_counter() - started})
+            print(f"train {group} {width}x{depth} {method}: CPU {cpu:.2f} s, GPU {gpu:.3f} s, compiled {compiled:.3f} s "
+                  f"per 1000 windows ({cpu / gpu:.1f}x, compiled {gpu / compiled:.1f}x eager)", flush=True)
     cpu_roll = rollout_seconds("cpu", args.rollout_systems, args.rollout_steps, args.repeats)
     gpu_roll = rollout_seconds("cuda", args.rollout_systems, args.rollout_steps, args.repeats)
     print(f"rollout: CPU {cpu_roll:.2f} s, GPU {gpu_roll:.2f} s ({cpu_roll / gpu_roll:.1f}x)", flush=True)
@@ -138,12 +148,14 @@ def markdown(report: dict) -> str:
              f"threads, torch {report['torch']}. Training: HLieConv on springs (N = 6, 2D), float32, batch "
              f"{report['batch']}, {report['chunk']}-state windows, forward + double backward + Adam; best of the "
              "repeats after a warm-up.", "",
-             "| group | width | depth | method | CPU s / 1000 windows | GPU s / 1000 windows | GPU speed-up |",
-             "|---|---|---|---|---|---|---|"]
+             "| group | width | depth | method | CPU s / 1000 windows | GPU s / 1000 windows | GPU speed-up "
+             "| GPU compiled s / 1000 windows | compiled / eager |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in report["training"]:
         lines.append(f"| {r['group']} | {r['width']} | {r['depth']} | {r['method']} | "
                      f"{r['cpu_seconds_per_1000_windows']:.2f} | {r['gpu_seconds_per_1000_windows']:.3f} | "
-                     f"{r['speedup']:.1f}x |")
+                     f"{r['speedup']:.1f}x | {r['gpu_compiled_seconds_per_1000_windows']:.3f} | "
+                     f"{r['compiled_speedup']:.1f}x |")
     roll = report["rollout"]
     lines += ["", f"Rollout, HLieConv SO(2) width 128, float64 leapfrog, {roll['systems']} systems x {roll['steps']} "
               f"steps: CPU {roll['cpu_seconds']:.2f} s, GPU {roll['gpu_seconds']:.2f} s ({roll['speedup']:.1f}x).", ""]

@@ -346,6 +346,27 @@ def speed() -> list[str]:
 
 
 @table
+def compile_speed() -> list[str]:
+    report = result("compile_speed.json")
+    body = []
+    for row in report["rows"]:
+        model = row["model"]
+        label = " ".join(str(part) for part in (model["name"], model.get("group"), f"{model['width']}x{model['depth']}")
+                         if part)
+        if "eager_seconds_per_step" in row:
+            what, per = f"rollout of {row['systems']} springs, float64 leapfrog", "step"
+            eager, compiled = row["eager_seconds_per_step"], row["compiled_seconds_per_step"]
+        else:
+            what = (f"{row['system']}, {row['method']} windows of {row['chunk']} states, {row['substeps']} sub-steps, "
+                    f"batch {row['batch']}")
+            per, eager, compiled = "1000 windows", row["eager_seconds_per_1000_windows"], \
+                row["compiled_seconds_per_1000_windows"]
+        body.append([label, what, f"{eager:#.3g} s / {per}", f"{compiled:#.3g} s", f"{row['speedup']:.2f}x",
+                     f"{row['compile_cold_seconds']:.0f} s ({row['compile_cached_seconds']:.0f} s cached)"])
+    return rows(["model", "what", "eager", "compiled", "speed-up", "first compilation"], body)
+
+
+@table
 def gpu() -> list[str]:
     report = result("gpu/gpu_speed.json")
     body = [[f"{row['group']} {row['width']}x{row['depth']}", row["method"],
