@@ -99,3 +99,18 @@ def test_two_gpus_with_nccl_match_one(springs_file, tmp_path):  # pragma: no cov
                "--width", "16", "--depth", "2", "--batch-size", "32", "--max-windows", "256", "--quiet"]
     subprocess.run(command, check=True)
     assert load_checkpoint(tmp_path / "ddp" / "last.pt")["epoch"] == 2
+
+
+def test_compiled_training_on_cuda_is_the_eager_training(springs_file, tmp_path):
+    """CUDA graphs and fused kernels (compile="on"): an epoch ends at the eager epoch's weights to float32
+    round-off, and compiled rollouts give the eager states."""
+    eager = train(config(epochs=1), springs_file, tmp_path / "eager", device="cuda")
+    compiled = train(config(epochs=1, compile="on"), springs_file, tmp_path / "compiled", device="cuda")
+    assert math.isclose(compiled["train_loss"], eager["train_loss"], rel_tol=1e-4)
+    a, b = (load_checkpoint(tmp_path / run / "last.pt")["model"] for run in ("eager", "compiled"))
+    assert all(torch.allclose(a[name], b[name], rtol=0, atol=1e-4) for name in a)
+    model = model_from_checkpoint(tmp_path / "compiled" / "last.pt")[0].double().cuda()
+    _, params, z0 = problems.springs_batch(torch.Generator().manual_seed(0), n_systems=8, n_particles=4)
+    z0, params = z0.cuda(), {k: v.cuda() for k, v in params.items()}
+    assert torch.allclose(rollout(model, z0, params, 50, 0.01, compile=True), rollout(model, z0, params, 50, 0.01),
+                          rtol=1e-10, atol=1e-12)
