@@ -385,6 +385,7 @@ def headline() -> list[str]:
     card = result("pretrained_springs-so2.json")["long_rollout"]
     code = result("peers_side_by_side_small.json")
     speed = result("reference_side_by_side.json")["timing"][0]
+    compiled = [row["speedup"] for row in result("compile_speed.json")["rows"] if "eager_seconds_per_1000_windows" in row]
     return rows(["what", "hamnet", "against"], [
         ["springs, paper scale, 3000 windows: window MSE",
          f"HLieConv T(2) {sci(at('HLieConv T(2)', 'window_mse_with_initial'))}, "
@@ -405,6 +406,8 @@ def headline() -> list[str]:
         [f"training step, width {speed['width']}, one thread, per 1000 windows",
          f"{statistics.mean(speed['seconds_per_1000_windows']['hamnet']):.1f} s",
          f"reference {statistics.mean(speed['seconds_per_1000_windows']['reference']):.1f} s"],
+        [f"training step compiled (`--compile on`), one thread, {len(compiled)} models",
+         f"{min(compiled):.1f}-{max(compiled):.1f}x as fast", "the eager step"],
         ["N-body, a tenth of the data, 1000 steps: position MSE on SEGNO's gravity / EGNN's charged set",
          _nbody_headline(code),
          "SEGNO's own code " + " / ".join(sci(code["summary"][p]["segno"]["1000"]["mean"])
