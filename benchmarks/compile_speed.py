@@ -132,7 +132,7 @@ def measure_rollout(name: str, repeats: int, cached_only: bool) -> dict:
             "model": model_settings}
 
 
-def run_row(name: str, batches: int, repeats: int) -> dict:
+def run_row(name: str, batches: int, repeats: int, processes: int) -> dict:
     """The row in two fresh processes sharing one new compiler cache: cold, then cached."""
     with tempfile.TemporaryDirectory(prefix="hamnet-compile-cache-") as cache:
         env = {**os.environ, "OMP_NUM_THREADS": "1", "TORCHINDUCTOR_CACHE_DIR": cache}
@@ -144,6 +144,7 @@ def run_row(name: str, batches: int, repeats: int) -> dict:
             if result.returncode:
                 raise SystemExit(f"{name}: the measuring process failed:\n{result.stderr[-3000:]}")
             row.update(json.loads(result.stdout.strip().splitlines()[-1]))
+    row["processes"] = processes  # rows measured at a time, each in its own processes
     if name in ROLLOUTS:
         eager, compiled = row["eager_seconds_per_step"], row["compiled_seconds_per_step"]
         row.update(name=name, speedup=eager / compiled)
@@ -161,8 +162,9 @@ def run_row(name: str, batches: int, repeats: int) -> dict:
 
 def markdown(report: dict) -> str:
     lines = ["# The compiled training step on one CPU thread", "",
-             f"`{report['command']}`; {report['cpu']}, torch {report['torch']}, one thread per process, "
-             f"{report['processes']} processes at a time. Seconds per 1000 windows, best of {report['repeats']} "
+             f"`{report['command']}`; {report['cpu']}, torch {report['torch']}, one thread per process; rows "
+             "measured " + " or ".join(sorted({str(row["processes"]) for row in report["rows"]})) + " at a time "
+             f"(`processes` per row in the JSON). Seconds per 1000 windows, best of {report['repeats']} "
              f"repeats of {report['batches']} batches; compile: the first batch's loss and gradient, with an empty "
              "compiler cache (cold) and with the cache the cold run left (cached).", "",
              "| row | model | windows | batch | eager s | compiled s | speed-up | compile cold s | compile cached s "
@@ -210,7 +212,7 @@ def main() -> None:
     import torch
 
     with ThreadPoolExecutor(args.processes) as pool:
-        rows = list(pool.map(lambda name: run_row(name, args.batches, args.repeats), args.rows))
+        rows = list(pool.map(lambda name: run_row(name, args.batches, args.repeats, args.processes), args.rows))
     out = Path(args.out)
     if args.merge and (out / "compile_speed.json").exists():
         kept = [row for row in json.loads((out / "compile_speed.json").read_text())["rows"] if row["name"] not in args.rows]
@@ -219,7 +221,7 @@ def main() -> None:
     command = "python benchmarks/compile_speed.py" + ("" if args.rows == [*ROWS, *ROLLOUTS] else
                                                       " --rows " + " ".join(args.rows))
     report = {"command": command, "cpu": f"{platform.machine()} ({os.cpu_count()} cores)", "torch": torch.__version__,
-              "processes": args.processes, "batches": args.batches, "repeats": args.repeats, "rows": rows}
+              "batches": args.batches, "repeats": args.repeats, "rows": rows}
     out.mkdir(parents=True, exist_ok=True)
     (out / "compile_speed.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / "compile_speed.md").write_text(markdown(report))

@@ -4,7 +4,7 @@
 #      rollouts against the CPU, symmetry on the GPU; DDP over NCCL when there are two GPUs),
 #   2. training and rollout speed against the same machine's CPU (benchmarks/gpu_speed.py),
 #   3. a short training at the paper's scale (HLieConv SO(2), width 384, 4 layers, 3000 windows) on the
-#      GPU, compiled (`--compile auto`: on where it compiles), then `hamnet evaluate` of it,
+#      GPU, compiled (`--compile on`), then `hamnet evaluate` of it,
 #   4. the spring benchmark end to end with training on the GPU (`benchmarks/springs.py --scale smoke
 #      --device cuda`, scored on the CPU), in a scratch folder.
 # Usage: bash benchmarks/gpu_check.sh [OUT_DIR]   (default benchmarks/results/gpu). PYTHON picks the
@@ -35,7 +35,7 @@ echo "== 3. paper scale, $EPOCHS epochs on the GPU"
   "$PY" -m hamnet.cli generate --n-systems 1000 --steps 500 --seed 0 --out "$WORK/train.npz" --quiet &&
   "$PY" -m hamnet.cli generate --n-systems 100 --steps 500 --seed 1 --out "$WORK/test.npz" --quiet &&
   "$PY" -m hamnet.cli train --data "$WORK/train.npz" --out "$WORK/run" --model hlieconv --group SO2 --width 384 \
-      --depth 4 --max-windows 3000 --epochs "$EPOCHS" --batch-size 200 --lr 3e-3 --device cuda --compile auto --quiet &&
+      --depth 4 --max-windows 3000 --epochs "$EPOCHS" --batch-size 200 --lr 3e-3 --device cuda --compile on --quiet &&
   cat "$WORK/run/metrics.jsonl" &&
   "$PY" -m hamnet.cli evaluate --checkpoint "$WORK/run/best.pt" --data "$WORK/test.npz" --out "$WORK/metrics.json" &&
   "$PY" -c "import json; m = json.load(open('$WORK/metrics.json')); m['rollout_error'].pop('time'); \

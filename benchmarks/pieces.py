@@ -216,7 +216,7 @@ def train_hamnet(config: TrainConfig, data_path: Path, folder: Path) -> dict:
         wanted = json.loads(json.dumps(config.as_dict()))  # as saved: tuples read back as lists
         if wanted["model"]["kernel_bound"] is None:
             saved["model"]["kernel_bound"] = None  # decided in the run, from the data
-        saved.setdefault("compile", "off")  # a run from before the switch was eager
+        saved["compile"] = wanted["compile"]  # compiled or not, the same run (to round-off); it resumes either way
         if saved != wanted:
             changed = sorted(key for key in wanted.keys() | saved.keys() if saved.get(key) != wanted.get(key))
             raise ValueError(f"{folder} holds a run with other settings ({', '.join(changed)} differ, e.g. after a "

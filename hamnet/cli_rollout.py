@@ -43,8 +43,8 @@ ALLOW_ROLLOUT_HELP = ("accept a rollout file (a model's output) as the truth, wi
 
 SUBSTEPS_HELP = ("integration steps per step of the output (default: the model's training run's, recorded in its "
                  "checkpoint; 1 for a run without)")
-COMPILE_HELP = ("compile the model's forces with torch.compile: the same states to round-off, faster on long "
-                "rollouts once compiled (the first compilation takes tens of seconds on a CPU)")
+COMPILE_HELP = ("compile the model's forces with torch.compile: each step the eager one to round-off (recorded in "
+                "the output), faster on long rollouts once compiled (the first compilation takes tens of seconds)")
 
 
 def add_commands(commands) -> None:

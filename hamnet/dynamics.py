@@ -137,7 +137,10 @@ class CompiledDynamics:
     whose compiled ``vector_field`` is ``J grad H`` (or the model's own ``vector_field``). The states
     are those of the eager model to round-off, not bitwise. The first call of a shape compiles (tens of
     seconds on a CPU); a second batch size makes the compiled code shape-generic once. The model
-    itself is held, not copied: its weights are read at every call.
+    itself is held, not copied: its weights are read at every call. Trap: compiled code is kept per
+    function and guarded on the model (its kernel bound among them), so each further model compiles
+    again, and past torch's recompile limit (8) a process runs the forces eagerly (same numbers, a log
+    warning).
     """
 
     def __init__(self, model: Any) -> None:

@@ -73,7 +73,7 @@ def evaluate(model: Any, truth: Trajectories, *, chunk: int = DEFAULT_CHUNK, met
     (``window_mse_with_initial``: the paper code's convention). ``substeps``: integration steps per
     stored interval, in windows and rollouts (None: the model's ``trained_substeps``, its training run's
     for a model read from a checkpoint). ``compile``: the rollout's forces compiled
-    (:func:`hamnet.rollouts.rollout`; the same figures to round-off).
+    (:func:`hamnet.rollouts.rollout`), recorded as ``"compiled": true``.
     ``region``: the model's training region (its checkpoint's ``data["region"]``), for ``left_region``.
     ``rollout_error``: bounded relative error over the whole horizon in float64 with ``method``
     (default: leapfrog for separable models, else rk4): its mean over systems at every time, the
@@ -99,7 +99,7 @@ def evaluate(model: Any, truth: Trajectories, *, chunk: int = DEFAULT_CHUNK, met
     result, _ = rollout_errors(model, truth, method=method, substeps=substeps, compile=compile)
     return {"n_systems": truth.n_systems, "window_mse": scores["mse"],
             "window_mse_with_initial": scores["mse_with_initial"], "window_method": window_method,
-            "substeps": substeps,
+            "substeps": substeps, **({"compiled": True} if compile else {}),
             "rollout_method": method or default_method(model),
             **score_rollout(result, truth, system=system, region=region)}
 

@@ -28,7 +28,7 @@ from torch import nn
 from .loss import WindowLoss
 from .models import build_model
 
-__all__ = ["DTYPES", "COMPILE_CHOICES", "COMPILE_PAYS_STEPS", "NonFiniteLoss", "TrainingStep", "checked_step",
+__all__ = ["DTYPES", "COMPILE_CHOICES", "COMPILE_MEASURED_STEPS", "COMPILE_PAYS_STEPS", "NonFiniteLoss", "TrainingStep", "checked_step",
            "compile_choice", "learning_rate_factor"]
 
 log = logging.getLogger(__name__)
@@ -39,12 +39,18 @@ COMPILE_CHOICES = ("auto", "on", "off")
 #: to 1.9 times as fast and its first compilation paid for itself after 300 to 1,800 steps
 #: (``benchmarks/results/compile_speed.md``), so a run this long gains about three times what it spends
 COMPILE_PAYS_STEPS = 5000
+#: the most integration steps per window (``(chunk - 1) * substeps``) ``compile="auto"`` compiles: the loop is
+#: unrolled into the compiled graph, and compilation times were measured up to 16 steps
+COMPILE_MEASURED_STEPS = 16
 
 
-def compile_choice(choice: str, device: str | torch.device, total_steps: int, world_size: int = 1) -> str:
-    """``"on"`` or ``"off"`` for ``TrainConfig.compile``: ``"auto"`` compiles on a CUDA device, and on a CPU
-    for runs of at least :data:`COMPILE_PAYS_STEPS` optimiser steps; never under ``torchrun`` (several
-    processes: the compiled step is for one), where ``"on"`` is refused in one line."""
+def compile_choice(choice: str, device: str | torch.device, total_steps: int, world_size: int = 1,
+                   window_steps: int = 4) -> str:
+    """``"on"`` or ``"off"`` for ``TrainConfig.compile``. ``"auto"`` compiles where
+    ``benchmarks/results/compile_speed.md`` measured it faster: on a CPU, runs of at least
+    :data:`COMPILE_PAYS_STEPS` optimiser steps with at most :data:`COMPILE_MEASURED_STEPS` integration steps
+    per window (``window_steps``); not on CUDA until ``benchmarks/gpu_speed.py`` has measured it there.
+    Never under ``torchrun`` (the compiled step is one process's), where ``"on"`` is refused in one line."""
     if choice not in COMPILE_CHOICES:
         raise ValueError(f"compile must be one of {', '.join(COMPILE_CHOICES)}, got {choice!r} (--compile)")
     if world_size > 1:
@@ -54,7 +60,8 @@ def compile_choice(choice: str, device: str | torch.device, total_steps: int, wo
         return "off"
     if choice != "auto":
         return choice
-    return "on" if torch.device(device).type == "cuda" or total_steps >= COMPILE_PAYS_STEPS else "off"
+    measured = torch.device(device).type == "cpu" and window_steps <= COMPILE_MEASURED_STEPS
+    return "on" if measured and total_steps >= COMPILE_PAYS_STEPS else "off"
 
 
 class NonFiniteLoss(ValueError):
@@ -142,27 +149,29 @@ class TrainingStep:
 def checked_step(config: Any, dt: float, total_steps: int, batch: tuple, *, device: str | torch.device,
                  model: nn.Module, processes: int = 1) -> tuple[Any, TrainingStep]:
     """The :class:`TrainingStep` of ``config``, its ``compile`` resolved (:func:`compile_choice`), tried on ``batch``
-    ``(z, params)`` (the run's first windows, up to a full batch) without changing a weight: its first
-    window eagerly (a model that does not fit the data fails here, as it would at the first step) and, for
-    a compiled step and a full batch, the compiled loss and gradient, which compiles them (minutes on a CPU
-    the first time; seconds from the compiler's cache after). A compiler that fails is one line where
-    ``compile`` was ``"on"``; where it was ``"auto"``, the config and step come back eager. Returns
-    ``(config, step)``, the config with ``compile`` resolved."""
+    ``(z, params)`` (the run's first windows, up to a full batch) without changing a weight: eagerly (a model
+    that does not fit the data fails here, as it would at the first step) and, for a compiled step and a
+    full batch, compiled, loss and gradient, which compiles them (minutes on a CPU the first time, seconds
+    from the compiler's cache after). A compiler that fails is one line where ``compile`` was ``"on"``;
+    where it was ``"auto"``, the config and step come back eager. Returns ``(config, step)``."""
     chosen = config.compile
-    config = dataclasses.replace(config, compile=compile_choice(chosen, device, total_steps, processes))
+    window_steps = (config.chunk - 1) * (config.substeps if isinstance(config.substeps, int) else 1)
+    config = dataclasses.replace(config, compile=compile_choice(chosen, device, total_steps, processes, window_steps))
     step = TrainingStep(config, dt, total_steps, device=device, model=model)
     z, params = batch
-    with torch.no_grad():
-        step.loss_module(z[:1], {key: value[:1] for key, value in params.items()})
     if step.compiled_batch is None or z.shape[0] != step.compiled_batch:
+        with torch.no_grad():
+            step.loss_module(z[:1], {key: value[:1] for key, value in params.items()})
         return config, step
+    weights = [w for w in step.model.parameters() if w.requires_grad]
+    torch.autograd.grad(step.loss_module(z, params), weights, allow_unused=True)  # what fails eagerly is no compiler's
     try:
-        torch.autograd.grad(step.loss(z, params), [w for w in step.model.parameters() if w.requires_grad],
-                            allow_unused=True)
+        torch.autograd.grad(step.loss(z, params), weights, allow_unused=True)
     except Exception as error:  # the compiler's failures have many types (no C++ compiler, an unsupported op)
-        lines = str(error).strip().splitlines()
+        cause = getattr(error, "inner_exception", None) or error  # BackendCompilerFailed wraps the compiler's
+        lines = str(cause).strip().splitlines()
         failure = (f"torch.compile could not compile the training step on {z.device} "
-                   f"({type(error).__name__}: {lines[0][:200] if lines else 'no message'})")
+                   f"({type(cause).__name__}: {lines[0][:200] if lines else 'no message'})")
         if chosen == "on":
             raise ValueError(f"--compile on: {failure}; train with --compile off") from None
         log.warning("compile auto: %s; training eagerly", failure)

@@ -122,7 +122,8 @@ def rollout(
     K steps of ``dt / K`` (the output is still every ``dt``); None: the model's ``trained_substeps``
     (:func:`trained_substeps`: those of its training run, for a model read from a checkpoint), else 1.
     ``compile=True``: the model's forces (or vector field) run compiled (:class:`hamnet.dynamics.CompiledDynamics`):
-    the same states to round-off, faster once compiled; the first compilation takes tens of seconds.
+    each step the eager step to round-off (over a long rollout of a chaotic system round-off grows, as between
+    any two machines), faster once compiled; the first compilation takes tens of seconds.
     """
     return _integrate(model_or_system, z0, params, steps, dt, method, dtype, chunk_steps, options, keep_diverged,
                       stop_at_divergence=True, substeps=substeps, compile=compile).z
@@ -297,7 +298,8 @@ def predicted_trajectories(model: Any, data: Trajectories, *, model_config: dict
     (``model_config``, a label), integrator and dtype, and ``sources``: what the rollout came from
     (:func:`hamnet.checkpoint.made_from`: the checkpoint with its sha256, the data with its sha256;
     without them ``meta["checkpoint"]`` is None, a model that no file holds).
-    ``steps`` and ``dt`` default to the data's own; ``options``, ``keep_diverged``, ``substeps`` and ``compile`` go to
+    ``steps`` and ``dt`` default to the data's own (``meta["compiled"]`` records ``compile=True``); ``options``,
+    ``keep_diverged``, ``substeps`` and ``compile`` go to
     :func:`rollout_systems` (``meta["substeps"]`` records the last). ``region``: the model's training
     region (:func:`hamnet.region.data_region`, recorded in its checkpoint); with it, ``meta["left_region"]``
     lists the systems that left it (``{"system", "step", "what"}`` each, by step) and ``meta["region"]``
@@ -321,6 +323,7 @@ def predicted_trajectories(model: Any, data: Trajectories, *, model_config: dict
             **({"data_protocol": protocol} if (protocol := protocol_name(data)) else {}),
             "steps": steps, "model": model_label(model_config), "model_config": model_config, "method": method,
             "substeps": int(substeps), "dtype": str(dtype).removeprefix("torch."), "checkpoint": None,
+            **({"compiled": True} if compile else {}),
             "diverged": diverged, "divergence_factor": None if keep_diverged else DIVERGENCE_FACTOR,
             **(sources or {})}
     region = check_region(region) if region is not None else None

@@ -192,11 +192,16 @@ def claim(files: RunFiles, config: Any, data_info: dict, resume: bool) -> dict[s
 
 
 def check_resumable(files: RunFiles, state: dict[str, Any], config: Any, data_info: dict) -> None:
-    """Refuse a checkpoint made with other settings or other data (a CheckpointError naming it)."""
+    """Refuse a checkpoint made with other settings or other data (a CheckpointError naming it). Whether the
+    step is compiled is no such setting (the numbers agree to round-off): a run may resume either way."""
     try:
         saved = type(config).from_dict(state.get("train_config"))
     except ValueError as error:
         raise CheckpointError(f"{files.last}: {str(error).splitlines()[0]}") from error
+    if getattr(saved, "compile", None) != getattr(config, "compile", None):
+        log.info("%s was trained with compile %s; resuming with %s (the same numbers to round-off, not bitwise)",
+                 files.last, saved.compile, config.compile)
+        saved = dataclasses.replace(saved, compile=config.compile)
     if saved != config:
         changed = sorted(f.name for f in dataclasses.fields(config) if getattr(saved, f.name) != getattr(config, f.name))
         bound = saved.model.kernel_bound

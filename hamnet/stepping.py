@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor
 from torchdiffeq import odeint
-from torchdiffeq._impl.misc import _check_inputs
+from torchdiffeq._impl.misc import _PerturbFunc, _all_callback_names, _check_inputs, _null_callback
 from torchdiffeq._impl.odeint import SOLVERS
 from torchdiffeq._impl.solvers import FixedGridODESolver
 
@@ -58,12 +58,14 @@ def integrate_fixed_grid(func: Any, y0: Tensor, t: Tensor, key: str, options: Ma
                          "use odeint")
     if every < 1 or (len(t) - 1) % every:
         raise ValueError(f"the grid's {len(t) - 1} steps are not a whole number of {every}-step outputs")
-    # odeint's own preparation, with its default tolerances (which fixed-grid solvers ignore)
-    _, func, y0, t, rtol, atol, key, options, _, reversed_ = _check_inputs(func, y0, t, 1e-7, 1e-9, key, options,
-                                                                           None, SOLVERS)
-    if reversed_:
-        raise ValueError("integrate_fixed_grid integrates forward in time: t must increase")
-    solver = SOLVERS[key](func=func, y0=y0, rtol=rtol, atol=atol, **options)
+    if torch.compiler.is_compiling():
+        solver = _traced_solver(func, y0, key, options)
+    else:  # odeint's own preparation, with its default tolerances (which fixed-grid solvers ignore)
+        _, func, y0, t, rtol, atol, key, options, _, reversed_ = _check_inputs(func, y0, t, 1e-7, 1e-9, key, options,
+                                                                               None, SOLVERS)
+        if reversed_:
+            raise ValueError("integrate_fixed_grid integrates forward in time: t must increase")
+        solver = SOLVERS[key](func=func, y0=y0, rtol=rtol, atol=atol, **options)
     states = torch.empty((len(t) - 1) // every + 1, *y0.shape, dtype=y0.dtype, device=y0.device)
     states[0] = y0
     step = _carrying_step(solver) if isinstance(solver, _CarryingSolver) else _plain_step(solver)
@@ -75,6 +77,16 @@ def integrate_fixed_grid(func: Any, y0: Tensor, t: Tensor, key: str, options: Ma
         if (j + 1) % every == 0:
             states[(j + 1) // every] = y
     return states
+
+
+def _traced_solver(func: Any, y0: Tensor, key: str, options: Mapping[str, Any] | None) -> FixedGridODESolver:
+    """The solver ``_check_inputs`` would build for a tensor state and increasing times, without its checks,
+    which read ``t`` on the host (a graph break per check inside ``torch.compile``): ``func`` wrapped to take
+    ``perturb`` as odeint wraps it, with no callbacks but what ``func`` has."""
+    wrapped = _PerturbFunc(func)
+    for name in _all_callback_names:
+        setattr(wrapped, name, getattr(func, name, _null_callback))
+    return SOLVERS[key](func=wrapped, y0=y0, rtol=1e-7, atol=1e-9, **dict(options or {}))
 
 
 def _carrying_step(solver: _CarryingSolver):
