@@ -376,6 +376,33 @@ def gpu() -> list[str]:
                  f"its CPU ({report['cpu_threads']} threads)", "speed-up"], body)
 
 
+@table
+def springs_long() -> list[str]:
+    report = result("springs_long.json")
+    body = []
+    limit = report.get("integrator")
+    if limit:
+        vpt = limit["valid_prediction_time"]
+        body.append(["true H, the same leapfrog", "-", f"{vpt['median']:.1f}", str(vpt["never_exceeded"]),
+                     f"{_percent3(limit['energy']['median'])} ({_percent3(limit['energy']['max'])})", "-"])
+    for row in report["rows"]:
+        for seed, run in row["runs"].items():
+            if run is None:
+                continue
+            vpt, drift = run["valid_prediction_time"], run["drift"]
+            body.append([row["row"], row["starts_from"] or "-",
+                         f"{vpt['median']:.2f} [{vpt['q1']:.2f}, {vpt['q3']:.2f}]", str(vpt["never_exceeded"]),
+                         f"{_percent3(drift['energy']['median'])} ({_percent3(drift['energy']['max'])})",
+                         sci(max(drift["linear_momentum"]["max"], drift["angular_momentum"]["max"]))])
+    return rows(["HLieConv SO(2), 3000 windows", "starts from", "valid prediction time, median [quartiles]",
+                 "valid all 100 units", "true energy change, median (largest)", "momenta, largest"], body)
+
+
+def _percent3(value: float) -> str:
+    """A fraction as a percentage with three significant figures (1.01 as 101%, not 1e+02%)."""
+    return f"{100 * value:.3g}%"
+
+
 # -- the front page ---------------------------------------------------------------------------------
 
 @table

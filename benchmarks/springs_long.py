@@ -1,0 +1,241 @@
+"""Springs past the first few time units: how long learned spring rollouts stay valid, and what training buys.
+
+Issue 20, item 6. The shipped springs models were scored on 500-step held-out files, where a valid
+prediction time (VPT: the time until the bounded relative error first exceeds 0.1) cannot exceed 5 time
+units. Here every model is scored as ``hamnet evaluate`` scores it, on 300 held-out systems over 10,000
+float64 leapfrog steps (100 time units; the first state of each, the training run's sub-steps): VPT
+(median, quartiles, how many systems never exceed 0.1), the true energy's largest relative change over
+the whole rollout (median and largest over systems), the momenta and divergences. Beside them, the
+integrator's own limit: the true Hamiltonian rolled out by the same leapfrog at dt 0.01.
+
+Data: ``hamnet generate`` springs (the paper's: N = 6, 2D), 1000 training systems x 500 steps (seed 0,
+the shipped models' training file) and 300 held-out systems x 10,000 steps (seed 1). Rows (:data:`ROWS`)
+are HLieConv SO(2), width 128, depth 4, 3000 windows, seed 1: the shipped ``springs-so2`` recipe (lr 1e-2,
+batch 50, leapfrog windows of 5 states, 30 epochs), the same at lr 3e-3 for 100 and 300 epochs, and
+phases started from another row's ``best.pt`` (``--init-from``): windows of 20 states, a float64
+finish, each with ``best.pt`` chosen on a rollout of the validation systems (``--select rollout``).
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/springs_long.py &
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/springs_long.py &
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/springs_long.py --report
+
+Two processes share the runs (``pieces.py``); a phase waits for the run it starts from. The results
+table in the docs is ``benchmarks/tables.py``'s ``springs-long``. Training is
+compiled (``--compile on``) and so are the scoring rollouts (the eager numbers to round-off). ``--scale
+smoke`` checks the script end to end in a minute (its numbers mean nothing). Writes
+``benchmarks/results/springs_long[_smoke].{md,json}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from hamnet.checkpoint import model_from_checkpoint
+from hamnet.diagnostics import conservation_report
+from hamnet.evaluation import _errors, evaluate, valid_prediction_time
+from hamnet.io import load_trajectories, save_trajectories
+from hamnet.rollouts import rollout_systems
+from hamnet.simulation import generate
+from hamnet.systems import Springs
+
+sys.path.insert(0, str(Path(__file__).parent))
+from pieces import (add_piece_arguments, claimed, hamnet_config, my_runs, run_script, start_pieces,  # noqa: E402
+                    train_hamnet, write_json, write_result_files)
+
+HERE = Path(__file__).parent
+
+
+@dataclass(frozen=True)
+class Scale:
+    train_systems: int
+    train_steps: int
+    test_systems: int
+    test_steps: int
+    windows: int
+    width: int
+    depth: int
+    epochs_scale: float
+    select_steps: int
+    note: str
+
+
+SCALES = {
+    "small": Scale(1000, 500, 300, 10_000, 3000, 128, 4, 1.0, 400,
+                   "1000 training systems x 500 steps, 3000 windows; 300 held-out systems x 10,000 steps"),
+    "smoke": Scale(30, 40, 6, 200, 60, 8, 1, 0.1, 20, "a check that the script runs end to end; its numbers mean nothing"),
+}
+
+#: (row, the row it starts from or None, flags of its phase, what it is). Each phase is one run; runs are
+#: taken in the order of :func:`plan`, so that two processes walk the two chains side by side.
+ROWS = [
+    ("SO(2), shipped recipe", None, ["--epochs", "30"],
+     "springs-so2's recipe: lr 1e-2, batch 50, 30 epochs on leapfrog windows of 5 states"),
+    ("+ 20-state windows", "SO(2), shipped recipe",
+     ["--chunk", "20", "--lr", "1e-3", "--epochs", "10", "--select", "rollout"],
+     "10 epochs on windows of 20 states (19 leapfrog steps through the learned flow) at lr 1e-3, best.pt the "
+     "epoch whose 200 validation windows rolled out 400 steps fit best"),
+    ("SO(2), lr 3e-3, 100 epochs", None, ["--epochs", "100", "--lr", "3e-3"],
+     "the shipped recipe with a lower learning rate and 3.3 times the optimiser steps (what the Lennard-Jones "
+     "cluster needed)"),
+    ("+ 20-state windows, after 100 epochs", "SO(2), lr 3e-3, 100 epochs",
+     ["--chunk", "20", "--lr", "1e-3", "--epochs", "10", "--select", "rollout"],
+     "the second row's phase, started from the row above"),
+    ("+ float64 finish", "+ 20-state windows, after 100 epochs",
+     ["--chunk", "20", "--lr", "3e-4", "--epochs", "3", "--dtype", "float64", "--select", "rollout"],
+     "3 more epochs on 20-state windows in float64 at lr 3e-4, selected the same way"),
+    ("SO(2), lr 3e-3, 300 epochs", None, ["--epochs", "300", "--lr", "3e-3"],
+     "three times the 100-epoch row's optimiser steps"),
+]
+SEEDS = (1,)
+#: validation windows of a phase that selects on a rollout (each rolled out select_steps steps every epoch)
+VALIDATION_WINDOWS = 200
+
+
+def run_name(row: str, seed: int) -> str:
+    slug = row.lower().replace("(", "").replace(")", "").replace(",", "").replace("+ ", "").replace(" ", "-")
+    return f"{slug}_seed{seed}"
+
+
+def plan() -> list[str]:
+    """The runs, phases by depth (every chain's first phase, then every second one, ...), the
+    integrator's limit first: a process walking every other one follows a chain of its own."""
+    depth = {}
+    for row in ROWS:
+        depth[row[0]] = 0 if row[1] is None else depth[row[1]] + 1
+    ordered = sorted(ROWS, key=lambda row: depth[row[0]])
+    return ["integrator"] + [run_name(row[0], seed) for row in ordered for seed in SEEDS]
+
+
+def data_files(work: Path, scale: Scale) -> tuple[Path, Path]:
+    """The training and held-out files, generated once (the generator is exact: a seed gives one file)."""
+    files = []
+    for name, systems, steps, seed in (("train", scale.train_systems, scale.train_steps, 0),
+                                       ("test", scale.test_systems, scale.test_steps, 1)):
+        path = work / "data" / f"{name}_systems{systems}_steps{steps}_seed{seed}.npz"
+        with claimed(work / "claims", path.stem, wait=True):
+            if not path.exists():
+                logging.info("generating %s", path.name)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                save_trajectories(path, generate(Springs(), n_systems=systems, steps=steps, dt=0.01, seed=seed))
+        files.append(path)
+    return files[0], files[1]
+
+
+def flags(scale: Scale, row: tuple, seed: int, work: Path) -> list[str]:
+    name, parent, extra, _ = row
+    extra = list(extra)
+    at = extra.index("--epochs") + 1
+    extra[at] = str(max(1, round(int(extra[at]) * scale.epochs_scale)))
+    if "--select" in extra:
+        extra += ["--select-steps", str(scale.select_steps)]
+    start = ["--init-from", str(work / "runs" / run_name(parent, seed) / "best.pt")] if parent else []
+    return ["--model", "hlieconv", "--group", "SO2", "--width", str(scale.width), "--depth", str(scale.depth),
+            "--max-windows", str(scale.windows), "--seed", str(seed), "--compile", "on", *start, *extra]
+
+
+def score(run: Path, test) -> dict:
+    model, state = model_from_checkpoint(run / "best.pt")
+    started = time.perf_counter()
+    scores = evaluate(model, test, region=(state.get("data") or {}).get("region"),
+                      window_method=state["train_config"]["method"], compile=True)
+    valid = scores["valid_prediction_time"]
+    return {"best_epoch": state["epoch"], "window_mse": scores["window_mse"],
+            "valid_prediction_time": {key: valid[key] for key in ("min", "q1", "median", "q3", "max", "never_exceeded")},
+            "diverged": len(scores["divergence"]["systems"]), "drift": scores["drift"],
+            "left_region": scores.get("left_region", {}).get("count"),
+            "score_seconds": round(time.perf_counter() - started, 1)}
+
+
+def integrator_limit(test) -> dict:
+    """The true Hamiltonian through the same float64 leapfrog at the data's dt: its VPT and energy change."""
+    system = test.system()
+    result = rollout_systems(system, test.z[:, 0], test.params, test.n_times - 1, float(test.meta["dt"]),
+                             method="leapfrog")
+    vpt = valid_prediction_time(_errors(result, test), test.t)
+    energy = conservation_report(result.z, system.hamiltonian, test.params)["energy"]
+    return {"valid_prediction_time": {"median": float(vpt.median()), "min": float(vpt.min()),
+                                      "never_exceeded": int((vpt >= float(test.t[-1])).sum())},
+            "energy": {"median": float(energy.median()), "max": float(energy.max())}}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scale", default="small", choices=SCALES)
+    parser.add_argument("--work", default=None, help="work folder (default: benchmarks/work/springs_long[_smoke])")
+    parser.add_argument("--out", default=str(HERE / "results"))
+    add_piece_arguments(parser)
+    args, part, parts = start_pieces(parser)
+    scale = SCALES[args.scale]
+    suffix = "" if args.scale == "small" else f"_{args.scale}"
+    work = Path(args.work) if args.work else HERE / "work" / f"springs_long{suffix}"
+    train_file, test_file = data_files(work, scale)
+    if not args.report:
+        rows = {run_name(row[0], seed): (row, seed) for row in ROWS for seed in SEEDS}
+        for name in my_runs(plan(), part, parts, work / "claims"):
+            out = work / "scores" / f"{name}.json"
+            if out.exists():
+                continue
+            test = load_trajectories(test_file)
+            if name == "integrator":
+                write_json(out, integrator_limit(test))
+                continue
+            row, seed = rows[name]
+            if row[1] is not None:  # the run it starts from: wait for whoever trains it
+                with claimed(work / "claims", run_name(row[1], seed), wait=True):
+                    pass
+            config = hamnet_config(flags(scale, row, seed, work), train_file)
+            if config.select == "rollout":  # a rollout of every validation window each epoch: 200 of them
+                config = dataclasses.replace(config, validation_windows=VALIDATION_WINDOWS)
+            training = train_hamnet(config, train_file, work / "runs" / name)
+            write_json(out, {**score(work / "runs" / name, test), "training": training})
+            logging.info("%s trained and scored", name)
+    report(work, scale, args, suffix)
+
+
+def report(work: Path, scale: Scale, args, suffix: str) -> None:
+    scores = {path.stem: json.loads(path.read_text()) for path in sorted((work / "scores").glob("*.json"))}
+    results = {"command": "python benchmarks/springs_long.py" + (f" --scale {args.scale}" if suffix else ""),
+               "scale": args.scale, "note": scale.note, "threads": args.threads, "torch": torch.__version__,
+               "rows": [{"row": row[0], "starts_from": row[1], "what": row[3], "seeds": list(SEEDS),
+                         "runs": {str(seed): scores.get(run_name(row[0], seed)) for seed in SEEDS}} for row in ROWS],
+               "integrator": scores.get("integrator")}
+    write_result_files(Path(args.out) / f"springs_long{suffix}", results, markdown(results))
+
+
+def markdown(results: dict) -> list[str]:
+    lines = ["# Springs past the first few time units", "",
+             f"`{results['command']}` ({results['note']}; {results['threads']} thread per process, torch "
+             f"{results['torch']}). HLieConv SO(2) width 128, depth 4; each row a phase started from the row above's "
+             "best.pt. Scored as `hamnet evaluate` scores: float64 leapfrog over all 10,000 steps from each "
+             "held-out system's first state.", "",
+             "| row | what | VPT median [q1, q3] | never past 0.1 | true energy change, median (largest) | "
+             "momenta, largest | diverged |", "|---|---|---|---|---|---|---|"]
+    limit = results.get("integrator")
+    if limit:
+        vpt = limit["valid_prediction_time"]
+        lines.append(f"| true H, same leapfrog | the integrator's limit | {vpt['median']:.1f} (min {vpt['min']:.1f}) | "
+                     f"{vpt['never_exceeded']} | {limit['energy']['median']:.2g} ({limit['energy']['max']:.2g}) | - | 0 |")
+    for row in results["rows"]:
+        for seed, run in row["runs"].items():
+            if run is None:
+                lines.append(f"| {row['row']} (seed {seed}) | {row['what']} | not run yet | | | | |")
+                continue
+            vpt, drift = run["valid_prediction_time"], run["drift"]
+            momenta = max(drift["linear_momentum"]["max"], drift["angular_momentum"]["max"])
+            lines.append(f"| {row['row']} (seed {seed}) | {row['what']} | {vpt['median']:.2f} [{vpt['q1']:.2f}, "
+                         f"{vpt['q3']:.2f}] | {vpt['never_exceeded']} | {drift['energy']['median']:.2g} "
+                         f"({drift['energy']['max']:.2g}) | {momenta:.1e} | {run['diverged']} |")
+    return lines
+
+
+if __name__ == "__main__":
+    run_script(main)

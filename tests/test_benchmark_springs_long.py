@@ -1,0 +1,52 @@
+"""benchmarks/springs_long.py: its plan of chained runs, the flags each run trains with, and the integrator's
+limit against a hand check."""
+
+import sys
+from pathlib import Path
+
+import torch
+
+from hamnet.simulation import generate
+from hamnet.systems import Springs
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+
+import springs_long as sl  # noqa: E402  (benchmarks are scripts, not a package)
+
+
+def test_every_phase_comes_after_the_run_it_starts_from():
+    plan = sl.plan()
+    assert plan[0] == "integrator" and len(plan) == len(set(plan)) == 1 + len(sl.ROWS) * len(sl.SEEDS)
+    for row, parent, _, _ in sl.ROWS:
+        if parent is not None:
+            for seed in sl.SEEDS:
+                assert plan.index(sl.run_name(parent, seed)) < plan.index(sl.run_name(row, seed))
+
+
+def test_a_phase_starts_from_its_parents_best_weights_and_selects_on_a_rollout(tmp_path):
+    scale = sl.SCALES["small"]
+    phase = next(row for row in sl.ROWS if row[1] is not None)
+    flags = sl.flags(scale, phase, 1, tmp_path)
+    start = flags[flags.index("--init-from") + 1]
+    assert start == str(tmp_path / "runs" / sl.run_name(phase[1], 1) / "best.pt")
+    assert int(flags[flags.index("--select-steps") + 1]) == scale.select_steps < scale.train_steps
+    first = next(row for row in sl.ROWS if row[1] is None)
+    assert "--init-from" not in sl.flags(scale, first, 1, tmp_path)
+    smoke = sl.flags(sl.SCALES["smoke"], first, 1, tmp_path)
+    assert int(smoke[smoke.index("--epochs") + 1]) >= 1
+
+
+def test_the_integrator_limit_is_the_true_flow_against_itself():
+    """The true springs through leapfrog against their own accurate trajectories: valid at first (the error
+    starts at 0), energy kept to leapfrog's small bounded error."""
+    test = generate(Springs(), n_systems=4, steps=300, dt=0.01, seed=1)
+    limit = sl.integrator_limit(test)
+    vpt = limit["valid_prediction_time"]
+    assert 0 < vpt["min"] <= vpt["median"] <= float(test.t[-1])
+    assert 0 < limit["energy"]["max"] < 0.05
+    shifted = generate(Springs(), n_systems=4, steps=300, dt=0.01, seed=1)
+    shifted.z = shifted.z.clone()
+    shifted.z[:, 1:] += 1.0  # "truth" far from any flow from the first state: invalid from the first step
+    assert sl.integrator_limit(shifted)["valid_prediction_time"]["median"] <= 0.011
+    assert torch.isfinite(torch.tensor(limit["energy"]["median"]))
