@@ -47,14 +47,13 @@ from hamnet.data import DEFAULT_CHUNK, Windows
 from hamnet.evaluation import EVALUATION_WINDOWS, evaluate
 from hamnet.loss import window_mse
 from hamnet.io import Trajectories, load_trajectories, save_trajectories
-from hamnet.rollouts import rollout_systems, trained_substeps
+from hamnet.rollouts import trained_substeps
 from hamnet.simulation import generate
-from hamnet.diagnostics import conservation_report
 from hamnet.systems import LennardJones, Springs
 
 sys.path.insert(0, str(Path(__file__).parent))
-from pieces import (add_piece_arguments, hamnet_config, my_runs, run_script, start_pieces,  # noqa: E402
-                    train_hamnet, write_json, write_result_files)
+from pieces import (HeldOutScale, add_piece_arguments, hamnet_config, held_out_files, my_runs,  # noqa: E402
+                    run_script, start_pieces, train_hamnet, true_leapfrog, write_json, write_result_files)
 
 HERE = Path(__file__).parent
 #: the spans of :func:`windows_by_time`: the first and the last 5 time units of the held-out trajectories
@@ -62,12 +61,7 @@ SPAN_STEPS = 500
 
 
 @dataclass(frozen=True)
-class Scale:
-    train_systems: int
-    train_steps: int
-    test_systems: int
-    test_steps: int
-    windows: int
+class Scale(HeldOutScale):
     width: int | None
     epochs_scale: float
     probe_every: int
@@ -105,22 +99,6 @@ def run_names(scale: Scale) -> list[str]:
 def run_name(row: str, seed: int) -> str:
     slug = row.lower().replace("(", "").replace(")", "").replace(",", "").replace(" ", "-")
     return f"{slug}_seed{seed}"
-
-
-def data_files(work: Path, scale: Scale) -> tuple[Path, Path]:
-    """The training and held-out files, generated once (the generator is exact: the same seed gives the
-    same file)."""
-    files = []
-    system = LennardJones()  # hamnet generate --system lennard-jones: 6 particles in 2D
-    for name, systems, steps, seed in (("train", scale.train_systems, scale.train_steps, 0),
-                                       ("test", scale.test_systems, scale.test_steps, 1)):
-        path = work / "data" / f"{name}_systems{systems}_steps{steps}_seed{seed}.npz"
-        if not path.exists():
-            logging.info("generating %s", path.name)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            save_trajectories(path, generate(system, n_systems=systems, steps=steps, dt=0.01, seed=seed))
-        files.append(path)
-    return files[0], files[1]
 
 
 def equilibrated_file(work: Path, scale: Scale) -> Path:
@@ -178,12 +156,8 @@ def probe(model, test: Trajectories, every: int) -> dict:
 def integrator_floor(test: Trajectories) -> dict:
     """The true Hamiltonian through the same float64 leapfrog at the data's dt: the integrator's own drift, and
     its own window MSE (the error a model that had learned the true ``H`` exactly would be trained against)."""
-    system = test.system()
-    steps = test.n_times - 1
-    result = rollout_systems(system, test.z[:, 0], test.params, steps, float(test.meta["dt"]), method="leapfrog")
-    report = conservation_report(result.z, system.hamiltonian, test.params)
-    return {"energy": {"median": float(report["energy"].median()), "max": float(report["energy"].max())},
-            "diverged": len(result.diverged), **windows_by_time(system, test, "leapfrog")}
+    result, energy = true_leapfrog(test)
+    return {"energy": energy, "diverged": len(result.diverged), **windows_by_time(test.system(), test, "leapfrog")}
 
 
 def windows_by_time(model, test: Trajectories, method: str) -> dict:
@@ -234,7 +208,7 @@ def main() -> None:
     scale = SCALES[args.scale]
     work = HERE / "work" / ("lennard_jones" if args.scale == "small" else f"lennard_jones_{args.scale}")
     if not args.report:
-        train_file, test_file = data_files(work, scale)
+        train_file, test_file = held_out_files(work, LennardJones(), scale)
         test = load_trajectories(test_file)
         by_name = {run_name(row[0], seed): (row, seed) for row in ROWS for seed in row[4]}
         for name in my_runs(["integrator", "springs", *run_names(scale)], part, parts, work / "claims"):

@@ -50,7 +50,8 @@ from hamnet.evaluation import evaluate
 from hamnet.io import Trajectories, load_trajectories, save_trajectories
 from hamnet.paths import atomic_path
 from hamnet.protocols import Protocol, check_protocol, generate_protocol
-from hamnet.rollouts import RolloutError, rollout_systems
+from hamnet.rollouts import Rollout, RolloutError, rollout_systems
+from hamnet.simulation import generate
 from hamnet.training import TrainConfig, train
 
 
@@ -277,6 +278,47 @@ def score_model(model: nn.Module, test: Trajectories, method: str | None) -> dic
                                                                   "never_exceeded")},
             "diverged": len(scores["divergence"]["systems"]), "diverged_steps": scores["divergence"]["steps"],
             "drift": scores["drift"]}
+
+
+# -- held-out studies: a training file and a long held-out file of one system ----------------------
+@dataclass(frozen=True)
+class HeldOutScale:
+    """The files of a study that trains on short trajectories and scores on long held-out ones, and the
+    training windows; a study's own scale adds its fields."""
+
+    train_systems: int
+    train_steps: int
+    test_systems: int
+    test_steps: int
+    windows: int
+
+
+def held_out_files(work: Path, system, scale: HeldOutScale) -> tuple[Path, Path]:
+    """The training (seed 0) and held-out (seed 1) files of ``system`` at dt 0.01, each generated once under
+    a claim, so processes sharing ``work`` wait for one another (the generator is exact: a seed gives one
+    file)."""
+    files = []
+    for name, systems, steps, seed in (("train", scale.train_systems, scale.train_steps, 0),
+                                       ("test", scale.test_systems, scale.test_steps, 1)):
+        path = work / "data" / f"{name}_systems{systems}_steps{steps}_seed{seed}.npz"
+        with claimed(work / "claims", path.stem, wait=True):
+            if not path.exists():
+                logging.info("generating %s", path.name)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                save_trajectories(path, generate(system, n_systems=systems, steps=steps, dt=0.01, seed=seed))
+        files.append(path)
+    return files[0], files[1]
+
+
+def true_leapfrog(test: Trajectories) -> tuple[Rollout, dict]:
+    """The held-out file's own system from every first state through float64 leapfrog at the file's dt (the
+    integrator alone, no learned part): the rollout and its true energy's largest relative change, median
+    and largest over systems."""
+    system = test.system()
+    result = rollout_systems(system, test.z[:, 0], test.params, test.n_times - 1, float(test.meta["dt"]),
+                             method="leapfrog")
+    energy = conservation_report(result.z, system.hamiltonian, test.params)["energy"]
+    return result, {"median": float(energy.median()), "max": float(energy.max())}
 
 
 # -- measurements shared by several benchmarks ------------------------------------------------------

@@ -40,27 +40,19 @@ from pathlib import Path
 import torch
 
 from hamnet.checkpoint import model_from_checkpoint
-from hamnet.diagnostics import conservation_report
-from hamnet.evaluation import _errors, evaluate, valid_prediction_time
-from hamnet.io import load_trajectories, save_trajectories
-from hamnet.rollouts import rollout_systems
-from hamnet.simulation import generate
+from hamnet.evaluation import bounded_errors, evaluate, valid_prediction_time
+from hamnet.io import load_trajectories
 from hamnet.systems import Springs
 
 sys.path.insert(0, str(Path(__file__).parent))
-from pieces import (add_piece_arguments, claimed, hamnet_config, my_runs, run_script, start_pieces,  # noqa: E402
-                    train_hamnet, write_json, write_result_files)
+from pieces import (HeldOutScale, add_piece_arguments, claimed, hamnet_config, held_out_files,  # noqa: E402
+                    my_runs, run_script, start_pieces, train_hamnet, true_leapfrog, write_json, write_result_files)
 
 HERE = Path(__file__).parent
 
 
 @dataclass(frozen=True)
-class Scale:
-    train_systems: int
-    train_steps: int
-    test_systems: int
-    test_steps: int
-    windows: int
+class Scale(HeldOutScale):
     width: int
     depth: int
     epochs_scale: float
@@ -115,21 +107,6 @@ def plan() -> list[str]:
     return ["integrator"] + [run_name(row[0], seed) for row in ordered for seed in SEEDS]
 
 
-def data_files(work: Path, scale: Scale) -> tuple[Path, Path]:
-    """The training and held-out files, generated once (the generator is exact: a seed gives one file)."""
-    files = []
-    for name, systems, steps, seed in (("train", scale.train_systems, scale.train_steps, 0),
-                                       ("test", scale.test_systems, scale.test_steps, 1)):
-        path = work / "data" / f"{name}_systems{systems}_steps{steps}_seed{seed}.npz"
-        with claimed(work / "claims", path.stem, wait=True):
-            if not path.exists():
-                logging.info("generating %s", path.name)
-                path.parent.mkdir(parents=True, exist_ok=True)
-                save_trajectories(path, generate(Springs(), n_systems=systems, steps=steps, dt=0.01, seed=seed))
-        files.append(path)
-    return files[0], files[1]
-
-
 def flags(scale: Scale, row: tuple, seed: int, work: Path) -> list[str]:
     name, parent, extra, _ = row
     extra = list(extra)
@@ -157,14 +134,11 @@ def score(run: Path, test) -> dict:
 
 def integrator_limit(test) -> dict:
     """The true Hamiltonian through the same float64 leapfrog at the data's dt: its VPT and energy change."""
-    system = test.system()
-    result = rollout_systems(system, test.z[:, 0], test.params, test.n_times - 1, float(test.meta["dt"]),
-                             method="leapfrog")
-    vpt = valid_prediction_time(_errors(result, test), test.t)
-    energy = conservation_report(result.z, system.hamiltonian, test.params)["energy"]
+    result, energy = true_leapfrog(test)
+    vpt = valid_prediction_time(bounded_errors(result, test), test.t)
     return {"valid_prediction_time": {"median": float(vpt.median()), "min": float(vpt.min()),
                                       "never_exceeded": int((vpt >= float(test.t[-1])).sum())},
-            "energy": {"median": float(energy.median()), "max": float(energy.max())}}
+            "energy": energy}
 
 
 def main() -> None:
@@ -177,7 +151,7 @@ def main() -> None:
     scale = SCALES[args.scale]
     suffix = "" if args.scale == "small" else f"_{args.scale}"
     work = Path(args.work) if args.work else HERE / "work" / f"springs_long{suffix}"
-    train_file, test_file = data_files(work, scale)
+    train_file, test_file = held_out_files(work, Springs(), scale)
     if not args.report:
         rows = {run_name(row[0], seed): (row, seed) for row in ROWS for seed in SEEDS}
         for name in my_runs(plan(), part, parts, work / "claims"):

@@ -115,7 +115,8 @@ def add_commands(commands) -> None:
                      help="with --select rollout: steps of the selection rollouts (default: the whole trajectory)")
     opt.add_argument("--compile", default=None, choices=("auto", "on", "off"),
                      help="compile the training step with torch.compile: the same numbers to float32 round-off, "
-                     "faster after a compilation of minutes; auto compiles on CUDA and for long CPU runs (default: off)")
+                     "faster after a compilation of minutes; auto compiles where measured faster, CPU runs of at "
+                     "least 5,000 steps (default: off)")
     opt.add_argument("--init-from", default=None,
                      help="start from this checkpoint's weights (a path or a pretrained name; the same model settings), "
                      "e.g. to finish a run with longer --chunk windows (default: fresh weights)")

@@ -134,38 +134,27 @@ class CompiledDynamics:
 
     Follows the protocol above: a separable model keeps ``velocity`` and ``hamiltonian`` and gets its
     ``forces`` compiled (forces by ``torch.func.grad`` there); any other model becomes a direct model
-    whose compiled ``vector_field`` is ``J grad H`` (or the model's own ``vector_field``). The states
-    are those of the eager model to round-off, not bitwise. The first call of a shape compiles (tens of
-    seconds on a CPU); a second batch size makes the compiled code shape-generic once. The model
-    itself is held, not copied: its weights are read at every call. Trap: compiled code is kept per
-    function and guarded on the model (its kernel bound among them), so each further model compiles
-    again, and past torch's recompile limit (8) a process runs the forces eagerly (same numbers, a log
-    warning).
+    (no ``hamiltonian``) whose compiled ``vector_field`` is its field ``J grad H`` (or its own
+    ``vector_field``). The states are those of the eager model to round-off, not bitwise. The first call
+    of a shape compiles (tens of seconds on a CPU); a second batch size makes the compiled code
+    shape-generic once. The model itself is held, not copied: its weights are read at every call. Trap:
+    compiled code is kept per function and guarded on the model (its kernel bound among them), so each
+    further model compiles again, and past torch's recompile limit (8) a process runs the forces eagerly
+    (same numbers, a log warning).
     """
 
     def __init__(self, model: Any) -> None:
         self.model = model
         self.separable = bool(getattr(model, "separable", False)) and callable(getattr(model, "hamiltonian", None))
-        if self.separable:
-            self._compiled = torch.compile(model.forces)
-        else:
-            self._compiled = torch.compile(functools.partial(_vector_field, model))
+        # the one compiled call: forces(q, params) of a separable model, else vector_field(z, params)
+        compiled = torch.compile(model.forces if self.separable else functools.partial(_vector_field, model))
+        setattr(self, "forces" if self.separable else "vector_field", compiled)
 
     def __getattr__(self, name: str) -> Any:
         # the rest of the protocol is the model's own; a model made direct shows no hamiltonian
         if name in ("velocity", "trained_substeps", "config") or (name == "hamiltonian" and self.separable):
             return getattr(self.model, name)
         raise AttributeError(name)
-
-    def forces(self, q: Tensor, params: Params) -> Tensor:
-        """``-dV/dq``, compiled; ``q: (B, N, D)`` -> ``(B, N, D)``."""
-        return self._compiled(q, params)
-
-    def vector_field(self, z: Tensor, params: Params) -> Tensor:
-        """``dz/dt``, compiled; ``z: (B, 2, N, D)`` -> ``(B, 2, N, D)``."""
-        if self.separable:
-            return torch.stack([self.model.velocity(z[:, 1], params), self.forces(z[:, 0], params)], dim=1)
-        return self._compiled(z, params)
 
 
 def _vector_field(model: Any, z: Tensor, params: Params) -> Tensor:

@@ -38,10 +38,10 @@ def rollout_errors(model: Any, truth: Trajectories, *, method: str | None = None
     """
     result = rollout_systems(model, truth.z[:, 0], truth.params, truth.n_times - 1, float(truth.meta["dt"]),
                              method=method or default_method(model), dtype=dtype, substeps=substeps, compile=compile)
-    return result, _errors(result, truth)
+    return result, bounded_errors(result, truth)
 
 
-def _errors(result: Rollout, truth: Trajectories) -> Tensor:
+def bounded_errors(result: Rollout, truth: Trajectories) -> Tensor:
     """The bounded relative error ``(B, T)`` of ``result`` against ``truth``, 1 from a system's divergence on."""
     error = bounded_relative_error(result.z, truth.z.to(result.z.dtype))
     steps = torch.arange(truth.n_times, device=error.device)
@@ -111,7 +111,7 @@ def score_rollout(result: Rollout, truth: Trajectories, *, system: Any = None,
     ``left_region`` (the systems whose rollout left it, each with its first step outside: see
     :mod:`hamnet.region`), and ``notes``, for ``result`` (``z: (B, T, 2, N, D)`` and ``diverged_at: (B,)``,
     from ``truth``'s initial states on its times; a model's, or one read back from a rollout file)."""
-    error = _errors(result, truth)
+    error = bounded_errors(result, truth)
     curve = error.mean(0)
     vpt = valid_prediction_time(error, truth.t)
     notes = []
