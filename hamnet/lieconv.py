@@ -37,8 +37,9 @@ constant). Nothing in a forward pass changes module state; stabilizer samples co
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
 import torch
@@ -52,6 +53,28 @@ LIFTS = ("exact", "monte-carlo")
 DEFAULT_LIFT_SAMPLES = 4
 # Upper bound on the distances held at once during the nearest-neighbour search (B x rows x M).
 _SEARCH_CHUNK_ELEMENTS = 1 << 22
+
+
+_unchecked = 0  # how many unchecked_inputs() blocks are open
+
+
+@contextlib.contextmanager
+def unchecked_inputs() -> Iterator[None]:
+    """Inside, the networks read no input values on the host (finiteness checks, HLieConv's split of
+    non-finite systems): what ``torch.func.vmap`` needs, as ``torch.compile`` does. NaN input then flows
+    to the output instead of raising."""
+    global _unchecked
+    _unchecked += 1
+    try:
+        yield
+    finally:
+        _unchecked -= 1
+
+
+def checks_inputs() -> bool:
+    """Whether a network may read its inputs' values on the host: not inside ``torch.compile`` or
+    :func:`unchecked_inputs`."""
+    return not (torch.compiler.is_compiling() or _unchecked)
 
 
 class Neighbourhood(NamedTuple):
@@ -310,7 +333,7 @@ class LieResNet(nn.Module):
         elif mask.shape != (B, N) or mask.dtype != torch.bool:
             raise ValueError(f"mask must be a bool tensor of shape {(B, N)}, got {mask.dtype} {tuple(mask.shape)}")
         # the values are not read inside torch.compile (a host read per call); there NaN flows to the output
-        for label, x in (() if torch.compiler.is_compiling() else (("points", points), ("features", features))):
+        for label, x in (() if not checks_inputs() else (("points", points), ("features", features))):
             if not torch.isfinite(x[mask]).all():
                 raise ValueError(f"{label} contain NaN or infinite values (at unmasked points)")
         dtype = self.head.weight.dtype

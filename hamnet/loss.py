@@ -44,13 +44,15 @@ class WindowLoss(nn.Module):
         self.model, self.dt, self.method, self.substeps = model, dt, method, int(substeps)
         self.positions_only = positions_only
 
-    def forward(self, z: Tensor, params: dict[str, Tensor]) -> Tensor:
+    def forward(self, z: Tensor, params: dict[str, Tensor], groups: int | None = None) -> Tensor:
+        """The sum, or with ``groups`` one sum per equal contiguous group of windows, ``(groups,)``."""
         k = self.substeps
         t = torch.arange((z.shape[1] - 1) * k + 1, dtype=z.dtype, device=z.device) * (self.dt / k)
         # odeint's states, bitwise, without its host reads per step (so torch.compile traces the loop)
         predicted = integrate_every(HamiltonianField(self.model, params), z[:, 0], t, solver_key(self.method), every=k)
         error = predicted[1:].transpose(0, 1) - z[:, 1:]  # (b, chunk - 1, 2, N, D)
-        return (error[:, :, 0] if self.positions_only else error).square().sum()
+        squares = (error[:, :, 0] if self.positions_only else error).square()
+        return squares.sum() if groups is None else squares.reshape(groups, -1).sum(1)
 
 
 def window_mse(model: Any, windows: Windows, dt: float, *, method: str = "rk4", substeps: int = 1,

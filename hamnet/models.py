@@ -44,7 +44,7 @@ from .dynamics import potential_force
 from .groups import get_group
 from .io import load_trajectories
 from .layers import DEFAULT_INIT_SEED, init_parameters, mlp, pairs_of_others
-from .lieconv import LieResNet, centre, check_kernel_bound, resolve_lift
+from .lieconv import LieResNet, centre, check_kernel_bound, checks_inputs, resolve_lift
 from .registry import Registry
 
 Params = dict[str, Tensor]
@@ -294,8 +294,9 @@ class HLieConv(SeparableModel):
         only for that one: the network refuses such input, so it sees the finite systems alone, and a
         diverging system in a batch leaves the others' energies and forces as they would be without it
         (its caller reports the divergence). Inside ``torch.compile`` (no host reads there) the network
-        takes every system as it is: a system that is not finite still gets NaN, through its own values."""
-        if torch.compiler.is_compiling():
+        takes every system as it is: a system that is not finite still gets NaN, through its own values
+        (so too under :func:`hamnet.lieconv.unchecked_inputs`)."""
+        if not checks_inputs():
             return self._finite_potential(q, params)
         finite = torch.isfinite(q).flatten(1).all(-1)  # (B,)
         if bool(finite.all()):

@@ -28,8 +28,8 @@ from torch import nn
 from .loss import WindowLoss
 from .models import build_model
 
-__all__ = ["DTYPES", "COMPILE_CHOICES", "COMPILE_MEASURED_STEPS", "COMPILE_PAYS_STEPS", "NonFiniteLoss", "TrainingStep", "checked_step",
-           "compile_choice", "learning_rate_factor"]
+__all__ = ["DTYPES", "COMPILE_CHOICES", "COMPILE_MEASURED_STEPS", "COMPILE_PAYS_STEPS", "NonFiniteLoss",
+           "TrainingDiverged", "TrainingStep", "checked_step", "compile_choice", "diverged_error", "learning_rate_factor"]
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +62,11 @@ def compile_choice(choice: str, device: str | torch.device, total_steps: int, wo
         return choice
     measured = torch.device(device).type == "cpu" and window_steps <= COMPILE_MEASURED_STEPS
     return "on" if measured and total_steps >= COMPILE_PAYS_STEPS else "off"
+
+
+class TrainingDiverged(ValueError):
+    """A training or validation loss, or the weights, stopped being finite; the run folder keeps the
+    checkpoints of the last finite epoch."""
 
 
 class NonFiniteLoss(ValueError):
@@ -137,13 +142,18 @@ class TrainingStep:
         # the batch's one host synchronisation, after the backward pass is queued (on a GPU the check
         # then waits for work already running instead of stalling the queue before the backward)
         value = float(loss.detach())
+        self.update(value, finite)
+        return value
+
+    def update(self, value: float, finite: Callable[[float], bool] = math.isfinite) -> None:
+        """The step after the backward pass of a batch whose scaled loss was ``value``: clip, Adam, schedule;
+        :class:`NonFiniteLoss` (nothing changed) where ``finite(value)`` is false."""
         if not finite(value):
             raise NonFiniteLoss(value)
         if self.clip_grad is not None:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.clip_grad)
         self.optimizer.step()
         self.scheduler.step()
-        return value
 
 
 def checked_step(config: Any, dt: float, total_steps: int, batch: tuple, *, device: str | torch.device,
@@ -178,3 +188,37 @@ def checked_step(config: Any, dt: float, total_steps: int, batch: tuple, *, devi
         config = dataclasses.replace(config, compile="off")
         return config, TrainingStep(config, dt, total_steps, device=device, model=model)
     return config, step
+
+
+def diverged_error(step: TrainingStep, epoch: int, config: Any, files: Any, windows: Any, data_path: str,
+                   what: str) -> TrainingDiverged:
+    """The one-line error for a run (its ``step``, the ``epoch`` its ``files.last`` holds, its windows) that
+    stopped being finite, naming the likely cause (:func:`_likely_cause`)."""
+    kept = (f"kept {files.last} (epoch {epoch}) and {files.best.name}, the last finite checkpoints" if epoch
+            else f"kept {files.last} (epoch 0, the initial weights: no epoch completed)")
+    return TrainingDiverged(f"training diverged: {what}; {_likely_cause(step, config, windows, data_path)}; {kept}")
+
+
+def _likely_cause(step: TrainingStep, config: Any, windows: Any, data_path: str) -> str:
+    """What to change, from what was measured. Data whose squares overflow the training dtype make the
+    loss infinite whatever the settings, and so does a kernel bound beyond the dtype's range (``c tanh(x
+    / c)`` is then inf times 0): those are named first. A loss that is not finite before the optimiser
+    took any step comes from the initial model on this data, not from the step size; after steps, the
+    step size (``--lr``) is the likely cause."""
+    dtype = DTYPES[config.dtype]
+    largest = float(windows.data.z.abs().max())
+    bound = config.model.kernel_bound
+    if largest > math.sqrt(torch.finfo(dtype).max):
+        wider = config.dtype == "float32" and largest <= math.sqrt(torch.finfo(torch.float64).max)
+        return (f"{data_path} holds values up to |z| = {largest:.3g}, whose squares overflow {config.dtype}; "
+                + ("train with --dtype float64 or rescale the data" if wider else "rescale the data"))
+    if bound is not None and bound > torch.finfo(dtype).max:
+        return (f"the kernel bound {bound:g} is beyond {config.dtype}'s range ({torch.finfo(dtype).max:.3g}), so the "
+                "kernel inputs become inf times 0; use --kernel-bound auto or a smaller number")
+    if step.scheduler.last_epoch == 0:
+        return ("the initial weights already give it, before any optimiser step, so the learning rate is not the "
+                f"cause; check the data's scale (|z| up to {largest:.3g}) and the model's settings")
+    # many sub-steps per window make early gradients large: warm-up and clipping are what steadied them
+    unsteady = config.substeps != 1 and not (config.warmup and config.clip_grad)
+    steadier = ", or warm up and clip (--warmup 0.05 --clip-grad 1)" if unsteady else ""
+    return f"lower --lr (now {config.lr:g}){steadier}"

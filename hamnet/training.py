@@ -48,7 +48,8 @@ from .loss import to_device, window_mse
 from .config import check_field_types, config_from_dict
 from .models import MODELS, ModelConfig, build_model, check_compatible
 from .monitor import Monitor, MonitorSettings, check_tensorboard
-from .optimisation import COMPILE_CHOICES, DTYPES, NonFiniteLoss, TrainingStep, checked_step
+from .optimisation import (COMPILE_CHOICES, DTYPES, NonFiniteLoss, TrainingDiverged, TrainingStep, checked_step,
+                           diverged_error)
 from .run_settings import DEFAULT_KERNEL_BOUND_FACTOR, with_kernel_bound, with_substeps
 from .provenance import data_kind, file_sha256, ground_truth, rollout_model
 from .region import data_region
@@ -58,11 +59,6 @@ from .runs import (RunFiles, append_metrics, checkpoint_epoch, claim, locked,
 from .settings_file import RunSettings, settings_text
 
 log = logging.getLogger(__name__)
-
-
-class TrainingDiverged(ValueError):
-    """A training or validation loss, or the weights, stopped being finite; the run folder keeps the
-    checkpoints of the last finite epoch."""
 
 
 @dataclass(frozen=True)
@@ -215,7 +211,7 @@ def _write_start(files: RunFiles, run: "_Run", config: TrainConfig, data_info: d
     ``hamnet train --config`` reads them: :mod:`hamnet.settings_file`); ``metrics.jsonl`` cut to the
     epochs ``last.pt`` holds; for a run starting at epoch 0, ``last.pt`` of epoch 0 (initial weights, optimiser,
     scheduler, random state). Each epoch then appends its metrics line and writes ``best.pt`` and
-    ``last.pt`` (:func:`_epochs`). A kill between any two writes leaves a folder that ``--resume``
+    ``last.pt`` (:func:`end_epoch`). A kill between any two writes leaves a folder that ``--resume``
     continues and that, until an epoch completes, a new run may start over in.
     """
     write_json(files.config, {"train_config": config.as_dict(), "data": data_info})
@@ -314,6 +310,41 @@ class _Run:
 
 
 def _train(config, data_path, files, context, resume, run_settings, stop_after_epochs):
+    with contextlib.ExitStack() as held:  # the folder's lock (main rank), held until the run ends
+        started = start_run(config, data_path, files, context, resume, run_settings, stop_after_epochs, held)
+        metrics: dict[str, Any] = {}
+        while started.run.epoch < started.last_epoch:
+            begun = time.perf_counter()
+            train_loss = _train_epoch(started.run, started.train_windows, started.config, context, started.monitor,
+                                      started.diverged)
+            metrics = end_epoch(started, train_loss, time.perf_counter() - begun, context)
+        return metrics
+
+
+@dataclass
+class StartedRun:
+    """A run ready for its next epoch (:func:`start_run`): its step and state, settings as resolved, folder,
+    windows, data record and monitor, the epoch this call ends at, and ``diverged(what)``, the error for
+    a run that stops being finite. What :func:`hamnet.ensemble.train_ensemble` drives for each member."""
+
+    run: _Run
+    config: TrainConfig
+    files: RunFiles
+    train_windows: Windows
+    validation: tuple
+    data_info: dict
+    monitor: Monitor
+    last_epoch: int
+
+    def diverged(self, what: str) -> TrainingDiverged:
+        return diverged_error(self.run.step, self.run.epoch, self.config, self.files, self.train_windows,
+                              self.data_info["path"], what)
+
+
+def start_run(config, data_path, files, context, resume, run_settings, stop_after_epochs,
+              held: contextlib.ExitStack) -> StartedRun:
+    """Everything before the first epoch: data, settings the data resolves, the checked step, the run
+    folder created or resumed and locked (the lock joins ``held``)."""
     data, train_windows, validation_windows, left_out, region = _prepare_data(config, data_path, context)
     config = dataclasses.replace(config, model=config.model.for_data(data))  # what it leaves to the data
     start = None  # the model of init_from, and its record; a resumed run continues from its own checkpoint
@@ -339,19 +370,19 @@ def _train(config, data_path, files, context, resume, run_settings, stop_after_e
                  "n_train_windows": len(train_windows), "sha256": file_sha256(data_path), "region": region}
     if rollout_model(data) is not None:
         data_info["rollout"] = {"model": rollout_model(data), "diverged_left_out": len(left_out)}
-    with contextlib.ExitStack() as held:  # the folder's lock (main rank), held until the run ends
-        watching, settings = run_settings
-        resumed = on_main(context, lambda: _open_run(files, run, config, data_info, resume, held, settings))
-        if resumed and not context.is_main:
-            run.restore(load_checkpoint(files.last), files.last)  # checked by the main rank
-        if context.world_size > 1:
-            # a Hamiltonian's constant offset (the output bias) never reaches the force, so it gets no
-            # gradient; DDP must be told such parameters exist
-            run.step.loss_module = nn.parallel.DistributedDataParallel(run.step.loss_module,
-                                                                       find_unused_parameters=True)
-        monitor = held.enter_context(watching.open(files.folder, config.epochs, run.epoch))
-        return _epochs(run, train_windows, validation_windows, config, context, files, data_info,
-                       monitor, stop_after_epochs)
+    watching, settings = run_settings
+    resumed = on_main(context, lambda: _open_run(files, run, config, data_info, resume, held, settings))
+    if resumed and not context.is_main:
+        run.restore(load_checkpoint(files.last), files.last)  # checked by the main rank
+    if context.world_size > 1:
+        # a Hamiltonian's constant offset (the output bias) never reaches the force, so it gets no
+        # gradient; DDP must be told such parameters exist
+        run.step.loss_module = nn.parallel.DistributedDataParallel(run.step.loss_module, find_unused_parameters=True)
+    monitor = held.enter_context(watching.open(files.folder, config.epochs, run.epoch))
+    last_epoch = min(config.epochs, run.epoch + (stop_after_epochs or config.epochs))
+    return StartedRun(run, config, files, train_windows, validation_windows, data_info, monitor, last_epoch)
+
+
 
 
 def _load_initial_weights(model: nn.Module, config: TrainConfig, start: nn.Module) -> None:
@@ -399,46 +430,37 @@ def _prepare_data(config: TrainConfig, data_path: Path, context: Context):
     return data, train_windows, (validation_windows, selection), left_out, region
 
 
-def _epochs(run, train_windows, validation, config, context, files, data_info, monitor: Monitor,
-            stop_after_epochs) -> dict[str, Any]:
-    """Train the remaining epochs; ``validation``: the validation windows and the selection windows of
-    ``select="rollout"`` (either None). ``best.pt`` holds the epoch of the lowest window MSE, or of the
-    lowest rollout position MSE with ``select="rollout"``."""
-    validation_windows, selection = validation
-    dt = float(train_windows.data.meta["dt"])
-    diverged = functools.partial(_diverged, run, config, files, train_windows, data_info["path"])
-    last_epoch = min(config.epochs, run.epoch + (stop_after_epochs or config.epochs))
-    metrics: dict[str, Any] = {}
-    while run.epoch < last_epoch:
-        started = time.perf_counter()
-        train_loss = _train_epoch(run, train_windows, config, context, monitor, diverged)
-        seconds = time.perf_counter() - started
-        scored = functools.partial(window_mse, run.model, dt=dt, method=config.method, substeps=config.substeps,
-                                   dtype=DTYPES[config.dtype])
-        validation = scored(validation_windows)["mse"] if validation_windows is not None else math.nan
-        if validation_windows is not None and not math.isfinite(validation):
-            raise diverged(f"the validation MSE is {validation} after epoch {run.epoch + 1}")
-        # a rollout that leaves the data may not stay finite: that epoch is simply not the best
-        rolled = scored(selection, positions_only=True)["mse"] if selection is not None else None
-        score = validation if rolled is None else (rolled if math.isfinite(rolled) else math.inf)
-        run.epoch += 1
-        improved = score < run.best
-        run.best = min(run.best, score) if improved else run.best
-        metrics = {"epoch": run.epoch, "train_loss": train_loss, "validation_mse": validation,
-                   **({"validation_rollout_mse": rolled} if rolled is not None else {}),
-                   "lr": run.scheduler.get_last_lr()[0], "seconds": round(seconds, 3),
-                   "windows_per_second": round(len(train_windows) / seconds, 1)}
-        if context.is_main:
-            # metrics first, then best, then last: a kill between any two leaves a state that resume
-            # repairs (metrics of epochs past last.pt are dropped, and the redone epoch, bitwise the
-            # same, rewrites a best.pt that is ahead of last.pt)
-            append_metrics(files.metrics, metrics)
-            if improved or not files.best.exists():
-                _save(files.best, run, config, data_info)
-            _save(files.last, run, config, data_info)
-            monitor.epoch_done(metrics)
-            log.info("epoch %d/%d  train %.3g  validation %.3g  %.1f s", run.epoch, config.epochs,
-                     train_loss, validation, seconds)
+def end_epoch(started: StartedRun, train_loss: float, seconds: float, context: Context) -> dict[str, Any]:
+    """After an epoch's steps: validation, metrics, checkpoints. ``best.pt`` holds the epoch of the lowest
+    window MSE, or of the lowest rollout position MSE with ``select="rollout"``. Returns the metrics."""
+    run, config, files, train_windows = started.run, started.config, started.files, started.train_windows
+    validation_windows, selection = started.validation
+    scored = functools.partial(window_mse, run.model, dt=float(train_windows.data.meta["dt"]), method=config.method,
+                               substeps=config.substeps, dtype=DTYPES[config.dtype])
+    validation = scored(validation_windows)["mse"] if validation_windows is not None else math.nan
+    if validation_windows is not None and not math.isfinite(validation):
+        raise started.diverged(f"the validation MSE is {validation} after epoch {run.epoch + 1}")
+    # a rollout that leaves the data may not stay finite: that epoch is simply not the best
+    rolled = scored(selection, positions_only=True)["mse"] if selection is not None else None
+    score = validation if rolled is None else (rolled if math.isfinite(rolled) else math.inf)
+    run.epoch += 1
+    improved = score < run.best
+    run.best = min(run.best, score) if improved else run.best
+    metrics = {"epoch": run.epoch, "train_loss": train_loss, "validation_mse": validation,
+               **({"validation_rollout_mse": rolled} if rolled is not None else {}),
+               "lr": run.scheduler.get_last_lr()[0], "seconds": round(seconds, 3),
+               "windows_per_second": round(len(train_windows) / seconds, 1)}
+    if context.is_main:
+        # metrics first, then best, then last: a kill between any two leaves a state that resume
+        # repairs (metrics of epochs past last.pt are dropped, and the redone epoch, bitwise the
+        # same, rewrites a best.pt that is ahead of last.pt)
+        append_metrics(files.metrics, metrics)
+        if improved or not files.best.exists():
+            _save(files.best, run, config, started.data_info)
+        _save(files.last, run, config, started.data_info)
+        started.monitor.epoch_done(metrics)
+        log.info("epoch %d/%d  train %.3g  validation %.3g  %.1f s", run.epoch, config.epochs,
+                 train_loss, validation, seconds)
     return metrics
 
 
@@ -465,7 +487,7 @@ def _train_epoch(run, windows, config, context, monitor: Monitor,
             raise diverged(f"the training loss is {value} in epoch {run.epoch + 1}, batch {number}") from None
         total += batch_loss / context.world_size * global_elements
         count += global_elements
-    if not _finite_weights(run.model):  # an overflowing gradient at the last step: the next loss would show it
+    if not finite_weights(run.model):  # an overflowing gradient at the last step: the next loss would show it
         raise diverged(f"the weights are not finite after epoch {run.epoch + 1}")
     if context.world_size > 1:
         summed = torch.tensor([total], dtype=torch.float64, device=context.device)
@@ -474,47 +496,13 @@ def _train_epoch(run, windows, config, context, monitor: Monitor,
     return total / count
 
 
-def _finite_weights(model: nn.Module) -> bool:
+def finite_weights(model: nn.Module) -> bool:
     return all(bool(torch.isfinite(value).all()) for value in model.state_dict().values()
                if value.is_floating_point())
 
 
-def _diverged(run: _Run, config: TrainConfig, files: RunFiles, windows: Windows, data_path: str,
-              what: str) -> TrainingDiverged:
-    """The one-line error for a run that stopped being finite, while ``last.pt`` still holds ``run.epoch``,
-    naming the likely cause (:func:`_likely_cause`)."""
-    kept = (f"kept {files.last} (epoch {run.epoch}) and {files.best.name}, the last finite checkpoints" if run.epoch
-            else f"kept {files.last} (epoch 0, the initial weights: no epoch completed)")
-    return TrainingDiverged(f"training diverged: {what}; {_likely_cause(run, config, windows, data_path)}; {kept}")
-
-
-def _likely_cause(run: _Run, config: TrainConfig, windows: Windows, data_path: str) -> str:
-    """What to change, from what was measured. Data whose squares overflow the training dtype make the
-    loss infinite whatever the settings, and so does a kernel bound beyond the dtype's range (``c tanh(x
-    / c)`` is then inf times 0): those are named first. A loss that is not finite before the optimiser
-    took any step comes from the initial model on this data, not from the step size; after steps, the
-    step size (``--lr``) is the likely cause."""
-    dtype = DTYPES[config.dtype]
-    largest = float(windows.data.z.abs().max())
-    bound = config.model.kernel_bound
-    if largest > math.sqrt(torch.finfo(dtype).max):
-        wider = config.dtype == "float32" and largest <= math.sqrt(torch.finfo(torch.float64).max)
-        return (f"{data_path} holds values up to |z| = {largest:.3g}, whose squares overflow {config.dtype}; "
-                + ("train with --dtype float64 or rescale the data" if wider else "rescale the data"))
-    if bound is not None and bound > torch.finfo(dtype).max:
-        return (f"the kernel bound {bound:g} is beyond {config.dtype}'s range ({torch.finfo(dtype).max:.3g}), so the "
-                "kernel inputs become inf times 0; use --kernel-bound auto or a smaller number")
-    if run.scheduler.last_epoch == 0:
-        return ("the initial weights already give it, before any optimiser step, so the learning rate is not the "
-                f"cause; check the data's scale (|z| up to {largest:.3g}) and the model's settings")
-    # many sub-steps per window make early gradients large: warm-up and clipping are what steadied them
-    unsteady = config.substeps != 1 and not (config.warmup and config.clip_grad)
-    steadier = ", or warm up and clip (--warmup 0.05 --clip-grad 1)" if unsteady else ""
-    return f"lower --lr (now {config.lr:g}){steadier}"
-
-
 def _save(path: Path, run: _Run, config: TrainConfig, data_info: dict) -> None:
     """Write ``run``'s checkpoint to ``path`` atomically; never one whose weights are not finite."""
-    if not _finite_weights(run.model):
+    if not finite_weights(run.model):
         raise TrainingDiverged(f"refusing to write {path}: the weights are not finite; {path} is left as it was")
     save_checkpoint(path, run.state(config, data_info))

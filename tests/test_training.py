@@ -225,7 +225,7 @@ def kill_states(springs_file, tmp_path_factory):
     ``first_epoch`` a run stopped after epoch 1, ``straight`` the uninterrupted run."""
     root = tmp_path_factory.mktemp("kill_states")
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr("hamnet.training._epochs", lambda *args: (_ for _ in ()).throw(KeyboardInterrupt))
+        patch.setattr("hamnet.training._train_epoch", lambda *args: (_ for _ in ()).throw(KeyboardInterrupt))
         with pytest.raises(KeyboardInterrupt):
             train(tiny_config(epochs=2), springs_file, root / "unstarted")
     train(tiny_config(epochs=2), springs_file, root / "first_epoch", stop_after_epochs=1)
