@@ -42,6 +42,10 @@ papers' data sizes (3000 / 2000 / 2000 trajectories) and training lengths, for a
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/nbody_peers.py --scale small &
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/nbody_peers.py --scale small --report
 
+``--ensemble`` trains the seeds of each learned Hamiltonian together (:func:`hamnet.train_ensemble`, each
+seed's weights as its lone run's to round-off), with ``--device cuda`` on a GPU, where that saves kernel
+launches; a run's recorded training seconds are then the ensemble's.
+
 Resumable: data, training runs and scores are kept under ``benchmarks/work/nbody_peers_<scale>/``; a rerun
 skips what is done. Writes ``benchmarks/results/nbody_peers_<scale>.{md,json}`` from the scores present.
 """
@@ -72,6 +76,7 @@ from hamnet.models import ModelConfig
 from hamnet.egnn import EGNNPredictor, fit_predictor, position_mse
 from hamnet.protocols import PROTOCOLS, Protocol, check_protocol, generate_protocol
 from hamnet.rollouts import rollout_systems
+from hamnet.ensemble import train_ensemble
 from hamnet.training import TrainConfig, train
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -241,7 +246,7 @@ def run_name(protocol: str, label: str, seed: int) -> str:
 
 
 def run_one(work: Path, protocol: Protocol, budget: Budget, label: str, name: str, group: str | None,
-            seed: int, substeps: int = 1) -> dict:
+            seed: int, substeps: int = 1, device: str = "cpu") -> dict:
     """Train (or resume) and score one model; the score is cached in ``work/scores``."""
     run = run_name(protocol.name, label, seed)
     score_path = work / "scores" / f"{run}.json"
@@ -257,7 +262,7 @@ def run_one(work: Path, protocol: Protocol, budget: Budget, label: str, name: st
         result = run_direct(loaded, protocol, budget, seed)
     else:
         result = run_hamiltonian(work / "runs" / run, paths["train"], protocol, budget, name, group, seed, test,
-                                 substep_method(substeps))
+                                 substep_method(substeps), device)
     result |= {"protocol": protocol.name, "model": label, "seed": seed, "threads": torch.get_num_threads(),
                "wall_seconds": round(time.perf_counter() - started, 1)}
     score_path.parent.mkdir(parents=True, exist_ok=True)
@@ -278,17 +283,43 @@ def model_config(protocol: Protocol, budget: Budget, name: str, group: str | Non
                        feature_keys=feature_keys(protocol), width=budget.width, depth=budget.depth, **extra)
 
 
-def run_hamiltonian(folder: Path, train_path: Path, protocol: Protocol, budget: Budget, name: str,
-                    group: str | None, seed: int, test: Trajectories, method: str = "leapfrog") -> dict:
-    config = TrainConfig(model=model_config(protocol, budget, name, group), epochs=budget.epochs,
-                         batch_size=budget.batch_size, lr=budget.lr, chunk=CHUNK, method=method, seed=seed,
-                         validation=0.1, test=0.0, max_windows=budget.max_windows,
-                         validation_windows=min(1000, budget.max_windows or 1000))
-    last = folder / "last.pt"
+def hamiltonian_config(protocol: Protocol, budget: Budget, name: str, group: str | None, seed: int,
+                       method: str = "leapfrog") -> TrainConfig:
+    return TrainConfig(model=model_config(protocol, budget, name, group), epochs=budget.epochs,
+                       batch_size=budget.batch_size, lr=budget.lr, chunk=CHUNK, method=method, seed=seed,
+                       validation=0.1, test=0.0, max_windows=budget.max_windows,
+                       validation_windows=min(1000, budget.max_windows or 1000))
+
+
+def trained(folder: Path, config: TrainConfig) -> bool:
     metrics = folder / "metrics.jsonl"
-    done = metrics.exists() and len(metrics.read_text().splitlines()) >= config.epochs
-    if not done:
-        train(config, train_path, folder, resume=last.exists())
+    return metrics.exists() and len(metrics.read_text().splitlines()) >= config.epochs
+
+
+def train_together(work: Path, runs: list[tuple], scale: Scale, substeps: int, device: str) -> None:
+    """The seeds of one model on one protocol (``runs``: plan entries) as one ensemble
+    (:func:`hamnet.train_ensemble`): the runs :func:`run_hamiltonian` then finds trained and scores."""
+    protocol = PROTOCOLS[runs[0][0]]
+    budget = scale.budgets[protocol.name]
+    train_path = data_file(work, protocol, "train", budget.train)
+    members = [(work / "runs" / run_name(protocol.name, label, seed),
+                hamiltonian_config(protocol, budget, name, group, seed, substep_method(substeps)))
+               for _, label, name, group, seed in runs]
+    for resume in (True, False):  # members cut short go on, members not begun start, each group together
+        todo = [(folder, config) for folder, config in members
+                if not trained(folder, config) and (folder / "last.pt").exists() == resume]
+        if todo:
+            train_ensemble([config for _, config in todo], train_path, [folder for folder, _ in todo], resume=resume,
+                           device=device)
+
+
+def run_hamiltonian(folder: Path, train_path: Path, protocol: Protocol, budget: Budget, name: str,
+                    group: str | None, seed: int, test: Trajectories, method: str = "leapfrog",
+                    device: str = "cpu") -> dict:
+    config = hamiltonian_config(protocol, budget, name, group, seed, method)
+    metrics = folder / "metrics.jsonl"
+    if not trained(folder, config):
+        train(config, train_path, folder, resume=(folder / "last.pt").exists(), device=device)
     model, _ = model_from_checkpoint(folder / "best.pt")
     z0, params, targets = start_and_targets(test, protocol)
     frame_dt = float(test.meta["dt"])
@@ -475,6 +506,10 @@ def main() -> None:
     parser.add_argument("--substeps", type=int, default=1,
                         help="leapfrog steps per frame interval for the learned Hamiltonians, in training and "
                         "rollout (default 1); results go to their own folder and files")
+    parser.add_argument("--device", default="cpu", help="where the learned Hamiltonians train (scored on the CPU)")
+    parser.add_argument("--ensemble", action="store_true",
+                        help="train the seeds of each learned Hamiltonian as one ensemble (hamnet.train_ensemble: "
+                        "each as alone, to round-off; for a GPU, where it saves kernel launches)")
     add_piece_arguments(parser)
     args, part, parts = start_pieces(parser)
     scale = SCALES[args.scale]
@@ -488,9 +523,17 @@ def main() -> None:
     plan = {run_name(protocol, label, seed): (protocol, label, name, group, seed) for seed in scale.seeds
             for protocol in scale.budgets for label, name, group in models}
     if not args.report:
+        if args.ensemble:
+            together: dict[str, list[tuple]] = {}
+            for run, (protocol, label, name, group, seed) in plan.items():
+                if name != "direct":
+                    together.setdefault(run_name(protocol, label, 0)[:-1] + "s-together", []).append(plan[run])
+            for key in my_runs(list(together), part, parts, work / "claims"):
+                train_together(work, together[key], scale, args.substeps, args.device)
         for run in my_runs(list(plan), part, parts, work / "claims"):
             protocol, label, name, group, seed = plan[run]
-            run_one(work, PROTOCOLS[protocol], scale.budgets[protocol], label, name, group, seed, args.substeps)
+            run_one(work, PROTOCOLS[protocol], scale.budgets[protocol], label, name, group, seed, args.substeps,
+                    args.device)
     scored = [work / "scores" / f"{run}.json" for run in plan]
     runs = [json.loads(path.read_text()) for path in scored if path.exists()]
     speed_path = work / "speed.json"

@@ -78,6 +78,7 @@ from hamnet.models import ModelConfig
 from hamnet.loss import window_mse
 from hamnet.rollouts import RolloutError, default_method, rollout_systems
 from hamnet.simulation import generate
+from hamnet.ensemble import train_ensemble
 from hamnet.training import TrainConfig, TrainingDiverged, train
 from hamnet.systems import make_system
 
@@ -335,13 +336,7 @@ def run_one(scale: Scale, work: Path, paths: dict, test, label: str, name: str, 
     try:
         train_run(config, paths["train"], folder, device, record)
     except TrainingDiverged as error:
-        logging.error("%s: %s", run, error)
-        failure.parent.mkdir(parents=True, exist_ok=True)
-        message = str(error)
-        for prefix in {str(work.resolve()), str(work)}:
-            message = message.replace(prefix + os.sep, "")
-        with atomic_path(failure) as tmp:
-            tmp.write_text(message + "\n")
+        record_failure(work, run, str(error))
         return None
     failure.unlink(missing_ok=True)  # a retry that got through replaces the failure
     trained = time.perf_counter() - started
@@ -359,6 +354,48 @@ def run_one(scale: Scale, work: Path, paths: dict, test, label: str, name: str, 
     logging.info("%s: window MSE %.3g, rollout final %.3g (train %.0f s, score %.0f s)", run,
                  result["window_mse"], result["rollout_error_final"], trained, result["score_seconds"])
     return result
+
+
+def record_failure(work: Path, run: str, message: str) -> None:
+    """``work/failed/<run>.txt``: hamnet's one line on why ``run`` diverged, paths relative to ``work``."""
+    logging.error("%s: %s", run, message)
+    failure = work / "failed" / f"{run}.txt"
+    failure.parent.mkdir(parents=True, exist_ok=True)
+    for prefix in {str(work.resolve()), str(work)}:
+        message = message.replace(prefix + os.sep, "")
+    with atomic_path(failure) as tmp:
+        tmp.write_text(message + "\n")
+
+
+def train_together(scale: Scale, work: Path, paths: dict, entries: list[tuple], device: str) -> None:
+    """The seeds of one model and size (``entries``: plan entries) trained as one ensemble
+    (:func:`hamnet.train_ensemble`); :func:`run_one` then finds them trained and scores them. A member that
+    diverged is recorded as :func:`run_one` records it."""
+    members = []
+    for label, name, group, windows, seed in entries:
+        run, config = run_name(label, windows, seed), train_config(scale, name, group, windows, seed)
+        folder = work / "runs" / run
+        if (work / "scores" / f"{run}.json").exists() or (work / "failed" / f"{run}.txt").exists():
+            continue
+        if not (folder / "last.pt").exists():
+            shutil.rmtree(folder, ignore_errors=True)
+        if not (folder / "last.pt").exists() or load_checkpoint(folder / "last.pt")["epoch"] < config.epochs:
+            members.append((run, folder, config))
+    for resume in (True, False):  # members cut short go on, members not begun start, each group together
+        todo = [member for member in members if (member[1] / "last.pt").exists() == resume]
+        if not todo:
+            continue
+        for run, folder, _ in todo:
+            record = work / "devices" / f"{run}.jsonl"
+            record.parent.mkdir(parents=True, exist_ok=True)
+            done = load_checkpoint(folder / "last.pt")["epoch"] if resume else 0
+            with open(record, "a" if done else "w") as lines:
+                lines.write(json.dumps({"device": device_name(device), "first_epoch": done + 1}) + "\n")
+        results = train_ensemble([config for _, _, config in todo], paths["train"], [folder for _, folder, _ in todo],
+                                 resume=resume, device=device)
+        for (run, _, _), result in zip(todo, results):
+            if "diverged" in result:
+                record_failure(work, run, result["diverged"])
 
 
 # -- summary ------------------------------------------------------------------------------------
@@ -605,6 +642,10 @@ def main() -> None:
     parser.add_argument("--retry-failed", action="store_true",
                         help="train again the runs whose training diverged (skipped otherwise: with the same settings "
                         "they diverge again)")
+    parser.add_argument("--ensemble", action="store_true",
+                        help="train the seeds of each model and size as one ensemble (hamnet.train_ensemble: each as "
+                        "alone, to round-off; for a GPU, where it saves kernel launches); the recorded training "
+                        "seconds are then the ensemble's")
     add_piece_arguments(parser)
     args, part, parts = start_pieces(parser)
     if args.device != "cpu" and not args.device.startswith("cuda"):
@@ -626,6 +667,13 @@ def main() -> None:
     plan = {run_name(label, windows, seed): (label, name, group, windows, seed) for seed in scale.seeds
             for windows in sorted(scale.sizes, reverse=True) for label, name, group in MODELS}
     if not args.report:
+        if args.ensemble:
+            together: dict[str, list[tuple]] = {}
+            for label, name, group, windows, seed in plan.values():
+                together.setdefault(run_name(label, windows, 0)[:-1] + "s-together", []).append(
+                    (label, name, group, windows, seed))
+            for key in my_runs(list(together), part, parts, work / "claims"):
+                train_together(scale, work, paths, together[key], args.device)
         for run in my_runs(list(plan), part, parts, work / "claims"):
             run_one(scale, work, paths, test, *plan[run], device=args.device, retry_failed=args.retry_failed)
     scored = [work / "scores" / f"{run}.json" for run in plan]

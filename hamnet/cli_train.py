@@ -28,7 +28,8 @@ from .config import config_from_dict
 from .io import load_trajectories
 from .models import MODELS, ModelConfig
 from .settings_file import RunSettings, read_settings, settings_text
-from .training import TrainConfig, train
+from .ensemble import train_ensemble
+from .training import TrainConfig, TrainingDiverged, train
 from .version import __version__
 
 __all__ = ["FLAG_KEYS", "GROUP_FLAGS", "TRAIN_RANGES", "add_commands", "run_train", "train_config_from_args"]
@@ -122,6 +123,9 @@ def add_commands(commands) -> None:
                      "e.g. to finish a run with longer --chunk windows (default: fresh weights)")
     run = parser.add_argument_group("run")
     run.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
+    run.add_argument("--ensemble-seeds", type=int, nargs="+", default=None, metavar="SEED",
+                     help="train one member per seed, all in this process with joint steps (hamnet.ensemble: each "
+                     "member as if trained alone, to round-off), into --out/seedSEED; pays on a GPU, not on a CPU")
     run.add_argument("--allow-rollout", action="store_true",
                      help="accept a rollout file (a model's output) as training data, without the systems that "
                      "diverged in it (default: refused; a model's output is not ground truth)")
@@ -262,11 +266,29 @@ def run_train(args: argparse.Namespace) -> None:
     config = dataclasses.replace(config, model=config.model.for_data(data))  # a group of another dimension fails here
     check_model_memory(config.model, config.dtype)
     del data  # train() reads the file itself: this float64 copy would otherwise be held for the whole run
+    if args.ensemble_seeds is not None:
+        _train_ensemble(args, config, run)
+        return
     metrics = train(config, run.data, run.out, resume=args.resume, device=run.device, progress=not args.quiet,
                     tensorboard=run.tensorboard)
     if metrics and os.environ.get("RANK", "0") == "0":  # one report, not one per torchrun process
         print(f"trained {config.model.name} to epoch {metrics['epoch']}: train loss {metrics['train_loss']:.4g}, "
               f"validation MSE {metrics['validation_mse']:.4g}; run in {run.out}")
+
+
+def _train_ensemble(args: argparse.Namespace, config: TrainConfig, run: RunSettings) -> None:
+    """``--ensemble-seeds``: one member per seed in ``--out/seedSEED``; a member that diverged is its line on
+    stderr and exit status 1 once the others are done."""
+    folders = [Path(run.out) / f"seed{seed}" for seed in args.ensemble_seeds]
+    configs = [dataclasses.replace(config, seed=seed) for seed in args.ensemble_seeds]
+    results = train_ensemble(configs, run.data, folders, resume=args.resume, device=run.device)
+    for folder, metrics in zip(folders, results):
+        if "diverged" not in metrics and metrics:
+            print(f"trained {config.model.name} to epoch {metrics['epoch']}: train loss {metrics['train_loss']:.4g}, "
+                  f"validation MSE {metrics['validation_mse']:.4g}; run in {folder}")
+    failed = [f"{folder}: {metrics['diverged']}" for folder, metrics in zip(folders, results) if "diverged" in metrics]
+    if failed:
+        raise TrainingDiverged("; ".join(failed))
 
 
 def _check(args: argparse.Namespace, settings: _Settings) -> None:
@@ -279,6 +301,15 @@ def _check(args: argparse.Namespace, settings: _Settings) -> None:
         raise InputError(f"{where} must be cpu or cuda, got {device!r}")
     if args.seed is not None:
         check_seed(args.seed)
+    if args.ensemble_seeds is not None:
+        refuse_given(args, ("--seed", "--tensorboard", "--print-config"), "--ensemble-seeds gives each member its seed "
+                     "and writes no TensorBoard files or settings of its own")
+        for seed in args.ensemble_seeds:
+            check_seed(seed)
+        if len(set(args.ensemble_seeds)) < len(args.ensemble_seeds):
+            raise InputError(f"--ensemble-seeds {' '.join(map(str, args.ensemble_seeds))}: each seed once")
+        if settings.get("train", "compile", TrainConfig.compile) == "on":
+            raise InputError("--ensemble-seeds trains with joint steps, which are not compiled: leave out --compile on")
     for flag, low, high in (("--seed", 0, 2**63 - 1), *TRAIN_RANGES):
         given = settings.given(flag)
         if given is not None:

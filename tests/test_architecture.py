@@ -23,7 +23,7 @@ TIERS = {
                  "data", "region", "simulation", "stepping",
                  "protocols", "lie_group", "rigid_groups", "groups", "equivariance", "lieconv", "layers"],
     "models": ["models", "egnn", "checkpoint", "rollouts", "loss"],
-    "workflows": ["monitor", "runs", "distributed", "optimisation", "run_settings", "training", "fitting",
+    "workflows": ["monitor", "runs", "distributed", "optimisation", "run_settings", "training", "ensemble", "fitting",
                   "evaluation"],
     "figures": ["population", "plots", "animate"],
     "interface": ["demo", "cli_common", "cli_import", "cli_train", "cli_visual", "cli_rollout", "cli", "__init__"],

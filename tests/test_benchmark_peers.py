@@ -135,3 +135,25 @@ def test_hamnets_rows_come_from_the_runs_on_the_same_files(tmp_path):
     figures = summary["egnn-charged5"]["EGNN-H"]
     assert figures["1000"] == {"mean": pytest.approx(0.2), "std": pytest.approx(0.1), "n": 2}
     assert figures["2000"]["mean"] == pytest.approx(0.4)
+
+
+def test_nbody_peers_seeds_trained_together_are_the_seeds_trained_alone(tmp_path):
+    """nbody_peers.py --ensemble: the seeds of a model trained as one ensemble, each as its lone run, and the
+    scoring then finds them trained."""
+    from hamnet.checkpoint import load_checkpoint
+    from hamnet.training import train
+
+    nbody = load("nbody_peers")
+    scale = nbody.SCALES["smoke"]
+    protocol = nbody.PROTOCOLS["segno-gravity5"]
+    budget = scale.budgets[protocol.name]
+    runs = [(protocol.name, "EGNN-H", "egnn-h", None, seed) for seed in (0, 1)]
+    nbody.train_together(tmp_path, runs, scale, 1, "cpu")
+    data = nbody.data_file(tmp_path, protocol, "train", budget.train)
+    for seed in (0, 1):
+        config = nbody.hamiltonian_config(protocol, budget, "egnn-h", None, seed)
+        together = tmp_path / "runs" / nbody.run_name(protocol.name, "EGNN-H", seed)
+        assert nbody.trained(together, config)
+        train(config, data, tmp_path / f"alone{seed}", progress=False)
+        ours, theirs = (load_checkpoint(folder / "last.pt")["model"] for folder in (together, tmp_path / f"alone{seed}"))
+        assert all(torch.allclose(ours[key], theirs[key], rtol=0, atol=1e-6) for key in theirs)

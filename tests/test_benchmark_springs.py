@@ -153,3 +153,28 @@ def test_a_run_whose_training_diverges_is_reported_skipped_and_retried_on_reques
 
     shutil.rmtree(tmp_path / "runs" / "hogn_w24_seed1")  # started over, at a learning rate that works
     assert run_hogn(1, retry_failed=True)["seed"] == 1 and not failure.exists()
+
+
+def test_seeds_trained_together_are_the_seeds_trained_alone_and_a_divergence_is_recorded(tmp_path, monkeypatch):
+    """springs.py --ensemble: the seeds of a model and size trained as one ensemble, each as its lone run;
+    a seed that diverges is recorded as run_one records it, and the others are trained."""
+    data = tmp_path / "springs.npz"
+    save_trajectories(data, generate(Springs(), n_systems=12, steps=12, dt=0.01, seed=0))
+    scale = dataclasses.replace(springs.SCALES["smoke"], sizes=(24,), seeds=(0, 1, 2))
+    make_config = springs.train_config
+
+    def small_config(*args, **kwargs):
+        config = dataclasses.replace(make_config(*args, **kwargs), epochs=2, batch_size=8, validation_windows=8)
+        return dataclasses.replace(config, lr=1e6) if config.seed == 2 else config
+
+    monkeypatch.setattr(springs, "train_config", small_config)
+    entries = [("HLieConv SO(2)", "hlieconv", "SO2", 24, seed) for seed in (0, 1, 2)]
+    springs.train_together(scale, tmp_path, {"train": data}, entries, "cpu")
+    assert (tmp_path / "failed" / "hlieconv-so2_w24_seed2.txt").read_text().startswith("training diverged")
+    for seed in (0, 1):
+        run = springs.run_name("HLieConv SO(2)", 24, seed)
+        train(small_config(scale, "hlieconv", "SO2", 24, seed), data, tmp_path / f"alone{seed}", progress=False)
+        ours, theirs = (springs.load_checkpoint(folder / "last.pt")["model"]
+                        for folder in (tmp_path / "runs" / run, tmp_path / f"alone{seed}"))
+        assert all(torch.allclose(ours[key], theirs[key], rtol=0, atol=1e-6) for key in theirs)
+        assert springs.device_spans(tmp_path / "devices" / f"{run}.jsonl", 2) == [("cpu", 1, 2)]

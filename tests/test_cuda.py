@@ -114,3 +114,18 @@ def test_compiled_training_on_cuda_is_the_eager_training(springs_file, tmp_path)
     z0, params = z0.cuda(), {k: v.cuda() for k, v in params.items()}
     assert torch.allclose(rollout(model, z0, params, 50, 0.01, compile=True), rollout(model, z0, params, 50, 0.01),
                           rtol=1e-10, atol=1e-12)
+
+
+def test_an_ensemble_on_cuda_trains_each_member_as_alone(springs_file, tmp_path):
+    """hamnet.ensemble's joint step on the GPU: each member's weights as its lone run's (float64: batched
+    GPU kernels round differently, so the comparison is at float64 round-off scaled by three epochs)."""
+    from hamnet.ensemble import train_ensemble
+
+    configs = [config(dtype="float64", seed=seed, lr=lr) for seed, lr in ((0, 3e-3), (1, 1e-3), (2, 3e-3))]
+    train_ensemble(configs, springs_file, [tmp_path / f"together{k}" for k in range(3)], device="cuda")
+    for k, member in enumerate(configs):
+        train(member, springs_file, tmp_path / f"alone{k}", device="cuda")
+        together = load_checkpoint(tmp_path / f"together{k}" / "last.pt")["model"]
+        alone = load_checkpoint(tmp_path / f"alone{k}" / "last.pt")["model"]
+        for name in alone:
+            torch.testing.assert_close(together[name], alone[name], rtol=1e-9, atol=1e-10)

@@ -95,7 +95,7 @@ def test_every_setting_flag_names_a_key_of_the_file():
                         if action.prog.endswith(" train"))
     flags = {option for action in train_parser._actions for option in action.option_strings if option.startswith("--")}
     not_settings = {"--help", "--config", "--print-config", "--kernel-bound", "--resume", "--quiet", "--threads",
-                    "--debug", "--plugin"}
+                    "--debug", "--plugin", "--ensemble-seeds"}
     assert flags - not_settings == set(FLAG_KEYS)
 
 
