@@ -2,7 +2,8 @@
 # The GPU checks, in one run on a machine with a CUDA device:
 #   1. the `cuda`-marked tests (tests/test_cuda.py: training in float32 and float64, exact resume,
 #      rollouts against the CPU, symmetry on the GPU; DDP over NCCL when there are two GPUs),
-#   2. training and rollout speed against the same machine's CPU (benchmarks/gpu_speed.py),
+#   2. training and rollout speed against the same machine's CPU (benchmarks/gpu_speed.py), and K models
+#      trained as one ensemble against one after the other (benchmarks/ensemble_speed.py --device cuda),
 #   3. a short training at the paper's scale (HLieConv SO(2), width 384, 4 layers, 3000 windows) on the
 #      GPU, compiled (`--compile on`), then `hamnet evaluate` of it,
 #   4. the spring benchmark end to end with training on the GPU (`benchmarks/springs.py --scale smoke
@@ -28,6 +29,7 @@ echo "== 1. tests marked cuda"
 
 echo "== 2. speed against the CPU"
 "$PY" benchmarks/gpu_speed.py --out "$OUT" 2>&1 | tee "$OUT/gpu_speed.log" || status=1
+"$PY" benchmarks/ensemble_speed.py --device cuda --out "$OUT" 2>&1 | tee "$OUT/ensemble_speed.log" || status=1
 
 echo "== 3. paper scale, $EPOCHS epochs on the GPU"
 {

@@ -350,9 +350,7 @@ def compile_speed() -> list[str]:
     report = result("compile_speed.json")
     body = []
     for row in report["rows"]:
-        model = row["model"]
-        label = " ".join(str(part) for part in (model["name"], model.get("group"), f"{model['width']}x{model['depth']}")
-                         if part)
+        label = _model_label(row["model"])
         if "eager_seconds_per_step" in row:
             what, per = f"rollout of {row['systems']} springs, float64 leapfrog", "step"
             eager, compiled = row["eager_seconds_per_step"], row["compiled_seconds_per_step"]
@@ -364,6 +362,23 @@ def compile_speed() -> list[str]:
         body.append([label, what, f"{eager:#.3g} s / {per}", f"{compiled:#.3g} s", f"{row['speedup']:.2f}x",
                      f"{row['compile_cold_seconds']:.0f} s ({row['compile_cached_seconds']:.0f} s cached)"])
     return rows(["model", "what", "eager", "compiled", "speed-up", "first compilation"], body)
+
+
+def _model_label(model: dict) -> str:
+    """``hlieconv SE3 64x3`` from a benchmark row's model settings."""
+    return " ".join(str(part) for part in (model["name"], model.get("group"), f"{model['width']}x{model['depth']}") if part)
+
+
+@table
+def ensemble_speed() -> list[str]:
+    report = result("ensemble_speed.json")
+    body = []
+    for row in report["rows"]:
+        label = _model_label(row["model"])
+        body.append([label, f"{row['system']}, {row['method']}, {row['substeps']} sub-steps, batch {row['batch']}",
+                     str(row["members"]), f"{row['alone_seconds_per_1000_windows']:#.3g} s",
+                     f"{row['together_seconds_per_1000_windows']:#.3g} s", f"{row['speedup']:.2f}x"])
+    return rows(["model", "windows", "K", "one after the other, per 1000 windows each", "together", "speed-up"], body)
 
 
 @table
@@ -390,7 +405,7 @@ def springs_long() -> list[str]:
             if run is None:
                 continue
             vpt, drift = run["valid_prediction_time"], run["drift"]
-            body.append([row["row"], row["starts_from"] or "-",
+            body.append([row["row"] + (f", seed {seed}" if len(row["runs"]) > 1 else ""), row["starts_from"] or "-",
                          f"{vpt['median']:.2f} [{vpt['q1']:.2f}, {vpt['q3']:.2f}]", str(vpt["never_exceeded"]),
                          f"{_percent3(drift['energy']['median'])} ({_percent3(drift['energy']['max'])})",
                          sci(max(drift["linear_momentum"]["max"], drift["angular_momentum"]["max"]))])
