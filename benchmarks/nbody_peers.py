@@ -309,8 +309,11 @@ def train_together(work: Path, runs: list[tuple], scale: Scale, substeps: int, d
         todo = [(folder, config) for folder, config in members
                 if not trained(folder, config) and (folder / "last.pt").exists() == resume]
         if todo:
-            train_ensemble([config for _, config in todo], train_path, [folder for folder, _ in todo], resume=resume,
-                           device=device)
+            results = train_ensemble([config for _, config in todo], train_path, [folder for folder, _ in todo],
+                                     resume=resume, device=device)
+            for (folder, _), result in zip(todo, results):  # run_hamiltonian then raises it, as for a lone run
+                if "diverged" in result:
+                    logging.error("%s: %s", folder.name, result["diverged"])
 
 
 def run_hamiltonian(folder: Path, train_path: Path, protocol: Protocol, budget: Budget, name: str,

@@ -125,7 +125,8 @@ def add_commands(commands) -> None:
     run.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
     run.add_argument("--ensemble-seeds", type=int, nargs="+", default=None, metavar="SEED",
                      help="train one member per seed, all in this process with joint steps (hamnet.ensemble: each "
-                     "member as if trained alone, to round-off), into --out/seedSEED; pays on a GPU, not on a CPU")
+                     "member as if trained alone, to round-off), into --out/seedSEED (a --config file's seed is "
+                     "replaced); pays on a GPU, not on a CPU")
     run.add_argument("--allow-rollout", action="store_true",
                      help="accept a rollout file (a model's output) as training data, without the systems that "
                      "diverged in it (default: refused; a model's output is not ground truth)")
@@ -279,6 +280,9 @@ def run_train(args: argparse.Namespace) -> None:
 def _train_ensemble(args: argparse.Namespace, config: TrainConfig, run: RunSettings) -> None:
     """``--ensemble-seeds``: one member per seed in ``--out/seedSEED``; a member that diverged is its line on
     stderr and exit status 1 once the others are done."""
+    if any((Path(run.out) / name).exists() for name in ("config.json", "last.pt")):
+        raise InputError(f"--out {run.out} holds a run; --ensemble-seeds writes its members into subfolders of a new "
+                         "folder (or of an ensemble's, with --resume): choose another --out")
     folders = [Path(run.out) / f"seed{seed}" for seed in args.ensemble_seeds]
     configs = [dataclasses.replace(config, seed=seed) for seed in args.ensemble_seeds]
     results = train_ensemble(configs, run.data, folders, resume=args.resume, device=run.device)
@@ -304,6 +308,9 @@ def _check(args: argparse.Namespace, settings: _Settings) -> None:
     if args.ensemble_seeds is not None:
         refuse_given(args, ("--seed", "--tensorboard", "--print-config"), "--ensemble-seeds gives each member its seed "
                      "and writes no TensorBoard files or settings of its own")
+        if settings.get("run", "tensorboard"):  # from a --config file (a seed there is each member's to replace)
+            raise InputError(f"{settings.origin[('run', 'tensorboard')]}: --ensemble-seeds writes no TensorBoard files; "
+                             "set it false")
         for seed in args.ensemble_seeds:
             check_seed(seed)
         if len(set(args.ensemble_seeds)) < len(args.ensemble_seeds):

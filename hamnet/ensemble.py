@@ -49,7 +49,7 @@ from .monitor import MonitorSettings
 from .optimisation import DTYPES, TrainingDiverged, TrainingStep
 from .runs import RunFiles
 from .settings_file import RunSettings
-from .training import StartedRun, TrainConfig, end_epoch, finite_weights, start_run
+from .training import StartedRun, TrainConfig, end_epoch, finite_weights, open_run, prepare_run
 
 __all__ = ["EnsembleModel", "SHARED_SETTINGS", "joint_step", "train_ensemble"]
 
@@ -177,28 +177,46 @@ def train_ensemble(configs: Sequence[TrainConfig], data_path: str | os.PathLike,
     would and all in one process, with joint steps (see the module's note). ``resume``,
     ``stop_after_epochs`` and the folders' rules are ``train``'s, per member. Returns each member's last
     epoch's metrics; for a member that diverged, ``{"diverged": "the one-line reason"}``. Settings the
-    members cannot share are refused in one line before anything is written; folders this call created
-    are removed if setting up a later member fails."""
+    members cannot share (as given, and as the data resolves them) are refused in one line before any
+    folder is touched; if opening a later member's folder fails, the folders this call created are
+    removed."""
     _check_members(list(configs), [Path(folder) for folder in run_dirs])
     context = Context(device=torch.device(device))
-    fresh = [Path(folder) for folder in run_dirs if not Path(folder).exists()]
+    started = [prepare_run(dataclasses.replace(config, compile="off"), Path(data_path), RunFiles(Path(folder)), context,
+                           resume) for config, folder in zip(configs, run_dirs)]
+    _check_resolved(started)
     with contextlib.ExitStack() as held:
-        started = []
         try:
-            for config, folder in zip(configs, run_dirs):
-                watching = (MonitorSettings(False, False), RunSettings(data=str(data_path), out=str(folder), device=device))
-                started.append(start_run(dataclasses.replace(config, compile="off"), Path(data_path),
-                                         RunFiles(Path(folder)), context, resume, watching, stop_after_epochs, held))
-            counts = sorted({len(member.train_windows) for member in started})
-            if len(counts) > 1:
-                raise ValueError(f"ensemble members have {' and '.join(map(str, counts))} training windows (their seeds "
-                                 f"split the systems differently); give every member --max-windows {counts[0]}")
+            for member in started:
+                watching = (MonitorSettings(False, False),
+                            RunSettings(data=str(data_path), out=str(member.files.folder), device=device))
+                open_run(member, context, resume, watching, stop_after_epochs, held)
         except BaseException:
-            held.close()  # the locks first, then what this call made
-            for folder in fresh:
-                shutil.rmtree(folder, ignore_errors=True)
+            for member in started:  # what this call made, removed while its lock is still held
+                if member.created and member.run.epoch == 0:
+                    shutil.rmtree(member.files.folder, ignore_errors=True)
             raise
         return _train_members(started, context)
+
+
+def _check_resolved(started: list[StartedRun]) -> None:
+    """What the members' data and checkpoints resolved, which the joint pass must share."""
+    def differ(values: list) -> bool:
+        return len({repr(value) for value in values}) > 1
+
+    substeps = [member.config.substeps for member in started]
+    if differ(substeps):
+        raise ValueError(f"ensemble members resolved --substeps auto to {', '.join(map(str, substeps))} (each from its "
+                         f"own training systems); give every member --substeps {max(substeps)}")
+    bounded = [member.config.model.kernel_bound is not None for member in started]
+    if differ(bounded):
+        raise ValueError("ensemble members differ in whether their kernel is bounded; give every member a bound "
+                         "(--kernel-bound auto or a number) or none")
+    counts = [len(member.train_windows) for member in started]
+    if differ(counts):
+        raise ValueError(f"ensemble members have {', '.join(map(str, counts))} training windows (their seeds, "
+                         f"--validation or --test split the systems differently); give every member --max-windows "
+                         f"{min(counts)}")
 
 
 def _check_members(configs: list[TrainConfig], folders: list[Path]) -> None:
@@ -232,7 +250,7 @@ def _draws_lift_samples(model: ModelConfig) -> bool:
         group = get_group(model.group or f"T{model.dim or 2}", model.dim)
         return bool(group.stabilizer_dim) and resolve_lift(group, model.lift, model.lift_samples)[0] == "monte-carlo"
     except ValueError:
-        return False  # a bad group or lift: start_run says what is wrong with it
+        return False  # a bad group or lift: prepare_run says what is wrong with it
 
 
 def _train_members(started: list[StartedRun], context: Context) -> list[dict[str, Any]]:

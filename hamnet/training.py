@@ -186,9 +186,10 @@ class TrainConfig:
 
 
 def _open_run(files: RunFiles, run: "_Run", config: TrainConfig, data_info: dict, resume: bool,
-              held: contextlib.ExitStack, settings: RunSettings) -> bool:
+              held: contextlib.ExitStack, settings: RunSettings) -> tuple[bool, bool]:
     """Main rank: create and lock the run folder (the lock joins ``held``), decide where the run
-    starts and write its first files. Returns whether the run resumes a checkpoint."""
+    starts and write its first files. Returns whether the run resumes a checkpoint and whether this
+    call created the folder."""
     created = make_run_folder(files, resume)
     held.enter_context(locked(files))  # if another process holds it, the folder is theirs: left alone
     try:
@@ -196,7 +197,7 @@ def _open_run(files: RunFiles, run: "_Run", config: TrainConfig, data_info: dict
         if state is not None:
             run.restore(state, files.last)
         _write_start(files, run, config, data_info, settings, fresh=state is None)
-        return state is not None
+        return state is not None, created
     except BaseException:
         if created and not files.last.exists():
             shutil.rmtree(files.folder, ignore_errors=True)  # nothing worth keeping: leave no half-made run
@@ -311,7 +312,8 @@ class _Run:
 
 def _train(config, data_path, files, context, resume, run_settings, stop_after_epochs):
     with contextlib.ExitStack() as held:  # the folder's lock (main rank), held until the run ends
-        started = start_run(config, data_path, files, context, resume, run_settings, stop_after_epochs, held)
+        started = prepare_run(config, data_path, files, context, resume)
+        open_run(started, context, resume, run_settings, stop_after_epochs, held)
         metrics: dict[str, Any] = {}
         while started.run.epoch < started.last_epoch:
             begun = time.perf_counter()
@@ -323,8 +325,9 @@ def _train(config, data_path, files, context, resume, run_settings, stop_after_e
 
 @dataclass
 class StartedRun:
-    """A run ready for its next epoch (:func:`start_run`): its step and state, settings as resolved, folder,
-    windows, data record and monitor, the epoch this call ends at, and ``diverged(what)``, the error for
+    """A run prepared (:func:`prepare_run`: its step and state, settings as resolved, folder, windows, data
+    record) and, once :func:`open_run` has opened its folder, ready for its next epoch (its monitor, the
+    epoch this call ends at, and whether this call created the folder); ``diverged(what)``, the error for
     a run that stops being finite. What :func:`hamnet.ensemble.train_ensemble` drives for each member."""
 
     run: _Run
@@ -333,18 +336,18 @@ class StartedRun:
     train_windows: Windows
     validation: tuple
     data_info: dict
-    monitor: Monitor
-    last_epoch: int
+    monitor: Monitor | None = None
+    last_epoch: int = 0
+    created: bool = False
 
     def diverged(self, what: str) -> TrainingDiverged:
         return diverged_error(self.run.step, self.run.epoch, self.config, self.files, self.train_windows,
                               self.data_info["path"], what)
 
 
-def start_run(config, data_path, files, context, resume, run_settings, stop_after_epochs,
-              held: contextlib.ExitStack) -> StartedRun:
-    """Everything before the first epoch: data, settings the data resolves, the checked step, the run
-    folder created or resumed and locked (the lock joins ``held``)."""
+def prepare_run(config, data_path, files, context, resume) -> StartedRun:
+    """Everything before the run folder is touched (nothing is written): the data, the settings the data
+    (or, resuming, the checkpoint) resolves, the checked step."""
     data, train_windows, validation_windows, left_out, region = _prepare_data(config, data_path, context)
     config = dataclasses.replace(config, model=config.model.for_data(data))  # what it leaves to the data
     start = None  # the model of init_from, and its record; a resumed run continues from its own checkpoint
@@ -370,17 +373,24 @@ def start_run(config, data_path, files, context, resume, run_settings, stop_afte
                  "n_train_windows": len(train_windows), "sha256": file_sha256(data_path), "region": region}
     if rollout_model(data) is not None:
         data_info["rollout"] = {"model": rollout_model(data), "diverged_left_out": len(left_out)}
+    return StartedRun(run, config, files, train_windows, validation_windows, data_info)
+
+
+def open_run(started: StartedRun, context, resume, run_settings, stop_after_epochs, held: contextlib.ExitStack) -> None:
+    """Create or resume ``started``'s run folder, locked (the lock joins ``held``): the run is then ready
+    for its next epoch."""
+    run, config, files, data_info = started.run, started.config, started.files, started.data_info
     watching, settings = run_settings
-    resumed = on_main(context, lambda: _open_run(files, run, config, data_info, resume, held, settings))
+    resumed, started.created = on_main(context, lambda: _open_run(files, run, config, data_info, resume, held,
+                                                                  settings))
     if resumed and not context.is_main:
         run.restore(load_checkpoint(files.last), files.last)  # checked by the main rank
     if context.world_size > 1:
         # a Hamiltonian's constant offset (the output bias) never reaches the force, so it gets no
         # gradient; DDP must be told such parameters exist
         run.step.loss_module = nn.parallel.DistributedDataParallel(run.step.loss_module, find_unused_parameters=True)
-    monitor = held.enter_context(watching.open(files.folder, config.epochs, run.epoch))
-    last_epoch = min(config.epochs, run.epoch + (stop_after_epochs or config.epochs))
-    return StartedRun(run, config, files, train_windows, validation_windows, data_info, monitor, last_epoch)
+    started.monitor = held.enter_context(watching.open(files.folder, config.epochs, run.epoch))
+    started.last_epoch = min(config.epochs, run.epoch + (stop_after_epochs or config.epochs))
 
 
 

@@ -165,6 +165,11 @@ def test_members_that_cannot_share_a_step_are_refused_and_nothing_is_left(spring
         train_ensemble(configs, springs_file, [tmp_path / f"m{k}" for k in range(3)])
     assert "\n" not in str(raised.value)
     assert list(tmp_path.iterdir()) == []
+    for k in range(3):  # folders that were there, empty, stay empty
+        (tmp_path / f"m{k}").mkdir()
+    with pytest.raises(ValueError, match=message):
+        train_ensemble(configs, springs_file, [tmp_path / f"m{k}" for k in range(3)])
+    assert all(list((tmp_path / f"m{k}").iterdir()) == [] for k in range(3))
 
 
 def test_a_monte_carlo_lift_is_refused_before_anything_is_written(springs_file, tmp_path):
@@ -172,6 +177,32 @@ def test_a_monte_carlo_lift_is_refused_before_anything_is_written(springs_file, 
     with pytest.raises(ValueError, match="Monte Carlo lift"):
         train_ensemble(members(model), springs_file, [tmp_path / f"m{k}" for k in range(3)])
     assert list(tmp_path.iterdir()) == []
+
+
+def test_substeps_auto_resolved_apart_is_refused_before_any_folder_is_touched(tmp_path):
+    """--substeps auto is chosen from each member's own training windows: seeds 0 and 1 of this coarse file
+    choose different numbers (55 and 61), which one joint pass cannot integrate. Folders that existed stay
+    as they were."""
+    coarse = tmp_path / "coarse.npz"
+    save_trajectories(coarse, generate(Springs(n_particles=4), n_systems=24, steps=12, dt=0.1, seed=0))
+    configs = [dataclasses.replace(config, substeps="auto", chunk=3) for config in members(MODELS["fc-hnn"])[:2]]
+    (tmp_path / "m0").mkdir()
+    with pytest.raises(ValueError, match=r"resolved --substeps auto to \d+, \d+ .* --substeps \d+"):
+        train_ensemble(configs, coarse, [tmp_path / "m0", tmp_path / "m1"])
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["coarse.npz", "m0"]
+    assert list((tmp_path / "m0").iterdir()) == []
+
+
+def test_a_folder_another_process_holds_is_left_to_it_and_ours_are_removed(springs_file, tmp_path):
+    from hamnet.runs import RunFiles, RunFolderInUse, locked, make_run_folder
+
+    theirs = RunFiles(tmp_path / "m1")
+    make_run_folder(theirs, resume=False)
+    with locked(theirs):
+        with pytest.raises(RunFolderInUse):
+            train_ensemble(members(MODELS["fc-hnn"])[:2], springs_file, [tmp_path / "m0", tmp_path / "m1"])
+        assert not (tmp_path / "m0").exists()  # made by the failed call: removed
+        assert sorted(path.name for path in (tmp_path / "m1").iterdir()) == [".lock"]  # theirs: untouched
 
 
 def test_two_members_in_one_folder_are_refused(springs_file, tmp_path):
@@ -195,6 +226,15 @@ def test_the_cli_trains_one_member_per_seed(springs_file, tmp_path, capsys):
         assert close(weights(out / f"seed{seed}"), weights(alone), atol=1e-6)
         assert f"seed = {seed}" in (out / f"seed{seed}" / "config.toml").read_text()
     assert capsys.readouterr().out.count("trained fc-hnn to epoch 1") == 4
+
+
+def test_the_cli_will_not_put_members_inside_a_run(springs_file, tmp_path, capsys):
+    flags = ["train", "--data", str(springs_file), "--model", "fc-hnn", "--epochs", "1", "--max-windows", "16", "--quiet"]
+    assert main([*flags, "--out", str(tmp_path / "lone")]) == 0
+    before = sorted(path.name for path in (tmp_path / "lone").iterdir())
+    assert main([*flags, "--out", str(tmp_path / "lone"), "--ensemble-seeds", "0", "1"]) == 1
+    assert "holds a run" in capsys.readouterr().err
+    assert sorted(path.name for path in (tmp_path / "lone").iterdir()) == before
 
 
 @pytest.mark.parametrize("extra, message", [
