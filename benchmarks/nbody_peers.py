@@ -42,8 +42,8 @@ papers' data sizes (3000 / 2000 / 2000 trajectories) and training lengths, for a
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/nbody_peers.py --scale small &
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/nbody_peers.py --scale small --report
 
-``--ensemble`` trains the seeds of each learned Hamiltonian together (:func:`hamnet.train_ensemble`, each
-seed's weights as its lone run's to round-off), with ``--device cuda`` on a GPU, where that saves kernel
+``--ensemble`` trains the seeds of each learned Hamiltonian together
+(:func:`hamnet.ensemble.train_ensemble`, each seed's weights as its lone run's to round-off), with ``--device cuda`` on a GPU, where that saves kernel
 launches; a run's recorded training seconds are then the ensemble's.
 
 Resumable: data, training runs and scores are kept under ``benchmarks/work/nbody_peers_<scale>/``; a rerun
@@ -298,7 +298,7 @@ def trained(folder: Path, config: TrainConfig) -> bool:
 
 def train_together(work: Path, runs: list[tuple], scale: Scale, substeps: int, device: str) -> None:
     """The seeds of one model on one protocol (``runs``: plan entries) as one ensemble
-    (:func:`hamnet.train_ensemble`): the runs :func:`run_hamiltonian` then finds trained and scores."""
+    (:func:`hamnet.ensemble.train_ensemble`): the runs :func:`run_hamiltonian` then finds trained and scores."""
     protocol = PROTOCOLS[runs[0][0]]
     budget = scale.budgets[protocol.name]
     train_path = data_file(work, protocol, "train", budget.train)
@@ -511,8 +511,9 @@ def main() -> None:
                         "rollout (default 1); results go to their own folder and files")
     parser.add_argument("--device", default="cpu", help="where the learned Hamiltonians train (scored on the CPU)")
     parser.add_argument("--ensemble", action="store_true",
-                        help="train the seeds of each learned Hamiltonian as one ensemble (hamnet.train_ensemble: "
-                        "each as alone, to round-off; for a GPU, where it saves kernel launches)")
+                        help="train the seeds of each learned Hamiltonian as one ensemble "
+                        "(hamnet.ensemble.train_ensemble: each as alone, to round-off; for a GPU, where it saves "
+                        "kernel launches)")
     add_piece_arguments(parser)
     args, part, parts = start_pieces(parser)
     scale = SCALES[args.scale]

@@ -369,8 +369,8 @@ def record_failure(work: Path, run: str, message: str) -> None:
 
 def train_together(scale: Scale, work: Path, paths: dict, entries: list[tuple], device: str) -> None:
     """The seeds of one model and size (``entries``: plan entries) trained as one ensemble
-    (:func:`hamnet.train_ensemble`); :func:`run_one` then finds them trained and scores them. A member that
-    diverged is recorded as :func:`run_one` records it."""
+    (:func:`hamnet.ensemble.train_ensemble`); :func:`run_one` then finds them trained and scores them. A
+    member that diverged is recorded as :func:`run_one` records it."""
     members = []
     for label, name, group, windows, seed in entries:
         run, config = run_name(label, windows, seed), train_config(scale, name, group, windows, seed)
@@ -643,9 +643,9 @@ def main() -> None:
                         help="train again the runs whose training diverged (skipped otherwise: with the same settings "
                         "they diverge again)")
     parser.add_argument("--ensemble", action="store_true",
-                        help="train the seeds of each model and size as one ensemble (hamnet.train_ensemble: each as "
-                        "alone, to round-off; for a GPU, where it saves kernel launches); the recorded training "
-                        "seconds are then the ensemble's")
+                        help="train the seeds of each model and size as one ensemble (hamnet.ensemble.train_ensemble: "
+                        "each as alone, to round-off; for a GPU, where it saves kernel launches); the recorded "
+                        "training seconds are then the ensemble's")
     add_piece_arguments(parser)
     args, part, parts = start_pieces(parser)
     if args.device != "cpu" and not args.device.startswith("cuda"):

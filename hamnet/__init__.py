@@ -24,7 +24,6 @@ from .readers import import_trajectories
 from .rollouts import RolloutError, rollout
 from .simulation import generate
 from .training import TrainConfig, train
-from .ensemble import train_ensemble
 from .version import __version__
 
 __all__ = [
@@ -39,5 +38,5 @@ __all__ = [
     # integration
     "rollout", "Integrator", "register_integrator", "RolloutError", "ConvergenceError",
     # training and evaluation
-    "TrainConfig", "train", "train_ensemble", "fit", "model_from_checkpoint", "CheckpointError", "evaluate", "conservation_report",
+    "TrainConfig", "train", "fit", "model_from_checkpoint", "CheckpointError", "evaluate", "conservation_report",
 ]
