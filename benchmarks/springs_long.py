@@ -40,8 +40,10 @@ from pathlib import Path
 import torch
 
 from hamnet.checkpoint import model_from_checkpoint
+from hamnet.diagnostics import conservation_report
 from hamnet.evaluation import bounded_errors, evaluate, valid_prediction_time
 from hamnet.io import load_trajectories
+from hamnet.rollouts import rollout_systems
 from hamnet.systems import Springs
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -134,6 +136,30 @@ def score(run: Path, test) -> dict:
             "score_seconds": round(time.perf_counter() - started, 1)}
 
 
+def worst_systems(run: Path, test, count: int = 5, compile: bool = True) -> dict:
+    """The ``count`` held-out systems whose true energy the learned rollout changes most, each with what might
+    explain it: its energy |H(0)| (against the median over all), the farthest any particle of its true
+    trajectory gets from the origin (against the training positions' 99.9% quantile), and the change the
+    integrator alone makes (the true Hamiltonian through the same leapfrog)."""
+    model, state = model_from_checkpoint(run / "best.pt")
+    system = test.system()
+    learned = rollout_systems(model, test.z[:, 0], test.params, test.n_times - 1, float(test.meta["dt"]),
+                              method="leapfrog", keep_diverged=True, compile=compile)
+    change = conservation_report(learned.z, system.hamiltonian, test.params)["energy"]
+    true_change = conservation_report(true_leapfrog(test)[0].z, system.hamiltonian, test.params)["energy"]
+    energy = system.hamiltonian(test.z[:, 0], test.params).abs()
+    radius = test.z[:, :, 0].norm(dim=-1).amax((1, 2))
+    train = load_trajectories(state["data"]["path"]) if Path(state["data"]["path"]).exists() else None
+    worst = change.argsort(descending=True)[:count].tolist()
+    return {"run": run.name, "systems_over_10_percent": int((change > 0.1).sum()),
+            "systems_over_5_percent": int((change > 0.05).sum()), "median_energy": float(energy.median()),
+            "training_radius_q999": None if train is None else float(
+                train.z[:, :, 0].norm(dim=-1).flatten().quantile(0.999)),
+            "worst": [{"system": i, "energy_change": float(change[i]), "energy": float(energy[i]),
+                       "largest_radius": float(radius[i]), "integrator_energy_change": float(true_change[i])}
+                      for i in worst]}
+
+
 def integrator_limit(test) -> dict:
     """The true Hamiltonian through the same float64 leapfrog at the data's dt: its VPT and energy change."""
     result, energy = true_leapfrog(test)
@@ -148,13 +174,19 @@ def main() -> None:
     parser.add_argument("--scale", default="small", choices=SCALES)
     parser.add_argument("--work", default=None, help="work folder (default: benchmarks/work/springs_long[_smoke])")
     parser.add_argument("--out", default=str(HERE / "results"))
+    parser.add_argument("--explain", nargs="+", default=[], metavar="RUN",
+                        help="only: for these trained runs, the held-out systems whose energy changes most and what "
+                        "sets them apart (written to work/explained/RUN.json, quoted by --report)")
     add_piece_arguments(parser)
     args, part, parts = start_pieces(parser)
     scale = SCALES[args.scale]
     suffix = "" if args.scale == "small" else f"_{args.scale}"
     work = Path(args.work) if args.work else HERE / "work" / f"springs_long{suffix}"
     train_file, test_file = held_out_files(work, Springs(), scale)
-    if not args.report:
+    for name in args.explain:
+        write_json(work / "explained" / f"{name}.json", worst_systems(work / "runs" / name, load_trajectories(test_file)))
+        logging.info("%s explained", name)
+    if not args.report and not args.explain:
         rows = {run_name(row[0], seed): (row, seed) for row in ROWS for seed in SEEDS[row[0]]}
         for name in my_runs(plan(), part, parts, work / "claims"):
             out = work / "scores" / f"{name}.json"
@@ -183,7 +215,8 @@ def report(work: Path, scale: Scale, args, suffix: str) -> None:
                "scale": args.scale, "note": scale.note, "threads": args.threads, "torch": torch.__version__,
                "rows": [{"row": row[0], "starts_from": row[1], "what": row[3], "seeds": list(SEEDS[row[0]]),
                          "runs": {str(seed): scores.get(run_name(row[0], seed)) for seed in SEEDS[row[0]]}} for row in ROWS],
-               "integrator": scores.get("integrator")}
+               "integrator": scores.get("integrator"),
+               "worst_systems": [json.loads(path.read_text()) for path in sorted((work / "explained").glob("*.json"))]}
     write_result_files(Path(args.out) / f"springs_long{suffix}", results, markdown(results))
 
 
@@ -210,6 +243,16 @@ def markdown(results: dict) -> list[str]:
             lines.append(f"| {row['row']} (seed {seed}) | {row['what']} | {vpt['median']:.2f} [{vpt['q1']:.2f}, "
                          f"{vpt['q3']:.2f}] | {vpt['never_exceeded']} | {drift['energy']['median']:.2g} "
                          f"({drift['energy']['max']:.2g}) | {momenta:.1e} | {run['diverged']} |")
+    for explained in results.get("worst_systems", []):
+        radius = explained["training_radius_q999"]
+        lines += ["", f"Systems whose true energy {explained['run']} changes most (`--explain {explained['run']}`): "
+                  f"{explained['systems_over_10_percent']} over 10%, {explained['systems_over_5_percent']} over 5%; "
+                  f"median energy H(0) of all {explained['median_energy']:.3g}"
+                  + (f", 99.9% of training positions within {radius:.3g} of the origin" if radius else "") + ".", "",
+                  "| system | energy change | H(0) | farthest particle from the origin | the integrator's own change |",
+                  "|---|---|---|---|---|"]
+        lines += [f"| {row['system']} | {row['energy_change']:.3g} | {row['energy']:.3g} | {row['largest_radius']:.3g} "
+                  f"| {row['integrator_energy_change']:.2g} |" for row in explained["worst"]]
     return lines
 
 

@@ -115,7 +115,7 @@ def springs_small_mse() -> list[str]:
 @table
 def pretrained() -> list[str]:
     body = []
-    for name in ("springs-so2", "springs-t2"):
+    for name in ("springs-so2", "springs-t2", "springs-so2-long"):
         card = result(f"pretrained_{name}.json")
         scores, long = card["evaluate"], card["long_rollout"]
         body.append([f"`{name}`", sci(scores["window_mse"]), f"{scores['rollout_error']['final']:.2g}",

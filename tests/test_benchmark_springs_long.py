@@ -4,6 +4,7 @@ limit against a hand check."""
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from hamnet.simulation import generate
@@ -50,3 +51,30 @@ def test_the_integrator_limit_is_the_true_flow_against_itself():
     shifted.z[:, 1:] += 1.0  # "truth" far from any flow from the first state: invalid from the first step
     assert sl.integrator_limit(shifted)["valid_prediction_time"]["median"] <= 0.011
     assert torch.isfinite(torch.tensor(limit["energy"]["median"]))
+
+
+def test_the_worst_systems_are_those_whose_energy_the_model_changes_most(tmp_path):
+    """--explain: the systems are ordered by the learned rollout's true-energy change, which matches the
+    change measured directly, and each carries its energy, reach and the integrator's own change."""
+    from hamnet.diagnostics import conservation_report
+    from hamnet.io import save_trajectories
+    from hamnet.models import ModelConfig
+    from hamnet.rollouts import rollout_systems
+    from hamnet.training import TrainConfig, train
+
+    data, test = tmp_path / "train.npz", generate(Springs(n_particles=4), n_systems=6, steps=60, dt=0.01, seed=1)
+    save_trajectories(data, generate(Springs(n_particles=4), n_systems=12, steps=12, dt=0.01, seed=0))
+    model = ModelConfig(name="hlieconv", group="SO2", width=8, depth=1, kernel_width=8, kernel_channels=4)
+    train(TrainConfig(model=model, epochs=1, batch_size=16, max_windows=32, validation_windows=8), data,
+          tmp_path / "run", progress=False)
+    explained = sl.worst_systems(tmp_path / "run", test, count=3, compile=False)
+    changes = [row["energy_change"] for row in explained["worst"]]
+    assert changes == sorted(changes, reverse=True) and len(changes) == 3
+    model_, _ = sl.model_from_checkpoint(tmp_path / "run" / "best.pt")
+    rolled = rollout_systems(model_, test.z[:, 0], test.params, test.n_times - 1, 0.01, method="leapfrog",
+                             keep_diverged=True)
+    direct = conservation_report(rolled.z, test.system().hamiltonian, test.params)["energy"]
+    assert changes[0] == pytest.approx(float(direct.max()), rel=1e-9)
+    first = explained["worst"][0]
+    assert first["energy"] > 0 and first["largest_radius"] > 0 and 0 <= first["integrator_energy_change"] < 0.05
+    assert explained["training_radius_q999"] > 0
