@@ -78,3 +78,18 @@ def test_the_worst_systems_are_those_whose_energy_the_model_changes_most(tmp_pat
     first = explained["worst"][0]
     assert first["energy"] > 0 and first["largest_radius"] > 0 and 0 <= first["integrator_energy_change"] < 0.05
     assert explained["training_radius_q999"] > 0
+    worst = explained["worst"][0]["system"]  # the learned rollout's own reach, not the true trajectory's
+    reach = float(rolled.z[worst, :, 0].norm(dim=-1).max())
+    assert first["learned_largest_radius"] == pytest.approx(reach, rel=1e-9)
+
+
+def test_a_row_of_more_systems_trains_on_that_many(tmp_path):
+    """MORE_SYSTEMS rows get their own training file, the scale's others the shared one (seed 0 both)."""
+    from hamnet.io import load_trajectories
+
+    scale = sl.SCALES["smoke"]
+    row = next(iter(sl.MORE_SYSTEMS))
+    more = load_trajectories(sl.training_file(tmp_path, scale, row))
+    plain = load_trajectories(sl.training_file(tmp_path, scale, sl.ROWS[0][0]))
+    assert more.z.shape[0] == sl.MORE_SYSTEMS[row] * scale.train_systems and plain.z.shape[0] == scale.train_systems
+    assert more.meta["seed"] == plain.meta["seed"] == 0
