@@ -297,17 +297,22 @@ def held_out_files(work: Path, system, scale: HeldOutScale) -> tuple[Path, Path]
     """The training (seed 0) and held-out (seed 1) files of ``system`` at dt 0.01, each generated once under
     a claim, so processes sharing ``work`` wait for one another (the generator is exact: a seed gives one
     file)."""
-    files = []
-    for name, systems, steps, seed in (("train", scale.train_systems, scale.train_steps, 0),
-                                       ("test", scale.test_systems, scale.test_steps, 1)):
-        path = work / "data" / f"{name}_systems{systems}_steps{steps}_seed{seed}.npz"
-        with claimed(work / "claims", path.stem, wait=True):
-            if not path.exists():
-                logging.info("generating %s", path.name)
-                path.parent.mkdir(parents=True, exist_ok=True)
-                save_trajectories(path, generate(system, n_systems=systems, steps=steps, dt=0.01, seed=seed))
-        files.append(path)
-    return files[0], files[1]
+    return (generated_file(work, system, f"train_systems{scale.train_systems}_steps{scale.train_steps}_seed0", 0,
+                           scale.train_systems, scale.train_steps),
+            generated_file(work, system, f"test_systems{scale.test_systems}_steps{scale.test_steps}_seed1", 1,
+                           scale.test_systems, scale.test_steps))
+
+
+def generated_file(work: Path, system, name: str, seed: int, systems: int, steps: int) -> Path:
+    """``work/data/NAME.npz``: ``systems`` x ``steps`` of ``system`` at dt 0.01 from ``seed``, generated once
+    under a claim (a process sharing ``work`` waits for the one generating it)."""
+    path = work / "data" / f"{name}.npz"
+    with claimed(work / "claims", path.stem, wait=True):
+        if not path.exists():
+            logging.info("generating %s", path.name)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            save_trajectories(path, generate(system, n_systems=systems, steps=steps, dt=0.01, seed=seed))
+    return path
 
 
 def true_leapfrog(test: Trajectories) -> tuple[Rollout, dict]:

@@ -12,7 +12,7 @@ Data: ``hamnet generate`` springs (the paper's: N = 6, 2D), 1000 training system
 the shipped models' training file) and 300 held-out systems x 10,000 steps (seed 1). Rows (:data:`ROWS`)
 are HLieConv SO(2), width 128, depth 4, 3000 windows, seed 1: the shipped ``springs-so2`` recipe (lr 1e-2,
 batch 50, leapfrog windows of 5 states, 30 epochs), the same at lr 3e-3 for 100 and 300 epochs (the
-300-epoch one also with its windows from 3000 training systems, :data:`MORE_SYSTEMS`), and
+300-epoch one also on other training data, :data:`TRAINING_DATA`: 3000 systems, a wider start), and
 phases started from another row's ``best.pt`` (``--init-from``): windows of 20 states, a float64
 finish, each with ``best.pt`` chosen on a rollout of the validation systems (``--select rollout``).
 
@@ -48,8 +48,9 @@ from hamnet.rollouts import rollout_systems
 from hamnet.systems import Springs
 
 sys.path.insert(0, str(Path(__file__).parent))
-from pieces import (HeldOutScale, add_piece_arguments, claimed, hamnet_config, held_out_files,  # noqa: E402
-                    my_runs, run_script, start_pieces, train_hamnet, true_leapfrog, write_json, write_result_files)
+from pieces import (HeldOutScale, add_piece_arguments, claimed, generated_file, hamnet_config,  # noqa: E402
+                    held_out_files, my_runs, run_script, start_pieces, train_hamnet, true_leapfrog, write_json,
+                    write_result_files)
 
 HERE = Path(__file__).parent
 
@@ -92,13 +93,43 @@ ROWS = [
     ("SO(2), lr 3e-3, 300 epochs, 3000 systems", None, ["--epochs", "300", "--lr", "3e-3"],
      "the row above with its 3000 windows drawn from 3000 training systems instead of 1000 (about one window "
      "per system, as the paper's data has): more of the initial distribution's tails seen"),
+    ("SO(2), lr 3e-3, 300 epochs, 1 in 4 spread 3x", None, ["--epochs", "300", "--lr", "3e-3"],
+     "the 300-epoch row with every 4th of its 1000 training systems started with its positions 3 times as "
+     "spread (the same springs, a wider start): training states out where the failing rollouts go"),
 ]
-#: rows trained on more systems than the scale's: the multiple (the same 500 steps each, seed 0)
-MORE_SYSTEMS = {"SO(2), lr 3e-3, 300 epochs, 3000 systems": 3}
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """A row's training systems where they are not the scale's: ``multiple`` times as many, and every
+    ``spread_every``-th one (0: none) started with its positions ``spread`` times as far apart (seed 0,
+    the scale's steps)."""
+    multiple: int = 1
+    spread_every: int = 0
+    spread: float = 1.0
+
+
+TRAINING_DATA = {"SO(2), lr 3e-3, 300 epochs, 3000 systems": TrainingData(multiple=3),
+                 "SO(2), lr 3e-3, 300 epochs, 1 in 4 spread 3x": TrainingData(spread_every=4, spread=3.0)}
+
+
+class SpreadSprings(Springs):
+    """The paper's springs whose every ``every``-th system starts with its positions ``spread`` times as
+    far apart; the dynamics, and so the file's system, are plain springs."""
+
+    def __init__(self, every: int, spread: float) -> None:
+        super().__init__()
+        self.every, self.spread = every, spread
+
+    def sample_state(self, params, generator):
+        z = super().sample_state(params, generator)
+        z[:: self.every, 0] *= self.spread
+        return z
 #: seeds of each row: 1 for all, three for the row that meets the VPT line (its spread is the figure), two
-#: for its 3000-system variant (enough to show the energy tail worse, not better)
+#: for its variants of other training data
 SEEDS = {row[0]: (1,) for row in ROWS} | {"SO(2), lr 3e-3, 300 epochs": (1, 2, 3),
-                                          "SO(2), lr 3e-3, 300 epochs, 3000 systems": (1, 2)}
+                                          "SO(2), lr 3e-3, 300 epochs, 3000 systems": (1, 2),
+                                          "SO(2), lr 3e-3, 300 epochs, 1 in 4 spread 3x": (1, 2)}
 #: validation windows of a phase that selects on a rollout (each rolled out select_steps steps every epoch)
 VALIDATION_WINDOWS = 200
 
@@ -172,9 +203,13 @@ def worst_systems(run: Path, test, count: int = 5, compile: bool = True) -> dict
 
 
 def training_file(work: Path, scale: Scale, row: str) -> Path:
-    """The training file of ``row``: the scale's (seed 0), or one of :data:`MORE_SYSTEMS` times its systems."""
-    more = MORE_SYSTEMS.get(row, 1)
-    return held_out_files(work, Springs(), dataclasses.replace(scale, train_systems=scale.train_systems * more))[0]
+    """The training file of ``row``: the scale's (seed 0), or the one its :data:`TRAINING_DATA` describes."""
+    data = TRAINING_DATA.get(row, TrainingData())
+    systems = scale.train_systems * data.multiple
+    if not data.spread_every:
+        return held_out_files(work, Springs(), dataclasses.replace(scale, train_systems=systems))[0]
+    name = f"train_systems{systems}_steps{scale.train_steps}_seed0_spread{data.spread:g}_every{data.spread_every}"
+    return generated_file(work, SpreadSprings(data.spread_every, data.spread), name, 0, systems, scale.train_steps)
 
 
 def integrator_limit(test) -> dict:

@@ -83,13 +83,27 @@ def test_the_worst_systems_are_those_whose_energy_the_model_changes_most(tmp_pat
     assert first["learned_largest_radius"] == pytest.approx(reach, rel=1e-9)
 
 
-def test_a_row_of_more_systems_trains_on_that_many(tmp_path):
-    """MORE_SYSTEMS rows get their own training file, the scale's others the shared one (seed 0 both)."""
+def test_rows_of_other_training_data_get_the_systems_they_name(tmp_path):
+    """A row of more systems trains on that many, a row of a wider start on springs whose every k-th system
+    starts spread by its factor and the rest as the scale's own file (seed 0 all); the others share one file."""
     from hamnet.io import load_trajectories
 
     scale = sl.SCALES["smoke"]
-    row = next(iter(sl.MORE_SYSTEMS))
-    more = load_trajectories(sl.training_file(tmp_path, scale, row))
     plain = load_trajectories(sl.training_file(tmp_path, scale, sl.ROWS[0][0]))
-    assert more.z.shape[0] == sl.MORE_SYSTEMS[row] * scale.train_systems and plain.z.shape[0] == scale.train_systems
+    more_row = next(row for row, data in sl.TRAINING_DATA.items() if data.multiple > 1)
+    more = load_trajectories(sl.training_file(tmp_path, scale, more_row))
+    assert more.z.shape[0] == sl.TRAINING_DATA[more_row].multiple * scale.train_systems == 3 * plain.z.shape[0]
     assert more.meta["seed"] == plain.meta["seed"] == 0
+    wide_row = next(row for row, data in sl.TRAINING_DATA.items() if data.spread_every)
+    every, factor = sl.TRAINING_DATA[wide_row].spread_every, sl.TRAINING_DATA[wide_row].spread
+    wide = load_trajectories(sl.training_file(tmp_path, scale, wide_row))
+    assert wide.meta["system"] == "springs" and wide.z.shape == plain.z.shape
+    spread = torch.zeros(wide.z.shape[0], dtype=torch.bool)
+    spread[::every] = True
+    assert torch.equal(wide.z[spread, 0, 0], factor * plain.z[spread, 0, 0])
+    assert torch.equal(wide.z[~spread, 0], plain.z[~spread, 0]) and torch.equal(wide.z[spread, 0, 1], plain.z[spread, 0, 1])
+    assert torch.equal(wide.params["k"], plain.params["k"])
+    # the dynamics are plain springs: the spread systems' energy is conserved as the others' is
+    energy = wide.system().hamiltonian(wide.z.flatten(0, 1), {k: v.repeat_interleave(wide.z.shape[1], 0)
+                                                              for k, v in wide.params.items()}).view(wide.z.shape[:2])
+    assert float(((energy - energy[:, :1]) / energy[:, :1]).abs().max()) < 1e-9
