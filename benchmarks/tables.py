@@ -440,6 +440,7 @@ def headline() -> list[str]:
         ["pretrained `springs-so2`, 10,000 float64 leapfrog steps, 300 held-out systems",
          f"{card['diverged']} diverged; true energy {percent(card['energy_drift']['median'])} (median); momenta "
          f"{sci(card['linear_momentum_drift']['max'])}", "-"],
+        _springs_long_headline(),
         ["same data as the paper's code, equal training time: valid prediction time, T(2) / SO(2)",
          " / ".join(f"{statistics.mean(_seeds('hamnet-own', g, 'valid_prediction_time_median')):.2g}"
                     for g in ("T2", "SO2")),
@@ -455,6 +456,20 @@ def headline() -> list[str]:
          "SEGNO's own code " + " / ".join(sci(code["summary"][p]["segno"]["1000"]["mean"])
                                           for p in ("segno-gravity5", "egnn-charged5"))],
     ])
+
+
+def _springs_long_headline() -> list[str]:
+    """Valid prediction time over 100 time units: the 300-epoch recipe's seeds, against the shipped recipe and
+    the true Hamiltonian through the same leapfrog."""
+    report = result("springs_long.json")
+    runs = {row["row"]: row["runs"] for row in report["rows"]}
+    median = lambda run: run["valid_prediction_time"]["median"]  # noqa: E731
+    seeds = runs["SO(2), lr 3e-3, 300 epochs"]
+    return ["springs, 10,000 float64 leapfrog steps (100 time units), 300 held-out systems: valid prediction "
+            "time (median)", f"HLieConv SO(2), lr 3e-3, 300 epochs, seeds {', '.join(seeds)}: "
+            + " / ".join(f"{median(run):.1f}" for run in seeds.values()) + " (pretrained `springs-so2-long`: seed 1)",
+            f"`springs-so2`'s recipe {median(runs['SO(2), shipped recipe']['1']):.1f}; the true H through the same "
+            f"leapfrog {report['integrator']['valid_prediction_time']['median']:.1f}"]
 
 
 def _nbody_headline(code: dict) -> str:
