@@ -186,7 +186,16 @@ def test_an_archive_entry_that_is_not_an_array_is_refused(tmp_path, data):
         load_trajectories(path)
 
 
-def test_an_interrupt_during_a_zip_constructor_arrives_after_it():
+@pytest.fixture
+def ctrl_c_raises():
+    """SIGINT raising KeyboardInterrupt for the test, as in a terminal: a process started in the background
+    by a non-interactive shell (a CI runner's ``cmd &``) inherits SIGINT ignored, and raising it does nothing."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_an_interrupt_during_a_zip_constructor_arrives_after_it(ctrl_c_raises):
     """SIGTERM landing while zipfile builds an object would leave a half-built ZipFile whose finaliser
     prints a traceback; the writer defers it over the constructor and hands it on right after."""
     seen = []
@@ -210,7 +219,7 @@ def test_an_interrupt_during_a_zip_constructor_arrives_after_it():
 
 
 @pytest.mark.parametrize("moment", ["building the archive", "writing an array"])
-def test_an_interrupted_write_leaves_no_file_and_no_open_archive(tmp_path, data, monkeypatch, moment):
+def test_an_interrupted_write_leaves_no_file_and_no_open_archive(tmp_path, data, monkeypatch, moment, ctrl_c_raises):
     """Ctrl-C while the archive is built (delivered once it is) or while an array is written: the target
     is not created, the temporary is removed, and no zip object is left open for a finaliser to trip
     over (that prints a traceback after the one-line message)."""
