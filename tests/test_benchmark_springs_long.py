@@ -89,7 +89,10 @@ def test_rows_of_other_training_data_get_the_systems_they_name(tmp_path):
     from hamnet.io import load_trajectories
 
     scale = sl.SCALES["smoke"]
-    plain = load_trajectories(sl.training_file(tmp_path, scale, sl.ROWS[0][0]))
+    plain_file = sl.training_file(tmp_path, scale, sl.ROWS[0][0])
+    assert plain_file == tmp_path / "data" / f"train_systems{scale.train_systems}_steps{scale.train_steps}_seed0.npz"
+    assert sl.training_file(tmp_path, scale, "SO(2), lr 3e-3, 300 epochs") == plain_file
+    plain = load_trajectories(plain_file)
     more_row = next(row for row, data in sl.TRAINING_DATA.items() if data.multiple > 1)
     more = load_trajectories(sl.training_file(tmp_path, scale, more_row))
     assert more.z.shape[0] == sl.TRAINING_DATA[more_row].multiple * scale.train_systems == 3 * plain.z.shape[0]
@@ -107,3 +110,18 @@ def test_rows_of_other_training_data_get_the_systems_they_name(tmp_path):
     energy = wide.system().hamiltonian(wide.z.flatten(0, 1), {k: v.repeat_interleave(wide.z.shape[1], 0)
                                                               for k, v in wide.params.items()}).view(wide.z.shape[:2])
     assert float(((energy - energy[:, :1]) / energy[:, :1]).abs().max()) < 1e-9
+
+
+def test_the_report_shows_the_learned_reach_only_where_it_was_measured():
+    """Worst-system tables: the learned rollout's reach in brackets when --explain recorded it; older
+    entries without it keep a column headed by what they hold."""
+    row = {"system": 7, "energy_change": 0.4, "energy": 8.0, "largest_radius": 1.9, "integrator_energy_change": 1e-3}
+    explained = {"run": "r", "systems_over_10_percent": 1, "systems_over_5_percent": 1, "median_energy": 40.0,
+                 "training_radius_q999": 1.8}
+    results = {"command": "c", "note": "n", "threads": 1, "torch": "t", "rows": [], "integrator": None,
+               "worst_systems": [{**explained, "worst": [{**row, "learned_largest_radius": 6.5}]},
+                                 {**explained, "worst": [row]}]}
+    lines = sl.markdown(results)
+    headers = [line for line in lines if line.startswith("| system |")]
+    assert "true (learned)" in headers[0] and "(learned)" not in headers[1]
+    assert "| 7 | 0.4 | 8 | 1.9 (6.5) | 0.001 |" in lines and "| 7 | 0.4 | 8 | 1.9 | 0.001 |" in lines

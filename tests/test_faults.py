@@ -1399,15 +1399,15 @@ def test_hints_never_spell_out_a_command_naming_a_data_files_code(shared, tmp_pa
 def start_hamnet(args: list, cwd: Path) -> subprocess.Popen:
     """``python -m hamnet.cli ARGS`` as a real process (one thread, no --debug), with Ctrl-C's default action
     even where the tests run in the background of a non-interactive shell (which starts them with SIGINT
-    ignored, and a child inherits that)."""
+    ignored, and a child inherits an ignored signal; a handled one becomes the default action at exec)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     env.pop("HAMNET_DEBUG", None)
-    return subprocess.Popen([sys.executable, "-m", "hamnet.cli", *map(str, args)], cwd=cwd, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_ctrl_c_default)
-
-
-def _ctrl_c_default() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        return subprocess.Popen([sys.executable, "-m", "hamnet.cli", *map(str, args)], cwd=cwd, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def wait_for(condition: Callable[[], bool], process: subprocess.Popen, seconds: float = 60.0) -> None:
