@@ -14,7 +14,8 @@ are HLieConv SO(2), width 128, depth 4, 3000 windows, seeds :data:`SEEDS`: the s
 batch 50, leapfrog windows of 5 states, 30 epochs), the same at lr 3e-3 for 100 and 300 epochs (the
 300-epoch one also on other training data, :data:`TRAINING_DATA`: 3000 systems, a wider start), and
 phases started from another row's ``best.pt`` (``--init-from``): windows of 20 states, a float64
-finish, each with ``best.pt`` chosen on a rollout of the validation systems (``--select rollout``).
+finish, each with ``best.pt`` chosen on a rollout of the validation systems (``--select rollout``), and
+training on true trajectories from where the parent's own rollouts go wrong (:data:`OWN_STATES`).
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/springs_long.py &
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/springs_long.py &
@@ -43,8 +44,9 @@ import torch
 from hamnet.checkpoint import model_from_checkpoint
 from hamnet.diagnostics import conservation_report
 from hamnet.evaluation import bounded_errors, evaluate, valid_prediction_time
-from hamnet.io import load_trajectories
+from hamnet.io import Trajectories, load_trajectories, save_trajectories
 from hamnet.rollouts import rollout_systems
+from hamnet.simulation import simulate
 from hamnet.systems import Springs
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -96,6 +98,9 @@ ROWS = [
     ("SO(2), lr 3e-3, 300 epochs, 1 in 4 spread 3x", None, ["--epochs", "300", "--lr", "3e-3"],
      "the 300-epoch row with every 4th of its 1000 training systems started with its positions 3 times as "
      "spread (the same springs, a wider start): training states out where the failing rollouts go"),
+    ("+ own-rollout states", "SO(2), lr 3e-3, 300 epochs, 3000 systems", ["--epochs", "60", "--lr", "1e-3"],
+     "60 epochs at lr 1e-3 on the row above's training file grown by true trajectories from the states where "
+     "its model's own 100-unit rollouts of 1000 training systems leave the true motion (DAgger)"),
 ]
 
 
@@ -111,6 +116,26 @@ class TrainingData:
 
 TRAINING_DATA = {"SO(2), lr 3e-3, 300 epochs, 3000 systems": TrainingData(multiple=3),
                  "SO(2), lr 3e-3, 300 epochs, 1 in 4 spread 3x": TrainingData(spread_every=4, spread=3.0)}
+
+
+@dataclass(frozen=True)
+class OwnStates:
+    """A phase's training data grown from its parent's own rollouts (DAgger: Ross, Gordon and Bagnell, 2011).
+    The parent model rolls out the first states of ``systems`` of its training systems for ``steps`` float64
+    leapfrog steps (at most the scale's held-out steps). Every ``every``-th state where the rollout has left
+    the true motion (its true energy changed by more than ``energy_change``, or a particle lies past the
+    training positions' 99.9% quantile, within ``reach`` times it) starts a new training system, which the
+    true springs carry on for the training file's steps: at most ``per_system`` evenly spaced states of one
+    rollout. Needs the true system, so it is a recipe for simulated data only."""
+    systems: int = 1000
+    steps: int = 10_000
+    every: int = 200
+    energy_change: float = 0.02
+    reach: float = 4.0
+    per_system: int = 10
+
+
+OWN_STATES = {"+ own-rollout states": OwnStates()}
 
 
 class SpreadSprings(Springs):
@@ -131,7 +156,8 @@ class SpreadSprings(Springs):
 #: spread is the figure), two for its variants of other training data
 SEEDS = {row[0]: (1,) for row in ROWS} | {"SO(2), lr 3e-3, 300 epochs": (1, 2, 3),
                                           "SO(2), lr 3e-3, 300 epochs, 3000 systems": (1, 2),
-                                          "SO(2), lr 3e-3, 300 epochs, 1 in 4 spread 3x": (1, 2)}
+                                          "SO(2), lr 3e-3, 300 epochs, 1 in 4 spread 3x": (1, 2),
+                                          "+ own-rollout states": (1, 2)}
 #: validation windows of a phase that selects on a rollout (each rolled out select_steps steps every epoch)
 VALIDATION_WINDOWS = 200
 
@@ -204,14 +230,68 @@ def worst_systems(run: Path, test, count: int = 5, compile: bool = True) -> dict
                       for i in worst]}
 
 
-def training_file(work: Path, scale: Scale, row: str) -> Path:
-    """The training file of ``row``: the scale's (seed 0), or the one its :data:`TRAINING_DATA` describes."""
+def training_file(work: Path, scale: Scale, row: str, seed: int = 1) -> Path:
+    """The training file of ``row``: the scale's (seed 0), the one its :data:`TRAINING_DATA` describes, or its
+    parent's grown by the parent's run of ``seed`` (:data:`OWN_STATES`)."""
+    if row in OWN_STATES:
+        parent = next(entry[1] for entry in ROWS if entry[0] == row)
+        return own_states_file(work, scale, training_file(work, scale, parent, seed),
+                               work / "runs" / run_name(parent, seed), OWN_STATES[row])
     data = TRAINING_DATA.get(row, TrainingData())
     systems = scale.train_systems * data.multiple
     if not data.spread_every:
         return held_out_files(work, Springs(), dataclasses.replace(scale, train_systems=systems))[0]
     name = f"train_systems{systems}_steps{scale.train_steps}_seed0_spread{data.spread:g}_every{data.spread_every}"
     return generated_file(work, SpreadSprings(data.spread_every, data.spread), name, 0, systems, scale.train_steps)
+
+
+def own_states_file(work: Path, scale: Scale, base: Path, parent: Path, own: OwnStates, compile: bool = True) -> Path:
+    """``base`` grown as :class:`OwnStates` says from the ``parent`` run's ``best.pt``, made once under a claim;
+    ``meta["own_states"]`` records how many states each test picked and what was simulated."""
+    path = work / "data" / f"{base.stem}_own_states_{parent.name}.npz"
+    with claimed(work / "claims", path.stem, wait=True):
+        if path.exists():
+            return path
+        logging.info("growing %s from %s's own rollouts", base.name, parent.name)
+        train, (model, _) = load_trajectories(base), model_from_checkpoint(parent / "best.pt")
+        system, dt, count = train.system(), float(train.meta["dt"]), min(own.systems, train.n_systems)
+        params = {k: v[:count] for k, v in train.params.items()}
+        steps = min(own.steps, scale.test_steps)
+        learned = rollout_systems(model, train.z[:count, 0], params, steps, dt, method="leapfrog",
+                                  keep_diverged=True, compile=compile)
+        states = learned.z[:, :: max(1, own.every * steps // own.steps)]  # (count, S, 2, N, D): the candidates
+        repeated = {k: v.repeat_interleave(states.shape[1], 0) for k, v in params.items()}
+        energy = system.hamiltonian(states.flatten(0, 1), repeated).view(states.shape[:2])
+        change = ((energy - energy[:, :1]) / energy[:, :1]).abs()
+        radius = states[:, :, 0].norm(dim=-1).amax(-1)
+        positions = train.z[:, :, 0].norm(dim=-1).flatten()
+        edge = float(positions[torch.linspace(0, positions.numel() - 1, min(positions.numel(), 2**24)).long()]
+                     .quantile(0.999))
+        finite = torch.isfinite(states).flatten(2).all(-1)
+        wrong, out = change > own.energy_change, radius > edge
+        picked = (wrong | out) & (radius <= own.reach * edge) & finite
+        starts, owners = [], []
+        for index in picked.any(1).nonzero().squeeze(-1).tolist():
+            times = picked[index].nonzero().squeeze(-1)
+            times = times[torch.linspace(0, times.numel() - 1, min(times.numel(), own.per_system)).round().long()]
+            starts.append(states[index, times])
+            owners += [index] * times.numel()
+        if not starts:
+            raise ValueError(f"{parent.name}'s rollouts of {count} training systems never leave the true motion; "
+                             "nothing to grow its training file with")
+        owners = torch.tensor(owners)
+        _, z, _ = simulate(system, torch.cat(starts), {k: v[owners] for k, v in params.items()},
+                           steps=train.n_times - 1, dt=dt)
+        record = {**dataclasses.asdict(own), "parent": parent.name, "rollouts": count, "steps": steps,
+                  "edge_radius": edge, "states_off_energy": int((wrong & finite).sum()),
+                  "states_out": int((out & finite).sum()), "rollouts_picked": int(picked.any(1).sum()),
+                  "systems_added": int(owners.numel())}
+        logging.info("%s: %d new training systems from %d rollouts", path.name, owners.numel(), record["rollouts_picked"])
+        grown = Trajectories(train.t, torch.cat([train.z, z]),
+                             {k: torch.cat([v, v[:count][owners]]) for k, v in train.params.items()},
+                             {**train.meta, "own_states": record})
+        save_trajectories(path, grown)
+    return path
 
 
 def integrator_limit(test) -> dict:
@@ -254,7 +334,7 @@ def main() -> None:
             if row[1] is not None:  # the run it starts from: wait for whoever trains it
                 with claimed(work / "claims", run_name(row[1], seed), wait=True):
                     pass
-            data = training_file(work, scale, row[0])
+            data = training_file(work, scale, row[0], seed)
             config = hamnet_config(flags(scale, row, seed, work), data)
             if config.select == "rollout":  # a rollout of every validation window each epoch: 200 of them
                 config = dataclasses.replace(config, validation_windows=VALIDATION_WINDOWS)

@@ -125,3 +125,51 @@ def test_the_report_shows_the_learned_reach_only_where_it_was_measured():
     headers = [line for line in lines if line.startswith("| system |")]
     assert "true (learned)" in headers[0] and "(learned)" not in headers[1]
     assert "| 7 | 0.4 | 8 | 1.9 (6.5) | 0.001 |" in lines and "| 7 | 0.4 | 8 | 1.9 | 0.001 |" in lines
+
+
+def test_own_rollout_states_start_true_trajectories_where_the_model_leaves_the_true_motion(tmp_path):
+    """DAgger's file: the base file unchanged, then one true trajectory from each picked state of the model's
+    own rollouts; a picked state is a candidate (every ``every``-th state) whose true energy moved past the
+    threshold or whose farthest particle is past the data's edge, within the reach, at most per_system a
+    rollout; the new systems carry their rollout's parameters and conserve the true energy."""
+    from hamnet.diagnostics import conservation_report
+    from hamnet.io import load_trajectories, save_trajectories
+    from hamnet.models import ModelConfig
+    from hamnet.rollouts import rollout_systems
+    from hamnet.training import TrainConfig, train
+
+    base = tmp_path / "data" / "base.npz"
+    base.parent.mkdir()
+    save_trajectories(base, generate(Springs(n_particles=4), n_systems=12, steps=12, dt=0.01, seed=0))
+    model = ModelConfig(name="hlieconv", group="SO2", width=8, depth=1, kernel_width=8, kernel_channels=4)
+    train(TrainConfig(model=model, epochs=1, batch_size=16, max_windows=32, validation_windows=8), base,
+          tmp_path / "runs" / "parent", progress=False)
+    own = sl.OwnStates(systems=5, steps=60, every=10, energy_change=0.01, reach=4.0, per_system=3)
+    scale = sl.SCALES["smoke"]
+    path = sl.own_states_file(tmp_path, scale, base, tmp_path / "runs" / "parent", own, compile=False)
+    assert sl.own_states_file(tmp_path, scale, base, tmp_path / "runs" / "parent", own) == path  # made once
+    plain, grown = load_trajectories(base), load_trajectories(path)
+    record = grown.meta["own_states"]
+    added = grown.z.shape[0] - plain.z.shape[0]
+    assert added == record["systems_added"] > 0 and record["steps"] == 60 and record["parent"] == "parent"
+    assert torch.equal(grown.z[:12], plain.z) and grown.z.shape[1:] == plain.z.shape[1:]
+
+    network, _ = sl.model_from_checkpoint(tmp_path / "runs" / "parent" / "best.pt")
+    learned = rollout_systems(network, plain.z[:5, 0], {k: v[:5] for k, v in plain.params.items()}, 60, 0.01,
+                              method="leapfrog", keep_diverged=True)
+    candidates = learned.z[:, ::10]
+    system, edge = plain.system(), record["edge_radius"]
+    for row in range(12, grown.z.shape[0]):
+        start = grown.z[row, 0]
+        match = (candidates - start).flatten(2).abs().amax(-1) < 1e-12
+        owner, time = match.nonzero()[0].tolist()
+        assert torch.equal(grown.params["k"][row], plain.params["k"][owner])
+        energy = system.hamiltonian(candidates[owner, [0, time]], {k: v[[owner, owner]] for k, v in plain.params.items()})
+        reach = float(start[0].norm(dim=-1).max())
+        assert abs(float(energy[1] / energy[0]) - 1) > own.energy_change or reach > edge
+        assert reach <= own.reach * edge
+    owners = [int((candidates - grown.z[row, 0]).flatten(2).abs().amax(-1).lt(1e-12).nonzero()[0, 0])
+              for row in range(12, grown.z.shape[0])]
+    assert max(owners.count(owner) for owner in set(owners)) <= own.per_system
+    kept = conservation_report(grown.z[12:], system.hamiltonian, {k: v[12:] for k, v in grown.params.items()})
+    assert float(kept["energy"].max()) < 1e-6
