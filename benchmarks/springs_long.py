@@ -39,6 +39,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy
 import torch
 
 from hamnet.checkpoint import model_from_checkpoint
@@ -99,8 +100,8 @@ ROWS = [
      "the 300-epoch row with every 4th of its 1000 training systems started with its positions 3 times as "
      "spread (the same springs, a wider start): training states out where the failing rollouts go"),
     ("+ own-rollout states", "SO(2), lr 3e-3, 300 epochs, 3000 systems", ["--epochs", "60", "--lr", "1e-3"],
-     "60 epochs at lr 1e-3 on the row above's training file grown by true trajectories from the states where "
-     "its model's own 100-unit rollouts of 1000 training systems leave the true motion (DAgger)"),
+     "60 epochs at lr 1e-3 on the 3000-system row's training file grown by true trajectories from the states "
+     "where that row's model's own 100-unit rollouts of 1000 training systems leave the true motion (DAgger)"),
 ]
 
 
@@ -351,7 +352,9 @@ def report(work: Path, scale: Scale, args, suffix: str) -> None:
                "rows": [{"row": row[0], "starts_from": row[1], "what": row[3], "seeds": list(SEEDS[row[0]]),
                          "runs": {str(seed): scores.get(run_name(row[0], seed)) for seed in SEEDS[row[0]]}} for row in ROWS],
                "integrator": scores.get("integrator"),
-               "worst_systems": [json.loads(path.read_text()) for path in sorted((work / "explained").glob("*.json"))]}
+               "worst_systems": [json.loads(path.read_text()) for path in sorted((work / "explained").glob("*.json"))],
+               "own_states": [json.loads(str(numpy.load(path)["meta"]))["own_states"]
+                              for path in sorted((work / "data").glob("*_own_states_*.npz"))]}
     write_result_files(Path(args.out) / f"springs_long{suffix}", results, markdown(results))
 
 
@@ -378,6 +381,12 @@ def markdown(results: dict) -> list[str]:
             lines.append(f"| {row['row']} (seed {seed}) | {row['what']} | {vpt['median']:.2f} [{vpt['q1']:.2f}, "
                          f"{vpt['q3']:.2f}] | {vpt['never_exceeded']} | {drift['energy']['median']:.2g} "
                          f"({drift['energy']['max']:.2g}) | {momenta:.1e} | {run['diverged']} |")
+    for grown in results.get("own_states", []):
+        lines += ["", f"Own-rollout states of {grown['parent']}: {grown['rollouts_picked']} of its {grown['rollouts']} "
+                  f"rollouts ({grown['steps']} steps) left the true motion ({grown['states_off_energy']} of the states "
+                  f"looked at every {grown['every']} steps with the true energy moved by more than "
+                  f"{grown['energy_change']:.0%}, {grown['states_out']} with a particle past {grown['edge_radius']:.3g}); "
+                  f"{grown['systems_added']} new training systems."]
     for explained in results.get("worst_systems", []):
         radius = explained["training_radius_q999"]
         lines += ["", f"Systems whose true energy {explained['run']} changes most (`--explain {explained['run']}`): "

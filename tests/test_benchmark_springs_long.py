@@ -173,3 +173,14 @@ def test_own_rollout_states_start_true_trajectories_where_the_model_leaves_the_t
     assert max(owners.count(owner) for owner in set(owners)) <= own.per_system
     kept = conservation_report(grown.z[12:], system.hamiltonian, {k: v[12:] for k, v in grown.params.items()})
     assert float(kept["energy"].max()) < 1e-6
+
+
+def test_the_report_says_how_each_grown_file_was_grown():
+    grown = {"parent": "p_seed1", "rollouts": 1000, "steps": 10000, "every": 200, "energy_change": 0.02,
+             "edge_radius": 1.7956, "states_off_energy": 207, "states_out": 452, "rollouts_picked": 39,
+             "systems_added": 240}
+    results = {"command": "c", "note": "n", "threads": 1, "torch": "t", "rows": [], "integrator": None,
+               "own_states": [grown]}
+    line = next(line for line in sl.markdown(results) if line.startswith("Own-rollout states of p_seed1"))
+    assert "39 of its 1000 rollouts" in line and "more than 2%" in line and "past 1.8)" in line
+    assert line.endswith("240 new training systems.")
