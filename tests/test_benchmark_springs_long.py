@@ -148,6 +148,8 @@ def test_own_rollout_states_start_true_trajectories_where_the_model_leaves_the_t
     scale = sl.SCALES["smoke"]
     path = sl.own_states_file(tmp_path, scale, base, tmp_path / "runs" / "parent", own, compile=False)
     assert sl.own_states_file(tmp_path, scale, base, tmp_path / "runs" / "parent", own) == path  # made once
+    with pytest.raises(ValueError, match="grown with other settings"):  # a file grown otherwise is not reused
+        sl.own_states_file(tmp_path, scale, base, tmp_path / "runs" / "parent", sl.OwnStates(systems=5, per_system=2))
     plain, grown = load_trajectories(base), load_trajectories(path)
     record = grown.meta["own_states"]
     added = grown.z.shape[0] - plain.z.shape[0]
