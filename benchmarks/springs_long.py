@@ -225,12 +225,19 @@ def worst_systems(run: Path, test, count: int = 5, compile: bool = True) -> dict
     worst = change.argsort(descending=True)[:count].tolist()
     return {"run": run.name, "systems_over_10_percent": int((change > 0.1).sum()),
             "systems_over_5_percent": int((change > 0.05).sum()), "median_energy": float(energy.median()),
-            "training_radius_q999": None if train is None else float(
-                train.z[:, :, 0].norm(dim=-1).flatten().quantile(0.999)),
+            "training_radius_q999": None if train is None else edge_radius(train),
             "worst": [{"system": i, "energy_change": float(change[i]), "energy": float(energy[i]),
                        "largest_radius": float(radius[i]), "learned_largest_radius": float(learned_radius[i]),
                        "integrator_energy_change": float(true_change[i])}
                       for i in worst]}
+
+
+def edge_radius(data) -> float:
+    """The distance from the origin within which 99.9% of ``data``'s particle positions lie (over at most
+    2**24 evenly spaced of them, what ``torch.quantile`` takes)."""
+    positions = data.z[:, :, 0].norm(dim=-1).flatten()
+    return float(positions[torch.linspace(0, positions.numel() - 1, min(positions.numel(), 2**24)).long()]
+                 .quantile(0.999))
 
 
 def training_file(work: Path, scale: Scale, row: str, seed: int = 1) -> Path:
@@ -270,9 +277,7 @@ def own_states_file(work: Path, scale: Scale, base: Path, parent: Path, own: Own
         energy = system.hamiltonian(states.flatten(0, 1), repeated).view(states.shape[:2])
         change = ((energy - energy[:, :1]) / energy[:, :1]).abs()
         radius = states[:, :, 0].norm(dim=-1).amax(-1)
-        positions = train.z[:, :, 0].norm(dim=-1).flatten()
-        edge = float(positions[torch.linspace(0, positions.numel() - 1, min(positions.numel(), 2**24)).long()]
-                     .quantile(0.999))
+        edge = edge_radius(train)
         finite = torch.isfinite(states).flatten(2).all(-1)
         wrong, out = change > own.energy_change, radius > edge
         picked = (wrong | out) & (radius <= own.reach * edge) & finite

@@ -161,18 +161,24 @@ def test_own_rollout_states_start_true_trajectories_where_the_model_leaves_the_t
                               method="leapfrog", keep_diverged=True)
     candidates = learned.z[:, ::10]
     system, edge = plain.system(), record["edge_radius"]
+    assert edge == pytest.approx(float(plain.z[:, :, 0].norm(dim=-1).flatten().quantile(0.999)), rel=1e-12)
+    owners = []
     for row in range(12, grown.z.shape[0]):
         start = grown.z[row, 0]
         match = (candidates - start).flatten(2).abs().amax(-1) < 1e-12
         owner, time = match.nonzero()[0].tolist()
+        owners.append(owner)
         assert torch.equal(grown.params["k"][row], plain.params["k"][owner])
         energy = system.hamiltonian(candidates[owner, [0, time]], {k: v[[owner, owner]] for k, v in plain.params.items()})
         reach = float(start[0].norm(dim=-1).max())
         assert abs(float(energy[1] / energy[0]) - 1) > own.energy_change or reach > edge
         assert reach <= own.reach * edge
-    owners = [int((candidates - grown.z[row, 0]).flatten(2).abs().amax(-1).lt(1e-12).nonzero()[0, 0])
-              for row in range(12, grown.z.shape[0])]
-    assert max(owners.count(owner) for owner in set(owners)) <= own.per_system
+    # every rollout gives min(its qualifying candidates, per_system) systems: none skipped, none extra
+    repeated = {k: v[:5].repeat_interleave(candidates.shape[1], 0) for k, v in plain.params.items()}
+    energy = system.hamiltonian(candidates.flatten(0, 1), repeated).view(candidates.shape[:2])
+    radius = candidates[:, :, 0].norm(dim=-1).amax(-1)
+    qualifies = (((energy / energy[:, :1] - 1).abs() > own.energy_change) | (radius > edge)) & (radius <= own.reach * edge)
+    assert [owners.count(owner) for owner in range(5)] == [min(int(n), own.per_system) for n in qualifies.sum(1)]
     kept = conservation_report(grown.z[12:], system.hamiltonian, {k: v[12:] for k, v in grown.params.items()})
     assert float(kept["energy"].max()) < 1e-6
 
