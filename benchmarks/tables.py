@@ -399,7 +399,7 @@ def springs_long() -> list[str]:
     if limit:
         vpt = limit["valid_prediction_time"]
         body.append(["true H, the same leapfrog", "-", f"{vpt['median']:.1f}", str(vpt["never_exceeded"]),
-                     f"{_percent3(limit['energy']['median'])} ({_percent3(limit['energy']['max'])})", "-"])
+                     f"{_percent3(limit['energy']['median'])} ({_percent3(limit['energy']['max'])})", "-", "-"])
     for row in report["rows"]:
         for seed, run in row["runs"].items():
             if run is None:
@@ -408,9 +408,11 @@ def springs_long() -> list[str]:
             body.append([row["row"] + (f", seed {seed}" if len(row["runs"]) > 1 else ""), row["starts_from"] or "-",
                          f"{vpt['median']:.2f} [{vpt['q1']:.2f}, {vpt['q3']:.2f}]", str(vpt["never_exceeded"]),
                          f"{_percent3(drift['energy']['median'])} ({_percent3(drift['energy']['max'])})",
+                         str(run.get("systems_over_10_percent", "-")),
                          sci(max(drift["linear_momentum"]["max"], drift["angular_momentum"]["max"]))])
     return rows(["HLieConv SO(2), 3000 windows", "starts from", "valid prediction time, median [quartiles]",
-                 "valid all 100 units", "true energy change, median (largest)", "momenta, largest"], body)
+                 "valid all 100 units", "true energy change, median (largest)", "systems past 10%",
+                 "momenta, largest"], body)
 
 
 def _percent3(value: float) -> str:

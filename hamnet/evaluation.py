@@ -82,9 +82,10 @@ def evaluate(model: Any, truth: Trajectories, *, chunk: int = DEFAULT_CHUNK, met
     exceeded it within the horizon. ``divergence``: the systems whose rollout diverged (see
     :func:`hamnet.rollouts.rollout_systems`), with their steps, and the rate. ``drift``: the largest
     relative change of linear and angular momentum and of the true energy along the rollouts of the
-    systems that did not diverge (median and maximum). The true energy is that of ``system``, or of
-    the file's own system when it is registered; a file made by a user's own system class (which is
-    never imported because a file names it) gets no energy drift, and ``notes`` says so.
+    systems that did not diverge (median, maximum and ``per_system``, None where a rollout diverged).
+    The true energy is that of ``system``, or of the file's own system when it is registered; a file
+    made by a user's own system class (which is never imported because a file names it) gets no energy
+    drift, and ``notes`` says so.
     """
     if not isinstance(truth, Trajectories):
         raise TypeError(f"truth must be a hamnet.Trajectories (hamnet.load_trajectories(path) reads a file), got "
@@ -139,11 +140,20 @@ def score_rollout(result: Rollout, truth: Trajectories, *, system: Any = None,
                                   "per_system": vpt.tolist()},
         "divergence": {"rate": len(diverged) / truth.n_systems, "systems": diverged,
                        "steps": [int(result.diverged_at[b]) for b in diverged]},
-        "drift": {name: {"median": float(values.median()), "max": float(values.max())}
+        "drift": {name: {"median": float(values.median()), "max": float(values.max()),
+                         "per_system": _per_system(values, healthy)}
                   for name, values in report.items()},
         **_left_region(result, region, notes),
         **({"notes": notes} if notes else {}),
     }
+
+
+def _per_system(values: Tensor, healthy: Tensor) -> list[float | None]:
+    """``values`` of the ``healthy`` systems (a ``(B,)`` mask) put back among all ``B``, None for the others."""
+    every = [None] * healthy.numel()
+    for index, value in zip(healthy.nonzero().squeeze(-1).tolist(), values.tolist()):
+        every[index] = value
+    return every
 
 
 def _left_region(result: Rollout, region: dict | None, notes: list[str]) -> dict[str, Any]:

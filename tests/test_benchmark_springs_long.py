@@ -131,7 +131,8 @@ def test_own_rollout_states_start_true_trajectories_where_the_model_leaves_the_t
     """DAgger's file: the base file unchanged, then one true trajectory from each picked state of the model's
     own rollouts; a picked state is a candidate (every ``every``-th state) whose true energy moved past the
     threshold or whose farthest particle is past the data's edge, within the reach, at most per_system a
-    rollout; the new systems carry their rollout's parameters and conserve the true energy."""
+    rollout; the rollouts start from the ``first``-th system on; the new systems carry their rollout's
+    parameters and conserve the true energy."""
     from hamnet.diagnostics import conservation_report
     from hamnet.io import load_trajectories, save_trajectories
     from hamnet.models import ModelConfig
@@ -144,7 +145,9 @@ def test_own_rollout_states_start_true_trajectories_where_the_model_leaves_the_t
     model = ModelConfig(name="hlieconv", group="SO2", width=8, depth=1, kernel_width=8, kernel_channels=4)
     train(TrainConfig(model=model, epochs=1, batch_size=16, max_windows=32, validation_windows=8), base,
           tmp_path / "runs" / "parent", progress=False)
-    own = sl.OwnStates(systems=5, steps=60, every=10, energy_change=0.01, reach=4.0, per_system=3)
+    # thresholds at which the one-epoch parent's candidates split: each test passes some and fails others
+    own = sl.OwnStates(systems=5, steps=60, every=10, energy_change=0.3, reach=1.01, per_system=3, first=4)
+    rolled = slice(4, 9)
     scale = sl.SCALES["smoke"]
     path = sl.own_states_file(tmp_path, scale, base, tmp_path / "runs" / "parent", own, compile=False)
     assert sl.own_states_file(tmp_path, scale, base, tmp_path / "runs" / "parent", own) == path  # made once
@@ -157,7 +160,7 @@ def test_own_rollout_states_start_true_trajectories_where_the_model_leaves_the_t
     assert torch.equal(grown.z[:12], plain.z) and grown.z.shape[1:] == plain.z.shape[1:]
 
     network, _ = sl.model_from_checkpoint(tmp_path / "runs" / "parent" / "best.pt")
-    learned = rollout_systems(network, plain.z[:5, 0], {k: v[:5] for k, v in plain.params.items()}, 60, 0.01,
+    learned = rollout_systems(network, plain.z[rolled, 0], {k: v[rolled] for k, v in plain.params.items()}, 60, 0.01,
                               method="leapfrog", keep_diverged=True)
     candidates = learned.z[:, ::10]
     system, edge = plain.system(), record["edge_radius"]
@@ -168,17 +171,21 @@ def test_own_rollout_states_start_true_trajectories_where_the_model_leaves_the_t
         match = (candidates - start).flatten(2).abs().amax(-1) < 1e-12
         owner, time = match.nonzero()[0].tolist()
         owners.append(owner)
-        assert torch.equal(grown.params["k"][row], plain.params["k"][owner])
-        energy = system.hamiltonian(candidates[owner, [0, time]], {k: v[[owner, owner]] for k, v in plain.params.items()})
+        assert torch.equal(grown.params["k"][row], plain.params["k"][4 + owner])
+        energy = system.hamiltonian(candidates[owner, [0, time]],
+                                    {k: v[[4 + owner] * 2] for k, v in plain.params.items()})
         reach = float(start[0].norm(dim=-1).max())
         assert abs(float(energy[1] / energy[0]) - 1) > own.energy_change or reach > edge
         assert reach <= own.reach * edge
     # every rollout gives min(its qualifying candidates, per_system) systems: none skipped, none extra
-    repeated = {k: v[:5].repeat_interleave(candidates.shape[1], 0) for k, v in plain.params.items()}
+    repeated = {k: v[rolled].repeat_interleave(candidates.shape[1], 0) for k, v in plain.params.items()}
     energy = system.hamiltonian(candidates.flatten(0, 1), repeated).view(candidates.shape[:2])
     radius = candidates[:, :, 0].norm(dim=-1).amax(-1)
     qualifies = (((energy / energy[:, :1] - 1).abs() > own.energy_change) | (radius > edge)) & (radius <= own.reach * edge)
     assert [owners.count(owner) for owner in range(5)] == [min(int(n), own.per_system) for n in qualifies.sum(1)]
+    off, out, near = (energy / energy[:, :1] - 1).abs() > own.energy_change, radius > edge, radius <= own.reach * edge
+    assert 0 < int(qualifies.sum()) < qualifies.numel() and int(qualifies.sum(1).min()) < own.per_system
+    assert bool((off & ~out).any() and (out & near & ~off).any() and (out & ~near).any())  # each test decides
     kept = conservation_report(grown.z[12:], system.hamiltonian, {k: v[12:] for k, v in grown.params.items()})
     assert float(kept["energy"].max()) < 1e-6
 
@@ -192,3 +199,33 @@ def test_the_report_says_how_each_grown_file_was_grown():
     line = next(line for line in sl.markdown(results) if line.startswith("Own-rollout states of p_seed1"))
     assert "39 of its 1000 rollouts" in line and "more than 2%" in line and "past 1.8)" in line
     assert line.endswith("240 new training systems.")
+
+
+def test_systems_past_the_energy_line_are_counted_and_older_runs_take_the_count_from_explain(tmp_path):
+    """A diverged rollout (None) counts as past both lines; a run scored before scores counted them gets its
+    count from its ``--explain`` file, a run with neither shows none."""
+    import json
+    from types import SimpleNamespace
+
+    assert sl.energy_past([0.01, 0.07, 0.2, None]) == {"systems_over_10_percent": 2, "systems_over_5_percent": 3}
+    work = tmp_path / "work"
+    for folder in ("scores", "explained", "data"):
+        (work / folder).mkdir(parents=True)
+    drift = {"median": 1e-3, "max": 0.3}
+    run = {"best_epoch": 1, "window_mse": 1e-3, "diverged": 0,
+           "valid_prediction_time": {"min": 1.0, "q1": 2.0, "median": 3.0, "q3": 4.0, "max": 5.0, "never_exceeded": 0},
+           "drift": {"energy": drift, "linear_momentum": drift, "angular_momentum": drift}}
+    older, newer, plain = (sl.run_name(sl.ROWS[i][0], 1) for i in range(3))
+    (work / "scores" / f"{older}.json").write_text(json.dumps(run))
+    (work / "scores" / f"{newer}.json").write_text(json.dumps({**run, "systems_over_10_percent": 7}))
+    (work / "scores" / f"{plain}.json").write_text(json.dumps(run))
+    (work / "explained" / f"{older}.json").write_text(json.dumps(
+        {"run": older, "systems_over_10_percent": 4, "systems_over_5_percent": 6, "median_energy": 40.0,
+         "training_radius_q999": 1.8, "worst": []}))
+    sl.report(work, sl.SCALES["smoke"], SimpleNamespace(scale="smoke", out=str(tmp_path), threads=1), "_smoke")
+    rows = json.loads((tmp_path / "springs_long_smoke.json").read_text())["rows"]
+    assert [rows[i]["runs"]["1"].get("systems_over_10_percent") for i in range(3)] == [4, 7, None]
+    lines = (tmp_path / "springs_long_smoke.md").read_text().splitlines()
+    counts = [next(line for line in lines if line.startswith(f"| {sl.ROWS[i][0]} (seed 1)")).split(" | ")[5]
+              for i in range(3)]
+    assert counts == ["4", "7", "-"]

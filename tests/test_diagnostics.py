@@ -39,3 +39,25 @@ def test_drift_and_report():
     z[0, :, 1, 0, 0] = torch.tensor([1.0, 1.0, 1.5])  # momentum grows by 0.5 against scale 1
     report = conservation_report(z)
     assert report["linear_momentum"].item() == 0.5
+
+
+def test_scores_give_each_systems_energy_change_in_its_place_and_none_where_it_diverged(generator):
+    from hamnet.evaluation import score_rollout
+    from hamnet.io import Trajectories
+    from hamnet.rollouts import Rollout
+    from hamnet.simulation import simulate
+
+    system = Springs(n_particles=3)
+    params = system.sample_params(4, generator)
+    t, z, _ = simulate(system, system.sample_state(params, generator), params, steps=20, dt=0.01)
+    truth = Trajectories(t, z, params, {"system": "springs", "system_config": {"n_particles": 3}, "dt": 0.01})
+    rolled = z.clone()
+    rolled[1, 10:, 1] *= 1.5  # system 1's momenta jump: its energy changes
+    rolled[2, 5:] = rolled[2, 4]  # system 2 diverged at step 5 and is held
+    scores = score_rollout(Rollout(rolled, torch.tensor([-1, -1, 5, -1])), truth, system=system)
+    energy = scores["drift"]["energy"]
+    expected = conservation_report(rolled, system.hamiltonian, params)["energy"]
+    assert energy["per_system"][2] is None
+    torch.testing.assert_close(torch.tensor([energy["per_system"][i] for i in (0, 1, 3)], dtype=torch.float64),
+                               expected[[0, 1, 3]])
+    assert energy["max"] == energy["per_system"][1] > 0.1 > energy["per_system"][0]
