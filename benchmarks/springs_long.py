@@ -15,7 +15,9 @@ batch 50, leapfrog windows of 5 states, 30 epochs), the same at lr 3e-3 for 100 
 300-epoch one also on other training data, :data:`TRAINING_DATA`: 3000 systems, a wider start), and
 phases started from another row's ``best.pt`` (``--init-from``): windows of 20 states, a float64
 finish, each with ``best.pt`` chosen on a rollout of the validation systems (``--select rollout``), and
-training on true trajectories from where the parent's own rollouts go wrong (:data:`OWN_STATES`).
+training on true trajectories from where the parent's own rollouts go wrong (:data:`OWN_STATES`) or
+through the far tail of the systems' own motion (:data:`FAR_REACH`). Each run also counts the held-out
+systems whose true energy changes by more than 10%.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/springs_long.py &
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/springs_long.py &
@@ -107,6 +109,10 @@ ROWS = [
     ("+ own-rollout states, round 2", "+ own-rollout states", ["--epochs", "60", "--lr", "1e-3"],
      "a second round from the lr 1e-3 row: its training file grown again, from that row's own rollouts of 300 "
      "training systems the first round did not roll out (1000-1299), then 60 epochs at lr 1e-3"),
+    ("+ far-reaching systems", "SO(2), lr 3e-3, 300 epochs, 3000 systems", ["--epochs", "60", "--lr", "1e-3"],
+     "60 epochs at lr 1e-3 on the 3000-system row's training file grown by 300 true trajectories through the "
+     "moments when a particle is farthest from the centroid, in the 2% of 15,000 fresh systems that reach "
+     "farthest over 100 time units"),
 ]
 
 
@@ -143,6 +149,20 @@ class OwnStates:
     first: int = 0
 
 
+@dataclass(frozen=True)
+class FarReach:
+    """A phase's training data grown by the far tail of the systems' own motion: ``pool`` fresh systems (seed
+    ``seed``, neither the training nor the held-out file's) run by the true springs over the held-out
+    horizon, sampled every ``frame`` time units; the ``keep`` whose particles get farthest from their
+    centroid each start a true trajectory of the training file's length, half of it before that moment."""
+    pool: int = 15_000
+    keep: int = 300
+    seed: int = 2
+    frame: float = 0.1
+
+
+FAR_REACH = {"+ far-reaching systems": FarReach()}
+
 OWN_STATES = {"+ own-rollout states": OwnStates(), "+ own-rollout states, lr 3e-4": OwnStates(),
               "+ own-rollout states, round 2": OwnStates(systems=300, first=1000)}
 
@@ -167,7 +187,7 @@ SEEDS = {row[0]: (1,) for row in ROWS} | {"SO(2), lr 3e-3, 300 epochs": (1, 2, 3
                                           "SO(2), lr 3e-3, 300 epochs, 3000 systems": (1, 2),
                                           "SO(2), lr 3e-3, 300 epochs, 1 in 4 spread 3x": (1, 2),
                                           "+ own-rollout states": (1, 2), "+ own-rollout states, lr 3e-4": (1, 2),
-                                          "+ own-rollout states, round 2": (1, 2)}
+                                          "+ own-rollout states, round 2": (1,), "+ far-reaching systems": (1, 2)}
 #: validation windows of a phase that selects on a rollout (each rolled out select_steps steps every epoch)
 VALIDATION_WINDOWS = 200
 
@@ -247,10 +267,11 @@ def worst_systems(run: Path, test, count: int = 5, compile: bool = True) -> dict
                       for i in worst]}
 
 
-def edge_radius(data) -> float:
-    """The distance from the origin within which 99.9% of ``data``'s particle positions lie (over at most
-    2**24 evenly spaced of them, what ``torch.quantile`` takes)."""
-    positions = data.z[:, :, 0].norm(dim=-1).flatten()
+def edge_radius(data, centred: bool = False) -> float:
+    """The distance from the origin (``centred``: from each state's centroid) within which 99.9% of
+    ``data``'s particle positions lie (over at most 2**24 evenly spaced of them, what ``torch.quantile`` takes)."""
+    q = data.z[:, :, 0]
+    positions = (q - q.mean(-2, keepdim=True) if centred else q).norm(dim=-1).flatten()
     return float(positions[torch.linspace(0, positions.numel() - 1, min(positions.numel(), 2**24)).long()]
                  .quantile(0.999))
 
@@ -258,10 +279,12 @@ def edge_radius(data) -> float:
 def training_file(work: Path, scale: Scale, row: str, seed: int = 1) -> Path:
     """The training file of ``row``: the scale's (seed 0), the one its :data:`TRAINING_DATA` describes, or its
     parent's grown by the parent's run of ``seed`` (:data:`OWN_STATES`)."""
-    if row in OWN_STATES:
+    if row in OWN_STATES or row in FAR_REACH:
         parent = next(entry[1] for entry in ROWS if entry[0] == row)
-        return own_states_file(work, scale, training_file(work, scale, parent, seed),
-                               work / "runs" / run_name(parent, seed), OWN_STATES[row])
+        base = training_file(work, scale, parent, seed)
+        if row in FAR_REACH:
+            return far_reach_file(work, scale, base, FAR_REACH[row])
+        return own_states_file(work, scale, base, work / "runs" / run_name(parent, seed), OWN_STATES[row])
     data = TRAINING_DATA.get(row, TrainingData())
     systems = scale.train_systems * data.multiple
     if not data.spread_every:
@@ -317,6 +340,53 @@ def own_states_file(work: Path, scale: Scale, base: Path, parent: Path, own: Own
         grown = Trajectories(train.t, torch.cat([train.z, z]),
                              {k: torch.cat([v, v[chosen][owners]]) for k, v in train.params.items()},
                              {**train.meta, "own_states": record})
+        save_trajectories(path, grown)
+    return path
+
+
+def centred_reach(z: torch.Tensor) -> torch.Tensor:
+    """How far the farthest particle is from the centroid (the unweighted mean, as SO(2) models centre):
+    ``z: (..., 2, N, D)`` -> ``(...)``."""
+    q = z[..., 0, :, :]
+    return (q - q.mean(-2, keepdim=True)).norm(dim=-1).amax(-1)
+
+
+def far_reach_file(work: Path, scale: Scale, base: Path, far: FarReach, chunk: int = 1000) -> Path:
+    """``base`` grown as :class:`FarReach` says, made once under a claim (its name carries every setting);
+    ``meta["far_reach"]`` records the settings, the reach of the systems kept against the pool's and the base
+    file's."""
+    path = work / "data" / f"{base.stem}_far_pool{far.pool}_keep{far.keep}_seed{far.seed}_frame{far.frame:g}.npz"
+    with claimed(work / "claims", path.stem, wait=True):
+        if path.exists():
+            return path
+        train = load_trajectories(base)
+        system, dt = train.system(), float(train.meta["dt"])
+        generator = torch.Generator().manual_seed(far.seed)
+        params = system.sample_params(far.pool, generator)
+        z0 = system.sample_state(params, generator).to(torch.float64)
+        params = {k: v.to(torch.float64) for k, v in params.items()}
+        frames, before = round(scale.test_steps * dt / far.frame), round((train.n_times - 1) * dt / 2 / far.frame)
+        logging.info("growing %s by the farthest-reaching %d of %d fresh systems", base.name, far.keep, far.pool)
+        reach, starts = [], []
+        for part in range(0, far.pool, chunk):  # a whole pool's trajectories at once would take gigabytes
+            kept = slice(part, part + chunk)
+            _, z, _ = simulate(system, z0[kept], {k: v[kept] for k, v in params.items()}, steps=frames, dt=far.frame)
+            each = centred_reach(z)  # (chunk, frames + 1)
+            at = (each.argmax(1) - before).clamp_min(0)
+            reach.append(each.amax(1))
+            starts.append(z[torch.arange(z.shape[0]), at])
+        reach, starts = torch.cat(reach), torch.cat(starts)
+        chosen = reach.argsort(descending=True)[:far.keep]
+        _, z, _ = simulate(system, starts[chosen], {k: v[chosen] for k, v in params.items()},
+                           steps=train.n_times - 1, dt=dt)
+        record = {**dataclasses.asdict(far), "kept_reach_min": float(reach[chosen].min()),
+                  "pool_reach_median": float(reach.median()), "base_centred_q999": edge_radius(train, centred=True),
+                  "systems_added": int(chosen.numel())}
+        logging.info("%s: %d new training systems, reaching at least %.3g", path.name, chosen.numel(),
+                     record["kept_reach_min"])
+        grown = Trajectories(train.t, torch.cat([train.z, z.to(train.z.dtype)]),
+                             {k: torch.cat([v, params[k][chosen].to(v.dtype)]) for k, v in train.params.items()},
+                             {**train.meta, "far_reach": record})
         save_trajectories(path, grown)
     return path
 
@@ -383,7 +453,9 @@ def report(work: Path, scale: Scale, args, suffix: str) -> None:
                "integrator": scores.get("integrator"),
                "worst_systems": [json.loads(path.read_text()) for path in sorted((work / "explained").glob("*.json"))],
                "own_states": [json.loads(str(numpy.load(path)["meta"]))["own_states"]
-                              for path in sorted((work / "data").glob("*_own_states_*.npz"))]}
+                              for path in sorted((work / "data").glob("*_own_states_*.npz"))],
+               "far_reach": [json.loads(str(numpy.load(path)["meta"]))["far_reach"]
+                             for path in sorted((work / "data").glob("*_far_pool*.npz"))]}
     write_result_files(Path(args.out) / f"springs_long{suffix}", results, markdown(results))
 
 
@@ -417,6 +489,12 @@ def markdown(results: dict) -> list[str]:
                   f"looked at every {grown['every']} steps with the true energy moved by more than "
                   f"{grown['energy_change']:.0%}, {grown['states_out']} with a particle past {grown['edge_radius']:.3g}); "
                   f"{grown['systems_added']} new training systems."]
+    for far in results.get("far_reach", []):
+        lines += ["", f"Far-reaching systems: of {far['pool']} fresh systems (seed {far['seed']}, every {far['frame']:g} "
+                  f"time units), the {far['keep']} whose particles get farthest from their centroid (at least "
+                  f"{far['kept_reach_min']:.3g}; the pool's median {far['pool_reach_median']:.3g}; 99.9% of the training "
+                  f"file's particles within {far['base_centred_q999']:.3g} of theirs): {far['systems_added']} new "
+                  "training systems."]
     for explained in results.get("worst_systems", []):
         radius = explained["training_radius_q999"]
         lines += ["", f"Systems whose true energy {explained['run']} changes most (`--explain {explained['run']}`): "

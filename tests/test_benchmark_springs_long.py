@@ -199,6 +199,11 @@ def test_the_report_says_how_each_grown_file_was_grown():
     line = next(line for line in sl.markdown(results) if line.startswith("Own-rollout states of p_seed1"))
     assert "39 of its 1000 rollouts" in line and "more than 2%" in line and "past 1.8)" in line
     assert line.endswith("240 new training systems.")
+    far = {"pool": 15000, "keep": 300, "seed": 2, "frame": 0.1, "kept_reach_min": 1.7612, "pool_reach_median": 0.9166,
+           "base_centred_q999": 1.502, "systems_added": 300}
+    line = next(line for line in sl.markdown({**results, "far_reach": [far]}) if line.startswith("Far-reaching"))
+    assert "of 15000 fresh systems (seed 2, every 0.1 time units), the 300" in line and "at least 1.76;" in line
+    assert "median 0.917;" in line and "within 1.5 of theirs): 300 new training systems." in line
 
 
 def test_systems_past_the_energy_line_are_counted_and_older_runs_take_the_count_from_explain(tmp_path):
@@ -229,3 +234,43 @@ def test_systems_past_the_energy_line_are_counted_and_older_runs_take_the_count_
     counts = [next(line for line in lines if line.startswith(f"| {sl.ROWS[i][0]} (seed 1)")).split(" | ")[5]
               for i in range(3)]
     assert counts == ["4", "7", "-"]
+
+
+def test_far_reaching_systems_are_the_pools_farthest_each_run_through_its_farthest_moment(tmp_path):
+    """The grown file: the base unchanged, then one true trajectory for each of the ``keep`` pool systems whose
+    particles get farthest from their centroid (the pool run whole here, in chunks there), carrying that
+    system's parameters, passing through that moment at its middle, conserving the true energy; other
+    settings make another file."""
+    from hamnet.diagnostics import conservation_report
+    from hamnet.io import load_trajectories
+    from hamnet.simulation import simulate
+
+    scale = sl.SCALES["smoke"]
+    base = sl.training_file(tmp_path, scale, sl.ROWS[0][0])
+    far = sl.FarReach(pool=40, keep=4, seed=5, frame=0.05)
+    path = sl.far_reach_file(tmp_path, scale, base, far, chunk=15)
+    assert sl.far_reach_file(tmp_path, scale, base, far) == path  # made once
+    assert sl.far_reach_file(tmp_path, scale, base, sl.FarReach(pool=40, keep=4, seed=5, frame=0.1)) != path
+    plain, grown = load_trajectories(base), load_trajectories(path)
+    assert torch.equal(grown.z[:plain.n_systems], plain.z) and grown.n_systems == plain.n_systems + 4
+
+    system = Springs()
+    generator = torch.Generator().manual_seed(5)
+    params = system.sample_params(40, generator)
+    z0 = system.sample_state(params, generator)
+    _, pool, _ = simulate(system, z0, params, steps=round(scale.test_steps * 0.01 / 0.05), dt=0.05)
+    reach = sl.centred_reach(pool).amax(1)
+    chosen = reach.argsort(descending=True)[:4]
+    assert grown.meta["far_reach"]["kept_reach_min"] == pytest.approx(float(reach[chosen[-1]]), rel=1e-12)
+    added = slice(plain.n_systems, None)
+    for name in ("m", "k"):
+        torch.testing.assert_close(grown.params[name][added], params[name][chosen].to(grown.params[name].dtype))
+    # each starts half its length before its farthest moment (or at the pool's start, if that comes sooner)
+    middle = (plain.n_times - 1) // 2
+    start = (sl.centred_reach(pool[chosen]).argmax(1) - middle * 0.01 / 0.05).long()
+    assert bool((start < 0).any() and (start > 0).any())  # both cases met
+    torch.testing.assert_close(grown.z[added, 0], pool[chosen, start.clamp_min(0)].to(grown.z.dtype), rtol=0, atol=0)
+    late = start >= 0
+    torch.testing.assert_close(sl.centred_reach(grown.z[added, middle])[late], reach[chosen][late], rtol=1e-7, atol=0)
+    kept = conservation_report(grown.z[added], system.hamiltonian, {k: v[added] for k, v in grown.params.items()})
+    assert float(kept["energy"].max()) < 1e-6
