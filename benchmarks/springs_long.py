@@ -109,6 +109,9 @@ ROWS = [
     ("+ own-rollout states, round 2", "+ own-rollout states", ["--epochs", "60", "--lr", "1e-3"],
      "a second round from the lr 1e-3 row: its training file grown again, from that row's own rollouts of 300 "
      "training systems the first round did not roll out (1000-1299), then 60 epochs at lr 1e-3"),
+    ("+ 60 more epochs", "+ own-rollout states", ["--epochs", "60", "--lr", "1e-3"],
+     "the lr 1e-3 own-rollout phase again on its own grown file (what round 2 is, less its 9 new systems, for "
+     "seed 2, whose rollouts gave round 2 nothing to add)"),
     ("+ far-reaching systems", "SO(2), lr 3e-3, 300 epochs, 3000 systems", ["--epochs", "60", "--lr", "1e-3"],
      "60 epochs at lr 1e-3 on the 3000-system row's training file grown by 300 true trajectories through the "
      "moments when a particle is farthest from the centroid, in the 2% of 15,000 fresh systems that reach "
@@ -187,7 +190,8 @@ SEEDS = {row[0]: (1,) for row in ROWS} | {"SO(2), lr 3e-3, 300 epochs": (1, 2, 3
                                           "SO(2), lr 3e-3, 300 epochs, 3000 systems": (1, 2),
                                           "SO(2), lr 3e-3, 300 epochs, 1 in 4 spread 3x": (1, 2),
                                           "+ own-rollout states": (1, 2), "+ own-rollout states, lr 3e-4": (1, 2),
-                                          "+ own-rollout states, round 2": (1,), "+ far-reaching systems": (1, 2)}
+                                          "+ own-rollout states, round 2": (1,), "+ 60 more epochs": (2,),
+                                          "+ far-reaching systems": (1,)}
 #: validation windows of a phase that selects on a rollout (each rolled out select_steps steps every epoch)
 VALIDATION_WINDOWS = 200
 
@@ -198,14 +202,14 @@ def run_name(row: str, seed: int) -> str:
 
 
 def plan() -> list[str]:
-    """The runs, phases by depth (every chain's first phase, then every second one, ...), the
-    integrator's limit first: a process walking every other one follows a chain of its own."""
+    """The runs, the integrator's limit first, then seed 1's, then the other seeds', each by depth (every
+    chain's first phase, then every second one, ...): a process walking every other one follows a chain of
+    its own, and a phase comes after the run it starts from."""
     depth = {}
     for row in ROWS:
         depth[row[0]] = 0 if row[1] is None else depth[row[1]] + 1
-    ordered = sorted(ROWS, key=lambda row: depth[row[0]])
-    first = [run_name(row[0], seed) for row in ordered for seed in SEEDS[row[0]][:1]]
-    return ["integrator"] + first + [run_name(row[0], seed) for row in ordered for seed in SEEDS[row[0]][1:]]
+    runs = sorted(((row[0], seed) for row in ROWS for seed in SEEDS[row[0]]), key=lambda run: (run[1] != 1, depth[run[0]]))
+    return ["integrator"] + [run_name(row, seed) for row, seed in runs]
 
 
 def flags(scale: Scale, row: tuple, seed: int, work: Path) -> list[str]:
@@ -277,14 +281,17 @@ def edge_radius(data, centred: bool = False) -> float:
 
 
 def training_file(work: Path, scale: Scale, row: str, seed: int = 1) -> Path:
-    """The training file of ``row``: the scale's (seed 0), the one its :data:`TRAINING_DATA` describes, or its
-    parent's grown by the parent's run of ``seed`` (:data:`OWN_STATES`)."""
-    if row in OWN_STATES or row in FAR_REACH:
-        parent = next(entry[1] for entry in ROWS if entry[0] == row)
+    """The training file of ``row``: the scale's (seed 0), the one its :data:`TRAINING_DATA` describes, its
+    parent's grown by the parent's run of ``seed`` (:data:`OWN_STATES`) or by :data:`FAR_REACH`, or else, for a
+    phase, its parent's."""
+    parent = next(entry[1] for entry in ROWS if entry[0] == row)
+    if parent is not None:
         base = training_file(work, scale, parent, seed)
         if row in FAR_REACH:
             return far_reach_file(work, scale, base, FAR_REACH[row])
-        return own_states_file(work, scale, base, work / "runs" / run_name(parent, seed), OWN_STATES[row])
+        if row in OWN_STATES:
+            return own_states_file(work, scale, base, work / "runs" / run_name(parent, seed), OWN_STATES[row])
+        return base
     data = TRAINING_DATA.get(row, TrainingData())
     systems = scale.train_systems * data.multiple
     if not data.spread_every:
