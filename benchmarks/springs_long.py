@@ -112,6 +112,11 @@ ROWS = [
     ("+ 60 more epochs", "+ own-rollout states", ["--epochs", "60", "--lr", "1e-3"],
      "the lr 1e-3 own-rollout phase again on its own grown file (what round 2 is, less its 9 new systems, for "
      "seed 2, whose rollouts gave round 2 nothing to add)"),
+    ("+ own rollouts of far-reaching systems", "+ own-rollout states, round 2", ["--epochs", "60", "--lr", "1e-3"],
+     "the own-rollout loop again, its 300 rollouts started from the far-reaching systems' states (the row below "
+     "picks them) instead of training systems, then 60 epochs at lr 1e-3"),
+    ("+ own rollouts of far-reaching systems, after 60 more epochs", "+ 60 more epochs",
+     ["--epochs", "60", "--lr", "1e-3"], "the row above for seed 2's chain"),
     ("+ far-reaching systems", "SO(2), lr 3e-3, 300 epochs, 3000 systems", ["--epochs", "60", "--lr", "1e-3"],
      "60 epochs at lr 1e-3 on the 3000-system row's training file grown by 300 true trajectories through the "
      "moments when a particle is farthest from the centroid, in the 2% of 15,000 fresh systems that reach "
@@ -142,7 +147,8 @@ class OwnStates:
     the true motion (its true energy changed by more than ``energy_change``, or a particle lies past the
     training positions' 99.9% quantile, within ``reach`` times it) starts a new training system, which the
     true springs carry on for the training file's steps: at most ``per_system`` evenly spaced states of one
-    rollout. Needs the true system, so it is a recipe for simulated data only."""
+    rollout. With ``far``, the rollouts start instead from the far-reaching systems' starts (:class:`FarReach`).
+    Needs the true system, so it is a recipe for simulated data only."""
     systems: int = 1000
     steps: int = 10_000
     every: int = 200
@@ -150,6 +156,7 @@ class OwnStates:
     reach: float = 4.0
     per_system: int = 10
     first: int = 0
+    far: FarReach | None = None
 
 
 @dataclass(frozen=True)
@@ -167,7 +174,9 @@ class FarReach:
 FAR_REACH = {"+ far-reaching systems": FarReach()}
 
 OWN_STATES = {"+ own-rollout states": OwnStates(), "+ own-rollout states, lr 3e-4": OwnStates(),
-              "+ own-rollout states, round 2": OwnStates(systems=300, first=1000)}
+              "+ own-rollout states, round 2": OwnStates(systems=300, first=1000),
+              "+ own rollouts of far-reaching systems": OwnStates(systems=300, far=FarReach()),
+              "+ own rollouts of far-reaching systems, after 60 more epochs": OwnStates(systems=300, far=FarReach())}
 
 
 class SpreadSprings(Springs):
@@ -191,6 +200,8 @@ SEEDS = {row[0]: (1,) for row in ROWS} | {"SO(2), lr 3e-3, 300 epochs": (1, 2, 3
                                           "SO(2), lr 3e-3, 300 epochs, 1 in 4 spread 3x": (1, 2),
                                           "+ own-rollout states": (1, 2), "+ own-rollout states, lr 3e-4": (1, 2),
                                           "+ own-rollout states, round 2": (1,), "+ 60 more epochs": (2,),
+                                          "+ own rollouts of far-reaching systems": (1,),
+                                          "+ own rollouts of far-reaching systems, after 60 more epochs": (2,),
                                           "+ far-reaching systems": (1,)}
 #: validation windows of a phase that selects on a rollout (each rolled out select_steps steps every epoch)
 VALIDATION_WINDOWS = 200
@@ -313,10 +324,14 @@ def own_states_file(work: Path, scale: Scale, base: Path, parent: Path, own: Own
         logging.info("growing %s from %s's own rollouts", base.name, parent.name)
         train, (model, _) = load_trajectories(base), model_from_checkpoint(parent / "best.pt")
         system, dt = train.system(), float(train.meta["dt"])
-        chosen = slice(own.first, min(own.first + own.systems, train.n_systems))
-        params = {k: v[chosen] for k, v in train.params.items()}
-        count, steps = train.z[chosen].shape[0], min(own.steps, scale.test_steps)
-        learned = rollout_systems(model, train.z[chosen, 0], params, steps, dt, method="leapfrog",
+        if own.far is None:
+            chosen = slice(own.first, min(own.first + own.systems, train.n_systems))
+            z0, params = train.z[chosen, 0], {k: v[chosen] for k, v in train.params.items()}
+        else:
+            z0, params, _, _ = far_starts(system, own.far, scale.test_steps * dt, (train.n_times - 1) * dt / 2)
+            z0, params = z0[:own.systems].to(train.z.dtype), {k: v[:own.systems] for k, v in params.items()}
+        count, steps = z0.shape[0], min(own.steps, scale.test_steps)
+        learned = rollout_systems(model, z0, params, steps, dt, method="leapfrog",
                                   keep_diverged=True, compile=compile)
         states = learned.z[:, :: max(1, own.every * steps // own.steps)]  # (count, S, 2, N, D): the candidates
         repeated = {k: v.repeat_interleave(states.shape[1], 0) for k, v in params.items()}
@@ -345,7 +360,7 @@ def own_states_file(work: Path, scale: Scale, base: Path, parent: Path, own: Own
                   "systems_added": int(owners.numel())}
         logging.info("%s: %d new training systems from %d rollouts", path.name, owners.numel(), record["rollouts_picked"])
         grown = Trajectories(train.t, torch.cat([train.z, z]),
-                             {k: torch.cat([v, v[chosen][owners]]) for k, v in train.params.items()},
+                             {k: torch.cat([v, params[k][owners].to(v.dtype)]) for k, v in train.params.items()},
                              {**train.meta, "own_states": record})
         save_trajectories(path, grown)
     return path
@@ -358,6 +373,28 @@ def centred_reach(z: torch.Tensor) -> torch.Tensor:
     return (q - q.mean(-2, keepdim=True)).norm(dim=-1).amax(-1)
 
 
+def far_starts(system, far: FarReach, horizon: float, before: float, chunk: int = 1000) -> tuple:
+    """The :class:`FarReach` pool run over ``horizon`` time units: the ``keep`` systems that reach farthest
+    from their centroid, each's state ``before`` time units ahead of that moment (or its first): ``(starts:
+    (keep, 2, N, D), their params, every pool system's reach (pool,), the kept ones' indices (keep,))``."""
+    generator = torch.Generator().manual_seed(far.seed)
+    params = system.sample_params(far.pool, generator)
+    z0 = system.sample_state(params, generator).to(torch.float64)
+    params = {k: v.to(torch.float64) for k, v in params.items()}
+    reach, starts = [], []
+    for part in range(0, far.pool, chunk):  # a whole pool's trajectories at once would take gigabytes
+        kept = slice(part, part + chunk)
+        _, z, _ = simulate(system, z0[kept], {k: v[kept] for k, v in params.items()}, steps=round(horizon / far.frame),
+                           dt=far.frame)
+        each = centred_reach(z)  # (chunk, frames + 1)
+        at = (each.argmax(1) - round(before / far.frame)).clamp_min(0)
+        reach.append(each.amax(1))
+        starts.append(z[torch.arange(z.shape[0]), at])
+    reach, starts = torch.cat(reach), torch.cat(starts)
+    chosen = reach.argsort(descending=True)[:far.keep]
+    return starts[chosen], {k: v[chosen] for k, v in params.items()}, reach, chosen
+
+
 def far_reach_file(work: Path, scale: Scale, base: Path, far: FarReach, chunk: int = 1000) -> Path:
     """``base`` grown as :class:`FarReach` says, made once under a claim (its name carries every setting);
     ``meta["far_reach"]`` records the settings, the reach of the systems kept against the pool's and the base
@@ -368,31 +405,17 @@ def far_reach_file(work: Path, scale: Scale, base: Path, far: FarReach, chunk: i
             return path
         train = load_trajectories(base)
         system, dt = train.system(), float(train.meta["dt"])
-        generator = torch.Generator().manual_seed(far.seed)
-        params = system.sample_params(far.pool, generator)
-        z0 = system.sample_state(params, generator).to(torch.float64)
-        params = {k: v.to(torch.float64) for k, v in params.items()}
-        frames, before = round(scale.test_steps * dt / far.frame), round((train.n_times - 1) * dt / 2 / far.frame)
         logging.info("growing %s by the farthest-reaching %d of %d fresh systems", base.name, far.keep, far.pool)
-        reach, starts = [], []
-        for part in range(0, far.pool, chunk):  # a whole pool's trajectories at once would take gigabytes
-            kept = slice(part, part + chunk)
-            _, z, _ = simulate(system, z0[kept], {k: v[kept] for k, v in params.items()}, steps=frames, dt=far.frame)
-            each = centred_reach(z)  # (chunk, frames + 1)
-            at = (each.argmax(1) - before).clamp_min(0)
-            reach.append(each.amax(1))
-            starts.append(z[torch.arange(z.shape[0]), at])
-        reach, starts = torch.cat(reach), torch.cat(starts)
-        chosen = reach.argsort(descending=True)[:far.keep]
-        _, z, _ = simulate(system, starts[chosen], {k: v[chosen] for k, v in params.items()},
-                           steps=train.n_times - 1, dt=dt)
+        starts, params, reach, chosen = far_starts(system, far, scale.test_steps * dt, (train.n_times - 1) * dt / 2,
+                                                   chunk)
+        _, z, _ = simulate(system, starts, params, steps=train.n_times - 1, dt=dt)
         record = {**dataclasses.asdict(far), "kept_reach_min": float(reach[chosen].min()),
                   "pool_reach_median": float(reach.median()), "base_centred_q999": edge_radius(train, centred=True),
                   "systems_added": int(chosen.numel())}
         logging.info("%s: %d new training systems, reaching at least %.3g", path.name, chosen.numel(),
                      record["kept_reach_min"])
         grown = Trajectories(train.t, torch.cat([train.z, z.to(train.z.dtype)]),
-                             {k: torch.cat([v, params[k][chosen].to(v.dtype)]) for k, v in train.params.items()},
+                             {k: torch.cat([v, params[k].to(v.dtype)]) for k, v in train.params.items()},
                              {**train.meta, "far_reach": record})
         save_trajectories(path, grown)
     return path
@@ -491,7 +514,9 @@ def markdown(results: dict) -> list[str]:
                          f"({drift['energy']['max']:.2g}) | {run.get('systems_over_10_percent', '-')} | {momenta:.1e} | "
                          f"{run['diverged']} |")
     for grown in results.get("own_states", []):
-        lines += ["", f"Own-rollout states of {grown['parent']}: {grown['rollouts_picked']} of its {grown['rollouts']} "
+        lines += ["", f"Own-rollout states of {grown['parent']}"
+                  + (" (rollouts of far-reaching systems)" if grown.get("far") else "")
+                  + f": {grown['rollouts_picked']} of its {grown['rollouts']} "
                   f"rollouts ({grown['steps']} steps) left the true motion ({grown['states_off_energy']} of the states "
                   f"looked at every {grown['every']} steps with the true energy moved by more than "
                   f"{grown['energy_change']:.0%}, {grown['states_out']} with a particle past {grown['edge_radius']:.3g}); "

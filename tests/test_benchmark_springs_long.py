@@ -274,3 +274,31 @@ def test_far_reaching_systems_are_the_pools_farthest_each_run_through_its_farthe
     torch.testing.assert_close(sl.centred_reach(grown.z[added, middle])[late], reach[chosen][late], rtol=1e-7, atol=0)
     kept = conservation_report(grown.z[added], system.hamiltonian, {k: v[added] for k, v in grown.params.items()})
     assert float(kept["energy"].max()) < 1e-6
+
+
+def test_own_rollouts_of_far_reaching_systems_start_from_their_starts(tmp_path):
+    """With ``far``, the parent rolls out the far-reaching systems' starts (not the training file's), and every
+    new system starts at a state of one of those rollouts and carries that far system's parameters."""
+    from hamnet.io import load_trajectories, save_trajectories
+    from hamnet.models import ModelConfig
+    from hamnet.training import TrainConfig, train
+
+    base = tmp_path / "data" / "base.npz"
+    base.parent.mkdir()
+    save_trajectories(base, generate(Springs(), n_systems=12, steps=12, dt=0.01, seed=0))
+    model = ModelConfig(name="hlieconv", group="SO2", width=8, depth=1, kernel_width=8, kernel_channels=4)
+    train(TrainConfig(model=model, epochs=1, batch_size=16, max_windows=32, validation_windows=8), base,
+          tmp_path / "runs" / "parent", progress=False)
+    scale, far = sl.SCALES["smoke"], sl.FarReach(pool=30, keep=4, seed=3, frame=0.05)
+    own = sl.OwnStates(systems=3, steps=60, every=10, energy_change=0.01, reach=4.0, per_system=2, far=far)
+    path = sl.own_states_file(tmp_path, scale, base, tmp_path / "runs" / "parent", own, compile=False)
+    plain, grown = load_trajectories(base), load_trajectories(path)
+    starts, params, _, _ = sl.far_starts(Springs(), far, scale.test_steps * 0.01, (plain.n_times - 1) * 0.01 / 2)
+    network, _ = sl.model_from_checkpoint(tmp_path / "runs" / "parent" / "best.pt")
+    learned = sl.rollout_systems(network, starts[:3], {k: v[:3] for k, v in params.items()}, 60, 0.01,
+                                 method="leapfrog", keep_diverged=True)
+    candidates = learned.z[:, ::10]
+    assert grown.meta["own_states"]["far"] == sl.dataclasses.asdict(far) and grown.n_systems > plain.n_systems
+    for row in range(plain.n_systems, grown.n_systems):
+        owner = ((candidates - grown.z[row, 0]).flatten(2).abs().amax(-1) < 1e-12).nonzero()[0, 0]
+        assert torch.equal(grown.params["k"][row], params["k"][owner].to(grown.params["k"].dtype))
