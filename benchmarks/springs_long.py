@@ -113,8 +113,8 @@ ROWS = [
      "the lr 1e-3 own-rollout phase again on its own grown file (what round 2 is, less its 9 new systems, for "
      "seed 2, whose rollouts gave round 2 nothing to add)"),
     ("+ own rollouts of far-reaching systems", "+ own-rollout states, round 2", ["--epochs", "60", "--lr", "1e-3"],
-     "the own-rollout loop again, its 300 rollouts started from the far-reaching systems' states (the row below "
-     "picks them) instead of training systems, then 60 epochs at lr 1e-3"),
+     "the own-rollout loop again, its 300 rollouts started from the far-reaching systems' states (picked as for "
+     "the '+ far-reaching systems' row) instead of training systems, then 60 epochs at lr 1e-3"),
     ("+ own rollouts of far-reaching systems, after 60 more epochs", "+ 60 more epochs",
      ["--epochs", "60", "--lr", "1e-3"], "the row above for seed 2's chain"),
     ("+ far-reaching systems", "SO(2), lr 3e-3, 300 epochs, 3000 systems", ["--epochs", "60", "--lr", "1e-3"],
@@ -142,13 +142,12 @@ TRAINING_DATA = {"SO(2), lr 3e-3, 300 epochs, 3000 systems": TrainingData(multip
 class OwnStates:
     """A phase's training data grown from its parent's own rollouts (DAgger: Ross, Gordon and Bagnell, 2011).
     The parent model rolls out the first states of ``systems`` of its training systems (from the ``first``-th)
-    for ``steps`` float64
-    leapfrog steps (at most the scale's held-out steps). Every ``every``-th state where the rollout has left
-    the true motion (its true energy changed by more than ``energy_change``, or a particle lies past the
-    training positions' 99.9% quantile, within ``reach`` times it) starts a new training system, which the
-    true springs carry on for the training file's steps: at most ``per_system`` evenly spaced states of one
-    rollout. With ``far``, the rollouts start instead from the far-reaching systems' starts (:class:`FarReach`).
-    Needs the true system, so it is a recipe for simulated data only."""
+    for ``steps`` float64 leapfrog steps (at most the scale's held-out steps), or with ``far`` the first
+    ``systems`` of the far-reaching systems' starts (:class:`FarReach`). Every ``every``-th state where the
+    rollout has left the true motion (its true energy changed by more than ``energy_change``, or a particle
+    lies past the training positions' 99.9% quantile, within ``reach`` times it) starts a new training
+    system, which the true springs carry on for the training file's steps: at most ``per_system`` evenly
+    spaced states of one rollout. Needs the true system, so it is a recipe for simulated data only."""
     systems: int = 1000
     steps: int = 10_000
     every: int = 200

@@ -405,7 +405,7 @@ def springs_long() -> list[str]:
             if run is None:
                 continue
             vpt, drift = run["valid_prediction_time"], run["drift"]
-            body.append([row["row"] + (f", seed {seed}" if len(row["runs"]) > 1 else ""), row["starts_from"] or "-",
+            body.append([row["row"] + (f", seed {seed}" if len(row["runs"]) > 1 or seed != "1" else ""), row["starts_from"] or "-",
                          f"{vpt['median']:.2f} [{vpt['q1']:.2f}, {vpt['q3']:.2f}]", str(vpt["never_exceeded"]),
                          f"{_percent3(drift['energy']['median'])} ({_percent3(drift['energy']['max'])})",
                          str(run.get("systems_over_10_percent", "-")),
