@@ -348,8 +348,8 @@ def own_states_file(work: Path, scale: Scale, base: Path, parent: Path, own: Own
             starts.append(states[index, times])
             owners += [index] * times.numel()
         if not starts:
-            raise ValueError(f"{parent.name}'s rollouts of {count} training systems never leave the true motion; "
-                             "nothing to grow its training file with")
+            raise ValueError(f"{parent.name}'s rollouts of {count} {'far-reaching' if own.far else 'training'} systems "
+                             "never leave the true motion; nothing to grow its training file with")
         owners = torch.tensor(owners)
         _, z, _ = simulate(system, torch.cat(starts), {k: v[owners] for k, v in params.items()},
                            steps=train.n_times - 1, dt=dt)
