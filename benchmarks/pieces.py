@@ -208,9 +208,9 @@ def hamnet_config(flags: list[str], data_path: Path) -> TrainConfig:
     return train_config_from_args(args, load_trajectories(data_path))
 
 
-def train_hamnet(config: TrainConfig, data_path: Path, folder: Path) -> dict:
-    """Train (or resume) into ``folder``; returns the epochs' summed seconds and, for a run done in one
-    call, its wall-clock seconds (recorded in ``folder/wall.json``)."""
+def train_hamnet(config: TrainConfig, data_path: Path, folder: Path, until: int | None = None) -> dict:
+    """Train (or resume) into ``folder``, up to epoch ``until`` (None: all of them); returns the epochs'
+    summed seconds and, for a run done in one call, its wall-clock seconds (recorded in ``folder/wall.json``)."""
     metrics, last, wall = folder / "metrics.jsonl", folder / "last.pt", folder / "wall.json"
     if (folder / "config.json").exists():
         saved = json.loads((folder / "config.json").read_text())["train_config"]
@@ -223,16 +223,21 @@ def train_hamnet(config: TrainConfig, data_path: Path, folder: Path) -> dict:
             raise ValueError(f"{folder} holds a run with other settings ({', '.join(changed)} differ, e.g. after a "
                              "change of hamnet train's defaults); delete that run and the scores made from it to "
                              "retrain")
-    done = metrics.exists() and len(metrics.read_text().splitlines()) >= config.epochs
-    if not done:
+    until = config.epochs if until is None else until
+    done = len(metrics.read_text().splitlines()) if metrics.exists() else 0
+    if done < until:
         if not last.exists():
             shutil.rmtree(folder, ignore_errors=True)
         resumed = last.exists()
         started = time.perf_counter()
-        train(config, data_path, folder, resume=resumed)
+        # a kill can leave metrics one epoch ahead of last.pt: resuming drops it, so count from last.pt
+        done = model_from_checkpoint(last)[1]["epoch"] if resumed else 0
+        wall.unlink(missing_ok=True)  # not a run's own file: hamnet train refuses to resume beside it
+        train(config, data_path, folder, resume=resumed, stop_after_epochs=until - done)
         seconds = time.perf_counter() - started
-        with atomic_path(wall) as tmp:
-            tmp.write_text(json.dumps({"wall_seconds": None if resumed else seconds}))
+        if until >= config.epochs:  # the wall time of a run done in pieces is not known
+            with atomic_path(wall) as tmp:
+                tmp.write_text(json.dumps({"wall_seconds": None if resumed else seconds}))
     lines = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
     saved = json.loads((folder / "config.json").read_text())["train_config"]
     return {"epochs": len(lines), "epoch_seconds": sum(line["seconds"] for line in lines),

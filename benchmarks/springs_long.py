@@ -16,8 +16,9 @@ batch 50, leapfrog windows of 5 states, 30 epochs), the same at lr 3e-3 for 100 
 phases started from another row's ``best.pt`` (``--init-from``): windows of 20 states, a float64
 finish, each with ``best.pt`` chosen on a rollout of the validation systems (``--select rollout``), and
 training on true trajectories from where the parent's own rollouts go wrong (:data:`OWN_STATES`) or
-through the far tail of the systems' own motion (:data:`FAR_REACH`). Each run also counts the held-out
-systems whose true energy changes by more than 10%.
+through the far tail of the systems' own motion (:data:`FAR_REACH`); two phases are scored with the weights
+picked on the benchmark's own two measures over a selection set of fresh systems (:data:`SELECTION`). Each run
+also counts the held-out systems whose true energy changes by more than 10%.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/springs_long.py &
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/springs_long.py &
@@ -36,6 +37,8 @@ import argparse
 import dataclasses
 import json
 import logging
+import math
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -48,6 +51,7 @@ from hamnet.checkpoint import model_from_checkpoint
 from hamnet.diagnostics import conservation_report
 from hamnet.evaluation import bounded_errors, evaluate, valid_prediction_time
 from hamnet.io import Trajectories, load_trajectories, save_trajectories
+from hamnet.paths import atomic_path
 from hamnet.rollouts import rollout_systems
 from hamnet.simulation import simulate
 from hamnet.systems import Springs
@@ -117,6 +121,12 @@ ROWS = [
      "the '+ far-reaching systems' row) instead of training systems, then 60 epochs at lr 1e-3"),
     ("+ own rollouts of far-reaching systems, after 60 more epochs", "+ 60 more epochs",
      ["--epochs", "60", "--lr", "1e-3"], "the row above for seed 2's chain"),
+    ("+ own-rollout states, round 2, picked on 100-unit rollouts", "+ own-rollout states",
+     ["--epochs", "60", "--lr", "1e-3"],
+     "round 2 trained again, keeping its weights every 15 epochs; the one scored is picked on its own rollouts of "
+     "fresh systems (:data:`SELECTION`), not on the validation window MSE"),
+    ("+ 60 more epochs, picked on 100-unit rollouts", "+ own-rollout states", ["--epochs", "60", "--lr", "1e-3"],
+     "'+ 60 more epochs' picked the same way (seed 2's chain)"),
     ("+ far-reaching systems", "SO(2), lr 3e-3, 300 epochs, 3000 systems", ["--epochs", "60", "--lr", "1e-3"],
      "60 epochs at lr 1e-3 on the 3000-system row's training file grown by 300 true trajectories through the "
      "moments when a particle is farthest from the centroid, in the 2% of 15,000 fresh systems that reach "
@@ -174,8 +184,30 @@ FAR_REACH = {"+ far-reaching systems": FarReach()}
 
 OWN_STATES = {"+ own-rollout states": OwnStates(), "+ own-rollout states, lr 3e-4": OwnStates(),
               "+ own-rollout states, round 2": OwnStates(systems=300, first=1000),
+              "+ own-rollout states, round 2, picked on 100-unit rollouts": OwnStates(systems=300, first=1000),
               "+ own rollouts of far-reaching systems": OwnStates(systems=300, far=FarReach()),
               "+ own rollouts of far-reaching systems, after 60 more epochs": OwnStates(systems=300, far=FarReach())}
+
+
+@dataclass(frozen=True)
+class RolloutSelection:
+    """The weights a phase is scored with, picked on the benchmark's own two measures instead of the validation
+    window MSE: the run keeps its weights every ``every`` epochs (scaled as its epochs are), and each of these
+    rolls out a selection set for the held-out steps: fresh systems (seed ``seed``, neither the training nor the
+    held-out file's), the ``far`` of a ``pool`` that reach farthest from their centroid (sampled every
+    ``frame``; where the held-out failures are) and the pool's first ``plain`` others. Picked: the fewest
+    selection systems whose true energy changes by more than 10%, then the highest median VPT of the plain ones,
+    then the earliest."""
+    every: int = 15
+    pool: int = 5000
+    far: int = 100
+    plain: int = 100
+    seed: int = 3
+    frame: float = 0.1
+
+
+SELECTION = {"+ own-rollout states, round 2, picked on 100-unit rollouts": RolloutSelection(),
+             "+ 60 more epochs, picked on 100-unit rollouts": RolloutSelection()}
 
 
 class SpreadSprings(Springs):
@@ -201,7 +233,9 @@ SEEDS = {row[0]: (1,) for row in ROWS} | {"SO(2), lr 3e-3, 300 epochs": (1, 2, 3
                                           "+ own-rollout states, round 2": (1,), "+ 60 more epochs": (2,),
                                           "+ own rollouts of far-reaching systems": (1,),
                                           "+ own rollouts of far-reaching systems, after 60 more epochs": (2,),
-                                          "+ far-reaching systems": (1,)}
+                                          "+ far-reaching systems": (1,),
+                                          "+ own-rollout states, round 2, picked on 100-unit rollouts": (1,),
+                                          "+ 60 more epochs, picked on 100-unit rollouts": (2,)}
 #: validation windows of a phase that selects on a rollout (each rolled out select_steps steps every epoch)
 VALIDATION_WINDOWS = 200
 
@@ -234,8 +268,9 @@ def flags(scale: Scale, row: tuple, seed: int, work: Path) -> list[str]:
             "--max-windows", str(scale.windows), "--seed", str(seed), "--compile", "on", *start, *extra]
 
 
-def score(run: Path, test) -> dict:
-    model, state = model_from_checkpoint(run / "best.pt")
+def score(run: Path, test, checkpoint: Path | None = None) -> dict:
+    """``checkpoint`` (default: the run's ``best.pt``) scored on the held-out file ``test``."""
+    model, state = model_from_checkpoint(checkpoint or run / "best.pt")
     started = time.perf_counter()
     scores = evaluate(model, test, region=(state.get("data") or {}).get("region"),
                       window_method=state["train_config"]["method"], compile=True)
@@ -317,14 +352,16 @@ def own_states_file(work: Path, scale: Scale, base: Path, parent: Path, own: Own
     with claimed(work / "claims", path.stem, wait=True):
         if path.exists():
             made = json.loads(str(numpy.load(path)["meta"]))["own_states"]
-            if any(made.get(key, getattr(OwnStates(), key)) != value for key, value in dataclasses.asdict(own).items()):
+            wanted = {**dataclasses.asdict(own), "steps": min(own.steps, scale.test_steps)}  # as recorded
+            if any(made.get(key, getattr(OwnStates(), key)) != value for key, value in wanted.items()):
                 raise ValueError(f"{path} was grown with other settings ({made}); delete it to grow it anew")
             return path
         logging.info("growing %s from %s's own rollouts", base.name, parent.name)
         train, (model, _) = load_trajectories(base), model_from_checkpoint(parent / "best.pt")
         system, dt = train.system(), float(train.meta["dt"])
         if own.far is None:
-            chosen = slice(own.first, min(own.first + own.systems, train.n_systems))
+            first = own.first % train.n_systems  # wraps only in a file of fewer systems (the smoke scale's)
+            chosen = slice(first, min(first + own.systems, train.n_systems))
             z0, params = train.z[chosen, 0], {k: v[chosen] for k, v in train.params.items()}
         else:
             z0, params, _, _ = far_starts(system, own.far, scale.test_steps * dt, (train.n_times - 1) * dt / 2)
@@ -376,22 +413,106 @@ def far_starts(system, far: FarReach, horizon: float, before: float, chunk: int 
     """The :class:`FarReach` pool run over ``horizon`` time units: the ``keep`` systems that reach farthest
     from their centroid, each's state ``before`` time units ahead of that moment (or its first): ``(starts:
     (keep, 2, N, D), their params, every pool system's reach (pool,), the kept ones' indices (keep,))``."""
-    generator = torch.Generator().manual_seed(far.seed)
-    params = system.sample_params(far.pool, generator)
+    _, params, reach, starts = reaching_pool(system, far.pool, far.seed, horizon, far.frame, before, chunk)
+    chosen = reach.argsort(descending=True)[:far.keep]
+    return starts[chosen], {k: v[chosen] for k, v in params.items()}, reach, chosen
+
+
+def reaching_pool(system, pool: int, seed: int, horizon: float, frame: float, before: float,
+                  chunk: int = 1000) -> tuple:
+    """``pool`` fresh systems of ``system`` (seed ``seed``, float64) run by the true dynamics over ``horizon``
+    time units, sampled every ``frame``: ``(first states (pool, 2, N, D), params, how far each one's farthest
+    particle gets from the centroid (pool,), each's state ``before`` time units ahead of that moment, or its
+    first (pool, 2, N, D))``."""
+    generator = torch.Generator().manual_seed(seed)
+    params = system.sample_params(pool, generator)
     z0 = system.sample_state(params, generator).to(torch.float64)
     params = {k: v.to(torch.float64) for k, v in params.items()}
     reach, starts = [], []
-    for part in range(0, far.pool, chunk):  # a whole pool's trajectories at once would take gigabytes
+    for part in range(0, pool, chunk):  # a whole pool's trajectories at once would take gigabytes
         kept = slice(part, part + chunk)
-        _, z, _ = simulate(system, z0[kept], {k: v[kept] for k, v in params.items()}, steps=round(horizon / far.frame),
-                           dt=far.frame)
+        _, z, _ = simulate(system, z0[kept], {k: v[kept] for k, v in params.items()}, steps=round(horizon / frame),
+                           dt=frame)
         each = centred_reach(z)  # (chunk, frames + 1)
-        at = (each.argmax(1) - round(before / far.frame)).clamp_min(0)
+        at = (each.argmax(1) - round(before / frame)).clamp_min(0)
         reach.append(each.amax(1))
         starts.append(z[torch.arange(z.shape[0]), at])
-    reach, starts = torch.cat(reach), torch.cat(starts)
-    chosen = reach.argsort(descending=True)[:far.keep]
-    return starts[chosen], {k: v[chosen] for k, v in params.items()}, reach, chosen
+    return z0, params, torch.cat(reach), torch.cat(starts)
+
+
+def selection_file(work: Path, test, selection: RolloutSelection) -> Path:
+    """The :class:`RolloutSelection` set, made once under a claim: its ``far`` systems first, then its
+    ``plain`` ones, each a true trajectory as long as the held-out file's (``test``: its steps, dt and
+    system); ``meta["selection"]`` records the settings and the reach of both parts."""
+    steps = test.n_times - 1
+    path = work / "data" / (f"selection_pool{selection.pool}_far{selection.far}_plain{selection.plain}_seed"
+                            f"{selection.seed}_frame{selection.frame:g}_steps{steps}.npz")
+    with claimed(work / "claims", path.stem, wait=True):
+        if path.exists():
+            return path
+        system, dt = test.system(), float(test.meta["dt"])
+        logging.info("making the selection set %s", path.name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        z0, params, reach, _ = reaching_pool(system, selection.pool, selection.seed, steps * dt, selection.frame, 0.0)
+        order = reach.argsort(descending=True)
+        far = order[:selection.far]
+        plain = order[selection.far:].sort().values[:selection.plain]
+        if plain.numel() < selection.plain:
+            raise ValueError(f"a pool of {selection.pool} has no {selection.plain} systems besides its "
+                             f"{selection.far} far-reaching ones; make the pool larger")
+        chosen = torch.cat([far, plain])
+        _, z, _ = simulate(system, z0[chosen], {k: v[chosen] for k, v in params.items()}, steps=steps, dt=dt)
+        record = {**dataclasses.asdict(selection), "far_reach_min": float(reach[far].min()),
+                  "plain_reach_median": float(reach[plain].median())}
+        save_trajectories(path, Trajectories(test.t, z.to(test.z.dtype),
+                                             {k: v[chosen].to(test.params[k].dtype) for k, v in params.items()},
+                                             {**test.meta, "selection": record}))
+    return path
+
+
+def rollout_measures(checkpoint: Path, chosen, far: int, compile: bool = True) -> dict:
+    """The :class:`RolloutSelection` measures of ``checkpoint`` on the selection set ``chosen`` (its first
+    ``far`` systems the far-reaching ones): float64 leapfrog over the whole file from each first state."""
+    model, state = model_from_checkpoint(checkpoint)
+    learned = rollout_systems(model, chosen.z[:, 0], chosen.params, chosen.n_times - 1, float(chosen.meta["dt"]),
+                              method="leapfrog", keep_diverged=True, compile=compile)
+    change = conservation_report(learned.z, chosen.system().hamiltonian, chosen.params)["energy"]
+    change = [float(value) if math.isfinite(value) else None for value in change.tolist()]
+    vpt = valid_prediction_time(bounded_errors(learned, chosen), chosen.t)
+    return {"epoch": state["epoch"], **energy_past(change), "far_over_10_percent": energy_past(change[:far])[
+                "systems_over_10_percent"], "largest_energy_change": max((v for v in change if v is not None),
+                                                                         default=None),
+            "plain_vpt_median": float(vpt[far:].median()), "far_vpt_median": float(vpt[:far].median())}
+
+
+def picked(measures: list[dict]) -> dict:
+    """Of the snapshots' :func:`rollout_measures`, the one :class:`RolloutSelection` picks."""
+    return min(measures, key=lambda m: (m["systems_over_10_percent"], -m["plain_vpt_median"], m["epoch"]))
+
+
+def train_and_pick(config, data: Path, run: Path, selection: RolloutSelection, chosen, scale: Scale,
+                   compile: bool = True) -> tuple[Path, list[dict], dict]:
+    """Train ``run`` keeping its weights every ``selection.every`` epochs (scaled) in ``work/snapshots/RUN``,
+    measure each on the selection set ``chosen`` (cached beside it) and return the picked snapshot's path,
+    every snapshot's measures and the training summary."""
+    every = max(1, round(selection.every * scale.epochs_scale))
+    folder = run.parent.parent / "snapshots" / run.name
+    folder.mkdir(parents=True, exist_ok=True)
+    measures = []
+    for stop in sorted({*range(every, config.epochs, every), config.epochs}):
+        snapshot, measured = folder / f"epoch{stop}.pt", folder / f"epoch{stop}.json"
+        if not snapshot.exists():
+            train_hamnet(config, data, run, until=stop)
+            if model_from_checkpoint(run / "last.pt")[1]["epoch"] != stop:
+                raise RuntimeError(f"{run} is past epoch {stop} without its snapshot; delete the run to train it anew")
+            with atomic_path(snapshot) as tmp:
+                shutil.copyfile(run / "last.pt", tmp)
+        if not measured.exists():
+            write_json(measured, rollout_measures(snapshot, chosen, selection.far, compile=compile))
+        measures.append(json.loads(measured.read_text()))
+    training = train_hamnet(config, data, run)
+    best = picked(measures)
+    return folder / f"epoch{best['epoch']}.pt", measures, training
 
 
 def far_reach_file(work: Path, scale: Scale, base: Path, far: FarReach, chunk: int = 1000) -> Path:
@@ -464,8 +585,15 @@ def main() -> None:
             config = hamnet_config(flags(scale, row, seed, work), data)
             if config.select == "rollout":  # a rollout of every validation window each epoch: 200 of them
                 config = dataclasses.replace(config, validation_windows=VALIDATION_WINDOWS)
-            training = train_hamnet(config, data, work / "runs" / name)
-            write_json(out, {**score(work / "runs" / name, test), "training": training})
+            if row[0] in SELECTION:
+                selection = SELECTION[row[0]]
+                chosen = load_trajectories(selection_file(work, test, selection))
+                best, measures, training = train_and_pick(config, data, work / "runs" / name, selection, chosen, scale)
+                write_json(out, {**score(work / "runs" / name, test, best), "training": training,
+                                 "selection": {"settings": chosen.meta["selection"], "snapshots": measures}})
+            else:
+                training = train_hamnet(config, data, work / "runs" / name)
+                write_json(out, {**score(work / "runs" / name, test), "training": training})
             logging.info("%s trained and scored", name)
     report(work, scale, args, suffix)
 
@@ -512,6 +640,20 @@ def markdown(results: dict) -> list[str]:
                          f"{vpt['q3']:.2f}] | {vpt['never_exceeded']} | {drift['energy']['median']:.2g} "
                          f"({drift['energy']['max']:.2g}) | {run.get('systems_over_10_percent', '-')} | {momenta:.1e} | "
                          f"{run['diverged']} |")
+    for row in results["rows"]:
+        for seed, run in row["runs"].items():
+            if run is None or "selection" not in run:
+                continue
+            chosen = run["selection"]["settings"]
+            lines += ["", f"{row['row']} (seed {seed}): its weights every {chosen['every']} epochs rolled out over the "
+                      f"selection set ({chosen['far']} of {chosen['pool']} fresh systems, seed {chosen['seed']}, reaching "
+                      f"at least {chosen['far_reach_min']:.3g} from their centroid, and {chosen['plain']} others, median "
+                      f"reach {chosen['plain_reach_median']:.3g}); epoch {run['best_epoch']} scored above.", "",
+                      "| epoch | selection systems past 10% (far ones) | past 5% | largest energy change | "
+                      "VPT median, others (far ones) |", "|---|---|---|---|---|"]
+            lines += [f"| {m['epoch']} | {m['systems_over_10_percent']} ({m['far_over_10_percent']}) | "
+                      f"{m['systems_over_5_percent']} | {m['largest_energy_change']:.3g} | {m['plain_vpt_median']:.2f} "
+                      f"({m['far_vpt_median']:.2f}) |" for m in run["selection"]["snapshots"]]
     for grown in results.get("own_states", []):
         lines += ["", f"Own-rollout states of {grown['parent']}"
                   + (" (rollouts of far-reaching systems)" if grown.get("far") else "")

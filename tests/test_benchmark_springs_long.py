@@ -302,3 +302,71 @@ def test_own_rollouts_of_far_reaching_systems_start_from_their_starts(tmp_path):
     for row in range(plain.n_systems, grown.n_systems):
         owner = ((candidates - grown.z[row, 0]).flatten(2).abs().amax(-1) < 1e-12).nonzero()[0, 0]
         assert torch.equal(grown.params["k"][row], params["k"][owner].to(grown.params["k"].dtype))
+
+
+def test_the_pick_is_the_fewest_systems_past_the_line_then_the_highest_median_then_the_earliest():
+    def m(epoch, past, vpt):
+        return {"epoch": epoch, "systems_over_10_percent": past, "plain_vpt_median": vpt}
+
+    assert sl.picked([m(15, 2, 14.0), m(30, 0, 6.0), m(45, 1, 20.0)])["epoch"] == 30
+    assert sl.picked([m(15, 1, 9.0), m(30, 1, 11.0), m(45, 1, 10.0)])["epoch"] == 30
+    assert sl.picked([m(15, 0, 9.0), m(30, 0, 9.0)])["epoch"] == 15
+
+
+def test_the_selection_set_is_the_pools_farthest_then_its_first_others_run_by_the_true_springs(tmp_path):
+    from hamnet.diagnostics import conservation_report
+    from hamnet.io import load_trajectories
+    from hamnet.simulation import simulate
+
+    test = generate(Springs(), n_systems=2, steps=60, dt=0.01, seed=1)
+    selection = sl.RolloutSelection(pool=40, far=4, plain=5, seed=5, frame=0.05)
+    path = sl.selection_file(tmp_path, test, selection)
+    assert sl.selection_file(tmp_path, test, selection) == path  # made once
+    assert sl.selection_file(tmp_path, test, sl.RolloutSelection(pool=40, far=4, plain=5, seed=6, frame=0.05)) != path
+    chosen = load_trajectories(path)
+    assert chosen.n_systems == 9 and chosen.n_times == test.n_times
+
+    system = Springs()
+    generator = torch.Generator().manual_seed(5)
+    params = system.sample_params(40, generator)
+    z0 = system.sample_state(params, generator).to(torch.float64)
+    _, pool, _ = simulate(system, z0, params, steps=round(0.6 / 0.05), dt=0.05)
+    order = sl.centred_reach(pool).amax(1).argsort(descending=True)
+    far, others = order[:4], order[4:].sort().values[:5]
+    assert bool((others < 9).all())  # the pool's first systems besides the far ones
+    indices = torch.cat([far, others])
+    torch.testing.assert_close(chosen.z[:, 0], z0[indices].to(chosen.z.dtype), rtol=0, atol=0)
+    torch.testing.assert_close(chosen.params["k"], params["k"][indices].to(chosen.params["k"].dtype))
+    assert chosen.meta["selection"]["far_reach_min"] > chosen.meta["selection"]["plain_reach_median"]
+    kept = conservation_report(chosen.z, system.hamiltonian, chosen.params)["energy"]
+    assert float(kept.max()) < 1e-6
+
+
+def test_a_run_kept_in_snapshots_is_the_run_trained_in_one_go_and_the_picked_one_is_measured(tmp_path):
+    """Training stopped and resumed at every snapshot gives bitwise the weights of one uninterrupted run; each
+    snapshot's measures are the selection set's, and a second call reuses them."""
+    import dataclasses
+
+    from hamnet.io import load_trajectories, save_trajectories
+    from hamnet.models import ModelConfig
+    from hamnet.training import TrainConfig, train
+
+    data = tmp_path / "train.npz"
+    save_trajectories(data, generate(Springs(), n_systems=12, steps=12, dt=0.01, seed=0))
+    test = generate(Springs(), n_systems=2, steps=30, dt=0.01, seed=1)
+    selection = sl.RolloutSelection(every=2, pool=20, far=2, plain=3, seed=4, frame=0.05)
+    chosen = load_trajectories(sl.selection_file(tmp_path, test, selection))
+    model = ModelConfig(name="hlieconv", group="SO2", width=8, depth=1, kernel_width=8, kernel_channels=4).for_data(data)
+    config = TrainConfig(model=model, epochs=5, batch_size=16, max_windows=32, validation_windows=8)
+    scale = dataclasses.replace(sl.SCALES["smoke"], epochs_scale=1.0)
+    run = tmp_path / "runs" / "run_seed1"
+    best, measures, training = sl.train_and_pick(config, data, run, selection, chosen, scale, compile=False)
+    assert [m["epoch"] for m in measures] == [2, 4, 5] and training["epochs"] == 5
+    assert best == tmp_path / "snapshots" / "run_seed1" / f"epoch{sl.picked(measures)['epoch']}.pt"
+    train(dataclasses.replace(config, epochs=5), data, tmp_path / "straight", progress=False)
+    straight = torch.load(tmp_path / "straight" / "last.pt", weights_only=False)["model"]
+    pieces = torch.load(tmp_path / "snapshots" / "run_seed1" / "epoch5.pt", weights_only=False)["model"]
+    assert all(torch.equal(straight[key], pieces[key]) for key in straight)
+    direct = sl.rollout_measures(tmp_path / "snapshots" / "run_seed1" / "epoch4.pt", chosen, 2, compile=False)
+    assert direct == measures[1]
+    assert sl.train_and_pick(config, data, run, selection, chosen, scale, compile=False)[1] == measures
