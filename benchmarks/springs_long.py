@@ -127,6 +127,12 @@ ROWS = [
      "fresh systems (:data:`SELECTION`), not on the validation window MSE"),
     ("+ 60 more epochs, picked on 100-unit rollouts", "+ own-rollout states", ["--epochs", "60", "--lr", "1e-3"],
      "'+ 60 more epochs' picked the same way (seed 2's chain)"),
+    ("SO(2), lr 3e-3, 300 epochs, 3000 systems, states from 95 units", None, ["--epochs", "300", "--lr", "3e-3"],
+     "the 3000-system row with each system's 500 training steps starting at a uniformly random time within its "
+     "first 95 time units (the same systems): the states a 100-unit rollout passes through, not only its first 5 "
+     "units"),
+    ("+ states from 95 units", "SO(2), lr 3e-3, 300 epochs, 3000 systems", ["--epochs", "60", "--lr", "1e-3"],
+     "60 epochs at lr 1e-3 from the 3000-system row on the row above's training file"),
     ("+ far-reaching systems", "SO(2), lr 3e-3, 300 epochs, 3000 systems", ["--epochs", "60", "--lr", "1e-3"],
      "60 epochs at lr 1e-3 on the 3000-system row's training file grown by 300 true trajectories through the "
      "moments when a particle is farthest from the centroid, in the 2% of 15,000 fresh systems that reach "
@@ -136,16 +142,21 @@ ROWS = [
 
 @dataclass(frozen=True)
 class TrainingData:
-    """A row's training systems where they are not the scale's: ``multiple`` times as many, and every
-    ``spread_every``-th one (0: none) started with its positions ``spread`` times as far apart (seed 0,
-    the scale's steps)."""
+    """A row's training systems where they are not the scale's: ``multiple`` times as many, every
+    ``spread_every``-th one (0: none) started with its positions ``spread`` times as far apart, or each one's
+    trajectory starting at a uniformly random time within its first ``start_within`` time units of true motion
+    (seed 0, the scale's steps)."""
     multiple: int = 1
     spread_every: int = 0
     spread: float = 1.0
+    start_within: float = 0.0
 
 
 TRAINING_DATA = {"SO(2), lr 3e-3, 300 epochs, 3000 systems": TrainingData(multiple=3),
-                 "SO(2), lr 3e-3, 300 epochs, 1 in 4 spread 3x": TrainingData(spread_every=4, spread=3.0)}
+                 "SO(2), lr 3e-3, 300 epochs, 1 in 4 spread 3x": TrainingData(spread_every=4, spread=3.0),
+                 "SO(2), lr 3e-3, 300 epochs, 3000 systems, states from 95 units":
+                     TrainingData(multiple=3, start_within=95.0),
+                 "+ states from 95 units": TrainingData(multiple=3, start_within=95.0)}
 
 
 @dataclass(frozen=True)
@@ -210,6 +221,28 @@ SELECTION = {"+ own-rollout states, round 2, picked on 100-unit rollouts": Rollo
              "+ 60 more epochs, picked on 100-unit rollouts": RolloutSelection()}
 
 
+class LaterSprings(Springs):
+    """The paper's springs, each system's first state taken at a uniformly random time (a multiple of ``dt``) within
+    its first ``within`` time units of true motion; the times are drawn after the plain first states, so the
+    systems, and the file's system, are the plain springs'."""
+
+    def __init__(self, within: float, dt: float = 0.01, chunk: int = 200) -> None:
+        super().__init__()
+        self.within, self.dt, self.chunk = within, dt, chunk
+
+    def sample_state(self, params, generator):
+        z0 = super().sample_state(params, generator).to(torch.float64)
+        at = torch.randint(0, round(self.within / self.dt) + 1, (z0.shape[0],), generator=generator)
+        params = {k: v.to(torch.float64) for k, v in params.items()}
+        later = torch.empty_like(z0)
+        for part in range(0, z0.shape[0], self.chunk):  # all the systems' motion at once would take gigabytes
+            kept = slice(part, part + self.chunk)
+            _, z, _ = simulate(Springs(), z0[kept], {k: v[kept] for k, v in params.items()},
+                               steps=max(1, int(at[kept].max())), dt=self.dt)
+            later[kept] = z[torch.arange(z.shape[0]), at[kept]]
+        return later
+
+
 class SpreadSprings(Springs):
     """The paper's springs whose every ``every``-th system starts with its positions ``spread`` times as
     far apart; the dynamics, and so the file's system, are plain springs."""
@@ -235,7 +268,8 @@ SEEDS = {row[0]: (1,) for row in ROWS} | {"SO(2), lr 3e-3, 300 epochs": (1, 2, 3
                                           "+ own rollouts of far-reaching systems, after 60 more epochs": (2,),
                                           "+ far-reaching systems": (1,),
                                           "+ own-rollout states, round 2, picked on 100-unit rollouts": (1,),
-                                          "+ 60 more epochs, picked on 100-unit rollouts": (2,)}
+                                          "+ 60 more epochs, picked on 100-unit rollouts": (2,),
+                                          "+ states from 95 units": (1, 2)}
 #: validation windows of a phase that selects on a rollout (each rolled out select_steps steps every epoch)
 VALIDATION_WINDOWS = 200
 
@@ -330,7 +364,7 @@ def training_file(work: Path, scale: Scale, row: str, seed: int = 1) -> Path:
     parent's grown by the parent's run of ``seed`` (:data:`OWN_STATES`) or by :data:`FAR_REACH`, or else, for a
     phase, its parent's."""
     parent = next(entry[1] for entry in ROWS if entry[0] == row)
-    if parent is not None:
+    if parent is not None and row not in TRAINING_DATA:
         base = training_file(work, scale, parent, seed)
         if row in FAR_REACH:
             return far_reach_file(work, scale, base, FAR_REACH[row])
@@ -339,6 +373,9 @@ def training_file(work: Path, scale: Scale, row: str, seed: int = 1) -> Path:
         return base
     data = TRAINING_DATA.get(row, TrainingData())
     systems = scale.train_systems * data.multiple
+    if data.start_within:
+        name = f"train_systems{systems}_steps{scale.train_steps}_seed0_within{data.start_within:g}"
+        return generated_file(work, LaterSprings(data.start_within), name, 0, systems, scale.train_steps)
     if not data.spread_every:
         return held_out_files(work, Springs(), dataclasses.replace(scale, train_systems=systems))[0]
     name = f"train_systems{systems}_steps{scale.train_steps}_seed0_spread{data.spread:g}_every{data.spread_every}"

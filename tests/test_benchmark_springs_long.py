@@ -370,3 +370,19 @@ def test_a_run_kept_in_snapshots_is_the_run_trained_in_one_go_and_the_picked_one
     direct = sl.rollout_measures(tmp_path / "snapshots" / "run_seed1" / "epoch4.pt", chosen, 2, compile=False)
     assert direct == measures[1]
     assert sl.train_and_pick(config, data, run, selection, chosen, scale, compile=False)[1] == measures
+
+
+def test_later_starts_are_the_plain_systems_carried_on_by_their_true_motion_to_a_time_in_range():
+    """The systems (masses, springs) are the plain file's; each first state lies on that system's own true
+    trajectory at some step within the range, and the steps differ between systems."""
+    from hamnet.simulation import simulate
+
+    plain = generate(Springs(), n_systems=5, steps=4, dt=0.01, seed=3)
+    later = generate(sl.LaterSprings(0.3, chunk=2), n_systems=5, steps=4, dt=0.01, seed=3)
+    for name in plain.params:
+        torch.testing.assert_close(later.params[name], plain.params[name], rtol=0, atol=0)
+    _, motion, _ = simulate(Springs(), plain.z[:, 0], plain.params, steps=30, dt=0.01)
+    distance = (motion - later.z[:, :1]).flatten(2).norm(dim=-1)  # (5, 31): each start against each step
+    steps = distance.argmin(1)
+    assert float(distance.amin(1).max()) < 1e-6 and len(set(steps.tolist())) > 1
+    assert later.meta["system"] == plain.meta["system"]
