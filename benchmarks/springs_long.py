@@ -355,7 +355,8 @@ def edge_radius(data, centred: bool = False) -> float:
     ``data``'s particle positions lie (over at most 2**24 evenly spaced of them, what ``torch.quantile`` takes)."""
     q = data.z[:, :, 0]
     positions = (q - q.mean(-2, keepdim=True) if centred else q).norm(dim=-1).flatten()
-    return float(positions[torch.linspace(0, positions.numel() - 1, min(positions.numel(), 2**24)).long()]
+    return float(positions[torch.linspace(0, positions.numel() - 1, min(positions.numel(), 2**24),
+                                               dtype=torch.float64).long()]  # float32 rounds past the end
                  .quantile(0.999))
 
 

@@ -386,3 +386,12 @@ def test_later_starts_are_the_plain_systems_carried_on_by_their_true_motion_to_a
     steps = distance.argmin(1)
     assert float(distance.amin(1).max()) < 1e-6 and len(set(steps.tolist())) > 1
     assert later.meta["system"] == plain.meta["system"]
+
+
+def test_the_edge_radius_of_a_file_of_more_positions_than_the_quantile_takes():
+    """Past 2**24 positions it takes evenly spaced ones, the last among them (float32 spacing once ran past it)."""
+    from types import SimpleNamespace
+
+    z = torch.zeros(1, 3_000_300, 2, 6, 1)  # 18,001,800 positions, as many as the held-out file has
+    z[..., 0, :, 0] = torch.arange(6.0)  # distances from the origin 0..5, a sixth of them each
+    assert sl.edge_radius(SimpleNamespace(z=z)) == 5.0
