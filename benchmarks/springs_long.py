@@ -596,16 +596,25 @@ def main() -> None:
     parser.add_argument("--explain", nargs="+", default=[], metavar="RUN",
                         help="only: for these trained runs, the held-out systems whose energy changes most and what "
                         "sets them apart (written to work/explained/RUN.json, quoted by --report)")
+    parser.add_argument("--measure", nargs="+", default=[], metavar="RUN",
+                        help="only: these trained runs' best.pt on the selection set of the picked rows (the far "
+                        "systems past 10%%, the others' median VPT; written to work/measured/RUN.json, quoted by "
+                        "--report)")
     add_piece_arguments(parser)
     args, part, parts = start_pieces(parser)
     scale = SCALES[args.scale]
     suffix = "" if args.scale == "small" else f"_{args.scale}"
     work = Path(args.work) if args.work else HERE / "work" / f"springs_long{suffix}"
     test_file = held_out_files(work, Springs(), scale)[1]
+    for name in args.measure:
+        chosen = load_trajectories(selection_file(work, load_trajectories(test_file), RolloutSelection()))
+        write_json(work / "measured" / f"{name}.json",
+                   {"run": name, **rollout_measures(work / "runs" / name / "best.pt", chosen, RolloutSelection().far)})
+        logging.info("%s measured on the selection set", name)
     for name in args.explain:
         write_json(work / "explained" / f"{name}.json", worst_systems(work / "runs" / name, load_trajectories(test_file)))
         logging.info("%s explained", name)
-    if not args.report and not args.explain:
+    if not args.report and not args.explain and not args.measure:
         rows = {run_name(row[0], seed): (row, seed) for row in ROWS for seed in SEEDS[row[0]]}
         for name in my_runs(plan(), part, parts, work / "claims"):
             out = work / "scores" / f"{name}.json"
@@ -647,6 +656,7 @@ def report(work: Path, scale: Scale, args, suffix: str) -> None:
                          "runs": {str(seed): scores.get(run_name(row[0], seed)) for seed in SEEDS[row[0]]}} for row in ROWS],
                "integrator": scores.get("integrator"),
                "worst_systems": [json.loads(path.read_text()) for path in sorted((work / "explained").glob("*.json"))],
+               "measured": [json.loads(path.read_text()) for path in sorted((work / "measured").glob("*.json"))],
                "own_states": [json.loads(str(numpy.load(path)["meta"]))["own_states"]
                               for path in sorted((work / "data").glob("*_own_states_*.npz"))],
                "far_reach": [json.loads(str(numpy.load(path)["meta"]))["far_reach"]
@@ -689,9 +699,12 @@ def markdown(results: dict) -> list[str]:
                       f"reach {chosen['plain_reach_median']:.3g}); epoch {run['best_epoch']} scored above.", "",
                       "| epoch | selection systems past 10% (far ones) | past 5% | largest energy change | "
                       "VPT median, others (far ones) |", "|---|---|---|---|---|"]
-            lines += [f"| {m['epoch']} | {m['systems_over_10_percent']} ({m['far_over_10_percent']}) | "
-                      f"{m['systems_over_5_percent']} | {m['largest_energy_change']:.3g} | {m['plain_vpt_median']:.2f} "
-                      f"({m['far_vpt_median']:.2f}) |" for m in run["selection"]["snapshots"]]
+            lines += [f"| {m['epoch']} | {measured_cells(m)} |" for m in run["selection"]["snapshots"]]
+    if results.get("measured"):
+        lines += ["", "Runs' best.pt on the same selection set (`--measure RUN`):", "",
+                  "| run | epoch | selection systems past 10% (far ones) | past 5% | largest energy change | "
+                  "VPT median, others (far ones) |", "|---|---|---|---|---|---|"]
+        lines += [f"| {m['run']} | {m['epoch']} | {measured_cells(m)} |" for m in results["measured"]]
     for grown in results.get("own_states", []):
         lines += ["", f"Own-rollout states of {grown['parent']}"
                   + (" (rollouts of far-reaching systems)" if grown.get("far") else "")
@@ -719,6 +732,12 @@ def markdown(results: dict) -> list[str]:
                   + (f" ({row['learned_largest_radius']:.3g})" if "learned_largest_radius" in row else "")
                   + f" | {row['integrator_energy_change']:.2g} |" for row in explained["worst"]]
     return lines
+
+
+def measured_cells(m: dict) -> str:
+    """One :func:`rollout_measures` as table cells, past its epoch."""
+    return (f"{m['systems_over_10_percent']} ({m['far_over_10_percent']}) | {m['systems_over_5_percent']} | "
+            f"{m['largest_energy_change']:.3g} | {m['plain_vpt_median']:.2f} ({m['far_vpt_median']:.2f})")
 
 
 if __name__ == "__main__":

@@ -395,3 +395,23 @@ def test_the_edge_radius_of_a_file_of_more_positions_than_the_quantile_takes():
     z = torch.zeros(1, 3_000_300, 2, 6, 1)  # 18,001,800 positions, as many as the held-out file has
     z[..., 0, :, 0] = torch.arange(6.0)  # distances from the origin 0..5, a sixth of them each
     assert sl.edge_radius(SimpleNamespace(z=z)) == 5.0
+
+
+def test_the_report_shows_each_picked_runs_snapshots_and_the_runs_measured_on_the_selection_set():
+    def m(epoch, past):
+        return {"epoch": epoch, "systems_over_10_percent": past, "systems_over_5_percent": past + 1,
+                "far_over_10_percent": past, "largest_energy_change": 0.5, "plain_vpt_median": 9.0,
+                "far_vpt_median": 4.0}
+
+    settings = {"every": 15, "far": 100, "far_reach_min": 1.76, "frame": 0.1, "plain": 100,
+                "plain_reach_median": 0.9, "pool": 5000, "seed": 3}
+    run = {"best_epoch": 30, "valid_prediction_time": {"median": 8.0, "q1": 5.0, "q3": 11.0, "never_exceeded": 0},
+           "drift": {name: {"median": 1e-3, "max": 0.2} for name in ("energy", "linear_momentum", "angular_momentum")},
+           "diverged": 0, "systems_over_10_percent": 1,
+           "selection": {"settings": settings, "snapshots": [m(15, 14), m(30, 12)]}}
+    lines = sl.markdown({"command": "c", "note": "n", "threads": 1, "torch": "t", "integrator": None,
+                         "rows": [{"row": "picked", "what": "w", "runs": {"1": run}}],
+                         "measured": [{"run": "other_seed1", **m(55, 18)}]})
+    assert "| 15 | 14 (14) | 15 | 0.5 | 9.00 (4.00) |" in lines and "| 30 | 12 (12) | 13 | 0.5 | 9.00 (4.00) |" in lines
+    assert any("epoch 30 scored above" in line for line in lines)
+    assert "| other_seed1 | 55 | 18 (18) | 19 | 0.5 | 9.00 (4.00) |" in lines
