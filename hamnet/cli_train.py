@@ -109,6 +109,10 @@ def add_commands(commands) -> None:
     opt.add_argument("--warmup", type=float, default=None,
                      help="fraction of the steps over which the learning rate rises to --lr (default: 0)")
     opt.add_argument("--clip-grad", type=float, default=None, help="largest gradient norm (default: unclipped)")
+    opt.add_argument("--weight-floor", type=float, default=None, metavar="F",
+                     help="weigh each particle's error in a window by the inverse of the force it feels there, "
+                     "floored at F^2 times the window's mean, so weakly held particles are fitted as closely as "
+                     "the rest, relative to their forces; F in (0, 1] (default: every particle alike)")
     opt.add_argument("--select", default=None, choices=("window", "rollout"),
                      help="what picks best.pt: the validation window MSE, or the position MSE of the validation "
                      "systems rolled out --select-steps steps (default: window)")
@@ -149,7 +153,7 @@ FLAG_KEYS = {
     **{f"--{key.replace('_', '-')}": ("train", key)
        for key in ("epochs", "batch_size", "lr", "weight_decay", "chunk", "method", "dtype", "seed", "validation",
                    "test", "max_windows", "substeps", "warmup", "clip_grad", "select", "select_steps", "init_from",
-                   "allow_rollout", "compile")},
+                   "allow_rollout", "compile", "weight_floor")},
 }
 
 
@@ -234,7 +238,7 @@ TRAIN_RANGES = (("--epochs", 1, None), ("--batch-size", 1, None), ("--lr", 1e-30
                 ("--weight-decay", 0, 1e300), ("--chunk", 2, None), ("--validation", 0, 0.99), ("--test", 0, 0.99),
                 ("--max-windows", 1, None), ("--width", 1, None), ("--depth", 1, 1000), ("--neighbours", 1, None),
                 ("--lift-samples", 1, 10**4), ("--warmup", 0, 0.99), ("--clip-grad", 1e-300, 1e300),
-                ("--select-steps", 1, None))
+                ("--select-steps", 1, None), ("--weight-floor", 1e-300, 1))
 
 
 #: flags only a model with a group (HLieConv: ``uses_group``) uses; given to another model, refused

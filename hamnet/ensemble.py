@@ -317,7 +317,7 @@ def joint_step(steps: Sequence[TrainingStep], batches: Sequence[tuple[Tensor, di
     whose loss is not finite is left unchanged (its value says so)."""
     window = steps[0].loss_module
     ensemble = EnsembleModel([step.model for step in steps])
-    loss = WindowLoss(ensemble, window.dt, window.method, window.substeps)
+    loss = WindowLoss(ensemble, window.dt, window.method, window.substeps, weight_floor=window.weight_floor)
     z = torch.cat([batch[0] for batch in batches])
     params = {key: torch.cat([batch[1][key] for batch in batches]) for key in batches[0][1]}
     for step in steps:

@@ -8,7 +8,11 @@ construction, is left out (the paper's code averaged it in, which scales its rep
 (:mod:`hamnet.training`) and evaluation reports it (:mod:`hamnet.evaluation`). With ``substeps`` K the
 integrator takes K equal steps between consecutive states of a window (data whose states are far apart
 in time, such as frames stored every 100 simulation steps) and only the states at the data's times are
-compared.
+compared. With ``weight_floor`` f each particle's error in a window is weighed by the inverse of its own
+squared momentum change per step there (the force it feels), floored at ``f**2`` times the window's mean:
+a weakly held particle's force is then fitted as closely, relative to its size, as a strongly held one's
+(up to ``1 / f**2`` times the weight). On springs, whose failing long rollouts have a nearly free particle
+(``k`` close to 0), it did not lower their number (``benchmarks/results/springs_long.md``).
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from .dynamics import HamiltonianField
 from .integrate import solver_key
 from .stepping import integrate_every
 
-__all__ = ["WindowLoss", "window_mse", "to_device"]
+__all__ = ["WindowLoss", "particle_weights", "window_mse", "to_device"]
 
 
 class WindowLoss(nn.Module):
@@ -37,12 +41,12 @@ class WindowLoss(nn.Module):
     """
 
     def __init__(self, model: nn.Module, dt: float, method: str, substeps: int = 1, *,
-                 positions_only: bool = False) -> None:
+                 positions_only: bool = False, weight_floor: float | None = None) -> None:
         super().__init__()
         if isinstance(substeps, bool) or int(substeps) != substeps or substeps < 1:
             raise ValueError(f"substeps must be a positive integer, got {substeps!r}")
         self.model, self.dt, self.method, self.substeps = model, dt, method, int(substeps)
-        self.positions_only = positions_only
+        self.positions_only, self.weight_floor = positions_only, check_weight_floor(weight_floor)
 
     def forward(self, z: Tensor, params: dict[str, Tensor], groups: int | None = None) -> Tensor:
         """The sum, or with ``groups`` one sum per equal contiguous group of windows, ``(groups,)``."""
@@ -52,7 +56,30 @@ class WindowLoss(nn.Module):
         predicted = integrate_every(HamiltonianField(self.model, params), z[:, 0], t, solver_key(self.method), every=k)
         error = predicted[1:].transpose(0, 1) - z[:, 1:]  # (b, chunk - 1, 2, N, D)
         squares = (error[:, :, 0] if self.positions_only else error).square()
+        if self.weight_floor is not None:
+            weights = particle_weights(z, self.weight_floor)  # (b, N)
+            squares = squares * weights.reshape(weights.shape[0], *[1] * (squares.ndim - 3), weights.shape[1], 1)
         return squares.sum() if groups is None else squares.reshape(groups, -1).sum(1)
+
+
+def particle_weights(z: Tensor, floor: float) -> Tensor:
+    """The :class:`WindowLoss` weight of each particle of each window ``z: (b, chunk, 2, N, D)`` -> ``(b, N)``:
+    the window's mean squared momentum change per step over the particle's own, floored at ``floor**2``
+    times the mean (so at most ``1 / floor**2``); 1 for every particle of a window where nothing moves."""
+    own = (z[:, 1:, 1] - z[:, :-1, 1]).square().sum(-1).mean(1)  # (b, N)
+    mean = own.mean(-1, keepdim=True)
+    still = mean == 0
+    weights = mean / (own + floor ** 2 * mean).masked_fill(still, 1.0)
+    return weights.masked_fill(still, 1.0)
+
+
+def check_weight_floor(floor: float | None) -> float | None:
+    """``floor`` if it is None or a number in (0, 1]; a one-line ValueError otherwise."""
+    if floor is not None and (isinstance(floor, bool) or not isinstance(floor, numbers.Real)
+                              or not 0 < floor <= 1):
+        raise ValueError(f"the particle weight floor must be a number in (0, 1] or None (every particle alike), "
+                         f"got {floor!r} (--weight-floor)")
+    return None if floor is None else float(floor)
 
 
 def window_mse(model: Any, windows: Windows, dt: float, *, method: str = "rk4", substeps: int = 1,

@@ -120,7 +120,8 @@ class TrainingStep:
             self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=max(total_steps, 1))
         self.clip_grad = config.clip_grad
         #: the module whose output is the loss: DistributedDataParallel wraps it under torchrun
-        self.loss_module: nn.Module = WindowLoss(self.model, dt, config.method, config.substeps)
+        self.loss_module: nn.Module = WindowLoss(self.model, dt, config.method, config.substeps,
+                                                  weight_floor=getattr(config, "weight_floor", None))
         #: the batch size whose loss is compiled (None: every batch is eager)
         self.compiled_batch = config.batch_size if choice == "on" else None
         if self.compiled_batch is not None:

@@ -44,7 +44,7 @@ from .data import DEFAULT_CHUNK, Windows, split_systems
 from .distributed import Context, close_distributed, distributed_context, finite_everywhere, on_main
 from .integrate import INTEGRATORS, get_integrator
 from .io import Trajectories, load_trajectories
-from .loss import to_device, window_mse
+from .loss import check_weight_floor, to_device, window_mse
 from .config import check_field_types, config_from_dict
 from .models import MODELS, ModelConfig, build_model, check_compatible
 from .monitor import Monitor, MonitorSettings, check_tensorboard
@@ -101,6 +101,10 @@ class TrainConfig:
     :mod:`hamnet.optimisation`. ``select``: what picks ``best.pt``, the validation ``"window"`` MSE or
     ``"rollout"``, the position MSE of the validation systems rolled out ``select_steps`` stored steps
     (None: their whole length) from their states at ``validation_windows`` seeded starts.
+    ``weight_floor``: None weighs every particle's error alike; a number f in (0, 1] weighs each particle's
+    error in a window by the inverse of the force it feels there, floored at f**2 times the window's mean
+    (:class:`hamnet.loss.WindowLoss`), so that weakly held particles are fitted as closely, relative to their
+    forces, as the rest. The validation MSE stays unweighted.
     ``compile``: the step through ``torch.compile`` (``"on"``; the eager numbers to float32 round-off), eagerly
     (``"off"``) or ``"auto"``, resolved when the run starts (:func:`hamnet.optimisation.checked_step`).
     """
@@ -127,6 +131,7 @@ class TrainConfig:
     select: str = "window"
     select_steps: int | None = None
     compile: str = "off"
+    weight_floor: float | None = None
 
     def __post_init__(self) -> None:
         check_field_types(self, "train config")  # a dict for the model becomes a ModelConfig
@@ -165,6 +170,7 @@ class TrainConfig:
         if self.select_steps is not None and (self.select != "rollout" or self.select_steps < 1):
             raise ValueError(f"select_steps must be a positive number of steps, with select='rollout'; got "
                              f"{self.select_steps} with select={self.select!r} (--select-steps)")
+        check_weight_floor(self.weight_floor)
         if self.compile not in COMPILE_CHOICES:
             raise ValueError(f"compile must be one of {', '.join(COMPILE_CHOICES)}, got {self.compile!r} (--compile)")
         if self.kernel_bound_factor is not None and not (math.isfinite(self.kernel_bound_factor)

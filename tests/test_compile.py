@@ -59,8 +59,8 @@ def test_compiled_loss_and_gradients_are_the_eager_ones(name, springs):
     assert max(float((g - e).abs().max()) for g, e in zip(gradients, eager_gradients)) < 1e-4 * scale
 
 
-@pytest.mark.parametrize("name", MODELS)
-def test_the_window_loss_traces_as_one_graph(name, springs):
+@pytest.mark.parametrize("name, weight_floor", [*((name, None) for name in MODELS), ("hlieconv", 0.1)])
+def test_the_window_loss_traces_as_one_graph(name, weight_floor, springs):
     """No graph break (a host read, an untraceable call) anywhere in a window's loss and its gradient, for
     every kind of model with the integrator it trains with: what makes the compiled step one graph, and on
     CUDA one CUDA graph. Traced without the C++ compiler (aot_eager), so it takes seconds."""
@@ -69,7 +69,7 @@ def test_the_window_loss_traces_as_one_graph(name, springs):
 
     z, params = windows(springs)
     model = build_model(MODELS[name])
-    loss = WindowLoss(model, 0.01, default_method(model), 2)
+    loss = WindowLoss(model, 0.01, default_method(model), 2, weight_floor=weight_floor)
     traced = torch.compile(loss, backend="aot_eager", fullgraph=True, dynamic=False)
     value = traced(z, params)
     assert math.isclose(float(value.detach()), float(loss(z, params).detach()), rel_tol=1e-5)

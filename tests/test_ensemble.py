@@ -106,13 +106,15 @@ def test_models_of_other_shapes_or_classes_make_no_ensemble():
         EnsembleModel([small, build_model(MODELS["fc-hnn"], torch.Generator().manual_seed(0))])
 
 
-def test_a_joint_step_gives_each_member_its_own_gradient_in_float64(springs_file):
+@pytest.mark.parametrize("weight_floor", [None, 0.1])
+def test_a_joint_step_gives_each_member_its_own_gradient_in_float64(springs_file, weight_floor):
     from hamnet.data import Windows
     from hamnet.io import load_trajectories
 
     data = load_trajectories(springs_file)
     windows = Windows(data, 5)
-    config = TrainConfig(model=MODELS["egnn-h"].for_data(data), dtype="float64", batch_size=8, chunk=5)
+    config = TrainConfig(model=MODELS["egnn-h"].for_data(data), dtype="float64", batch_size=8, chunk=5,
+                         weight_floor=weight_floor)
     built = lambda seed: build_model(config.model, torch.Generator().manual_seed(seed)).double()  # noqa: E731
     together = [TrainingStep(config, 0.01, 10, model=built(seed)) for seed in range(3)]
     alone = [TrainingStep(config, 0.01, 10, model=built(seed)) for seed in range(3)]

@@ -708,6 +708,8 @@ CASES = [
     Case("train-warmup-1", f"train --data {{springs}} --out {{tmp}}/run {TRAIN} --warmup 1", mentions=("--warmup",)),
     Case("train-clip-grad-negative", f"train --data {{springs}} --out {{tmp}}/run {TRAIN} --clip-grad -1",
          mentions=("--clip-grad",)),
+    Case("train-weight-floor-0", f"train --data {{springs}} --out {{tmp}}/run {TRAIN} --weight-floor 0",
+         mentions=("--weight-floor",)),
     Case("train-select-steps-without-select-rollout",
          f"train --data {{springs}} --out {{tmp}}/run {TRAIN} --select-steps 5", mentions=("--select-steps",)),
     Case("train-select-rollout-longer-than-the-data",

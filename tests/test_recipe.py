@@ -10,11 +10,11 @@ from hamnet.checkpoint import load_checkpoint, model_from_checkpoint
 from hamnet.cli import main
 from hamnet.data import SUBSTEP_FRACTION, Windows, split_systems, suggest_substeps
 from hamnet.io import Trajectories, load_trajectories, save_trajectories
-from hamnet.loss import WindowLoss
+from hamnet.loss import WindowLoss, particle_weights
 from hamnet.models import ModelConfig
 from hamnet.optimisation import learning_rate_factor
 from hamnet.rollouts import rollout, rollout_systems
-from hamnet.simulation import generate
+from hamnet.simulation import generate, simulate
 from hamnet.systems import Springs
 from hamnet.training import TrainConfig, TrainingStep, train
 
@@ -190,7 +190,76 @@ def test_a_run_with_warmup_clipping_and_rollout_selection_resumes_bitwise(frames
 
 @pytest.mark.parametrize("changes, flag", [({"substeps": 0}, "--substeps"), ({"substeps": "some"}, "--substeps"),
                                            ({"warmup": 1.0}, "--warmup"), ({"clip_grad": 0.0}, "--clip-grad"),
-                                           ({"select": "best"}, "--select"), ({"select_steps": 4}, "--select-steps")])
+                                           ({"select": "best"}, "--select"), ({"select_steps": 4}, "--select-steps"),
+                                           ({"weight_floor": 0.0}, "--weight-floor"),
+                                           ({"weight_floor": 1.5}, "--weight-floor")])
 def test_impossible_recipe_settings_are_refused_naming_the_flag(changes, flag):
     with pytest.raises(ValueError, match=flag):
         tiny(**changes)
+
+
+def spring_windows(n_systems: int = 3, steps: int = 4, dt: float = 1e-3, free: bool = True):
+    """float64 windows of the true spring motion ``(B, steps + 1, 2, 4, 2)``; particle 0 feels no force when
+    ``free`` (its ``k`` is 0)."""
+    system, generator = Springs(n_particles=4), torch.Generator().manual_seed(0)
+    params = system.sample_params(n_systems, generator)
+    if free:
+        params["k"][:, 0] = 0.0
+    _, z, _ = simulate(system, system.sample_state(params, generator), params, steps=steps, dt=dt)
+    return system, z, params
+
+
+def test_particle_weights_follow_each_particles_force_and_lift_a_free_one_to_the_floor():
+    """The weights agree with the forces themselves (mean / (|F_i|^2 + f^2 mean) over the window, to the
+    O(dt) the window's momentum changes differ from them by), and a particle with no force gets 1 / f^2."""
+    system, z, params = spring_windows()
+    weights = particle_weights(z, 0.1)
+    torch.testing.assert_close(weights[:, 0], torch.full((3,), 100.0, dtype=torch.float64), rtol=1e-12, atol=0)
+    forces = system.forces(z[:, :-1, 0].flatten(0, 1), {k: v.repeat_interleave(4, 0) for k, v in params.items()})
+    own = forces.square().sum(-1).unflatten(0, (3, 4)).mean(1)  # (B, N): |F_i|^2 over the window's steps
+    mean = own.mean(-1, keepdim=True)
+    torch.testing.assert_close(weights, mean / (own + 0.01 * mean), rtol=2e-2, atol=0)
+    assert bool((weights[:, 1:] < 10).all())  # the held particles stay far below the floor's weight
+
+
+def test_particle_weights_are_unchanged_by_rotations_translations_scale_and_order():
+    _, z, _ = spring_windows(free=False)
+    weights = particle_weights(z, 0.2)
+    angle = torch.tensor(0.7, dtype=torch.float64)
+    rotation = torch.stack([torch.stack([angle.cos(), -angle.sin()]), torch.stack([angle.sin(), angle.cos()])])
+    moved = 3.0 * (z @ rotation.T)
+    moved[:, :, 0] += torch.tensor([5.0, -2.0], dtype=torch.float64)
+    torch.testing.assert_close(particle_weights(moved, 0.2), weights, rtol=1e-12, atol=0)
+    order = torch.tensor([2, 0, 3, 1])
+    torch.testing.assert_close(particle_weights(z[:, :, :, order], 0.2), weights[:, order], rtol=1e-12, atol=0)
+    still = torch.zeros_like(z)
+    assert torch.equal(particle_weights(still, 0.2), torch.ones(3, 4, dtype=torch.float64))
+
+
+def test_the_weighted_loss_counts_a_free_particles_error_at_the_floors_weight():
+    """A model wrong only about particle 0's force (a spring on it) misses by that particle's error alone (and
+    the integrator's); weighted, that error counts 1 / f^2 times, since the true particle 0 feels nothing."""
+    system, z, params = spring_windows(steps=6, dt=0.01)
+
+    class PulledFree:  # the true springs, plus a weak spring pulling particle 0 to the origin
+        def hamiltonian(self, z, params):
+            return system.hamiltonian(z, params) + 0.05 * z[:, 0, 0].square().sum(-1)
+
+    loss = lambda floor: float(WindowLoss(PulledFree(), 0.01, "rk4", weight_floor=floor)(z, params))  # noqa: E731
+    assert loss(None) > 0
+    assert loss(0.25) == pytest.approx(16 * loss(None), rel=1e-6)  # the others' rk4 error: 1e-8 of it
+
+
+def test_weighted_training_is_scored_unweighted_and_recorded(frames, tmp_path):
+    """The weights change what is fitted, not what is reported: at a learning rate too small to move a weight,
+    the weighted run's training loss is its own but its validation MSE is the unweighted run's; the checkpoint
+    names the floor."""
+    metrics, saved = {}, {}
+    for floor in (None, 0.1):
+        train(tiny(weight_floor=floor, epochs=1, lr=1e-30), frames, tmp_path / str(floor))
+        metrics[floor] = json.loads((tmp_path / str(floor) / "metrics.jsonl").read_text().splitlines()[-1])
+        saved[floor] = load_checkpoint(tmp_path / str(floor) / "last.pt")
+    assert all(torch.equal(saved[None]["model"][key], saved[0.1]["model"][key]) for key in saved[None]["model"])
+    assert metrics[0.1]["validation_mse"] == metrics[None]["validation_mse"]
+    assert not math.isclose(metrics[0.1]["train_loss"], metrics[None]["train_loss"], rel_tol=1e-4)
+    assert saved[0.1]["train_config"]["weight_floor"] == 0.1
