@@ -369,6 +369,8 @@ def test_a_run_kept_in_snapshots_is_the_run_trained_in_one_go_and_the_picked_one
     assert all(torch.equal(straight[key], pieces[key]) for key in straight)
     direct = sl.rollout_measures(tmp_path / "snapshots" / "run_seed1" / "epoch4.pt", chosen, 2, compile=False)
     assert direct == measures[1]
+    weak = (chosen.params["k"][:2] < sl.WEAK_SPRING).any(-1)
+    assert direct["far_weak"] == int(weak.sum()) and direct["far_weak_over_10_percent"] <= direct["far_weak"]
     assert sl.train_and_pick(config, data, run, selection, chosen, scale, compile=False)[1] == measures
 
 
@@ -411,7 +413,10 @@ def test_the_report_shows_each_picked_runs_snapshots_and_the_runs_measured_on_th
            "selection": {"settings": settings, "snapshots": [m(15, 14), m(30, 12)]}}
     lines = sl.markdown({"command": "c", "note": "n", "threads": 1, "torch": "t", "integrator": None,
                          "rows": [{"row": "picked", "what": "w", "runs": {"1": run}}],
-                         "measured": [{"run": "other_seed1", **m(55, 18)}]})
-    assert "| 15 | 14 (14) | 15 | 0.5 | 9.00 (4.00) |" in lines and "| 30 | 12 (12) | 13 | 0.5 | 9.00 (4.00) |" in lines
+                         "measured": [{"run": "other_seed1", **m(55, 18)},
+                                      {"run": "weak_seed1", **m(60, 20), "far_weak": 49, "far_weak_over_10_percent": 17}]})
+    assert "| 15 | 14 (14) | 15 | 0.5 | 9.00 (4.00) | - |" in lines
+    assert "| 30 | 12 (12) | 13 | 0.5 | 9.00 (4.00) | - |" in lines
     assert any("epoch 30 scored above" in line for line in lines)
-    assert "| other_seed1 | 55 | 18 (18) | 19 | 0.5 | 9.00 (4.00) |" in lines
+    assert "| other_seed1 | 55 | 18 (18) | 19 | 0.5 | 9.00 (4.00) | - |" in lines  # measured before the count
+    assert "| weak_seed1 | 60 | 20 (20) | 21 | 0.5 | 9.00 (4.00) | 17 (49) |" in lines
