@@ -101,10 +101,8 @@ class TrainConfig:
     :mod:`hamnet.optimisation`. ``select``: what picks ``best.pt``, the validation ``"window"`` MSE or
     ``"rollout"``, the position MSE of the validation systems rolled out ``select_steps`` stored steps
     (None: their whole length) from their states at ``validation_windows`` seeded starts.
-    ``weight_floor``: None weighs every particle's error alike; a number f in (0, 1] weighs each particle's
-    error in a window by the inverse of the force it feels there, floored at f**2 times the window's mean
-    (:class:`hamnet.loss.WindowLoss`), so that weakly held particles are fitted as closely, relative to their
-    forces, as the rest. The validation MSE stays unweighted.
+    ``weight_floor``: None, or f in (0, 1]: each particle's error weighed by the inverse of its own force in a
+    window, floored at f**2 times the window's mean (:class:`hamnet.loss.WindowLoss`); validation is unweighted.
     ``compile``: the step through ``torch.compile`` (``"on"``; the eager numbers to float32 round-off), eagerly
     (``"off"``) or ``"auto"``, resolved when the run starts (:func:`hamnet.optimisation.checked_step`).
     """
@@ -397,8 +395,6 @@ def open_run(started: StartedRun, context, resume, run_settings, stop_after_epoc
         run.step.loss_module = nn.parallel.DistributedDataParallel(run.step.loss_module, find_unused_parameters=True)
     started.monitor = held.enter_context(watching.open(files.folder, config.epochs, run.epoch))
     started.last_epoch = min(config.epochs, run.epoch + (stop_after_epochs or config.epochs))
-
-
 
 
 def _load_initial_weights(model: nn.Module, config: TrainConfig, start: nn.Module) -> None:
