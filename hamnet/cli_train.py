@@ -75,6 +75,10 @@ def add_commands(commands) -> None:
                        "distribution) (default: exact)")
     model.add_argument("--lift-samples", type=int, default=None,
                        help="hlieconv only, with --lift monte-carlo: lift samples per point (default: the group's)")
+    model.add_argument("--coupling", action="store_true",
+                       help="hlieconv only: scale every pair's interaction by learned linear functions of both "
+                       "particles' features, so a particle those make zero (a spring constant, a charge near 0) "
+                       "feels none; exactly so over translation-invariant pairs (SE2, SE3, T2, T3)")
     model.add_argument("--kernel-bound", default=None, metavar="auto|none|C",
                        help="hlieconv only: kernel inputs pass through C tanh(x / C), so the learned potential is "
                        "bounded far from the data and a rollout that leaves the data cannot run away; 'auto' sets C "
@@ -149,7 +153,7 @@ FLAG_KEYS = {
     "--data": ("run", "data"), "--out": ("run", "out"), "--device": ("run", "device"),
     "--tensorboard": ("run", "tensorboard"), "--model": ("model", "name"), "--group": ("model", "group"),
     "--width": ("model", "width"), "--depth": ("model", "depth"), "--neighbours": ("model", "neighbours"),
-    "--lift": ("model", "lift"), "--lift-samples": ("model", "lift_samples"),
+    "--lift": ("model", "lift"), "--lift-samples": ("model", "lift_samples"), "--coupling": ("model", "coupling"),
     **{f"--{key.replace('_', '-')}": ("train", key)
        for key in ("epochs", "batch_size", "lr", "weight_decay", "chunk", "method", "dtype", "seed", "validation",
                    "test", "max_windows", "substeps", "warmup", "clip_grad", "select", "select_steps", "init_from",
@@ -242,7 +246,7 @@ TRAIN_RANGES = (("--epochs", 1, None), ("--batch-size", 1, None), ("--lr", 1e-30
 
 
 #: flags only a model with a group (HLieConv: ``uses_group``) uses; given to another model, refused
-GROUP_FLAGS = ("--group", "--neighbours", "--lift", "--lift-samples", "--kernel-bound")
+GROUP_FLAGS = ("--group", "--neighbours", "--lift", "--lift-samples", "--kernel-bound", "--coupling")
 
 
 #: the comment at the top of what --print-config writes

@@ -233,7 +233,10 @@ class LieResNet(nn.Module):
     lift); ``kernel_width`` / ``kernel_channels``: the kernel MLP; ``kernel_bound``: None, or a bound ``c``
     through which every kernel input passes as ``c tanh(x / c)`` (close to ``x`` well inside ``c``), so
     the output is a bounded function of the points however far they go (``hamnet.training`` sets ``c``
-    from the training data, with :meth:`kernel_input_extent`). The output is the mean over real lifted
+    from the training data, with :meth:`kernel_input_extent`). ``coupling``: every pair's weight times
+    ``c_u c_v``, with ``c`` a learned linear function of each point's features, so a point whose features
+    make ``c`` zero feels no interaction, however far it goes (pair forces set by per-particle constants:
+    springs' ``k``, charges, masses). The output is the mean over real lifted
     elements of a per-element linear read-out. Parameters are created in the default dtype;
     convert the module (``model.to(torch.float64)``) to match the inputs.
     """
@@ -241,7 +244,7 @@ class LieResNet(nn.Module):
     def __init__(self, group: LieGroup, in_features: int, width: int = 128, depth: int = 4,
                  out_features: int = 1, neighbours: int | None = None, lift_samples: int | None = None,
                  kernel_width: int = 32, kernel_channels: int = 16, lift: str | None = None,
-                 kernel_bound: float | None = None) -> None:
+                 kernel_bound: float | None = None, coupling: bool = False) -> None:
         super().__init__()
         for label, value in (("in_features", in_features), ("width", width), ("out_features", out_features),
                              ("kernel_width", kernel_width), ("kernel_channels", kernel_channels)):
@@ -261,6 +264,7 @@ class LieResNet(nn.Module):
             _Bottleneck(width, kernel_inputs, kernel_width, kernel_channels) for _ in range(depth))
         self.act = nn.SiLU()
         self.head = nn.Linear(width, out_features)
+        self.coupling = nn.Linear(in_features, 1) if coupling else None
 
     def forward(self, points: Tensor, features: Tensor, mask: Tensor | None = None,
                 generator: torch.Generator | None = None) -> Tensor:
@@ -312,6 +316,11 @@ class LieResNet(nn.Module):
         if self.kernel_bound is not None:
             c = self.kernel_bound
             nbhd = nbhd._replace(kernel_inputs=c * torch.tanh(nbhd.kernel_inputs / c))
+        if self.coupling is not None:
+            own = self.coupling(features).squeeze(-1)  # (B, M)
+            theirs = own.unsqueeze(1) if nbhd.index is None else torch.gather(
+                own.unsqueeze(1).expand(-1, own.shape[1], -1), 2, nbhd.index)
+            nbhd = nbhd._replace(weights=nbhd.weights * own.unsqueeze(-1) * theirs)
         x = self.embed(features)
         for block in self.blocks:
             x = block(x, nbhd)

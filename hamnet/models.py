@@ -89,7 +89,9 @@ class ModelConfig:
     ``kernel_channels`` (the LieConv kernel MLP), ``centre`` (subtract the centroid before the
     network, which makes V translation invariant, as in the paper) and ``kernel_bound`` (None, or ``c``:
     kernel inputs pass through ``c tanh(x / c)``, so V is bounded however far the particles go and a
-    rollout's momenta stay bounded by its energy; ``hamnet.training`` sets it from the training data).
+    rollout's momenta stay bounded by its energy; ``hamnet.training`` sets it from the training data) and
+    ``coupling`` (every pair's interaction scaled by learned linear functions of both particles' features,
+    :class:`hamnet.lieconv.LieResNet`).
     """
 
     name: str = "hlieconv"
@@ -106,6 +108,7 @@ class ModelConfig:
     kernel_channels: int = 16
     centre: bool = True
     kernel_bound: float | None = None
+    coupling: bool = False
 
     def __post_init__(self) -> None:
         check_field_types(self, "model config")  # a list of feature keys (read back from JSON) becomes a tuple
@@ -122,6 +125,8 @@ class ModelConfig:
             raise ValueError(f"feature_keys must include the masses 'm', got {self.feature_keys}")
         if self.kernel_bound is not None and not model_class.uses_group:
             raise ValueError(f"kernel_bound applies to hlieconv (a LieConv kernel), not to {self.name}; leave it None")
+        if self.coupling and not model_class.uses_group:
+            raise ValueError(f"coupling applies to hlieconv (a LieConv network), not to {self.name}; leave it false")
         check_kernel_bound(self.kernel_bound)
         if model_class.uses_group and self.group is not None:
             # an unknown group, a wrong dimension or an impossible lift fails before any build; with the
@@ -287,6 +292,7 @@ class HLieConv(SeparableModel):
             kernel_width=config.kernel_width,
             kernel_channels=config.kernel_channels,
             kernel_bound=config.kernel_bound,
+            coupling=config.coupling,
         )
 
     def potential(self, q: Tensor, params: Params) -> Tensor:

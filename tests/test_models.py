@@ -129,12 +129,13 @@ def test_initialisation_comes_from_the_generator():
     assert all(torch.equal(a, b) for a, b in zip(default.parameters(), build_model(config("fc-hnn")).parameters()))
 
 
-@pytest.mark.parametrize("group, rotates", [("SO2", True), ("T2", False)])
-def test_hlieconv_symmetry(group, rotates, generator, dtype):
+@pytest.mark.parametrize("group, rotates, coupling", [("SO2", True, False), ("T2", False, False), ("SO2", True, True),
+                                                     ("SE2", True, True)])
+def test_hlieconv_symmetry(group, rotates, coupling, generator, dtype):
     _, params, z = springs_batch(generator)
     params, z = cast(params, dtype), z.to(dtype)
     # amplified, V varies by ~1e-4 |H| over these states (freshly initialised, by ~1e-6 |H|: float32 round-off)
-    model = small_model("hlieconv", group=group, dtype=dtype)
+    model = small_model("hlieconv", group=group, dtype=dtype, coupling=coupling)
     amplify(model.potential_net, SENSITIVE)
     h = model.hamiltonian(z, params)
     shift = torch.tensor([0.7, -1.3], dtype=dtype)
@@ -145,6 +146,29 @@ def test_hlieconv_symmetry(group, rotates, generator, dtype):
     else:
         # invariance would mean round-off: ~1e-16 |H| in float64, ~1e-7 |H| in float32
         assert (rotated - h).abs().max() > 1e-5 * h.abs().max()
+
+
+@pytest.mark.parametrize("group", ["SE2", "T2", "SO2"])
+def test_a_particle_whose_coupling_is_zero_feels_no_force_where_pairs_are_translation_invariant(group, generator):
+    """With ``coupling`` c = k, a particle of k = 0 drops out of every pair: over pair invariants that are
+    translation invariant (SE(2), T(2)) it feels no force and the others none from it. About the centroid
+    (SO(2)) it still does: it moves the centroid, and the force on it is minus the others' total."""
+    _, params, z = springs_batch(generator)
+    params["k"][:, 0] = 0.0
+    model = small_model("hlieconv", group=group, coupling=True)
+    amplify(model.potential_net, SENSITIVE)
+    with torch.no_grad():
+        model.potential_net.coupling.weight.copy_(torch.tensor([[0.0, 1.0]]))  # features (m, k): c = k
+        model.potential_net.coupling.bias.zero_()
+    forces = model.forces(z[:, 0], params)
+    moved = z[:, 0].clone()
+    moved[:, 0] += torch.tensor([0.9, -0.4], dtype=F64)
+    if group == "SO2":
+        assert forces[:, 0].abs().max() > 1e-6 * forces.abs().max()
+        return
+    assert forces[:, 0].abs().max() <= 1e-12 * forces.abs().max()
+    assert_round_off(model.forces(moved, params)[:, 1:], forces[:, 1:])
+    assert forces[:, 1:].abs().max() > 1e-6  # the others still interact
 
 
 def test_hlieconv_without_centring_is_not_translation_invariant(generator):
