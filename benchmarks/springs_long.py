@@ -145,6 +145,13 @@ ROWS = [
      "the row above with each particle's error weighed by the inverse of the force it feels in its window, "
      "floored at 1% of the window's mean (`--weight-floor 0.1`, up to 100 times): a nearly free particle (k close "
      "to 0, what the failing far systems share) fitted as closely, relative to its force, as the rest"),
+    ("SE(2), lr 3e-3, 100 epochs, 3000 systems", None, ["--epochs", "100", "--lr", "3e-3", "--group", "SE2"],
+     "HLieConv over the plane's rigid motions (a pair's kernel input: its squared distance) instead of rotations "
+     "about the centroid, 100 epochs on the 3000-system file"),
+    ("SE(2) with coupling, lr 3e-3, 100 epochs, 3000 systems", None,
+     ["--epochs", "100", "--lr", "3e-3", "--group", "SE2", "--coupling"],
+     "the row above with `--coupling`: every pair's interaction times learned linear functions of both particles' "
+     "(m, k), so a particle of k = 0 drops out exactly, and with it the others' total force"),
 ]
 
 
@@ -161,6 +168,8 @@ class TrainingData:
 
 
 TRAINING_DATA = {"SO(2), lr 3e-3, 300 epochs, 3000 systems": TrainingData(multiple=3),
+                 "SE(2), lr 3e-3, 100 epochs, 3000 systems": TrainingData(multiple=3),
+                 "SE(2) with coupling, lr 3e-3, 100 epochs, 3000 systems": TrainingData(multiple=3),
                  "SO(2), lr 3e-3, 300 epochs, 1 in 4 spread 3x": TrainingData(spread_every=4, spread=3.0),
                  "SO(2), lr 3e-3, 300 epochs, 3000 systems, states from 95 units":
                      TrainingData(multiple=3, start_within=95.0),
@@ -309,6 +318,7 @@ def flags(scale: Scale, row: tuple, seed: int, work: Path) -> list[str]:
     if "--select" in extra:
         extra += ["--select-steps", str(scale.select_steps)]
     start = ["--init-from", str(work / "runs" / run_name(parent, seed) / "best.pt")] if parent else []
+    # a row's own flags come last, so its --group overrides SO2
     return ["--model", "hlieconv", "--group", "SO2", "--width", str(scale.width), "--depth", str(scale.depth),
             "--max-windows", str(scale.windows), "--seed", str(seed), "--compile", "on", *start, *extra]
 
@@ -534,7 +544,22 @@ def rollout_measures(checkpoint: Path, chosen, far: int, compile: bool = True) -
                                                                          default=None),
             "plain_vpt_median": float(vpt[far:].median()), "far_vpt_median": float(vpt[:far].median()),
             "far_weak": sum(weak), "far_weak_over_10_percent": sum(
-                w and (c is None or c > 0.1) for w, c in zip(weak, change[:far]))}
+                w and (c is None or c > 0.1) for w, c in zip(weak, change[:far])),
+            **force_errors(model.double(), chosen, far)}
+
+
+def force_errors(model, chosen, far: int, every: int = 500) -> dict:
+    """For a float64 ``model``: the median relative error ``|F_learned - F_true| / |F_true|`` (float64) of the far selection systems'
+    nearly free particles (``k < WEAK_SPRING``) and of their other particles, at every ``every``-th state of
+    their true motion."""
+    q = chosen.z[:far, ::every, 0].double()
+    params = {key: value[:far].double().repeat_interleave(q.shape[1], 0) for key, value in chosen.params.items()}
+    q = q.flatten(0, 1)
+    true = chosen.system().forces(q, params)
+    relative = (model.forces(q, params).detach() - true).norm(dim=-1) / true.norm(dim=-1)
+    weak = params["k"] < WEAK_SPRING
+    return {"weak_force_error": float(relative[weak].median()) if weak.any() else None,
+            "held_force_error": float(relative[~weak].median()) if not weak.all() else None}
 
 
 def picked(measures: list[dict]) -> dict:
@@ -711,11 +736,11 @@ def markdown(results: dict) -> list[str]:
                       f"selection set ({chosen['far']} of {chosen['pool']} fresh systems, seed {chosen['seed']}, reaching "
                       f"at least {chosen['far_reach_min']:.3g} from their centroid, and {chosen['plain']} others, median "
                       f"reach {chosen['plain_reach_median']:.3g}); epoch {run['best_epoch']} scored above.", "",
-                      f"| epoch | {MEASURED_COLUMNS}", "|---|---|---|---|---|---|"]
+                      f"| epoch | {MEASURED_COLUMNS}", "|---|---|---|---|---|---|---|"]
             lines += [f"| {m['epoch']} | {measured_cells(m)} |" for m in run["selection"]["snapshots"]]
     if results.get("measured"):
         lines += ["", "Runs' best.pt on the same selection set (`--measure RUN`):", "",
-                  f"| run | epoch | {MEASURED_COLUMNS}", "|---|---|---|---|---|---|---|"]
+                  f"| run | epoch | {MEASURED_COLUMNS}", "|---|---|---|---|---|---|---|---|"]
         lines += [f"| {m['run']} | {m['epoch']} | {measured_cells(m)} |" for m in results["measured"]]
     for grown in results.get("own_states", []):
         lines += ["", f"Own-rollout states of {grown['parent']}"
@@ -748,15 +773,19 @@ def markdown(results: dict) -> list[str]:
 
 #: the header of :func:`measured_cells`' columns
 MEASURED_COLUMNS = ("selection systems past 10% (far ones) | past 5% | largest energy change | VPT median, others "
-                    f"(far ones) | far ones past 10% with a particle of k < {WEAK_SPRING:g} (far ones with one) |")
+                    f"(far ones) | far ones past 10% with a particle of k < {WEAK_SPRING:g} (far ones with one) | "
+                    "force error of those particles (of the others) |")
 
 
 def measured_cells(m: dict) -> str:
     """One :func:`rollout_measures` as table cells, past its epoch (measures made before the weak-particle
     count show "-" there)."""
     weak = f"{m['far_weak_over_10_percent']} ({m['far_weak']})" if "far_weak" in m else "-"
+    cell = lambda value: "-" if value is None else f"{value:.2g}"  # noqa: E731
+    force = f"{cell(m['weak_force_error'])} ({cell(m['held_force_error'])})" if "weak_force_error" in m else "-"
     return (f"{m['systems_over_10_percent']} ({m['far_over_10_percent']}) | {m['systems_over_5_percent']} | "
-            f"{m['largest_energy_change']:.3g} | {m['plain_vpt_median']:.2f} ({m['far_vpt_median']:.2f}) | {weak}")
+            f"{m['largest_energy_change']:.3g} | {m['plain_vpt_median']:.2f} ({m['far_vpt_median']:.2f}) | {weak} | "
+            f"{force}")
 
 
 if __name__ == "__main__":

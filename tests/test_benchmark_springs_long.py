@@ -414,9 +414,33 @@ def test_the_report_shows_each_picked_runs_snapshots_and_the_runs_measured_on_th
     lines = sl.markdown({"command": "c", "note": "n", "threads": 1, "torch": "t", "integrator": None,
                          "rows": [{"row": "picked", "what": "w", "runs": {"1": run}}],
                          "measured": [{"run": "other_seed1", **m(55, 18)},
-                                      {"run": "weak_seed1", **m(60, 20), "far_weak": 49, "far_weak_over_10_percent": 17}]})
-    assert "| 15 | 14 (14) | 15 | 0.5 | 9.00 (4.00) | - |" in lines
-    assert "| 30 | 12 (12) | 13 | 0.5 | 9.00 (4.00) | - |" in lines
+                                      {"run": "weak_seed1", **m(60, 20), "far_weak": 49, "far_weak_over_10_percent": 17,
+                                       "weak_force_error": 0.75, "held_force_error": 0.00123}]})
+    assert "| 15 | 14 (14) | 15 | 0.5 | 9.00 (4.00) | - | - |" in lines
+    assert "| 30 | 12 (12) | 13 | 0.5 | 9.00 (4.00) | - | - |" in lines
     assert any("epoch 30 scored above" in line for line in lines)
-    assert "| other_seed1 | 55 | 18 (18) | 19 | 0.5 | 9.00 (4.00) | - |" in lines  # measured before the count
-    assert "| weak_seed1 | 60 | 20 (20) | 21 | 0.5 | 9.00 (4.00) | 17 (49) |" in lines
+    assert "| other_seed1 | 55 | 18 (18) | 19 | 0.5 | 9.00 (4.00) | - | - |" in lines  # measured before the count
+    assert "| weak_seed1 | 60 | 20 (20) | 21 | 0.5 | 9.00 (4.00) | 17 (49) | 0.75 (0.0012) |" in lines
+
+
+def test_force_errors_part_the_nearly_free_particles_from_the_others():
+    """The true springs miss by round-off; a force off by the same small amount on every particle is a large
+    error for a nearly free particle and a small one for the others."""
+    from types import SimpleNamespace
+
+    from hamnet.simulation import simulate
+
+    system, generator = Springs(), torch.Generator().manual_seed(0)
+    params = system.sample_params(3, generator)
+    params["k"][:, 0] = 0.01  # particle 0 nearly free
+    _, z, _ = simulate(system, system.sample_state(params, generator), params, steps=20, dt=0.01)
+    chosen = SimpleNamespace(z=z, params=params, system=lambda: system)
+    exact = sl.force_errors(system, chosen, 3, every=5)
+    assert exact["weak_force_error"] < 1e-12 and exact["held_force_error"] < 1e-12
+
+    class Pushed:
+        def forces(self, q, params):
+            return system.forces(q, params) + 0.01
+
+    pushed = sl.force_errors(Pushed(), chosen, 3, every=5)
+    assert pushed["weak_force_error"] > 10 * pushed["held_force_error"] > 0
