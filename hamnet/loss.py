@@ -12,7 +12,7 @@ compared. With ``weight_floor`` f each particle's error in a window is weighed b
 squared momentum change per step there (the force it feels), floored at ``f**2`` times the window's mean:
 a weakly held particle's force is then fitted as closely, relative to its size, as a strongly held one's
 (up to ``1 / f**2`` times the weight). On springs, whose failing long rollouts have a nearly free particle
-(``k`` close to 0), it did not lower their number (``benchmarks/results/springs_long.md``).
+(``k`` close to 0), it barely changed their number (``benchmarks/results/springs_long.md``).
 """
 
 from __future__ import annotations
