@@ -410,7 +410,7 @@ def springs_long() -> list[str]:
                          f"{_percent3(drift['energy']['median'])} ({_percent3(drift['energy']['max'])})",
                          str(run.get("systems_over_10_percent", "-")),
                          sci(max(drift["linear_momentum"]["max"], drift["angular_momentum"]["max"]))])
-    return rows(["HLieConv SO(2), 3000 windows", "starts from", "valid prediction time, median [quartiles]",
+    return rows(["HLieConv (SO(2) unless named), 3000 windows", "starts from", "valid prediction time, median [quartiles]",
                  "valid all 100 units", "true energy change, median (largest)", "systems past 10%",
                  "momenta, largest"], body)
 
