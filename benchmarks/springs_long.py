@@ -549,8 +549,8 @@ def rollout_measures(checkpoint: Path, chosen, far: int, compile: bool = True) -
 
 
 def force_errors(model, chosen, far: int, every: int = 500) -> dict:
-    """For a float64 ``model``: the median relative error ``|F_learned - F_true| / |F_true|`` (float64) of the far selection systems'
-    nearly free particles (``k < WEAK_SPRING``) and of their other particles, at every ``every``-th state of
+    """For a float64 ``model``: the median relative error ``|F_learned - F_true| / |F_true|`` of the far selection
+    systems' nearly free particles (``k < WEAK_SPRING``) and of their other particles, at every ``every``-th state of
     their true motion."""
     q = chosen.z[:far, ::every, 0].double()
     params = {key: value[:far].double().repeat_interleave(q.shape[1], 0) for key, value in chosen.params.items()}

@@ -235,8 +235,9 @@ class LieResNet(nn.Module):
     the output is a bounded function of the points however far they go (``hamnet.training`` sets ``c``
     from the training data, with :meth:`kernel_input_extent`). ``coupling``: every pair's weight times
     ``c_u c_v``, with ``c`` a learned linear function of each point's features, so a point whose features
-    make ``c`` zero feels no interaction, however far it goes (pair forces set by per-particle constants:
-    springs' ``k``, charges, masses). The output is the mean over real lifted
+    make ``c`` zero drops out of every pair (pair forces set by per-particle constants: springs' ``k``,
+    charges). Over translation-invariant kernel inputs it then feels no force; about a centre it still
+    moves the centroid. The output is the mean over real lifted
     elements of a per-element linear read-out. Parameters are created in the default dtype;
     convert the module (``model.to(torch.float64)``) to match the inputs.
     """
