@@ -149,9 +149,17 @@ ROWS = [
      "HLieConv over the plane's rigid motions (a pair's kernel input: its squared distance) instead of rotations "
      "about the centroid, 100 epochs on the 3000-system file"),
     ("SE(2) with coupling, lr 3e-3, 100 epochs, 3000 systems", None,
-     ["--epochs", "100", "--lr", "3e-3", "--group", "SE2", "--coupling"],
-     "the row above with `--coupling`: every pair's interaction times learned linear functions of both particles' "
-     "(m, k), so a particle of k = 0 drops out exactly, and with it the others' total force"),
+     ["--epochs", "100", "--lr", "3e-3", "--group", "SE2", "--coupling", "affine"],
+     "the row above with `--coupling affine`: every pair's interaction times learned affine functions of both "
+     "particles' (m, k), so a particle of k = 0 can drop out, if the fit makes its function vanish there"),
+    ("SE(2) coupled by k, lr 3e-3, 100 epochs, 3000 systems", None,
+     ["--epochs", "100", "--lr", "3e-3", "--group", "SE2", "--coupling", "k"],
+     "the SE(2) row with `--coupling k`: every pair's interaction times both particles' spring constants, so a "
+     "particle of k = 0 drops out of every pair and feels no force whatever the fit, and one of small k feels a "
+     "force of order k, as in the true k_i k_j springs"),
+    ("SE(2) coupled by k, lr 3e-3, 300 epochs, 3000 systems", None,
+     ["--epochs", "300", "--lr", "3e-3", "--group", "SE2", "--coupling", "k"],
+     "the row above at the SO(2) 3000-system row's 300 epochs"),
 ]
 
 
@@ -170,6 +178,8 @@ class TrainingData:
 TRAINING_DATA = {"SO(2), lr 3e-3, 300 epochs, 3000 systems": TrainingData(multiple=3),
                  "SE(2), lr 3e-3, 100 epochs, 3000 systems": TrainingData(multiple=3),
                  "SE(2) with coupling, lr 3e-3, 100 epochs, 3000 systems": TrainingData(multiple=3),
+                 "SE(2) coupled by k, lr 3e-3, 100 epochs, 3000 systems": TrainingData(multiple=3),
+                 "SE(2) coupled by k, lr 3e-3, 300 epochs, 3000 systems": TrainingData(multiple=3),
                  "SO(2), lr 3e-3, 300 epochs, 1 in 4 spread 3x": TrainingData(spread_every=4, spread=3.0),
                  "SO(2), lr 3e-3, 300 epochs, 3000 systems, states from 95 units":
                      TrainingData(multiple=3, start_within=95.0),

@@ -233,11 +233,12 @@ class LieResNet(nn.Module):
     lift); ``kernel_width`` / ``kernel_channels``: the kernel MLP; ``kernel_bound``: None, or a bound ``c``
     through which every kernel input passes as ``c tanh(x / c)`` (close to ``x`` well inside ``c``), so
     the output is a bounded function of the points however far they go (``hamnet.training`` sets ``c``
-    from the training data, with :meth:`kernel_input_extent`). ``coupling``: every pair's weight times
-    ``c_u c_v``, with ``c`` a learned linear function of each point's features, so a point whose features
-    make ``c`` zero drops out of every pair (pair forces set by per-particle constants: springs' ``k``,
-    charges). Over translation-invariant kernel inputs it then feels no force; about a centre it still
-    moves the centroid. The output is the mean over real lifted
+    from the training data, with :meth:`kernel_input_extent`). ``coupling``: None, or every pair's weight
+    times ``c_u c_v`` for a per-point ``c``: ``"affine"`` (a learned affine function of the point's
+    features, so only a fit can make ``c`` vanish) or an int ``j`` (feature ``j`` itself, as when pair
+    strengths are products of per-particle constants: springs' ``k_u k_v``, charges' ``q_u q_v``). A point
+    with ``c = 0`` drops out of every pair: over translation-invariant kernel inputs it feels no force;
+    about a centre it still moves the centroid. The output is the mean over real lifted
     elements of a per-element linear read-out. Parameters are created in the default dtype;
     convert the module (``model.to(torch.float64)``) to match the inputs.
     """
@@ -245,7 +246,7 @@ class LieResNet(nn.Module):
     def __init__(self, group: LieGroup, in_features: int, width: int = 128, depth: int = 4,
                  out_features: int = 1, neighbours: int | None = None, lift_samples: int | None = None,
                  kernel_width: int = 32, kernel_channels: int = 16, lift: str | None = None,
-                 kernel_bound: float | None = None, coupling: bool = False) -> None:
+                 kernel_bound: float | None = None, coupling: str | int | None = None) -> None:
         super().__init__()
         for label, value in (("in_features", in_features), ("width", width), ("out_features", out_features),
                              ("kernel_width", kernel_width), ("kernel_channels", kernel_channels)):
@@ -256,6 +257,8 @@ class LieResNet(nn.Module):
         if neighbours is not None and neighbours < 1:
             raise ValueError(f"neighbours must be >= 1 or None (all points), got {neighbours}")
         self.kernel_bound = check_kernel_bound(kernel_bound)
+        if not (coupling in (None, "affine") or (type(coupling) is int and 0 <= coupling < in_features)):
+            raise ValueError(f"coupling must be None, 'affine' or a feature index below {in_features}, got {coupling!r}")
         self.group, self.in_features, self.out_features = group, in_features, out_features
         self.lift, self.lift_samples = resolve_lift(group, lift, lift_samples)
         self.neighbours = neighbours
@@ -265,7 +268,8 @@ class LieResNet(nn.Module):
             _Bottleneck(width, kernel_inputs, kernel_width, kernel_channels) for _ in range(depth))
         self.act = nn.SiLU()
         self.head = nn.Linear(width, out_features)
-        self.coupling = nn.Linear(in_features, 1) if coupling else None
+        self.coupling = nn.Linear(in_features, 1) if coupling == "affine" else None
+        self.coupling_feature = coupling if type(coupling) is int else None
 
     def forward(self, points: Tensor, features: Tensor, mask: Tensor | None = None,
                 generator: torch.Generator | None = None) -> Tensor:
@@ -317,8 +321,9 @@ class LieResNet(nn.Module):
         if self.kernel_bound is not None:
             c = self.kernel_bound
             nbhd = nbhd._replace(kernel_inputs=c * torch.tanh(nbhd.kernel_inputs / c))
-        if self.coupling is not None:
-            own = self.coupling(features).squeeze(-1)  # (B, M)
+        if self.coupling is not None or self.coupling_feature is not None:
+            own = (self.coupling(features).squeeze(-1) if self.coupling is not None
+                   else features[..., self.coupling_feature])  # (B, M)
             theirs = own.unsqueeze(1) if nbhd.index is None else torch.gather(
                 own.unsqueeze(1).expand(-1, own.shape[1], -1), 2, nbhd.index)
             nbhd = nbhd._replace(weights=nbhd.weights * own.unsqueeze(-1) * theirs)

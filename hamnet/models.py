@@ -90,8 +90,10 @@ class ModelConfig:
     network, which makes V translation invariant, as in the paper) and ``kernel_bound`` (None, or ``c``:
     kernel inputs pass through ``c tanh(x / c)``, so V is bounded however far the particles go and a
     rollout's momenta stay bounded by its energy; ``hamnet.training`` sets it from the training data) and
-    ``coupling`` (every pair's interaction scaled by learned linear functions of both particles' features,
-    :class:`hamnet.lieconv.LieResNet`).
+    ``coupling`` (None; ``"affine"``: every pair's interaction scaled by a learned affine function of each
+    particle's features; or a feature key such as ``"k"``: scaled by that parameter of both particles, as
+    when pair strengths are products like springs' ``k_i k_j``; :class:`hamnet.lieconv.LieResNet`.
+    ``true`` in a file written before the named kind existed reads as ``"affine"``).
     """
 
     name: str = "hlieconv"
@@ -108,9 +110,11 @@ class ModelConfig:
     kernel_channels: int = 16
     centre: bool = True
     kernel_bound: float | None = None
-    coupling: bool = False
+    coupling: str | None = None
 
     def __post_init__(self) -> None:
+        if isinstance(self.coupling, bool):  # written when --coupling was a switch (then always affine)
+            object.__setattr__(self, "coupling", "affine" if self.coupling else None)
         check_field_types(self, "model config")  # a list of feature keys (read back from JSON) becomes a tuple
         if self.group is None and self.dim is not None:
             object.__setattr__(self, "group", f"T{self.dim}")
@@ -126,8 +130,12 @@ class ModelConfig:
         if self.kernel_bound is not None and not model_class.uses_group:
             raise ValueError(f"kernel_bound applies to hlieconv (a LieConv kernel), not to {self.name}; leave it None")
         if self.coupling and not model_class.uses_group:
-            raise ValueError(f"coupling applies to hlieconv (a LieConv network), not to {self.name}; leave it false")
+            raise ValueError(f"coupling applies to hlieconv (a LieConv network), not to {self.name}; leave it None")
         check_kernel_bound(self.kernel_bound)
+        if self.coupling not in (None, "affine") and self.feature_keys is not None \
+                and self.coupling not in self.feature_keys:
+            raise ValueError(f"coupling {self.coupling!r} is neither 'affine' nor one of the feature keys "
+                             f"{', '.join(self.feature_keys)}")
         if model_class.uses_group and self.group is not None:
             # an unknown group, a wrong dimension or an impossible lift fails before any build; with the
             # dimension left to the data, the group must act in one the data can have
@@ -144,6 +152,9 @@ class ModelConfig:
             data = load_trajectories(data)
         others = sorted(key for key, value in data.params.items() if value.dim() == 2 and key != "m")
         found = {"n_particles": data.n_particles, "dim": data.dim, "feature_keys": ("m", *others)}
+        if self.coupling not in (None, "affine", *(self.feature_keys or found["feature_keys"])):
+            raise ValueError(f"coupling {self.coupling!r} is neither 'affine' nor a per-particle parameter of the "
+                             f"data ({', '.join(found['feature_keys'])})")
         try:
             return dataclasses.replace(self, **{key: value for key, value in found.items()
                                                 if getattr(self, key) is None})
@@ -292,7 +303,8 @@ class HLieConv(SeparableModel):
             kernel_width=config.kernel_width,
             kernel_channels=config.kernel_channels,
             kernel_bound=config.kernel_bound,
-            coupling=config.coupling,
+            coupling=(config.feature_keys.index(config.coupling) if config.coupling not in (None, "affine")
+                      else config.coupling),
         )
 
     def potential(self, q: Tensor, params: Params) -> Tensor:

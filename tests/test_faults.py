@@ -985,8 +985,10 @@ CASES = [
          f"{PLAIN}", mentions=("--neighbours",)),
     Case("train-hogn-with-kernel-bound-none", f"train --data {{springs}} --out {{tmp}}/run --model hogn "
          f"--kernel-bound none {PLAIN}", mentions=("--kernel-bound",)),
-    Case("train-egnn-h-with-coupling", f"train --data {{springs}} --out {{tmp}}/run --model egnn-h --coupling {PLAIN}",
-         mentions=("--coupling",)),
+    Case("train-egnn-h-with-coupling", f"train --data {{springs}} --out {{tmp}}/run --model egnn-h --coupling k "
+         f"{PLAIN}", mentions=("--coupling",)),
+    Case("train-coupling-of-no-parameter", f"train --data {{springs}} --out {{tmp}}/run {TRAIN} --coupling q",
+         mentions=("coupling 'q'", "affine", "m, k")),
     Case("train-kernel-bound-1e308", f"train --data {{springs}} --out {{tmp}}/run {TRAIN} --kernel-bound 1e308",
          mentions=("--kernel-bound", "float32")),
     Case("train-lr-1e39", f"train --data {{springs}} --out {{tmp}}/run {TRAIN} --lr 1e39",

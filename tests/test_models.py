@@ -129,8 +129,8 @@ def test_initialisation_comes_from_the_generator():
     assert all(torch.equal(a, b) for a, b in zip(default.parameters(), build_model(config("fc-hnn")).parameters()))
 
 
-@pytest.mark.parametrize("group, rotates, coupling", [("SO2", True, False), ("T2", False, False), ("SO2", True, True),
-                                                     ("SE2", True, True)])
+@pytest.mark.parametrize("group, rotates, coupling", [("SO2", True, None), ("T2", False, None), ("SO2", True, "affine"),
+                                                     ("SE2", True, "affine"), ("SE2", True, "k")])
 def test_hlieconv_symmetry(group, rotates, coupling, generator, dtype):
     _, params, z = springs_batch(generator)
     params, z = cast(params, dtype), z.to(dtype)
@@ -148,18 +148,22 @@ def test_hlieconv_symmetry(group, rotates, coupling, generator, dtype):
         assert (rotated - h).abs().max() > 1e-5 * h.abs().max()
 
 
-@pytest.mark.parametrize("group", ["SE2", "T2", "SO2"])
-def test_a_particle_whose_coupling_is_zero_feels_no_force_where_pairs_are_translation_invariant(group, generator):
-    """With ``coupling`` c = k, a particle of k = 0 drops out of every pair: over pair invariants that are
-    translation invariant (SE(2), T(2)) it feels no force and the others none from it. About the centroid
-    (SO(2)) it still does: it moves the centroid, and the force on it is minus the others' total."""
+@pytest.mark.parametrize("group, coupling", [("SE2", "affine"), ("T2", "affine"), ("SO2", "affine"), ("SE2", "k"),
+                                             ("T2", "k")])
+def test_a_particle_whose_coupling_is_zero_feels_no_force_where_pairs_are_translation_invariant(group, coupling,
+                                                                                               generator):
+    """With c = k (the coupling named ``k``, or an affine one fitted to it), a particle of k = 0 drops out
+    of every pair: over pair invariants that are translation invariant (SE(2), T(2)) it feels no force and
+    the others none from it. About the centroid (SO(2)) it still does: it moves the centroid, and the force
+    on it is minus the others' total."""
     _, params, z = springs_batch(generator)
     params["k"][:, 0] = 0.0
-    model = small_model("hlieconv", group=group, coupling=True)
+    model = small_model("hlieconv", group=group, coupling=coupling)
     amplify(model.potential_net, SENSITIVE)
-    with torch.no_grad():
-        model.potential_net.coupling.weight.copy_(torch.tensor([[0.0, 1.0]]))  # features (m, k): c = k
-        model.potential_net.coupling.bias.zero_()
+    if coupling == "affine":
+        with torch.no_grad():
+            model.potential_net.coupling.weight.copy_(torch.tensor([[0.0, 1.0]]))  # features (m, k): c = k
+            model.potential_net.coupling.bias.zero_()
     forces = model.forces(z[:, 0], params)
     moved = z[:, 0].clone()
     moved[:, 0] += torch.tensor([0.9, -0.4], dtype=F64)
@@ -169,6 +173,31 @@ def test_a_particle_whose_coupling_is_zero_feels_no_force_where_pairs_are_transl
     assert forces[:, 0].abs().max() <= 1e-12 * forces.abs().max()
     assert_round_off(model.forces(moved, params)[:, 1:], forces[:, 1:])
     assert forces[:, 1:].abs().max() > 1e-6  # the others still interact
+
+
+def test_a_coupling_named_by_a_parameter_scales_each_particles_force_with_it(generator):
+    """``coupling="k"``: V depends on a particle's position only through pairs weighted by its k, so
+    halving k_0 (its pairs' weights) changes V unless particle 0 is where it does not matter, and a k_0
+    near 0 leaves a force on it of order k_0 (here, over SE(2), linear to round-off as k_0 -> 0)."""
+    _, params, z = springs_batch(generator)
+    model = small_model("hlieconv", group="SE2", coupling="k")
+    amplify(model.potential_net, SENSITIVE)
+    forces = []
+    for k0 in (1e-3, 2e-3, 4e-3):
+        params["k"][:, 0] = k0
+        forces.append(model.forces(z[:, 0], params)[:, 0])
+    assert forces[0].abs().min() > 0
+    # a force linear in k_0 near 0: doubling k_0 doubles it, up to the second-order term (~k_0)
+    assert torch.allclose(forces[1], 2 * forces[0], rtol=1e-2) and torch.allclose(forces[2], 2 * forces[1], rtol=2e-2)
+
+
+def test_a_coupling_must_name_a_feature_or_be_affine(generator):
+    with pytest.raises(ValueError, match="neither 'affine' nor one of the feature keys m, k"):
+        ModelConfig(group="SE2", coupling="q", feature_keys=("m", "k"))
+    with pytest.raises(ValueError, match="coupling applies to hlieconv"):
+        ModelConfig(name="egnn-h", coupling="k")
+    assert ModelConfig(group="SE2", coupling=True).coupling == "affine"  # read from a file of the switch's time
+    assert ModelConfig(group="SE2", coupling=False).coupling is None
 
 
 def test_hlieconv_without_centring_is_not_translation_invariant(generator):

@@ -63,13 +63,13 @@ def test_print_config_writes_every_setting_and_reading_it_gives_the_same_config(
     monkeypatch.chdir(tmp_path)
     flags = ["--model", "hlieconv", "--group", "SE3", "--epochs", "7", "--lr", "3e-3", "--kernel-bound", "none",
              "--substeps", "auto", "--clip-grad", "1", "--warmup", "0.05", "--select", "rollout", "--select-steps", "9",
-             "--weight-floor", "0.1", "--coupling", "--tensorboard", "--data", "d.npz", "--out", "runs/x"]
+             "--weight-floor", "0.1", "--coupling", "k", "--tensorboard", "--data", "d.npz", "--out", "runs/x"]
     code, out, err = run_cli(["train", *flags, "--print-config"], capsys)
     assert code == 0 and err == "" and not (tmp_path / "runs").exists()
     tables = tomllib.loads(out)
     everything = {f.name for f in dataclasses.fields(TrainConfig)} - {"model"}
     assert set(tables["train"]) == everything and tables["model"]["dim"] == NONE and tables["model"]["group"] == "SE3"
-    assert tables["model"]["coupling"] is True
+    assert tables["model"]["coupling"] == "k"
     assert tables["run"] == {"data": "d.npz", "out": "runs/x", "device": "cpu", "tensorboard": True}
     path = tmp_path / "run.toml"
     path.write_text(out)
