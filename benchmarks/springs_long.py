@@ -159,7 +159,7 @@ ROWS = [
      "force of order k, as in the true k_i k_j springs"),
     ("SE(2) coupled by k, lr 3e-3, 300 epochs, 3000 systems", None,
      ["--epochs", "300", "--lr", "3e-3", "--group", "SE2", "--coupling", "k"],
-     "the row above at the SO(2) 3000-system row's 300 epochs"),
+     "the 100-epoch `SE(2) coupled by k` row at the SO(2) 3000-system row's 300 epochs"),
 ]
 
 
@@ -299,7 +299,8 @@ SEEDS = {row[0]: (1,) for row in ROWS} | {"SO(2), lr 3e-3, 300 epochs": (1, 2, 3
                                           "+ far-reaching systems": (1,),
                                           "+ own-rollout states, round 2, picked on 100-unit rollouts": (1,),
                                           "+ 60 more epochs, picked on 100-unit rollouts": (2,),
-                                          "+ states from 95 units": (1, 2)}
+                                          "+ states from 95 units": (1, 2),
+                                          "SE(2) coupled by k, lr 3e-3, 300 epochs, 3000 systems": (1, 2, 3)}
 #: validation windows of a phase that selects on a rollout (each rolled out select_steps steps every epoch)
 VALIDATION_WINDOWS = 200
 
