@@ -469,9 +469,11 @@ def _springs_long_headline() -> list[str]:
     median = lambda run: run["valid_prediction_time"]["median"]  # noqa: E731
 
     def by_seed(row: str) -> str:
-        seeds = {seed: run for seed, run in runs[row].items() if run is not None}
-        return (f"seeds {', '.join(seeds)}: " + " / ".join(f"{median(run):.1f}" for run in seeds.values())
-                + ", " + " / ".join(str(run["systems_over_10_percent"]) for run in seeds.values()) + " past 10%")
+        seeds = runs[row]
+        cell = lambda run, text: "not run" if run is None else text(run)  # noqa: E731
+        return (f"seeds {', '.join(seeds)}: " + " / ".join(cell(run, lambda r: f"{median(r):.1f}") for run in seeds.values())
+                + ", " + " / ".join(cell(run, lambda r: str(r["systems_over_10_percent"])) for run in seeds.values())
+                + " past 10%")
 
     return ["springs, 10,000 float64 leapfrog steps (100 time units), 300 held-out systems: valid prediction "
             "time (median) and systems whose true energy changes by more than 10%",

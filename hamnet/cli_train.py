@@ -78,8 +78,8 @@ def add_commands(commands) -> None:
     model.add_argument("--coupling", default=None, metavar="affine|KEY",
                        help="hlieconv only: scale every pair's interaction by c_i c_j, with c a learned affine "
                        "function of each particle's features ('affine') or one of its parameters itself (KEY, "
-                       "e.g. k for springs' k_i k_j), so a particle with c = 0 feels no force, exactly so over "
-                       "translation-invariant pairs (SE2, SE3, T2, T3)")
+                       "e.g. k for springs' k_i k_j), so a particle with c = 0 drops out of every pair; over "
+                       "translation-invariant pairs (SE2, SE3, T2, T3) it then feels no force")
     model.add_argument("--kernel-bound", default=None, metavar="auto|none|C",
                        help="hlieconv only: kernel inputs pass through C tanh(x / C), so the learned potential is "
                        "bounded far from the data and a rollout that leaves the data cannot run away; 'auto' sets C "

@@ -235,7 +235,7 @@ class LieResNet(nn.Module):
     the output is a bounded function of the points however far they go (``hamnet.training`` sets ``c``
     from the training data, with :meth:`kernel_input_extent`). ``coupling``: None, or every pair's weight
     times ``c_u c_v`` for a per-point ``c``: ``"affine"`` (a learned affine function of the point's
-    features, so only a fit can make ``c`` vanish) or an int ``j`` (feature ``j`` itself, as when pair
+    features, so only a fit can make ``c`` vanish; True says the same) or an int ``j`` (feature ``j`` itself, as when pair
     strengths are products of per-particle constants: springs' ``k_u k_v``, charges' ``q_u q_v``). A point
     with ``c = 0`` drops out of every pair: over translation-invariant kernel inputs it feels no force;
     about a centre it still moves the centroid. The output is the mean over real lifted
@@ -257,6 +257,8 @@ class LieResNet(nn.Module):
         if neighbours is not None and neighbours < 1:
             raise ValueError(f"neighbours must be >= 1 or None (all points), got {neighbours}")
         self.kernel_bound = check_kernel_bound(kernel_bound)
+        if isinstance(coupling, bool):  # the switch it was: True for the affine kind
+            coupling = "affine" if coupling else None
         if not (coupling in (None, "affine") or (type(coupling) is int and 0 <= coupling < in_features)):
             raise ValueError(f"coupling must be None, 'affine' or a feature index below {in_features}, got {coupling!r}")
         self.group, self.in_features, self.out_features = group, in_features, out_features

@@ -110,7 +110,7 @@ class ModelConfig:
     kernel_channels: int = 16
     centre: bool = True
     kernel_bound: float | None = None
-    coupling: str | None = None
+    coupling: str | bool | None = None  # a bool only as read from files of the switch's time
 
     def __post_init__(self) -> None:
         if isinstance(self.coupling, bool):  # written when --coupling was a switch (then always affine)
@@ -129,7 +129,7 @@ class ModelConfig:
             raise ValueError(f"feature_keys must include the masses 'm', got {self.feature_keys}")
         if self.kernel_bound is not None and not model_class.uses_group:
             raise ValueError(f"kernel_bound applies to hlieconv (a LieConv kernel), not to {self.name}; leave it None")
-        if self.coupling and not model_class.uses_group:
+        if self.coupling is not None and not model_class.uses_group:
             raise ValueError(f"coupling applies to hlieconv (a LieConv network), not to {self.name}; leave it None")
         check_kernel_bound(self.kernel_bound)
         if self.coupling not in (None, "affine") and self.feature_keys is not None \
@@ -152,7 +152,7 @@ class ModelConfig:
             data = load_trajectories(data)
         others = sorted(key for key, value in data.params.items() if value.dim() == 2 and key != "m")
         found = {"n_particles": data.n_particles, "dim": data.dim, "feature_keys": ("m", *others)}
-        if self.coupling not in (None, "affine", *(self.feature_keys or found["feature_keys"])):
+        if self.coupling not in (None, "affine", *found["feature_keys"]):
             raise ValueError(f"coupling {self.coupling!r} is neither 'affine' nor a per-particle parameter of the "
                              f"data ({', '.join(found['feature_keys'])})")
         try:
