@@ -470,10 +470,9 @@ def _springs_long_headline() -> list[str]:
 
     def by_seed(row: str) -> str:
         seeds = runs[row]
-        cell = lambda run, text: "not run" if run is None else text(run)  # noqa: E731
-        return (f"seeds {', '.join(seeds)}: " + " / ".join(cell(run, lambda r: f"{median(r):.1f}") for run in seeds.values())
-                + ", " + " / ".join(cell(run, lambda r: str(r["systems_over_10_percent"])) for run in seeds.values())
-                + " past 10%")
+        medians = " / ".join("not run" if run is None else f"{median(run):.1f}" for run in seeds.values())
+        past = " / ".join("not run" if run is None else str(run["systems_over_10_percent"]) for run in seeds.values())
+        return f"seeds {', '.join(seeds)}: {medians}, {past} past 10%"
 
     return ["springs, 10,000 float64 leapfrog steps (100 time units), 300 held-out systems: valid prediction "
             "time (median) and systems whose true energy changes by more than 10%",

@@ -235,10 +235,10 @@ class LieResNet(nn.Module):
     the output is a bounded function of the points however far they go (``hamnet.training`` sets ``c``
     from the training data, with :meth:`kernel_input_extent`). ``coupling``: None, or every pair's weight
     times ``c_u c_v`` for a per-point ``c``: ``"affine"`` (a learned affine function of the point's
-    features, so only a fit can make ``c`` vanish; True says the same) or an int ``j`` (feature ``j`` itself, as when pair
-    strengths are products of per-particle constants: springs' ``k_u k_v``, charges' ``q_u q_v``). A point
-    with ``c = 0`` drops out of every pair: over translation-invariant kernel inputs it feels no force;
-    about a centre it still moves the centroid. The output is the mean over real lifted
+    features, so only a fit can make ``c`` vanish; True says the same) or an int ``j`` (feature ``j``
+    itself, as when pair strengths are products of per-particle constants: springs' ``k_u k_v``,
+    charges' ``q_u q_v``). A point with ``c = 0`` drops out of every pair: over translation-invariant
+    kernel inputs it feels no force; about a centre it still moves the centroid. The output is the mean over real lifted
     elements of a per-element linear read-out. Parameters are created in the default dtype;
     convert the module (``model.to(torch.float64)``) to match the inputs.
     """
