@@ -75,11 +75,12 @@ def add_commands(commands) -> None:
                        "distribution) (default: exact)")
     model.add_argument("--lift-samples", type=int, default=None,
                        help="hlieconv only, with --lift monte-carlo: lift samples per point (default: the group's)")
-    model.add_argument("--coupling", default=None, metavar="affine|KEY",
+    model.add_argument("--coupling", default=None, metavar="affine|KEY|none",
                        help="hlieconv only: scale every pair's interaction by c_i c_j, with c a learned affine "
                        "function of each particle's features ('affine') or one of its parameters itself (KEY, "
                        "e.g. k for springs' k_i k_j), so a particle with c = 0 drops out of every pair; over "
-                       "translation-invariant pairs (SE2, SE3, T2, T3) it then feels no force")
+                       "translation-invariant pairs (SE2, SE3, T2, T3) it then feels no force; 'none' turns off "
+                       "a --config file's coupling (default: none)")
     model.add_argument("--kernel-bound", default=None, metavar="auto|none|C",
                        help="hlieconv only: kernel inputs pass through C tanh(x / C), so the learned potential is "
                        "bounded far from the data and a rollout that leaves the data cannot run away; 'auto' sets C "
@@ -191,7 +192,9 @@ class _Settings:
         for flag, (table, key) in FLAG_KEYS.items():
             value = getattr(args, flag[2:].replace("-", "_"))
             if value is not None and value is not False:  # given (a store_true flag given is True)
-                settings.set(table, key, _substeps(value) if flag == "--substeps" else value, flag)
+                if flag == "--substeps":
+                    value = _substeps(value)
+                settings.set(table, key, None if (flag, value) == ("--coupling", "none") else value, flag)
         uses_group = MODELS.get(settings.get("model", "name", ModelConfig.name)).uses_group  # unknown: fails here
         bound_keys = {("train", "kernel_bound_factor"), ("model", "kernel_bound")}
         if args.kernel_bound is not None or not bound_keys & set(origin):

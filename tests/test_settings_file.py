@@ -86,6 +86,14 @@ def test_a_flag_given_overrides_the_file_even_at_its_default(tmp_path):
     assert config.kernel_bound_factor == TrainConfig.kernel_bound_factor  # neither gives it: --kernel-bound auto
 
 
+def test_coupling_none_on_the_command_line_turns_off_the_files_coupling(tmp_path):
+    path = tmp_path / "run.toml"
+    path.write_text('[model]\ngroup = "SE2"\ncoupling = "k"\n')
+    assert config_of(["--config", str(path)]).model.coupling == "k"
+    assert config_of(["--config", str(path), "--coupling", "none"]).model.coupling is None
+    assert config_of(["--config", str(path), "--coupling", "affine"]).model.coupling == "affine"
+
+
 def test_every_setting_flag_names_a_key_of_the_file():
     tables = {"train": {f.name for f in dataclasses.fields(TrainConfig)},
               "model": {f.name for f in dataclasses.fields(TrainConfig().model)}, "run": {"data", "out", "device",
