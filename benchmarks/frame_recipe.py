@@ -16,6 +16,9 @@ batch 100, 10% of the training trajectories held out for validation and selectio
   then ``steady4+long`` (2 epochs on windows of 9 frames, lr 1e-3, ``best.pt`` picked by the 20-frame
   validation rollout) and ``steady4+long+longer`` (2 epochs on 17-frame windows, lr 3e-4), each from
   the last one's ``best.pt``;
+* ``coupled4`` (charged set only): ``substeps4-steady`` and its two phases with ``coupling="charge"``:
+  every pair's weight in every layer times ``q_u q_v``, the sign and size of the Coulomb pair
+  (unit masses make a coupling by mass a constant on the gravity set);
 * ``auto`` (shown as ``substeps10``): 10 sub-steps, what ``--substeps auto`` chose when it took a tenth
   of the closest approaches' time scale (it now takes a quarter: 4 on the charged set, 5 on the gravity
   set), warm-up and clipping, ``best.pt`` picked by the position MSE of the validation trajectories
@@ -80,6 +83,12 @@ RECIPES = {
                           True),
                          ("steady4+long+longer", {"substeps": 4, **STEADY, **SELECT, "chunk": 17, "epochs": 2,
                                                   "lr": 3e-4}, True)],
+    # the substeps4-steady recipe with every pair's weight times q_u q_v (charged set only)
+    "coupled4": [("coupled4", {"substeps": 4, **STEADY, "coupling": "charge"}, False),
+                 ("coupled4+long", {"substeps": 4, **STEADY, **SELECT, "coupling": "charge", "chunk": 9,
+                                    "epochs": 2, "lr": 1e-3}, True),
+                 ("coupled4+long+longer", {"substeps": 4, **STEADY, **SELECT, "coupling": "charge", "chunk": 17,
+                                           "epochs": 2, "lr": 3e-4}, True)],
     # 10 sub-steps: what --substeps auto chose when it took a tenth of the approach time scale
     "auto": [("auto", {"substeps": 10, **STEADY, **SELECT}, False),
              ("auto+long", {"substeps": 10, **STEADY, **SELECT, "chunk": 9, "epochs": 2, "lr": 1e-3}, True),
@@ -88,7 +97,10 @@ RECIPES = {
              ("auto+long+f64+longer", {"substeps": 10, **STEADY, **SELECT, "chunk": 17, "epochs": 2,
                                        "lr": 3e-4}, True)],
 }
-#: rows of the table, in order: (row, how the figure was made)
+#: recipes that apply to some sets only (a coupling by charge needs charges)
+ONLY = {"coupled4": ("egnn-charged5",)}
+#: settings of the model, not of the training
+MODEL_SETTINGS = ("coupling",)
 #: rows of the table, in order: (row, its label in the table, how the figure was made). The rows of the
 #: recipe ``auto`` were made when ``--substeps auto`` took a tenth of the closest approaches' time scale
 #: (10 sub-steps on the charged set); it now takes a quarter (4), the substeps4 rows' number
@@ -99,6 +111,11 @@ ROWS = (("plain", "plain", "1 leapfrog step per frame interval (nbody_peers.py's
         ("steady4+long+longer", "steady4+long+longer", "then 2 epochs on 17-frame windows"),
         ("steady4 recipe", "steady4 recipe", "per seed, whichever of the two rows above has the lower 20-frame "
          "validation rollout error (the training split's; no test figure chooses)"),
+        ("coupled4", "coupled4", "substeps4-steady with every pair's weight times q_u q_v (--coupling charge)"),
+        ("coupled4+long", "coupled4+long", "then 2 epochs on 9-frame windows, best.pt by the 20-frame rollout"),
+        ("coupled4+long+longer", "coupled4+long+longer", "then 2 epochs on 17-frame windows"),
+        ("coupled4 recipe", "coupled4 recipe", "per seed, whichever of the two rows above has the lower 20-frame "
+         "validation rollout error"),
         ("auto (last epoch)", "substeps10 (last epoch)", "10 steps, warm-up and clipping; its last epoch"),
         ("auto", "substeps10", "the same run, best.pt picked by the 20-frame validation rollout"),
         ("auto+long", "substeps10+long", "then 2 epochs on 9-frame windows"),
@@ -111,10 +128,10 @@ def data_path(protocol: str, split: str, data: Path) -> Path:
     return data / f"{protocol}_{split}_{size}_seed{seed}.npz"
 
 
-def model_config(protocol: Protocol) -> ModelConfig:
+def model_config(protocol: Protocol, coupling: str | None = None) -> ModelConfig:
     features = ("m", "charge") if protocol.system == "charged" else ("m",)
     return ModelConfig(name="hlieconv", group="SE3", n_particles=protocol.n_particles, dim=protocol.dim,
-                       feature_keys=features, width=64, depth=3)
+                       feature_keys=features, width=64, depth=3, coupling=coupling)
 
 
 def score(checkpoint: Path, protocol: Protocol, test_path: Path) -> dict:
@@ -142,8 +159,9 @@ def run_recipe(work: Path, data: Path, protocol: Protocol, recipe: str, seed: in
     for row, settings, chained in RECIPES[recipe]:
         folder = work / "runs" / name / row
         score_path = work / "scores" / f"{protocol.name}_{row}_seed{seed}.json"
-        config = TrainConfig(model=model_config(protocol), seed=seed, **{**BASE, **settings},
-                             init_from=str(previous / "best.pt") if chained else None)
+        model = model_config(protocol, **{key: settings[key] for key in MODEL_SETTINGS if key in settings})
+        config = TrainConfig(model=model, seed=seed, init_from=str(previous / "best.pt") if chained else None,
+                             **{key: value for key, value in {**BASE, **settings}.items() if key not in MODEL_SETTINGS})
         if not score_path.exists():
             started = time.perf_counter()
             metrics = folder / "metrics.jsonl"
@@ -179,27 +197,32 @@ def earlier_runs() -> list[dict]:
     return found
 
 
-#: the recipe's last phases, between which its validation rollout error chooses per seed
-CHOICE = ("steady4+long", "steady4+long+longer")
+#: row -> (recipe, its last phases), between which the validation rollout error chooses per seed
+CHOICES = {"steady4 recipe": ("substeps4-steady", ("steady4+long", "steady4+long+longer")),
+           "coupled4 recipe": ("coupled4", ("coupled4+long", "coupled4+long+longer"))}
 
 
 def chosen_by_validation(work: Path, own: list[dict]) -> list[dict]:
-    """Per protocol and seed, the score of the phase of :data:`CHOICE` whose best epoch has the lowest
-    validation rollout error (``validation_rollout_mse`` in its metrics), as the row ``steady4 recipe``."""
+    """Per row of :data:`CHOICES`, protocol and seed, the score of the phase whose best epoch has the
+    lowest validation rollout error (``validation_rollout_mse`` in its metrics)."""
     scored = {(r["protocol"], r["row"], r["seed"]): r for r in own}
     chosen = []
-    for protocol, seed in sorted({(p, s) for p, row, s in scored if row == CHOICE[-1]}):
-        if not all((protocol, phase, seed) in scored for phase in CHOICE):
-            continue
-        def best(phase: str) -> float:
-            metrics = work / "runs" / f"{protocol}_substeps4-steady_seed{seed}" / phase / "metrics.jsonl"
-            return min(json.loads(line)["validation_rollout_mse"] for line in metrics.read_text().splitlines())
-        phase = min(CHOICE, key=best)
-        chosen.append({**scored[(protocol, phase, seed)], "row": "steady4 recipe", "chosen_phase": phase})
+    for row, (recipe, phases) in CHOICES.items():
+        for protocol, seed in sorted({(p, s) for p, phase, s in scored if phase == phases[-1]}):
+            if not all((protocol, phase, seed) in scored for phase in phases):
+                continue
+            def best(phase: str) -> float:
+                metrics = work / "runs" / f"{protocol}_{recipe}_seed{seed}" / phase / "metrics.jsonl"
+                return min(json.loads(line)["validation_rollout_mse"] for line in metrics.read_text().splitlines())
+            phase = min(phases, key=best)
+            chosen.append({**scored[(protocol, phase, seed)], "row": row, "chosen_phase": phase})
     return chosen
 
 
-def summary(work: Path) -> dict:
+def summary(work: Path, previous: Path | None = None) -> dict:
+    """The table's entries: the scores in ``work``, then :func:`earlier_runs`, then the rows of the results
+    file ``previous`` (its JSON) that neither gives, so a work folder that lost a recipe's runs keeps their
+    reported figures until they are measured again."""
     table: dict = {}
     own = [json.loads(path.read_text()) for path in sorted((work / "scores").glob("*.json"))]
     own += chosen_by_validation(work, own)
@@ -216,6 +239,10 @@ def summary(work: Path) -> dict:
             entry["diverged"] += values["diverged"]
             entry["train_seconds"].append(result["train_seconds"])
             entry["substeps"].append(values["substeps"])
+    if previous is not None and previous.exists():
+        for protocol, rows in json.loads(previous.read_text())["table"].items():
+            for row, entry in rows.items():
+                table.setdefault(protocol, {}).setdefault(row, entry)
     return table
 
 
@@ -231,7 +258,10 @@ def markdown(table: dict, command: str) -> list[str]:
         lines += [f"## {protocol}", "",
                   "| row | what it adds | " + " | ".join(f"MSE at {h} steps" for h in horizons)
                   + " | seeds | sub-steps | diverged | train s (mean) |", "|---" * (len(horizons) + 6) + "|"]
+        elsewhere = tuple(recipe for recipe, sets in ONLY.items() if protocol not in sets)
         for row, label, what in ROWS:
+            if elsewhere and row.startswith(elsewhere):
+                continue
             entry = table.get(protocol, {}).get(row)
             if entry is None:
                 lines.append(f"| {label} | {what} | " + " | ".join("not run" for _ in horizons) + " | - | - | - | - |")
@@ -264,12 +294,12 @@ def main() -> None:
                 raise ValueError(f"{data_path(protocol, split, args.data)} is missing: run "
                                  "benchmarks/nbody_peers.py --scale small first (it generates the data cache)")
     plan = {f"{protocol}_{recipe}_seed{seed}": (protocol, recipe, seed) for recipe in args.recipes
-            for seed in args.seeds for protocol in args.protocols}
+            for seed in args.seeds for protocol in args.protocols if protocol in ONLY.get(recipe, (protocol,))}
     if not args.report:
         for run in my_runs(list(plan), part, parts, args.work / "claims"):
             protocol, recipe, seed = plan[run]
             run_recipe(args.work, args.data, PROTOCOLS[protocol], recipe, seed)
-    table = summary(args.work)
+    table = summary(args.work, HERE / "results" / "frame_recipe_small.json")
     command = "python benchmarks/frame_recipe.py" + (
         f" --recipes {' '.join(args.recipes)}" if args.recipes != list(RECIPES) else "")
     write_result_files(HERE / "results" / "frame_recipe_small", {"table": table, "rows": ROWS, "recipes": RECIPES,

@@ -15,11 +15,12 @@ same).
 The rows, and exactly what each does:
 
 * **hamnet's learned Hamiltonians**: ``nbody_peers.py``'s HLieConv SE(3) and EGNN-H (small scale: one
-  leapfrog step per frame interval) and, where their runs are finished, two of ``frame_recipe.py``'s
+  leapfrog step per frame interval) and, where their runs are finished, three of ``frame_recipe.py``'s
   HLieConv SE(3) recipes: ``substeps4-steady`` (4 sub-steps, warm-up and clipping, then longer windows: per
   seed the phase of ``steady4+long`` and ``steady4+long+longer`` with the lower validation rollout error,
-  as its row "steady4 recipe" picks, else ``substeps4-steady``) and ``auto`` (10 sub-steps: the last
-  finished phase of ``auto+long+f64`` and ``auto``). Each ``best.pt`` is rolled out from the start state
+  as its row "steady4 recipe" picks, else ``substeps4-steady``), ``coupled4`` (the same with every pair
+  weighted by ``q_u q_v``; charged set only) and ``auto`` (10 sub-steps: the last finished phase of
+  ``auto+long+f64`` and ``auto``). Each ``best.pt`` is rolled out from the start state
   with leapfrog in float64 at the frame interval (0.1 time units, 100 protocol steps), taking the sub-steps
   its checkpoint records (``train_config["substeps"]``; 1 where it records none) per interval: 100
   intervals.
@@ -59,7 +60,8 @@ at its last healthy state (MSE) and left out of the conservation figures; the "d
 repository will do). Needs ``nbody_peers.py --scale small``'s runs of HLieConv SE(3) and EGNN-H (three
 seeds) and its data cache. Several processes share the runs (``pieces.py``); the peers' training (about 6
 minutes a model on one thread), their weights, chains, rollouts and scores are kept under
-``benchmarks/work/long_horizon/`` and skipped once done. Writes
+``benchmarks/work/long_horizon/`` and skipped once done; ``--models coupled4`` (and no checkouts) adds one
+hamnet row to the scores present without the others' runs. Writes
 ``benchmarks/results/long_horizon_<scale>.{md,json}`` from the scores present.
 """
 
@@ -126,7 +128,7 @@ class HamnetModel:
     """Where a hamnet model's runs are (``folder`` under ``--runs``, formatted with the scale, protocol and
     seed), which phase to take and how to make them: of ``choice``, when all are finished, the one whose
     best epoch has the lowest validation rollout error (as ``frame_recipe.py`` chooses); otherwise the first
-    finished of ``phases`` (``""``: the folder itself)."""
+    finished of ``phases`` (``""``: the folder itself); ``protocols``: the sets it is trained on."""
 
     key: str
     label: str
@@ -135,6 +137,7 @@ class HamnetModel:
     required: bool
     command: str
     choice: tuple[str, ...] = ()
+    protocols: tuple[str, ...] = PROTOCOL_NAMES
 
 
 HAMNET = (
@@ -147,6 +150,9 @@ HAMNET = (
                 "benchmarks/frame_recipe.py --recipes substeps4-steady", ("steady4+long", "steady4+long+longer")),
     HamnetModel("recipe", "HLieConv SE(3), frame recipe auto", "frame_recipe/runs/{protocol}_auto_seed{seed}",
                 ("auto+long+f64", "auto"), False, "benchmarks/frame_recipe.py --recipes auto"),
+    HamnetModel("coupled4", "HLieConv SE(3), frame recipe coupled4", "frame_recipe/runs/{protocol}_coupled4_seed{seed}",
+                ("coupled4",), False, "benchmarks/frame_recipe.py --recipes coupled4",
+                ("coupled4+long", "coupled4+long+longer"), ("egnn-charged5",)),
 )
 #: (peer, velocity handed to the next link, label)
 CHAINS = (("segno", "model", "SEGNO (its code), chained, its velocity"),
@@ -488,9 +494,10 @@ def _flatten(figures: dict) -> dict:
 
 
 # -- running ------------------------------------------------------------------------------------------------------
-def plan_jobs(protocols: list[str], scale: Scale, runs: Path, checkouts: dict) -> dict[str, tuple]:
-    """job name -> what it does: a peer's model trained and chained, or a hamnet checkpoint rolled out. The
-    peers' come first (each trains for minutes)."""
+def plan_jobs(protocols: list[str], scale: Scale, runs: Path, checkouts: dict,
+              models: list[str] | None = None) -> dict[str, tuple]:
+    """job name -> what it does: a peer's model trained and chained, or a hamnet checkpoint rolled out (of
+    ``models``' keys; None: all). The peers' come first (each trains for minutes)."""
     jobs: dict[str, tuple] = {}
     for seed in scale.seeds:
         for protocol in protocols:
@@ -499,15 +506,17 @@ def plan_jobs(protocols: list[str], scale: Scale, runs: Path, checkouts: dict) -
                     jobs[f"{peer}_{protocol}_seed{seed}"] = ("peer", peer, protocol, seed)
     for seed in scale.seeds:
         for protocol in protocols:
-            for model in HAMNET:
+            for model in (m for m in HAMNET if protocol in m.protocols and (models is None or m.key in models)):
                 found = hamnet_checkpoint(runs, model, scale, protocol, seed)
                 if found is not None:
                     jobs[f"{model.key}_{protocol}_seed{seed}"] = ("hamnet", model, protocol, seed, *found)
     return jobs
 
 
-def run_job(job: tuple, work: Path, scale: Scale, truths: dict[str, Path], codes: dict, data: Path) -> None:
-    """One job of :func:`plan_jobs`, its scores cached in ``work/scores``."""
+def run_job(job: tuple, work: Path, scale: Scale, truths: dict[str, Path], codes: dict, data: Path,
+            runs: Path) -> None:
+    """One job of :func:`plan_jobs`, its scores cached in ``work/scores``; a peer's records how far its
+    model is from ``peers_side_by_side.py``'s under ``runs`` (:func:`reproduction`)."""
     if job[0] == "hamnet":
         _, model, protocol, seed, checkpoint, phase = job
         settings = {"checkpoint": str(checkpoint), "checkpoint_sha256": file_sha256(checkpoint),
@@ -525,10 +534,13 @@ def run_job(job: tuple, work: Path, scale: Scale, truths: dict[str, Path], codes
     for velocity, label in ((velocity, label) for name, velocity, label in CHAINS if name == peer_name):
         settings = {"commit": commit, "truth_sha256": file_sha256(truths[protocol_name]), "steps": scale.steps,
                     "velocity": velocity, "data_sha256": sha, "training": dataclasses.asdict(size.training[peer_name])}
+        folder = work / "peers" / "runs" / run_name(peer_name, protocol_name, LINK, seed)
         result = cached_score(work / "scores" / f"{protocol_name}_{peer_name}-{velocity}_seed{seed}.json", settings,
                               lambda: {"protocol": protocol_name, "row": label, "seed": seed,
                                        **chain_peer(work, code, peer, velocity, protocol, seed, scale,
-                                                    truths[protocol_name], data, sha)})
+                                                    truths[protocol_name], data, sha),
+                                       "difference": reproduction(runs, scale, peer_name, protocol_name, seed,
+                                                                  folder)})
         logging.info("%s %s seed %d: MSE %s", protocol_name, label, seed, result["mse"])
 
 
@@ -547,6 +559,8 @@ def main() -> None:
                         "frame_recipe/, whose checkpoints are read (default: benchmarks/work)")
     parser.add_argument("--data", type=Path, help="nbody_peers.py's data cache (default: "
                         "RUNS/nbody_peers_<scale>/data)")
+    parser.add_argument("--models", nargs="+", choices=[model.key for model in HAMNET],
+                        help="roll out only these hamnet models (default: all); the report keeps every score present")
     add_piece_arguments(parser)
     args, part, parts = start_pieces(parser)
     scale = SCALES[args.scale]
@@ -556,7 +570,7 @@ def main() -> None:
     data = args.data or args.runs / f"nbody_peers_{scale.peers}" / "data"
     checkouts = {name: getattr(args, name) for name in PEERS if getattr(args, name) is not None}
     commits = {name: peer_commit(PEERS[name], checkout) for name, checkout in checkouts.items()}
-    jobs = {} if args.report else plan_jobs(args.protocols, scale, args.runs, checkouts)
+    jobs = {} if args.report else plan_jobs(args.protocols, scale, args.runs, checkouts, args.models)
     truths = {protocol: truth_file(work, data, PROTOCOLS[protocol], scale) for protocol in args.protocols}
     if not args.report:
         codes = {}
@@ -564,7 +578,7 @@ def main() -> None:
             with claimed(work / "claims", f"extract_{name}", wait=True):
                 codes[name] = (extract(PEERS[name], checkout, commits[name], work / "peers"), commits[name])
         for job in my_runs(list(jobs), part, parts, work / "claims"):
-            run_job(jobs[job], work, scale, truths, codes, data)
+            run_job(jobs[job], work, scale, truths, codes, data, args.runs)
     report(args, scale, work, truths)
 
 
@@ -583,18 +597,19 @@ def report(args: argparse.Namespace, scale: Scale, work: Path, truths: dict[str,
         key = (s.get("peer"), s["protocol"], s["seed"])
         if "peer" in s and key not in peer_models:
             folder = work / "peers" / "runs" / run_name(*key[:2], LINK, s["seed"])
+            difference = reproduction(args.runs, scale, *key, folder)  # else as found when the chain was scored
             peer_models[key] = {"peer": s["peer"], "protocol": s["protocol"], "seed": s["seed"],
                                 "position_mse": s["position_mse_at_link"], "best_epoch": s["best_epoch"],
                                 "train_seconds": s["train_seconds"],
-                                "difference": reproduction(args.runs, scale, *key, folder)}
+                                "difference": s.get("difference") if difference is None else difference}
     command = "python benchmarks/long_horizon.py --segno PATH --egnn PATH" + (
         f" --scale {args.scale}" if args.scale != "small" else "") + (
         f" --seeds {' '.join(map(str, args.seeds))}" if args.seeds else "")
     table = summarise(scores)
     absent = {protocol: [f"{model.label}, seed {seed} (no finished run: `python "
                          f"{model.command.format(scale=scale.peers)}` makes it)"
-                         for model in HAMNET for seed in scale.seeds
-                         if not any(s["row"] == model.label and s["protocol"] == protocol and s["seed"] == seed
+                         for model in HAMNET for seed in scale.seeds if protocol in model.protocols
+                         and not any(s["row"] == model.label and s["protocol"] == protocol and s["seed"] == seed
                                     for s in scores)]
               for protocol in truths}
     results = {"scale": args.scale, "settings": dataclasses.asdict(scale), "command": command, "commits": commits,

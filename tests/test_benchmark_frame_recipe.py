@@ -17,6 +17,8 @@ sys.path.insert(0, str(BENCHMARKS))
 
 import frame_recipe as recipe  # noqa: E402  (benchmarks are scripts, not a package)
 
+RECIPES = dict(recipe.RECIPES)  # the fixture replaces them
+
 
 @pytest.fixture
 def tiny(monkeypatch, tmp_path):
@@ -54,3 +56,22 @@ def test_the_phases_chain_and_each_is_scored(tiny):
     table = recipe.summary(work)["egnn-charged5"]
     assert table["auto"]["mse"] == [scores["egnn-charged5_auto_seed0.json"]["mse"]]
     assert table["auto (last epoch)"]["mse"] == [scores["egnn-charged5_auto_seed0.json"]["last_epoch"]["mse"]]
+
+
+def test_the_coupled_recipe_weights_pairs_by_charge_and_earlier_rows_are_kept(tiny, monkeypatch):
+    data, work = tiny
+    monkeypatch.setattr(recipe, "RECIPES", {"coupled4": [(row, {**settings, "epochs": 1}, chained)
+                                                         for row, settings, chained in RECIPES["coupled4"][:2]]})
+    monkeypatch.setattr(recipe, "model_config", lambda protocol, coupling=None: recipe.ModelConfig(
+        name="hlieconv", group="SE3", n_particles=5, dim=3, feature_keys=("m", "charge"), width=4, depth=1,
+        kernel_width=4, kernel_channels=2, coupling=coupling))
+    recipe.run_recipe(work, data, PROTOCOLS["egnn-charged5"], "coupled4", 0)
+    for phase in ("coupled4", "coupled4+long"):
+        state = load_checkpoint(work / "runs" / "egnn-charged5_coupled4_seed0" / phase / "best.pt")
+        assert state["train_config"]["model"]["coupling"] == "charge" and "coupling" not in state["train_config"]
+    previous = work / "previous.json"  # a results file whose "plain" row this work folder has no score of
+    entry = {"seeds": [0], "mse": [[1.0, 2.0, 3.0]], "diverged": 0, "train_seconds": [1.0], "substeps": [1]}
+    previous.write_text(json.dumps({"table": {"egnn-charged5": {"plain": entry, "coupled4": {**entry, "seeds": [7]}}}}))
+    table = recipe.summary(work, previous)["egnn-charged5"]
+    assert table["plain"] == entry and table["coupled4"]["seeds"] == [0]  # a score present is not replaced
+    assert "segno-gravity5" not in recipe.ONLY["coupled4"]  # unit masses: nothing to couple by

@@ -201,6 +201,18 @@ def test_the_smoke_scale_runs_end_to_end_on_hamnets_side(tmp_path, monkeypatch):
         assert set(rows) == {"HLieConv SE(3)", "EGNN-H"}
         for row in rows.values():  # exactly invariant Hamiltonians rolled out with leapfrog in float64
             assert row["linear_momentum_max"]["mean"] < 1e-12 and row["angular_momentum_max"]["mean"] < 1e-12
+        coupled = ["HLieConv SE(3), frame recipe coupled4, seed 0"] if protocol == "egnn-charged5" else []
         assert [line.split(" (")[0] for line in results["absent"][protocol]] == [
-            "HLieConv SE(3), frame recipe substeps4-steady, seed 0", "HLieConv SE(3), frame recipe auto, seed 0"]
+            "HLieConv SE(3), frame recipe substeps4-steady, seed 0", "HLieConv SE(3), frame recipe auto, seed 0",
+            *coupled]  # the coupling by charge is of the charged set only
     assert "## segno-gravity5" in (tmp_path / "results" / "long_horizon_smoke.md").read_text()
+    # --models rolls out only the models named; the report keeps the other scores present
+    (tmp_path / "work" / "scores" / "segno-gravity5_egnn-h_seed0.json").unlink()
+    monkeypatch.setattr(sys, "argv", [*sys.argv, "--models", "hlieconv-se3"])
+    try:
+        horizon.main()
+    finally:
+        torch.set_num_threads(threads)
+    again = json.loads((tmp_path / "results" / "long_horizon_smoke.json").read_text())
+    assert set(again["table"]["segno-gravity5"]) == {"HLieConv SE(3)"}
+    assert again["table"]["egnn-charged5"] == results["table"]["egnn-charged5"]
