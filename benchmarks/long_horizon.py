@@ -152,7 +152,7 @@ HAMNET = (
                 ("auto+long+f64", "auto"), False, "benchmarks/frame_recipe.py --recipes auto"),
     HamnetModel("coupled4", "HLieConv SE(3), frame recipe coupled4", "frame_recipe/runs/{protocol}_coupled4_seed{seed}",
                 ("coupled4",), False, "benchmarks/frame_recipe.py --recipes coupled4",
-                ("coupled4+long", "coupled4+long+longer"), ("egnn-charged5",)),
+                ("coupled4", "coupled4+long", "coupled4+long+longer"), ("egnn-charged5",)),
 )
 #: (peer, velocity handed to the next link, label)
 CHAINS = (("segno", "model", "SEGNO (its code), chained, its velocity"),

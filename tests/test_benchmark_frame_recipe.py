@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 
 from hamnet.checkpoint import load_checkpoint
-from hamnet.io import save_trajectories
-from hamnet.protocols import PROTOCOLS, generate_protocol
+from hamnet.protocols import PROTOCOLS
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
@@ -20,27 +19,27 @@ import frame_recipe as recipe  # noqa: E402  (benchmarks are scripts, not a pack
 RECIPES = dict(recipe.RECIPES)  # the fixture replaces them
 
 
+#: splits of 6 systems each (made by data_path on first use), 24 windows an epoch
+TINY = recipe.Scale("tiny", 6, 6, 24, "a test's")
+
+
 @pytest.fixture
 def tiny(monkeypatch, tmp_path):
-    """The charged protocol's train and test splits at 6 systems, and the recipe at a tiny size."""
-    data = tmp_path / "data"
-    data.mkdir()
-    for split, (size, seed) in recipe.SPLITS.items():
-        save_trajectories(recipe.data_path("egnn-charged5", split, data),
-                          generate_protocol("egnn-charged5", split, 6, seed=seed))
-    monkeypatch.setattr(recipe, "BASE", {**recipe.BASE, "epochs": 1, "max_windows": 24, "validation_windows": 4,
-                                         "validation": 0.34})
+    """The charged protocol's splits at 6 systems, and the recipe at a tiny size."""
+    monkeypatch.setattr(recipe, "BASE", {**recipe.BASE, "epochs": 1, "validation_windows": 4, "validation": 0.34})
     monkeypatch.setattr(recipe, "RECIPES", {"auto": [(row, {**settings, "epochs": 1}, chained)
                                                      for row, settings, chained in recipe.RECIPES["auto"][:3]]})
     monkeypatch.setattr(recipe, "model_config", lambda protocol: recipe.ModelConfig(
         name="hlieconv", group="SE3", n_particles=5, dim=3, feature_keys=("m", "charge"), width=4, depth=1,
         kernel_width=4, kernel_channels=2))
-    return data, tmp_path / "work"
+    return tmp_path / "data", tmp_path / "work"
 
 
 def test_the_phases_chain_and_each_is_scored(tiny):
     data, work = tiny
-    recipe.run_recipe(work, data, PROTOCOLS["egnn-charged5"], "auto", 0)
+    recipe.run_recipe(work, data, PROTOCOLS["egnn-charged5"], "auto", 0, TINY)
+    assert sorted(path.name for path in data.iterdir()) == ["egnn-charged5_test_n6_seed45.npz",
+                                                            "egnn-charged5_train_n6_seed43.npz"]
     runs = work / "runs" / "egnn-charged5_auto_seed0"
     first = load_checkpoint(runs / "auto" / "best.pt")
     second = load_checkpoint(runs / "auto+long" / "best.pt")
@@ -65,13 +64,13 @@ def test_the_coupled_recipe_weights_pairs_by_charge_and_earlier_rows_are_kept(ti
     monkeypatch.setattr(recipe, "model_config", lambda protocol, coupling=None: recipe.ModelConfig(
         name="hlieconv", group="SE3", n_particles=5, dim=3, feature_keys=("m", "charge"), width=4, depth=1,
         kernel_width=4, kernel_channels=2, coupling=coupling))
-    recipe.run_recipe(work, data, PROTOCOLS["egnn-charged5"], "coupled4", 0)
+    recipe.run_recipe(work, data, PROTOCOLS["egnn-charged5"], "coupled4", 0, TINY)
     for phase in ("coupled4", "coupled4+long"):
         state = load_checkpoint(work / "runs" / "egnn-charged5_coupled4_seed0" / phase / "best.pt")
         assert state["train_config"]["model"]["coupling"] == "charge" and "coupling" not in state["train_config"]
     previous = work / "previous.json"  # a results file whose "plain" row this work folder has no score of
     entry = {"seeds": [0], "mse": [[1.0, 2.0, 3.0]], "diverged": 0, "train_seconds": [1.0], "substeps": [1]}
     previous.write_text(json.dumps({"table": {"egnn-charged5": {"plain": entry, "coupled4": {**entry, "seeds": [7]}}}}))
-    table = recipe.summary(work, previous)["egnn-charged5"]
+    table = recipe.summary(work, previous, earlier=False)["egnn-charged5"]
     assert table["plain"] == entry and table["coupled4"]["seeds"] == [0]  # a score present is not replaced
     assert "segno-gravity5" not in recipe.ONLY["coupled4"]  # unit masses: nothing to couple by
