@@ -275,6 +275,12 @@ def summary(work: Path, previous: Path | None = None, earlier: bool = True) -> d
     return table
 
 
+def rows_of(protocol: str) -> list[tuple[str, str, str]]:
+    """The rows of :data:`ROWS` that apply to ``protocol`` (a recipe of :data:`ONLY` only to its sets)."""
+    elsewhere = tuple(recipe for recipe, sets in ONLY.items() if protocol not in sets)
+    return [row for row in ROWS if not (elsewhere and row[0].startswith(elsewhere))]
+
+
 def markdown(table: dict, command: str, scale: Scale = SCALES["small"]) -> list[str]:
     lines = ["# A training recipe for frame data: the ablation", "",
              f"Command: `{command}` ({platform.machine()}, torch {torch.__version__}, one torch thread per process, "
@@ -286,10 +292,7 @@ def markdown(table: dict, command: str, scale: Scale = SCALES["small"]) -> list[
         lines += [f"## {protocol}", "",
                   "| row | what it adds | " + " | ".join(f"MSE at {h} steps" for h in horizons)
                   + " | seeds | sub-steps | diverged | train s (mean) |", "|---" * (len(horizons) + 6) + "|"]
-        elsewhere = tuple(recipe for recipe, sets in ONLY.items() if protocol not in sets)
-        for row, label, what in ROWS:
-            if elsewhere and row.startswith(elsewhere):
-                continue
+        for row, label, what in rows_of(protocol):
             entry = table.get(protocol, {}).get(row)
             if entry is None:
                 lines.append(f"| {label} | {what} | " + " | ".join("not run" for _ in horizons) + " | - | - | - | - |")
@@ -333,7 +336,9 @@ def main() -> None:
     table = summary(work, stem.parent / f"{stem.name}.json", earlier=args.scale == "small")
     command = "python benchmarks/frame_recipe.py" + (f" --scale {args.scale}" if args.scale != "small" else "") + (
         f" --recipes {' '.join(args.recipes)}" if args.recipes != list(RECIPES) else "")
-    write_result_files(stem, {"scale": asdict(scale), "table": table, "rows": ROWS, "recipes": RECIPES,
+    applies = {protocol: [row for row, _, _ in rows_of(protocol)] for protocol in PROTOCOL_NAMES}
+    write_result_files(stem, {"scale": asdict(scale), "table": table, "rows": ROWS, "rows_of": applies,
+                              "recipes": RECIPES,
                               "base": {**BASE, "max_windows": scale.max_windows}},
                        markdown(table, command, scale))
 

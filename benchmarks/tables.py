@@ -241,7 +241,10 @@ def _frame_recipe(protocol: str) -> list[str]:
     """The recipe's ablation (frame_recipe.py): each row adds one step to the row above it."""
     report = result("frame_recipe_small.json")
     body = []
+    applies = report.get("rows_of", {}).get(protocol)  # files from before recipes of some sets only: every row
     for row, label, what in report["rows"]:
+        if applies is not None and row not in applies:
+            continue
         entry = report["table"].get(protocol, {}).get(row)
         if entry is None:
             body.append([label, what, "not run", "not run", "not run", "-", "-"])
