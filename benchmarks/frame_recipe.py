@@ -4,9 +4,11 @@ The peers' N-body sets store a frame every 100 simulation steps (0.1 time units)
 frames with one leapfrog step per frame interval, a learned Hamiltonian must stand for the 100-step
 map in a single step, and on EGNN's charged set it trails SEGNO's own code by 1.5x
 (``peers_side_by_side_small.md``). Each row below adds one step of a recipe; every row is three seeds
-of HLieConv SE(3) at the small scale of ``nbody_peers.py`` (its data cache, read by path: 300
-training trajectories, width 64, depth 3, 20 epochs over at most 6000 windows of 5 frames, lr 3e-3,
-batch 100, 10% of the training trajectories held out for validation and selection):
+of HLieConv SE(3) at the small scale of ``nbody_peers.py`` (its data cache, splits made there when
+missing: 300 training trajectories, width 64, depth 3, 20 epochs over at most 6000 windows of 5 frames,
+lr 3e-3, batch 100, 10% of the training trajectories held out for validation and selection).
+``--scale papers-data`` trains on the papers' 3000 training trajectories and scores on their 2000 test
+ones (``nbody_peers.py --scale full``'s files), over at most 18,000 windows an epoch:
 
 * ``plain``: one leapfrog step per frame interval (``nbody_peers.py``'s setting; its scores are read
   from its work folder when this script has not run the row itself);
@@ -33,14 +35,15 @@ batch 100, 10% of the training trajectories held out for validation and selectio
   window length, 5, 9, then 17 frames.
 
 Prediction as ``nbody_peers.py``: leapfrog from the protocol's start frame with the run's sub-steps,
-float64, position MSE at 1000 / 1500 / 2000 steps over the 300 test trajectories.
+float64, position MSE at 1000 / 1500 / 2000 steps over the test trajectories.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/frame_recipe.py &
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/frame_recipe.py &
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/frame_recipe.py --report
 
-Resumable (runs and scores under ``benchmarks/work/frame_recipe/``); writes
-``benchmarks/results/frame_recipe_small.{md,json}`` from the scores present.
+Resumable (runs and scores under ``benchmarks/work/frame_recipe/``, ``frame_recipe_<scale>/`` for another
+scale); writes ``benchmarks/results/frame_recipe_<scale>.{md,json}`` (``papers_data``) from the scores
+present, and the rows of the last such file that no score replaces, where its recipe is unchanged.
 """
 
 from __future__ import annotations
@@ -66,8 +69,8 @@ from hamnet.rollouts import rollout_systems
 from hamnet.training import TrainConfig, train
 
 sys.path.insert(0, str(Path(__file__).parent))
-from pieces import (add_piece_arguments, my_runs, protocol_file, run_script, start_pieces,  # noqa: E402
-                    write_result_files)
+from pieces import (add_piece_arguments, best_rollout_error, my_runs, protocol_file, run_script,  # noqa: E402
+                    start_pieces, write_result_files)
 
 HERE = Path(__file__).parent
 
@@ -128,8 +131,8 @@ MODEL_SETTINGS = ("coupling",)
 #: rows of the table, in order: (row, its label in the table, how the figure was made). The rows of the
 #: recipe ``auto`` were made when ``--substeps auto`` took a tenth of the closest approaches' time scale
 #: (10 sub-steps on the charged set); it now takes a quarter (4), the substeps4 rows' number
-ROWS = (("plain", "plain", "1 leapfrog step per frame interval (nbody_peers.py's runs)"),
-        ("substeps4", "substeps4", "4 steps per frame interval (nbody_peers.py --substeps 4)"),
+ROWS = (("plain", "plain", "1 leapfrog step per frame interval (small scale: nbody_peers.py's runs)"),
+        ("substeps4", "substeps4", "4 steps per frame interval (small scale: nbody_peers.py --substeps 4)"),
         ("substeps4-steady", "substeps4-steady", "4 steps (--substeps auto), 5% warm-up, gradient norm clipped to 1"),
         ("steady4+long", "steady4+long", "then 2 epochs on 9-frame windows, best.pt by the 20-frame rollout"),
         ("steady4+long+longer", "steady4+long+longer", "then 2 epochs on 17-frame windows"),
@@ -193,6 +196,8 @@ def run_recipe(work: Path, data: Path, protocol: Protocol, recipe: str, seed: in
             started = time.perf_counter()
             metrics = folder / "metrics.jsonl"
             done = metrics.exists() and len(metrics.read_text().splitlines()) >= config.epochs
+            if done:
+                refuse_other_settings(folder, config, {**base, **settings})
             if not done:
                 train(config, data_path(protocol.name, "train", data, scale), folder,
                       resume=(folder / "last.pt").exists())
@@ -208,6 +213,18 @@ def run_recipe(work: Path, data: Path, protocol: Protocol, recipe: str, seed: in
             logging.info("%s %s seed %d: %s (%.0f s)", protocol.name, row, seed,
                          ", ".join(f"{m:.4g}" for m in result["mse"]), result["wall_seconds"])
         previous = folder
+
+
+def refuse_other_settings(folder: Path, config: TrainConfig, given: dict) -> None:
+    """Refuse, in one line, a finished run in ``folder`` trained with other values of the settings ``given``
+    (a recipe changed since): its figures would be scored under the new recipe's name."""
+    saved = json.loads((folder / "config.json").read_text())["train_config"]
+    mine = json.loads(json.dumps(asdict(config)))
+    differing = [key for key in given if (saved["model"].get(key) != mine["model"][key] if key in MODEL_SETTINGS
+                                          else saved.get(key) != mine[key])]
+    if differing:
+        raise ValueError(f"{folder} holds a run of other {', '.join(differing)}; move it away to train the recipe "
+                         "as it is now")
 
 
 def earlier_runs() -> list[dict]:
@@ -241,16 +258,23 @@ def chosen_by_validation(work: Path, own: list[dict]) -> list[dict]:
                 continue
             def best(phase: str) -> float:
                 metrics = work / "runs" / f"{protocol}_{recipe}_seed{seed}" / phase / "metrics.jsonl"
-                return min(json.loads(line)["validation_rollout_mse"] for line in metrics.read_text().splitlines())
+                return best_rollout_error([json.loads(line) for line in metrics.read_text().splitlines()])
             phase = min(phases, key=best)
             chosen.append({**scored[(protocol, phase, seed)], "row": row, "chosen_phase": phase})
     return chosen
 
 
-def summary(work: Path, previous: Path | None = None, earlier: bool = True) -> dict:
+def recipe_of(row: str) -> str:
+    """The recipe of :data:`RECIPES` that makes a row of :data:`ROWS`."""
+    derived = {"auto (last epoch)": "auto", **{chosen: recipe for chosen, (recipe, _) in CHOICES.items()}}
+    return derived.get(row) or next(recipe for recipe, phases in RECIPES.items() if row in [p[0] for p in phases])
+
+
+def summary(work: Path, previous: Path | None = None, earlier: bool = True, base: dict | None = None) -> dict:
     """The table's entries: the scores in ``work``, then :func:`earlier_runs` (the small scale's; ``earlier``),
-    then the rows of the results file ``previous`` (its JSON) that neither gives, so a work folder that lost
-    a recipe's runs keeps their reported figures until they are measured again."""
+    then the rows of the results file ``previous`` (its JSON) that neither gives, where it was made with the
+    same ``base`` settings and the row's recipe as it is now, so a work folder that lost a recipe's runs keeps
+    their reported figures until they are measured again."""
     table: dict = {}
     own = [json.loads(path.read_text()) for path in sorted((work / "scores").glob("*.json"))]
     own += chosen_by_validation(work, own)
@@ -269,9 +293,14 @@ def summary(work: Path, previous: Path | None = None, earlier: bool = True) -> d
             entry["train_seconds"].append(result["train_seconds"])
             entry["substeps"].append(values["substeps"])
     if previous is not None and previous.exists():
-        for protocol, rows in json.loads(previous.read_text())["table"].items():
+        report = json.loads(previous.read_text())
+        now = json.loads(json.dumps({"base": {**BASE, **(base or {})}, "recipes": RECIPES}))  # as JSON keeps them
+        same = lambda row: (report.get("base") == now["base"]  # noqa: E731
+                            and report.get("recipes", {}).get(recipe_of(row)) == now["recipes"][recipe_of(row)])
+        for protocol, rows in report["table"].items():
             for row, entry in rows.items():
-                table.setdefault(protocol, {}).setdefault(row, entry)
+                if any(row == known for known, _, _ in ROWS) and same(row):
+                    table.setdefault(protocol, {}).setdefault(row, entry)
     return table
 
 
@@ -333,7 +362,8 @@ def main() -> None:
         for run in my_runs(list(plan), part, parts, work / "claims"):
             protocol, recipe, seed = plan[run]
             run_recipe(work, data, PROTOCOLS[protocol], recipe, seed, scale)
-    table = summary(work, stem.parent / f"{stem.name}.json", earlier=args.scale == "small")
+    table = summary(work, stem.parent / f"{stem.name}.json", earlier=args.scale == "small",
+                    base={"max_windows": scale.max_windows})
     command = "python benchmarks/frame_recipe.py" + (f" --scale {args.scale}" if args.scale != "small" else "") + (
         f" --recipes {' '.join(args.recipes)}" if args.recipes != list(RECIPES) else "")
     applies = {protocol: [row for row, _, _ in rows_of(protocol)] for protocol in PROTOCOL_NAMES}

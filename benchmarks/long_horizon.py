@@ -91,9 +91,9 @@ from hamnet.provenance import file_sha256
 from hamnet.rollouts import DIVERGENCE_FACTOR, rollout_systems
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pieces import (ADAPTER, DATA_SEEDS, PEER_SCALES, PEERS, Peer, add_piece_arguments, claimed,  # noqa: E402
-                    extract, load_split, my_runs, peer_commit, protocol_file, run_name, run_peer, run_script,
-                    start_pieces, write_json, write_peer_files, write_result_files)
+from pieces import (ADAPTER, DATA_SEEDS, PEER_SCALES, PEERS, Peer, add_piece_arguments,  # noqa: E402
+                    best_rollout_error, claimed, extract, load_split, my_runs, peer_commit, protocol_file,
+                    run_name, run_peer, run_script, start_pieces, write_json, write_peer_files, write_result_files)
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -262,7 +262,7 @@ def hamnet_checkpoint(runs: Path, model: HamnetModel, scale: Scale, protocol: st
     folder = runs / model.folder.format(scale=scale.peers, protocol=protocol, seed=seed)
     epochs = {phase: _finished_epochs(folder / phase if phase else folder) for phase in (*model.choice, *model.phases)}
     if model.choice and all(epochs[phase] for phase in model.choice):
-        phase = min(model.choice, key=lambda phase: min(epoch["validation_rollout_mse"] for epoch in epochs[phase]))
+        phase = min(model.choice, key=lambda phase: best_rollout_error(epochs[phase]))
         return folder / phase / "best.pt", phase
     for phase in model.phases:
         if epochs[phase]:

@@ -133,6 +133,13 @@ def strict_json(value):
     return value
 
 
+def best_rollout_error(epochs: list[dict]) -> float:
+    """The lowest finite ``validation_rollout_mse`` of a run's metrics (inf if none is finite): the figure
+    by which a recipe chooses between its phases (a rollout that left the data may have logged NaN)."""
+    return min((e["validation_rollout_mse"] for e in epochs if math.isfinite(e["validation_rollout_mse"])),
+               default=math.inf)
+
+
 def write_json(path: Path, value) -> None:
     """``value`` as strict JSON in ``path``, written whole or not at all (folders made as needed)."""
     path.parent.mkdir(parents=True, exist_ok=True)

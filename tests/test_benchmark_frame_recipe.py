@@ -57,20 +57,40 @@ def test_the_phases_chain_and_each_is_scored(tiny):
     assert table["auto (last epoch)"]["mse"] == [scores["egnn-charged5_auto_seed0.json"]["last_epoch"]["mse"]]
 
 
-def test_the_coupled_recipe_weights_pairs_by_charge_and_earlier_rows_are_kept(tiny, monkeypatch):
+def test_the_coupled_recipe_weights_pairs_by_charge_and_validation_picks_its_phase(tiny, monkeypatch):
     data, work = tiny
-    monkeypatch.setattr(recipe, "RECIPES", {"coupled4": [(row, {**settings, "epochs": 1}, chained)
-                                                         for row, settings, chained in RECIPES["coupled4"][:2]]})
+    monkeypatch.setattr(recipe, "RECIPES", {**RECIPES, "coupled4": [
+        (row, {**settings, "epochs": 1, "select_steps": 4}, chained) for row, settings, chained in RECIPES["coupled4"]]})
     monkeypatch.setattr(recipe, "model_config", lambda protocol, coupling=None: recipe.ModelConfig(
         name="hlieconv", group="SE3", n_particles=5, dim=3, feature_keys=("m", "charge"), width=4, depth=1,
         kernel_width=4, kernel_channels=2, coupling=coupling))
     recipe.run_recipe(work, data, PROTOCOLS["egnn-charged5"], "coupled4", 0, TINY)
-    for phase in ("coupled4", "coupled4+long"):
-        state = load_checkpoint(work / "runs" / "egnn-charged5_coupled4_seed0" / phase / "best.pt")
+    runs = work / "runs" / "egnn-charged5_coupled4_seed0"
+    errors = {}
+    for phase in ("coupled4", "coupled4+long", "coupled4+long+longer"):
+        state = load_checkpoint(runs / phase / "best.pt")
         assert state["train_config"]["model"]["coupling"] == "charge" and "coupling" not in state["train_config"]
-    previous = work / "previous.json"  # a results file whose "plain" row this work folder has no score of
+        errors[phase] = min(json.loads(line)["validation_rollout_mse"] for line in (runs / phase / "metrics.jsonl").open())
+    table = recipe.summary(work, earlier=False)["egnn-charged5"]
+    chosen = min(errors, key=errors.get)  # the first phase is a candidate too
+    assert table["coupled4 recipe"]["mse"] == table[chosen]["mse"]
+    # a finished run of other settings is refused, not scored under the recipe's name
+    (work / "scores" / "egnn-charged5_coupled4_seed0.json").unlink()
+    monkeypatch.setattr(recipe, "RECIPES", {"coupled4": [("coupled4", {**recipe.RECIPES["coupled4"][0][1], "lr": 1e-2},
+                                                          False)]})
+    with pytest.raises(ValueError, match="holds a run of other lr"):
+        recipe.run_recipe(work, data, PROTOCOLS["egnn-charged5"], "coupled4", 0, TINY)
+
+
+def test_rows_of_the_last_results_file_are_kept_only_where_their_recipe_is_unchanged(tmp_path):
     entry = {"seeds": [0], "mse": [[1.0, 2.0, 3.0]], "diverged": 0, "train_seconds": [1.0], "substeps": [1]}
-    previous.write_text(json.dumps({"table": {"egnn-charged5": {"plain": entry, "coupled4": {**entry, "seeds": [7]}}}}))
-    table = recipe.summary(work, previous, earlier=False)["egnn-charged5"]
-    assert table["plain"] == entry and table["coupled4"]["seeds"] == [0]  # a score present is not replaced
+    made = json.loads(json.dumps({"base": recipe.BASE, "recipes": recipe.RECIPES}))
+    previous = tmp_path / "previous.json"
+    previous.write_text(json.dumps({**made, "table": {"egnn-charged5": {"plain": entry, "steady4 recipe": entry}}}))
+    assert set(recipe.summary(tmp_path, previous, earlier=False)["egnn-charged5"]) == {"plain", "steady4 recipe"}
+    made["recipes"]["substeps4-steady"][0][1]["lr"] = 1.0  # the recipe changed since: its rows are dropped
+    previous.write_text(json.dumps({**made, "table": {"egnn-charged5": {"plain": entry, "steady4 recipe": entry}}}))
+    assert set(recipe.summary(tmp_path, previous, earlier=False)["egnn-charged5"]) == {"plain"}
+    assert recipe.summary(tmp_path, previous, earlier=False, base={"max_windows": 18_000}) == {}  # another scale
     assert "segno-gravity5" not in recipe.ONLY["coupled4"]  # unit masses: nothing to couple by
+    assert [row for row, _, _ in recipe.rows_of("segno-gravity5") if row.startswith("coupled4")] == []
