@@ -51,6 +51,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import platform
 import statistics
 import sys
@@ -162,8 +163,15 @@ def model_config(protocol: Protocol, coupling: str | None = None) -> ModelConfig
                        feature_keys=features, width=64, depth=3, coupling=coupling)
 
 
+#: a pair closer than this at a stored frame is a close encounter: on the charged set unit charges feel a
+#: force past the protocol's clip (100 per component) within 0.1
+CLOSE = 0.2
+
+
 def score(checkpoint: Path, protocol: Protocol, test_path: Path) -> dict:
-    """Position MSE at the protocol's horizons from its start frame, float64, with the run's sub-steps."""
+    """Position MSE at the protocol's horizons from its start frame, float64, with the run's sub-steps; and
+    where the error is: the test systems with a close encounter (a pair within :data:`CLOSE` at a stored
+    frame from the start to the first horizon), their share of the MSE at each horizon and the others' MSE."""
     model, state = model_from_checkpoint(checkpoint)
     test = load_trajectories(test_path)
     check_protocol(test, protocol.name, str(test_path))
@@ -175,7 +183,15 @@ def score(checkpoint: Path, protocol: Protocol, test_path: Path) -> dict:
     mse = [float((rolled.z[:, f, 0] - test.z[:, start + f, 0]).square().mean()) for f in frames]
     healthy = rolled.diverged_at < 0
     report = conservation_report(rolled.z[healthy]) if healthy.any() else None
+    x = test.z[:, start:start + frames[0] + 1, 0]  # (B, T, N, D)
+    apart = (x.unsqueeze(-2) - x.unsqueeze(-3)).norm(dim=-1).masked_fill(torch.eye(x.shape[-2], dtype=torch.bool),
+                                                                           math.inf)
+    close = apart.flatten(1).amin(1) < CLOSE
+    errors = [(rolled.z[:, f, 0] - test.z[:, start + f, 0]).square().flatten(1).mean(1) for f in frames]
     return {"mse": mse, "diverged": int((~healthy).sum()), "substeps": substeps,
+            "close": {"systems": int(close.sum()), "of": test.n_systems,
+                      "share": [float(e[close].sum() / e.sum()) for e in errors],
+                      "others_mse": [float(e[~close].mean()) if (~close).any() else math.nan for e in errors]},
             "momentum_drift": None if report is None else {
                 "linear": float(report["linear_momentum"].max()), "angular": float(report["angular_momentum"].max())}}
 
@@ -192,6 +208,10 @@ def run_recipe(work: Path, data: Path, protocol: Protocol, recipe: str, seed: in
         model = model_config(protocol, **{key: settings[key] for key in MODEL_SETTINGS if key in settings})
         config = TrainConfig(model=model, seed=seed, init_from=str(previous / "best.pt") if chained else None,
                              **{key: value for key, value in {**base, **settings}.items() if key not in MODEL_SETTINGS})
+        if score_path.exists() and "close" not in json.loads(score_path.read_text()):  # scored before the figure
+            cached = json.loads(score_path.read_text())
+            cached["close"] = score(folder / "best.pt", protocol, data_path(protocol.name, "test", data, scale))["close"]
+            score_path.write_text(json.dumps(cached, indent=2) + "\n")
         if not score_path.exists():
             started = time.perf_counter()
             metrics = folder / "metrics.jsonl"
@@ -292,6 +312,7 @@ def summary(work: Path, previous: Path | None = None, earlier: bool = True, base
             entry["diverged"] += values["diverged"]
             entry["train_seconds"].append(result["train_seconds"])
             entry["substeps"].append(values["substeps"])
+            entry.setdefault("close", []).append(values.get("close"))
     if previous is not None and previous.exists():
         report = json.loads(previous.read_text())
         now = json.loads(json.dumps({"base": {**BASE, **(base or {})}, "recipes": RECIPES}))  # as JSON keeps them
@@ -334,8 +355,27 @@ def markdown(table: dict, command: str, scale: Scale = SCALES["small"]) -> list[
             lines.append(f"| {label} | {what} | " + " | ".join(cells) + f" | {', '.join(map(str, entry['seeds']))} | "
                          f"{', '.join(map(str, sorted(set(entry['substeps']))))} | {entry['diverged']} | "
                          f"{statistics.fmean(entry['train_seconds']):.0f} |")
-        lines.append("")
+        lines += [""] + where_the_error_is(table.get(protocol, {}), protocol)
     return lines
+
+
+def where_the_error_is(rows: dict, protocol: str) -> list[str]:
+    """The close-encounter figures of :func:`score`, mean over the seeds, for the rows that have them."""
+    horizons = PROTOCOLS[protocol].horizons
+    having = {row: entry["close"] for row, entry in rows.items() if entry.get("close") and all(entry["close"])}
+    if not having:
+        return []
+    lines = [f"Where the error is: test systems with a pair within {CLOSE} at a stored frame between the start and "
+             f"{horizons[0]} steps (a close encounter), their share of the MSE and the other systems' MSE (means over "
+             "the seeds).", "",
+             "| row | systems with a close encounter | " + " | ".join(f"their share at {h}" for h in horizons) + " | "
+             + " | ".join(f"others' MSE at {h}" for h in horizons) + " |", "|---" * (2 + 2 * len(horizons)) + "|"]
+    for row, close in having.items():
+        mean = lambda key, i: statistics.fmean(c[key][i] for c in close)  # noqa: E731
+        lines.append(f"| {row} | {close[0]['systems']} of {close[0]['of']} | "
+                     + " | ".join(f"{mean('share', i):.0%}" for i in range(len(horizons))) + " | "
+                     + " | ".join(f"{mean('others_mse', i):.5f}" for i in range(len(horizons))) + " |")
+    return lines + [""]
 
 
 def main() -> None:

@@ -71,9 +71,18 @@ def test_the_coupled_recipe_weights_pairs_by_charge_and_validation_picks_its_pha
         state = load_checkpoint(runs / phase / "best.pt")
         assert state["train_config"]["model"]["coupling"] == "charge" and "coupling" not in state["train_config"]
         errors[phase] = min(json.loads(line)["validation_rollout_mse"] for line in (runs / phase / "metrics.jsonl").open())
+    path = work / "scores" / "egnn-charged5_coupled4+long_seed0.json"
+    scored = json.loads(path.read_text())
+    close = scored["close"]
+    assert close["of"] == TINY.test and len(close["share"]) == 3 and all(0 <= s <= 1 for s in close["share"])
+    path.write_text(json.dumps({k: v for k, v in scored.items() if k != "close"}))  # a score from before the figure
+    recipe.run_recipe(work, data, PROTOCOLS["egnn-charged5"], "coupled4", 0, TINY)  # adds it, trains nothing
+    assert json.loads(path.read_text()) == json.loads(json.dumps(scored))
     table = recipe.summary(work, earlier=False)["egnn-charged5"]
     chosen = min(errors, key=errors.get)  # the first phase is a candidate too
     assert table["coupled4 recipe"]["mse"] == table[chosen]["mse"]
+    text = "\n".join(recipe.markdown({"egnn-charged5": table}, "frame_recipe.py", TINY))
+    assert "| coupled4 recipe | " in text and f"| coupled4+long | {close['systems']} of {TINY.test} |" in text
     # a finished run of other settings is refused, not scored under the recipe's name
     (work / "scores" / "egnn-charged5_coupled4_seed0.json").unlink()
     monkeypatch.setattr(recipe, "RECIPES", {"coupled4": [("coupled4", {**recipe.RECIPES["coupled4"][0][1], "lr": 1e-2},
