@@ -362,7 +362,8 @@ def markdown(table: dict, command: str, scale: Scale = SCALES["small"]) -> list[
 def where_the_error_is(rows: dict, protocol: str) -> list[str]:
     """The close-encounter figures of :func:`score`, mean over the seeds, for the rows that have them."""
     horizons = PROTOCOLS[protocol].horizons
-    having = {row: entry["close"] for row, entry in rows.items() if entry.get("close") and all(entry["close"])}
+    having = {row: rows[row]["close"] for row, _, _ in ROWS
+              if rows.get(row, {}).get("close") and all(rows[row]["close"])}
     if not having:
         return []
     lines = [f"Where the error is: test systems with a pair within {CLOSE} at a stored frame between the start and "

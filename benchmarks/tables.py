@@ -237,20 +237,27 @@ def spread(entry: dict) -> list[str]:
     return [over_seeds(list(column)) for column in zip(*entry["mse"])]  # per horizon, the seeds' figures
 
 
-def _frame_recipe(protocol: str) -> list[str]:
-    """The recipe's ablation (frame_recipe.py): each row adds one step to the row above it."""
-    report = result("frame_recipe_small.json")
+def _frame_recipe(protocol: str, name: str = "frame_recipe_small.json") -> list[str]:
+    """The recipe's ablation (frame_recipe.py): each row adds one step to the row above it; at the papers'
+    data, the published figures below (from ten times the small scale's data, as this file's)."""
+    report = result(name)
     body = []
     applies = report.get("rows_of", {}).get(protocol)  # files from before recipes of some sets only: every row
     for row, label, what in report["rows"]:
         if applies is not None and row not in applies:
             continue
         entry = report["table"].get(protocol, {}).get(row)
+        if entry is None and name != "frame_recipe_small.json":  # the papers' data: only the recipes run there
+            continue
         if entry is None:
             body.append([label, what, "not run", "not run", "not run", "-", "-"])
             continue
         body.append([label, what] + spread(entry)
                     + [str(len(entry["seeds"])), ", ".join(map(str, sorted(set(entry["substeps"]))))])
+    if name != "frame_recipe_small.json":
+        published = result("peers_side_by_side_small.json")["published"].get(protocol, {})
+        body += [[f"{model}, published", "its paper, the same data sizes"] + [sci(v) for v in values] + ["-", "-"]
+                 for model, values in published.items() if model != "Linear"]
     return rows(["row", "what it adds", "1000 steps", "1500 steps", "2000 steps", "seeds", "sub-steps"], body)
 
 
@@ -262,6 +269,11 @@ def frame_recipe_charged() -> list[str]:
 @table
 def frame_recipe_gravity() -> list[str]:
     return _frame_recipe("segno-gravity5")
+
+
+@table
+def frame_recipe_papers_data_charged() -> list[str]:
+    return _frame_recipe("egnn-charged5", "frame_recipe_papers_data.json")
 
 
 def _long_horizon(protocol: str) -> list[str]:
