@@ -169,16 +169,33 @@ CLOSE = 0.2
 
 
 def score(checkpoint: Path, protocol: Protocol, test_path: Path) -> dict:
-    """Position MSE at the protocol's horizons from its start frame, float64, with the run's sub-steps; and
-    where the error is: the test systems with a close encounter (a pair within :data:`CLOSE` at a stored
-    frame from the start to the first horizon), their share of the MSE at each horizon and the others' MSE."""
+    """:func:`figures` of a run's ``best.pt`` (or other checkpoint), with the run's sub-steps."""
     model, state = model_from_checkpoint(checkpoint)
     test = load_trajectories(test_path)
     check_protocol(test, protocol.name, str(test_path))
-    substeps = state["train_config"]["substeps"]
+    return figures(model, state["train_config"]["substeps"], protocol, test)
+
+
+#: sub-steps per frame at which the protocol's own Hamiltonian is rolled out as a reference: the recipe's,
+#: and the protocol's own step (100 per frame)
+REFERENCE_SUBSTEPS = (4, 100)
+
+
+def references(protocol: Protocol, test_path: Path) -> dict[int, dict]:
+    """:func:`figures` of the protocol's own Hamiltonian (no clipping, no learning) through the same leapfrog,
+    per entry of :data:`REFERENCE_SUBSTEPS`: what a perfectly learned H would score with that integrator."""
+    test = load_trajectories(test_path)
+    check_protocol(test, protocol.name, str(test_path))
+    return {substeps: figures(test.system(), substeps, protocol, test) for substeps in REFERENCE_SUBSTEPS}
+
+
+def figures(model_or_system, substeps: int, protocol: Protocol, test) -> dict:
+    """Position MSE at the protocol's horizons from its start frame, float64 leapfrog with ``substeps`` per
+    frame; and where the error is: the test systems with a close encounter (a pair within :data:`CLOSE` at a
+    stored frame from the start to the first horizon), their share of the MSE at each horizon and the others'."""
     start = protocol.frame_of(protocol.start_step)
     frames = [protocol.frame_of(protocol.start_step + h) - start for h in protocol.horizons]
-    rolled = rollout_systems(model, test.z[:, start], test.params, frames[-1], float(test.meta["dt"]),
+    rolled = rollout_systems(model_or_system, test.z[:, start], test.params, frames[-1], float(test.meta["dt"]),
                              method="leapfrog", dtype=torch.float64, substeps=substeps)
     mse = [float((rolled.z[:, f, 0] - test.z[:, start + f, 0]).square().mean()) for f in frames]
     healthy = rolled.diverged_at < 0
@@ -331,7 +348,8 @@ def rows_of(protocol: str) -> list[tuple[str, str, str]]:
     return [row for row in ROWS if not (elsewhere and row[0].startswith(elsewhere))]
 
 
-def markdown(table: dict, command: str, scale: Scale = SCALES["small"]) -> list[str]:
+def markdown(table: dict, command: str, scale: Scale = SCALES["small"], reference: dict | None = None) -> list[str]:
+    """The results page; ``reference``: protocol -> :func:`references`, shown below each protocol's rows."""
     lines = ["# A training recipe for frame data: the ablation", "",
              f"Command: `{command}` ({platform.machine()}, torch {torch.__version__}, one torch thread per process, "
              f"two processes sharing the two cores). HLieConv SE(3), width 64, depth 3; scale: {scale.note}; position "
@@ -355,15 +373,25 @@ def markdown(table: dict, command: str, scale: Scale = SCALES["small"]) -> list[
             lines.append(f"| {label} | {what} | " + " | ".join(cells) + f" | {', '.join(map(str, entry['seeds']))} | "
                          f"{', '.join(map(str, sorted(set(entry['substeps']))))} | {entry['diverged']} | "
                          f"{statistics.fmean(entry['train_seconds']):.0f} |")
-        lines += [""] + where_the_error_is(table.get(protocol, {}), protocol)
+        ours = (reference or {}).get(protocol, {})
+        for substeps, figure in ours.items():
+            lines.append(f"| {reference_label(substeps)} | the protocol's Hamiltonian, unclipped, no learning | "
+                         + " | ".join(f"{m:.3g}" for m in figure["mse"]) + f" | - | {substeps} | "
+                         f"{figure['diverged']} | - |")
+        rows = table.get(protocol, {}) | {reference_label(k): {"close": [figure["close"]]} for k, figure in ours.items()}
+        lines += [""] + where_the_error_is(rows, protocol)
     return lines
+
+
+def reference_label(substeps: int) -> str:
+    return f"true H, {substeps} steps"
 
 
 def where_the_error_is(rows: dict, protocol: str) -> list[str]:
     """The close-encounter figures of :func:`score`, mean over the seeds, for the rows that have them."""
     horizons = PROTOCOLS[protocol].horizons
-    having = {row: rows[row]["close"] for row, _, _ in ROWS
-              if rows.get(row, {}).get("close") and all(rows[row]["close"])}
+    order = [row for row, _, _ in ROWS] + [reference_label(k) for k in REFERENCE_SUBSTEPS]
+    having = {row: rows[row]["close"] for row in order if rows.get(row, {}).get("close") and all(rows[row]["close"])}
     if not having:
         return []
     lines = [f"Where the error is: test systems with a pair within {CLOSE} at a stored frame between the start and "
@@ -405,13 +433,15 @@ def main() -> None:
             run_recipe(work, data, PROTOCOLS[protocol], recipe, seed, scale)
     table = summary(work, stem.parent / f"{stem.name}.json", earlier=args.scale == "small",
                     base={"max_windows": scale.max_windows})
+    reference = {protocol: references(PROTOCOLS[protocol], data_path(protocol, "test", data, scale))
+                 for protocol in args.protocols}
     command = "python benchmarks/frame_recipe.py" + (f" --scale {args.scale}" if args.scale != "small" else "") + (
         f" --recipes {' '.join(args.recipes)}" if args.recipes != list(RECIPES) else "")
     applies = {protocol: [row for row, _, _ in rows_of(protocol)] for protocol in PROTOCOL_NAMES}
     write_result_files(stem, {"scale": asdict(scale), "table": table, "rows": ROWS, "rows_of": applies,
-                              "recipes": RECIPES,
+                              "recipes": RECIPES, "references": reference,
                               "base": {**BASE, "max_windows": scale.max_windows}},
-                       markdown(table, command, scale))
+                       markdown(table, command, scale, reference))
 
 
 if __name__ == "__main__":

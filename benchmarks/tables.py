@@ -254,6 +254,9 @@ def _frame_recipe(protocol: str, name: str = "frame_recipe_small.json") -> list[
             continue
         body.append([label, what] + spread(entry)
                     + [str(len(entry["seeds"])), ", ".join(map(str, sorted(set(entry["substeps"]))))])
+    for substeps, figure in report.get("references", {}).get(protocol, {}).items():
+        body.append([f"true H, {substeps} steps", "the protocol's Hamiltonian, unclipped, no learning"]
+                    + [sci(m) for m in figure["mse"]] + ["-", substeps])
     if name != "frame_recipe_small.json":
         published = result("peers_side_by_side_small.json")["published"].get(protocol, {})
         body += [[f"{model}, published", "its paper, the same data sizes"] + [sci(v) for v in values] + ["-", "-"]

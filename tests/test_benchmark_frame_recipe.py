@@ -81,7 +81,11 @@ def test_the_coupled_recipe_weights_pairs_by_charge_and_validation_picks_its_pha
     table = recipe.summary(work, earlier=False)["egnn-charged5"]
     chosen = min(errors, key=errors.get)  # the first phase is a candidate too
     assert table["coupled4 recipe"]["mse"] == table[chosen]["mse"]
-    text = "\n".join(recipe.markdown({"egnn-charged5": table}, "frame_recipe.py", TINY))
+    reference = recipe.references(PROTOCOLS["egnn-charged5"], recipe.data_path("egnn-charged5", "test", data, TINY))
+    assert set(reference) == set(recipe.REFERENCE_SUBSTEPS) and all(
+        len(r["mse"]) == 3 and r["close"]["of"] == TINY.test for r in reference.values())
+    text = "\n".join(recipe.markdown({"egnn-charged5": table}, "frame_recipe.py", TINY, {"egnn-charged5": reference}))
+    assert "| true H, 100 steps | the protocol's Hamiltonian" in text
     assert "| coupled4 recipe | " in text and f"| coupled4+long | {close['systems']} of {TINY.test} |" in text
     # a finished run of other settings is refused, not scored under the recipe's name
     (work / "scores" / "egnn-charged5_coupled4_seed0.json").unlink()
