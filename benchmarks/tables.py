@@ -476,7 +476,17 @@ def headline() -> list[str]:
          _nbody_headline(code),
          "SEGNO's own code " + " / ".join(sci(code["summary"][p]["segno"]["1000"]["mean"])
                                           for p in ("segno-gravity5", "egnn-charged5"))],
+        _papers_data_headline(code),
     ])
+
+
+def _papers_data_headline(code: dict) -> list[str]:
+    """The coupled recipe at the papers' data sizes on the charged set (frame_recipe.py --scale papers-data)."""
+    entry = result("frame_recipe_papers_data.json")["table"]["egnn-charged5"]["coupled4 recipe"]
+    return ["N-body, the papers' data (3000 training, 2000 test trajectories), EGNN's charged set: position MSE "
+            "at 1000 / 1500 / 2000 steps", f"{' / '.join(spread(entry))} (HLieConv SE(3) 64x3, frame recipe, "
+            f"coupled by charge, {len(entry['seeds'])} seeds)",
+            "SEGNO published " + " / ".join(sci(v) for v in code["published"]["egnn-charged5"]["SEGNO"])]
 
 
 def _springs_long_headline() -> list[str]:
