@@ -230,8 +230,8 @@ def run_recipe(work: Path, data: Path, protocol: Protocol, recipe: str, seed: in
         model = model_config(protocol, **{key: settings[key] for key in MODEL_SETTINGS if key in settings})
         config = TrainConfig(model=model, seed=seed, init_from=str(previous / "best.pt") if chained else None,
                              **{key: value for key, value in {**base, **settings}.items() if key not in MODEL_SETTINGS})
-        if score_path.exists() and "close" not in json.loads(score_path.read_text()):  # scored before the figure
-            cached = json.loads(score_path.read_text())
+        cached = json.loads(score_path.read_text()) if score_path.exists() else None
+        if cached is not None and "close" not in cached:  # scored before the figure
             cached["close"] = score(folder / "best.pt", protocol, data_path(protocol.name, "test", data, scale))["close"]
             score_path.write_text(json.dumps(cached, indent=2) + "\n")
         if not score_path.exists():
@@ -284,7 +284,7 @@ def earlier_runs() -> list[dict]:
     return found
 
 
-#: row -> (recipe, its last phases), between which the validation rollout error chooses per seed
+#: row -> (recipe, the phases between which the validation rollout error chooses per seed)
 CHOICES = {"steady4 recipe": ("substeps4-steady", ("steady4+long", "steady4+long+longer")),
            "coupled4 recipe": ("coupled4", ("coupled4", "coupled4+long", "coupled4+long+longer"))}
 
