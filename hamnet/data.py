@@ -98,6 +98,15 @@ class Windows:
         z = self.data.z[systems.unsqueeze(-1), times]
         return z, {k: v[systems] for k, v in self.data.params.items()}
 
+    def compact(self) -> "Windows":
+        """The same windows in the same order, their states copied out of the file where that is fewer states
+        than their systems' whole trajectories (a subset of a long file), so the file's tensors can be freed.
+        Its ``data`` then holds one system of ``chunk`` states per window."""
+        if len(self) * self.chunk >= self.system_index.unique().numel() * self.data.n_times:
+            return self
+        z, params = self[torch.arange(len(self), device=self.system_index.device)]
+        return Windows(Trajectories(self.data.t[:self.chunk], z, params, self.data.meta, self.data.source), self.chunk)
+
     def batches(self, batch_size: int, generator: torch.Generator | None = None):
         """Index tensors covering every window once, shuffled by ``generator`` (in order if None)."""
         order = torch.arange(len(self)) if generator is None else torch.randperm(len(self), generator=generator)

@@ -46,10 +46,10 @@ from .lieconv import LieResNet, resolve_lift, unchecked_inputs
 from .loss import WindowLoss, to_device
 from .models import MODELS, ModelConfig
 from .monitor import MonitorSettings
-from .optimisation import DTYPES, TrainingDiverged, TrainingStep
+from .optimisation import DTYPES, TrainingDiverged, TrainingStep, finite_weights
 from .runs import RunFiles
 from .settings_file import RunSettings
-from .training import StartedRun, TrainConfig, end_epoch, finite_weights, open_run, prepare_run
+from .training import StartedRun, TrainConfig, end_epoch, open_run, prepare_run
 
 __all__ = ["EnsembleModel", "SHARED_SETTINGS", "joint_step", "train_ensemble"]
 

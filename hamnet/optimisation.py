@@ -191,6 +191,12 @@ def checked_step(config: Any, dt: float, total_steps: int, batch: tuple, *, devi
     return config, step
 
 
+def finite_weights(model: nn.Module) -> bool:
+    """Whether every floating-point tensor of ``model``'s state is finite."""
+    return all(bool(torch.isfinite(value).all()) for value in model.state_dict().values()
+               if value.is_floating_point())
+
+
 def diverged_error(step: TrainingStep, epoch: int, config: Any, files: Any, windows: Any, data_path: str,
                    what: str) -> TrainingDiverged:
     """The one-line error for a run (its ``step``, the ``epoch`` its ``files.last`` holds, its windows) that

@@ -49,7 +49,7 @@ from .config import check_field_types, config_from_dict
 from .models import MODELS, ModelConfig, build_model, check_compatible
 from .monitor import Monitor, MonitorSettings, check_tensorboard
 from .optimisation import (COMPILE_CHOICES, DTYPES, NonFiniteLoss, TrainingDiverged, TrainingStep, checked_step,
-                           diverged_error)
+                           diverged_error, finite_weights)
 from .run_settings import DEFAULT_KERNEL_BOUND_FACTOR, with_kernel_bound, with_substeps
 from .provenance import data_kind, file_sha256, ground_truth, rollout_model
 from .region import data_region
@@ -377,7 +377,8 @@ def prepare_run(config, data_path, files, context, resume) -> StartedRun:
                  "n_train_windows": len(train_windows), "sha256": file_sha256(data_path), "region": region}
     if rollout_model(data) is not None:
         data_info["rollout"] = {"model": rollout_model(data), "diverged_left_out": len(left_out)}
-    return StartedRun(run, config, files, train_windows, validation_windows, data_info)
+    windows = train_windows.compact(), tuple(w and w.compact() for w in validation_windows)  # the file is freed
+    return StartedRun(run, config, files, *windows, data_info)
 
 
 def open_run(started: StartedRun, context, resume, run_settings, stop_after_epochs, held: contextlib.ExitStack) -> None:
@@ -506,11 +507,6 @@ def _train_epoch(run, windows, config, context, monitor: Monitor,
         dist.all_reduce(summed)
         total = float(summed)  # every rank already counted all global elements
     return total / count
-
-
-def finite_weights(model: nn.Module) -> bool:
-    return all(bool(torch.isfinite(value).all()) for value in model.state_dict().values()
-               if value.is_floating_point())
 
 
 def _save(path: Path, run: _Run, config: TrainConfig, data_info: dict) -> None:

@@ -100,6 +100,20 @@ def test_every_window_is_used_and_matches_the_trajectory(springs_file):
     assert torch.equal(seen.sort().values, torch.arange(len(windows)))
 
 
+def test_compact_windows_are_the_same_windows_without_the_file(springs_file):
+    data = load_trajectories(springs_file)
+    windows = Windows(data, chunk=5, systems=torch.tensor([1, 3, 7]), max_windows=4, seed=2)
+    compact = windows.compact()
+    assert (compact.data.n_systems, compact.data.n_times, len(compact)) == (4, 5, 4)  # a system per window
+    everything = torch.arange(4)
+    (z, params), (their_z, their_params) = compact[everything], windows[everything]
+    assert torch.equal(z, their_z) and params.keys() == their_params.keys()
+    assert all(torch.equal(params[key], their_params[key]) for key in params)
+    assert compact.data.meta == data.meta
+    every = Windows(data, chunk=5, systems=torch.tensor([1, 3]))  # all 18 windows: 90 states, more than 26
+    assert every.compact() is every
+
+
 def test_splits_are_disjoint_seeded_and_by_system():
     split = split_systems(50, 0.2, 0.1, seed=3)
     everything = torch.cat([split.train, split.validation, split.test])
@@ -133,14 +147,17 @@ def test_training_lowers_the_window_error(springs_file, tmp_path):
     assert best["best_validation"] == min(line["validation_mse"] for line in lines)
 
 
-def test_the_public_training_step_is_the_one_train_takes(springs_file, tmp_path):
-    """Benchmarks time ``TrainingStep``: driven over the same batches, it ends on ``train``'s weights bit for bit."""
-    config = tiny_config(epochs=2, validation=0.0, test=0.0)
+@pytest.mark.parametrize("max_windows", [64, 16])
+def test_the_public_training_step_is_the_one_train_takes(springs_file, tmp_path, max_windows):
+    """Benchmarks time ``TrainingStep``: driven over the same batches, it ends on ``train``'s weights bit for bit
+    (16 windows hold fewer states than the file, so ``train`` trains on their compact copy)."""
+    config = tiny_config(epochs=2, validation=0.0, test=0.0, max_windows=max_windows)
     train(config, springs_file, tmp_path / "run")
     data = load_trajectories(springs_file)
     data.z, data.params = data.z.float(), {key: value.float() for key, value in data.params.items()}
     split = split_systems(data.n_systems, config.validation, config.test, config.seed)
     windows = Windows(data, config.chunk, split.train, config.max_windows, seed=config.seed)
+    assert (windows.compact() is windows) == (max_windows == 64)
     config = with_kernel_bound(config, windows)  # what train decides from the data
     batches_per_epoch = math.ceil(len(windows) / config.batch_size)
     step = TrainingStep(config, float(data.meta["dt"]), config.epochs * batches_per_epoch)
