@@ -25,7 +25,9 @@ ones (``nbody_peers.py --scale full``'s files), over at most 18,000 windows an e
   phases has the lowest (at the small scale, the longer windows at lr 1e-3 made one seed of three
   twice as far off);
 * ``coupled10`` (charged set only): ``coupled4``'s first phase with 10 sub-steps per frame interval, the
-  step that resolves more of a close encounter;
+  step that resolves more of a close encounter; the row "coupled recipe" takes, per seed, whichever of
+  ``coupled10`` and ``coupled4``'s three phases has the lowest validation rollout error (both trained;
+  each score records its phase's figure, so the choice needs no run folder);
 * ``auto`` (shown as ``substeps10``): 10 sub-steps, what ``--substeps auto`` chose when it took a tenth
   of the closest approaches' time scale (it now takes a quarter: 4 on the charged set, 5 on the gravity
   set), warm-up and clipping, ``best.pt`` picked by the position MSE of the validation trajectories
@@ -150,6 +152,8 @@ ROWS = (("plain", "plain", "1 leapfrog step per frame interval (small scale: nbo
         ("coupled4 recipe", "coupled4 recipe", "per seed, whichever of the three rows above has the lower 20-frame "
          "validation rollout error"),
         ("coupled10", "coupled10", "coupled4's first phase with 10 sub-steps per frame interval"),
+        ("coupled recipe", "coupled recipe", "per seed, whichever of coupled10 and coupled4's three rows has the "
+         "lowest 20-frame validation rollout error"),
         ("auto (last epoch)", "substeps10 (last epoch)", "10 steps, warm-up and clipping; its last epoch"),
         ("auto", "substeps10", "the same run, best.pt picked by the 20-frame validation rollout"),
         ("auto+long", "substeps10+long", "then 2 epochs on 9-frame windows"),
@@ -247,6 +251,8 @@ def run_recipe(work: Path, data: Path, protocol: Protocol, recipe: str, seed: in
             test = data_path(protocol.name, "test", data, scale)
             result = {"protocol": protocol.name, "row": row, "seed": seed, **score(folder / "best.pt", protocol, test),
                       "train_seconds": round(sum(e["seconds"] for e in epochs), 1), "threads": torch.get_num_threads(),
+                      **({"validation_rollout": best_rollout_error(epochs)}
+                         if any("validation_rollout_mse" in e for e in epochs) else {}),
                       "settings": {**base, **settings}, "wall_seconds": round(time.perf_counter() - started, 1)}
             if row == "auto":  # what the rollout selection adds: the same run at its last epoch
                 result["last_epoch"] = score(folder / "last.pt", protocol, test)
@@ -284,32 +290,43 @@ def earlier_runs() -> list[dict]:
     return found
 
 
-#: row -> (recipe, the phases between which the validation rollout error chooses per seed)
-CHOICES = {"steady4 recipe": ("substeps4-steady", ("steady4+long", "steady4+long+longer")),
-           "coupled4 recipe": ("coupled4", ("coupled4", "coupled4+long", "coupled4+long+longer"))}
+#: row -> the phases (rows of any recipe) between which the validation rollout error chooses per seed
+CHOICES = {"steady4 recipe": ("steady4+long", "steady4+long+longer"),
+           "coupled4 recipe": ("coupled4", "coupled4+long", "coupled4+long+longer"),
+           "coupled recipe": ("coupled4", "coupled4+long", "coupled4+long+longer", "coupled10")}
+
+
+def validation_error(work: Path, result: dict) -> float:
+    """A phase's lowest finite validation rollout error: recorded in its score, or read from its run's metrics
+    (scores from before the record)."""
+    if "validation_rollout" in result:
+        return float(result["validation_rollout"])
+    (recipe,) = recipes_of(result["row"])
+    run = work / "runs" / f"{result['protocol']}_{recipe}_seed{result['seed']}" / result["row"]
+    return best_rollout_error([json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()])
 
 
 def chosen_by_validation(work: Path, own: list[dict]) -> list[dict]:
-    """Per row of :data:`CHOICES`, protocol and seed, the score of the phase whose best epoch has the
-    lowest validation rollout error (``validation_rollout_mse`` in its metrics)."""
+    """Per row of :data:`CHOICES`, protocol and seed, the score of the phase with the lowest
+    :func:`validation_error` (the training split's; no test figure chooses)."""
     scored = {(r["protocol"], r["row"], r["seed"]): r for r in own}
     chosen = []
-    for row, (recipe, phases) in CHOICES.items():
+    for row, phases in CHOICES.items():
         for protocol, seed in sorted({(p, s) for p, phase, s in scored if phase == phases[-1]}):
             if not all((protocol, phase, seed) in scored for phase in phases):
                 continue
-            def best(phase: str) -> float:
-                metrics = work / "runs" / f"{protocol}_{recipe}_seed{seed}" / phase / "metrics.jsonl"
-                return best_rollout_error([json.loads(line) for line in metrics.read_text().splitlines()])
-            phase = min(phases, key=best)
+            phase = min(phases, key=lambda phase: validation_error(work, scored[(protocol, phase, seed)]))
             chosen.append({**scored[(protocol, phase, seed)], "row": row, "chosen_phase": phase})
     return chosen
 
 
-def recipe_of(row: str) -> str:
-    """The recipe of :data:`RECIPES` that makes a row of :data:`ROWS`."""
-    derived = {"auto (last epoch)": "auto", **{chosen: recipe for chosen, (recipe, _) in CHOICES.items()}}
-    return derived.get(row) or next(recipe for recipe, phases in RECIPES.items() if row in [p[0] for p in phases])
+def recipes_of(row: str) -> tuple[str, ...]:
+    """The recipes of :data:`RECIPES` that make a row of :data:`ROWS` (a choice's rows may span several)."""
+    if row == "auto (last epoch)":
+        return ("auto",)
+    if row in CHOICES:
+        return tuple(dict.fromkeys(recipe for phase in CHOICES[row] for recipe in recipes_of(phase)))
+    return (next(recipe for recipe, phases in RECIPES.items() if row in [p[0] for p in phases]),)
 
 
 def summary(work: Path, previous: Path | None = None, earlier: bool = True, base: dict | None = None) -> dict:
@@ -338,8 +355,8 @@ def summary(work: Path, previous: Path | None = None, earlier: bool = True, base
     if previous is not None and previous.exists():
         report = json.loads(previous.read_text())
         now = json.loads(json.dumps({"base": {**BASE, **(base or {})}, "recipes": RECIPES}))  # as JSON keeps them
-        same = lambda row: (report.get("base") == now["base"]  # noqa: E731
-                            and report.get("recipes", {}).get(recipe_of(row)) == now["recipes"][recipe_of(row)])
+        same = lambda row: report.get("base") == now["base"] and all(  # noqa: E731
+            report.get("recipes", {}).get(recipe) == now["recipes"][recipe] for recipe in recipes_of(row))
         for protocol, rows in report["table"].items():
             for row, entry in rows.items():
                 if any(row == known for known, _, _ in ROWS) and same(row):
@@ -349,8 +366,7 @@ def summary(work: Path, previous: Path | None = None, earlier: bool = True, base
 
 def rows_of(protocol: str) -> list[tuple[str, str, str]]:
     """The rows of :data:`ROWS` that apply to ``protocol`` (a recipe of :data:`ONLY` only to its sets)."""
-    elsewhere = tuple(recipe for recipe, sets in ONLY.items() if protocol not in sets)
-    return [row for row in ROWS if not (elsewhere and row[0].startswith(elsewhere))]
+    return [row for row in ROWS if all(protocol in ONLY.get(recipe, (protocol,)) for recipe in recipes_of(row[0]))]
 
 
 def markdown(table: dict, command: str, scale: Scale = SCALES["small"], reference: dict | None = None) -> list[str]:

@@ -219,7 +219,8 @@ def peers_code_gravity() -> list[str]:
 
 
 #: the recipe's rows, the one to quote first (a table quotes the first measured on three seeds), and their labels
-RECIPE_CHAIN = {"coupled4 recipe": "HLieConv SE(3), frame recipe, coupled by charge",
+RECIPE_CHAIN = {"coupled recipe": "HLieConv SE(3), frame recipe, coupled by charge, 4 or 10 sub-steps",
+                "coupled4 recipe": "HLieConv SE(3), frame recipe, coupled by charge",
                 "steady4 recipe": "HLieConv SE(3), frame recipe"}
 
 

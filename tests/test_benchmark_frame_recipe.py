@@ -81,6 +81,23 @@ def test_the_coupled_recipe_weights_pairs_by_charge_and_validation_picks_its_pha
     table = recipe.summary(work, earlier=False)["egnn-charged5"]
     chosen = min(errors, key=errors.get)  # the first phase is a candidate too
     assert table["coupled4 recipe"]["mse"] == table[chosen]["mse"]
+    assert "coupled recipe" not in table  # until coupled10 is scored too
+    monkeypatch.setattr(recipe, "RECIPES", {**recipe.RECIPES, "coupled10": [
+        (row, {**settings, "epochs": 1, "select_steps": 4}, chained) for row, settings, chained in RECIPES["coupled10"]]})
+    recipe.run_recipe(work, data, PROTOCOLS["egnn-charged5"], "coupled10", 0, TINY)
+    ten = work / "runs" / "egnn-charged5_coupled10_seed0" / "coupled10"
+    errors["coupled10"] = min(json.loads(line)["validation_rollout_mse"] for line in (ten / "metrics.jsonl").open())
+    for phase, error in errors.items():  # each score records its phase's figure; one from before reads the metrics
+        path = work / "scores" / f"egnn-charged5_{phase}_seed0.json"
+        result = json.loads(path.read_text())
+        assert result["validation_rollout"] == error
+        if phase == "coupled4+long":
+            path.write_text(json.dumps({k: v for k, v in result.items() if k != "validation_rollout"}))
+    table = recipe.summary(work, earlier=False)["egnn-charged5"]
+    assert table["coupled recipe"]["mse"] == table[min(errors, key=errors.get)]["mse"]  # across the two recipes
+    path = work / "scores" / "egnn-charged5_coupled10_seed0.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "validation_rollout": 0.0}))
+    assert recipe.summary(work, earlier=False)["egnn-charged5"]["coupled recipe"]["mse"] == table["coupled10"]["mse"]
     reference = recipe.references(PROTOCOLS["egnn-charged5"], recipe.data_path("egnn-charged5", "test", data, TINY))
     assert set(reference) == set(recipe.REFERENCE_SUBSTEPS) and all(
         len(r["mse"]) == 3 and r["close"]["of"] == TINY.test for r in reference.values())
@@ -106,4 +123,10 @@ def test_rows_of_the_last_results_file_are_kept_only_where_their_recipe_is_uncha
     assert set(recipe.summary(tmp_path, previous, earlier=False)["egnn-charged5"]) == {"plain"}
     assert recipe.summary(tmp_path, previous, earlier=False, base={"max_windows": 18_000}) == {}  # another scale
     assert "segno-gravity5" not in recipe.ONLY["coupled4"]  # unit masses: nothing to couple by
-    assert [row for row, _, _ in recipe.rows_of("segno-gravity5") if row.startswith("coupled4")] == []
+    assert [row for row, _, _ in recipe.rows_of("segno-gravity5") if row.startswith("coupled")] == []
+    assert "coupled recipe" in [row for row, _, _ in recipe.rows_of("egnn-charged5")]
+    made = json.loads(json.dumps({"base": recipe.BASE, "recipes": recipe.RECIPES}))
+    made["recipes"]["coupled10"][0][1]["lr"] = 1.0  # a choice's row is dropped when any recipe it spans changed
+    previous.write_text(json.dumps({**made, "table": {"egnn-charged5": {"coupled4 recipe": entry,
+                                                                        "coupled recipe": entry}}}))
+    assert set(recipe.summary(tmp_path, previous, earlier=False)["egnn-charged5"]) == {"coupled4 recipe"}
