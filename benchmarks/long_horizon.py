@@ -19,7 +19,9 @@ The rows, and exactly what each does:
   HLieConv SE(3) recipes: ``substeps4-steady`` (4 sub-steps, warm-up and clipping, then longer windows: per
   seed the phase of ``steady4+long`` and ``steady4+long+longer`` with the lower validation rollout error,
   as its row "steady4 recipe" picks, else ``substeps4-steady``), ``coupled4`` (the same with every pair
-  weighted by ``q_u q_v``; charged set only) and ``auto`` (10 sub-steps: the last finished phase of
+  weighted by ``q_u q_v``; charged set only), ``coupled10`` (its first phase at 10 sub-steps), ``coupled``
+  (per seed, whichever of those four phases has the lowest validation rollout error, as the row "coupled
+  recipe" picks) and ``auto`` (10 sub-steps: the last finished phase of
   ``auto+long+f64`` and ``auto``). Each ``best.pt`` is rolled out from the start state
   with leapfrog in float64 at the frame interval (0.1 time units, 100 protocol steps), taking the sub-steps
   its checkpoint records (``train_config["substeps"]``; 1 where it records none) per interval: 100
@@ -126,9 +128,10 @@ SCALES = {
 @dataclass(frozen=True)
 class HamnetModel:
     """Where a hamnet model's runs are (``folder`` under ``--runs``, formatted with the scale, protocol and
-    seed), which phase to take and how to make them: of ``choice``, when all are finished, the one whose
-    best epoch has the lowest validation rollout error (as ``frame_recipe.py`` chooses); otherwise the first
-    finished of ``phases`` (``""``: the folder itself); ``protocols``: the sets it is trained on."""
+    seed), which phase to take and how to make them: of ``choice`` (run folders under ``--runs``, formatted
+    alike; they may span recipes), when all are finished, the one whose best epoch has the lowest validation
+    rollout error (as ``frame_recipe.py`` chooses); otherwise the first finished of ``phases`` (folders
+    in ``folder``; ``""``: the folder itself); ``protocols``: the sets it is trained on."""
 
     key: str
     label: str
@@ -140,6 +143,12 @@ class HamnetModel:
     protocols: tuple[str, ...] = PROTOCOL_NAMES
 
 
+def recipe_phases(recipe: str, *phases: str) -> tuple[str, ...]:
+    """The run folders of ``frame_recipe.py``'s phases of ``recipe``, as :attr:`HamnetModel.choice` names them."""
+    return tuple(f"frame_recipe/runs/{{protocol}}_{recipe}_seed{{seed}}/{phase}" for phase in phases)
+
+
+COUPLED4 = recipe_phases("coupled4", "coupled4", "coupled4+long", "coupled4+long+longer")
 HAMNET = (
     HamnetModel("hlieconv-se3", "HLieConv SE(3)", "nbody_peers_{scale}/runs/{protocol}_hlieconv-se3_seed{seed}",
                 ("",), True, "benchmarks/nbody_peers.py --scale {scale} --models hlieconv-se3 egnn-h"),
@@ -147,12 +156,18 @@ HAMNET = (
                 "benchmarks/nbody_peers.py --scale {scale} --models hlieconv-se3 egnn-h"),
     HamnetModel("steady4", "HLieConv SE(3), frame recipe substeps4-steady",
                 "frame_recipe/runs/{protocol}_substeps4-steady_seed{seed}", ("substeps4-steady",), False,
-                "benchmarks/frame_recipe.py --recipes substeps4-steady", ("steady4+long", "steady4+long+longer")),
+                "benchmarks/frame_recipe.py --recipes substeps4-steady",
+                recipe_phases("substeps4-steady", "steady4+long", "steady4+long+longer")),
     HamnetModel("recipe", "HLieConv SE(3), frame recipe auto", "frame_recipe/runs/{protocol}_auto_seed{seed}",
                 ("auto+long+f64", "auto"), False, "benchmarks/frame_recipe.py --recipes auto"),
     HamnetModel("coupled4", "HLieConv SE(3), frame recipe coupled4", "frame_recipe/runs/{protocol}_coupled4_seed{seed}",
-                ("coupled4",), False, "benchmarks/frame_recipe.py --recipes coupled4",
-                ("coupled4", "coupled4+long", "coupled4+long+longer"), ("egnn-charged5",)),
+                ("coupled4",), False, "benchmarks/frame_recipe.py --recipes coupled4", COUPLED4, ("egnn-charged5",)),
+    HamnetModel("coupled10", "HLieConv SE(3), frame recipe coupled10",
+                "frame_recipe/runs/{protocol}_coupled10_seed{seed}", ("coupled10",), False, "benchmarks/frame_recipe.py --recipes coupled10", (), ("egnn-charged5",)),
+    HamnetModel("coupled", "HLieConv SE(3), frame recipe coupled4 or coupled10",
+                "frame_recipe/runs/{protocol}_coupled10_seed{seed}", (), False,
+                "benchmarks/frame_recipe.py --recipes coupled4 coupled10", (*COUPLED4, *recipe_phases(
+                    "coupled10", "coupled10")), ("egnn-charged5",)),
 )
 #: (peer, velocity handed to the next link, label)
 CHAINS = (("segno", "model", "SEGNO (its code), chained, its velocity"),
@@ -259,11 +274,13 @@ def hamnet_checkpoint(runs: Path, model: HamnetModel, scale: Scale, protocol: st
                       seed: int) -> tuple[Path, str] | None:
     """``best.pt`` of the phase of ``model``'s run to take (see :class:`HamnetModel`), and the phase; None if
     none is finished (refused in one line, saying which command makes it, if ``model`` is required)."""
-    folder = runs / model.folder.format(scale=scale.peers, protocol=protocol, seed=seed)
-    epochs = {phase: _finished_epochs(folder / phase if phase else folder) for phase in (*model.choice, *model.phases)}
-    if model.choice and all(epochs[phase] for phase in model.choice):
-        phase = min(model.choice, key=lambda phase: best_rollout_error(epochs[phase]))
-        return folder / phase / "best.pt", phase
+    where = {"scale": scale.peers, "protocol": protocol, "seed": seed}
+    folder = runs / model.folder.format(**where)
+    choice = {run: _finished_epochs(run) for run in (runs / path.format(**where) for path in model.choice)}
+    if choice and all(choice.values()):
+        run = min(choice, key=lambda run: best_rollout_error(choice[run]))
+        return run / "best.pt", run.name
+    epochs = {phase: _finished_epochs(folder / phase if phase else folder) for phase in model.phases}
     for phase in model.phases:
         if epochs[phase]:
             return (folder / phase if phase else folder) / "best.pt", phase

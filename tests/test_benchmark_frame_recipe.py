@@ -83,7 +83,8 @@ def test_the_coupled_recipe_weights_pairs_by_charge_and_validation_picks_its_pha
     assert table["coupled4 recipe"]["mse"] == table[chosen]["mse"]
     assert "coupled recipe" not in table  # until coupled10 is scored too
     monkeypatch.setattr(recipe, "RECIPES", {**recipe.RECIPES, "coupled10": [
-        (row, {**settings, "epochs": 1, "select_steps": 4}, chained) for row, settings, chained in RECIPES["coupled10"]]})
+        (row, {**settings, "epochs": 1, "select_steps": 4}, chained)
+        for row, settings, chained in RECIPES["coupled10"]]})
     recipe.run_recipe(work, data, PROTOCOLS["egnn-charged5"], "coupled10", 0, TINY)
     ten = work / "runs" / "egnn-charged5_coupled10_seed0" / "coupled10"
     errors["coupled10"] = min(json.loads(line)["validation_rollout_mse"] for line in (ten / "metrics.jsonl").open())

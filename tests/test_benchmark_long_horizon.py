@@ -101,6 +101,16 @@ def test_hamnets_checkpoints_the_last_finished_phase_and_a_missing_one_named(tmp
     assert horizon.hamnet_checkpoint(tmp_path, steady, small, "segno-gravity5", 2)[1] == "substeps4-steady"
     _finished_run(runs / "steady4+long+longer", epochs=1, done=1, validation=0.1)
     assert horizon.hamnet_checkpoint(tmp_path, steady, small, "segno-gravity5", 2)[1] == "steady4+long+longer"
+    # the coupled model chooses across two recipes' folders, once all four phases are done
+    coupled4, coupled = (next(m for m in horizon.HAMNET if m.key == key) for key in ("coupled4", "coupled"))
+    runs = tmp_path / "frame_recipe" / "runs"
+    for phase, error in (("coupled4", 0.3), ("coupled4+long", 0.2), ("coupled4+long+longer", 0.4)):
+        _finished_run(runs / "egnn-charged5_coupled4_seed1" / phase, epochs=1, done=1, validation=error)
+    assert horizon.hamnet_checkpoint(tmp_path, coupled4, small, "egnn-charged5", 1)[1] == "coupled4+long"
+    assert horizon.hamnet_checkpoint(tmp_path, coupled, small, "egnn-charged5", 1) is None
+    _finished_run(runs / "egnn-charged5_coupled10_seed1" / "coupled10", epochs=1, done=1, validation=0.1)
+    assert horizon.hamnet_checkpoint(tmp_path, coupled, small, "egnn-charged5", 1) == (
+        runs / "egnn-charged5_coupled10_seed1" / "coupled10" / "best.pt", "coupled10")
 
 
 def test_a_cached_score_of_other_settings_is_refused(tmp_path):
@@ -201,7 +211,8 @@ def test_the_smoke_scale_runs_end_to_end_on_hamnets_side(tmp_path, monkeypatch):
         assert set(rows) == {"HLieConv SE(3)", "EGNN-H"}
         for row in rows.values():  # exactly invariant Hamiltonians rolled out with leapfrog in float64
             assert row["linear_momentum_max"]["mean"] < 1e-12 and row["angular_momentum_max"]["mean"] < 1e-12
-        coupled = ["HLieConv SE(3), frame recipe coupled4, seed 0"] if protocol == "egnn-charged5" else []
+        coupled = [f"HLieConv SE(3), frame recipe {name}, seed 0" for name in (
+            "coupled4", "coupled10", "coupled4 or coupled10")] if protocol == "egnn-charged5" else []
         assert [line.split(" (")[0] for line in results["absent"][protocol]] == [
             "HLieConv SE(3), frame recipe substeps4-steady, seed 0", "HLieConv SE(3), frame recipe auto, seed 0",
             *coupled]  # the coupling by charge is of the charged set only
