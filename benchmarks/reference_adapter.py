@@ -244,7 +244,8 @@ def job_train(spec: dict) -> dict:
     radii = [float(module.r) for module in network.modules() if hasattr(module, "r")]
     return {"train_seconds": seconds, "epochs": spec["epochs"], "windows": len(windows["z"]),
             "parameters": sum(p.numel() for p in network.parameters()), "finite_weights": finite,
-            "neighbourhood_radii": radii, "threads": torch.get_num_threads()}
+            "neighbourhood_radii": radii, "threads": torch.get_num_threads(),
+            "reference_revision": revision(ref.paths[0]), "oil_revision": revision(ref.paths[1])}
 
 
 def job_evaluate(spec: dict) -> dict:

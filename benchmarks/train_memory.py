@@ -15,6 +15,13 @@ the imports, just before the first training batch and at the peak of data prepar
 memory first came within 1% of its peak. One more run of the after code per network fixes glibc's
 mmap threshold at 128 KiB (``MALLOC_MMAP_THRESHOLD_=131072``): what the allocator keeps of freed
 memory, which the default lets grow, then shows as the difference.
+
+With ``--reference PATH --oil PATH --reference-python PY`` (the checkouts and environment of
+``reference_side_by_side.py``'s docstring), each network's repeats also run the reference's own trainer
+whole (``reference_adapter.py``'s ``train`` job: its HLieResNet of the same width and depth, SO(2), its
+trainer, rk4 loss, Adam and schedule; 3 epochs, batch 200, lr 1e-3) in a fresh process under
+``/usr/bin/time -v``, on 3000 windows of the same file (``reference_side_by_side.windows_file``: the
+reference reads a file of its windows, hamnet the whole trajectory file).
 Writes results/train_memory.{json,md}.
 """
 
@@ -40,6 +47,7 @@ from hamnet.systems import make_system
 
 sys.path.insert(0, str(Path(__file__).parent))
 from pieces import write_result_files  # noqa: E402  (benchmarks are scripts, not a package)
+from reference_side_by_side import WINDOW_SEED, windows_file  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / "benchmarks" / "work" / "train_memory"
@@ -49,8 +57,10 @@ GIB = 2**30
 #: (label, hamnet train flags of the network); the training settings are TRAINING's
 NETWORKS = (("HLieConv SO(2) 128x4", ["--width", "128", "--depth", "4"]),
             ("HLieConv SO(2) 32x2", ["--width", "32", "--depth", "2"]))
-TRAINING = ["--model", "hlieconv", "--group", "SO2", "--epochs", "3", "--batch-size", "200", "--lr", "1e-3",
-            "--max-windows", "3000", "--method", "rk4", "--quiet"]
+EPOCHS, BATCH, LR, WINDOWS = 3, 200, 1e-3, 3000
+TRAINING = ["--model", "hlieconv", "--group", "SO2", "--epochs", str(EPOCHS), "--batch-size", str(BATCH), "--lr",
+            f"{LR:g}", "--max-windows", str(WINDOWS), "--method", "rk4", "--quiet"]
+ADAPTER = ROOT / "benchmarks" / "reference_adapter.py"
 #: glibc returns every freed block above 128 KiB at once (its default raises the threshold as blocks are freed)
 FIXED_THRESHOLD = {"MALLOC_MMAP_THRESHOLD_": "131072"}
 #: the issue's whole-run figures at width 128 (springs, paper scale), measured before this benchmark
@@ -136,28 +146,64 @@ def measure(code: Path, flags: list[str], data: Path, environment: dict | None =
     return result
 
 
+def measure_reference(args: argparse.Namespace, flags: list[str], windows: Path) -> dict:
+    """One whole run of the reference's trainer (``reference_adapter.py train``) at the width and depth of
+    ``flags``, in a fresh process under ``/usr/bin/time -v``."""
+    settings = dict(zip(flags[::2], flags[1::2]))
+    with tempfile.TemporaryDirectory(dir=WORK) as scratch:
+        spec = {"threads": 1, "reference": str(args.reference), "oil": str(args.oil), "windows": str(windows),
+                "seed": 0, "group": "SO2", "width": int(settings["--width"]), "depth": int(settings["--depth"]),
+                "lr": LR, "epochs": EPOCHS, "batch_size": BATCH, "model": str(Path(scratch) / "model.pt"),
+                "out": str(Path(scratch) / "out.json")}
+        (Path(scratch) / "spec.json").write_text(json.dumps(spec))
+        started = time.perf_counter()
+        done = subprocess.run([str(TIME), "-v", str(args.reference_python), str(ADAPTER), "train",
+                               str(Path(scratch) / "spec.json")], cwd=scratch, capture_output=True, text=True,
+                              env={**os.environ, "OMP_NUM_THREADS": "1"})
+        if done.returncode:
+            raise SystemExit(f"the reference trainer failed:\n{done.stderr[-3000:]}")
+        trained = json.loads(Path(spec["out"]).read_text())
+    found = re.search(r"Maximum resident set size \(kbytes\): (\d+)", done.stderr)
+    result = {"max_rss_bytes": int(found.group(1)) * 1024, "seconds": round(time.perf_counter() - started, 1),
+              **{key: trained[key] for key in ("windows", "finite_weights", "reference_revision", "oil_revision")}}
+    print(f"reference {' '.join(flags)}: {result['max_rss_bytes'] / GIB:.3f} GiB ({result['seconds']} s)", flush=True)
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--before", required=True, help="the commit measured as before (any git revision)")
     parser.add_argument("--after", default="HEAD", help="the commit measured as after")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "train_memory"))
+    parser.add_argument("--reference", type=Path, help="a checkout of mfinzi/LieConv: measure its trainer too")
+    parser.add_argument("--oil", type=Path, help="a checkout of mfinzi/olive-oil-ml (with --reference)")
+    parser.add_argument("--reference-python", type=Path, help="the reference's interpreter (with --reference)")
     args = parser.parse_args()
+    given = [args.reference, args.oil, args.reference_python]
+    if any(given) and not all(given):
+        parser.error("--reference, --oil and --reference-python go together")
+    if args.reference and not TIME.exists():
+        parser.error(f"the reference's peak is read from {TIME} -v, which this machine lacks")
     data = data_file()
+    windows = windows_file(WORK, data, WINDOWS, WINDOW_SEED) if args.reference else None
     codes = {"before": exported(args.before), "after": exported(args.after)}
     started = time.perf_counter()
     rows = []
     for label, flags in NETWORKS:
-        runs: dict[str, list[dict]] = {"before": [], "after": []}
+        runs: dict[str, list[dict]] = {"before": [], "after": [], "reference": []}
         for repeat in range(args.repeats):
             for side in ("before", "after") if repeat % 2 == 0 else ("after", "before"):
                 runs[side].append(measure(codes[side][1], flags, data))
+            if windows is not None:
+                runs["reference"].append(measure_reference(args, flags, windows))
         fixed = measure(codes["after"][1], flags, data, FIXED_THRESHOLD)
         rows.append({"network": label, "flags": flags, **runs, "after_fixed_mmap_threshold": fixed})
     results = {
         "command": f"OMP_NUM_THREADS=1 python benchmarks/train_memory.py --before {codes['before'][0]} --after "
                    f"{codes['after'][0]} --repeats {args.repeats}",
         "commits": {side: commit for side, (commit, _) in codes.items()},
+        "reference_windows": None if windows is None else windows.name,
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, shared with two training processes (memory is "
                    "per process; the seconds are not comparable)",
         "torch": torch.__version__, "data": DATA, "training": TRAINING, "issue_figures": ISSUE_FIGURES,
@@ -188,6 +234,9 @@ def markdown(results: dict) -> list[str]:
                 lines.append(f"| {row['network']} | {side} ({results['commits'][side]}) | {gib(run['max_rss_bytes'])} "
                              f"| {gib(run['after_imports_bytes'])} | {gib(run['training_start_bytes'])} | "
                              f"{gib(run['data_preparation_peak_bytes'])} | `{run['peak_in']}` |")
+        for run in row.get("reference", []):
+            lines.append(f"| {row['network']} | reference trainer (lie_conv {run['reference_revision'][:7]}, "
+                         f"{run['windows']} windows) | {gib(run['max_rss_bytes'])} | - | - | - | - |")
         run = row["after_fixed_mmap_threshold"]
         lines.append(f"| {row['network']} | after, `MALLOC_MMAP_THRESHOLD_=131072` | {gib(run['max_rss_bytes'])} | "
                      f"{gib(run['after_imports_bytes'])} | {gib(run['training_start_bytes'])} | "
@@ -200,14 +249,17 @@ def markdown(results: dict) -> list[str]:
         lines.append(f"- {row['network']}: {gib(before)} GiB before, {gib(after)} GiB after "
                      f"({100 * (after / before - 1):+.0f}%); after, with glibc's mmap threshold fixed at 128 KiB, "
                      f"{gib(fixed)} GiB: {gib(after - fixed)} GiB of the peak is freed memory the allocator kept.")
-    state = 2 * 6 * 2 * 4  # bytes of one float32 state of springs N = 6 in 2D
-    lines += ["", f"Held for the whole run after the change: the imports, and the training data in float32, the "
-              f"whole file ({gib(4000 * 501 * state)} GiB) though the 3000 training and 1000 validation windows of 5 "
-              f"states read {20000 * state / 2**20:.1f} MiB of it: cutting the windows out once would leave that, "
-              "but `substeps='auto'` and the divergence message read the training systems' "
-              "whole trajectories (a change to hamnet/training.py beyond its data preparation)."]
-    lines += ["", f"Context (not measured here): the issue measured whole three-epoch runs at width 128 on springs at "
-              f"paper scale: `hamnet train` {issue['hamnet_train_gib']} GiB, the reference trainer "
+        if row.get("reference"):
+            reference = min(run["max_rss_bytes"] for run in row["reference"])
+            lines.append(f"  The reference trainer: {gib(reference)} GiB; hamnet train after is "
+                         f"{100 * (after / reference - 1):+.1f}% against it.")
+    lines += ["", "The columns after the max RSS are hamnet's own sampling; the reference's run reports its max RSS "
+              "only. hamnet train reads the whole trajectory file (checked, split, its region, sub-steps and kernel "
+              "bound decided from it), then trains on a compact copy of its windows' states (`Windows.compact`), so "
+              "the file's float32 copy (0.18 GiB here) is freed before the first batch; the reference reads a file "
+              "of its 3000 windows."]
+    lines += ["", f"Context: the issue measured whole three-epoch runs at width 128 on springs at paper scale before "
+              f"this benchmark: `hamnet train` {issue['hamnet_train_gib']} GiB, the reference trainer "
               f"{issue['reference_trainer_gib']} GiB.", ""]
     return lines
 
