@@ -167,6 +167,17 @@ def reference_speed() -> list[str]:
                  "reference, peak memory"], body)
 
 
+@table
+def train_memory() -> list[str]:
+    """Peak memory of whole three-epoch runs in fresh processes (train_memory.py), the lowest of the repeats."""
+    report = result("train_memory.json")
+    peak = lambda runs: f"{min(run['max_rss_bytes'] for run in runs) / 2**30:.2f} GiB"  # noqa: E731
+    body = [[row["network"], peak(row["before"]), peak(row["after"]), peak(row["reference"]) if row.get("reference")
+             else "not run"] for row in report["rows"]]
+    return rows(["network", f"hamnet train, {report['commits']['before']}", f"hamnet train, {report['commits']['after']}",
+                 "reference trainer"], body)
+
+
 # -- N-body sets of the equivariant graph networks -------------------------------------------------------
 
 def _peers(protocol: str) -> list[str]:
