@@ -99,13 +99,20 @@ class Windows:
         return z, {k: v[systems] for k, v in self.data.params.items()}
 
     def compact(self) -> "Windows":
-        """The same windows in the same order, their states copied out of the file where that is fewer states
-        than their systems' whole trajectories (a subset of a long file), so the file's tensors can be freed.
-        Its ``data`` then holds one system of ``chunk`` states per window."""
-        if len(self) * self.chunk >= self.system_index.unique().numel() * self.data.n_times:
+        """The same windows in the same order, on a copy of only what they read, so the file's tensors can be
+        freed: their states, one system of ``chunk`` states per window, where that is fewer states than their
+        systems' whole trajectories (a subset of a long file); else those systems' trajectories."""
+        data = self.data
+        systems, inverse = self.system_index.unique(return_inverse=True)
+        if len(self) * self.chunk < systems.numel() * data.n_times:
+            z, params = self[torch.arange(len(self), device=systems.device)]
+            return Windows(Trajectories(data.t[:self.chunk], z, params, data.meta, data.source), self.chunk)
+        if systems.numel() == data.n_systems:
             return self
-        z, params = self[torch.arange(len(self), device=self.system_index.device)]
-        return Windows(Trajectories(self.data.t[:self.chunk], z, params, self.data.meta, self.data.source), self.chunk)
+        kept = Windows(Trajectories(data.t, data.z[systems], {k: v[systems] for k, v in data.params.items()},
+                                    data.meta, data.source), self.chunk)
+        kept.system_index, kept.start_index = inverse, self.start_index
+        return kept
 
     def batches(self, batch_size: int, generator: torch.Generator | None = None):
         """Index tensors covering every window once, shuffled by ``generator`` (in order if None)."""

@@ -197,34 +197,33 @@ def finite_weights(model: nn.Module) -> bool:
                if value.is_floating_point())
 
 
-def diverged_error(step: TrainingStep, epoch: int, config: Any, files: Any, windows: Any, data_path: str,
+def diverged_error(step: TrainingStep, epoch: int, config: Any, files: Any, largest: float, data_path: str,
                    what: str) -> TrainingDiverged:
-    """The one-line error for a run (its ``step``, the ``epoch`` its ``files.last`` holds, its windows) that
-    stopped being finite, naming the likely cause (:func:`_likely_cause`)."""
+    """The one-line error for a run (its ``step``, the ``epoch`` its ``files.last`` holds, the largest |value|
+    of its data file) that stopped being finite, naming the likely cause (:func:`_likely_cause`)."""
     kept = (f"kept {files.last} (epoch {epoch}) and {files.best.name}, the last finite checkpoints" if epoch
             else f"kept {files.last} (epoch 0, the initial weights: no epoch completed)")
-    return TrainingDiverged(f"training diverged: {what}; {_likely_cause(step, config, windows, data_path)}; {kept}")
+    return TrainingDiverged(f"training diverged: {what}; {_likely_cause(step, config, largest, data_path)}; {kept}")
 
 
-def _likely_cause(step: TrainingStep, config: Any, windows: Any, data_path: str) -> str:
+def _likely_cause(step: TrainingStep, config: Any, largest: float, data_path: str) -> str:
     """What to change, from what was measured. Data whose squares overflow the training dtype make the
     loss infinite whatever the settings, and so does a kernel bound beyond the dtype's range (``c tanh(x
     / c)`` is then inf times 0): those are named first. A loss that is not finite before the optimiser
     took any step comes from the initial model on this data, not from the step size; after steps, the
     step size (``--lr``) is the likely cause."""
     dtype = DTYPES[config.dtype]
-    largest = float(windows.data.z.abs().max())
     bound = config.model.kernel_bound
     if largest > math.sqrt(torch.finfo(dtype).max):
         wider = config.dtype == "float32" and largest <= math.sqrt(torch.finfo(torch.float64).max)
-        return (f"{data_path} holds values up to |z| = {largest:.3g}, whose squares overflow {config.dtype}; "
+        return (f"{data_path} holds values up to {largest:.3g}, whose squares overflow {config.dtype}; "
                 + ("train with --dtype float64 or rescale the data" if wider else "rescale the data"))
     if bound is not None and bound > torch.finfo(dtype).max:
         return (f"the kernel bound {bound:g} is beyond {config.dtype}'s range ({torch.finfo(dtype).max:.3g}), so the "
                 "kernel inputs become inf times 0; use --kernel-bound auto or a smaller number")
     if step.scheduler.last_epoch == 0:
         return ("the initial weights already give it, before any optimiser step, so the learning rate is not the "
-                f"cause; check the data's scale (|z| up to {largest:.3g}) and the model's settings")
+                f"cause; check the data's scale (values up to {largest:.3g}) and the model's settings")
     # many sub-steps per window make early gradients large: warm-up and clipping are what steadied them
     unsteady = config.substeps != 1 and not (config.warmup and config.clip_grad)
     steadier = ", or warm up and clip (--warmup 0.05 --clip-grad 1)" if unsteady else ""

@@ -343,16 +343,17 @@ class StartedRun:
     monitor: Monitor | None = None
     last_epoch: int = 0
     created: bool = False
+    largest: float = math.nan  # the data file's largest |value|, for the divergence message
 
     def diverged(self, what: str) -> TrainingDiverged:
-        return diverged_error(self.run.step, self.run.epoch, self.config, self.files, self.train_windows,
+        return diverged_error(self.run.step, self.run.epoch, self.config, self.files, self.largest,
                               self.data_info["path"], what)
 
 
 def prepare_run(config, data_path, files, context, resume) -> StartedRun:
     """Everything before the run folder is touched (nothing is written): the data, the settings the data
     (or, resuming, the checkpoint) resolves, the checked step."""
-    data, train_windows, validation_windows, left_out, region = _prepare_data(config, data_path, context)
+    data, train_windows, validation_windows, left_out, region, largest = _prepare_data(config, data_path, context)
     config = dataclasses.replace(config, model=config.model.for_data(data))  # what it leaves to the data
     start = None  # the model of init_from, and its record; a resumed run continues from its own checkpoint
     if config.init_from is not None and not resume:
@@ -378,7 +379,7 @@ def prepare_run(config, data_path, files, context, resume) -> StartedRun:
     if rollout_model(data) is not None:
         data_info["rollout"] = {"model": rollout_model(data), "diverged_left_out": len(left_out)}
     windows = train_windows.compact(), tuple(w and w.compact() for w in validation_windows)  # the file is freed
-    return StartedRun(run, config, files, *windows, data_info)
+    return StartedRun(run, config, files, *windows, data_info, largest=largest)
 
 
 def open_run(started: StartedRun, context, resume, run_settings, stop_after_epochs, held: contextlib.ExitStack) -> None:
@@ -411,8 +412,8 @@ def _load_initial_weights(model: nn.Module, config: TrainConfig, start: nn.Modul
 
 def _prepare_data(config: TrainConfig, data_path: Path, context: Context):
     """The data in the training dtype, its training and validation windows, all checked, how many
-    diverged systems of a rollout file (``config.allow_rollout``) were left out, and the training
-    systems' region (:func:`hamnet.region.data_region`)."""
+    diverged systems of a rollout file (``config.allow_rollout``) were left out, the training
+    systems' region (:func:`hamnet.region.data_region`) and the file's largest |value|."""
     data, left_out = ground_truth(load_trajectories(data_path), allow_rollout=config.allow_rollout,
                                   flag="--allow-rollout (allow_rollout=True in TrainConfig)", use="training data")
     check_compatible(config.model, data, str(data_path))
@@ -440,7 +441,7 @@ def _prepare_data(config: TrainConfig, data_path: Path, context: Context):
             raise ValueError(f"select='rollout' rolls the validation systems out {steps} steps: it needs validation "
                              f"systems (--validation > 0) and select_steps below the data's {data.n_times} states")
         selection = Windows(data, steps + 1, split.validation, config.validation_windows, seed=config.seed)
-    return data, train_windows, (validation_windows, selection), left_out, region
+    return data, train_windows, (validation_windows, selection), left_out, region, largest
 
 
 def end_epoch(started: StartedRun, train_loss: float, seconds: float, context: Context) -> dict[str, Any]:

@@ -110,8 +110,13 @@ def test_compact_windows_are_the_same_windows_without_the_file(springs_file):
     assert torch.equal(z, their_z) and params.keys() == their_params.keys()
     assert all(torch.equal(params[key], their_params[key]) for key in params)
     assert compact.data.meta == data.meta
-    every = Windows(data, chunk=5, systems=torch.tensor([1, 3]))  # all 18 windows: 90 states, more than 26
-    assert every.compact() is every
+    every = Windows(data, chunk=5, systems=torch.tensor([1, 3]))  # all 18 windows: 90 states, more than 26...
+    kept, everything = every.compact(), torch.arange(18)
+    assert kept.data.n_systems == 2 and kept.data.n_times == data.n_times  # ...so their 2 systems' trajectories
+    (z, params), (their_z, their_params) = kept[everything], every[everything]
+    assert torch.equal(z, their_z) and all(torch.equal(params[key], their_params[key]) for key in params)
+    whole = Windows(data, chunk=5)
+    assert whole.compact() is whole  # every system of the file: nothing to drop
 
 
 def test_splits_are_disjoint_seeded_and_by_system():
@@ -352,7 +357,7 @@ def test_non_finite_values_leave_the_last_finite_checkpoints(springs_file, tmp_p
 
 
 @pytest.mark.parametrize("scale, error, message", [
-    (1e30, TrainingDiverged, r"the training loss is (nan|inf) in epoch 1, batch 1; \S+ holds values up to \|z\| = "
+    (1e30, TrainingDiverged, r"the training loss is (nan|inf) in epoch 1, batch 1; \S+ holds values up to "
      r"1e\+30, whose squares overflow float32; train with --dtype float64 or rescale the data; kept .*last\.pt "
      r"\(epoch 0, the initial weights: no epoch completed\)$"),
     (1e300, ValueError, r"holds values up to 1e\+300, beyond float32's range; train with --dtype float64$"),
