@@ -27,7 +27,8 @@ ones (``nbody_peers.py --scale full``'s files), over at most 18,000 windows an e
 * ``coupled10`` (charged set only): ``coupled4``'s first phase with 10 sub-steps per frame interval, the
   step that resolves more of a close encounter; the row "coupled recipe" takes, per seed, whichever of
   ``coupled10`` and ``coupled4``'s three phases has the lowest validation rollout error (both trained;
-  each score records its phase's figure, so the choice needs no run folder);
+  each score records its phase's figure, so the choice needs no run folder; scores from before that
+  record read their run's metrics);
 * ``auto`` (shown as ``substeps10``): 10 sub-steps, what ``--substeps auto`` chose when it took a tenth
   of the closest approaches' time scale (it now takes a quarter: 4 on the charged set, 5 on the gravity
   set), warm-up and clipping, ``best.pt`` picked by the position MSE of the validation trajectories

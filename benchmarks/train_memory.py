@@ -201,7 +201,8 @@ def main() -> None:
         rows.append({"network": label, "flags": flags, **runs, "after_fixed_mmap_threshold": fixed})
     results = {
         "command": f"OMP_NUM_THREADS=1 python benchmarks/train_memory.py --before {codes['before'][0]} --after "
-                   f"{codes['after'][0]} --repeats {args.repeats}",
+                   f"{codes['after'][0]} --repeats {args.repeats}" + ("" if windows is None else
+                   f" --reference {args.reference} --oil {args.oil} --reference-python {args.reference_python}"),
         "commits": {side: commit for side, (commit, _) in codes.items()},
         "reference_windows": None if windows is None else windows.name,
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, shared with two training processes (memory is "
@@ -253,11 +254,12 @@ def markdown(results: dict) -> list[str]:
             reference = min(run["max_rss_bytes"] for run in row["reference"])
             lines.append(f"  The reference trainer: {gib(reference)} GiB; hamnet train after is "
                          f"{100 * (after / reference - 1):+.1f}% against it.")
+    state = 2 * 6 * 2 * 4  # bytes of one float32 state of springs N = 6 in 2D
     lines += ["", "The columns after the max RSS are hamnet's own sampling; the reference's run reports its max RSS "
-              "only. hamnet train reads the whole trajectory file (checked, split, its region, sub-steps and kernel "
-              "bound decided from it), then trains on a compact copy of its windows' states (`Windows.compact`), so "
-              "the file's float32 copy (0.18 GiB here) is freed before the first batch; the reference reads a file "
-              "of its 3000 windows."]
+              "only. hamnet train reads the whole trajectory file (checked and split; the region from the training "
+              "systems, sub-steps and kernel bound from the training windows), then trains on a compact copy of its "
+              f"windows' states (`Windows.compact`), so the file's float32 copy ({gib(4000 * 501 * state)} GiB) is "
+              "freed before the first batch; the reference reads a file of its 3000 windows."]
     lines += ["", f"Context: the issue measured whole three-epoch runs at width 128 on springs at paper scale before "
               f"this benchmark: `hamnet train` {issue['hamnet_train_gib']} GiB, the reference trainer "
               f"{issue['reference_trainer_gib']} GiB.", ""]
