@@ -291,6 +291,11 @@ def frame_recipe_papers_data_charged() -> list[str]:
     return _frame_recipe("egnn-charged5", "frame_recipe_papers_data.json")
 
 
+@table
+def frame_recipe_papers_data_gravity() -> list[str]:
+    return _frame_recipe("segno-gravity5", "frame_recipe_papers_data.json")
+
+
 def _long_horizon(protocol: str) -> list[str]:
     """10,000 steps from the test states (long_horizon.py): position MSE, the true energy's change (median over
     systems) and the momenta's largest change, mean ± standard deviation over the seeds."""
@@ -488,17 +493,28 @@ def headline() -> list[str]:
          _nbody_headline(code),
          "SEGNO's own code " + " / ".join(sci(code["summary"][p]["segno"]["1000"]["mean"])
                                           for p in ("segno-gravity5", "egnn-charged5"))],
-        _papers_data_headline(code),
+        *_papers_data_headlines(code),
     ])
 
 
-def _papers_data_headline(code: dict) -> list[str]:
-    """The coupled recipe at the papers' data sizes on the charged set (frame_recipe.py --scale papers-data)."""
-    entry = result("frame_recipe_papers_data.json")["table"]["egnn-charged5"]["coupled4 recipe"]
-    return ["N-body, the papers' data (3000 training, 2000 test trajectories), EGNN's charged set: position MSE "
-            "at 1000 / 1500 / 2000 steps", f"{' / '.join(spread(entry))} (HLieConv SE(3) 64x3, frame recipe, "
-            f"coupled by charge, {len(entry['seeds'])} seeds)",
-            "SEGNO published " + " / ".join(sci(v) for v in code["published"]["egnn-charged5"]["SEGNO"])]
+#: the papers' data (frame_recipe.py --scale papers-data): set, its name, the recipe's row the README quotes
+PAPERS_DATA_ROWS = (("egnn-charged5", "EGNN's charged set", "coupled4 recipe"),
+                    ("segno-gravity5", "SEGNO's gravity set", "steady4 recipe"))
+
+
+def _papers_data_headlines(code: dict) -> list[list[str]]:
+    """The frame recipe at the papers' data sizes, a line per set measured on three seeds."""
+    table = result("frame_recipe_papers_data.json")["table"]
+    lines = []
+    for protocol, name, row in PAPERS_DATA_ROWS:
+        entry = table.get(protocol, {}).get(row)
+        if entry is None or len(entry["seeds"]) < 3:
+            continue
+        lines.append([f"N-body, the papers' data (3000 training, 2000 test trajectories), {name}: position MSE at "
+                      "1000 / 1500 / 2000 steps", f"{' / '.join(spread(entry))} ({RECIPE_CHAIN[row]}, 64x3, "
+                      f"{len(entry['seeds'])} seeds)",
+                      "SEGNO published " + " / ".join(sci(v) for v in code["published"][protocol]["SEGNO"])])
+    return lines
 
 
 def _springs_long_headline() -> list[str]:
