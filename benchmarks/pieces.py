@@ -49,10 +49,12 @@ from hamnet.diagnostics import conservation_report
 from hamnet.evaluation import evaluate
 from hamnet.io import Trajectories, load_trajectories, save_trajectories
 from hamnet.paths import atomic_path
+from hamnet.provenance import file_sha256
 from hamnet.protocols import Protocol, check_protocol, generate_protocol
 from hamnet.rollouts import Rollout, RolloutError, rollout_systems
 from hamnet.simulation import generate
 from hamnet.training import TrainConfig, train
+from hamnet.version import __version__
 
 
 def run_script(main: Callable[[], None]) -> None:
@@ -490,6 +492,31 @@ def extract(peer: Peer, checkout: Path, commit: str, work: Path) -> Path:
 
 
 # -- data -------------------------------------------------------------------------------------------------
+
+def windows_file(folder: Path, source: Path, n_windows: int, seed: int, chunk: int) -> Path:
+    """Training windows chosen once, for a trainer that reads windows (the reference's): ``n_windows``
+    distinct systems of ``source`` (seeded), one window of ``chunk`` states each at a random start, as a
+    trajectory file whose systems are the windows (times ``0, dt, ...``); the choice is recorded in its meta."""
+    path = folder / f"windows{n_windows}_chunk{chunk}_seed{seed}_of_{file_sha256(source)[:12]}.npz"
+    if path.exists():
+        return path
+    folder.mkdir(parents=True, exist_ok=True)
+    data = load_trajectories(source)
+    if n_windows > data.n_systems:
+        raise ValueError(f"{n_windows} windows need as many training systems (one window each, as the reference's "
+                         f"data has), but {source} holds {data.n_systems}")
+    generator = torch.Generator().manual_seed(seed)
+    systems = torch.randperm(data.n_systems, generator=generator)[:n_windows].sort().values
+    starts = torch.randint(0, data.n_times - chunk + 1, (n_windows,), generator=generator)
+    times = starts.unsqueeze(-1) + torch.arange(chunk)
+    meta = {key: data.meta[key] for key in ("system", "system_settings", "dt")} | {
+        "hamnet_version": __version__, "windows_of": source.name, "windows_of_sha256": file_sha256(source),
+        "window_seed": seed, "window_systems": systems.tolist(), "window_starts": starts.tolist()}
+    windows = Trajectories(torch.arange(chunk, dtype=torch.float64) * float(data.meta["dt"]),
+                           data.z[systems.unsqueeze(-1), times], {k: v[systems] for k, v in data.params.items()}, meta)
+    save_trajectories(path, windows)
+    return path
+
 
 def protocol_file(data: Path, protocol: Protocol, split: str, n_systems: int) -> Path:
     """nbody_peers.py's cached split (its name holds every generation parameter), generated on first use."""

@@ -97,7 +97,7 @@ from hamnet.systems import make_system
 sys.path.insert(0, str(Path(__file__).parent))
 # the benchmarks' shared helpers; the scales and hamnet's cached training are the ablations' too
 from pieces import (SCALES, Scale, hamnet_config, hamnet_flags, run_script, train_hamnet,  # noqa: E402
-                    write_result_files)
+                    windows_file, write_result_files)
 
 HERE = Path(__file__).resolve().parent
 ADAPTER = HERE / "reference_adapter.py"
@@ -128,32 +128,6 @@ def data_file(folder: Path, n_systems: int, steps: int, seed: int) -> Path:
         system = make_system(SYSTEM, n_particles=N_PARTICLES, dim=DIM)
         save_trajectories(path, generate(system, n_systems=n_systems, steps=steps, dt=DT, seed=seed))
         logging.info("generated %s", path.name)
-    return path
-
-
-def windows_file(folder: Path, source: Path, n_windows: int, seed: int) -> Path:
-    """The training windows both sides train on, chosen once: ``n_windows`` distinct systems of
-    ``source`` (seeded), one window of ``CHUNK`` states each at a random start, as a trajectory file
-    whose systems are the windows (times ``0, dt, ...``); the choice is recorded in its meta."""
-    path = folder / f"windows{n_windows}_chunk{CHUNK}_seed{seed}_of_{sha256(source)[:12]}.npz"
-    if path.exists():
-        return path
-    folder.mkdir(parents=True, exist_ok=True)
-    data = load_trajectories(source)
-    if n_windows > data.n_systems:
-        raise ValueError(f"{n_windows} windows need as many training systems (one window each, as the reference's "
-                         f"data has), but {source} holds {data.n_systems}")
-    generator = torch.Generator().manual_seed(seed)
-    systems = torch.randperm(data.n_systems, generator=generator)[:n_windows].sort().values
-    starts = torch.randint(0, data.n_times - CHUNK + 1, (n_windows,), generator=generator)
-    times = starts.unsqueeze(-1) + torch.arange(CHUNK)
-    dt = float(data.meta["dt"])
-    meta = {key: data.meta[key] for key in ("system", "system_settings", "dt")} | {
-        "hamnet_version": __version__, "windows_of": source.name, "windows_of_sha256": sha256(source),
-        "window_seed": seed, "window_systems": systems.tolist(), "window_starts": starts.tolist()}
-    windows = Trajectories(torch.arange(CHUNK, dtype=torch.float64) * dt, data.z[systems.unsqueeze(-1), times],
-                           {k: v[systems] for k, v in data.params.items()}, meta)
-    save_trajectories(path, windows)
     return path
 
 
@@ -542,7 +516,7 @@ def main() -> None:
     root = args.work / args.scale
     train_path = args.train_data or data_file(root / "data", scale.train_systems, scale.steps, TRAIN_DATA_SEED)
     test_path = args.test_data or data_file(root / "data", scale.test_systems, scale.steps, TEST_DATA_SEED)
-    windows = windows_file(root / "data", train_path, scale.windows, WINDOW_SEED)
+    windows = windows_file(root / "data", train_path, scale.windows, WINDOW_SEED, CHUNK)
     folder = root / f"{windows.stem}_test{sha256(test_path)[:12]}"
     runs, scores = folder / "runs", folder / f"scores_{args.rollout_method or 'default'}"
     command = folder / "command.json"

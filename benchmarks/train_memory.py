@@ -20,8 +20,8 @@ With ``--reference PATH --oil PATH --reference-python PY`` (the checkouts and en
 ``reference_side_by_side.py``'s docstring), each network's repeats also run the reference's own trainer
 whole (``reference_adapter.py``'s ``train`` job: its HLieResNet of the same width and depth, SO(2), its
 trainer, rk4 loss, Adam and schedule; 3 epochs, batch 200, lr 1e-3) in a fresh process under
-``/usr/bin/time -v``, on 3000 windows of the same file (``reference_side_by_side.windows_file``: the
-reference reads a file of its windows, hamnet the whole trajectory file).
+``/usr/bin/time -v``, on 3000 windows of the same file, chosen as ``reference_side_by_side.py`` chooses
+them (``pieces.windows_file``: the reference reads a file of its windows, hamnet the whole trajectory file).
 Writes results/train_memory.{json,md}.
 """
 
@@ -46,8 +46,7 @@ from hamnet.simulation import generate
 from hamnet.systems import make_system
 
 sys.path.insert(0, str(Path(__file__).parent))
-from pieces import write_result_files  # noqa: E402  (benchmarks are scripts, not a package)
-from reference_side_by_side import WINDOW_SEED, windows_file  # noqa: E402
+from pieces import windows_file, write_result_files  # noqa: E402  (benchmarks are scripts, not a package)
 
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / "benchmarks" / "work" / "train_memory"
@@ -58,6 +57,8 @@ GIB = 2**30
 NETWORKS = (("HLieConv SO(2) 128x4", ["--width", "128", "--depth", "4"]),
             ("HLieConv SO(2) 32x2", ["--width", "32", "--depth", "2"]))
 EPOCHS, BATCH, LR, WINDOWS = 3, 200, 1e-3, 3000
+#: the reference's windows: as reference_side_by_side.py chooses them
+CHUNK, WINDOW_SEED = 5, 0
 TRAINING = ["--model", "hlieconv", "--group", "SO2", "--epochs", str(EPOCHS), "--batch-size", str(BATCH), "--lr",
             f"{LR:g}", "--max-windows", str(WINDOWS), "--method", "rk4", "--quiet"]
 ADAPTER = ROOT / "benchmarks" / "reference_adapter.py"
@@ -186,7 +187,7 @@ def main() -> None:
     if args.reference and not TIME.exists():
         parser.error(f"the reference's peak is read from {TIME} -v, which this machine lacks")
     data = data_file()
-    windows = windows_file(WORK, data, WINDOWS, WINDOW_SEED) if args.reference else None
+    windows = windows_file(WORK, data, WINDOWS, WINDOW_SEED, CHUNK) if args.reference else None
     codes = {"before": exported(args.before), "after": exported(args.after)}
     started = time.perf_counter()
     rows = []

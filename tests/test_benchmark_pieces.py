@@ -103,3 +103,28 @@ def test_no_benchmark_script_imports_another_and_the_index_lists_every_one():
     missing = [path.name for path in sorted(BENCHMARKS.glob("*")) if path.suffix in (".py", ".sh")
                and f"`{path.name}`" not in index]
     assert not missing, f"benchmarks/README.md does not list {missing}"
+
+
+def test_a_windows_file_holds_one_window_of_each_chosen_system(tmp_path):
+    """The windows a window-reading trainer (the reference's) gets: distinct systems, the source's own
+    states, the choice in the meta; more windows than systems refused."""
+    import pytest
+    import torch
+
+    from hamnet.io import load_trajectories, save_trajectories
+    from hamnet.simulation import generate
+    from hamnet.systems import Springs
+    from pieces import windows_file
+
+    source = tmp_path / "springs.npz"
+    save_trajectories(source, generate(Springs(n_particles=3), n_systems=8, steps=9, dt=0.01, seed=0))
+    path = windows_file(tmp_path / "w", source, 5, seed=2, chunk=4)
+    windows, data = load_trajectories(path), load_trajectories(source)
+    systems, starts = windows.meta["window_systems"], windows.meta["window_starts"]
+    assert windows.z.shape[:2] == (5, 4) and len(set(systems)) == 5
+    for i, (system, start) in enumerate(zip(systems, starts)):
+        assert torch.equal(windows.z[i], data.z[system, start:start + 4])
+        assert torch.equal(windows.params["k"][i], data.params["k"][system])
+    assert windows_file(tmp_path / "w", source, 5, seed=2, chunk=4) == path  # made once
+    with pytest.raises(ValueError, match="9 windows need as many training systems"):
+        windows_file(tmp_path / "w", source, 9, seed=2, chunk=4)
