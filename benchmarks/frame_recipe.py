@@ -297,14 +297,16 @@ CHOICES = {"steady4 recipe": ("steady4+long", "steady4+long+longer"),
            "coupled recipe": ("coupled4", "coupled4+long", "coupled4+long+longer", "coupled10")}
 
 
-def validation_error(work: Path, result: dict) -> float:
+def validation_error(work: Path, result: dict) -> float | None:
     """A phase's lowest finite validation rollout error: recorded in its score, or read from its run's metrics
-    (scores from before the record)."""
+    (scores from before the record); None where neither is left."""
     if "validation_rollout" in result:
         return float(result["validation_rollout"])
     (recipe,) = recipes_of(result["row"])
-    run = work / "runs" / f"{result['protocol']}_{recipe}_seed{result['seed']}" / result["row"]
-    return best_rollout_error([json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()])
+    metrics = work / "runs" / f"{result['protocol']}_{recipe}_seed{result['seed']}" / result["row"] / "metrics.jsonl"
+    if not metrics.exists():
+        return None
+    return best_rollout_error([json.loads(line) for line in metrics.read_text().splitlines()])
 
 
 def chosen_by_validation(work: Path, own: list[dict]) -> list[dict]:
@@ -316,7 +318,12 @@ def chosen_by_validation(work: Path, own: list[dict]) -> list[dict]:
         for protocol, seed in sorted({(p, s) for p, phase, s in scored if phase == phases[-1]}):
             if not all((protocol, phase, seed) in scored for phase in phases):
                 continue
-            phase = min(phases, key=lambda phase: validation_error(work, scored[(protocol, phase, seed)]))
+            errors = {phase: validation_error(work, scored[(protocol, phase, seed)]) for phase in phases}
+            if None in errors.values():  # a score from before the record whose run folder is gone
+                logging.info("%s seed %d: no validation figure for %s, so no %r", protocol, seed,
+                             ", ".join(phase for phase, error in errors.items() if error is None), row)
+                continue
+            phase = min(errors, key=errors.get)
             chosen.append({**scored[(protocol, phase, seed)], "row": row, "chosen_phase": phase})
     return chosen
 

@@ -184,6 +184,9 @@ def main() -> None:
     given = [args.reference, args.oil, args.reference_python]
     if any(given) and not all(given):
         parser.error("--reference, --oil and --reference-python go together")
+    missing = [str(path) for path in given if path is not None and not path.exists()]
+    if missing:
+        parser.error(f"no such file or folder: {', '.join(missing)} (see reference_side_by_side.py's docstring)")
     if args.reference and not TIME.exists():
         parser.error(f"the reference's peak is read from {TIME} -v, which this machine lacks")
     data = data_file()
