@@ -1,7 +1,8 @@
 """The optimiser step of training: Adam, a learning-rate schedule with optional warm-up, gradient clipping.
 
 Note to the reader: :class:`TrainingStep` is what :func:`hamnet.training.train` applies to every batch of
-windows, public so that benchmarks time exactly it. The schedule is a cosine decay of the learning rate
+windows, public so that benchmarks time exactly it; :class:`RunState` is it with the rest of what a run
+checkpoints. The schedule is a cosine decay of the learning rate
 to 0 over all steps; with ``warmup`` the first fraction of those steps instead rises linearly from
 ``lr / warmup_steps`` to ``lr`` and the cosine runs over the rest. Warm-up and clipping are for
 training that integrates many steps per window (``substeps``), where early gradients through the
@@ -20,16 +21,20 @@ import dataclasses
 import logging
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from .checkpoint import CheckpointError
 from .loss import WindowLoss
 from .models import build_model
+from .runs import checkpoint_epoch
 
 __all__ = ["DTYPES", "COMPILE_CHOICES", "COMPILE_MEASURED_STEPS", "COMPILE_PAYS_STEPS", "NonFiniteLoss",
-           "TrainingDiverged", "TrainingStep", "checked_step", "compile_choice", "diverged_error", "learning_rate_factor"]
+           "RunState", "TrainingDiverged", "TrainingStep", "checked_step", "compile_choice", "diverged_error", "learning_rate_factor"]
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +160,67 @@ class TrainingStep:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.clip_grad)
         self.optimizer.step()
         self.scheduler.step()
+
+    def roll_back(self, state: dict[str, Any], factor: float = 0.5) -> None:
+        """Go back to the weights and Adam state of a checkpoint's ``state``, the schedule staying where it is
+        and every learning rate, now and for the rest of the run, times ``factor``."""
+        rates = [group["lr"] * factor for group in self.optimizer.param_groups]
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        for group, rate in zip(self.optimizer.param_groups, rates):
+            group["lr"] = rate
+        self.scheduler.base_lrs = [rate * factor for rate in self.scheduler.base_lrs]
+        self.scheduler._last_lr = rates  # what get_last_lr() reports until the next step
+
+
+@dataclass
+class RunState:
+    """Everything one training run updates: its step (model, optimiser, schedule), shuffling, progress;
+    and ``init_from``, what it records of the checkpoint it started from (None: fresh weights)."""
+
+    step: TrainingStep
+    shuffle: torch.Generator
+    epoch: int = 0
+    best: float = math.inf
+    init_from: dict | None = None
+    lowest: float = math.inf  # the lowest validation window MSE, what config.rollback compares with
+
+    @property
+    def model(self) -> nn.Module:
+        return self.step.model
+
+    @property
+    def optimizer(self) -> torch.optim.Optimizer:
+        return self.step.optimizer
+
+    @property
+    def scheduler(self) -> torch.optim.lr_scheduler.LRScheduler:
+        return self.step.scheduler
+
+    def state(self, config: Any, data_info: dict) -> dict[str, Any]:
+        """The checkpoint contents (see :mod:`hamnet.checkpoint`)."""
+        return {"model_config": dataclasses.asdict(config.model), "train_config": config.as_dict(),
+                "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "epoch": self.epoch, "best_validation": self.best,
+                "lowest_validation": self.lowest,
+                "rng": {"shuffle": self.shuffle.get_state()}, "data": data_info,
+                **({"init_from": self.init_from} if self.init_from is not None else {})}
+
+    def restore(self, state: dict[str, Any], path: Path) -> None:
+        """Continue from a checkpoint read from ``path``; a malformed one is a CheckpointError naming it."""
+        epoch = checkpoint_epoch(state, path)
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            self.shuffle.set_state(state["rng"]["shuffle"])
+            self.best = float(state["best_validation"])
+            self.lowest = float(state.get("lowest_validation", math.inf))  # absent before rollback existed
+            self.init_from = state.get("init_from")
+        except (KeyError, TypeError, ValueError, RuntimeError) as error:
+            raise CheckpointError(f"{path}: malformed checkpoint, cannot continue from it "
+                                  f"({type(error).__name__}: {str(error).splitlines()[0]})") from error
+        self.epoch = epoch
 
 
 def checked_step(config: Any, dt: float, total_steps: int, batch: tuple, *, device: str | torch.device,

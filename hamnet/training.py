@@ -12,7 +12,8 @@ written at epoch 0, before training, then every epoch; ``best.pt`` holds the low
 Resuming restores model, optimiser, scheduler, epoch and random states, so an interrupted run ends
 with bitwise the same weights as an uninterrupted one (on CPU). A loss or weights that stop being
 finite end the run at once (:class:`TrainingDiverged`) with ``last.pt`` and ``best.pt`` as the last
-finite epoch left them: no checkpoint ever holds non-finite weights.
+finite epoch left them: no checkpoint ever holds non-finite weights. With ``TrainConfig.rollback`` such
+an epoch, or one whose validation MSE jumps, is undone instead (:meth:`TrainingStep.roll_back`).
 
 Distributed: under ``torchrun --nproc_per_node=K`` each process takes a contiguous K-th of every
 global batch and the loss is scaled so the averaged gradient is that of the global batch; how the
@@ -38,7 +39,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from .checkpoint import (CheckpointError, checkpoint_provenance, load_checkpoint, locate_checkpoint,
+from .checkpoint import (checkpoint_provenance, load_checkpoint, locate_checkpoint,
                          model_from_checkpoint, save_checkpoint)
 from .data import DEFAULT_CHUNK, Windows, split_systems
 from .distributed import Context, close_distributed, distributed_context, finite_everywhere, on_main
@@ -48,13 +49,13 @@ from .loss import check_weight_floor, to_device, window_mse
 from .config import check_field_types, config_from_dict
 from .models import MODELS, ModelConfig, build_model, check_compatible
 from .monitor import Monitor, MonitorSettings, check_tensorboard
-from .optimisation import (COMPILE_CHOICES, DTYPES, NonFiniteLoss, TrainingDiverged, TrainingStep, checked_step,
-                           diverged_error, finite_weights)
+from .optimisation import (COMPILE_CHOICES, DTYPES, NonFiniteLoss, RunState, TrainingDiverged,
+                           checked_step, diverged_error, finite_weights)
 from .run_settings import DEFAULT_KERNEL_BOUND_FACTOR, with_kernel_bound, with_substeps
 from .provenance import data_kind, file_sha256, ground_truth, rollout_model
 from .region import data_region
 from .rollouts import default_method
-from .runs import (RunFiles, append_metrics, checkpoint_epoch, claim, locked,
+from .runs import (RunFiles, append_metrics, claim, locked,
                    make_run_folder, truncate_metrics, write_json, write_text)
 from .settings_file import RunSettings, settings_text
 
@@ -103,6 +104,10 @@ class TrainConfig:
     (None: their whole length) from their states at ``validation_windows`` seeded starts.
     ``weight_floor``: None, or f in (0, 1]: each particle's error weighed by the inverse of its own force in a
     window, floored at f**2 times the window's mean (:class:`hamnet.loss.WindowLoss`); validation is unweighted.
+    ``rollback``: None, or r > 1: an epoch whose validation window MSE is more than r times the lowest so far,
+    or not finite, or whose training loss or weights stop being finite, is undone (weights and Adam's state as
+    ``last.pt`` held them, every learning rate halved for the rest of the run; the epoch still counts, its
+    metrics say ``rolled_back``) instead of ending the run; in an ensemble a non-finite batch still ends its member.
     ``compile``: the step through ``torch.compile`` (``"on"``; the eager numbers to float32 round-off), eagerly
     (``"off"``) or ``"auto"``, resolved when the run starts (:func:`hamnet.optimisation.checked_step`).
     """
@@ -130,6 +135,7 @@ class TrainConfig:
     select_steps: int | None = None
     compile: str = "off"
     weight_floor: float | None = None
+    rollback: float | None = None
 
     def __post_init__(self) -> None:
         check_field_types(self, "train config")  # a dict for the model becomes a ModelConfig
@@ -169,6 +175,10 @@ class TrainConfig:
             raise ValueError(f"select_steps must be a positive number of steps, with select='rollout'; got "
                              f"{self.select_steps} with select={self.select!r} (--select-steps)")
         check_weight_floor(self.weight_floor)
+        if self.rollback is not None and not (self.rollback > 1 and math.isfinite(self.rollback)
+                                              and self.validation > 0):
+            raise ValueError(f"rollback must be a finite factor > 1, with validation systems (--validation > 0), or "
+                             f"None; got {self.rollback} with validation {self.validation} (--rollback)")
         if self.compile not in COMPILE_CHOICES:
             raise ValueError(f"compile must be one of {', '.join(COMPILE_CHOICES)}, got {self.compile!r} (--compile)")
         if self.kernel_bound_factor is not None and not (math.isfinite(self.kernel_bound_factor)
@@ -189,7 +199,7 @@ class TrainConfig:
         return config_from_dict(cls, values, "train config")
 
 
-def _open_run(files: RunFiles, run: "_Run", config: TrainConfig, data_info: dict, resume: bool,
+def _open_run(files: RunFiles, run: RunState, config: TrainConfig, data_info: dict, resume: bool,
               held: contextlib.ExitStack, settings: RunSettings) -> tuple[bool, bool]:
     """Main rank: create and lock the run folder (the lock joins ``held``), decide where the run
     starts and write its first files. Returns whether the run resumes a checkpoint and whether this
@@ -208,7 +218,7 @@ def _open_run(files: RunFiles, run: "_Run", config: TrainConfig, data_info: dict
         raise
 
 
-def _write_start(files: RunFiles, run: "_Run", config: TrainConfig, data_info: dict, settings: RunSettings, *,
+def _write_start(files: RunFiles, run: RunState, config: TrainConfig, data_info: dict, settings: RunSettings, *,
                  fresh: bool) -> None:
     """The run's first writes.
 
@@ -267,53 +277,6 @@ def train(config: TrainConfig, data_path: str | os.PathLike, run_dir: str | os.P
         close_distributed(context, succeeded=succeeded)
 
 
-@dataclass
-class _Run:
-    """Everything one training run updates: its step (model, optimiser, schedule), shuffling, progress;
-    and ``init_from``, what it records of the checkpoint it started from (None: fresh weights)."""
-
-    step: TrainingStep
-    shuffle: torch.Generator
-    epoch: int = 0
-    best: float = math.inf
-    init_from: dict | None = None
-
-    @property
-    def model(self) -> nn.Module:
-        return self.step.model
-
-    @property
-    def optimizer(self) -> torch.optim.Optimizer:
-        return self.step.optimizer
-
-    @property
-    def scheduler(self) -> torch.optim.lr_scheduler.LRScheduler:
-        return self.step.scheduler
-
-    def state(self, config: TrainConfig, data_info: dict) -> dict[str, Any]:
-        """The checkpoint contents (see :mod:`hamnet.checkpoint`)."""
-        return {"model_config": dataclasses.asdict(config.model), "train_config": config.as_dict(),
-                "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(), "epoch": self.epoch, "best_validation": self.best,
-                "rng": {"shuffle": self.shuffle.get_state()}, "data": data_info,
-                **({"init_from": self.init_from} if self.init_from is not None else {})}
-
-    def restore(self, state: dict[str, Any], path: Path) -> None:
-        """Continue from a checkpoint read from ``path``; a malformed one is a CheckpointError naming it."""
-        epoch = checkpoint_epoch(state, path)
-        try:
-            self.model.load_state_dict(state["model"])
-            self.optimizer.load_state_dict(state["optimizer"])
-            self.scheduler.load_state_dict(state["scheduler"])
-            self.shuffle.set_state(state["rng"]["shuffle"])
-            self.best = float(state["best_validation"])
-            self.init_from = state.get("init_from")
-        except (KeyError, TypeError, ValueError, RuntimeError) as error:
-            raise CheckpointError(f"{path}: malformed checkpoint, cannot continue from it "
-                                  f"({type(error).__name__}: {str(error).splitlines()[0]})") from error
-        self.epoch = epoch
-
-
 def _train(config, data_path, files, context, resume, run_settings, stop_after_epochs):
     with contextlib.ExitStack() as held:  # the folder's lock (main rank), held until the run ends
         started = prepare_run(config, data_path, files, context, resume)
@@ -334,7 +297,7 @@ class StartedRun:
     epoch this call ends at, and whether this call created the folder); ``diverged(what)``, the error for
     a run that stops being finite. What :func:`hamnet.ensemble.train_ensemble` drives for each member."""
 
-    run: _Run
+    run: RunState
     config: TrainConfig
     files: RunFiles
     train_windows: Windows
@@ -373,7 +336,7 @@ def prepare_run(config, data_path, files, context, resume) -> StartedRun:
     first = to_device(train_windows[torch.arange(min(config.batch_size, len(train_windows)))], dtype, context.device)
     config, step = checked_step(config, dt, steps, first, device=context.device, model=model,
                                 processes=context.world_size)
-    run = _Run(step, torch.Generator().manual_seed(config.seed), init_from=start[1] if start else None)
+    run = RunState(step, torch.Generator().manual_seed(config.seed), init_from=start[1] if start else None)
     data_info = {"path": str(data_path), **data_kind(data), "dt": data.meta["dt"],
                  "n_train_windows": len(train_windows), "sha256": file_sha256(data_path), "region": region}
     if rollout_model(data) is not None:
@@ -451,17 +414,26 @@ def end_epoch(started: StartedRun, train_loss: float, seconds: float, context: C
     validation_windows, selection = started.validation
     scored = functools.partial(window_mse, run.model, dt=float(train_windows.data.meta["dt"]), method=config.method,
                                substeps=config.substeps, dtype=DTYPES[config.dtype])
-    validation = scored(validation_windows)["mse"] if validation_windows is not None else math.nan
-    if validation_windows is not None and not math.isfinite(validation):
+    finite = math.isfinite(train_loss) and finite_weights(run.model)
+    validation = scored(validation_windows)["mse"] if validation_windows is not None and finite else math.nan
+    undone = config.rollback is not None and (not finite or validation_windows is not None  # nan: undone
+                                              and not validation <= config.rollback * run.lowest)
+    if validation_windows is not None and not math.isfinite(validation) and not undone:
         raise started.diverged(f"the validation MSE is {validation} after epoch {run.epoch + 1}")
+    if undone:  # every rank reads the same last.pt
+        run.step.roll_back(load_checkpoint(files.last))
+        log.warning("epoch %d undone (training loss %.3g, validation MSE %.3g); the learning rate is halved",
+                    run.epoch + 1, train_loss, validation)
     # a rollout that leaves the data may not stay finite: that epoch is simply not the best
-    rolled = scored(selection, positions_only=True)["mse"] if selection is not None else None
-    score = validation if rolled is None else (rolled if math.isfinite(rolled) else math.inf)
+    rolled = scored(selection, positions_only=True)["mse"] if selection is not None and not undone else None
+    score = math.inf if undone else validation if rolled is None else (rolled if math.isfinite(rolled) else math.inf)
     run.epoch += 1
     improved = score < run.best
     run.best = min(run.best, score) if improved else run.best
+    run.lowest = run.lowest if undone else min(run.lowest, validation)
     metrics = {"epoch": run.epoch, "train_loss": train_loss, "validation_mse": validation,
                **({"validation_rollout_mse": rolled} if rolled is not None else {}),
+               **({"rolled_back": True} if undone else {}),
                "lr": run.scheduler.get_last_lr()[0], "seconds": round(seconds, 3),
                "windows_per_second": round(len(train_windows) / seconds, 1)}
     if context.is_main:
@@ -486,6 +458,7 @@ def _train_epoch(run, windows, config, context, monitor: Monitor,
     dtype = DTYPES[config.dtype]
     elements_per_window = (windows.chunk - 1) * math.prod(windows.data.z.shape[2:])
     total, count = 0.0, 0
+    undo = config.rollback is not None  # then end_epoch undoes an epoch that stopped being finite
     batches = windows.batches(config.batch_size, run.shuffle)
     for number, global_index in enumerate(monitor.batches(batches, run.epoch + 1), start=1):
         local_index = global_index.tensor_split(context.world_size)[context.rank]
@@ -497,11 +470,15 @@ def _train_epoch(run, windows, config, context, monitor: Monitor,
             batch_loss = run.step(z, params, scale=context.world_size / global_elements,
                                   finite=functools.partial(finite_everywhere, context=context))
         except NonFiniteLoss as error:
+            if undo:  # the schedule still takes the epoch's steps, so that it ends where it would have
+                for _ in range(math.ceil(len(windows) / config.batch_size) - number + 1):
+                    run.scheduler.step()
+                return math.nan
             value = error.loss if not math.isfinite(error.loss) else "not finite (in another process)"
             raise diverged(f"the training loss is {value} in epoch {run.epoch + 1}, batch {number}") from None
         total += batch_loss / context.world_size * global_elements
         count += global_elements
-    if not finite_weights(run.model):  # an overflowing gradient at the last step: the next loss would show it
+    if not finite_weights(run.model) and not undo:  # an overflowing gradient at the last step
         raise diverged(f"the weights are not finite after epoch {run.epoch + 1}")
     if context.world_size > 1:
         summed = torch.tensor([total], dtype=torch.float64, device=context.device)
@@ -510,7 +487,7 @@ def _train_epoch(run, windows, config, context, monitor: Monitor,
     return total / count
 
 
-def _save(path: Path, run: _Run, config: TrainConfig, data_info: dict) -> None:
+def _save(path: Path, run: RunState, config: TrainConfig, data_info: dict) -> None:
     """Write ``run``'s checkpoint to ``path`` atomically; never one whose weights are not finite."""
     if not finite_weights(run.model):
         raise TrainingDiverged(f"refusing to write {path}: the weights are not finite; {path} is left as it was")

@@ -154,6 +154,28 @@ def test_a_member_that_diverges_leaves_and_the_others_go_on(springs_file, tmp_pa
         assert close(weights(tmp_path / f"m{k}"), weights(tmp_path / f"alone{k}"), atol=1e-6)
 
 
+def test_a_member_whose_epoch_jumps_is_rolled_back_alone(springs_file, tmp_path, monkeypatch):
+    """With ``rollback``, the member whose step throws its weights far off gets its last epoch's weights back
+    (its own model is what the joint step stacks); the others go on untouched."""
+    configs = members(MODELS["fc-hnn"], rollback=10.0)
+    folders = [tmp_path / f"m{k}" for k in range(3)]
+    train_ensemble(configs, springs_file, folders, stop_after_epochs=1)
+    first = weights(folders[1])
+    real, calls = torch.optim.Adam.step, [0]
+
+    def jump(self, *args, **kwargs):  # epoch 2's first joint step: member 1's optimiser is the second called
+        real(self, *args, **kwargs)
+        calls[0] += 1
+        if calls[0] == 2:
+            for weight in self.param_groups[0]["params"]:
+                weight.data.add_(3.0)
+    monkeypatch.setattr(torch.optim.Adam, "step", jump)
+    train_ensemble(configs, springs_file, folders, resume=True)
+    assert [read_metrics(folder / "metrics.jsonl")[1].get("rolled_back", False) for folder in folders] == [
+        False, True, False]
+    assert close(weights(folders[1]), first, atol=0)
+
+
 @pytest.mark.parametrize("change, message", [
     (lambda c: dataclasses.replace(c, model=dataclasses.replace(c.model, width=32)), "differs from member 1 in model.width"),
     (lambda c: dataclasses.replace(c, chunk=3), "differs from member 1 in chunk"),

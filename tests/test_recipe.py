@@ -16,7 +16,8 @@ from hamnet.optimisation import learning_rate_factor
 from hamnet.rollouts import rollout, rollout_systems
 from hamnet.simulation import generate, simulate
 from hamnet.systems import Springs
-from hamnet.training import TrainConfig, TrainingStep, train
+from hamnet.optimisation import TrainingStep
+from hamnet.training import TrainConfig, train
 
 TINY = ModelConfig(name="hlieconv", group="T2", width=8, depth=1, kernel_width=8, kernel_channels=4, n_particles=4,
                    feature_keys=("m", "k"))
@@ -188,11 +189,64 @@ def test_a_run_with_warmup_clipping_and_rollout_selection_resumes_bitwise(frames
         assert all(torch.equal(whole["model"][key], parts["model"][key]) for key in whole["model"])
 
 
+def _jump_at(call: int, how: str):
+    """A patch of Adam's step whose ``call``-th call (counted from the patch) throws every weight far off
+    (``how="far"``) or makes them not finite (``"nan"``)."""
+    real, calls = torch.optim.Adam.step, {"n": 0}
+
+    def step(self, *args, **kwargs):
+        real(self, *args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == call:
+            for group in self.param_groups:
+                for weight in group["params"]:
+                    weight.data.add_(3.0) if how == "far" else weight.data.fill_(math.nan)
+    return step
+
+
+@pytest.mark.parametrize("how", ["far", "nan"])
+def test_rollback_undoes_an_epoch_that_jumps_and_halves_the_learning_rate(frames, tmp_path, monkeypatch, how):
+    """With ``rollback``, an epoch whose validation MSE jumps past r times the lowest (or stops being finite)
+    ends with the previous epoch's weights and Adam state and half the learning rate; the run goes on,
+    best.pt keeps the good epoch, and the next epochs train at half the rate an undisturbed run has."""
+    config = tiny(epochs=4, batch_size=24, rollback=10.0)  # two batches per epoch
+    train(config, frames, tmp_path / "calm")
+    train(config, frames, tmp_path / "run", stop_after_epochs=1)
+    first = load_checkpoint(tmp_path / "run" / "last.pt")
+    # epoch 2's first step jumps; after "nan" the second batch's loss is not finite, and no step is taken with it
+    monkeypatch.setattr(torch.optim.Adam, "step", _jump_at(1, how))
+    train(config, frames, tmp_path / "run", resume=True, stop_after_epochs=1)
+    undone = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert undone["epoch"] == 2 and load_checkpoint(tmp_path / "run" / "best.pt")["epoch"] == 1
+    assert all(torch.equal(undone["model"][key], first["model"][key]) for key in first["model"])
+    moments = [(s["exp_avg"], s["exp_avg_sq"]) for s in first["optimizer"]["state"].values()]
+    assert all(torch.equal(a, b) for pair, state in zip(moments, undone["optimizer"]["state"].values())
+               for a, b in zip(pair, (state["exp_avg"], state["exp_avg_sq"])))
+    monkeypatch.undo()
+    train(config, frames, tmp_path / "run", resume=True)
+    calm, run = ([json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+                 for name in ("calm", "run"))
+    assert [row.get("rolled_back", False) for row in run] == [False, True, False, False]
+    jumped = run[1]["validation_mse"]
+    assert (jumped > 10 * run[0]["validation_mse"]) if how == "far" else math.isnan(run[1]["train_loss"])
+    assert [row["lr"] for row in run[1:]] == pytest.approx([row["lr"] / 2 for row in calm[1:]], rel=1e-12)
+    assert run[3]["validation_mse"] < 10 * run[0]["validation_mse"]  # it trained on from the good weights
+
+
+def test_without_rollback_the_same_jump_is_kept(frames, tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.optim.Adam, "step", _jump_at(3, "far"))
+    train(tiny(epochs=2, batch_size=24), frames, tmp_path / "run")
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert rows[1]["validation_mse"] > 10 * rows[0]["validation_mse"] and "rolled_back" not in rows[1]
+
+
 @pytest.mark.parametrize("changes, flag", [({"substeps": 0}, "--substeps"), ({"substeps": "some"}, "--substeps"),
                                            ({"warmup": 1.0}, "--warmup"), ({"clip_grad": 0.0}, "--clip-grad"),
                                            ({"select": "best"}, "--select"), ({"select_steps": 4}, "--select-steps"),
                                            ({"weight_floor": 0.0}, "--weight-floor"),
-                                           ({"weight_floor": 1.5}, "--weight-floor")])
+                                           ({"weight_floor": 1.5}, "--weight-floor"),
+                                           ({"rollback": 1.0}, "--rollback"), ({"rollback": math.inf}, "--rollback"),
+                                           ({"rollback": 10.0, "validation": 0.0}, "--rollback")])
 def test_impossible_recipe_settings_are_refused_naming_the_flag(changes, flag):
     with pytest.raises(ValueError, match=flag):
         tiny(**changes)

@@ -25,8 +25,8 @@ from hamnet.models import ModelConfig, build_model
 from hamnet.simulation import generate
 from hamnet.loss import WindowLoss, window_mse
 from hamnet.runs import RunFolderInUse
-from hamnet.training import (NonFiniteLoss, TrainConfig, TrainingDiverged, TrainingStep, train,
-                             with_kernel_bound)
+from hamnet.optimisation import NonFiniteLoss, TrainingDiverged, TrainingStep
+from hamnet.training import TrainConfig, train, with_kernel_bound
 from hamnet.systems import Springs
 
 TINY_MODEL = ModelConfig(name="hlieconv", group="T2", width=8, depth=1, kernel_width=8, kernel_channels=4,
