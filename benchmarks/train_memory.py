@@ -126,23 +126,30 @@ def exported(rev: str) -> tuple[str, Path]:
     return commit, folder
 
 
+def timed(command: list[str], cwd: str, environment: dict, what: str) -> tuple[int | None, float]:
+    """Run ``command`` under ``/usr/bin/time -v`` where it exists: its peak resident bytes (None without
+    ``time``) and wall seconds; a failure ends the benchmark naming ``what``."""
+    started = time.perf_counter()
+    done = subprocess.run([str(TIME), "-v", *command] if TIME.exists() else command, cwd=cwd, capture_output=True,
+                          text=True, env={**os.environ, "OMP_NUM_THREADS": "1", **environment})
+    if done.returncode:
+        raise SystemExit(f"{what} failed:\n{done.stderr[-3000:]}")
+    found = re.search(r"Maximum resident set size \(kbytes\): (\d+)", done.stderr)
+    return (int(found.group(1)) * 1024 if found else None), round(time.perf_counter() - started, 1)
+
+
 def measure(code: Path, flags: list[str], data: Path, environment: dict | None = None) -> dict:
     """One `hamnet train` run in a fresh process with ``code`` first on the path (and ``environment``)."""
     with tempfile.TemporaryDirectory(dir=WORK) as scratch:
         summary = Path(scratch) / "summary.json"
         command = [sys.executable, "-c", CHILD, str(summary), "--data", str(data), "--out",
                    str(Path(scratch) / "run"), *TRAINING, *flags]
-        timed = [str(TIME), "-v", *command] if TIME.exists() else command
-        started = time.perf_counter()
-        done = subprocess.run(timed, cwd=scratch, env={**os.environ, "PYTHONPATH": str(code), "OMP_NUM_THREADS": "1",
-                                                       **(environment or {})}, capture_output=True, text=True)
-        if done.returncode:
-            raise SystemExit(f"hamnet train failed with {code}:\n{done.stderr[-3000:]}")
+        peak, seconds = timed(command, scratch, {"PYTHONPATH": str(code), **(environment or {})},
+                              f"hamnet train with {code}")
         result = json.loads(summary.read_text())
-    found = re.search(r"Maximum resident set size \(kbytes\): (\d+)", done.stderr)
-    result["max_rss_bytes"] = int(found.group(1)) * 1024 if found else result["getrusage_max_bytes"]
-    result["max_rss_from"] = "/usr/bin/time -v" if found else "getrusage in the child"
-    result["seconds"] = round(time.perf_counter() - started, 1)
+    result["max_rss_bytes"] = peak if peak is not None else result["getrusage_max_bytes"]
+    result["max_rss_from"] = "/usr/bin/time -v" if peak is not None else "getrusage in the child"
+    result["seconds"] = seconds
     print(f"{code.name} {' '.join(flags)}: {result['max_rss_bytes'] / GIB:.3f} GiB ({result['seconds']} s)", flush=True)
     return result
 
@@ -157,15 +164,10 @@ def measure_reference(args: argparse.Namespace, flags: list[str], windows: Path)
                 "lr": LR, "epochs": EPOCHS, "batch_size": BATCH, "model": str(Path(scratch) / "model.pt"),
                 "out": str(Path(scratch) / "out.json")}
         (Path(scratch) / "spec.json").write_text(json.dumps(spec))
-        started = time.perf_counter()
-        done = subprocess.run([str(TIME), "-v", str(args.reference_python), str(ADAPTER), "train",
-                               str(Path(scratch) / "spec.json")], cwd=scratch, capture_output=True, text=True,
-                              env={**os.environ, "OMP_NUM_THREADS": "1"})
-        if done.returncode:
-            raise SystemExit(f"the reference trainer failed:\n{done.stderr[-3000:]}")
+        peak, seconds = timed([str(args.reference_python), str(ADAPTER), "train", str(Path(scratch) / "spec.json")],
+                              scratch, {}, "the reference trainer")
         trained = json.loads(Path(spec["out"]).read_text())
-    found = re.search(r"Maximum resident set size \(kbytes\): (\d+)", done.stderr)
-    result = {"max_rss_bytes": int(found.group(1)) * 1024, "seconds": round(time.perf_counter() - started, 1),
+    result = {"max_rss_bytes": peak, "seconds": seconds,
               **{key: trained[key] for key in ("windows", "finite_weights", "reference_revision", "oil_revision")}}
     print(f"reference {' '.join(flags)}: {result['max_rss_bytes'] / GIB:.3f} GiB ({result['seconds']} s)", flush=True)
     return result
