@@ -2,7 +2,7 @@
 
     python benchmarks/gpu_speed.py [--out benchmarks/results] [--windows-cpu 400] [--windows-gpu 2000]
 
-The training step timed is the one ``hamnet train`` runs, ``hamnet.training.TrainingStep``
+The training step timed is the one ``hamnet train`` runs, ``hamnet.optimisation.TrainingStep``
 (``hamnet.loss.WindowLoss`` through torchdiffeq over 5-state windows, forward, double backward, the loss
 read and checked, an Adam step at lr 1e-3 and the cosine schedule's step, batch 200, float32,
 springs N = 6 in 2D), for HLieConv at the paper's width 384 and at width 128, with rk4 windows (the
@@ -31,7 +31,8 @@ from hamnet.data import Windows
 from hamnet.models import ModelConfig, build_model
 from hamnet.rollouts import rollout
 from hamnet.simulation import generate
-from hamnet.training import TrainConfig, TrainingStep
+from hamnet.optimisation import TrainingStep
+from hamnet.training import TrainConfig
 
 BATCH, CHUNK, DT = 200, 5, 0.01
 TRAIN_CONFIGS = (("T2", 128, 4), ("T2", 384, 4), ("SO2", 384, 4))

@@ -307,7 +307,7 @@ def job_timing(spec: dict) -> dict:
     per repetition every batch runs on one side and then the other (the order flips each repetition),
     each side timed on its own steps. A step is what each side's training loop does per batch, data
     included: the reference's ``DataLoader``/``LoaderTo`` batch, ``trainer.step`` and its scheduler step;
-    hamnet's batch cut and ``hamnet.training.TrainingStep`` (``WindowLoss`` forward and backward, the loss
+    hamnet's batch cut and ``hamnet.optimisation.TrainingStep`` (``WindowLoss`` forward and backward, the loss
     read and checked, Adam step and scheduler step). Not timed:
     logging, checkpoints, validation. One warm-up batch per side first."""
     torch.set_num_threads(spec["threads"])
@@ -358,13 +358,14 @@ def reference_stepper(spec: dict, windows: dict, batches: list[list[int]], epoch
 
 def hamnet_stepper(spec: dict, batches: list[list[int]], total_steps: int):
     """``step(number)``: one batch of ``hamnet.train``'s loop on one process (the batch cut, then
-    ``hamnet.training.TrainingStep``, the step ``train`` takes) with the model ``spec["hamnet_config"]``
+    ``hamnet.optimisation.TrainingStep``, the step ``train`` takes) with the model ``spec["hamnet_config"]``
     describes, over the same windows."""
     sys.path.insert(0, str(REPOSITORY))
     from hamnet.data import Windows
     from hamnet.io import load_trajectories
     from hamnet.loss import to_device
-    from hamnet.training import DTYPES, TrainConfig, TrainingStep
+    from hamnet.optimisation import DTYPES, TrainingStep
+    from hamnet.training import TrainConfig
 
     config = TrainConfig.from_dict(spec["hamnet_config"])
     data = load_trajectories(spec["windows"])

@@ -1,6 +1,6 @@
 """Training speed of HLieConv on springs: seconds per 1000 training windows, on one thread.
 
-The step timed is the one ``hamnet.train`` runs, ``hamnet.training.TrainingStep``:
+The step timed is the one ``hamnet.train`` runs, ``hamnet.optimisation.TrainingStep``:
 ``hamnet.loss.WindowLoss`` (torchdiffeq rk4 over 5-state windows, the force ``-dV/dq`` by autograd
 with its graph kept, so the loss's backward is a double backward through the LieResNet), then
 ``loss.backward()``, the loss read and checked, an Adam step (lr 1e-3) and the cosine schedule's
@@ -71,7 +71,8 @@ def measure(group: str, width: int, depth: int, windows: int, repeats: int, prof
     from hamnet.data import Windows
     from hamnet.models import ModelConfig
     from hamnet.simulation import generate
-    from hamnet.training import TrainConfig, TrainingStep
+    from hamnet.optimisation import TrainingStep
+    from hamnet.training import TrainConfig
 
     torch.set_num_threads(1)
     n_batches = math.ceil(windows / BATCH)

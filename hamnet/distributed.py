@@ -18,7 +18,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-__all__ = ["Context", "close_distributed", "distributed_context", "finite_everywhere", "on_main"]
+__all__ = ["Context", "close_distributed", "distributed_context", "finite_everywhere", "on_any_rank", "on_main"]
 
 
 @dataclass(frozen=True)
@@ -79,9 +79,13 @@ def on_main(context: Context, work: Callable[[], Any]) -> Any:
 def finite_everywhere(value: float, context: Context) -> bool:
     """Whether ``value`` is finite on every rank (all ranks then stop at the same batch, none left
     waiting in an all-reduce)."""
-    finite = math.isfinite(value)
+    return not on_any_rank(not math.isfinite(value), context)
+
+
+def on_any_rank(flag: bool, context: Context) -> bool:
+    """Whether ``flag`` holds on any rank: one decision that every rank takes alike."""
     if context.world_size > 1:
-        flag = torch.tensor([1.0 if finite else 0.0], device=context.device)
-        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
-        finite = bool(flag.item() == 1.0)
-    return finite
+        value = torch.tensor([1.0 if flag else 0.0], device=context.device)
+        dist.all_reduce(value, op=dist.ReduceOp.MAX)
+        flag = bool(value.item() == 1.0)
+    return flag

@@ -42,7 +42,8 @@ from torch import nn
 from .checkpoint import (checkpoint_provenance, load_checkpoint, locate_checkpoint,
                          model_from_checkpoint, save_checkpoint)
 from .data import DEFAULT_CHUNK, Windows, split_systems
-from .distributed import Context, close_distributed, distributed_context, finite_everywhere, on_main
+from .distributed import (Context, close_distributed, distributed_context, finite_everywhere, on_any_rank,
+                          on_main)
 from .integrate import INTEGRATORS, get_integrator
 from .io import Trajectories, load_trajectories
 from .loss import check_weight_floor, to_device, window_mse
@@ -107,7 +108,8 @@ class TrainConfig:
     ``rollback``: None, or r > 1: an epoch whose validation window MSE is more than r times the lowest so far,
     or not finite, or whose training loss or weights stop being finite, is undone (weights and Adam's state as
     ``last.pt`` held them, every learning rate halved for the rest of the run; the epoch still counts, its
-    metrics say ``rolled_back``) instead of ending the run; in an ensemble a non-finite batch still ends its member.
+    metrics say ``rolled_back``) instead of ending the run; in an ensemble a non-finite batch or weights still
+    end the member. An r near 1 undoes every epoch whose validation MSE merely drifts up, halving each time.
     ``compile``: the step through ``torch.compile`` (``"on"``; the eager numbers to float32 round-off), eagerly
     (``"off"``) or ``"auto"``, resolved when the run starts (:func:`hamnet.optimisation.checked_step`).
     """
@@ -416,12 +418,15 @@ def end_epoch(started: StartedRun, train_loss: float, seconds: float, context: C
                                substeps=config.substeps, dtype=DTYPES[config.dtype])
     finite = math.isfinite(train_loss) and finite_weights(run.model)
     validation = scored(validation_windows)["mse"] if validation_windows is not None and finite else math.nan
-    undone = config.rollback is not None and (not finite or validation_windows is not None  # nan: undone
-                                              and not validation <= config.rollback * run.lowest)
+    jumped = validation_windows is not None and not (math.isfinite(validation)
+                                                     and validation <= (config.rollback or math.inf) * run.lowest)
+    undone = config.rollback is not None and on_any_rank(not finite or jumped, context)
     if validation_windows is not None and not math.isfinite(validation) and not undone:
         raise started.diverged(f"the validation MSE is {validation} after epoch {run.epoch + 1}")
-    if undone:  # every rank reads the same last.pt
+    if undone:
         run.step.roll_back(load_checkpoint(files.last))
+        if context.world_size > 1:
+            dist.barrier()  # every rank has read last.pt before the main rank rewrites it
         log.warning("epoch %d undone (training loss %.3g, validation MSE %.3g); the learning rate is halved",
                     run.epoch + 1, train_loss, validation)
     # a rollout that leaves the data may not stay finite: that epoch is simply not the best

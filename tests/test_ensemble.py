@@ -174,6 +174,10 @@ def test_a_member_whose_epoch_jumps_is_rolled_back_alone(springs_file, tmp_path,
     assert [read_metrics(folder / "metrics.jsonl")[1].get("rolled_back", False) for folder in folders] == [
         False, True, False]
     assert close(weights(folders[1]), first, atol=0)
+    monkeypatch.undo()
+    calm = [tmp_path / f"calm{k}" for k in range(3)]
+    train_ensemble(configs, springs_file, calm)
+    assert all(close(weights(folders[k]), weights(calm[k]), atol=1e-6) for k in (0, 2))
 
 
 @pytest.mark.parametrize("change, message", [

@@ -209,8 +209,11 @@ def test_rollback_undoes_an_epoch_that_jumps_and_halves_the_learning_rate(frames
     """With ``rollback``, an epoch whose validation MSE jumps past r times the lowest (or stops being finite)
     ends with the previous epoch's weights and Adam state and half the learning rate; the run goes on,
     best.pt keeps the good epoch, and the next epochs train at half the rate an undisturbed run has."""
-    config = tiny(epochs=4, batch_size=24, rollback=10.0)  # two batches per epoch
+    config = tiny(epochs=4, batch_size=24, rollback=10.0, warmup=0.3)  # two batches per epoch
     train(config, frames, tmp_path / "calm")
+    monkeypatch.setattr(torch.optim.Adam, "step", _jump_at(3, how))
+    train(config, frames, tmp_path / "whole")  # the same jump, in one uninterrupted run
+    monkeypatch.undo()
     train(config, frames, tmp_path / "run", stop_after_epochs=1)
     first = load_checkpoint(tmp_path / "run" / "last.pt")
     # epoch 2's first step jumps; after "nan" the second batch's loss is not finite, and no step is taken with it
@@ -231,6 +234,22 @@ def test_rollback_undoes_an_epoch_that_jumps_and_halves_the_learning_rate(frames
     assert (jumped > 10 * run[0]["validation_mse"]) if how == "far" else math.isnan(run[1]["train_loss"])
     assert [row["lr"] for row in run[1:]] == pytest.approx([row["lr"] / 2 for row in calm[1:]], rel=1e-12)
     assert run[3]["validation_mse"] < 10 * run[0]["validation_mse"]  # it trained on from the good weights
+    whole, parts = (load_checkpoint(tmp_path / name / "last.pt") for name in ("whole", "run"))
+    assert all(torch.equal(whole["model"][key], parts["model"][key]) for key in whole["model"])
+
+
+def test_rollback_undoes_a_first_epoch_whose_validation_is_not_finite(frames, tmp_path, monkeypatch):
+    """No lowest figure yet: a non-finite validation MSE is undone all the same, back to the initial weights."""
+    import hamnet.training as training
+    real, calls = training.window_mse, [0]
+
+    def first_infinite(*args, **kwargs):
+        calls[0] += 1
+        return {"mse": math.inf} if calls[0] == 1 else real(*args, **kwargs)
+    monkeypatch.setattr(training, "window_mse", first_infinite)
+    train(tiny(epochs=2, rollback=10.0), frames, tmp_path / "run")
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [row.get("rolled_back", False) for row in rows] == [True, False] and math.isfinite(rows[1]["validation_mse"])
 
 
 def test_without_rollback_the_same_jump_is_kept(frames, tmp_path, monkeypatch):

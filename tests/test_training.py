@@ -508,6 +508,37 @@ def test_two_process_gloo_matches_one_process(springs_file, tmp_path):
     assert moved > 1e-4, "training must have changed the weights for the comparison to mean anything"
 
 
+ONE_RANK_JUMPS = """
+import math, os, sys
+import hamnet.training as training
+real, calls = training.window_mse, [0]
+def window_mse(*args, **kwargs):  # rank 1 alone sees epoch 2's validation MSE as infinite
+    calls[0] += 1
+    return {"mse": math.inf} if os.environ["RANK"] == "1" and calls[0] == 2 else real(*args, **kwargs)
+training.window_mse = window_mse
+from hamnet.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.slow
+def test_under_torchrun_one_ranks_rollback_is_every_ranks(springs_file, tmp_path):
+    """``--rollback``: the decision to undo an epoch is every rank's, even where one rank alone saw the jump."""
+    script = tmp_path / "one_rank_jumps.py"
+    script.write_text(ONE_RANK_JUMPS)
+    out = tmp_path / "two"
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           str(script), "train", "--data", str(springs_file), "--width", "8", "--depth", "1",
+                           "--epochs", "3", "--batch-size", "16", "--max-windows", "64", "--quiet", "--threads", "1",
+                           "--rollback", "10", "--out", str(out)],
+                          env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [row.get("rolled_back", False) for row in rows] == [False, True, False]
+    assert load_checkpoint(out / "last.pt")["scheduler"]["base_lrs"] == [pytest.approx(0.005)]  # --lr 0.01, halved
+    assert load_checkpoint(out / "best.pt")["epoch"] in (1, 3)
+
+
 def test_a_run_can_start_from_another_runs_weights(springs_file, tmp_path):
     """``init_from``: the second phase starts exactly where the first ended (its epoch-0 checkpoint holds the
     first run's weights, not fresh ones of its seed), and a checkpoint of another model is refused in one
