@@ -137,9 +137,10 @@ def strict_json(value):
 
 def best_rollout_error(epochs: list[dict]) -> float:
     """The lowest finite ``validation_rollout_mse`` of a run's metrics (inf if none is finite): the figure
-    by which a recipe chooses between its phases (a rollout that left the data may have logged NaN)."""
-    return min((e["validation_rollout_mse"] for e in epochs if math.isfinite(e["validation_rollout_mse"])),
-               default=math.inf)
+    by which a recipe chooses between its phases (a rollout that left the data may have logged NaN, and an
+    epoch undone by ``rollback`` logged none before hamnet wrote NaN there)."""
+    figures = [e.get("validation_rollout_mse", math.nan) for e in epochs]
+    return min((figure for figure in figures if math.isfinite(figure)), default=math.inf)
 
 
 def write_json(path: Path, value) -> None:

@@ -430,7 +430,7 @@ def end_epoch(started: StartedRun, train_loss: float, seconds: float, context: C
         log.warning("epoch %d undone (training loss %.3g, validation MSE %.3g); the learning rate is halved",
                     run.epoch + 1, train_loss, validation)
     # a rollout that leaves the data may not stay finite: that epoch is simply not the best
-    rolled = scored(selection, positions_only=True)["mse"] if selection is not None and not undone else None
+    rolled = None if selection is None else math.nan if undone else scored(selection, positions_only=True)["mse"]
     score = math.inf if undone else validation if rolled is None else (rolled if math.isfinite(rolled) else math.inf)
     run.epoch += 1
     improved = score < run.best

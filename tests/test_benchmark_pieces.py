@@ -10,7 +10,7 @@ from pathlib import Path
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 
-from pieces import claimed, my_runs  # noqa: E402  (benchmarks are scripts, not a package)
+from pieces import best_rollout_error, claimed, my_runs  # noqa: E402  (benchmarks are scripts, not a package)
 from problems import watchdog  # noqa: E402
 
 #: seconds a test may take: a claim that blocks where it should not hangs instead of failing
@@ -128,3 +128,12 @@ def test_a_windows_file_holds_one_window_of_each_chosen_system(tmp_path):
     assert windows_file(tmp_path / "w", source, 5, seed=2, chunk=4) == path  # made once
     with pytest.raises(ValueError, match="9 windows need as many training systems"):
         windows_file(tmp_path / "w", source, 9, seed=2, chunk=4)
+
+
+def test_the_best_rollout_error_skips_epochs_without_a_finite_figure():
+    """NaN (a rollout that left the data, an undone epoch) and no figure at all (an epoch undone before hamnet
+    logged NaN there) are passed over; no finite figure is inf."""
+    epochs = [{"validation_rollout_mse": 0.5}, {"validation_rollout_mse": float("nan")}, {"rolled_back": True},
+              {"validation_rollout_mse": 0.25}]
+    assert best_rollout_error(epochs) == 0.25
+    assert best_rollout_error(epochs[1:3]) == float("inf")

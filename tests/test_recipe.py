@@ -209,7 +209,7 @@ def test_rollback_undoes_an_epoch_that_jumps_and_halves_the_learning_rate(frames
     """With ``rollback``, an epoch whose validation MSE jumps past r times the lowest (or stops being finite)
     ends with the previous epoch's weights and Adam state and half the learning rate; the run goes on,
     best.pt keeps the good epoch, and the next epochs train at half the rate an undisturbed run has."""
-    config = tiny(epochs=4, batch_size=24, rollback=10.0, warmup=0.3)  # two batches per epoch
+    config = tiny(epochs=4, batch_size=24, rollback=10.0, warmup=0.3, select="rollout", select_steps=4)  # 2 batches
     train(config, frames, tmp_path / "calm")
     monkeypatch.setattr(torch.optim.Adam, "step", _jump_at(3, how))
     train(config, frames, tmp_path / "whole")  # the same jump, in one uninterrupted run
@@ -230,6 +230,7 @@ def test_rollback_undoes_an_epoch_that_jumps_and_halves_the_learning_rate(frames
     calm, run = ([json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
                  for name in ("calm", "run"))
     assert [row.get("rolled_back", False) for row in run] == [False, True, False, False]
+    assert [math.isnan(row["validation_rollout_mse"]) for row in run] == [False, True, False, False]
     jumped = run[1]["validation_mse"]
     assert (jumped > 10 * run[0]["validation_mse"]) if how == "far" else math.isnan(run[1]["train_loss"])
     assert [row["lr"] for row in run[1:]] == pytest.approx([row["lr"] / 2 for row in calm[1:]], rel=1e-12)
