@@ -416,11 +416,13 @@ def end_epoch(started: StartedRun, train_loss: float, seconds: float, context: C
     validation_windows, selection = started.validation
     scored = functools.partial(window_mse, run.model, dt=float(train_windows.data.meta["dt"]), method=config.method,
                                substeps=config.substeps, dtype=DTYPES[config.dtype])
-    finite = math.isfinite(train_loss) and finite_weights(run.model)
+    finite = math.isfinite(train_loss)  # with rollback, _train_epoch returns NaN for non-finite weights too
     validation = scored(validation_windows)["mse"] if validation_windows is not None and finite else math.nan
-    jumped = validation_windows is not None and not (math.isfinite(validation)
-                                                     and validation <= (config.rollback or math.inf) * run.lowest)
-    undone = config.rollback is not None and on_any_rank(not finite or jumped, context)
+    undone = False
+    if config.rollback is not None:
+        jumped = validation_windows is not None and not (math.isfinite(validation)
+                                                         and validation <= config.rollback * run.lowest)
+        undone = on_any_rank(not finite or jumped, context)
     if validation_windows is not None and not math.isfinite(validation) and not undone:
         raise started.diverged(f"the validation MSE is {validation} after epoch {run.epoch + 1}")
     if undone:
@@ -483,7 +485,9 @@ def _train_epoch(run, windows, config, context, monitor: Monitor,
             raise diverged(f"the training loss is {value} in epoch {run.epoch + 1}, batch {number}") from None
         total += batch_loss / context.world_size * global_elements
         count += global_elements
-    if not finite_weights(run.model) and not undo:  # an overflowing gradient at the last step
+    if not finite_weights(run.model):  # an overflowing gradient at the last step
+        if undo:
+            return math.nan
         raise diverged(f"the weights are not finite after epoch {run.epoch + 1}")
     if context.world_size > 1:
         summed = torch.tensor([total], dtype=torch.float64, device=context.device)

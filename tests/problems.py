@@ -194,6 +194,22 @@ def run_cli(args: Iterable, capsys) -> tuple[int, str, str]:
     return code, out, err
 
 
+# -- training that goes off ---------------------------------------------------------------------------
+def jump_at(call: int, how: str = "far"):
+    """A replacement for ``torch.optim.Adam.step`` whose ``call``-th call (counted from the patch) throws every
+    weight far off (``how="far"``: plus 3) or makes them not finite (``"nan"``) after its step."""
+    real, calls = torch.optim.Adam.step, [0]
+
+    def step(self, *args, **kwargs):
+        real(self, *args, **kwargs)
+        calls[0] += 1
+        if calls[0] == call:
+            for group in self.param_groups:
+                for weight in group["params"]:
+                    weight.data.add_(3.0) if how == "far" else weight.data.fill_(math.nan)
+    return step
+
+
 # -- watching ---------------------------------------------------------------------------------------
 class Hung(BaseException):
     """Raised by the watchdog; a BaseException so that no ``except Exception`` in hamnet swallows it."""

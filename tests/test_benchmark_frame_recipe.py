@@ -3,6 +3,7 @@ best.pt and keeps its sub-steps), every phase is scored from the protocol's star
 reads the scores."""
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -99,7 +100,6 @@ def test_the_coupled_recipe_weights_pairs_by_charge_and_validation_picks_its_pha
     path = work / "scores" / "egnn-charged5_coupled10_seed0.json"
     path.write_text(json.dumps({**json.loads(path.read_text()), "validation_rollout": 0.0}))
     assert recipe.summary(work, earlier=False)["egnn-charged5"]["coupled recipe"]["mse"] == table["coupled10"]["mse"]
-    import shutil
     shutil.rmtree(runs / "coupled4+long")  # its score has no record and its run is gone: no choice, no crash
     without = recipe.summary(work, earlier=False)["egnn-charged5"]
     assert "coupled recipe" not in without and "coupled4 recipe" not in without and "coupled10" in without

@@ -17,6 +17,7 @@ from hamnet.runs import read_metrics
 from hamnet.simulation import generate
 from hamnet.systems import Springs
 from hamnet.training import TrainConfig, train
+from problems import jump_at
 
 MODELS = {
     "hlieconv-so2": ModelConfig(name="hlieconv", group="SO2", width=8, depth=1, kernel_width=8, kernel_channels=4,
@@ -161,15 +162,8 @@ def test_a_member_whose_epoch_jumps_is_rolled_back_alone(springs_file, tmp_path,
     folders = [tmp_path / f"m{k}" for k in range(3)]
     train_ensemble(configs, springs_file, folders, stop_after_epochs=1)
     first = weights(folders[1])
-    real, calls = torch.optim.Adam.step, [0]
-
-    def jump(self, *args, **kwargs):  # epoch 2's first joint step: member 1's optimiser is the second called
-        real(self, *args, **kwargs)
-        calls[0] += 1
-        if calls[0] == 2:
-            for weight in self.param_groups[0]["params"]:
-                weight.data.add_(3.0)
-    monkeypatch.setattr(torch.optim.Adam, "step", jump)
+    # epoch 2's first joint step: member 1's optimiser is the second called
+    monkeypatch.setattr(torch.optim.Adam, "step", jump_at(2))
     train_ensemble(configs, springs_file, folders, resume=True)
     assert [read_metrics(folder / "metrics.jsonl")[1].get("rolled_back", False) for folder in folders] == [
         False, True, False]

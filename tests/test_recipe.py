@@ -18,6 +18,7 @@ from hamnet.simulation import generate, simulate
 from hamnet.systems import Springs
 from hamnet.optimisation import TrainingStep
 from hamnet.training import TrainConfig, train
+from problems import jump_at
 
 TINY = ModelConfig(name="hlieconv", group="T2", width=8, depth=1, kernel_width=8, kernel_channels=4, n_particles=4,
                    feature_keys=("m", "k"))
@@ -189,21 +190,6 @@ def test_a_run_with_warmup_clipping_and_rollout_selection_resumes_bitwise(frames
         assert all(torch.equal(whole["model"][key], parts["model"][key]) for key in whole["model"])
 
 
-def _jump_at(call: int, how: str):
-    """A patch of Adam's step whose ``call``-th call (counted from the patch) throws every weight far off
-    (``how="far"``) or makes them not finite (``"nan"``)."""
-    real, calls = torch.optim.Adam.step, {"n": 0}
-
-    def step(self, *args, **kwargs):
-        real(self, *args, **kwargs)
-        calls["n"] += 1
-        if calls["n"] == call:
-            for group in self.param_groups:
-                for weight in group["params"]:
-                    weight.data.add_(3.0) if how == "far" else weight.data.fill_(math.nan)
-    return step
-
-
 @pytest.mark.parametrize("how", ["far", "nan"])
 def test_rollback_undoes_an_epoch_that_jumps_and_halves_the_learning_rate(frames, tmp_path, monkeypatch, how):
     """With ``rollback``, an epoch whose validation MSE jumps past r times the lowest (or stops being finite)
@@ -211,13 +197,13 @@ def test_rollback_undoes_an_epoch_that_jumps_and_halves_the_learning_rate(frames
     best.pt keeps the good epoch, and the next epochs train at half the rate an undisturbed run has."""
     config = tiny(epochs=4, batch_size=24, rollback=10.0, warmup=0.3, select="rollout", select_steps=4)  # 2 batches
     train(config, frames, tmp_path / "calm")
-    monkeypatch.setattr(torch.optim.Adam, "step", _jump_at(3, how))
+    monkeypatch.setattr(torch.optim.Adam, "step", jump_at(3, how))
     train(config, frames, tmp_path / "whole")  # the same jump, in one uninterrupted run
     monkeypatch.undo()
     train(config, frames, tmp_path / "run", stop_after_epochs=1)
     first = load_checkpoint(tmp_path / "run" / "last.pt")
     # epoch 2's first step jumps; after "nan" the second batch's loss is not finite, and no step is taken with it
-    monkeypatch.setattr(torch.optim.Adam, "step", _jump_at(1, how))
+    monkeypatch.setattr(torch.optim.Adam, "step", jump_at(1, how))
     train(config, frames, tmp_path / "run", resume=True, stop_after_epochs=1)
     undone = load_checkpoint(tmp_path / "run" / "last.pt")
     assert undone["epoch"] == 2 and load_checkpoint(tmp_path / "run" / "best.pt")["epoch"] == 1
@@ -254,7 +240,7 @@ def test_rollback_undoes_a_first_epoch_whose_validation_is_not_finite(frames, tm
 
 
 def test_without_rollback_the_same_jump_is_kept(frames, tmp_path, monkeypatch):
-    monkeypatch.setattr(torch.optim.Adam, "step", _jump_at(3, "far"))
+    monkeypatch.setattr(torch.optim.Adam, "step", jump_at(3, "far"))
     train(tiny(epochs=2, batch_size=24), frames, tmp_path / "run")
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert rows[1]["validation_mse"] > 10 * rows[0]["validation_mse"] and "rolled_back" not in rows[1]
