@@ -8,6 +8,7 @@ refused. Layout (``CHECKPOINT_FORMAT``, version ``CHECKPOINT_VERSION``)::
      "model_config": dict, "train_config": dict, "model": state_dict, "optimizer": state_dict,
      "scheduler": state_dict, "epoch": int (epochs completed), "best_validation": float,
      "lowest_validation": float (the lowest validation window MSE; absent in older checkpoints),
+     "lowest_train_loss": float (the lowest epoch training loss; absent in older checkpoints),
      "rng": {"shuffle": ByteTensor}, "data": dict (what the model was trained on)}
 
 ``epoch`` is 0 in the checkpoint a run writes before training (its initial state). ``data`` describes

@@ -119,6 +119,9 @@ def add_commands(commands) -> None:
                      help="undo an epoch whose validation MSE is more than R times the lowest so far, or that stops "
                      "being finite: back to the last epoch's weights with half the learning rate, instead of a jump "
                      "the run may not recover from or the run ending (default: off)")
+    opt.add_argument("--rollback-train", type=float, default=None, metavar="T",
+                     help="undo, as --rollback does, an epoch whose mean training loss is more than T times the lowest "
+                     "so far: damage the validation MSE may barely show yet (default: off)")
     opt.add_argument("--weight-floor", type=float, default=None, metavar="F",
                      help="weigh each particle's error in a window by the inverse of the force it feels there, "
                      "floored at F^2 times the window's mean, so weakly held particles are fitted as closely as "
@@ -163,7 +166,7 @@ FLAG_KEYS = {
     **{f"--{key.replace('_', '-')}": ("train", key)
        for key in ("epochs", "batch_size", "lr", "weight_decay", "chunk", "method", "dtype", "seed", "validation",
                    "test", "max_windows", "substeps", "warmup", "clip_grad", "select", "select_steps", "init_from",
-                   "allow_rollout", "compile", "weight_floor", "rollback")},
+                   "allow_rollout", "compile", "weight_floor", "rollback", "rollback_train")},
 }
 
 

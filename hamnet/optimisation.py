@@ -184,6 +184,7 @@ class RunState:
     best: float = math.inf
     init_from: dict | None = None
     lowest: float = math.inf  # the lowest validation window MSE, what config.rollback compares with
+    lowest_train: float = math.inf  # the lowest epoch training loss, for config.rollback_train
 
     @property
     def model(self) -> nn.Module:
@@ -202,7 +203,7 @@ class RunState:
         return {"model_config": dataclasses.asdict(config.model), "train_config": config.as_dict(),
                 "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "epoch": self.epoch, "best_validation": self.best,
-                "lowest_validation": self.lowest,
+                "lowest_validation": self.lowest, "lowest_train_loss": self.lowest_train,
                 "rng": {"shuffle": self.shuffle.get_state()}, "data": data_info,
                 **({"init_from": self.init_from} if self.init_from is not None else {})}
 
@@ -216,6 +217,7 @@ class RunState:
             self.shuffle.set_state(state["rng"]["shuffle"])
             self.best = float(state["best_validation"])
             self.lowest = float(state.get("lowest_validation", math.inf))  # absent before rollback existed
+            self.lowest_train = float(state.get("lowest_train_loss", math.inf))
             self.init_from = state.get("init_from")
         except (KeyError, TypeError, ValueError, RuntimeError) as error:
             raise CheckpointError(f"{path}: malformed checkpoint, cannot continue from it "

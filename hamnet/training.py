@@ -110,6 +110,8 @@ class TrainConfig:
     ``last.pt`` held them, every learning rate halved for the rest of the run; the epoch still counts, its
     metrics say ``rolled_back``) instead of ending the run; in an ensemble a non-finite batch or weights still
     end the member. An r near 1 undoes every epoch whose validation MSE merely drifts up, halving each time.
+    ``rollback_train``: None, or t > 1: the same for an epoch whose mean training loss is more than t times the
+    lowest so far (a damaged epoch the validation MSE may barely show); either factor turns undoing on.
     ``compile``: the step through ``torch.compile`` (``"on"``; the eager numbers to float32 round-off), eagerly
     (``"off"``) or ``"auto"``, resolved when the run starts (:func:`hamnet.optimisation.checked_step`).
     """
@@ -138,6 +140,7 @@ class TrainConfig:
     compile: str = "off"
     weight_floor: float | None = None
     rollback: float | None = None
+    rollback_train: float | None = None
 
     def __post_init__(self) -> None:
         check_field_types(self, "train config")  # a dict for the model becomes a ModelConfig
@@ -181,12 +184,20 @@ class TrainConfig:
                                               and self.validation > 0):
             raise ValueError(f"rollback must be a finite factor > 1, with validation systems (--validation > 0), or "
                              f"None; got {self.rollback} with validation {self.validation} (--rollback)")
+        if self.rollback_train is not None and not (self.rollback_train > 1 and math.isfinite(self.rollback_train)):
+            raise ValueError(f"rollback_train must be a finite factor > 1 or None, got {self.rollback_train} "
+                             "(--rollback-train)")
         if self.compile not in COMPILE_CHOICES:
             raise ValueError(f"compile must be one of {', '.join(COMPILE_CHOICES)}, got {self.compile!r} (--compile)")
         if self.kernel_bound_factor is not None and not (math.isfinite(self.kernel_bound_factor)
                                                          and self.kernel_bound_factor >= 1):
             raise ValueError(f"kernel bound factor must be a finite number >= 1 (a bound inside the data would bend "
                              f"what the model learns from), or None, got {self.kernel_bound_factor}")
+
+    @property
+    def undoes(self) -> bool:
+        """Whether a damaged epoch is undone (``rollback`` or ``rollback_train`` set) rather than kept or fatal."""
+        return self.rollback is not None or self.rollback_train is not None
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -419,10 +430,11 @@ def end_epoch(started: StartedRun, train_loss: float, seconds: float, context: C
     finite = math.isfinite(train_loss)  # with rollback, _train_epoch returns NaN for non-finite weights too
     validation = scored(validation_windows)["mse"] if validation_windows is not None and finite else math.nan
     undone = False
-    if config.rollback is not None:
-        jumped = validation_windows is not None and not (math.isfinite(validation)
-                                                         and validation <= config.rollback * run.lowest)
-        undone = on_any_rank(not finite or jumped, context)
+    if config.undoes:
+        jumped = (config.rollback is not None and validation_windows is not None
+                  and not (math.isfinite(validation) and validation <= config.rollback * run.lowest))
+        spiked = config.rollback_train is not None and train_loss > config.rollback_train * run.lowest_train
+        undone = on_any_rank(not finite or jumped or spiked, context)
     if validation_windows is not None and not math.isfinite(validation) and not undone:
         raise started.diverged(f"the validation MSE is {validation} after epoch {run.epoch + 1}")
     if undone:
@@ -437,7 +449,8 @@ def end_epoch(started: StartedRun, train_loss: float, seconds: float, context: C
     run.epoch += 1
     improved = score < run.best
     run.best = min(run.best, score) if improved else run.best
-    run.lowest = run.lowest if undone else min(run.lowest, validation)
+    if not undone:
+        run.lowest, run.lowest_train = min(run.lowest, validation), min(run.lowest_train, train_loss)
     metrics = {"epoch": run.epoch, "train_loss": train_loss, "validation_mse": validation,
                **({"validation_rollout_mse": rolled} if rolled is not None else {}),
                **({"rolled_back": True} if undone else {}),
@@ -465,7 +478,7 @@ def _train_epoch(run, windows, config, context, monitor: Monitor,
     dtype = DTYPES[config.dtype]
     elements_per_window = (windows.chunk - 1) * math.prod(windows.data.z.shape[2:])
     total, count = 0.0, 0
-    undo = config.rollback is not None  # then end_epoch undoes an epoch that stopped being finite
+    undo = config.undoes  # then end_epoch undoes an epoch that stopped being finite
     batches = windows.batches(config.batch_size, run.shuffle)
     for number, global_index in enumerate(monitor.batches(batches, run.epoch + 1), start=1):
         local_index = global_index.tensor_split(context.world_size)[context.rank]

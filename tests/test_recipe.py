@@ -239,6 +239,29 @@ def test_rollback_undoes_a_first_epoch_whose_validation_is_not_finite(frames, tm
     assert [row.get("rolled_back", False) for row in rows] == [True, False] and math.isfinite(rows[1]["validation_mse"])
 
 
+def test_rollback_train_undoes_an_epoch_whose_training_loss_jumps_without_validation(frames, tmp_path, monkeypatch):
+    """``rollback_train`` watches the epoch's training loss, so it works with no validation systems at all; the
+    lowest loss is checkpointed, so a run resumed just before the jump undoes it as the whole run does."""
+    config = tiny(epochs=3, batch_size=24, validation=0.0, rollback_train=3.0)  # 2 batches an epoch
+    train(config, frames, tmp_path / "calm")
+    monkeypatch.setattr(torch.optim.Adam, "step", jump_at(3))
+    train(config, frames, tmp_path / "whole")
+    monkeypatch.undo()
+    train(config, frames, tmp_path / "parts", stop_after_epochs=1)
+    monkeypatch.setattr(torch.optim.Adam, "step", jump_at(1))
+    train(config, frames, tmp_path / "parts", resume=True)
+    calm, whole, parts = ([json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+                          for name in ("calm", "whole", "parts"))
+    assert not any(row.get("rolled_back") for row in calm)
+    assert [row.get("rolled_back", False) for row in parts] == [False, True, False]
+    assert parts[1]["train_loss"] > 3 * parts[0]["train_loss"] and parts[2]["train_loss"] < 3 * parts[0]["train_loss"]
+    assert [row["lr"] for row in parts[1:]] == pytest.approx([row["lr"] / 2 for row in calm[1:]], rel=1e-12)
+    assert whole == [{**row, "seconds": mine["seconds"], "windows_per_second": mine["windows_per_second"]}
+                     for row, mine in zip(parts, whole)]
+    ends = [load_checkpoint(tmp_path / name / "last.pt")["model"] for name in ("whole", "parts")]
+    assert all(torch.equal(ends[0][key], ends[1][key]) for key in ends[0])
+
+
 def test_without_rollback_the_same_jump_is_kept(frames, tmp_path, monkeypatch):
     monkeypatch.setattr(torch.optim.Adam, "step", jump_at(3, "far"))
     train(tiny(epochs=2, batch_size=24), frames, tmp_path / "run")
@@ -252,7 +275,9 @@ def test_without_rollback_the_same_jump_is_kept(frames, tmp_path, monkeypatch):
                                            ({"weight_floor": 0.0}, "--weight-floor"),
                                            ({"weight_floor": 1.5}, "--weight-floor"),
                                            ({"rollback": 1.0}, "--rollback"), ({"rollback": math.inf}, "--rollback"),
-                                           ({"rollback": 10.0, "validation": 0.0}, "--rollback")])
+                                           ({"rollback": 10.0, "validation": 0.0}, "--rollback"),
+                                           ({"rollback_train": 1.0}, "--rollback-train"),
+                                           ({"rollback_train": math.nan}, "--rollback-train")])
 def test_impossible_recipe_settings_are_refused_naming_the_flag(changes, flag):
     with pytest.raises(ValueError, match=flag):
         tiny(**changes)
