@@ -137,3 +137,31 @@ def test_the_best_rollout_error_skips_epochs_without_a_finite_figure():
               {"validation_rollout_mse": 0.25}]
     assert best_rollout_error(epochs) == 0.25
     assert best_rollout_error(epochs[1:3]) == float("inf")
+
+
+def test_a_cached_run_resumes_across_a_setting_added_since_and_is_refused_for_a_changed_one(tmp_path):
+    """A run saved before a TrainConfig setting existed had that setting's default: it resumes; a run whose
+    saved settings differ from the ones asked for is refused in one line naming them."""
+    import json
+
+    import pytest
+
+    from hamnet.io import save_trajectories
+    from hamnet.simulation import generate
+    from hamnet.systems import Springs
+    from hamnet.training import TrainConfig
+    from pieces import train_hamnet
+    from problems import model_config
+
+    data = tmp_path / "springs.npz"
+    save_trajectories(data, generate(Springs(n_particles=4), n_systems=6, steps=6, dt=0.01, seed=0))
+    config = TrainConfig(model=model_config("fc-hnn"), epochs=2, batch_size=8, max_windows=16, validation=0.2,
+                         test=0.0)
+    folder = tmp_path / "run"
+    train_hamnet(config, data, folder, until=1)
+    saved = json.loads((folder / "config.json").read_text())
+    del saved["train_config"]["rollback_train"]  # as a run saved before that setting was written
+    (folder / "config.json").write_text(json.dumps(saved))
+    assert train_hamnet(config, data, folder)["epochs"] == 2
+    with pytest.raises(ValueError, match=r"holds a run with other settings \(lr differ"):
+        train_hamnet(TrainConfig(**{**config.__dict__, "lr": 0.5}), data, folder)
