@@ -34,7 +34,7 @@ import sys
 import tarfile
 import time
 from contextlib import contextmanager
-from dataclasses import MISSING, asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
@@ -218,18 +218,15 @@ def hamnet_config(flags: list[str], data_path: Path) -> TrainConfig:
     return train_config_from_args(args, load_trajectories(data_path))
 
 
-#: TrainConfig's settings that have a plain default (not the model's, nor one made by a factory)
-SETTING_DEFAULTS = {setting.name: setting.default for setting in fields(TrainConfig)
-                    if setting.default is not MISSING}
-
-
 def train_hamnet(config: TrainConfig, data_path: Path, folder: Path, until: int | None = None) -> dict:
     """Train (or resume) into ``folder``, up to epoch ``until`` (None: all of them); returns the epochs'
     summed seconds and, for a run done in one call, its wall-clock seconds (recorded in ``folder/wall.json``)."""
     metrics, last, wall = folder / "metrics.jsonl", folder / "last.pt", folder / "wall.json"
     if (folder / "config.json").exists():
-        # a setting added to TrainConfig since the run was saved had its default's effect then
-        saved = {**SETTING_DEFAULTS, **json.loads((folder / "config.json").read_text())["train_config"]}
+        # read as hamnet reads a checkpoint's settings: one added since the run was saved had its default's
+        # effect then (and a run from before the kernel bound was unbounded)
+        saved = TrainConfig.from_dict(json.loads((folder / "config.json").read_text())["train_config"])
+        saved = json.loads(json.dumps(saved.as_dict()))
         wanted = json.loads(json.dumps(config.as_dict()))  # as saved: tuples read back as lists
         if wanted["model"]["kernel_bound"] is None:
             saved["model"]["kernel_bound"] = None  # decided in the run, from the data

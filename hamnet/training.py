@@ -431,8 +431,8 @@ def end_epoch(started: StartedRun, train_loss: float, seconds: float, context: C
     validation = scored(validation_windows)["mse"] if validation_windows is not None and finite else math.nan
     undone = False
     if config.undoes:
-        jumped = (config.rollback is not None and validation_windows is not None
-                  and not (math.isfinite(validation) and validation <= config.rollback * run.lowest))
+        jumped = validation_windows is not None and not (math.isfinite(validation) and (
+            config.rollback is None or validation <= config.rollback * run.lowest))
         spiked = config.rollback_train is not None and train_loss > config.rollback_train * run.lowest_train
         undone = on_any_rank(not finite or jumped or spiked, context)
     if validation_windows is not None and not math.isfinite(validation) and not undone:

@@ -165,3 +165,8 @@ def test_a_cached_run_resumes_across_a_setting_added_since_and_is_refused_for_a_
     assert train_hamnet(config, data, folder)["epochs"] == 2
     with pytest.raises(ValueError, match=r"holds a run with other settings \(lr differ"):
         train_hamnet(TrainConfig(**{**config.__dict__, "lr": 0.5}), data, folder)
+    saved = json.loads((folder / "config.json").read_text())
+    del saved["train_config"]["kernel_bound_factor"]  # as a run from before the bound: unbounded, as hamnet reads it
+    (folder / "config.json").write_text(json.dumps(saved))
+    with pytest.raises(ValueError, match=r"other settings \(kernel_bound_factor differ"):
+        train_hamnet(config, data, folder)

@@ -225,8 +225,10 @@ def test_rollback_undoes_an_epoch_that_jumps_and_halves_the_learning_rate(frames
     assert all(torch.equal(whole["model"][key], parts["model"][key]) for key in whole["model"])
 
 
-def test_rollback_undoes_a_first_epoch_whose_validation_is_not_finite(frames, tmp_path, monkeypatch):
-    """No lowest figure yet: a non-finite validation MSE is undone all the same, back to the initial weights."""
+@pytest.mark.parametrize("undo", [{"rollback": 10.0}, {"rollback_train": 3.0}])
+def test_rollback_undoes_a_first_epoch_whose_validation_is_not_finite(frames, tmp_path, monkeypatch, undo):
+    """No lowest figure yet: a non-finite validation MSE is undone all the same, back to the initial weights
+    (with either factor: each turns undoing on)."""
     import hamnet.training as training
     real, calls = training.window_mse, [0]
 
@@ -234,7 +236,7 @@ def test_rollback_undoes_a_first_epoch_whose_validation_is_not_finite(frames, tm
         calls[0] += 1
         return {"mse": math.inf} if calls[0] == 1 else real(*args, **kwargs)
     monkeypatch.setattr(training, "window_mse", first_infinite)
-    train(tiny(epochs=2, rollback=10.0), frames, tmp_path / "run")
+    train(tiny(epochs=2, **undo), frames, tmp_path / "run")
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [row.get("rolled_back", False) for row in rows] == [True, False] and math.isfinite(rows[1]["validation_mse"])
 
