@@ -21,7 +21,8 @@ packages are hamnet's (the evaluation and timing jobs import hamnet next to the 
 dill and natsort are what oil's trainer imports. Neither torchvision nor h5py is needed.
 
 Running (``--scale smoke`` checks the whole script in about a minute; ``protocol`` is the reference's
-springs protocol and takes hours on one thread)::
+springs protocol as its side-by-side script ran it and takes hours on one thread; ``documented-1000`` and
+``documented-3000`` are its springs study's own settings, width 384 and 100 or 57 epochs, many hours)::
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/reference_side_by_side.py --scale protocol \\
         --reference /work/refenv/LieConv --oil /work/refenv/olive-oil-ml \\
@@ -199,7 +200,7 @@ def train_reference(reference: Reference, scale: Scale, group: str, seed: int, w
     if out.exists() and model.exists():
         return json.loads(out.read_text())
     spec = {"windows": str(windows), "group": group, "width": scale.width, "depth": scale.depth, "epochs": scale.epochs,
-            "lr": scale.lr, "batch_size": scale.batch_size, "seed": seed, "model": str(model)}
+            "lr": scale.lr_for(group), "batch_size": scale.batch_size, "seed": seed, "model": str(model)}
     return reference.run("train", spec, out)
 
 
@@ -272,7 +273,8 @@ def measure_speed_and_memory(reference: Reference, scale: Scale, windows: Path, 
     for width in scale.timing_widths:
         config = hamnet_config(hamnet_flags(scale, TIMING_GROUP, 0, width=width), windows)
         config = with_kernel_bound(config, Windows(data, config.chunk))
-        spec = {"windows": str(windows), "group": TIMING_GROUP, "width": width, "depth": scale.depth, "lr": scale.lr,
+        spec = {"windows": str(windows), "group": TIMING_GROUP, "width": width, "depth": scale.depth,
+                "lr": scale.lr_for(TIMING_GROUP),
                 "batch_size": scale.batch_size, "seed": 0, "hamnet_config": config.as_dict()}
         out = folder / f"timing_width{width}.json"
         if not out.exists():
@@ -398,6 +400,13 @@ def write_results(path: Path, header: dict, runs: dict, training: dict, timing: 
     write_result_files(path, document, md)
 
 
+def learning_rates(scale: Scale) -> str:
+    """The scale's learning rate, or each group's."""
+    rates = {group: scale.lr_for(group) for group in scale.groups}
+    return (f"{scale.lr:g}" if set(rates.values()) == {scale.lr} else
+            ", ".join(f"{rate:g} for {group}" for group, rate in rates.items()) + " (LR in the commands below)")
+
+
 def how_it_was_made(header: dict, scale: Scale) -> list[str]:
     """The results' opening: command, machine, environments, data, both sides' settings, the evaluator."""
     probe = header["reference_environment"]
@@ -414,7 +423,7 @@ def how_it_was_made(header: dict, scale: Scale) -> list[str]:
           f"the same for both sides and every seed: `{header['data']['windows']}`.", "",
           "Training, both sides on those windows, seeds " + ", ".join(map(str, scale.seeds)) + ":", "",
           f"- reference: its `HLieResNet` (width {scale.width}, {scale.depth} layers, its defaults otherwise) with its "
-          f"`IntegratedDynamicsTrainer`: its loss (initial state averaged in), Adam lr {scale.lr:g}, `cosLr` over "
+          f"`IntegratedDynamicsTrainer`: its loss (initial state averaged in), Adam lr {learning_rates(scale)}, `cosLr` over "
           f"{scale.epochs} epochs, shuffled batches of {scale.batch_size}, float32, its logging off;",
           f"- hamnet, the protocol: `{header['hamnet_commands']['protocol']}`;",
           f"- hamnet, its defaults: `{header['hamnet_commands']['own']}` (everything else `hamnet train`'s defaults), "
