@@ -204,7 +204,7 @@ SCALES = {
                                 note=f"the reference's own springs study at {n} windows: width 384, 4 layers, "
                                      f"{int(math.sqrt(1e7 / n))} epochs (int(sqrt(1e7 / windows))), lr 1e-3 for T(2) "
                                      "and 3e-4 for SO(2), rk4 windows, batch 200; 300 test systems over 500 steps of "
-                                     "dt 0.01; speed and memory are the protocol scale's")
+                                     "dt 0.01; speed and memory: the protocol scale's results")
        for n in (1000, 3000)},
     "smoke": Scale(train_systems=60, test_systems=20, steps=50, windows=50, width=16, depth=4, epochs=2, lr=1e-3,
                    batch_size=25, groups=("T2", "SO2"), seeds=(0,), timing_widths=(16,), timing_windows=50,
@@ -225,7 +225,7 @@ def hamnet_flags(scale: Scale, group: str, seed: int | str, *, width: int | None
     split = ["--validation", "0", "--test", "0", "--seed", str(seed)]
     if own_epochs is not None:
         return [*network, "--epochs", str(own_epochs), *split]
-    lr = "LR" if scale.group_lr and group not in dict(scale.group_lr) else f"{scale.lr_for(group):g}"
+    lr = "LR" if scale.group_lr and group not in scale.groups else f"{scale.lr_for(group):g}"  # GROUP: a placeholder
     return [*network, "--epochs", str(scale.epochs), "--batch-size", str(scale.batch_size), "--lr", lr,
             "--method", "rk4", *split]
 
