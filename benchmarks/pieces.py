@@ -34,7 +34,7 @@ import sys
 import tarfile
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
@@ -52,6 +52,7 @@ from hamnet.paths import atomic_path
 from hamnet.provenance import file_sha256
 from hamnet.protocols import Protocol, check_protocol, generate_protocol
 from hamnet.rollouts import Rollout, RolloutError, rollout_systems
+from hamnet.runs import changed_settings
 from hamnet.simulation import generate
 from hamnet.training import TrainConfig, train
 from hamnet.version import __version__
@@ -244,13 +245,10 @@ def train_hamnet(config: TrainConfig, data_path: Path, folder: Path, until: int 
         # read as hamnet reads a checkpoint's settings: one added since the run was saved had its default's
         # effect then (and a run from before the kernel bound was unbounded)
         saved = TrainConfig.from_dict(json.loads((folder / "config.json").read_text())["train_config"])
-        saved = json.loads(json.dumps(saved.as_dict()))
-        wanted = json.loads(json.dumps(config.as_dict()))  # as saved: tuples read back as lists
-        if wanted["model"]["kernel_bound"] is None:
-            saved["model"]["kernel_bound"] = None  # decided in the run, from the data
-        saved["compile"] = wanted["compile"]  # compiled or not, the same run (to round-off); it resumes either way
-        if saved != wanted:
-            changed = sorted(key for key in wanted.keys() | saved.keys() if saved.get(key) != wanted.get(key))
+        if config.model.kernel_bound is None:  # decided in the run, from the data
+            saved = replace(saved, model=replace(saved.model, kernel_bound=None))
+        changed = changed_settings(saved, config)
+        if changed:
             raise ValueError(f"{folder} holds a run with other settings ({', '.join(changed)} differ, e.g. after a "
                              "change of hamnet train's defaults); delete that run and the scores made from it to "
                              "retrain")

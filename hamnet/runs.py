@@ -191,6 +191,13 @@ def claim(files: RunFiles, config: Any, data_info: dict, resume: bool) -> dict[s
     return None
 
 
+def changed_settings(saved: Any, config: Any) -> list[str]:
+    """The names of ``config``'s settings that ``saved`` (a config of its type) holds otherwise; whether the
+    step is compiled is no setting (the numbers agree to round-off)."""
+    return sorted(f.name for f in dataclasses.fields(config)
+                  if f.name != "compile" and getattr(saved, f.name) != getattr(config, f.name))
+
+
 def check_resumable(files: RunFiles, state: dict[str, Any], config: Any, data_info: dict) -> None:
     """Refuse a checkpoint made with other settings or other data (a CheckpointError naming it). Whether the
     step is compiled is no such setting (the numbers agree to round-off): a run may resume either way."""
@@ -201,9 +208,8 @@ def check_resumable(files: RunFiles, state: dict[str, Any], config: Any, data_in
     if getattr(saved, "compile", None) != getattr(config, "compile", None):
         log.info("%s was trained with compile %s; resuming with %s (the same numbers to round-off, not bitwise)",
                  files.last, saved.compile, config.compile)
-        saved = dataclasses.replace(saved, compile=config.compile)
-    if saved != config:
-        changed = sorted(f.name for f in dataclasses.fields(config) if getattr(saved, f.name) != getattr(config, f.name))
+    changed = changed_settings(saved, config)
+    if changed:
         bound = saved.model.kernel_bound
         hint = (f" (it was trained with --kernel-bound {'none' if bound is None else f'{bound:g}'})"
                 if (bound, saved.kernel_bound_factor) != (config.model.kernel_bound, config.kernel_bound_factor)

@@ -258,8 +258,9 @@ def test_rollback_train_undoes_an_epoch_whose_training_loss_jumps_without_valida
     assert [row.get("rolled_back", False) for row in parts] == [False, True, False]
     assert parts[1]["train_loss"] > 3 * parts[0]["train_loss"] and parts[2]["train_loss"] < 3 * parts[0]["train_loss"]
     assert [row["lr"] for row in parts[1:]] == pytest.approx([row["lr"] / 2 for row in calm[1:]], rel=1e-12)
-    assert whole == [{**row, "seconds": mine["seconds"], "windows_per_second": mine["windows_per_second"]}
-                     for row, mine in zip(parts, whole)]
+    untimed = [json.dumps({k: v for k, v in row.items() if k not in ("seconds", "windows_per_second")})
+               for row in whole + parts]  # as text: NaN (no validation) equals NaN
+    assert untimed[:3] == untimed[3:]
     ends = [load_checkpoint(tmp_path / name / "last.pt")["model"] for name in ("whole", "parts")]
     assert all(torch.equal(ends[0][key], ends[1][key]) for key in ends[0])
 
