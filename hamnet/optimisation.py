@@ -170,7 +170,6 @@ class TrainingStep:
         for group, rate in zip(self.optimizer.param_groups, rates):
             group["lr"] = rate
         self.scheduler.base_lrs = [rate * factor for rate in self.scheduler.base_lrs]
-        self.scheduler._last_lr = rates  # what get_last_lr() reports until the next step
 
 
 @dataclass
@@ -289,7 +288,7 @@ def _likely_cause(step: TrainingStep, config: Any, largest: float, data_path: st
     if bound is not None and bound > torch.finfo(dtype).max:
         return (f"the kernel bound {bound:g} is beyond {config.dtype}'s range ({torch.finfo(dtype).max:.3g}), so the "
                 "kernel inputs become inf times 0; use --kernel-bound auto or a smaller number")
-    if step.scheduler.last_epoch == 0:
+    if not step.optimizer.state:  # no Adam step from these weights (a run undone back to its start included)
         return ("the initial weights already give it, before any optimiser step, so the learning rate is not the "
                 f"cause; check the data's scale (values up to {largest:.3g}) and the model's settings")
     # many sub-steps per window make early gradients large: warm-up and clipping are what steadied them

@@ -454,7 +454,7 @@ def end_epoch(started: StartedRun, train_loss: float, seconds: float, context: C
     metrics = {"epoch": run.epoch, "train_loss": train_loss, "validation_mse": validation,
                **({"validation_rollout_mse": rolled} if rolled is not None else {}),
                **({"rolled_back": True} if undone else {}),
-               "lr": run.scheduler.get_last_lr()[0], "seconds": round(seconds, 3),
+               "lr": run.optimizer.param_groups[0]["lr"], "seconds": round(seconds, 3),
                "windows_per_second": round(len(train_windows) / seconds, 1)}
     if context.is_main:
         # metrics first, then best, then last: a kill between any two leaves a state that resume
@@ -490,7 +490,8 @@ def _train_epoch(run, windows, config, context, monitor: Monitor,
             batch_loss = run.step(z, params, scale=context.world_size / global_elements,
                                   finite=functools.partial(finite_everywhere, context=context))
         except NonFiniteLoss as error:
-            if undo:  # the schedule still takes the epoch's steps, so that it ends where it would have
+            # undoing helps only once steps have moved the weights: from the initial ones it would repeat
+            if undo and run.optimizer.state:  # the schedule still takes the epoch's steps, to end where it would
                 for _ in range(math.ceil(len(windows) / config.batch_size) - number + 1):
                     run.scheduler.step()
                 return math.nan

@@ -1339,13 +1339,16 @@ def _nan_from_the_start(forward):
     return lambda self, z, params: forward(self, z, params) * math.nan
 
 
-@pytest.mark.parametrize("kernel_bound, patch, cause", [
-    (1e308, False, "the kernel bound 1e+308 is beyond float32's range"),
-    (None, True, "before any optimiser step, so the learning rate is not the cause"),
+@pytest.mark.parametrize("kernel_bound, patch, cause, undoing", [
+    (1e308, False, "the kernel bound 1e+308 is beyond float32's range", {}),
+    (None, True, "before any optimiser step, so the learning rate is not the cause", {}),
+    (None, True, "before any optimiser step, so the learning rate is not the cause", {"rollback": 10.0}),
+    (None, True, "before any optimiser step, so the learning rate is not the cause", {"rollback_train": 3.0}),
 ])
-def test_a_divergence_names_its_likely_cause(shared, tmp_path, monkeypatch, kernel_bound, patch, cause):
+def test_a_divergence_names_its_likely_cause(shared, tmp_path, monkeypatch, kernel_bound, patch, cause, undoing):
     """A loss that is not finite at the first batch, before any step, is not blamed on the learning rate:
-    a kernel bound beyond the dtype's range is named, or the initial model on this data."""
+    a kernel bound beyond the dtype's range is named, or the initial model on this data. Undoing epochs
+    does not hide it (from the initial weights every epoch would be undone)."""
     from hamnet.loss import WindowLoss
     from hamnet.models import ModelConfig
     from hamnet.training import TrainConfig, TrainingDiverged, train
@@ -1353,8 +1356,8 @@ def test_a_divergence_names_its_likely_cause(shared, tmp_path, monkeypatch, kern
     if patch:
         monkeypatch.setattr(WindowLoss, "forward", _nan_from_the_start(WindowLoss.forward))
     model = ModelConfig(name="hlieconv", group="SO2", n_particles=4, dim=2, width=8, depth=1, kernel_bound=kernel_bound)
-    config = TrainConfig(model=model, epochs=1, batch_size=8, max_windows=16, validation=0.2, test=0.0, chunk=3,
-                         kernel_bound_factor=None)
+    config = TrainConfig(model=model, epochs=2, batch_size=8, max_windows=16, validation=0.2, test=0.0, chunk=3,
+                         kernel_bound_factor=None, **undoing)
     with pytest.raises(TrainingDiverged) as raised:
         train(config, shared["springs"], tmp_path / "run")
     assert cause in str(raised.value) and "--lr" not in str(raised.value), str(raised.value)
