@@ -108,6 +108,9 @@ def add_commands(commands) -> None:
                      help=f"fraction of systems held out for testing (default: {t.test:g})")
     opt.add_argument("--max-windows", type=int, default=None,
                      help="train on a seeded subset of this many windows (default: every window of the training systems)")
+    opt.add_argument("--epoch-windows", type=int, default=None, metavar="N",
+                     help="each epoch trains on N of the training windows, drawn afresh every epoch: more of a large "
+                     "set seen at one epoch's cost (default: every training window each epoch)")
     opt.add_argument("--substeps", default=None, metavar="K|auto",
                      help="integration steps per interval between stored states, in training and in the model's "
                      "rollouts (recorded in the checkpoint); 'auto' chooses from the data's closest approaches, for "
@@ -165,8 +168,9 @@ FLAG_KEYS = {
     "--lift": ("model", "lift"), "--lift-samples": ("model", "lift_samples"), "--coupling": ("model", "coupling"),
     **{f"--{key.replace('_', '-')}": ("train", key)
        for key in ("epochs", "batch_size", "lr", "weight_decay", "chunk", "method", "dtype", "seed", "validation",
-                   "test", "max_windows", "substeps", "warmup", "clip_grad", "select", "select_steps", "init_from",
-                   "allow_rollout", "compile", "weight_floor", "rollback", "rollback_train")},
+                   "test", "max_windows", "epoch_windows", "substeps", "warmup", "clip_grad", "select",
+                   "select_steps", "init_from", "allow_rollout", "compile", "weight_floor", "rollback",
+                   "rollback_train")},
 }
 
 
@@ -251,7 +255,7 @@ def _kernel_bound(value: str, has_kernel: bool) -> tuple[float | None, float | N
 #: would name the field, not the flag); --lr and --weight-decay are also checked against --dtype
 TRAIN_RANGES = (("--epochs", 1, None), ("--batch-size", 1, None), ("--lr", 1e-300, 1e300),
                 ("--weight-decay", 0, 1e300), ("--chunk", 2, None), ("--validation", 0, 0.99), ("--test", 0, 0.99),
-                ("--max-windows", 1, None), ("--width", 1, None), ("--depth", 1, 1000), ("--neighbours", 1, None),
+                ("--max-windows", 1, None), ("--epoch-windows", 1, None), ("--width", 1, None), ("--depth", 1, 1000), ("--neighbours", 1, None),
                 ("--lift-samples", 1, 10**4), ("--warmup", 0, 0.99), ("--clip-grad", 1e-300, 1e300),
                 ("--select-steps", 1, None), ("--weight-floor", 1e-300, 1))
 

@@ -114,10 +114,11 @@ class Windows:
         kept.system_index, kept.start_index = inverse, self.start_index
         return kept
 
-    def batches(self, batch_size: int, generator: torch.Generator | None = None):
-        """Index tensors covering every window once, shuffled by ``generator`` (in order if None)."""
+    def batches(self, batch_size: int, generator: torch.Generator | None = None, count: int | None = None):
+        """Index tensors covering every window once, shuffled by ``generator`` (in order if None); or the first
+        ``count`` windows of that order (a fresh draw of that many from each call with the generator)."""
         order = torch.arange(len(self)) if generator is None else torch.randperm(len(self), generator=generator)
-        return order.split(batch_size)
+        return order[:count].split(batch_size)
 
 
 #: :func:`suggest_substeps`: the sub-step is at most this fraction of the approach time ... (a quarter:

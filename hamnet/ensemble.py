@@ -212,11 +212,11 @@ def _check_resolved(started: list[StartedRun]) -> None:
     if differ(bounded):
         raise ValueError("ensemble members differ in whether their kernel is bounded; give every member a bound "
                          "(--kernel-bound auto or a number) or none")
-    counts = [len(member.train_windows) for member in started]
+    counts = [member.config.epoch_size(len(member.train_windows)) for member in started]
     if differ(counts):
-        raise ValueError(f"ensemble members have {', '.join(map(str, counts))} training windows (their seeds, "
-                         f"--validation or --test split the systems differently); give every member --max-windows "
-                         f"{min(counts)}")
+        raise ValueError(f"ensemble members train on {', '.join(map(str, counts))} windows an epoch (their seeds, "
+                         f"--validation or --test split the systems differently, or --epoch-windows differs); give "
+                         f"every member --max-windows or --epoch-windows {min(counts)}")
 
 
 def _check_members(configs: list[TrainConfig], folders: list[Path]) -> None:
@@ -288,7 +288,8 @@ def _joint_epoch(group: list[StartedRun], context: Context) -> tuple[dict[int, f
     failed: dict[int, TrainingDiverged] = {}
     alive = list(group)
     epoch = group[0].run.epoch + 1
-    orders = [member.train_windows.batches(config.batch_size, member.run.shuffle) for member in group]
+    orders = [member.train_windows.batches(config.batch_size, member.run.shuffle,
+                                           member.config.epoch_size(len(member.train_windows))) for member in group]
     for number, indices in enumerate(zip(*orders), start=1):
         batches = [to_device(member.train_windows[index], dtype, context.device) for member, index in zip(group, indices)]
         batches = [batch for member, batch in zip(group, batches) if id(member) not in failed]

@@ -68,17 +68,14 @@ class TrainConfig:
     """Everything that decides a training run's result (and nothing that does not).
 
     ``max_windows``: train on a seeded subset of that many windows (None: all windows of the
-    training systems). ``validation_windows``: how many windows of the validation systems are
+    training systems); ``epoch_windows``: each epoch takes that many of them, a fresh draw every epoch from
+    the shuffling's generator (None: every one each epoch). ``validation_windows``: how many windows of the validation systems are
     scored each epoch. ``validation``/``test``: fractions of systems held out, by seed.
     ``lr``: Adam's learning rate, decayed to 0 by a cosine over the run. ``batch_size``: windows per
     optimiser step (the global batch under DistributedDataParallel). The defaults, lr 1e-2 and batch
-    50 with the default leapfrog windows, are what ``benchmarks/results/reference_side_by_side.md``
-    measures against the reference implementation at equal training time. Batch 50 costs 1.3 times
-    the seconds per epoch of batch 200 on one CPU thread but takes four times the steps, and at equal
-    time it gave HLieConv T(2) valid prediction times of 4.5 / 2.0 / 5.0 on three seeds against
-    2.4 / 2.7 / 3.1 at batch 200 (``benchmarks/results/ablation_batch_size_T2.md``). (Measured while other
-    benchmark processes shared the two cores.) On a GPU a larger batch is faster per window
-    (``benchmarks/results/gpu/gpu_speed.md``), at an accuracy not measured yet.
+    50 with the default leapfrog windows, did best at equal training time on one CPU thread
+    (``benchmarks/results/reference_side_by_side.md``, ``ablation_batch_size_T2.md``); on a GPU a larger
+    batch is faster per window (``benchmarks/results/gpu/gpu_speed.md``), at an accuracy not measured yet.
     ``method``: the fixed-step integrator over each window; ``"auto"`` (the default) is the one a
     rollout of the model uses, leapfrog for a separable Hamiltonian and rk4 otherwise
     (``hamnet.rollouts.default_method``), so training fits the map the rollout will apply; it is
@@ -128,6 +125,7 @@ class TrainConfig:
     validation: float = 0.1
     test: float = 0.1
     max_windows: int | None = None
+    epoch_windows: int | None = None
     validation_windows: int | None = 1000
     init_from: str | None = None
     kernel_bound_factor: float | None = DEFAULT_KERNEL_BOUND_FACTOR
@@ -144,7 +142,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         check_field_types(self, "train config")  # a dict for the model becomes a ModelConfig
-        for name in ("max_windows", "validation_windows"):
+        for name in ("max_windows", "epoch_windows", "validation_windows"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive number or None, got {getattr(self, name)}")
         if self.seed < 0:
@@ -198,6 +196,10 @@ class TrainConfig:
     def undoes(self) -> bool:
         """Whether a damaged epoch is undone (``rollback`` or ``rollback_train`` set) rather than kept or fatal."""
         return self.rollback is not None or self.rollback_train is not None
+
+    def epoch_size(self, windows: int) -> int:
+        """How many of ``windows`` training windows one epoch takes."""
+        return windows if self.epoch_windows is None else min(windows, self.epoch_windows)
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -343,7 +345,7 @@ def prepare_run(config, data_path, files, context, resume) -> StartedRun:
     model = build_model(config.model, torch.Generator().manual_seed(config.seed))
     if start is not None:
         _load_initial_weights(model, config, start[0])
-    steps = config.epochs * math.ceil(len(train_windows) / config.batch_size)
+    steps = config.epochs * math.ceil(config.epoch_size(len(train_windows)) / config.batch_size)
     # checked on the first full batch (or window) before anything is written: a model/integrator/neighbourhood
     # mismatch, or a compiler that fails, ends the run here, not after the run folder exists
     first = to_device(train_windows[torch.arange(min(config.batch_size, len(train_windows)))], dtype, context.device)
@@ -455,7 +457,7 @@ def end_epoch(started: StartedRun, train_loss: float, seconds: float, context: C
                **({"validation_rollout_mse": rolled} if rolled is not None else {}),
                **({"rolled_back": True} if undone else {}),
                "lr": run.optimizer.param_groups[0]["lr"], "seconds": round(seconds, 3),
-               "windows_per_second": round(len(train_windows) / seconds, 1)}
+               "windows_per_second": round(config.epoch_size(len(train_windows)) / seconds, 1)}
     if context.is_main:
         # metrics first, then best, then last: a kill between any two leaves a state that resume
         # repairs (metrics of epochs past last.pt are dropped, and the redone epoch, bitwise the
@@ -479,7 +481,7 @@ def _train_epoch(run, windows, config, context, monitor: Monitor,
     elements_per_window = (windows.chunk - 1) * math.prod(windows.data.z.shape[2:])
     total, count = 0.0, 0
     undo = config.undoes  # then end_epoch undoes an epoch that stopped being finite
-    batches = windows.batches(config.batch_size, run.shuffle)
+    batches = windows.batches(config.batch_size, run.shuffle, config.epoch_size(len(windows)))
     for number, global_index in enumerate(monitor.batches(batches, run.epoch + 1), start=1):
         local_index = global_index.tensor_split(context.world_size)[context.rank]
         z, params = to_device(windows[local_index], dtype, context.device)
@@ -492,7 +494,7 @@ def _train_epoch(run, windows, config, context, monitor: Monitor,
         except NonFiniteLoss as error:
             # undoing helps only once steps have moved the weights: from the initial ones it would repeat
             if undo and run.optimizer.state:  # the schedule still takes the epoch's steps, to end where it would
-                for _ in range(math.ceil(len(windows) / config.batch_size) - number + 1):
+                for _ in range(math.ceil(config.epoch_size(len(windows)) / config.batch_size) - number + 1):
                     run.scheduler.step()
                 return math.nan
             value = error.loss if not math.isfinite(error.loss) else "not finite (in another process)"

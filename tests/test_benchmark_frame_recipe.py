@@ -117,6 +117,23 @@ def test_the_coupled_recipe_weights_pairs_by_charge_and_validation_picks_its_pha
         recipe.run_recipe(work, data, PROTOCOLS["egnn-charged5"], "coupled4", 0, TINY)
 
 
+def test_the_fresh_windows_recipe_draws_the_scales_count_from_every_window(tiny, monkeypatch):
+    data, work = tiny
+    monkeypatch.setattr(recipe, "RECIPES", {"coupled10-fresh": [
+        (row, {**settings, "epochs": 1, "select_steps": 4, "substeps": 2}, chained)
+        for row, settings, chained in RECIPES["coupled10-fresh"]]})
+    monkeypatch.setattr(recipe, "model_config", lambda protocol, coupling=None: recipe.ModelConfig(
+        name="hlieconv", group="SE3", n_particles=5, dim=3, feature_keys=("m", "charge"), width=4, depth=1,
+        kernel_width=4, kernel_channels=2, coupling=coupling))
+    recipe.run_recipe(work, data, PROTOCOLS["egnn-charged5"], "coupled10-fresh", 0, TINY)
+    run = work / "runs" / "egnn-charged5_coupled10-fresh_seed0" / "coupled10-fresh"
+    state = load_checkpoint(run / "best.pt")
+    assert state["train_config"]["max_windows"] is None and state["train_config"]["epoch_windows"] == TINY.max_windows
+    assert state["data"]["n_train_windows"] > TINY.max_windows  # the pool: every window of the training systems
+    score = json.loads((work / "scores" / "egnn-charged5_coupled10-fresh_seed0.json").read_text())
+    assert score["settings"]["epoch_windows"] == TINY.max_windows and score["settings"]["max_windows"] is None
+
+
 def test_rows_of_the_last_results_file_are_kept_only_where_their_recipe_is_unchanged(tmp_path):
     entry = {"seeds": [0], "mse": [[1.0, 2.0, 3.0]], "diverged": 0, "train_seconds": [1.0], "substeps": [1]}
     made = json.loads(json.dumps({"base": recipe.BASE, "recipes": recipe.RECIPES}))

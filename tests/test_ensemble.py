@@ -50,9 +50,10 @@ def close(a: dict, b: dict, atol: float) -> bool:
     return a.keys() == b.keys() and all(torch.allclose(a[key], b[key], rtol=0, atol=atol) for key in a)
 
 
-@pytest.mark.parametrize("name", MODELS)
-def test_a_member_trained_together_is_the_member_trained_alone(springs_file, tmp_path, name):
-    configs = members(MODELS[name])
+@pytest.mark.parametrize("name, changes", [*((name, {}) for name in MODELS), ("fc-hnn", {"epoch_windows": 24})])
+def test_a_member_trained_together_is_the_member_trained_alone(springs_file, tmp_path, name, changes):
+    """Each member as trained alone, also where each epoch draws its own windows (``epoch_windows``)."""
+    configs = members(MODELS[name], **changes)
     results = train_ensemble(configs, springs_file, [tmp_path / f"together{k}" for k in range(3)])
     for k, config in enumerate(configs):
         alone = train(config, springs_file, tmp_path / f"alone{k}", progress=False)
@@ -178,7 +179,8 @@ def test_a_member_whose_epoch_jumps_is_rolled_back_alone(springs_file, tmp_path,
     (lambda c: dataclasses.replace(c, model=dataclasses.replace(c.model, width=32)), "differs from member 1 in model.width"),
     (lambda c: dataclasses.replace(c, chunk=3), "differs from member 1 in chunk"),
     (lambda c: dataclasses.replace(c, compile="on"), "not compiled"),
-    (lambda c: dataclasses.replace(c, validation=0.3), "training windows"),
+    (lambda c: dataclasses.replace(c, validation=0.3), "windows an epoch"),
+    (lambda c: dataclasses.replace(c, epoch_windows=8), "windows an epoch"),
 ])
 def test_members_that_cannot_share_a_step_are_refused_and_nothing_is_left(springs_file, tmp_path, change, message):
     configs = members(MODELS["fc-hnn"], max_windows=None)

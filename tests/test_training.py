@@ -100,6 +100,34 @@ def test_every_window_is_used_and_matches_the_trajectory(springs_file):
     assert torch.equal(seen.sort().values, torch.arange(len(windows)))
 
 
+def test_each_epoch_draws_its_own_windows_and_a_resumed_run_draws_the_same(springs_file, tmp_path, monkeypatch):
+    """``epoch_windows``: every epoch trains on that many distinct windows, drawn afresh (together more of the
+    set than one epoch sees), the schedule counting those steps (its rate reaches 0 at the last); a run
+    resumed after two epochs draws what the whole run drew and ends with its weights, bitwise."""
+    drawn, batches = [], Windows.batches
+
+    def recording(self, batch_size, generator=None, count=None):
+        order = batches(self, batch_size, generator, count)
+        if generator is not None:
+            drawn.append(torch.cat(order))
+        return order
+
+    monkeypatch.setattr(Windows, "batches", recording)
+    config = tiny_config(epoch_windows=24)  # of 64 training windows; batch 16: two steps an epoch
+    train(config, springs_file, tmp_path / "whole")
+    whole, drawn[:] = list(drawn), []
+    assert len(whole) == 4 and all(d.numel() == 24 and d.unique().numel() == 24 for d in whole)
+    assert torch.cat(whole).unique().numel() > 2 * 24
+    state = load_checkpoint(tmp_path / "whole" / "last.pt")
+    assert state["scheduler"]["last_epoch"] == 4 * 2
+    lines = (tmp_path / "whole" / "metrics.jsonl").read_text().splitlines()
+    assert json.loads(lines[-1])["lr"] < 1e-12 * config.lr
+    train(config, springs_file, tmp_path / "split", stop_after_epochs=2)
+    train(config, springs_file, tmp_path / "split", resume=True)
+    assert all(torch.equal(a, b) for a, b in zip(whole, drawn, strict=True))
+    assert same_weights(weights(tmp_path / "whole"), weights(tmp_path / "split"))
+
+
 def test_compact_windows_are_the_same_windows_without_the_file(springs_file):
     data = load_trajectories(springs_file)
     windows = Windows(data, chunk=5, systems=torch.tensor([1, 3, 7]), max_windows=4, seed=2)
