@@ -39,7 +39,8 @@ ones (``nbody_peers.py --scale full``'s files), over at most 18,000 windows an e
 * ``coupled10-fresh`` (charged set): ``coupled10-rollback-train`` with each epoch's windows drawn afresh
   from every training window (``epoch_windows``, as many as the scale's ``max_windows`` subset holds, so an
   epoch costs the same): at the papers' data the fixed subset holds 18,000 of about 130,000 windows, and a
-  close encounter (85% of the 1000-step error) outside it is never trained on;
+  close encounter (85% of the 1000-step error) outside it is never trained on. The kernel bound (from the
+  training windows) is then taken over all of them, so it may differ from the subset run's;
 * ``auto`` (shown as ``substeps10``): 10 sub-steps, what ``--substeps auto`` chose when it took a tenth
   of the closest approaches' time scale (it now takes a quarter: 4 on the charged set, 5 on the gravity
   set), warm-up and clipping, ``best.pt`` picked by the position MSE of the validation trajectories
@@ -153,7 +154,7 @@ RECIPES = {
     # and each epoch's windows drawn afresh from all of them (PER_SCALE: the scale's max_windows)
     "coupled10-fresh": [("coupled10-fresh", {"substeps": 10, **STEADY, **SELECT, "coupling": "charge",
                                              "rollback": 10.0, "rollback_train": 3.0, "max_windows": None,
-                                             "epoch_windows": "per scale"}, False)],
+                                             "epoch_windows": PER_SCALE}, False)],
     # 10 sub-steps: what --substeps auto chose when it took a tenth of the approach time scale
     "auto": [("auto", {"substeps": 10, **STEADY, **SELECT}, False),
              ("auto+long", {"substeps": 10, **STEADY, **SELECT, "chunk": 9, "epochs": 2, "lr": 1e-3}, True),

@@ -255,7 +255,8 @@ def _kernel_bound(value: str, has_kernel: bool) -> tuple[float | None, float | N
 #: would name the field, not the flag); --lr and --weight-decay are also checked against --dtype
 TRAIN_RANGES = (("--epochs", 1, None), ("--batch-size", 1, None), ("--lr", 1e-300, 1e300),
                 ("--weight-decay", 0, 1e300), ("--chunk", 2, None), ("--validation", 0, 0.99), ("--test", 0, 0.99),
-                ("--max-windows", 1, None), ("--epoch-windows", 1, None), ("--width", 1, None), ("--depth", 1, 1000), ("--neighbours", 1, None),
+                ("--max-windows", 1, None), ("--epoch-windows", 1, None), ("--width", 1, None), ("--depth", 1, 1000),
+                ("--neighbours", 1, None),
                 ("--lift-samples", 1, 10**4), ("--warmup", 0, 0.99), ("--clip-grad", 1e-300, 1e300),
                 ("--select-steps", 1, None), ("--weight-floor", 1e-300, 1))
 

@@ -116,7 +116,7 @@ class Windows:
 
     def batches(self, batch_size: int, generator: torch.Generator | None = None, count: int | None = None):
         """Index tensors covering every window once, shuffled by ``generator`` (in order if None); or the first
-        ``count`` windows of that order (a fresh draw of that many from each call with the generator)."""
+        ``count`` windows of that order (with a generator, a fresh draw of that many each call)."""
         order = torch.arange(len(self)) if generator is None else torch.randperm(len(self), generator=generator)
         return order[:count].split(batch_size)
 

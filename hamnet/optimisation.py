@@ -288,8 +288,9 @@ def _likely_cause(step: TrainingStep, config: Any, largest: float, data_path: st
     if bound is not None and bound > torch.finfo(dtype).max:
         return (f"the kernel bound {bound:g} is beyond {config.dtype}'s range ({torch.finfo(dtype).max:.3g}), so the "
                 "kernel inputs become inf times 0; use --kernel-bound auto or a smaller number")
-    if not step.optimizer.state:  # no Adam step from these weights (a run undone back to its start included)
-        return ("the initial weights already give it, before any optimiser step, so the learning rate is not the "
+    if not step.optimizer.state:  # Adam never stepped: the initial weights (or every epoch since was undone)
+        return ("the initial weights already give it, before any optimiser step (or with every step since undone), "
+                "so the learning rate is not the "
                 f"cause; check the data's scale (values up to {largest:.3g}) and the model's settings")
     # many sub-steps per window make early gradients large: warm-up and clipping are what steadied them
     unsteady = config.substeps != 1 and not (config.warmup and config.clip_grad)

@@ -492,7 +492,7 @@ def _train_epoch(run, windows, config, context, monitor: Monitor,
             batch_loss = run.step(z, params, scale=context.world_size / global_elements,
                                   finite=functools.partial(finite_everywhere, context=context))
         except NonFiniteLoss as error:
-            # undoing helps only once steps have moved the weights: from the initial ones it would repeat
+            # undoing helps only once Adam has stepped: the initial weights' own non-finite loss would recur
             if undo and run.optimizer.state:  # the schedule still takes the epoch's steps, to end where it would
                 for _ in range(math.ceil(config.epoch_size(len(windows)) / config.batch_size) - number + 1):
                     run.scheduler.step()

@@ -1341,9 +1341,9 @@ def _nan_from_the_start(forward):
 
 @pytest.mark.parametrize("kernel_bound, patch, cause, undoing", [
     (1e308, False, "the kernel bound 1e+308 is beyond float32's range", {}),
-    (None, True, "before any optimiser step, so the learning rate is not the cause", {}),
-    (None, True, "before any optimiser step, so the learning rate is not the cause", {"rollback": 10.0}),
-    (None, True, "before any optimiser step, so the learning rate is not the cause", {"rollback_train": 3.0}),
+    (None, True, "before any optimiser step (or with every step since undone), so the learning rate is not the cause", {}),
+    (None, True, "before any optimiser step (or with every step since undone), so the learning rate is not the cause", {"rollback": 10.0}),
+    (None, True, "before any optimiser step (or with every step since undone), so the learning rate is not the cause", {"rollback_train": 3.0}),
 ])
 def test_a_divergence_names_its_likely_cause(shared, tmp_path, monkeypatch, kernel_bound, patch, cause, undoing):
     """A loss that is not finite at the first batch, before any step, is not blamed on the learning rate:
@@ -1361,6 +1361,31 @@ def test_a_divergence_names_its_likely_cause(shared, tmp_path, monkeypatch, kern
     with pytest.raises(TrainingDiverged) as raised:
         train(config, shared["springs"], tmp_path / "run")
     assert cause in str(raised.value) and "--lr" not in str(raised.value), str(raised.value)
+
+
+def test_a_run_undone_back_to_its_initial_weights_that_stays_not_finite_blames_them(shared, tmp_path, monkeypatch):
+    """Epoch 1 takes a step, then its loss stops being finite and it is undone, back to the initial weights;
+    epoch 2's first loss is not finite from those: the divergence names the initial weights, not the learning
+    rate (the schedule has moved on, Adam's steps were undone)."""
+    from hamnet.loss import WindowLoss
+    from hamnet.models import ModelConfig
+    from hamnet.training import TrainConfig, TrainingDiverged, train
+
+    forward, adam_step, stepped = WindowLoss.forward, torch.optim.Adam.step, []
+
+    def step(self, *args, **kwargs):
+        stepped.append(True)
+        return adam_step(self, *args, **kwargs)
+    monkeypatch.setattr(torch.optim.Adam, "step", step)
+    monkeypatch.setattr(WindowLoss, "forward", lambda self, z, params: forward(self, z, params) * (
+        math.nan if stepped else 1.0))  # finite until Adam's first step, then never again
+    model = ModelConfig(name="hlieconv", group="SO2", n_particles=4, dim=2, width=8, depth=1)
+    config = TrainConfig(model=model, epochs=3, batch_size=8, max_windows=16, validation=0.2, test=0.0, chunk=3,
+                         kernel_bound_factor=None, rollback=10.0)  # two batches an epoch
+    with pytest.raises(TrainingDiverged) as raised:
+        train(config, shared["springs"], tmp_path / "run")
+    assert "before any optimiser step" in str(raised.value) and "--lr" not in str(raised.value), str(raised.value)
+    assert "epoch 2, batch 1" in str(raised.value)
 
 
 #: each command with inputs that stop it right after its plugins ran (files that do not exist, a bad seed)

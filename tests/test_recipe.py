@@ -190,12 +190,14 @@ def test_a_run_with_warmup_clipping_and_rollout_selection_resumes_bitwise(frames
         assert all(torch.equal(whole["model"][key], parts["model"][key]) for key in whole["model"])
 
 
+@pytest.mark.parametrize("draw", [{"batch_size": 24}, {"batch_size": 12, "epoch_windows": 24}])
 @pytest.mark.parametrize("how", ["far", "nan"])
-def test_rollback_undoes_an_epoch_that_jumps_and_halves_the_learning_rate(frames, tmp_path, monkeypatch, how):
+def test_rollback_undoes_an_epoch_that_jumps_and_halves_the_learning_rate(frames, tmp_path, monkeypatch, how, draw):
     """With ``rollback``, an epoch whose validation MSE jumps past r times the lowest (or stops being finite)
     ends with the previous epoch's weights and Adam state and half the learning rate; the run goes on,
-    best.pt keeps the good epoch, and the next epochs train at half the rate an undisturbed run has."""
-    config = tiny(epochs=4, batch_size=24, rollback=10.0, warmup=0.3, select="rollout", select_steps=4)  # 2 batches
+    best.pt keeps the good epoch, and the next epochs train at half the rate an undisturbed run has (also
+    where each epoch draws 24 of the 48 windows: the schedule counts an epoch's steps, undone or not)."""
+    config = tiny(epochs=4, rollback=10.0, warmup=0.3, select="rollout", select_steps=4, **draw)  # 2 batches
     train(config, frames, tmp_path / "calm")
     monkeypatch.setattr(torch.optim.Adam, "step", jump_at(3, how))
     train(config, frames, tmp_path / "whole")  # the same jump, in one uninterrupted run
