@@ -325,21 +325,23 @@ def mean_std(values: list[float], form: str = "{:.3g}") -> str:
 
 def score_table(runs: dict, scale: Scale) -> list[str]:
     """One row per group and model: mean ± standard deviation over the seeds scored."""
-    lines = ["| group | model | epochs | " + " | ".join(title for _, title, _ in SCORE_COLUMNS) + " | diverged |",
-             "|---" * (len(SCORE_COLUMNS) + 4) + "|"]
+    lines = ["| group | model | seeds | epochs | " + " | ".join(title for _, title, _ in SCORE_COLUMNS) + " | diverged |",
+             "|---" * (len(SCORE_COLUMNS) + 5) + "|"]
     for group in scale.groups:
         for key, label in MODELS:
-            members = [runs[f"{key}_{group}_seed{seed}"] for seed in scale.seeds if f"{key}_{group}_seed{seed}" in runs]
+            seeds = [seed for seed in scale.seeds if f"{key}_{group}_seed{seed}" in runs]
+            members = [runs[f"{key}_{group}_seed{seed}"] for seed in seeds]
             if not members:
                 cells = " | ".join(["not run yet"] * len(SCORE_COLUMNS))
-                lines.append(f"| {group} | {label} | - | {cells} | - |")
+                lines.append(f"| {group} | {label} | - | - | {cells} | - |")
                 continue
             cells = [mean_std([m[column] for m in members], form)
                      if key == "reference" or column != "reference_own_window_mse" else "-"
                      for column, _, form in SCORE_COLUMNS]
             diverged = "+".join(str(m["diverged"]) for m in members) + f" of {members[0]['n_systems']}"
             epochs = "/".join(str(m["epochs"]) for m in members)
-            lines.append(f"| {group} | {label} | {epochs} | " + " | ".join(cells) + f" | {diverged} |")
+            lines.append(f"| {group} | {label} | {', '.join(map(str, seeds))} | {epochs} | " + " | ".join(cells)
+                         + f" | {diverged} |")
     return lines
 
 
@@ -421,7 +423,8 @@ def how_it_was_made(header: dict, scale: Scale) -> list[str]:
           f"Data: {header['data']['train']} (training) and {header['data']['test']} (held out); {scale.windows} "
           f"training windows of {CHUNK} states chosen once (seed {WINDOW_SEED}, one per system, random start), "
           f"the same for both sides and every seed: `{header['data']['windows']}`.", "",
-          "Training, both sides on those windows, seeds " + ", ".join(map(str, scale.seeds)) + ":", "",
+          "Training, both sides on those windows, seeds " + ", ".join(map(str, scale.seeds))
+          + " (the table's seeds column says which are measured):", "",
           f"- reference: its `HLieResNet` (width {scale.width}, {scale.depth} layers, its defaults otherwise) with its "
           f"`IntegratedDynamicsTrainer`: its loss (initial state averaged in), Adam lr {learning_rates(scale)}, `cosLr` over "
           f"{scale.epochs} epochs, shuffled batches of {scale.batch_size}, float32, its logging off;",
