@@ -35,7 +35,8 @@ ones (``nbody_peers.py --scale full``'s files), over at most 18,000 windows an e
   lr 3e-3 with ``rollback=10`` (an epoch whose validation MSE jumps tenfold is undone, the rate halved);
 * ``coupled10-rollback-train`` (charged set, papers' data): ``coupled10-rollback`` with ``rollback_train=3``,
   an epoch whose mean training loss is more than three times the lowest is undone too (one seed's damage
-  began an epoch before its validation MSE showed it);
+  began an epoch before its validation MSE showed it); then ``rollback-train+sub20``: 3 epochs at 20
+  sub-steps per frame interval (lr 1e-3, warm-up, rollout selection) from its ``best.pt``;
 * ``coupled10-fresh`` (charged set): ``coupled10-rollback-train`` with each epoch's windows drawn afresh
   from every training window (``epoch_windows``, as many as the scale's ``max_windows`` subset holds, so an
   epoch costs the same): at the papers' data the fixed subset holds 18,000 of about 130,000 windows, and a
@@ -52,7 +53,8 @@ ones (``nbody_peers.py --scale full``'s files), over at most 18,000 windows an e
   window length, 5, 9, then 17 frames.
 
 Prediction as ``nbody_peers.py``: leapfrog from the protocol's start frame with the run's sub-steps,
-float64, position MSE at 1000 / 1500 / 2000 steps over the test trajectories.
+float64, position MSE at 1000 / 1500 / 2000 steps over the test trajectories. ``--rescore K ...`` also rolls
+each trained phase's ``best.pt`` out with K sub-steps (its own table): how much of the error is the step's.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/frame_recipe.py &
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/frame_recipe.py &
@@ -78,7 +80,7 @@ from pathlib import Path
 
 import torch
 
-from hamnet.checkpoint import model_from_checkpoint
+from hamnet.checkpoint import load_checkpoint, model_from_checkpoint
 from hamnet.diagnostics import conservation_report
 from hamnet.io import load_trajectories
 from hamnet.models import ModelConfig
@@ -148,9 +150,14 @@ RECIPES = {
     # and that also undoes an epoch whose training loss triples (one seed's epoch 3 went off, its loss
     # 4.8 times the lowest, its validation MSE only 1.3 times; outside the jumps, no epoch of any run at
     # this scale rose more than 1.9 times)
+    # then 3 epochs at 20 sub-steps from its best.pt (scored at 40 sub-steps, its best.pt gained 8%: the rest
+    # of the error is the potential, which this phase trains further through the finer step)
     "coupled10-rollback-train": [("coupled10-rollback-train", {"substeps": 10, **STEADY, **SELECT,
                                                                "coupling": "charge", "rollback": 10.0,
-                                                               "rollback_train": 3.0}, False)],
+                                                               "rollback_train": 3.0}, False),
+                                 ("rollback-train+sub20", {"substeps": 20, **STEADY, **SELECT, "coupling": "charge",
+                                                           "rollback": 10.0, "rollback_train": 3.0, "epochs": 3,
+                                                           "lr": 1e-3}, True)],
     # and each epoch's windows drawn afresh from all of them (PER_SCALE: the scale's max_windows)
     "coupled10-fresh": [("coupled10-fresh", {"substeps": 10, **STEADY, **SELECT, "coupling": "charge",
                                              "rollback": 10.0, "rollback_train": 3.0, "max_windows": None,
@@ -190,6 +197,8 @@ ROWS = (("plain", "plain", "1 leapfrog step per frame interval (small scale: nbo
          "jumps tenfold is undone, the learning rate halved"),
         ("coupled10-rollback-train", "coupled10, rollback 10 / train 3", "and --rollback-train 3: an epoch whose "
          "training loss triples is undone too"),
+        ("rollback-train+sub20", "rollback-train+sub20", "then 3 epochs at 20 sub-steps per frame interval, lr 1e-3, "
+         "from its best.pt"),
         ("coupled10-fresh", "coupled10, rollback, fresh windows", "and each epoch's windows drawn afresh from all "
          "of them (--epoch-windows), as many as the subset above held"),
         ("coupled recipe", "coupled recipe", "per seed, whichever of coupled10 and coupled4's three rows has the "
@@ -217,12 +226,34 @@ def model_config(protocol: Protocol, coupling: str | None = None) -> ModelConfig
 CLOSE = 0.2
 
 
-def score(checkpoint: Path, protocol: Protocol, test_path: Path) -> dict:
-    """:func:`figures` of a run's ``best.pt`` (or other checkpoint), with the run's sub-steps."""
+def score(checkpoint: Path, protocol: Protocol, test_path: Path, substeps: int | None = None) -> dict:
+    """:func:`figures` of a run's ``best.pt`` (or other checkpoint), with the run's sub-steps or ``substeps``."""
     model, state = model_from_checkpoint(checkpoint)
     test = load_trajectories(test_path)
     check_protocol(test, protocol.name, str(test_path))
-    return figures(model, state["train_config"]["substeps"], protocol, test)
+    return figures(model, substeps or state["train_config"]["substeps"], protocol, test)
+
+
+def rescore(work: Path, data: Path, protocol: Protocol, recipe: str, seed: int, substeps: list[int],
+            scale: Scale = SCALES["small"]) -> None:
+    """Each trained phase of ``recipe`` for ``seed``, its ``best.pt`` rolled out with each of ``substeps``
+    leapfrog steps per frame interval instead of the number it trained with: how much of its error the
+    rollout's step makes. Cached in ``work/rescored``."""
+    for row, _, _ in RECIPES[recipe]:
+        checkpoint = work / "runs" / f"{protocol.name}_{recipe}_seed{seed}" / row / "best.pt"
+        paths = {k: work / "rescored" / f"{protocol.name}_{row}_seed{seed}_substeps{k}.json" for k in substeps}
+        if not checkpoint.exists() or all(path.exists() for path in paths.values()):
+            continue
+        trained = load_checkpoint(checkpoint)["train_config"]["substeps"]
+        for k, path in paths.items():
+            if path.exists():
+                continue
+            result = {"protocol": protocol.name, "row": row, "seed": seed, "trained_substeps": trained,
+                      **score(checkpoint, protocol, data_path(protocol.name, "test", data, scale), k)}
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(result, indent=2) + "\n")
+            logging.info("%s %s seed %d at %d sub-steps: %s", protocol.name, row, seed, k,
+                         ", ".join(f"{m:.4g}" for m in result["mse"]))
 
 
 #: sub-steps per frame at which the protocol's own Hamiltonian is rolled out as a reference: the recipe's,
@@ -402,13 +433,40 @@ def summary(work: Path, previous: Path | None = None, earlier: bool = True, base
             entry.setdefault("close", []).append(values.get("close"))
     if previous is not None and previous.exists():
         report = json.loads(previous.read_text())
-        now = json.loads(json.dumps({"base": {**BASE, **(base or {})}, "recipes": RECIPES}))  # as JSON keeps them
-        same = lambda row: report.get("base") == now["base"] and all(  # noqa: E731
-            report.get("recipes", {}).get(recipe) == now["recipes"][recipe] for recipe in recipes_of(row))
         for protocol, rows in report["table"].items():
             for row, entry in rows.items():
-                if any(row == known for known, _, _ in ROWS) and same(row):
+                if any(row == known for known, _, _ in ROWS) and made_as_now(report, row, base):
                     table.setdefault(protocol, {}).setdefault(row, entry)
+    return table
+
+
+def made_as_now(report: dict, row: str, base: dict | None) -> bool:
+    """Whether the results file ``report`` (its JSON) made ``row`` with the ``base`` settings and recipe of now."""
+    now = json.loads(json.dumps({"base": {**BASE, **(base or {})}, "recipes": RECIPES}))  # as JSON keeps them
+    return report.get("base") == now["base"] and all(
+        report.get("recipes", {}).get(recipe) == now["recipes"][recipe] for recipe in recipes_of(row))
+
+
+def rescored_summary(work: Path, previous: Path | None = None, base: dict | None = None) -> dict:
+    """protocol -> row -> rolled-out sub-steps (a string, as JSON keeps keys) -> seeds, MSE per seed, diverged and
+    trained sub-steps: the :func:`rescore` figures in ``work``, then the results file ``previous``'s that it
+    lacks, where they were made as now (:func:`made_as_now`)."""
+    table: dict = {}
+    for path in sorted((work / "rescored").glob("*.json")):
+        result = json.loads(path.read_text())
+        entry = table.setdefault(result["protocol"], {}).setdefault(result["row"], {}).setdefault(
+            str(result["substeps"]), {"seeds": [], "mse": [], "diverged": 0, "trained_substeps": []})
+        entry["seeds"].append(result["seed"])
+        entry["mse"].append(result["mse"])
+        entry["diverged"] += result["diverged"]
+        entry["trained_substeps"].append(result["trained_substeps"])
+    if previous is not None and previous.exists():
+        report = json.loads(previous.read_text())
+        for protocol, rows in report.get("rescored", {}).items():
+            for row, entries in rows.items():
+                if any(row == known for known, _, _ in ROWS) and made_as_now(report, row, base):
+                    for substeps, entry in entries.items():
+                        table.setdefault(protocol, {}).setdefault(row, {}).setdefault(substeps, entry)
     return table
 
 
@@ -417,8 +475,10 @@ def rows_of(protocol: str) -> list[tuple[str, str, str]]:
     return [row for row in ROWS if all(protocol in ONLY.get(recipe, (protocol,)) for recipe in recipes_of(row[0]))]
 
 
-def markdown(table: dict, command: str, scale: Scale = SCALES["small"], reference: dict | None = None) -> list[str]:
-    """The results page; ``reference``: protocol -> :func:`references`, shown below each protocol's rows."""
+def markdown(table: dict, command: str, scale: Scale = SCALES["small"], reference: dict | None = None,
+             rescored: dict | None = None) -> list[str]:
+    """The results page; ``reference``: protocol -> :func:`references`, shown below each protocol's rows;
+    ``rescored``: :func:`rescored_summary`."""
     lines = ["# A training recipe for frame data: the ablation", "",
              f"Command: `{command}` ({platform.machine()}, torch {torch.__version__}, one torch thread per process, "
              f"two processes sharing the two cores). HLieConv SE(3), width 64, depth 3; scale: {scale.note}; position "
@@ -436,11 +496,7 @@ def markdown(table: dict, command: str, scale: Scale = SCALES["small"], referenc
             if entry is None:
                 lines.append(f"| {label} | {what} | " + " | ".join("not run" for _ in horizons) + " | - | - | - | - |")
                 continue
-            cells = []
-            for index in range(len(horizons)):
-                values = [mse[index] for mse in entry["mse"]]
-                spread = statistics.stdev(values) if len(values) > 1 else 0.0
-                cells.append(f"{statistics.fmean(values):.5f} ± {spread:.5f}")
+            cells = mse_cells(entry["mse"], len(horizons))
             lines.append(f"| {label} | {what} | " + " | ".join(cells) + f" | {', '.join(map(str, entry['seeds']))} | "
                          f"{', '.join(map(str, sorted(set(entry['substeps']))))} | {entry['diverged']} | "
                          f"{statistics.fmean(entry['train_seconds']):.0f} |")
@@ -450,8 +506,35 @@ def markdown(table: dict, command: str, scale: Scale = SCALES["small"], referenc
                          + " | ".join(f"{m:.3g}" for m in figure["mse"]) + f" | - | {substeps} | "
                          f"{figure['diverged']} | - |")
         rows = table.get(protocol, {}) | {reference_label(k): {"close": [figure["close"]]} for k, figure in ours.items()}
-        lines += [""] + where_the_error_is(rows, protocol)
+        lines += [""] + where_the_error_is(rows, protocol) + finer_steps((rescored or {}).get(protocol, {}), protocol)
     return lines
+
+
+def finer_steps(rows: dict, protocol: str) -> list[str]:
+    """The table of :func:`rescored_summary`'s rows for ``protocol``, if any."""
+    if not rows:
+        return []
+    horizons = PROTOCOLS[protocol].horizons
+    lines = ["The same `best.pt` files rolled out with other numbers of leapfrog steps per frame interval than they "
+             "trained with (`--rescore K`; mean ± standard deviation over the seeds): what the rollout's step "
+             "makes of the error, against the learned potential.", "",
+             "| row | trained with | rolled out with | " + " | ".join(f"MSE at {h} steps" for h in horizons)
+             + " | seeds | diverged |", "|---" * (len(horizons) + 5) + "|"]
+    for row in [known for known, _, _ in ROWS if known in rows]:
+        for substeps, entry in sorted(rows[row].items(), key=lambda item: int(item[0])):
+            cells = mse_cells(entry["mse"], len(horizons))
+            lines.append(f"| {row} | {', '.join(map(str, sorted(set(entry['trained_substeps']))))} | {substeps} | "
+                         + " | ".join(cells) + f" | {', '.join(map(str, entry['seeds']))} | {entry['diverged']} |")
+    return lines + [""]
+
+
+def mse_cells(mse: list[list[float]], horizons: int) -> list[str]:
+    """Per horizon, "mean ± standard deviation" of the seeds' MSE (``mse``: per seed, per horizon)."""
+    cells = []
+    for index in range(horizons):
+        values = [seed[index] for seed in mse]
+        cells.append(f"{statistics.fmean(values):.5f} ± {statistics.stdev(values) if len(values) > 1 else 0.0:.5f}")
+    return cells
 
 
 def reference_label(substeps: int) -> str:
@@ -490,8 +573,13 @@ def main() -> None:
     parser.add_argument("--protocols", nargs="+", choices=PROTOCOL_NAMES, default=list(PROTOCOL_NAMES))
     parser.add_argument("--recipes", nargs="+", choices=tuple(RECIPES), default=list(RECIPES))
     parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
+    parser.add_argument("--rescore", type=int, nargs="+", default=[], metavar="K",
+                        help="also roll out each trained phase's best.pt with K leapfrog steps per frame interval "
+                        "(the table of finer steps)")
     add_piece_arguments(parser)
     args, part, parts = start_pieces(parser)
+    if any(k < 1 for k in args.rescore):
+        parser.error(f"--rescore takes numbers of sub-steps of at least 1, not {min(args.rescore)}")
     scale = SCALES[args.scale]
     data = args.data or HERE / "work" / f"nbody_peers_{scale.data}" / "data"
     work = args.work or HERE / "work" / ("frame_recipe" if args.scale == "small" else f"frame_recipe_{args.scale}")
@@ -502,17 +590,20 @@ def main() -> None:
         for run in my_runs(list(plan), part, parts, work / "claims"):
             protocol, recipe, seed = plan[run]
             run_recipe(work, data, PROTOCOLS[protocol], recipe, seed, scale)
-    table = summary(work, stem.parent / f"{stem.name}.json", earlier=args.scale == "small",
-                    base={"max_windows": scale.max_windows})
+            rescore(work, data, PROTOCOLS[protocol], recipe, seed, args.rescore, scale)
+    previous, base = stem.parent / f"{stem.name}.json", {"max_windows": scale.max_windows}
+    table = summary(work, previous, earlier=args.scale == "small", base=base)
+    rescored = rescored_summary(work, previous, base)
     reference = {protocol: references(PROTOCOLS[protocol], data_path(protocol, "test", data, scale))
                  for protocol in args.protocols}
     command = "python benchmarks/frame_recipe.py" + (f" --scale {args.scale}" if args.scale != "small" else "") + (
-        f" --recipes {' '.join(args.recipes)}" if args.recipes != list(RECIPES) else "")
+        f" --recipes {' '.join(args.recipes)}" if args.recipes != list(RECIPES) else "") + (
+        f" --rescore {' '.join(map(str, args.rescore))}" if args.rescore else "")
     applies = {protocol: [row for row, _, _ in rows_of(protocol)] for protocol in PROTOCOL_NAMES}
     write_result_files(stem, {"scale": asdict(scale), "table": table, "rows": ROWS, "rows_of": applies,
-                              "recipes": RECIPES, "references": reference,
+                              "recipes": RECIPES, "references": reference, "rescored": rescored,
                               "base": {**BASE, "max_windows": scale.max_windows}},
-                       markdown(table, command, scale, reference))
+                       markdown(table, command, scale, reference, rescored))
 
 
 if __name__ == "__main__":

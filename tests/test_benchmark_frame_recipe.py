@@ -152,3 +152,31 @@ def test_rows_of_the_last_results_file_are_kept_only_where_their_recipe_is_uncha
     previous.write_text(json.dumps({**made, "table": {"egnn-charged5": {"coupled4 recipe": entry,
                                                                         "coupled recipe": entry}}}))
     assert set(recipe.summary(tmp_path, previous, earlier=False)["egnn-charged5"]) == {"coupled4 recipe"}
+
+
+def test_rescoring_rolls_the_same_best_pt_out_with_other_sub_steps(tiny, monkeypatch):
+    data, work = tiny
+    monkeypatch.setattr(recipe, "RECIPES", {"auto": [(row, {**settings, "epochs": 1, "substeps": 2}, chained)
+                                                     for row, settings, chained in RECIPES["auto"][:1]]})
+    charged = PROTOCOLS["egnn-charged5"]
+    recipe.rescore(work, data, charged, "auto", 0, [2, 6], TINY)  # nothing trained yet: nothing to roll out
+    assert not (work / "rescored").exists()
+    recipe.run_recipe(work, data, charged, "auto", 0, TINY)
+    recipe.rescore(work, data, charged, "auto", 0, [2, 6], TINY)
+    scored = json.loads((work / "scores" / "egnn-charged5_auto_seed0.json").read_text())
+    same, finer = (json.loads((work / "rescored" / f"egnn-charged5_auto_seed0_substeps{k}.json").read_text())
+                   for k in (2, 6))
+    assert same["mse"] == scored["mse"] and same["trained_substeps"] == finer["trained_substeps"] == 2
+    assert finer["substeps"] == 6 and finer["mse"] != scored["mse"]
+    stem = work / "results"
+    table = recipe.rescored_summary(work)
+    assert table["egnn-charged5"]["auto"]["6"]["mse"] == [finer["mse"]]
+    text = "\n".join(recipe.finer_steps(table["egnn-charged5"], "egnn-charged5"))
+    assert "| auto | 2 | 6 | " in text and "| auto | 2 | 2 | " in text
+    # a results file keeps the figures once the work folder loses them, while the recipe is as it was
+    stem.with_suffix(".json").write_text(json.dumps({"base": recipe.BASE, "recipes": recipe.RECIPES,
+                                                     "table": {}, "rescored": table}))
+    shutil.rmtree(work / "rescored")
+    assert recipe.rescored_summary(work, stem.with_suffix(".json")) == json.loads(json.dumps(table))
+    monkeypatch.setattr(recipe, "RECIPES", {"auto": [("auto", {**recipe.RECIPES["auto"][0][1], "lr": 1.0}, False)]})
+    assert recipe.rescored_summary(work, stem.with_suffix(".json")) == {}
