@@ -238,7 +238,8 @@ def rescore(work: Path, data: Path, protocol: Protocol, recipe: str, seed: int, 
             scale: Scale = SCALES["small"]) -> None:
     """Each trained phase of ``recipe`` for ``seed``, its ``best.pt`` rolled out with each of ``substeps``
     leapfrog steps per frame interval instead of the number it trained with: how much of its error the
-    rollout's step makes. Cached in ``work/rescored``."""
+    rollout's step makes (the number it trained with is its score, and is skipped). Cached in
+    ``work/rescored``."""
     for row, _, _ in RECIPES[recipe]:
         checkpoint = work / "runs" / f"{protocol.name}_{recipe}_seed{seed}" / row / "best.pt"
         paths = {k: work / "rescored" / f"{protocol.name}_{row}_seed{seed}_substeps{k}.json" for k in substeps}
@@ -246,7 +247,7 @@ def rescore(work: Path, data: Path, protocol: Protocol, recipe: str, seed: int, 
             continue
         trained = load_checkpoint(checkpoint)["train_config"]["substeps"]
         for k, path in paths.items():
-            if path.exists():
+            if path.exists() or k == trained:
                 continue
             result = {"protocol": protocol.name, "row": row, "seed": seed, "trained_substeps": trained,
                       **score(checkpoint, protocol, data_path(protocol.name, "test", data, scale), k)}
