@@ -75,6 +75,7 @@ import platform
 import statistics
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -150,8 +151,8 @@ RECIPES = {
     # and that also undoes an epoch whose training loss triples (one seed's epoch 3 went off, its loss
     # 4.8 times the lowest, its validation MSE only 1.3 times; outside the jumps, no epoch of any run at
     # this scale rose more than 1.9 times)
-    # then 3 epochs at 20 sub-steps from its best.pt (scored at 40 sub-steps, its best.pt gained 8%: the rest
-    # of the error is the potential, which this phase trains further through the finer step)
+    # then 3 epochs at 20 sub-steps from its best.pt (rolled out at 40 sub-steps, that best.pt gained 8%: the
+    # rest of the error is the potential's; does training through the finer step improve it?)
     "coupled10-rollback-train": [("coupled10-rollback-train", {"substeps": 10, **STEADY, **SELECT,
                                                                "coupling": "charge", "rollback": 10.0,
                                                                "rollback_train": 3.0}, False),
@@ -226,27 +227,30 @@ def model_config(protocol: Protocol, coupling: str | None = None) -> ModelConfig
 CLOSE = 0.2
 
 
+def rescored_path(work: Path, protocol: str, row: str, seed: int, substeps: int | str = "*") -> Path:
+    """Where :func:`rescore` keeps a figure (``substeps`` "*": a glob pattern for every number)."""
+    return work / "rescored" / f"{protocol}_{row}_seed{seed}_substeps{substeps}.json"
+
+
 def score(checkpoint: Path, protocol: Protocol, test_path: Path, substeps: int | None = None) -> dict:
     """:func:`figures` of a run's ``best.pt`` (or other checkpoint), with the run's sub-steps or ``substeps``."""
     model, state = model_from_checkpoint(checkpoint)
     test = load_trajectories(test_path)
     check_protocol(test, protocol.name, str(test_path))
-    return figures(model, substeps or state["train_config"]["substeps"], protocol, test)
+    return figures(model, state["train_config"]["substeps"] if substeps is None else substeps, protocol, test)
 
 
 def rescore(work: Path, data: Path, protocol: Protocol, recipe: str, seed: int, substeps: list[int],
             scale: Scale = SCALES["small"]) -> None:
-    """Each trained phase of ``recipe`` for ``seed``, its ``best.pt`` rolled out with each of ``substeps``
-    leapfrog steps per frame interval instead of the number it trained with: how much of its error the
-    rollout's step makes (the number it trained with is its score, and is skipped). Cached in
-    ``work/rescored``."""
+    """Each trained phase's ``best.pt`` rolled out with each of ``substeps`` sub-steps per frame interval
+    but the number it trained with (its score); cached in ``work/rescored``."""
     for row, _, _ in RECIPES[recipe]:
         checkpoint = work / "runs" / f"{protocol.name}_{recipe}_seed{seed}" / row / "best.pt"
-        paths = {k: work / "rescored" / f"{protocol.name}_{row}_seed{seed}_substeps{k}.json" for k in substeps}
-        if not checkpoint.exists() or all(path.exists() for path in paths.values()):
+        if not checkpoint.exists():
             continue
         trained = load_checkpoint(checkpoint)["train_config"]["substeps"]
-        for k, path in paths.items():
+        for k in substeps:
+            path = rescored_path(work, protocol.name, row, seed, k)
             if path.exists() or k == trained:
                 continue
             result = {"protocol": protocol.name, "row": row, "seed": seed, "trained_substeps": trained,
@@ -331,6 +335,8 @@ def run_recipe(work: Path, data: Path, protocol: Protocol, recipe: str, seed: in
                 result["last_epoch"] = score(folder / "last.pt", protocol, test)
             score_path.parent.mkdir(parents=True, exist_ok=True)
             score_path.write_text(json.dumps(result, indent=2) + "\n")
+            for stale in (work / "rescored").glob(rescored_path(work, protocol.name, row, seed).name):
+                stale.unlink()  # made from an earlier best.pt of this phase
             logging.info("%s %s seed %d: %s (%.0f s)", protocol.name, row, seed,
                          ", ".join(f"{m:.4g}" for m in result["mse"]), result["wall_seconds"])
         previous = folder
@@ -432,26 +438,30 @@ def summary(work: Path, previous: Path | None = None, earlier: bool = True, base
             entry["train_seconds"].append(result["train_seconds"])
             entry["substeps"].append(values["substeps"])
             entry.setdefault("close", []).append(values.get("close"))
-    if previous is not None and previous.exists():
-        report = json.loads(previous.read_text())
-        for protocol, rows in report["table"].items():
-            for row, entry in rows.items():
-                if any(row == known for known, _, _ in ROWS) and made_as_now(report, row, base):
-                    table.setdefault(protocol, {}).setdefault(row, entry)
+    for protocol, row, entry in kept_rows(previous, "table", base):
+        table.setdefault(protocol, {}).setdefault(row, entry)
     return table
 
 
-def made_as_now(report: dict, row: str, base: dict | None) -> bool:
-    """Whether the results file ``report`` (its JSON) made ``row`` with the ``base`` settings and recipe of now."""
+def kept_rows(previous: Path | None, key: str, base: dict | None) -> Iterator[tuple[str, str, dict]]:
+    """(protocol, row, entry) of the results file ``previous``'s ``key`` ("table", "rescored") for the rows of
+    :data:`ROWS` it made with the ``base`` settings and recipes of now."""
+    if previous is None or not previous.exists():
+        return
+    report = json.loads(previous.read_text())
     now = json.loads(json.dumps({"base": {**BASE, **(base or {})}, "recipes": RECIPES}))  # as JSON keeps them
-    return report.get("base") == now["base"] and all(
-        report.get("recipes", {}).get(recipe) == now["recipes"][recipe] for recipe in recipes_of(row))
+    if report.get("base") != now["base"]:
+        return
+    for protocol, rows in report.get(key, {}).items():
+        for row, entry in rows.items():
+            if any(row == known for known, _, _ in ROWS) and all(
+                    report.get("recipes", {}).get(recipe) == now["recipes"][recipe] for recipe in recipes_of(row)):
+                yield protocol, row, entry
 
 
 def rescored_summary(work: Path, previous: Path | None = None, base: dict | None = None) -> dict:
-    """protocol -> row -> rolled-out sub-steps (a string, as JSON keeps keys) -> seeds, MSE per seed, diverged and
-    trained sub-steps: the :func:`rescore` figures in ``work``, then the results file ``previous``'s that it
-    lacks, where they were made as now (:func:`made_as_now`)."""
+    """protocol -> row -> sub-steps rolled out with (a string, as JSON keeps keys) -> seeds, MSE per seed,
+    diverged, trained sub-steps: :func:`rescore`'s figures, then :func:`kept_rows` of ``previous``."""
     table: dict = {}
     for path in sorted((work / "rescored").glob("*.json")):
         result = json.loads(path.read_text())
@@ -461,13 +471,9 @@ def rescored_summary(work: Path, previous: Path | None = None, base: dict | None
         entry["mse"].append(result["mse"])
         entry["diverged"] += result["diverged"]
         entry["trained_substeps"].append(result["trained_substeps"])
-    if previous is not None and previous.exists():
-        report = json.loads(previous.read_text())
-        for protocol, rows in report.get("rescored", {}).items():
-            for row, entries in rows.items():
-                if any(row == known for known, _, _ in ROWS) and made_as_now(report, row, base):
-                    for substeps, entry in entries.items():
-                        table.setdefault(protocol, {}).setdefault(row, {}).setdefault(substeps, entry)
+    for protocol, row, entries in kept_rows(previous, "rescored", base):
+        for substeps, entry in entries.items():
+            table.setdefault(protocol, {}).setdefault(row, {}).setdefault(substeps, entry)
     return table
 
 
@@ -507,7 +513,8 @@ def markdown(table: dict, command: str, scale: Scale = SCALES["small"], referenc
                          + " | ".join(f"{m:.3g}" for m in figure["mse"]) + f" | - | {substeps} | "
                          f"{figure['diverged']} | - |")
         rows = table.get(protocol, {}) | {reference_label(k): {"close": [figure["close"]]} for k, figure in ours.items()}
-        lines += [""] + where_the_error_is(rows, protocol) + finer_steps((rescored or {}).get(protocol, {}), protocol)
+        lines += [""] + where_the_error_is(rows, protocol)
+        lines += finer_steps((rescored or {}).get(protocol, {}), protocol)
     return lines
 
 
@@ -521,10 +528,10 @@ def finer_steps(rows: dict, protocol: str) -> list[str]:
              "makes of the error, against the learned potential.", "",
              "| row | trained with | rolled out with | " + " | ".join(f"MSE at {h} steps" for h in horizons)
              + " | seeds | diverged |", "|---" * (len(horizons) + 5) + "|"]
-    for row in [known for known, _, _ in ROWS if known in rows]:
+    for row, label, _ in [known for known in ROWS if known[0] in rows]:
         for substeps, entry in sorted(rows[row].items(), key=lambda item: int(item[0])):
             cells = mse_cells(entry["mse"], len(horizons))
-            lines.append(f"| {row} | {', '.join(map(str, sorted(set(entry['trained_substeps']))))} | {substeps} | "
+            lines.append(f"| {label} | {', '.join(map(str, sorted(set(entry['trained_substeps']))))} | {substeps} | "
                          + " | ".join(cells) + f" | {', '.join(map(str, entry['seeds']))} | {entry['diverged']} |")
     return lines + [""]
 
@@ -562,6 +569,13 @@ def where_the_error_is(rows: dict, protocol: str) -> list[str]:
     return lines + [""]
 
 
+def at_least_one(text: str) -> int:
+    """An argument's whole number of sub-steps."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"a number of sub-steps is a whole number of at least 1, not {text!r}")
+    return int(text)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -574,13 +588,11 @@ def main() -> None:
     parser.add_argument("--protocols", nargs="+", choices=PROTOCOL_NAMES, default=list(PROTOCOL_NAMES))
     parser.add_argument("--recipes", nargs="+", choices=tuple(RECIPES), default=list(RECIPES))
     parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
-    parser.add_argument("--rescore", type=int, nargs="+", default=[], metavar="K",
+    parser.add_argument("--rescore", type=at_least_one, nargs="+", default=[], metavar="K",
                         help="also roll out each trained phase's best.pt with K leapfrog steps per frame interval "
                         "(the table of finer steps)")
     add_piece_arguments(parser)
     args, part, parts = start_pieces(parser)
-    if any(k < 1 for k in args.rescore):
-        parser.error(f"--rescore takes numbers of sub-steps of at least 1, not {min(args.rescore)}")
     scale = SCALES[args.scale]
     data = args.data or HERE / "work" / f"nbody_peers_{scale.data}" / "data"
     work = args.work or HERE / "work" / ("frame_recipe" if args.scale == "small" else f"frame_recipe_{args.scale}")
@@ -599,7 +611,7 @@ def main() -> None:
                  for protocol in args.protocols}
     command = "python benchmarks/frame_recipe.py" + (f" --scale {args.scale}" if args.scale != "small" else "") + (
         f" --recipes {' '.join(args.recipes)}" if args.recipes != list(RECIPES) else "") + (
-        f" --rescore {' '.join(map(str, args.rescore))}" if args.rescore else "")
+        f" --rescore {' '.join(map(str, args.rescore))}" if args.rescore and not args.report else "")
     applies = {protocol: [row for row, _, _ in rows_of(protocol)] for protocol in PROTOCOL_NAMES}
     write_result_files(stem, {"scale": asdict(scale), "table": table, "rows": ROWS, "rows_of": applies,
                               "recipes": RECIPES, "references": reference, "rescored": rescored,

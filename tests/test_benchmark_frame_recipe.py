@@ -169,14 +169,24 @@ def test_rescoring_rolls_the_same_best_pt_out_with_other_sub_steps(tiny, monkeyp
         "egnn-charged5", "test", data, TINY)
     assert finer["mse"] == recipe.score(best, charged, test, 6)["mse"] != recipe.score(best, charged, test)["mse"]
     assert finer["substeps"] == 6 and finer["trained_substeps"] == 2
+    cached = work / "rescored" / "egnn-charged5_auto_seed0_substeps6.json"
+    cached.write_text(json.dumps({**finer, "mse": [1.0, 2.0, 3.0]}))  # a cached figure is not made again
+    recipe.rescore(work, data, charged, "auto", 0, [6], TINY)
+    assert json.loads(cached.read_text())["mse"] == [1.0, 2.0, 3.0]
+    cached.write_text(json.dumps(finer))
     stem = work / "results"
     table = recipe.rescored_summary(work)
     assert table["egnn-charged5"]["auto"]["6"]["mse"] == [finer["mse"]]
-    assert "| auto | 2 | 6 | " in "\n".join(recipe.finer_steps(table["egnn-charged5"], "egnn-charged5"))
+    cells = " | ".join(f"{m:.5f} ± 0.00000" for m in finer["mse"])
+    assert f"| substeps10 | 2 | 6 | {cells} | 0 | 0 |" in "\n".join(recipe.finer_steps(table["egnn-charged5"],
+                                                                                       "egnn-charged5"))
     # a results file keeps the figures once the work folder loses them, while the recipe is as it was
     stem.with_suffix(".json").write_text(json.dumps({"base": recipe.BASE, "recipes": recipe.RECIPES,
                                                      "table": {}, "rescored": table}))
-    shutil.rmtree(work / "rescored")
+    (work / "scores" / "egnn-charged5_auto_seed0.json").unlink()  # scored again: the rescored figures go
+    recipe.run_recipe(work, data, charged, "auto", 0, TINY)
+    assert not cached.exists()
     assert recipe.rescored_summary(work, stem.with_suffix(".json")) == json.loads(json.dumps(table))
+    assert recipe.rescored_summary(work, stem.with_suffix(".json"), base={"max_windows": 1}) == {}  # another scale
     monkeypatch.setattr(recipe, "RECIPES", {"auto": [("auto", {**recipe.RECIPES["auto"][0][1], "lr": 1.0}, False)]})
     assert recipe.rescored_summary(work, stem.with_suffix(".json")) == {}
