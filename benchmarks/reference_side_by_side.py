@@ -325,7 +325,8 @@ def mean_std(values: list[float], form: str = "{:.3g}") -> str:
 
 def score_table(runs: dict, scale: Scale) -> list[str]:
     """One row per group and model: mean ± standard deviation over the seeds scored."""
-    lines = ["| group | model | seeds | epochs | " + " | ".join(title for _, title, _ in SCORE_COLUMNS) + " | diverged |",
+    lines = ["| group | model | seeds | epochs | " + " | ".join(title for _, title, _ in SCORE_COLUMNS)
+             + " | diverged |",
              "|---" * (len(SCORE_COLUMNS) + 5) + "|"]
     for group in scale.groups:
         for key, label in MODELS:

@@ -69,8 +69,8 @@ class TrainConfig:
 
     ``max_windows``: train on a seeded subset of that many windows (None: all windows of the
     training systems); ``epoch_windows``: each epoch takes that many of them, a fresh draw every epoch
-    from the shuffling's generator (None: every one each epoch). ``validation_windows``: how many
-    windows of the validation systems are scored each epoch. ``validation``/``test``: fractions of systems held out, by seed.
+    from the shuffling's generator (None: every one each epoch). ``validation_windows``: how many windows
+    of the validation systems are scored each epoch. ``validation``/``test``: fractions of systems held out, by seed.
     ``lr``: Adam's learning rate, decayed to 0 by a cosine over the run. ``batch_size``: windows per
     optimiser step (the global batch under DistributedDataParallel). The defaults, lr 1e-2 and batch
     50 with the default leapfrog windows, did best at equal training time on one CPU thread
